@@ -1,0 +1,81 @@
+import crypto from 'node:crypto';
+import express from 'express';
+import { pinoHttp } from 'pino-http';
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import type { FanOutCache } from '../fanout/fanout.js';
+import type { Ingest } from '../ingest/ingest.js';
+import type { NetworkGuard } from '../net/network-guard.js';
+import type { Store } from '../store/store.js';
+import { BODY_LIMIT } from './limits.js';
+import { requireToken, type TokenRegistry } from './auth.js';
+import { requireMediaType } from './media-type.js';
+import { notFound, problemHandler } from './problem.js';
+import { deliveryRoutes } from './routes/deliveries.js';
+import { eventRoutes } from './routes/events.js';
+import { listenerRoutes } from './routes/listeners.js';
+import { mistralRoutes } from './routes/mistral.js';
+import { operationRoutes } from './routes/operations.js';
+
+
+export interface AppDeps {
+  store: Store;
+  tokens: TokenRegistry;
+  guard: NetworkGuard;
+  log: Logger;
+  metrics: Registry;
+  ingest: Ingest;
+  fanOut: FanOutCache;
+  /** Wakes the dispatcher after something became due. */
+  wakeDispatcher: () => void;
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+export function createApp(deps: AppDeps): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.set('query parser', 'simple');
+
+  app.use(
+    pinoHttp({
+      logger: deps.log,
+      genReqId: (req, res) => {
+        const given = req.headers['x-request-id'];
+        const id = typeof given === 'string' && REQUEST_ID.test(given) ? given : crypto.randomUUID();
+        res.setHeader('x-request-id', id);
+        return id;
+      },
+      customLogLevel: (_req, res, err) => (err || res.statusCode >= 500 ? 'error' : res.statusCode >= 400 ? 'warn' : 'info'),
+      autoLogging: { ignore: (req) => req.url === '/healthz' || req.url === '/readyz' || req.url === '/metrics' },
+      serializers: {
+        req: (req) => ({ id: req.id, method: req.method, url: req.url }),
+        res: (res) => ({ statusCode: res.statusCode }),
+      },
+    }),
+  );
+  app.use((req, res, next) => {
+    res.locals.log = req.log;
+    next();
+  });
+
+  app.use(operationRoutes({ store: deps.store, metrics: deps.metrics }));
+
+  const v1 = express.Router();
+  v1.use(requireToken(deps.tokens));
+  // Routes with bodies of their own kind and size parse them themselves, before the JSON default.
+  v1.use('/ingest/mistral', mistralRoutes({ ingest: deps.ingest }));
+  v1.use('/events', eventRoutes({ store: deps.store, ingest: deps.ingest }));
+  v1.use(requireMediaType());
+  v1.use(express.json({ limit: BODY_LIMIT, type: () => true, strict: false }));
+  v1.use('/listeners', listenerRoutes(deps));
+  v1.use('/deliveries', deliveryRoutes({ store: deps.store, onRequeued: deps.wakeDispatcher }));
+  app.use('/v1', v1);
+
+  app.use((req) => {
+    throw notFound(`${req.method} ${req.path}`);
+  });
+  app.use(problemHandler(deps.log));
+  return app;
+}

@@ -1,0 +1,97 @@
+import type { ErrorRequestHandler, Response } from 'express';
+import type { Logger } from 'pino';
+import type { ZodError } from 'zod';
+import { StoreConflictError, StoreUnavailableError } from '../store/store.js';
+
+export interface FieldError {
+  field: string;
+  message: string;
+  line?: number;
+}
+
+/** An RFC 9457 problem that a route throws; the error handler turns it into the response. */
+export class Problem extends Error {
+  constructor(
+    readonly status: number,
+    readonly slug: string,
+    readonly title: string,
+    readonly detail: string,
+    readonly errors?: FieldError[],
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(detail);
+    this.name = 'Problem';
+  }
+}
+
+export const badRequest = (detail: string, errors?: FieldError[]) =>
+  new Problem(400, 'invalid-request', 'Invalid request', detail, errors);
+export const invalidField = (field: string, message: string) =>
+  badRequest(`${field}: ${message}`, [{ field, message }]);
+export const notFound = (what: string) => new Problem(404, 'not-found', 'Not found', `${what} does not exist`);
+export const conflict = (detail: string) => new Problem(409, 'conflict', 'Conflict', detail);
+export const unsupportedMediaType = (detail: string) =>
+  new Problem(415, 'unsupported-media-type', 'Unsupported media type', detail);
+
+/** Zod issues as `errors` entries, with dotted field paths (`callback.url`, `events.2`). */
+export function fieldErrors(error: ZodError, prefix = ''): FieldError[] {
+  return error.issues.flatMap((issue) => {
+    const base = [prefix, ...issue.path.map(String)].filter(Boolean).join('.');
+    // Unknown keys are reported once per key so each names its own field.
+    if (issue.code === 'unrecognized_keys') {
+      return issue.keys.map((k) => ({ field: base ? `${base}.${k}` : k, message: 'unknown field' }));
+    }
+    return [{ field: base || '(body)', message: issue.message }];
+  });
+}
+
+export function validationProblem(error: ZodError, prefix = ''): Problem {
+  const errors = fieldErrors(error, prefix);
+  const detail = errors.map((e) => `${e.field}: ${e.message}`).join('; ');
+  return badRequest(detail, errors);
+}
+
+export function sendProblem(res: Response, p: Problem): void {
+  for (const [k, v] of Object.entries(p.headers)) res.setHeader(k, v);
+  res
+    .status(p.status)
+    .type('application/problem+json')
+    .send(
+      JSON.stringify({
+        type: `/problems/${p.slug}`,
+        title: p.title,
+        status: p.status,
+        detail: p.detail,
+        ...(p.errors ? { errors: p.errors } : {}),
+      }),
+    );
+}
+
+const BODY_PARSER_PROBLEMS: Record<string, (e: { message: string; limit?: number }) => Problem> = {
+  'entity.parse.failed': (e) => badRequest(`the body is not valid JSON: ${e.message}`, [{ field: '(body)', message: e.message }]),
+  'entity.too.large': (e) =>
+    new Problem(413, 'payload-too-large', 'Payload too large', `the body is larger than ${e.limit ?? 'the limit of'} bytes`),
+  'encoding.unsupported': (e) => unsupportedMediaType(e.message),
+  'charset.unsupported': (e) => unsupportedMediaType(e.message),
+  'request.aborted': () => badRequest('the request was aborted'),
+};
+
+export function problemHandler(log: Logger): ErrorRequestHandler {
+  return (err, _req, res, _next) => {
+    if (res.headersSent) return;
+    if (err instanceof Problem) return sendProblem(res, err);
+    const type = (err as { type?: string }).type;
+    if (type && BODY_PARSER_PROBLEMS[type]) return sendProblem(res, BODY_PARSER_PROBLEMS[type](err));
+    if (err instanceof StoreUnavailableError) {
+      return sendProblem(
+        res,
+        new Problem(503, 'unavailable', 'Service unavailable', `${err.message}; nothing was stored, try again`, undefined, {
+          'Retry-After': String(err.retryAfterSeconds),
+        }),
+      );
+    }
+    if (err instanceof StoreConflictError) return sendProblem(res, conflict(err.message));
+    (res.locals.log as Logger | undefined ?? log).error({ err }, 'request failed');
+    sendProblem(res, new Problem(500, 'internal-error', 'Internal server error', 'the relay failed to handle this request'));
+  };
+}

@@ -1,0 +1,47 @@
+import { Router } from 'express';
+import { toAttemptView, toDeliveryView } from '../../records/delivery.js';
+import { DELIVERY_STATUSES, type DeliveryStatus, type Store } from '../../store/store.js';
+import { conflict, invalidField, notFound } from '../problem.js';
+import { page, pageParams } from '../paging.js';
+
+export function deliveryRoutes({ store, onRequeued }: { store: Store; onRequeued: () => void }): Router {
+  const router = Router();
+
+  router.get('/', async (req, res) => {
+    const { limit, after } = pageParams(req.query);
+    const q = req.query;
+    for (const field of ['listener_id', 'event_id', 'status'] as const) {
+      if (q[field] !== undefined && (typeof q[field] !== 'string' || q[field] === '')) throw invalidField(field, 'give one non-empty value');
+    }
+    if (q.status !== undefined && !DELIVERY_STATUSES.includes(q.status as DeliveryStatus)) {
+      throw invalidField('status', `one of ${DELIVERY_STATUSES.join(', ')}`);
+    }
+    const rows = await store.listDeliveries(res.locals.project, {
+      after,
+      limit: limit + 1,
+      listener_id: q.listener_id as string | undefined,
+      event_id: q.event_id as string | undefined,
+      status: q.status as DeliveryStatus | undefined,
+    });
+    res.json(page(rows, limit, (d) => d.id, toDeliveryView));
+  });
+
+  router.get('/:id', async (req, res) => {
+    const delivery = await store.getDelivery(res.locals.project, req.params.id);
+    if (!delivery) throw notFound(`delivery ${req.params.id}`);
+    const attempts = await store.listAttempts(res.locals.project, delivery.id);
+    res.json({ ...toDeliveryView(delivery), attempts: attempts.map(toAttemptView) });
+  });
+
+  router.post('/:id/retry', async (req, res) => {
+    const outcome = await store.retryDelivery(res.locals.project, req.params.id, Date.now());
+    if (outcome === 'not_found') throw notFound(`delivery ${req.params.id}`);
+    if (outcome === 'in_flight') throw conflict(`delivery ${req.params.id} is being sent right now; try again when the attempt ends`);
+    if (outcome === 'no_listener') throw conflict(`the listener of delivery ${req.params.id} was deleted`);
+    onRequeued();
+    const delivery = await store.getDelivery(res.locals.project, req.params.id);
+    res.status(202).json(toDeliveryView(delivery!));
+  });
+
+  return router;
+}

@@ -1,0 +1,88 @@
+import express, { Router } from 'express';
+import { z } from 'zod';
+import { EventInput } from '../../records/event.js';
+import { toDeliveryView } from '../../records/delivery.js';
+import type { Ingest } from '../../ingest/ingest.js';
+import type { Store } from '../../store/store.js';
+import { requireMediaType } from '../media-type.js';
+import { badRequest, invalidField, notFound, validationProblem, type FieldError } from '../problem.js';
+import { page, pageParams } from '../paging.js';
+
+export const EVENTS_BODY_LIMIT = '16mb';
+export const MAX_EVENTS_PER_REQUEST = 1000;
+
+const Batch = z.strictObject({ events: z.array(z.unknown()) });
+
+/** Validates a single event or a batch; a bad event rejects the whole request, naming its index. */
+function parseEvents(body: unknown): EventInput[] {
+  const isBatch = typeof body === 'object' && body !== null && !Array.isArray(body) && 'events' in body && !('type' in body);
+  if (!isBatch) {
+    const one = EventInput.safeParse(body);
+    if (!one.success) throw validationProblem(one.error);
+    return [one.data];
+  }
+  const batch = Batch.safeParse(body);
+  if (!batch.success) throw validationProblem(batch.error);
+  const raw = batch.data.events;
+  if (raw.length === 0) throw invalidField('events', 'give at least one event');
+  if (raw.length > MAX_EVENTS_PER_REQUEST) throw invalidField('events', `at most ${MAX_EVENTS_PER_REQUEST} events per request`);
+  const events: EventInput[] = [];
+  const errors: FieldError[] = [];
+  raw.forEach((e, i) => {
+    const parsed = EventInput.safeParse(e);
+    if (parsed.success) events.push(parsed.data);
+    else errors.push(...validationProblem(parsed.error, `events.${i}`).errors!);
+  });
+  if (errors.length) throw badRequest(errors.map((e) => `${e.field}: ${e.message}`).join('; '), errors);
+  return events;
+}
+
+const timeParam = (value: unknown, field: string): number | undefined => {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string' || !z.iso.datetime({ offset: true }).safeParse(value).success) {
+    throw invalidField(field, 'must be an RFC 3339 date-time such as 2026-11-23T10:00:00Z');
+  }
+  return Date.parse(value);
+};
+
+const stringParam = (value: unknown, field: string): string | undefined => {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string' || value === '') throw invalidField(field, 'give one non-empty value');
+  return value;
+};
+
+export function eventRoutes({ store, ingest }: { store: Store; ingest: Ingest }): Router {
+  const router = Router();
+
+  router.post('/', requireMediaType(), express.json({ limit: EVENTS_BODY_LIMIT, type: () => true, strict: false }), async (req, res) => {
+    const events = parseEvents(req.body);
+    const results = await ingest.ingest(res.locals.project, events.map((input) => ({ input })));
+    res.status(202).json({ items: results.map((r) => ({ id: r.id, duplicate: r.duplicate })) });
+  });
+
+  router.get('/', async (req, res) => {
+    const { limit, after } = pageParams(req.query);
+    const rows = await store.listEvents(res.locals.project, {
+      after,
+      limit: limit + 1,
+      workbook: stringParam(req.query.workbook, 'workbook'),
+      execution_id: stringParam(req.query.execution_id, 'execution_id'),
+      type: stringParam(req.query.type, 'type'),
+      since: timeParam(req.query.since, 'since'),
+    });
+    res.json(page(rows, limit, (r) => r.cursor, (r) => ({ ...r.envelope, received_at: new Date(r.received_at).toISOString() })));
+  });
+
+  router.get('/:id', async (req, res) => {
+    const event = await store.getEvent(res.locals.project, req.params.id);
+    if (!event) throw notFound(`event ${req.params.id}`);
+    const deliveries = await store.listDeliveries(res.locals.project, { event_id: req.params.id, limit: 1000 });
+    res.json({
+      ...event.envelope,
+      received_at: new Date(event.received_at).toISOString(),
+      deliveries: deliveries.map(toDeliveryView),
+    });
+  });
+
+  return router;
+}

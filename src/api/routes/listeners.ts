@@ -1,0 +1,212 @@
+import { Router } from 'express';
+import { ulid } from 'ulid';
+import {
+  ListenerInput,
+  MASKED,
+  specOf,
+  toListenerView,
+  type StoredListener,
+} from '../../records/listener.js';
+import { generateSecret, isValidSecret } from '../../dispatch/signing.js';
+import { z } from 'zod';
+import { compileListenerRule } from '../../fanout/match.js';
+import type { FanOutCache } from '../../fanout/fanout.js';
+import type { Ingest } from '../../ingest/ingest.js';
+import type { NetworkGuard } from '../../net/network-guard.js';
+import { PING_EVENT_TYPE } from '../../records/event.js';
+import type { Store } from '../../store/store.js';
+import { applyMergePatch } from '../merge-patch.js';
+import { badRequest, conflict, invalidField, notFound, validationProblem } from '../problem.js';
+import { page, pageParams } from '../paging.js';
+
+/** How long a rotated-out secret keeps signing beside the new one. */
+export const SECRET_OVERLAP_MS = 24 * 3600 * 1000;
+
+/** At most this many deliveries one replay call creates. */
+export const MAX_REPLAY = 100_000;
+
+export interface ListenerRouteDeps {
+  store: Store;
+  guard: NetworkGuard;
+  ingest: Ingest;
+  fanOut: FanOutCache;
+  wakeDispatcher: () => void;
+}
+
+const ReplayInput = z
+  .strictObject({
+    since: z.iso.datetime({ offset: true }),
+    until: z.iso.datetime({ offset: true }).optional(),
+    only_failed: z.boolean().default(false),
+  })
+  .refine((r) => !r.until || Date.parse(r.until) > Date.parse(r.since), { path: ['until'], message: 'must be after since' });
+
+const isPlainObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+
+export function listenerRoutes({ store, guard, ingest, fanOut, wakeDispatcher }: ListenerRouteDeps): Router {
+  const router = Router();
+
+  async function checkCallbackUrl(url: string) {
+    const verdict = await guard.checkUrl(url);
+    if (!verdict.ok) throw invalidField('callback.url', verdict.reason);
+  }
+
+  async function load(project: string, id: string): Promise<StoredListener> {
+    const listener = await store.getListener(project, id);
+    if (!listener) throw notFound(`listener ${id}`);
+    return listener;
+  }
+
+  router.post('/', async (req, res) => {
+    const parsed = ListenerInput.safeParse(req.body ?? {});
+    if (!parsed.success) throw validationProblem(parsed.error);
+    const { secret, ...spec } = parsed.data;
+    await checkCallbackUrl(spec.callback.url);
+    const now = new Date().toISOString();
+    const listener: StoredListener = {
+      ...spec,
+      id: ulid(),
+      project: res.locals.project,
+      secret: secret ?? generateSecret(),
+      previous_secret: null,
+      previous_secret_expires_at: null,
+      disabled_reason: null,
+      created_at: now,
+      updated_at: now,
+    };
+    await store.createListener(listener);
+    fanOut.invalidate(listener.project);
+    res
+      .status(201)
+      .location(`/v1/listeners/${listener.id}`)
+      .json({ ...toListenerView(listener), secret: listener.secret });
+  });
+
+  router.get('/', async (req, res) => {
+    const { limit, after } = pageParams(req.query);
+    const workbook = req.query.workbook;
+    if (workbook !== undefined && (typeof workbook !== 'string' || !workbook)) {
+      throw invalidField('workbook', 'give one workbook name');
+    }
+    const rows = await store.listListeners(res.locals.project, { workbook, after, limit: limit + 1 });
+    res.json(page(rows, limit, (l) => l.id, toListenerView));
+  });
+
+  router.get('/:id', async (req, res) => {
+    res.json(toListenerView(await load(res.locals.project, req.params.id)));
+  });
+
+  router.patch('/:id', async (req, res) => {
+    const patch: unknown = req.body;
+    if (!isPlainObject(patch)) throw badRequest('a merge patch must be a JSON object', [{ field: '(body)', message: 'expected an object' }]);
+    if ('secret' in patch) throw invalidField('secret', 'use POST /v1/listeners/{id}/rotate-secret to change the secret');
+    const current = await load(res.locals.project, req.params.id);
+    const base = specOf(current);
+    const merged = applyMergePatch(base, patch) as Record<string, unknown>;
+    // "***" is what reads show for a header value; sent back, it keeps the stored value.
+    const callback = merged.callback as { headers?: Record<string, unknown> } | undefined;
+    if (isPlainObject(callback?.headers)) {
+      for (const [name, value] of Object.entries(callback.headers)) {
+        if (value !== MASKED) continue;
+        if (!(name in base.callback.headers)) {
+          throw invalidField(`callback.headers.${name}`, 'is masked ("***") but has no stored value to keep');
+        }
+        callback.headers[name] = base.callback.headers[name];
+      }
+    }
+    const parsed = ListenerInput.safeParse(merged);
+    if (!parsed.success) throw validationProblem(parsed.error);
+    const { secret: _none, ...spec } = parsed.data;
+    if (spec.callback.url !== base.callback.url) await checkCallbackUrl(spec.callback.url);
+    const updated = await store.updateListener(res.locals.project, current.id, spec, new Date().toISOString());
+    if (!updated) throw notFound(`listener ${current.id}`);
+    fanOut.invalidate(current.project);
+    if (updated.enabled && !current.enabled) wakeDispatcher();
+    res.json(toListenerView(updated));
+  });
+
+  router.delete('/:id', async (req, res) => {
+    if (!(await store.deleteListener(res.locals.project, req.params.id))) throw notFound(`listener ${req.params.id}`);
+    fanOut.invalidate(res.locals.project);
+    res.status(204).end();
+  });
+
+  router.post('/:id/rotate-secret', async (req, res) => {
+    const body: unknown = req.body ?? {};
+    if (!isPlainObject(body)) throw badRequest('the body must be a JSON object', [{ field: '(body)', message: 'expected an object' }]);
+    const unknown = Object.keys(body).filter((k) => k !== 'secret');
+    if (unknown.length) throw invalidField(unknown[0], 'unknown field');
+    if (body.secret !== undefined && (typeof body.secret !== 'string' || !isValidSecret(body.secret))) {
+      throw invalidField('secret', 'must be whsec_ followed by base64 of 24 to 64 bytes');
+    }
+    const current = await load(res.locals.project, req.params.id);
+    const now = Date.now();
+    const updated = await store.rotateListenerSecret(
+      res.locals.project,
+      current.id,
+      {
+        secret: (body.secret as string | undefined) ?? generateSecret(),
+        previousSecret: current.secret,
+        previousSecretExpiresAt: new Date(now + SECRET_OVERLAP_MS).toISOString(),
+      },
+      new Date(now).toISOString(),
+    );
+    if (!updated) throw notFound(`listener ${current.id}`);
+    res.json({
+      ...toListenerView(updated),
+      secret: updated.secret,
+      previous_secret_expires_at: updated.previous_secret_expires_at,
+    });
+  });
+
+  router.post('/:id/ping', async (req, res) => {
+    const listener = await load(res.locals.project, req.params.id);
+    if (!listener.enabled) throw conflict(`listener ${listener.id} is disabled; enable it first (PATCH {"enabled": true})`);
+    const now = new Date();
+    const envelope = {
+      id: ulid(now.getTime()),
+      type: PING_EVENT_TYPE,
+      category: 'NOTIFICATION' as const,
+      workbook: listener.workbook === '*' ? null : listener.workbook,
+      workflow: null,
+      execution_id: null,
+      task_id: null,
+      task_name: null,
+      state: null,
+      previous_state: null,
+      state_info: null,
+      sequence: null,
+      occurred_at: now.toISOString(),
+      source: 'relay',
+      data: { listener_id: listener.id },
+    };
+    await ingest.sendTo(listener.project, envelope, [listener.id]);
+    res.status(202).json({ event_id: envelope.id });
+  });
+
+  router.post('/:id/replay', async (req, res) => {
+    const parsed = ReplayInput.safeParse(req.body ?? {});
+    if (!parsed.success) throw validationProblem(parsed.error);
+    const listener = await load(res.locals.project, req.params.id);
+    // "Match the listener now": its current rule, whether or not it is enabled at this moment.
+    const matches = compileListenerRule({ ...listener, enabled: true });
+    const now = Date.now();
+    const result = await store.replay(
+      listener.project,
+      listener.id,
+      {
+        since: Date.parse(parsed.data.since),
+        until: parsed.data.until ? Date.parse(parsed.data.until) : now + 1,
+        onlyFailed: parsed.data.only_failed,
+        limit: MAX_REPLAY,
+      },
+      (envelope) => (matches(envelope) ? [listener.id] : []),
+      now,
+    );
+    if (result.count) wakeDispatcher();
+    res.status(202).json({ count: result.count, truncated: result.truncated });
+  });
+
+  return router;
+}

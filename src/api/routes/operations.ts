@@ -1,0 +1,38 @@
+import fs from 'node:fs';
+import { Router } from 'express';
+import type { Registry } from 'prom-client';
+import type { Store } from '../../store/store.js';
+import { Problem } from '../problem.js';
+
+export const OPENAPI_FILE = new URL('../../../openapi.yaml', import.meta.url);
+
+/** Routes for operators and load balancers; no token. */
+export function operationRoutes({ store, metrics }: { store: Store; metrics: Registry }): Router {
+  const router = Router();
+  const openapi = fs.readFileSync(OPENAPI_FILE, 'utf8');
+
+  router.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+
+  router.get('/readyz', async (_req, res) => {
+    try {
+      await store.ping();
+    } catch (err) {
+      throw new Problem(503, 'unavailable', 'Service unavailable', `the database does not answer: ${(err as Error).message}`, undefined, {
+        'Retry-After': '1',
+      });
+    }
+    res.json({ status: 'ready', database: store.backend });
+  });
+
+  router.get('/openapi.yaml', (_req, res) => {
+    res.type('application/yaml').send(openapi);
+  });
+
+  router.get('/metrics', async (_req, res) => {
+    res.type(metrics.contentType).send(await metrics.metrics());
+  });
+
+  return router;
+}

@@ -1,0 +1,264 @@
+import { Argument, Option, type Command } from 'commander';
+import { EVENT_CATEGORIES } from '../../records/event.js';
+import { HTTP_METHODS, PAYLOAD_FORMATS, type ListenerView } from '../../records/listener.js';
+import { action, type CliIo, type CommandContext } from '../context.js';
+import { UsageError } from '../errors.js';
+import { collect, collectChoices, collectHeader, collectList, intInRange, jsonObject, upperChoice } from '../options.js';
+import { LISTENER_COLUMNS, listenerFields, listenerRow, type ListenerWithSecret } from './listener-view.js';
+
+const TARGET_KINDS = ['task', 'execution', 'workbook'] as const;
+const listenerPath = (id: string) => `/v1/listeners/${encodeURIComponent(id)}`;
+const examples = (lines: string[]) => `\nExamples:\n${lines.map((l) => `  $ ${l}`).join('\n')}\n`;
+
+function showListener(ctx: CommandContext, listener: ListenerWithSecret, note?: string) {
+  if (ctx.output === 'json') return ctx.print.json(listener);
+  ctx.print.fields(listenerFields(listener));
+  if (note) ctx.print.line(`\n${note}`);
+}
+
+const SECRET_NOTE = 'Store the secret now: it is not shown again (listener-rotate-secret makes a new one).';
+
+interface AddOptions {
+  workbook?: string;
+  eventType?: string[];
+  event?: string[];
+  method?: string;
+  header?: Record<string, string>;
+  format?: string;
+  filter?: Record<string, unknown>;
+  description?: string;
+  secret?: string;
+}
+
+/** The create body: a workbook-wide listener, or one narrowed to a single execution or task. */
+export function listenerAddBody(kind: string, id: string, url: string, o: AddOptions): Record<string, unknown> {
+  if (!id.trim()) throw new UsageError(`the ${kind === 'workbook' ? 'workbook name' : `${kind} id`} is empty`);
+  if (kind === 'workbook' && o.workbook !== undefined && o.workbook !== id) {
+    throw new UsageError(`--workbook ${o.workbook} contradicts "workbook ${id}"; give the name once`);
+  }
+  return {
+    workbook: kind === 'workbook' ? id : (o.workbook ?? '*'),
+    event_types: o.eventType ?? (kind === 'task' ? ['TASK'] : ['EXECUTION', 'TASK']),
+    ...(o.event && { events: o.event }),
+    ...(kind !== 'workbook' && { target: { kind, id } }),
+    ...(o.filter && { filter: o.filter }),
+    callback: {
+      url,
+      ...(o.method && { method: o.method }),
+      ...(o.header && { headers: o.header }),
+      ...(o.format && { format: o.format }),
+    },
+    ...(o.description !== undefined && { description: o.description }),
+    ...(o.secret !== undefined && { secret: o.secret }),
+  };
+}
+
+const eventTypeHelp = `event category: ${EVENT_CATEGORIES.join(', ')}; repeatable or comma-separated`;
+const eventHelp = 'only these events (e.g. TASK_FAILED, on-task-complete, on-execution-complete); repeatable or comma-separated';
+const headerHelp = "callback header 'Name: value'; repeatable";
+
+/** Shared by `callback-relay listener-add` and the `listener-add` bin, which is the same command at the top. */
+export function configureListenerAdd(cmd: Command, io: CliIo, invocation: string): Command {
+  return cmd
+    .summary('register a listener for a workbook, an execution or a task')
+    .description('Register a listener (POST /v1/listeners) and print it with its signing secret, shown only this once.')
+    .addArgument(new Argument('<kind>', 'what to listen to').choices(TARGET_KINDS))
+    .argument('<id>', 'the execution or task id, or for kind "workbook" the workbook name')
+    .argument('<url>', 'callback URL (http or https)')
+    .option('--workbook <name>', 'workbook the events come from (default: "*", all; for kind "workbook", <id>)')
+    .option('--event-type <type>', `${eventTypeHelp} (default: EXECUTION,TASK; TASK for kind "task")`, collectChoices(EVENT_CATEGORIES))
+    .option('--event <event>', eventHelp, collectList)
+    .option('--method <method>', `callback method: ${HTTP_METHODS.join(', ')} (default: POST)`, upperChoice(HTTP_METHODS))
+    .option('--header <header>', headerHelp, collectHeader)
+    .addOption(new Option('--format <format>', 'callback payload format (default: json)').choices(PAYLOAD_FORMATS))
+    .option('--filter <json>', 'payload filter, a JSON object of dot paths into the event (see the README)', jsonObject)
+    .option('--description <text>', 'free text')
+    .option('--secret <whsec>', 'bring your own signing secret (whsec_ + base64)')
+    .addHelpText(
+      'after',
+      examples([
+        `${invocation} execution 5f0c7a2e https://hooks.example.com/wf`,
+        `${invocation} workbook billing https://hooks.example.com/wf --event on-execution-complete`,
+        `${invocation} task 9a1b https://hooks.example.com/t --header 'X-Api-Key: k-123' --format cloudevents -f json`,
+      ]),
+    )
+    .action(
+      action<[string, string, string], AddOptions>(io, async (ctx, [kind, id, url], opts) => {
+        const body = listenerAddBody(kind, id, url, opts);
+        const created = await ctx.client.request<ListenerWithSecret>('POST', '/v1/listeners', { body });
+        showListener(ctx, created, SECRET_NOTE);
+      }),
+    );
+}
+
+interface ListOptions {
+  workbook?: string;
+  limit?: number;
+  cursor?: string;
+  all?: boolean;
+}
+
+interface ListenerPage {
+  items: ListenerView[];
+  next_cursor: string | null;
+}
+
+async function listListeners(ctx: CommandContext, o: ListOptions): Promise<ListenerPage> {
+  const items: ListenerView[] = [];
+  let cursor = o.cursor;
+  for (;;) {
+    const page = await ctx.client.request<ListenerPage>('GET', '/v1/listeners', {
+      query: { workbook: o.workbook, limit: o.limit, cursor },
+    });
+    items.push(...page.items);
+    // A cursor that does not move would loop forever; stop rather than trust it.
+    if (!o.all || !page.next_cursor || page.next_cursor === cursor) return { items, next_cursor: o.all ? null : page.next_cursor };
+    cursor = page.next_cursor;
+  }
+}
+
+interface UpdateOptions {
+  workbook?: string;
+  callbackUrl?: string;
+  method?: string;
+  header?: Record<string, string>;
+  removeHeader?: string[];
+  format?: string;
+  eventType?: string[];
+  event?: string[];
+  allEvents?: boolean;
+  enable?: boolean;
+  disable?: boolean;
+  description?: string;
+}
+
+/** The merge patch for listener-update: only what was asked for; null removes. */
+export function listenerUpdatePatch(o: UpdateOptions): Record<string, unknown> {
+  const headers: Record<string, string | null> = { ...o.header };
+  for (const name of o.removeHeader ?? []) headers[name] = null;
+  const callback = {
+    ...(o.callbackUrl !== undefined && { url: o.callbackUrl }),
+    ...(o.method && { method: o.method }),
+    ...(o.format && { format: o.format }),
+    ...(Object.keys(headers).length && { headers }),
+  };
+  const patch = {
+    ...(o.workbook !== undefined && { workbook: o.workbook }),
+    ...(o.eventType && { event_types: o.eventType }),
+    ...(o.event && { events: o.event }),
+    ...(o.allEvents && { events: null }),
+    ...(Object.keys(callback).length && { callback }),
+    ...(o.enable && { enabled: true }),
+    ...(o.disable && { enabled: false }),
+    ...(o.description !== undefined && { description: o.description === '' ? null : o.description }),
+  };
+  if (!Object.keys(patch).length) throw new UsageError('nothing to change: give at least one option (see listener-update --help)');
+  return patch;
+}
+
+export function registerListenerCommands(program: Command, io: CliIo): void {
+  configureListenerAdd(program.command('listener-add'), io, 'callback-relay listener-add');
+
+  program
+    .command('listener-list')
+    .summary('list listeners')
+    .description('List listeners (GET /v1/listeners), oldest first, one page at a time unless --all.')
+    .option('--workbook <name>', 'only listeners of this workbook ("*" for the all-workbook ones)')
+    .option('--limit <n>', 'listeners per page, 1 to 1000 (default: 50)', intInRange(1, 1000))
+    .option('--cursor <cursor>', 'continue from the next_cursor of an earlier page')
+    .option('--all', 'follow next_cursor to the end and print every listener')
+    .addHelpText('after', examples(['callback-relay listener-list --workbook billing', 'callback-relay listener-list --all -f json']))
+    .action(
+      action<[], ListOptions>(io, async (ctx, _args, opts) => {
+        const page = await listListeners(ctx, opts);
+        if (ctx.output === 'json') return ctx.print.json(page);
+        if (!page.items.length) ctx.print.line('no listeners');
+        else ctx.print.table(LISTENER_COLUMNS, page.items.map(listenerRow));
+        if (page.next_cursor) {
+          const keep = [opts.workbook && `--workbook '${opts.workbook}'`, opts.limit && `--limit ${opts.limit}`].filter(Boolean);
+          ctx.print.line(`\nmore: callback-relay listener-list ${[...keep, `--cursor ${page.next_cursor}`].join(' ')}`);
+        }
+      }),
+    );
+
+  program
+    .command('listener-show')
+    .summary('show one listener')
+    .description('Show one listener (GET /v1/listeners/{id}); header values are masked as "***".')
+    .argument('<id>', 'listener id')
+    .addHelpText('after', examples(['callback-relay listener-show 01JD3M5Q8X2W9Y7Z6V5T4S3R2Q -f json']))
+    .action(
+      action<[string], object>(io, async (ctx, [id]) => {
+        showListener(ctx, await ctx.client.request<ListenerView>('GET', listenerPath(id)));
+      }),
+    );
+
+  program
+    .command('listener-update')
+    .summary('change a listener (merge patch)')
+    .description(
+      'Change a listener with a JSON merge patch (PATCH /v1/listeners/{id}): only the options given change. ' +
+        'Lists given replace the old lists; --header adds or replaces single headers and keeps the others.',
+    )
+    .argument('<id>', 'listener id')
+    .option('--callback-url <url>', 'new callback URL (checked again by the relay; --url is the relay address)')
+    .option('--method <method>', `callback method: ${HTTP_METHODS.join(', ')}`, upperChoice(HTTP_METHODS))
+    .option('--header <header>', `${headerHelp}; the value "***" keeps the stored one`, collectHeader)
+    .option('--remove-header <name>', 'drop a callback header; repeatable', collect)
+    .addOption(new Option('--format <format>', 'callback payload format').choices(PAYLOAD_FORMATS))
+    .option('--event-type <type>', eventTypeHelp, collectChoices(EVENT_CATEGORIES))
+    .addOption(new Option('--event <event>', eventHelp).argParser(collectList).conflicts('allEvents'))
+    .option('--all-events', 'drop the --event narrowing: all events of the event types')
+    .option('--workbook <name>', 'move the listener to another workbook ("*" for all)')
+    .addOption(new Option('--enable', 'enable the listener (also after the relay disabled it)').conflicts('disable'))
+    .option('--disable', 'disable the listener; its events are no longer delivered')
+    .option('--description <text>', 'free text ("" removes it)')
+    .addHelpText(
+      'after',
+      examples([
+        'callback-relay listener-update 01JD3M5Q8X2W9Y7Z6V5T4S3R2Q --disable',
+        "callback-relay listener-update 01JD3M5Q8X2W9Y7Z6V5T4S3R2Q --header 'X-Api-Key: k-456' --event-type TASK",
+      ]),
+    )
+    .action(
+      action<[string], UpdateOptions>(io, async (ctx, [id], opts) => {
+        const body = listenerUpdatePatch(opts);
+        const updated = await ctx.client.request<ListenerView>('PATCH', listenerPath(id), {
+          body,
+          contentType: 'application/merge-patch+json',
+        });
+        showListener(ctx, updated);
+      }),
+    );
+
+  program
+    .command('listener-delete')
+    .summary('remove a listener')
+    .description('Remove a listener (DELETE /v1/listeners/{id}); its pending deliveries are cancelled.')
+    .argument('<id>', 'listener id')
+    .addHelpText('after', examples(['callback-relay listener-delete 01JD3M5Q8X2W9Y7Z6V5T4S3R2Q']))
+    .action(
+      action<[string], object>(io, async (ctx, [id]) => {
+        await ctx.client.request('DELETE', listenerPath(id));
+        if (ctx.output === 'json') ctx.print.json({ id, deleted: true });
+        else ctx.print.line(`deleted listener ${id}`);
+      }),
+    );
+
+  program
+    .command('listener-rotate-secret')
+    .summary('give a listener a new signing secret')
+    .description(
+      'Give a listener a new signing secret (POST /v1/listeners/{id}/rotate-secret); the old one keeps signing beside it for 24 h.',
+    )
+    .argument('<id>', 'listener id')
+    .option('--secret <whsec>', 'use this secret (whsec_ + base64) instead of a generated one')
+    .addHelpText('after', examples(['callback-relay listener-rotate-secret 01JD3M5Q8X2W9Y7Z6V5T4S3R2Q']))
+    .action(
+      action<[string], { secret?: string }>(io, async (ctx, [id], opts) => {
+        const body = opts.secret === undefined ? undefined : { secret: opts.secret };
+        const rotated = await ctx.client.request<ListenerWithSecret>('POST', `${listenerPath(id)}/rotate-secret`, { body });
+        showListener(ctx, rotated, SECRET_NOTE);
+      }),
+    );
+}

@@ -1,0 +1,180 @@
+import { readFileSync } from 'node:fs';
+import type { EventEnvelope } from '../records/event.js';
+
+export const CALLBACK_FORMATS = ['json', 'cloudevents', 'mistral'] as const;
+export type CallbackFormat = (typeof CALLBACK_FORMATS)[number];
+
+// Both src/dispatch/ (tests) and dist/dispatch/ (built) sit two levels below the root.
+const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+  version: string;
+};
+export const USER_AGENT = `callback-relay/${version}`;
+export function userAgent(): string {
+  return USER_AGENT;
+}
+
+export const JSON_CONTENT_TYPE = 'application/json';
+
+export interface DeliveryRenderInput {
+  envelope: EventEnvelope;
+  /** JSON.stringify(envelope), when the caller already has it. */
+  envelopeJson?: string;
+  format: CallbackFormat;
+  method: string;
+  url: string;
+  /** The body a real Mistral posted, stored as received; sent unchanged by the `mistral` format. */
+  originalBody?: string | null;
+  /** The relay project that owns the event (Mistral's `project_id`). */
+  project: string;
+}
+
+export interface RenderedDelivery {
+  url: string;
+  body: string;
+  headers: Record<string, string>;
+}
+
+export function isBodylessMethod(method: string): boolean {
+  const m = method.toUpperCase();
+  return m === 'GET' || m === 'DELETE';
+}
+
+export function renderDelivery(input: DeliveryRenderInput): RenderedDelivery {
+  const { envelope, format, method, url } = input;
+  const bodyless = isBodylessMethod(method);
+  const headers: Record<string, string> = format === 'cloudevents' ? cloudEventHeaders(envelope) : {};
+  if (bodyless) return { url: withEnvelopeQuery(url, envelope), body: '', headers };
+  headers['content-type'] = JSON_CONTENT_TYPE;
+  return { url, body: renderBody(input), headers };
+}
+
+function renderBody({ envelope, envelopeJson, format, originalBody, project }: DeliveryRenderInput): string {
+  switch (format) {
+    case 'json':
+    case 'cloudevents':
+      return envelopeJson ?? JSON.stringify(envelope);
+    case 'mistral':
+      if (originalBody != null) return originalBody;
+      return JSON.stringify(
+        envelope.category === 'TASK' ? mistralTaskBody(envelope, project) : mistralWorkflowBody(envelope, project),
+      );
+    default:
+      throw new TypeError(`unknown callback format ${String(format)}`);
+  }
+}
+
+// ---- query string for GET/DELETE ----
+
+export function withEnvelopeQuery(url: string, envelope: EventEnvelope): string {
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries(envelope)) {
+    if (value === null || typeof value === 'object' || value === undefined) continue;
+    params.append(key, String(value));
+  }
+  const query = params.toString();
+  if (query === '') return url;
+  const target = new URL(url);
+  // Appended to the raw search so the receiver's own parameters keep their exact encoding.
+  target.search = target.search.length > 1 ? `${target.search}&${query}` : `?${query}`;
+  return target.toString();
+}
+
+// ---- CloudEvents 1.0, binary mode ----
+
+export function cloudEventSource(workbook: string | null): string {
+  return workbook == null ? '/callback-relay' : `/callback-relay/workbooks/${encodeURIComponent(workbook)}`;
+}
+
+export function cloudEventHeaders(envelope: EventEnvelope): Record<string, string> {
+  const headers: Record<string, string> = {
+    'ce-specversion': '1.0',
+    'ce-id': headerValue(envelope.id),
+    'ce-type': headerValue(envelope.type),
+    'ce-source': cloudEventSource(envelope.workbook),
+    'ce-time': headerValue(envelope.occurred_at),
+  };
+  if (envelope.execution_id != null) headers['ce-subject'] = headerValue(envelope.execution_id);
+  return headers;
+}
+
+// The HTTP binding percent-encodes space, '"', '%' and anything outside printable ASCII;
+// it also keeps control characters from making the header invalid.
+const NEEDS_ENCODING = /[^\x21\x23\x24\x26-\x7e]/;
+function headerValue(value: string): string {
+  if (!NEEDS_ENCODING.test(value)) return value;
+  let out = '';
+  for (const ch of value) {
+    if (!NEEDS_ENCODING.test(ch)) out += ch;
+    else for (const byte of Buffer.from(ch, 'utf8')) out += '%' + byte.toString(16).toUpperCase().padStart(2, '0');
+  }
+  return out;
+}
+
+// ---- Mistral notifier bodies ----
+
+const MISTRAL_TIME = /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$/;
+const FINISHED_TASK_STATES = new Set(['SUCCESS', 'ERROR', 'CANCELLED', 'SKIPPED']);
+
+/** `2026-11-23T10:00:00.123Z` → `2026-11-23 10:00:00` (UTC, whole seconds), as Mistral writes times. */
+export function toMistralTime(value: string): string | null {
+  if (MISTRAL_TIME.test(value)) return value;
+  const ms = Date.parse(value);
+  if (Number.isNaN(ms)) return null;
+  const iso = new Date(ms).toISOString();
+  return `${iso.slice(0, 10)} ${iso.slice(11, 19)}`;
+}
+
+function dataString(data: Record<string, unknown>, key: string): string | null {
+  const value = data[key];
+  return typeof value === 'string' ? value : null;
+}
+
+function dataTime(data: Record<string, unknown>, key: string, fallback: string | null): string | null {
+  const value = dataString(data, key);
+  return (value !== null ? toMistralTime(value) : null) ?? fallback;
+}
+
+export function mistralWorkflowBody(envelope: EventEnvelope, project: string): Record<string, unknown> {
+  const { data } = envelope;
+  const at = toMistralTime(envelope.occurred_at);
+  return {
+    id: envelope.execution_id ?? envelope.id,
+    name: envelope.workflow,
+    workflow_name: envelope.workflow,
+    workflow_namespace: dataString(data, 'workflow_namespace') ?? '',
+    workflow_id: dataString(data, 'workflow_id'),
+    state: envelope.state,
+    state_info: envelope.state_info,
+    project_id: project,
+    task_execution_id: dataString(data, 'task_execution_id'),
+    root_execution_id: dataString(data, 'root_execution_id'),
+    created_at: dataTime(data, 'created_at', at),
+    updated_at: dataTime(data, 'updated_at', at),
+    event: envelope.type,
+  };
+}
+
+export function mistralTaskBody(envelope: EventEnvelope, project: string): Record<string, unknown> {
+  const { data } = envelope;
+  const at = toMistralTime(envelope.occurred_at);
+  const type = data.type === 'WORKFLOW' ? 'WORKFLOW' : 'ACTION';
+  // Mistral leaves finished_at empty until the task has ended.
+  const finished = envelope.state !== null && FINISHED_TASK_STATES.has(envelope.state) ? at : null;
+  return {
+    id: envelope.task_id ?? envelope.id,
+    name: envelope.task_name,
+    workflow_execution_id: envelope.execution_id,
+    workflow_name: envelope.workflow,
+    workflow_namespace: dataString(data, 'workflow_namespace') ?? '',
+    workflow_id: dataString(data, 'workflow_id'),
+    state: envelope.state,
+    state_info: envelope.state_info,
+    type,
+    project_id: project,
+    created_at: dataTime(data, 'created_at', at),
+    updated_at: dataTime(data, 'updated_at', at),
+    started_at: dataTime(data, 'started_at', at),
+    finished_at: dataTime(data, 'finished_at', finished),
+    event: envelope.type,
+  };
+}

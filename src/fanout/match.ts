@@ -1,0 +1,96 @@
+import { categoryOf, PING_EVENT_TYPE } from '../records/event.js';
+import { compileFilter, type Filter, type FilterPredicate } from './filter.js';
+
+/** Listener `events` aliases and the event names they stand for. */
+export const EVENT_ALIASES: Readonly<Record<string, readonly string[]>> = Object.freeze({
+  'on-task-complete': Object.freeze(['TASK_SUCCEEDED', 'TASK_FAILED', 'TASK_CANCELLED', 'TASK_SKIPPED']),
+  'on-execution-complete': Object.freeze(['WORKFLOW_SUCCEEDED', 'WORKFLOW_FAILED', 'WORKFLOW_CANCELLED']),
+});
+
+export interface ListenerTarget {
+  readonly kind: 'execution' | 'task';
+  readonly id: string;
+}
+
+/** The part of a listener record that decides which events it receives. */
+export interface ListenerRule {
+  readonly workbook: string;
+  readonly event_types: readonly string[];
+  readonly events?: readonly string[] | null;
+  readonly target?: ListenerTarget | null;
+  readonly filter?: Filter | null;
+  readonly enabled: boolean;
+}
+
+/** The part of an event envelope matching reads; the filter sees the whole object. */
+export interface MatchableEvent {
+  readonly type: string;
+  readonly workbook?: string | null;
+  readonly execution_id?: string | null;
+  readonly task_id?: string | null;
+}
+
+export type ListenerMatcher = (event: MatchableEvent) => boolean;
+
+/** Replaces aliases by the event names they stand for; keeps order, drops repeats. */
+export function expandEventAliases(events: readonly string[]): string[] {
+  const out = new Set<string>();
+  for (const name of events) {
+    if (Object.hasOwn(EVENT_ALIASES, name)) for (const e of EVENT_ALIASES[name]) out.add(e);
+    else out.add(name);
+  }
+  return [...out];
+}
+
+/**
+ * The entries of `events` (as written, aliases included) of which no event falls in one of
+ * `event_types`: such an entry can never match, which a listener check may want to refuse.
+ */
+export function eventsOutsideCategories(rule: Pick<ListenerRule, 'event_types' | 'events'>): string[] {
+  const categories = new Set<string>(rule.event_types);
+  return (rule.events ?? []).filter(
+    (entry) => !expandEventAliases([entry]).some((e) => categories.has(categoryOf(e))),
+  );
+}
+
+const NEVER: ListenerMatcher = () => false;
+
+/**
+ * Compiles a listener rule once into a matcher for the fan-out hot path (every ingested event
+ * against every listener of its project). The matcher reads the rule as it was when compiled.
+ * PING never matches: it is sent to one listener directly, never fanned out.
+ */
+export function compileListenerRule(rule: ListenerRule): ListenerMatcher {
+  if (!rule.enabled) return NEVER;
+
+  const categories = new Set<string>(rule.event_types);
+  // An empty `events` narrows nothing, as an empty `event_types` does in a Mistral subscription.
+  let types: ReadonlySet<string> | null = null;
+  if (rule.events && rule.events.length > 0) {
+    types = new Set(expandEventAliases(rule.events).filter((e) => categories.has(categoryOf(e))));
+    if (types.size === 0) return NEVER;
+  }
+  if (categories.size === 0) return NEVER;
+
+  const workbook = rule.workbook === '*' ? null : rule.workbook;
+  const targetKind = rule.target?.kind ?? null;
+  const targetId = rule.target?.id ?? null;
+  if (targetKind !== null && targetKind !== 'execution' && targetKind !== 'task') return NEVER;
+  const filter: FilterPredicate | null =
+    rule.filter && Object.keys(rule.filter).length > 0 ? compileFilter(rule.filter) : null;
+
+  return (event) => {
+    const type = event.type;
+    if (type === PING_EVENT_TYPE) return false;
+    if (types !== null ? !types.has(type) : !categories.has(categoryOf(type))) return false;
+    if (workbook !== null && event.workbook !== workbook) return false;
+    if (targetKind === 'execution' && event.execution_id !== targetId) return false;
+    if (targetKind === 'task' && event.task_id !== targetId) return false;
+    return filter === null || filter(event);
+  };
+}
+
+/** Whether `listener` receives `event`. Compiles the rule on each call: cache `compileListenerRule` in loops. */
+export function matchesListener(listener: ListenerRule, event: MatchableEvent): boolean {
+  return compileListenerRule(listener)(event);
+}

@@ -1,0 +1,67 @@
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { AttemptResult, Store } from './store/store.js';
+
+/** One registry per relay instance, so tests can run several relays in one process. */
+export function createMetrics(store: Store) {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'relay_' });
+
+  const eventsIngested = new Counter({
+    name: 'relay_events_ingested_total',
+    help: 'Events stored in the outbox (duplicates not counted), by source',
+    labelNames: ['source'] as const,
+    registers: [registry],
+  });
+  const attempts = new Counter({
+    name: 'relay_delivery_attempts_total',
+    help: 'Delivery attempts by outcome: succeeded, retry (another try is scheduled), failed (no tries left), held (410 turned the listener off)',
+    labelNames: ['outcome'] as const,
+    registers: [registry],
+  });
+  const attemptSeconds = new Histogram({
+    name: 'relay_delivery_attempt_duration_seconds',
+    help: 'Duration of delivery attempts, from sending to the end of the answer',
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [registry],
+  });
+  const depth = async () => store.queueDepth(Date.now());
+  new Gauge({
+    name: 'relay_deliveries_due',
+    help: 'Pending deliveries due now (in flight ones included)',
+    registers: [registry],
+    async collect() {
+      this.set((await depth()).due);
+    },
+  });
+  new Gauge({
+    name: 'relay_deliveries_scheduled',
+    help: 'Pending deliveries waiting for a later try',
+    registers: [registry],
+    async collect() {
+      this.set((await depth()).scheduled);
+    },
+  });
+  new Gauge({
+    name: 'relay_oldest_due_delivery_age_seconds',
+    help: 'How long the oldest due, unclaimed delivery has been waiting (0 when none)',
+    registers: [registry],
+    async collect() {
+      const { oldestDueAt } = await depth();
+      this.set(oldestDueAt === null ? 0 : Math.max(0, (Date.now() - oldestDueAt) / 1000));
+    },
+  });
+
+  return {
+    registry,
+    eventStored(source: string) {
+      eventsIngested.inc({ source });
+    },
+    attemptRecorded(r: AttemptResult) {
+      const outcome = r.status === 'pending' ? (r.disableListener ? 'held' : 'retry') : r.status;
+      attempts.inc({ outcome });
+      attemptSeconds.observe(r.attempt.duration_ms / 1000);
+    },
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

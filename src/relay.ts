@@ -1,0 +1,134 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import type { Config } from './config.js';
+import { createApp } from './api/app.js';
+import { ensureAdminToken, tokenRegistry } from './api/auth.js';
+import { createDispatcher } from './dispatch/dispatcher.js';
+import { createFanOut } from './fanout/fanout.js';
+import { createIngest } from './ingest/ingest.js';
+import { createMetrics } from './metrics.js';
+import { createNetworkGuard, isLoopbackHost } from './net/network-guard.js';
+import { startPruner } from './store/pruner.js';
+import { openSqliteStore } from './store/sqlite/index.js';
+import { createHttpTransport } from './transports/http.js';
+
+export interface Relay {
+  url: string;
+  port: number;
+  /** Stops accepting, lets work in flight finish, closes the database. Safe to call twice. */
+  close(): Promise<void>;
+}
+
+export interface RelayOptions {
+  /** Run the dispatcher in this process (default true). */
+  dispatch?: boolean;
+}
+
+/**
+ * Wires one relay process: store, fan-out, ingest, API, dispatcher and pruner. Clean-up
+ * callbacks are kept on a stack and run in reverse on close.
+ */
+export async function startRelay(config: Config, log: Logger, options: RelayOptions = {}): Promise<Relay> {
+  const cleanups: Array<() => Promise<void> | void> = [];
+  const runCleanups = async () => {
+    while (cleanups.length) {
+      try {
+        await cleanups.pop()!();
+      } catch (err) {
+        log.error({ err }, 'shutdown step failed');
+      }
+    }
+  };
+
+  try {
+    const store = openSqliteStore({
+      path: config.databasePath,
+      durability: config.durability,
+      busyTimeoutMs: config.busyTimeoutMs,
+    });
+    cleanups.push(() => store.close());
+    log.info(
+      { database: config.databasePath, migrations: store.appliedMigrations, synchronous: config.durability },
+      store.appliedMigrations.length ? 'database migrated' : 'database up to date',
+    );
+
+    let tokens = config.tokens;
+    if (tokens.size === 0) {
+      const admin = ensureAdminToken(config.dataDir);
+      tokens = new Map([[admin.token, 'default']]);
+      log.info({ file: admin.file, project: 'default', created: admin.created }, 'no RELAY_TOKENS set: the API token is in this file');
+    }
+
+    const guard = createNetworkGuard({
+      allowNetworks: config.allowNetworks,
+      allowLoopback: isLoopbackHost(config.host),
+    });
+    const metrics = createMetrics(store);
+    const fanOut = createFanOut(store);
+
+    const transport = createHttpTransport({ guard, connectionsPerOrigin: config.connectionsPerOrigin });
+    cleanups.push(() => transport.close());
+    const dispatcher = createDispatcher({
+      store,
+      transport,
+      log: log.child({ component: 'dispatcher' }),
+      shutdownGraceMs: config.shutdownGraceMs,
+      maxInFlight: config.maxInFlight,
+      onAttempt: metrics.attemptRecorded,
+      onListenersDisabled: () => fanOut.invalidate(),
+    });
+    if (options.dispatch !== false) {
+      dispatcher.start();
+      cleanups.push(() => dispatcher.stop());
+    }
+
+    const pruner = startPruner({ store, log: log.child({ component: 'pruner' }), retentionDays: config.retentionDays });
+    cleanups.push(() => pruner.stop());
+
+    const ingest = createIngest({
+      store,
+      fanOut,
+      onDeliveriesCommitted: dispatcher.wake,
+      onEventsStored: metrics.eventStored,
+    });
+    const app = createApp({
+      store,
+      tokens: tokenRegistry(tokens),
+      guard,
+      log,
+      metrics: metrics.registry,
+      ingest,
+      fanOut,
+      wakeDispatcher: dispatcher.wake,
+    });
+
+    const server = http.createServer(app);
+    server.keepAliveTimeout = 65_000;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(config.port, config.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    // The server closes first (pushed last): no new work arrives while the dispatcher drains.
+    cleanups.push(
+      () =>
+        new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeIdleConnections();
+        }),
+    );
+    const port = (server.address() as AddressInfo).port;
+    const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+    const url = `http://${host}:${port}`;
+    log.info({ url, port }, `callback-relay listening on ${url}`);
+
+    let closing: Promise<void> | undefined;
+    return { url, port, close: () => (closing ??= runCleanups()) };
+  } catch (err) {
+    await runCleanups();
+    throw err;
+  }
+}

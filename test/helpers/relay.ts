@@ -1,0 +1,85 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { pino } from 'pino';
+import { loadConfig } from '../../src/config.js';
+import { startRelay, type Relay } from '../../src/relay.js';
+import { isJsonMediaType, mediaTypeOf, validateResponse } from './openapi.js';
+
+export const TOKEN_A = 'token-project-a-0123456789';
+export const TOKEN_B = 'token-project-b-0123456789';
+
+export function tempDir(prefix = 'relay-test-'): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+export interface TestRelay extends Relay {
+  dataDir: string;
+  databasePath: string;
+  /** fetch against the relay with project A's token unless `token` says otherwise. */
+  api(method: string, pathname: string, body?: unknown, opts?: { token?: string | null; headers?: Record<string, string>; raw?: string }): Promise<ApiResponse>;
+}
+
+export interface ApiResponse {
+  status: number;
+  headers: Headers;
+  body: any;
+  text: string;
+}
+
+/** Starts a real relay in this process on port 0 with its own SQLite file. */
+export async function startTestRelay(env: Record<string, string> = {}, dataDir = tempDir()): Promise<TestRelay> {
+  const config = loadConfig({
+    RELAY_PORT: '0',
+    RELAY_DATA_DIR: dataDir,
+    RELAY_TOKENS: `${TOKEN_A}=project-a,${TOKEN_B}=project-b`,
+    RELAY_LOG_LEVEL: 'silent',
+    ...env,
+  });
+  const relay = await startRelay(config, pino({ level: 'silent' }));
+  return {
+    ...relay,
+    dataDir,
+    databasePath: config.databasePath,
+    api: (method, pathname, body, opts = {}) => request(relay.url, method, pathname, body, opts),
+  };
+}
+
+export async function request(
+  base: string,
+  method: string,
+  pathname: string,
+  body?: unknown,
+  /** `validate: false` skips the openapi.yaml check, for deliberately odd requests. */
+  opts: { token?: string | null; headers?: Record<string, string>; raw?: string; validate?: boolean } = {},
+): Promise<ApiResponse> {
+  const headers: Record<string, string> = { ...opts.headers };
+  const token = opts.token === undefined ? TOKEN_A : opts.token;
+  if (token) headers.authorization = `Bearer ${token}`;
+  let payload: string | undefined = opts.raw;
+  if (body !== undefined && payload === undefined) {
+    payload = JSON.stringify(body);
+    headers['content-type'] ??= 'application/json';
+  }
+  const res = await fetch(base + pathname, { method, headers, body: payload });
+  const text = await res.text();
+  let parsed: unknown = text;
+  try {
+    parsed = text ? JSON.parse(text) : undefined;
+  } catch {
+    /* not JSON */
+  }
+  // Every answer the tests see is checked against openapi.yaml, so the document cannot drift.
+  if (opts.validate !== false) {
+    const contentType = res.headers.get('content-type');
+    validateResponse({
+      method,
+      path: pathname,
+      status: res.status,
+      contentType,
+      headers: res.headers,
+      body: isJsonMediaType(mediaTypeOf(contentType)) ? parsed : text || undefined,
+    });
+  }
+  return { status: res.status, headers: res.headers, body: parsed, text };
+}

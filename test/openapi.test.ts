@@ -1,0 +1,284 @@
+import fs from 'node:fs';
+import { compileErrors, validate } from '@readme/openapi-parser';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { createApp } from '../src/api/app.js';
+import { tokenRegistry } from '../src/api/auth.js';
+import { ListenerInput, ListenerView } from '../src/records/listener.js';
+import { HTTP_METHODS, OPENAPI_TEXT, openapi, validateResponse } from './helpers/openapi.js';
+import { startTestRelay, type TestRelay } from './helpers/relay.js';
+
+type Json = Record<string, any>;
+
+/** "GET /v1/listeners/{id}" for every operation the document describes. */
+function documentedOperations(): string[] {
+  return Object.entries<Json>(openapi.paths).flatMap(([path, item]) =>
+    HTTP_METHODS.filter((m) => item[m]).map((m) => `${m.toUpperCase()} ${path}`),
+  );
+}
+
+describe('openapi.yaml', () => {
+  it('is a valid OpenAPI 3.1 document', async () => {
+    expect(openapi.openapi).toBe('3.1.0');
+    // validate() dereferences in place; give it its own copy.
+    const result = await validate(structuredClone(openapi) as Parameters<typeof validate>[0]);
+    expect(result.valid, result.valid ? '' : compileErrors(result)).toBe(true);
+  });
+
+  it('names the package and its version', () => {
+    const pkg = JSON.parse(fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
+    expect(openapi.info).toMatchObject({ title: pkg.name, version: pkg.version });
+  });
+
+  it('asks for a bearer token on every /v1 operation and on no other', () => {
+    expect(openapi.components.securitySchemes.bearerAuth).toMatchObject({ type: 'http', scheme: 'bearer' });
+    for (const op of documentedOperations()) {
+      const [method, path] = op.split(' ');
+      const operation = openapi.paths[path][method.toLowerCase()];
+      const security = operation.security ?? openapi.security;
+      if (path.startsWith('/v1/')) {
+        expect(security, op).toEqual([{ bearerAuth: [] }]);
+        expect(Object.keys(operation.responses), op).toContain('401');
+      } else {
+        expect(security ?? [], op).toEqual([]);
+      }
+    }
+  });
+
+  it('answers every error as application/problem+json with the Problem schema', () => {
+    for (const op of documentedOperations()) {
+      const [method, path] = op.split(' ');
+      for (const [status, response] of Object.entries<Json>(openapi.paths[path][method.toLowerCase()].responses)) {
+        if (Number(status) < 400) continue;
+        const resolved = response.$ref ? openapi.components.responses[response.$ref.split('/').pop()] : response;
+        expect(Object.keys(resolved.content), `${op} ${status}`).toEqual(['application/problem+json']);
+        expect(resolved.content['application/problem+json'].schema, `${op} ${status}`).toEqual({
+          $ref: '#/components/schemas/Problem',
+        });
+      }
+    }
+  });
+});
+
+/*
+ * Reduces a JSON Schema to the facts the document and the zod schemas must agree on: at each
+ * dotted path, the property names, the required ones, the enum values and the defaults.
+ * Branches (anyOf, oneOf, allOf) are merged, `$ref`s followed, `[]` marks array items and `*`
+ * map values.
+ */
+function schemaFacts(root: Json, resolve: (ref: string) => Json, ignore: string[] = []): Record<string, unknown> {
+  const facts = new Map<string, unknown>();
+  const union = (key: string, values: unknown[]) => {
+    const all = new Set([...((facts.get(key) as unknown[]) ?? []), ...values]);
+    facts.set(key, [...all].sort());
+  };
+  const visit = (node: unknown, path: string, refs: string[]) => {
+    if (!node || typeof node !== 'object') return;
+    if (ignore.some((p) => path === p || path.startsWith(`${p}.`) || path.startsWith(`${p}[]`))) return;
+    const s = node as Json;
+    const at = (suffix: string) => `${path || '(root)'} ${suffix}`;
+    if ('default' in s) facts.set(at('default'), s.default);
+    if (typeof s.$ref === 'string' && !refs.includes(s.$ref)) visit(resolve(s.$ref), path, [...refs, s.$ref]);
+    for (const branch of [...(s.anyOf ?? []), ...(s.oneOf ?? []), ...(s.allOf ?? [])]) visit(branch, path, refs);
+    if (s.properties) {
+      union(at('properties'), Object.keys(s.properties));
+      for (const [name, sub] of Object.entries(s.properties)) visit(sub, path ? `${path}.${name}` : name, refs);
+    }
+    if (Array.isArray(s.required) && s.required.length) union(at('required'), s.required);
+    if (Array.isArray(s.enum)) union(at('enum'), s.enum);
+    if ('const' in s) union(at('enum'), [s.const]);
+    if (s.items && typeof s.items === 'object') visit(s.items, `${path}[]`, refs);
+    if (s.additionalProperties && typeof s.additionalProperties === 'object') visit(s.additionalProperties, `${path}.*`, refs);
+  };
+  visit(root, '', []);
+  return Object.fromEntries([...facts].sort(([a], [b]) => a.localeCompare(b)));
+}
+
+const fromDocument = (ref: string): Json =>
+  ref
+    .slice(2)
+    .split('/')
+    .reduce((node, part) => node[part.replace(/~1/g, '/').replace(/~0/g, '~')], openapi);
+
+function fromZod(root: Json) {
+  return (ref: string): Json => ref.slice(2).split('/').reduce((node, part) => node[part], root);
+}
+
+describe('openapi.yaml and the zod schemas', () => {
+  it('describe the same listener input', () => {
+    const zod = z.toJSONSchema(ListenerInput, { io: 'input', unrepresentable: 'any' }) as Json;
+    const documented = schemaFacts(openapi.components.schemas.ListenerInput, fromDocument);
+    expect(documented).toEqual(schemaFacts(zod, fromZod(zod)));
+    // Sanity: the comparison sees the nested records, not only the top level.
+    expect(documented).toHaveProperty(['callback.method enum'], ['DELETE', 'GET', 'PATCH', 'POST', 'PUT']);
+    expect(documented).toHaveProperty(['filter.* properties']);
+  });
+
+  it('describe the same listener view', () => {
+    const zod = z.toJSONSchema(ListenerView, { unrepresentable: 'any' }) as Json;
+    // The view's zod schema types `filter` as any record and header values as any string; the
+    // document is more precise there (the Filter shape, values always "***").
+    const ignore = ['filter', 'callback.headers'];
+    expect(schemaFacts(openapi.components.schemas.Listener, fromDocument, ignore)).toEqual(
+      schemaFacts(zod, fromZod(zod), ignore),
+    );
+  });
+
+  it('let a merge patch name every field of the input but the secret', () => {
+    const input = openapi.components.schemas.ListenerInput.properties;
+    const patch = openapi.components.schemas.ListenerPatch.properties;
+    expect(Object.keys(patch).sort()).toEqual(Object.keys(input).filter((k) => k !== 'secret').sort());
+    expect(Object.keys(patch.callback.properties).sort()).toEqual(
+      Object.keys(openapi.components.schemas.CallbackInput.properties).sort(),
+    );
+  });
+});
+
+interface RouterLayer {
+  rawPath?: string | string[];
+  route?: { path: string | string[]; methods: Record<string, boolean> };
+  handle: { stack?: RouterLayer[] };
+}
+
+/** "GET /v1/listeners/{id}" for every route registered on the express app. */
+function registeredRoutes(stack: RouterLayer[], prefix = ''): string[] {
+  const join = (base: string, path: string) => (path === '/' ? base || '/' : base + path);
+  return stack.flatMap((layer) => {
+    if (layer.route) {
+      const paths = [layer.route.path].flat();
+      const methods = Object.keys(layer.route.methods);
+      return paths.flatMap((p) =>
+        methods.map((m) => `${m === '_all' ? 'ALL' : m.toUpperCase()} ${join(prefix, p).replace(/:(\w+)/g, '{$1}')}`),
+      );
+    }
+    if (layer.handle.stack) {
+      const mount = [layer.rawPath ?? '/'].flat();
+      return mount.flatMap((m) => registeredRoutes(layer.handle.stack!, join(prefix, m) === '/' ? '' : join(prefix, m)));
+    }
+    return [];
+  });
+}
+
+/*
+ * Building the routers needs no working dependencies: anything a route factory touches while
+ * registering gets an inert stand-in that answers every property and call with itself.
+ */
+const inert: any = new Proxy(function inert() {}, {
+  get: (_target, key) => (key === 'then' ? undefined : inert),
+  apply: () => inert,
+  construct: () => inert,
+});
+
+function registeredOperations(): string[] {
+  const deps = { log: pino({ level: 'silent' }), tokens: tokenRegistry(new Map()) };
+  const app = createApp(new Proxy(deps, { get: (t, key) => (key in t ? t[key as keyof typeof t] : inert) }) as Parameters<typeof createApp>[0]);
+  const registered = registeredRoutes((app.router as unknown as { stack: RouterLayer[] }).stack);
+  expect(registered.length).toBeGreaterThan(0);
+  return [...new Set(registered)].sort();
+}
+
+describe('openapi.yaml and the express app', () => {
+  it('registers every documented operation', () => {
+    const registered = registeredOperations();
+    expect(documentedOperations().filter((op) => !registered.includes(op)), 'documented but not registered').toEqual([]);
+  });
+
+  it('documents every registered route', () => {
+    const documented = documentedOperations();
+    expect(registeredOperations().filter((op) => !documented.includes(op)), 'registered but not documented').toEqual([]);
+  });
+
+  describe('on a running relay', () => {
+    let relay: TestRelay;
+    beforeAll(async () => {
+      relay = await startTestRelay();
+    });
+    afterAll(async () => {
+      await relay.close();
+    });
+
+    const concrete = (path: string) => path.replace(/\{[^}]+\}/g, '01JPROBE0000000000000000ZZ');
+    /** The answer of the catch-all handler for a request no route took. */
+    const isRouteNotFound = (r: { status: number; body: any }, method: string, path: string) =>
+      r.status === 404 && r.body?.type === '/problems/not-found' && r.body.detail === `${method} ${path} does not exist`;
+
+    it('routes every documented operation', async () => {
+      for (const op of documentedOperations()) {
+        const [method, template] = op.split(' ');
+        const path = concrete(template);
+        const body = ['POST', 'PUT', 'PATCH'].includes(method) ? {} : undefined;
+        // Each answer is also checked against the document by request().
+        const r = await relay.api(method, path, body);
+        expect(isRouteNotFound(r, method, path), `${op} answered ${r.status} ${r.text}`).toBe(false);
+      }
+    });
+
+    it('routes no undocumented method on a documented path', async () => {
+      for (const template of Object.keys(openapi.paths)) {
+        const path = concrete(template);
+        for (const method of ['get', 'put', 'post', 'patch', 'delete'].filter((m) => !openapi.paths[template][m])) {
+          const r = await relay.api(method.toUpperCase(), path, method === 'get' || method === 'delete' ? undefined : {});
+          expect(isRouteNotFound(r, method.toUpperCase(), path), `${method.toUpperCase()} ${template} answered ${r.status} ${r.text}`).toBe(true);
+        }
+      }
+    });
+
+    it('serves this document at GET /openapi.yaml', async () => {
+      const r = await relay.api('GET', '/openapi.yaml', undefined, { token: null });
+      expect(r.status).toBe(200);
+      expect(r.headers.get('content-type')).toMatch(/^application\/yaml/);
+      expect(r.text).toBe(OPENAPI_TEXT);
+    });
+  });
+});
+
+describe('validateResponse', () => {
+  const listener = {
+    id: '01JD8XQ4ZQ6T1V9W7Y3R5K2M8N',
+    workbook: 'billing',
+    event_types: ['TASK'],
+    events: null,
+    target: null,
+    filter: { 'data.vendor': { $in: ['dell'] } },
+    callback: { transport: 'http', url: 'https://hooks.example.com/', method: 'POST', headers: { 'X-Key': '***' }, format: 'json', timeout_ms: 15000 },
+    retry: { schedule_ms: [5000] },
+    enabled: true,
+    disabled_reason: null,
+    description: null,
+    created_at: '2026-11-23T10:00:00.000Z',
+    updated_at: '2026-11-23T10:00:00.000Z',
+  };
+  const secret = 'whsec_' + Buffer.alloc(32, 1).toString('base64');
+  const json = 'application/json; charset=utf-8';
+  const ok = (over: Partial<Parameters<typeof validateResponse>[0]>) => () =>
+    validateResponse({ method: 'GET', path: `/v1/listeners/${listener.id}`, status: 200, contentType: json, body: listener, ...over });
+
+  it('accepts what the document describes', () => {
+    expect(ok({})).not.toThrow();
+    expect(ok({ path: '/v1/listeners?limit=3&cursor=abc', body: { items: [listener], next_cursor: null } })).not.toThrow();
+    expect(ok({ method: 'POST', path: '/v1/listeners', status: 201, body: { ...listener, secret }, headers: new Headers({ location: '/v1/listeners/x' }) })).not.toThrow();
+    expect(ok({ method: 'DELETE', status: 204, contentType: null, body: undefined })).not.toThrow();
+    expect(ok({ path: '/metrics', contentType: 'text/plain; version=0.0.4; charset=utf-8', body: '# HELP x\n' })).not.toThrow();
+  });
+
+  it('refuses drift', () => {
+    expect(ok({ body: { ...listener, colour: 'red' } })).toThrow(/"colour" is not in the document/);
+    expect(ok({ body: { ...listener, callback: { ...listener.callback, retries: 3 } } })).toThrow(/\/callback .*"retries"/);
+    expect(ok({ body: { ...listener, secret } })).toThrow(/"secret" is not in the document/);
+    expect(ok({ body: { ...listener, enabled: 'yes' } })).toThrow(/\/enabled must be boolean/);
+    expect(ok({ status: 409 })).toThrow(/GET \/v1\/listeners\/\{id\} → 409: status 409 is not documented/);
+    expect(ok({ contentType: 'text/html' })).toThrow(/content type text\/html is not documented/);
+    expect(ok({ method: 'POST', path: '/v1/listeners', status: 201, body: { ...listener, secret }, headers: new Headers() })).toThrow(/required header Location/);
+    expect(ok({ method: 'DELETE', status: 204, body: { deleted: true } })).toThrow(/documents no body/);
+    expect(ok({ status: 404, contentType: 'application/problem+json', body: { type: '/problems/not-found', title: 'Not found', status: 404 } })).toThrow(/must have required property 'detail'/);
+    expect(ok({ method: 'PUT', status: 200 })).toThrow(/no PUT operation/);
+  });
+
+  it('checks an undocumented method on a documented path as a problem, and skips unknown paths', () => {
+    const problem = { type: '/problems/not-found', title: 'Not found', status: 404, detail: 'PUT /healthz does not exist' };
+    expect(ok({ method: 'PUT', path: '/healthz', status: 404, contentType: 'application/problem+json', body: problem })).not.toThrow();
+    expect(ok({ method: 'PUT', path: '/healthz', status: 404, contentType: json, body: problem })).toThrow(/application\/problem\+json/);
+    expect(ok({ path: '/v1/nothing-here', status: 200, body: 'anything' })).not.toThrow();
+  });
+});
