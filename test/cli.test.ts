@@ -84,7 +84,10 @@ beforeAll(async () => {
   server = spawn(process.execPath, [path.join(root, 'dist/main.js')], {
     env: cleanEnv({ RELAY_PORT: '0', RELAY_DATA_DIR: dataDir, RELAY_LOG_LEVEL: 'info' }),
     stdio: ['ignore', 'pipe', 'pipe'],
+    // Its own process group: in runs beside other sessions a group-wide SIGINT stopped it mid-test.
+    detached: true,
   });
+  process.once('exit', () => server.kill('SIGKILL'));
   let stderr = '';
   server.stderr!.on('data', (d) => (stderr += d));
   const recent: string[] = [];

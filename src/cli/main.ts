@@ -2,7 +2,8 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { addGlobalOptions, type CliIo } from './context.js';
 import { ApiError, UnreachableError, UsageError } from './errors.js';
-import { configureListenerAdd, registerListenerCommands } from './commands/listeners.js';
+import { configureListenerAdd } from './commands/listener-add.js';
+import { registerListenerCommands } from './commands/listeners.js';
 
 /** Command groups in help order; event-*, delivery-*, workbook-*, execution-*, task-* join here. */
 const COMMAND_GROUPS: Array<(program: Command, io: CliIo) => void> = [registerListenerCommands];

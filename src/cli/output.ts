@@ -41,3 +41,6 @@ export function formatDuration(ms: number): string {
   }
   return `${ms}ms`;
 }
+
+/** The "Examples:" block at the end of a command's --help. */
+export const helpExamples = (lines: string[]) => `\nExamples:\n${lines.map((l) => `  $ ${l}`).join('\n')}\n`;

@@ -19,6 +19,8 @@ export interface DispatcherOptions {
   maxInFlight?: number;
   /** Longest sleep when nothing is due (other processes may add work). */
   idlePollMs?: number;
+  /** How long finished attempts may wait to be recorded together. */
+  flushDelayMs?: number;
   onAttempt?: (result: AttemptResult) => void;
   onListenersDisabled?: (ids: string[]) => void;
   random?: () => number;
@@ -41,6 +43,7 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
   const batchSize = o.batchSize ?? 200;
   const maxInFlight = o.maxInFlight ?? 512;
   const idlePollMs = o.idlePollMs ?? 1_000;
+  const flushDelayMs = o.flushDelayMs ?? 20;
   const owner = `${process.pid}-${crypto.randomBytes(6).toString('hex')}`;
 
   let running = false;
@@ -48,6 +51,7 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
   const inFlight = new Set<string>();
   let results: AttemptResult[] = [];
   let flushScheduled = false;
+  let flushTimer: NodeJS.Timeout | null = null;
   let flushing: Promise<void> = Promise.resolve();
   let wakeUp: (() => void) | null = null;
   let wakeTimer: NodeJS.Timeout | null = null;
@@ -77,13 +81,22 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
     });
   }
 
+  // Outcomes wait up to flushDelayMs (or until a batch is full) so that one commit records many.
   function scheduleFlush() {
-    if (flushScheduled) return;
-    flushScheduled = true;
-    setImmediate(() => {
+    if (results.length >= batchSize) {
+      if (flushTimer) clearTimeout(flushTimer);
+      flushTimer = null;
       flushScheduled = false;
       flushing = flushing.then(flush);
-    });
+      return;
+    }
+    if (flushScheduled) return;
+    flushScheduled = true;
+    flushTimer = setTimeout(() => {
+      flushTimer = null;
+      flushScheduled = false;
+      flushing = flushing.then(flush);
+    }, flushDelayMs);
   }
 
   // Outcomes of many attempts are recorded together: one transaction, one fsync.
@@ -190,7 +203,8 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
   async function loop() {
     while (running) {
       const free = maxInFlight - inFlight.size;
-      if (free <= 0) {
+      // Claim in whole batches: a claim per freed slot would cost a commit per delivery.
+      if (free < Math.min(batchSize, maxInFlight) && inFlight.size > 0) {
         await sleep(idlePollMs);
         continue;
       }

@@ -49,7 +49,8 @@ export function listenerRoutes({ store, guard, ingest, fanOut, wakeDispatcher }:
 
   async function checkCallbackUrl(url: string) {
     const verdict = await guard.checkUrl(url);
-    if (!verdict.ok) throw invalidField('callback.url', verdict.reason);
+    // The guard's reason already names the field.
+    if (!verdict.ok) throw badRequest(verdict.reason, [{ field: 'callback.url', message: verdict.reason }]);
   }
 
   async function load(project: string, id: string): Promise<StoredListener> {

@@ -1,4 +1,5 @@
 import type { ListenerView } from '../../records/listener.js';
+import type { CommandContext } from '../context.js';
 import { formatDuration } from '../output.js';
 
 /** A listener as the API answers create and rotate-secret: the view plus the secret. */
@@ -34,4 +35,13 @@ export function listenerFields(l: ListenerWithSecret): Array<[string, string]> {
   if (l.secret) fields.push(['secret', l.secret]);
   if (l.previous_secret_expires_at) fields.push(['previous_secret_expires_at', l.previous_secret_expires_at]);
   return fields;
+}
+
+export const SECRET_NOTE = 'Store the secret now: it is not shown again (listener-rotate-secret makes a new one).';
+
+/** One listener: `key: value` lines, or the API's JSON as is. */
+export function showListener(ctx: CommandContext, listener: ListenerWithSecret, note?: string): void {
+  if (ctx.output === 'json') return ctx.print.json(listener);
+  ctx.print.fields(listenerFields(listener));
+  if (note) ctx.print.line(`\n${note}`);
 }

@@ -96,10 +96,12 @@ export function deliveryQueries(db: Database) {
   const release = db.prepare(`UPDATE deliveries SET lease_owner = NULL, next_attempt_at = ? WHERE id = ? AND lease_owner = ?`);
 
   const nextDue = db.prepare(`SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending'`).pluck() as Statement<[], number | null>;
+  // A claimed delivery's next_attempt_at is its lease's end: count it as due (in flight), not
+  // scheduled. An expired lease (its process died) is due again and may be the oldest.
   const depth = db.prepare(`SELECT
-      count(*) FILTER (WHERE next_attempt_at <= @now) AS due,
-      count(*) FILTER (WHERE next_attempt_at > @now) AS scheduled,
-      min(next_attempt_at) FILTER (WHERE next_attempt_at <= @now AND lease_owner IS NULL) AS oldest
+      count(*) FILTER (WHERE next_attempt_at <= @now OR lease_owner IS NOT NULL) AS due,
+      count(*) FILTER (WHERE next_attempt_at > @now AND lease_owner IS NULL) AS scheduled,
+      min(next_attempt_at) FILTER (WHERE next_attempt_at <= @now) AS oldest
     FROM deliveries WHERE status = 'pending'`) as Statement<{ now: number }, { due: number; scheduled: number; oldest: number | null }>;
   const pruneDeliveries = db.prepare(`DELETE FROM deliveries WHERE id IN (
     SELECT id FROM deliveries WHERE status <> 'pending' AND updated_at < ? LIMIT ?)`);

@@ -1,0 +1,83 @@
+import { Argument, Option, type Command } from 'commander';
+import { EVENT_CATEGORIES } from '../../records/event.js';
+import { HTTP_METHODS, PAYLOAD_FORMATS } from '../../records/listener.js';
+import { action, type CliIo } from '../context.js';
+import { UsageError } from '../errors.js';
+import { collectChoices, collectHeader, collectList, jsonObject, upperChoice } from '../options.js';
+import { helpExamples as examples } from '../output.js';
+import { SECRET_NOTE, showListener, type ListenerWithSecret } from './listener-view.js';
+
+const TARGET_KINDS = ['task', 'execution', 'workbook'] as const;
+
+interface AddOptions {
+  workbook?: string;
+  eventType?: string[];
+  event?: string[];
+  method?: string;
+  header?: Record<string, string>;
+  format?: string;
+  filter?: Record<string, unknown>;
+  description?: string;
+  secret?: string;
+}
+
+/** The create body: a workbook-wide listener, or one narrowed to a single execution or task. */
+export function listenerAddBody(kind: string, id: string, url: string, o: AddOptions): Record<string, unknown> {
+  if (!id.trim()) throw new UsageError(`the ${kind === 'workbook' ? 'workbook name' : `${kind} id`} is empty`);
+  if (kind === 'workbook' && o.workbook !== undefined && o.workbook !== id) {
+    throw new UsageError(`--workbook ${o.workbook} contradicts "workbook ${id}"; give the name once`);
+  }
+  return {
+    workbook: kind === 'workbook' ? id : (o.workbook ?? '*'),
+    event_types: o.eventType ?? (kind === 'task' ? ['TASK'] : ['EXECUTION', 'TASK']),
+    ...(o.event && { events: o.event }),
+    ...(kind !== 'workbook' && { target: { kind, id } }),
+    ...(o.filter && { filter: o.filter }),
+    callback: {
+      url,
+      ...(o.method && { method: o.method }),
+      ...(o.header && { headers: o.header }),
+      ...(o.format && { format: o.format }),
+    },
+    ...(o.description !== undefined && { description: o.description }),
+    ...(o.secret !== undefined && { secret: o.secret }),
+  };
+}
+
+export const EVENT_TYPE_HELP = `event category: ${EVENT_CATEGORIES.join(', ')}; repeatable or comma-separated`;
+export const EVENT_HELP = 'only these events (e.g. TASK_FAILED, on-task-complete, on-execution-complete); repeatable or comma-separated';
+export const HEADER_HELP = "callback header 'Name: value'; repeatable";
+
+/** Shared by `callback-relay listener-add` and the `listener-add` bin, which is the same command at the top. */
+export function configureListenerAdd(cmd: Command, io: CliIo, invocation: string): Command {
+  return cmd
+    .summary('register a listener for a workbook, an execution or a task')
+    .description('Register a listener (POST /v1/listeners) and print it with its signing secret, shown only this once.')
+    .addArgument(new Argument('<kind>', 'what to listen to').choices(TARGET_KINDS))
+    .argument('<id>', 'the execution or task id, or for kind "workbook" the workbook name')
+    .argument('<url>', 'callback URL (http or https)')
+    .option('--workbook <name>', 'workbook the events come from (default: "*", all; for kind "workbook", <id>)')
+    .option('--event-type <type>', `${EVENT_TYPE_HELP} (default: EXECUTION,TASK; TASK for kind "task")`, collectChoices(EVENT_CATEGORIES))
+    .option('--event <event>', EVENT_HELP, collectList)
+    .option('--method <method>', `callback method: ${HTTP_METHODS.join(', ')} (default: POST)`, upperChoice(HTTP_METHODS))
+    .option('--header <header>', HEADER_HELP, collectHeader)
+    .addOption(new Option('--format <format>', 'callback payload format (default: json)').choices(PAYLOAD_FORMATS))
+    .option('--filter <json>', 'payload filter, a JSON object of dot paths into the event (see the README)', jsonObject)
+    .option('--description <text>', 'free text')
+    .option('--secret <whsec>', 'bring your own signing secret (whsec_ + base64)')
+    .addHelpText(
+      'after',
+      examples([
+        `${invocation} execution 5f0c7a2e https://hooks.example.com/wf`,
+        `${invocation} workbook billing https://hooks.example.com/wf --event on-execution-complete`,
+        `${invocation} task 9a1b https://hooks.example.com/t --header 'X-Api-Key: k-123' --format cloudevents -f json`,
+      ]),
+    )
+    .action(
+      action<[string, string, string], AddOptions>(io, async (ctx, [kind, id, url], opts) => {
+        const body = listenerAddBody(kind, id, url, opts);
+        const created = await ctx.client.request<ListenerWithSecret>('POST', '/v1/listeners', { body });
+        showListener(ctx, created, SECRET_NOTE);
+      }),
+    );
+}
