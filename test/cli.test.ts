@@ -177,7 +177,7 @@ describe('listener-add', () => {
     const r = await cli(['listener-add', 'execution', 'ex-1', 'http://10.0.0.1/x']);
     expect(r.code).toBe(1);
     expect(r.stdout).toBe('');
-    expect(r.stderr).toMatch(/^error: 400 Invalid request: callback\.url: .*10\.0\.0\.1/);
+    expect(r.stderr).toMatch(/^error: 400 Invalid request: callback\.url points to 10\.0\.0\.1, a private address/);
   }, T);
 });
 

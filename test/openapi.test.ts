@@ -5,6 +5,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { createApp } from '../src/api/app.js';
 import { tokenRegistry } from '../src/api/auth.js';
+import { MAX_EVENTS_PER_REQUEST } from '../src/api/routes/events.js';
+import { AttemptView, DeliveryView } from '../src/records/delivery.js';
+import { EventEnvelope, EventInput } from '../src/records/event.js';
 import { ListenerInput, ListenerView } from '../src/records/listener.js';
 import { HTTP_METHODS, OPENAPI_TEXT, openapi, validateResponse } from './helpers/openapi.js';
 import { startTestRelay, type TestRelay } from './helpers/relay.js';
@@ -124,6 +127,35 @@ describe('openapi.yaml and the zod schemas', () => {
       schemaFacts(zod, fromZod(zod), ignore),
     );
   });
+
+  it('describe the same event input', () => {
+    const zod = z.toJSONSchema(EventInput, { io: 'input', unrepresentable: 'any' }) as Json;
+    const documented = schemaFacts(openapi.components.schemas.EventInput, fromDocument);
+    expect(documented).toEqual(schemaFacts(zod, fromZod(zod)));
+    expect(documented).toHaveProperty(['(root) required'], ['type']);
+    expect(documented).toHaveProperty(['category enum'], ['EXECUTION', 'NOTIFICATION', 'TASK']);
+  });
+
+  it('describe the same batch of event inputs as the route reads', () => {
+    const batch = openapi.components.schemas.EventBatchInput;
+    expect(batch.properties.events).toMatchObject({ minItems: 1, maxItems: MAX_EVENTS_PER_REQUEST, items: { $ref: '#/components/schemas/EventInput' } });
+    expect(batch.required).toEqual(['events']);
+  });
+
+  // The document is more precise than the views' zod schemas in places (formats, minimums),
+  // which the facts leave out; names, required fields and enums must agree.
+  for (const [name, schema, component] of [
+    ['event envelope', EventEnvelope, 'EventEnvelope'],
+    ['delivery view', DeliveryView, 'Delivery'],
+    ['attempt view', AttemptView, 'Attempt'],
+  ] as const) {
+    it(`describe the same ${name}`, () => {
+      const zod = z.toJSONSchema(schema, { unrepresentable: 'any' }) as Json;
+      const documented = schemaFacts(openapi.components.schemas[component], fromDocument);
+      expect(documented).toEqual(schemaFacts(zod, fromZod(zod)));
+      expect(documented['(root) required']).toEqual(Object.keys(schema.shape).sort());
+    });
+  }
 
   it('let a merge patch name every field of the input but the secret', () => {
     const input = openapi.components.schemas.ListenerInput.properties;
@@ -273,6 +305,67 @@ describe('validateResponse', () => {
     expect(ok({ method: 'DELETE', status: 204, body: { deleted: true } })).toThrow(/documents no body/);
     expect(ok({ status: 404, contentType: 'application/problem+json', body: { type: '/problems/not-found', title: 'Not found', status: 404 } })).toThrow(/must have required property 'detail'/);
     expect(ok({ method: 'PUT', status: 200 })).toThrow(/no PUT operation/);
+  });
+
+  const envelope = {
+    id: '01JD8XR2B7K4M9N3P5Q6S8T0VW',
+    type: 'TASK_SUCCEEDED',
+    category: 'TASK',
+    workbook: 'billing',
+    workflow: 'charge',
+    execution_id: 'ex-1',
+    task_id: 't-1',
+    task_name: 'charge_card',
+    state: 'SUCCESS',
+    previous_state: 'RUNNING',
+    state_info: null,
+    sequence: 7,
+    occurred_at: '2026-11-23T10:00:00.123Z',
+    source: 'api',
+    data: { anything: { goes: [1, 'two'] } },
+  };
+  const delivery = {
+    id: '01JD8XS0C3D5E7F9G1H3J5K7M9',
+    event_id: envelope.id,
+    listener_id: listener.id,
+    status: 'pending',
+    attempt_count: 1,
+    next_attempt_at: '2026-11-23T10:00:05.000Z',
+    in_flight: false,
+    last_error: 'HTTP 500 Internal Server Error',
+    created_at: '2026-11-23T10:00:00.200Z',
+    updated_at: '2026-11-23T10:00:00.400Z',
+  };
+  const attempt = { number: 1, started_at: '2026-11-23T10:00:00.300Z', duration_ms: 12, status_code: 500, error: 'HTTP_ERROR', response_excerpt: 'oops' };
+  const event = { ...envelope, received_at: '2026-11-23T10:00:00.200Z' };
+  const check = (method: string, path: string, status: number, body: unknown) => () =>
+    validateResponse({ method, path, status, contentType: json, body });
+
+  it('accepts the event, ingest and delivery answers the document describes', () => {
+    expect(check('POST', '/v1/events', 202, { items: [{ id: 'e-1', duplicate: false }, { id: 'e-2', duplicate: true }] })).not.toThrow();
+    expect(check('GET', '/v1/events?since=2026-11-23T00:00:00Z', 200, { items: [event], next_cursor: 'djE6Nw' })).not.toThrow();
+    expect(check('GET', `/v1/events/${envelope.id}`, 200, { ...event, deliveries: [delivery] })).not.toThrow();
+    expect(check('GET', "/v1/events/my:id(1)", 200, { ...event, sequence: null, execution_id: null, deliveries: [] })).not.toThrow();
+    expect(check('POST', '/v1/ingest/mistral?workbook=x', 200, { stored: true, id: 'mistral-0123', duplicate: false })).not.toThrow();
+    expect(check('POST', '/v1/ingest/mistral', 200, { stored: false, reason: 'notification has no event' })).not.toThrow();
+    expect(check('GET', '/v1/deliveries?status=failed', 200, { items: [delivery], next_cursor: null })).not.toThrow();
+    expect(check('GET', `/v1/deliveries/${delivery.id}`, 200, { ...delivery, attempts: [attempt] })).not.toThrow();
+    expect(check('POST', `/v1/deliveries/${delivery.id}/retry`, 202, delivery)).not.toThrow();
+    expect(check('POST', `/v1/listeners/${listener.id}/ping`, 202, { event_id: envelope.id })).not.toThrow();
+    expect(check('POST', `/v1/listeners/${listener.id}/replay`, 202, { count: 3, truncated: false })).not.toThrow();
+  });
+
+  it('refuses drift in the event, ingest and delivery answers', () => {
+    expect(check('GET', `/v1/events/${envelope.id}`, 200, { ...event, deliveries: [delivery], colour: 'red' })).toThrow(/"colour" is not in the document/);
+    expect(check('GET', `/v1/events/${envelope.id}`, 200, { ...event, deliveries: [{ ...delivery, colour: 'red' }] })).toThrow(/\/deliveries\/0 .*"colour"/);
+    expect(check('GET', `/v1/events/${envelope.id}`, 200, event)).toThrow(/required property 'deliveries'/);
+    expect(check('GET', '/v1/events', 200, { items: [envelope], next_cursor: null })).toThrow(/required property 'received_at'/);
+    expect(check('GET', '/v1/events', 200, { items: [{ ...event, deliveries: [] }], next_cursor: null })).toThrow(/"deliveries" is not in the document/);
+    expect(check('GET', `/v1/deliveries/${delivery.id}`, 200, { ...delivery, attempts: [{ ...attempt, retry_after: 5 }] })).toThrow(/"retry_after"/);
+    expect(check('GET', '/v1/deliveries', 200, { items: [{ ...delivery, status: 'sent' }], next_cursor: null })).toThrow(/status must be equal to one of the allowed values/);
+    expect(check('POST', '/v1/ingest/mistral', 200, { stored: true, reason: 'x' })).toThrow(/does not match/);
+    expect(check('POST', '/v1/ingest/mistral', 201, { stored: true, id: 'mistral-0123', duplicate: false })).toThrow(/status 201 is not documented/);
+    expect(check('POST', '/v1/events', 200, { items: [] })).toThrow(/status 200 is not documented/);
   });
 
   it('checks an undocumented method on a documented path as a problem, and skips unknown paths', () => {

@@ -175,6 +175,9 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
   }
 
   function launch(d: ClaimedDelivery) {
+    // Still being sent by this process (its lease ran out while it waited for a slow
+    // receiver): the claim just extended the lease; sending it twice would help no one.
+    if (inFlight.has(d.id)) return;
     inFlight.add(d.id);
     attempt(d)
       .catch((err): AttemptResult => {

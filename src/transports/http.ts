@@ -7,6 +7,18 @@ import { Agent, type Dispatcher } from 'undici';
 import type { NetworkGuard } from '../net/network-guard.js';
 import { isRetryAfterStatus, parseRetryAfter } from '../dispatch/retry-policy.js';
 import type { AttemptErrorCode, AttemptOutcome, OutboundRequest, Transport } from './transport.js';
+import { createOriginSlots } from './origin-slots.js';
+
+const NO_ANSWER: AttemptOutcome = {
+  ok: false,
+  statusCode: null,
+  durationMs: 0,
+  error: null,
+  message: null,
+  responseExcerpt: null,
+  retryAfterMs: null,
+  gone: false,
+};
 
 export const RESPONSE_EXCERPT_BYTES = 4096;
 /** Past the excerpt, up to this much more is read and dropped so the socket can be reused; beyond, it is closed. */
@@ -149,7 +161,26 @@ export function createHttpTransport({ guard, connectionsPerOrigin = 32, userAgen
     );
   }
 
+  const slots = createOriginSlots(connectionsPerOrigin);
+
   async function send(req: OutboundRequest): Promise<AttemptOutcome> {
+    let url: URL;
+    try {
+      url = parseHttpUrl(req.url);
+      guard.assertLiteralHostAllowed(url);
+    } catch (err) {
+      return { ...NO_ANSWER, ...classifyError(err) };
+    }
+    const release = await slots.acquire(url.origin);
+    if (release === null) return { ...NO_ANSWER, error: 'TRANSPORT_CLOSED', message: 'the transport was closed' };
+    try {
+      return await attempt(url, req);
+    } finally {
+      release();
+    }
+  }
+
+  async function attempt(url: URL, req: OutboundRequest): Promise<AttemptOutcome> {
     const started = performance.now();
     const timeoutMs = req.timeoutMs;
     const deadline = started + timeoutMs;
@@ -170,8 +201,6 @@ export function createHttpTransport({ guard, connectionsPerOrigin = 32, userAgen
     });
 
     try {
-      const url = parseHttpUrl(req.url);
-      guard.assertLiteralHostAllowed(url);
       const method = req.method.toUpperCase();
       const headers = { ...req.headers };
       if (userAgent !== undefined && !Object.keys(headers).some((k) => k.toLowerCase() === 'user-agent')) {
@@ -211,7 +240,10 @@ export function createHttpTransport({ guard, connectionsPerOrigin = 32, userAgen
 
   let closing: Promise<void> | null = null;
   function close(): Promise<void> {
-    closing ??= agent.close().finally(() => {
+    // Called once the dispatcher has waited out its grace and given back what is unfinished:
+    // whatever is still in flight is abandoned, not waited for.
+    slots.close();
+    closing ??= agent.destroy().finally(() => {
       diagnosticsChannel.unsubscribe('undici:client:sendHeaders', onSendHeaders);
     });
     return closing;

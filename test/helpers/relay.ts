@@ -16,8 +16,16 @@ export function tempDir(prefix = 'relay-test-'): string {
 export interface TestRelay extends Relay {
   dataDir: string;
   databasePath: string;
-  /** fetch against the relay with project A's token unless `token` says otherwise. */
-  api(method: string, pathname: string, body?: unknown, opts?: { token?: string | null; headers?: Record<string, string>; raw?: string }): Promise<ApiResponse>;
+  /**
+   * fetch against the relay with project A's token unless `token` says otherwise; the answer is
+   * checked against openapi.yaml unless `validate` is false.
+   */
+  api(
+    method: string,
+    pathname: string,
+    body?: unknown,
+    opts?: { token?: string | null; headers?: Record<string, string>; raw?: string; validate?: boolean },
+  ): Promise<ApiResponse>;
 }
 
 export interface ApiResponse {

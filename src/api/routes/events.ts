@@ -62,6 +62,8 @@ export function eventRoutes({ store, ingest }: { store: Store; ingest: Ingest })
 
   router.get('/', async (req, res) => {
     const { limit, after } = pageParams(req.query);
+    // An event cursor is a position in the event log; anything else is not one of ours.
+    if (after !== null && !/^\d+$/.test(after)) throw invalidField('cursor', 'not a cursor this API returned');
     const rows = await store.listEvents(res.locals.project, {
       after,
       limit: limit + 1,

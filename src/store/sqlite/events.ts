@@ -50,6 +50,10 @@ export function eventQueries(db: Database) {
       WHERE d.project = @project AND d.listener_id = @listener AND d.status = 'failed'
         AND e.received_at >= @since AND e.received_at < @until LIMIT @limit)`);
 
+  const moreFailed = db.prepare(`SELECT EXISTS (SELECT 1 FROM deliveries d JOIN events e ON e.seq = d.event_seq
+      WHERE d.project = @project AND d.listener_id = @listener AND d.status = 'failed'
+        AND e.received_at >= @since AND e.received_at < @until)`).pluck();
+
   const toStored = (row: EventRow): StoredEvent => ({
     envelope: JSON.parse(row.envelope) as EventEnvelope,
     received_at: row.received_at,
@@ -87,7 +91,7 @@ export function eventQueries(db: Database) {
       return page
         .all({
           project,
-          after: q.after ? Number(q.after) || 0 : 0,
+          after: q.after ? Number(q.after) : 0,
           workbook: q.workbook ?? null,
           execution_id: q.execution_id ?? null,
           type: q.type ?? null,
@@ -99,8 +103,9 @@ export function eventQueries(db: Database) {
     /** Replay for one listener. Call inside a transaction. */
     replay(project: string, listenerId: string, w: ReplayWindow, matches: FanOut, now: number): { count: number; truncated: boolean } {
       if (w.onlyFailed) {
-        const { changes } = requeueFailed.run({ project, listener: listenerId, since: w.since, until: w.until, now, limit: w.limit });
-        return { count: changes, truncated: changes === w.limit };
+        const params = { project, listener: listenerId, since: w.since, until: w.until };
+        const { changes } = requeueFailed.run({ ...params, now, limit: w.limit });
+        return { count: changes, truncated: changes === w.limit && moreFailed.get(params) === 1 };
       }
       let count = 0;
       let after = 0;
