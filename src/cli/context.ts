@@ -9,6 +9,8 @@ export interface CliIo {
   env: NodeJS.ProcessEnv;
   cwd: string;
   version: string;
+  /** Where `event-publish` reads events without a FILE; process.stdin unless given. */
+  stdin?: NodeJS.ReadableStream & { isTTY?: boolean };
 }
 
 export interface GlobalOptions {
@@ -48,7 +50,7 @@ export function contextOf(cmd: Command, io: CliIo): CommandContext {
 }
 
 /** Wraps a command's action: commander passes (...arguments, options, command). */
-export function action<Args extends string[], Opts>(
+export function action<Args extends Array<string | undefined>, Opts>(
   io: CliIo,
   run: (ctx: CommandContext, args: Args, opts: Opts) => Promise<void>,
 ): (...params: unknown[]) => Promise<void> {

@@ -34,3 +34,14 @@ export class UnreachableError extends Error {
     super(message);
   }
 }
+
+/** The request went through but what it was for did not happen, e.g. a ping the receiver refused (exit code 1). */
+export class CommandFailedError extends Error {
+  override name = 'CommandFailedError';
+  constructor(
+    message: string,
+    readonly hint?: string,
+  ) {
+    super(message);
+  }
+}

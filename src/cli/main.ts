@@ -1,12 +1,20 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { addGlobalOptions, type CliIo } from './context.js';
-import { ApiError, UnreachableError, UsageError } from './errors.js';
+import { ApiError, CommandFailedError, UnreachableError, UsageError } from './errors.js';
 import { configureListenerAdd } from './commands/listener-add.js';
 import { registerListenerCommands } from './commands/listeners.js';
+import { registerListenerActionCommands } from './commands/listener-actions.js';
+import { registerEventCommands } from './commands/events.js';
+import { registerDeliveryCommands } from './commands/deliveries.js';
 
-/** Command groups in help order; event-*, delivery-*, workbook-*, execution-*, task-* join here. */
-const COMMAND_GROUPS: Array<(program: Command, io: CliIo) => void> = [registerListenerCommands];
+/** Command groups in help order; workbook-*, execution-*, task-* join here. */
+const COMMAND_GROUPS: Array<(program: Command, io: CliIo) => void> = [
+  registerListenerCommands,
+  registerListenerActionCommands,
+  registerEventCommands,
+  registerDeliveryCommands,
+];
 
 const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -24,6 +32,7 @@ export function processIo(): CliIo {
     env: process.env,
     cwd: process.cwd(),
     version,
+    stdin: process.stdin,
   };
 }
 
@@ -40,7 +49,7 @@ function configureCommon(cmd: Command, io: CliIo): Command {
 
 export function buildProgram(io: CliIo = processIo()): Command {
   const program = configureCommon(new Command('callback-relay'), io)
-    .description('Command-line client of a callback-relay: manage listeners that receive workflow events as webhooks.')
+    .description('Command-line client of a callback-relay: manage listeners that receive workflow events as webhooks, publish events and follow their deliveries.')
     .addHelpText(
       'after',
       '\nThe relay is found through --url, $RELAY_URL or http://127.0.0.1:8990, the token through --token, $RELAY_TOKEN\n' +
@@ -72,6 +81,11 @@ function reportError(err: unknown, io: CliIo): number {
     io.stderr(`error: ${err.message}\n`);
     const lines = errors.map((e) => `${e.field}${e.line === undefined ? '' : ` (line ${e.line})`}: ${e.message}`);
     if (lines.length > 1 || (lines.length === 1 && detail !== lines[0])) io.stderr(lines.map((l) => `  ${l}\n`).join(''));
+    if (err.hint) io.stderr(`hint: ${err.hint}\n`);
+    return 1;
+  }
+  if (err instanceof CommandFailedError) {
+    io.stderr(`error: ${err.message}\n`);
     if (err.hint) io.stderr(`hint: ${err.hint}\n`);
     return 1;
   }

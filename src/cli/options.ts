@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from 'commander';
+import { z } from 'zod';
 
 /** Option parsers; an InvalidArgumentError becomes a usage error (exit code 2). */
 
@@ -54,4 +55,28 @@ export const jsonObject = (value: string): Record<string, unknown> => {
     throw new InvalidArgumentError('expected a JSON object.');
   }
   return parsed as Record<string, unknown>;
+};
+
+// The API's own check, so that what passes here is what the relay accepts.
+const isoDateTime = z.iso.datetime({ offset: true });
+
+/** An RFC 3339 date-time with a zone, as the API's `since`/`until` take them. */
+export const dateTime = (value: string): string => {
+  const text = value.trim();
+  if (!isoDateTime.safeParse(text).success) {
+    throw new InvalidArgumentError(`"${value}" is not a date-time with a zone, such as 2026-11-23T10:00:00Z or 2026-11-23T11:00:00+01:00.`);
+  }
+  return text;
+};
+
+/** A value that must not be empty (ids, names, filters). */
+export const nonEmpty = (value: string): string => {
+  if (!value.trim()) throw new InvalidArgumentError('give a non-empty value.');
+  return value.trim();
+};
+
+/** A `next_cursor` the API returned: base64url. */
+export const cursorText = (value: string): string => {
+  if (!/^[A-Za-z0-9_-]+$/.test(value.trim())) throw new InvalidArgumentError('not a cursor: copy the next_cursor of an earlier page.');
+  return value.trim();
 };

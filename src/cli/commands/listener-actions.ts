@@ -1,0 +1,121 @@
+import type { Command } from 'commander';
+import type { DeliveryView } from '../../records/delivery.js';
+import { action, type CliIo, type CommandContext } from '../context.js';
+import { CommandFailedError, UsageError } from '../errors.js';
+import { dateTime, nonEmpty } from '../options.js';
+import { helpExamples as examples } from '../output.js';
+import type { Page } from '../paging.js';
+import { ATTEMPT_COLUMNS, attemptRow, type DeliveryWithAttempts } from './delivery-view.js';
+
+const listenerPath = (id: string) => `/v1/listeners/${encodeURIComponent(id)}`;
+
+/** Longer than the longest callback timeout (120 s), so a slow receiver still gets its answer recorded. */
+const PING_WAIT_MS = 130_000;
+const PING_POLL_MS = 200;
+
+/** Polls the ping's delivery until its first attempt is recorded; null after PING_WAIT_MS. */
+async function firstAttempt(ctx: CommandContext, listenerId: string, eventId: string): Promise<DeliveryWithAttempts | null> {
+  const deadline = Date.now() + PING_WAIT_MS;
+  while (Date.now() < deadline) {
+    const page = await ctx.client.request<Page<DeliveryView>>('GET', '/v1/deliveries', {
+      query: { event_id: eventId, listener_id: listenerId },
+    });
+    const delivery = page.items[0];
+    if (delivery && delivery.attempt_count > 0 && !delivery.in_flight) {
+      return ctx.client.request<DeliveryWithAttempts>('GET', `/v1/deliveries/${encodeURIComponent(delivery.id)}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, PING_POLL_MS));
+  }
+  return null;
+}
+
+interface ReplayOptions {
+  since: string;
+  until?: string;
+  onlyFailed?: boolean;
+}
+
+export function registerListenerActionCommands(program: Command, io: CliIo): void {
+  program
+    .command('listener-ping')
+    .summary('send a PING event to one listener now')
+    .description(
+      'Send a PING event to this listener only, now (POST /v1/listeners/{id}/ping), to test its receiver. ' +
+        'With --wait, wait for the first attempt and print how the receiver answered (exit 1 if it did not take it).',
+    )
+    .argument('<id>', 'listener id', nonEmpty)
+    .option('--wait', 'wait for the first attempt and print its outcome')
+    .addHelpText(
+      'after',
+      examples(['callback-relay listener-ping 01JD3M5Q8X2W9Y7Z6V5T4S3R2Q', 'callback-relay listener-ping 01JD3M5Q8X2W9Y7Z6V5T4S3R2Q --wait']),
+    )
+    .action(
+      action<[string], { wait?: boolean }>(io, async (ctx, [id], opts) => {
+        const { event_id: eventId } = await ctx.client.request<{ event_id: string }>('POST', `${listenerPath(id)}/ping`);
+        if (!opts.wait) {
+          if (ctx.output === 'json') return ctx.print.json({ event_id: eventId });
+          return ctx.print.line(`sent PING event ${eventId} to listener ${id}; follow it with: callback-relay event-show ${eventId}`);
+        }
+        const delivery = await firstAttempt(ctx, id, eventId);
+        if (!delivery) {
+          throw new CommandFailedError(
+            `no attempt of PING event ${eventId} was recorded within ${PING_WAIT_MS / 1000} s`,
+            `callback-relay event-show ${eventId} shows where it is`,
+          );
+        }
+        const attempt = delivery.attempts[0];
+        const ok = attempt && attempt.status_code !== null && attempt.status_code >= 200 && attempt.status_code < 300;
+        if (ctx.output === 'json') ctx.print.json({ event_id: eventId, delivery });
+        else {
+          ctx.print.line(`sent PING event ${eventId} to listener ${id} as delivery ${delivery.id}`);
+          ctx.print.table(ATTEMPT_COLUMNS, delivery.attempts.map(attemptRow));
+        }
+        if (!ok) {
+          const why = attempt?.status_code ? `answered ${attempt.status_code}` : `failed (${attempt?.error ?? 'no answer'})`;
+          throw new CommandFailedError(
+            `the receiver ${why}`,
+            delivery.status === 'pending'
+              ? `the relay retries it on the listener's schedule; callback-relay delivery-show ${delivery.id} follows it`
+              : undefined,
+          );
+        }
+      }),
+    );
+
+  program
+    .command('listener-replay')
+    .summary("deliver a time window's events to a listener again")
+    .description(
+      'Replay a time window to one listener (POST /v1/listeners/{id}/replay): every event the relay received in ' +
+        '[--since, --until) that matches the listener as it is now gets a new delivery (a new webhook-id). ' +
+        'With --only-failed, the listener\'s failed deliveries of the window are re-queued instead (same webhook-id). ' +
+        'At most 100 000 per call.',
+    )
+    .argument('<id>', 'listener id', nonEmpty)
+    .requiredOption('--since <date-time>', 'start of the window, on the relay\'s receive time (e.g. 2026-11-23T10:00:00Z)', dateTime)
+    .option('--until <date-time>', 'end of the window, exclusive (default: now)', dateTime)
+    .option('--only-failed', 're-queue only the failed deliveries of the window')
+    .addHelpText(
+      'after',
+      examples([
+        'callback-relay listener-replay 01JD3M5Q8X2W9Y7Z6V5T4S3R2Q --since 2026-11-23T10:00:00Z',
+        'callback-relay listener-replay 01JD3M5Q8X2W9Y7Z6V5T4S3R2Q --since 2026-11-23T00:00:00Z --until 2026-11-24T00:00:00Z --only-failed',
+      ]),
+    )
+    .action(
+      action<[string], ReplayOptions>(io, async (ctx, [id], opts) => {
+        if (opts.until !== undefined && Date.parse(opts.until) <= Date.parse(opts.since)) {
+          throw new UsageError(`--until ${opts.until} must be after --since ${opts.since}`);
+        }
+        const body = { since: opts.since, ...(opts.until !== undefined && { until: opts.until }), only_failed: opts.onlyFailed === true };
+        const result = await ctx.client.request<{ count: number; truncated: boolean }>('POST', `${listenerPath(id)}/replay`, { body });
+        if (ctx.output === 'json') return ctx.print.json(result);
+        const what = opts.onlyFailed ? 're-queued' : 'queued';
+        const noun = opts.onlyFailed ? 'failed deliver' : 'new deliver';
+        ctx.print.line(`${what} ${result.count} ${noun}${result.count === 1 ? 'y' : 'ies'} for listener ${id}`);
+        if (result.truncated) {
+          ctx.print.line('stopped at 100 000, the most one call replays (oldest events first): replay the rest of the window in smaller parts');
+        }
+      }),
+    );
+}

@@ -1,0 +1,52 @@
+import type { Command } from 'commander';
+import type { CommandContext } from './context.js';
+import { cursorText, intInRange } from './options.js';
+
+/** What every list endpoint answers (DESIGN: REST API). */
+export interface Page<T> {
+  items: T[];
+  next_cursor: string | null;
+}
+
+export interface PageOptions {
+  limit?: number;
+  cursor?: string;
+  all?: boolean;
+}
+
+/** The largest page the API gives; `--all` without `--limit` asks for pages this big. */
+export const MAX_PAGE = 1000;
+
+/** `--limit`, `--cursor` and `--all`, as every list command takes them. */
+export function addPageOptions(cmd: Command, noun: string): Command {
+  return cmd
+    .option('--limit <n>', `${noun} per page, 1 to ${MAX_PAGE} (default: 50; with --all: ${MAX_PAGE})`, intInRange(1, MAX_PAGE))
+    .option('--cursor <cursor>', 'continue from the next_cursor of an earlier page', cursorText)
+    .option('--all', `follow next_cursor to the end and print all ${noun}`);
+}
+
+/** One page, or with `all` every page from `cursor` on (next_cursor is then null). */
+export async function fetchPages<T>(
+  ctx: CommandContext,
+  pathname: string,
+  query: Record<string, string | number | undefined>,
+  o: PageOptions,
+): Promise<Page<T>> {
+  const items: T[] = [];
+  let cursor = o.cursor;
+  const limit = o.limit ?? (o.all ? MAX_PAGE : undefined);
+  for (;;) {
+    const page = await ctx.client.request<Page<T>>('GET', pathname, { query: { ...query, limit, cursor } });
+    items.push(...page.items);
+    // A cursor that does not move would loop forever; stop rather than trust it.
+    if (!o.all || !page.next_cursor || page.next_cursor === cursor) return { items, next_cursor: o.all ? null : page.next_cursor };
+    cursor = page.next_cursor;
+  }
+}
+
+/** The "more:" line after a table page: the same command line with the next cursor. */
+export function moreLine(command: string, options: Array<[flag: string, value: string | number | undefined]>, next: string): string {
+  const quote = (v: string) => (/^[\w.:+@/-]+$/.test(v) ? v : `'${v.replace(/'/g, `'\\''`)}'`);
+  const kept = options.filter(([, v]) => v !== undefined).map(([flag, v]) => `${flag} ${quote(String(v))}`);
+  return `\nmore: callback-relay ${[command, ...kept, `--cursor ${next}`].join(' ')}`;
+}

@@ -1,0 +1,395 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startReceiver, type Receiver } from './helpers/receiver.js';
+import { tempDir } from './helpers/relay.js';
+import { cleanEnv, runBin, spawnRelay, type CliOptions, type CliResult, type SpawnedRelay } from './helpers/spawn-relay.js';
+
+// event-*, delivery-*, listener-ping and listener-replay: the built CLI against a real relay
+// child process and a real receiver, as a user would run them.
+const T = 60_000;
+
+let relay: SpawnedRelay;
+let receiver: Receiver;
+let workDir: string;
+
+function cli(args: string[], opts: CliOptions = {}): Promise<CliResult> {
+  return runBin(args, {
+    ...opts,
+    env: opts.env ?? cleanEnv({ RELAY_URL: relay.url, RELAY_TOKEN: relay.token }),
+    cwd: opts.cwd ?? workDir,
+  });
+}
+
+const json = (r: CliResult) => {
+  expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: '' });
+  return JSON.parse(r.stdout);
+};
+
+/** `key: value` lines of a table-mode record. */
+const fieldsOf = (stdout: string) =>
+  Object.fromEntries(
+    stdout
+      .split('\n')
+      .map((l) => /^([a-z_.]+):\s+(.*)$/.exec(l))
+      .filter((m) => m !== null)
+      .map((m) => [m[1], m[2]]),
+  );
+
+const writeFile = (name: string, text: string) => {
+  const file = path.join(workDir, name);
+  fs.writeFileSync(file, text);
+  return file;
+};
+
+const ndjson = (events: unknown[]) => events.map((e) => JSON.stringify(e)).join('\n') + '\n';
+
+async function addListener(workbook: string, receiverPath: string, eventTypes = 'NOTIFICATION'): Promise<string> {
+  const created = json(await cli(['listener-add', 'workbook', workbook, receiver.url(receiverPath), '--event-type', eventTypes, '-f', 'json']));
+  return created.id;
+}
+
+/** Polls `check` until it returns a truthy value. */
+async function eventually<T>(check: () => Promise<T | undefined | false>, timeoutMs: number, what: string): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    last = value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)})`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+async function deliveries(...filters: string[]): Promise<Array<{ id: string; status: string; attempt_count: number; event_id: string; in_flight: boolean }>> {
+  return json(await cli(['delivery-list', ...filters, '--all', '-f', 'json'])).items;
+}
+
+beforeAll(async () => {
+  workDir = tempDir('relay-cli-events-');
+  [relay, receiver] = await Promise.all([spawnRelay(path.join(workDir, 'data')), startReceiver()]);
+}, 30_000);
+
+afterAll(async () => {
+  await relay?.stop();
+  await receiver?.close();
+  fs.rmSync(workDir, { recursive: true, force: true });
+});
+
+describe('event-publish', () => {
+  it('publishes 10,000 events from a JSON-lines file in batches of 1000, and every one is delivered', async () => {
+    const listener = await addListener('bulk', '/bulk');
+    const events = Array.from({ length: 10_000 }, (_, i) => ({ id: `bulk-${i}`, type: 'BULK_TEST', workbook: 'bulk', data: { i } }));
+    const file = writeFile('bulk.ndjson', ndjson(events));
+
+    const started = Date.now();
+    const r = await cli(['event-publish', file]);
+    expect(r).toMatchObject({ code: 0, stdout: 'published 10000 events (0 duplicates) in 10 requests\n' });
+    expect(r.stderr).toBe('… 10000 events published (10 requests)\n');
+    expect(Date.now() - started).toBeLessThan(30_000);
+
+    await receiver.waitForCount('/bulk', 10_000, 120_000);
+    const succeeded = await eventually(
+      async () => {
+        const items = await deliveries('--listener-id', listener, '--status', 'succeeded');
+        return items.length === 10_000 && items;
+      },
+      60_000,
+      '10000 succeeded deliveries',
+    );
+    expect(new Set(succeeded.map((d) => d.event_id))).toEqual(new Set(events.map((e) => e.id)));
+    const received = new Set(receiver.requests('/bulk').map((req) => JSON.parse(req.text).id));
+    expect(received.size).toBe(10_000);
+
+    // The same ids again, from stdin without FILE: stored once, counted as duplicates.
+    const again = await cli(['event-publish'], { input: ndjson(events.slice(0, 3)) });
+    expect(again).toEqual({ code: 0, stdout: 'published 3 events (3 duplicates) in 1 request\n', stderr: '' });
+  }, 240_000);
+
+  it('reads an array, a wrapper and a pretty-printed event from stdin or a file; -f json prints the ids', async () => {
+    await addListener('stdin', '/stdin');
+    const array = [
+      { id: 'stdin-1', type: 'STDIN_TEST', workbook: 'stdin' },
+      { id: 'stdin-2', type: 'STDIN_TEST', workbook: 'stdin' },
+    ];
+    const fromDash = await cli(['event-publish', '-', '-f', 'json'], { input: JSON.stringify(array) });
+    expect(json(fromDash)).toEqual({ items: [{ id: 'stdin-1', duplicate: false }, { id: 'stdin-2', duplicate: false }] });
+
+    const wrapper = JSON.stringify({ events: [{ id: 'stdin-3', type: 'STDIN_TEST', workbook: 'stdin' }, array[0]] }, null, 2);
+    const fromStdin = await cli(['event-publish', '-f', 'json'], { input: wrapper });
+    expect(json(fromStdin)).toEqual({ items: [{ id: 'stdin-3', duplicate: false }, { id: 'stdin-1', duplicate: true }] });
+
+    const single = writeFile('single.json', `\uFEFF${JSON.stringify({ type: 'STDIN_TEST', workbook: 'stdin', data: { n: 4 } }, null, 2)}\r\n`);
+    const fromFile = await cli(['event-publish', 'single.json']);
+    expect(fromFile).toEqual({ code: 0, stdout: 'published 1 event (0 duplicates) in 1 request\n', stderr: '' });
+    expect(fs.existsSync(single)).toBe(true);
+
+    // A wrapper on one line, and lines with an array, in JSON lines.
+    const lines = `${JSON.stringify({ events: [{ id: 'stdin-5', type: 'STDIN_TEST', workbook: 'stdin' }] })}\n\n${JSON.stringify([{ id: 'stdin-6', type: 'STDIN_TEST', workbook: 'stdin' }])}\n`;
+    expect(json(await cli(['event-publish', '-f', 'json'], { input: lines })).items.map((i: { id: string }) => i.id)).toEqual(['stdin-5', 'stdin-6']);
+
+    const got = await receiver.waitForCount('/stdin', 6, 10_000);
+    expect(got.map((req) => JSON.parse(req.text).type)).toEqual(Array(6).fill('STDIN_TEST'));
+  }, T);
+
+  it('stops at a refused batch: exit 1, the field named by its place in the whole input, what was published before', async () => {
+    const events: Array<Record<string, unknown>> = Array.from({ length: 1500 }, (_, i) => ({ id: `bad-${i}`, type: 'BAD_BATCH', workbook: 'badbatch' }));
+    events[1203] = { id: 'bad-1203', type: 42, workbook: 'badbatch' };
+    const r = await cli(['event-publish', writeFile('bad.ndjson', ndjson(events))]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/^error: 400 Invalid request: events\.1203\.type: /);
+    expect(r.stderr).toContain('  events.1203.type (line 1204): ');
+    expect(r.stderr).toContain(
+      'hint: 1000 events were published in 1 request before this one; none of events.1000–events.1499 were stored (a request is all or nothing). Publish the rest again from events.1000 (line 1001).',
+    );
+    expect(r.stderr).not.toMatch(/events\.203\b/);
+    const stored = json(await cli(['event-list', '--workbook', 'badbatch', '--all', '-f', 'json']));
+    expect(stored.items).toHaveLength(1000);
+    expect(stored.items.at(-1).id).toBe('bad-999');
+
+    // An array read whole: no line numbers; the first request fails, so nothing was published.
+    const array = await cli(['event-publish', '-'], { input: JSON.stringify([{ type: 'OK' }, { type: 'TASK_FAILED', category: 'EXECUTION' }]) });
+    expect(array.code).toBe(1);
+    expect(array.stderr).toMatch(/^error: 400 Invalid request: events\.1\.category: TASK_FAILED is in category TASK/);
+    expect(array.stderr).toContain('  events.1.category (line 1): ');
+    expect(array.stderr).toMatch(/\nhint: nothing was published \(a request is stored all or nothing\)\n$/);
+  }, T);
+
+  it('stops at input that is not JSON: exit 2, naming the line and what was already sent', async () => {
+    const good = Array.from({ length: 1200 }, (_, i) => JSON.stringify({ id: `half-${i}`, type: 'HALF', workbook: 'half' }));
+    const lines = [...good.slice(0, 1100), '{"type": "HALF", oops}', ...good.slice(1100)];
+    const r = await cli(['event-publish', writeFile('half.ndjson', lines.join('\n'))]);
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toContain('half.ndjson line 1101 is not valid JSON');
+    expect(r.stderr).toContain('1000 events (events.0–events.999) were published in 1 request before it; nothing after events.999 was sent');
+    expect(json(await cli(['event-list', '--workbook', 'half', '--all', '-f', 'json'])).items).toHaveLength(1000);
+  }, T);
+});
+
+describe('event-list and event-show', () => {
+  it('filters by workbook, execution, type and time, pages, and shows one event with its deliveries', async () => {
+    const listener = await addListener('listing', '/listing', 'TASK,NOTIFICATION');
+    const before = new Date(Date.now() - 1000).toISOString();
+    const input = [
+      { id: 'list-1', type: 'TASK_SUCCEEDED', workbook: 'listing', execution_id: 'ex-list', task_name: 'charge' },
+      { id: 'list-2', type: 'TASK_FAILED', workbook: 'listing', execution_id: 'ex-list', task_name: 'ship', data: { reason: 'no stock' } },
+      { id: 'list-3', type: 'ORDER_NOTE', workbook: 'listing' },
+    ];
+    expect((await cli(['event-publish'], { input: ndjson(input) })).code).toBe(0);
+
+    const table = await cli(['event-list', '--workbook', 'listing']);
+    expect(table.code).toBe(0);
+    const lines = table.stdout.trim().split('\n');
+    expect(lines[0]).toMatch(/^ID\s+TYPE\s+WORKBOOK\s+EXECUTION\s+TASK\s+SEQ\s+OCCURRED AT$/);
+    expect(lines.slice(1).map((l) => l.split(/\s+/).slice(0, 6))).toEqual([
+      ['list-1', 'TASK_SUCCEEDED', 'listing', 'ex-list', 'charge', '1'],
+      ['list-2', 'TASK_FAILED', 'listing', 'ex-list', 'ship', '2'],
+      ['list-3', 'ORDER_NOTE', 'listing', '-', '-', '-'],
+    ]);
+
+    const failed = json(await cli(['event-list', '--execution-id', 'ex-list', '--type', 'TASK_FAILED', '-f', 'json']));
+    expect(failed).toMatchObject({ items: [{ id: 'list-2', category: 'TASK', sequence: 2, data: { reason: 'no stock' } }], next_cursor: null });
+    expect(failed.items[0].received_at).toEqual(expect.any(String));
+
+    const future = await cli(['event-list', '--workbook', 'listing', '--since', '2999-01-01T00:00:00Z']);
+    expect(future).toEqual({ code: 0, stdout: 'no events\n', stderr: '' });
+
+    const first = await cli(['event-list', '--workbook', 'listing', '--since', before, '--limit', '2']);
+    expect(first.code).toBe(0);
+    const more = new RegExp(`more: callback-relay event-list --workbook listing --since ${before.replace(/[.]/g, '\\.')} --limit 2 --cursor (\\S+)`).exec(first.stdout);
+    expect(more, first.stdout).not.toBeNull();
+    const second = json(await cli(['event-list', '--workbook', 'listing', '--limit', '2', '--cursor', more![1], '-f', 'json']));
+    expect(second).toMatchObject({ items: [{ id: 'list-3' }], next_cursor: null });
+    const all = json(await cli(['event-list', '--workbook', 'listing', '--limit', '1', '--all', '-f', 'json']));
+    expect({ ids: all.items.map((e: { id: string }) => e.id), next: all.next_cursor }).toEqual({ ids: ['list-1', 'list-2', 'list-3'], next: null });
+
+    await eventually(async () => (await deliveries('--event-id', 'list-2'))[0]?.status === 'succeeded', 10_000, 'list-2 delivered');
+    const shown = await cli(['event-show', 'list-2']);
+    expect(shown.code).toBe(0);
+    expect(fieldsOf(shown.stdout)).toMatchObject({
+      id: 'list-2',
+      type: 'TASK_FAILED',
+      category: 'TASK',
+      execution_id: 'ex-list',
+      task_name: 'ship',
+      sequence: '2',
+      data: '{"reason":"no stock"}',
+    });
+    const deliveryLines = shown.stdout.split('deliveries (1):\n')[1].trim().split('\n');
+    expect(deliveryLines[0]).toMatch(/^ID\s+LISTENER\s+STATUS\s+ATTEMPTS\s+NEXT ATTEMPT\s+LAST ERROR$/);
+    expect(deliveryLines[1]).toMatch(new RegExp(`^\\S+\\s+${listener}\\s+succeeded\\s+1\\s+-\\s+-$`));
+    expect(json(await cli(['event-show', 'list-2', '-f', 'json'])).deliveries).toEqual([
+      expect.objectContaining({ listener_id: listener, status: 'succeeded', attempt_count: 1 }),
+    ]);
+
+    const unmatched = json(await cli(['event-publish', '-f', 'json'], { input: '{"type":"NOBODY","workbook":"nobody"}' })).items[0].id;
+    expect((await cli(['event-show', unmatched])).stdout).toContain('deliveries: none (no listener matched this event)');
+
+    const missing = await cli(['event-show', 'no-such-event']);
+    expect(missing).toMatchObject({ code: 1, stdout: '' });
+    expect(missing.stderr).toMatch(/^error: 404 Not found/);
+  }, T);
+});
+
+describe('delivery-list, -show, -retry and listener-replay', () => {
+  it('a receiver that always answers 500: failed after 3 attempts, re-queued, retried and replayed', async () => {
+    receiver.respond('/fail', [{ status: 500, body: 'boom: database\nis down '.padEnd(200, 'x') }]);
+    const res = await fetch(`${relay.url}/v1/listeners`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${relay.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ workbook: 'failing', event_types: ['NOTIFICATION'], callback: { url: receiver.url('/fail') }, retry: { schedule_ms: [100, 100] } }),
+    });
+    expect(res.status).toBe(201);
+    const listener = ((await res.json()) as { id: string }).id;
+    const since = new Date(Date.now() - 1000).toISOString();
+    expect((await cli(['event-publish'], { input: '{"id":"fail-1","type":"WILL_FAIL","workbook":"failing"}' })).code).toBe(0);
+
+    const [failed] = await eventually(async () => {
+      const items = await deliveries('--listener-id', listener, '--status', 'failed');
+      return items.length === 1 && items;
+    }, 20_000, 'a failed delivery');
+    expect(failed).toMatchObject({ event_id: 'fail-1', attempt_count: 3, status: 'failed' });
+    expect(receiver.requests('/fail')).toHaveLength(3);
+    const webhookId = receiver.requests('/fail')[0].headers['webhook-id'];
+    expect(webhookId).toBe(failed.id);
+
+    const listTable = await cli(['delivery-list', '--status', 'failed', '--listener-id', listener]);
+    expect(listTable.stdout.trim().split('\n')).toEqual([
+      expect.stringMatching(/^ID\s+EVENT\s+LISTENER\s+STATUS\s+ATTEMPTS\s+NEXT ATTEMPT\s+LAST ERROR$/),
+      expect.stringMatching(new RegExp(`^${failed.id}\\s+fail-1\\s+${listener}\\s+failed\\s+3\\s+-\\s+\\S`)),
+    ]);
+
+    const show = await cli(['delivery-show', failed.id]);
+    expect(show.code).toBe(0);
+    expect(fieldsOf(show.stdout)).toMatchObject({ id: failed.id, event_id: 'fail-1', listener_id: listener, status: 'failed', attempt_count: '3' });
+    const attempts = show.stdout.split('attempts (3):\n')[1].trim().split('\n');
+    expect(attempts[0]).toMatch(/^#\s+STARTED AT\s+DURATION MS\s+STATUS CODE\s+ERROR\s+RESPONSE EXCERPT$/);
+    expect(attempts.slice(1)).toHaveLength(3);
+    attempts.slice(1).forEach((line, i) => {
+      expect(line).toMatch(new RegExp(`^${i + 1}\\s+\\d{4}-\\d\\d-\\d\\dT\\S+Z\\s+\\d+\\s+500\\s+\\S+\\s+boom: database is down x+…$`));
+      expect(line.split('boom')[1].length).toBeLessThanOrEqual(60);
+    });
+    const shownJson = json(await cli(['delivery-show', failed.id, '-f', 'json']));
+    expect(shownJson.attempts.map((a: { number: number; status_code: number }) => [a.number, a.status_code])).toEqual([[1, 500], [2, 500], [3, 500]]);
+    expect(shownJson.attempts[0].response_excerpt).toHaveLength(200);
+
+    // Re-queue the failed one through a replay: the same delivery, one more try, failed again.
+    const requeued = await cli(['listener-replay', listener, '--since', since, '--only-failed']);
+    expect(requeued).toEqual({ code: 0, stdout: `re-queued 1 failed delivery for listener ${listener}\n`, stderr: '' });
+    await receiver.waitForCount('/fail', 4, 10_000);
+    expect(receiver.requests('/fail')[3].headers['webhook-id']).toBe(failed.id);
+    await eventually(async () => (await deliveries('--listener-id', listener, '--status', 'failed'))[0]?.attempt_count === 4, 10_000, 'failed again');
+
+    // The receiver recovers: delivery-retry sends the same delivery again, and it succeeds.
+    receiver.respond('/fail', [200]);
+    const retried = await cli(['delivery-retry', failed.id]);
+    expect(retried.code).toBe(0);
+    expect(fieldsOf(retried.stdout)).toMatchObject({ id: failed.id, status: expect.stringMatching(/^pending/) });
+    expect(retried.stdout).toContain(`re-queued delivery ${failed.id}; follow it with: callback-relay delivery-show ${failed.id}`);
+    const fifth = (await receiver.waitForCount('/fail', 5, 10_000))[4];
+    expect(fifth.headers['webhook-id']).toBe(failed.id);
+    expect(fifth.headers['webhook-attempt']).toBe('5');
+    await eventually(async () => (await deliveries('--listener-id', listener, '--status', 'succeeded')).length === 1, 10_000, 'retry succeeded');
+
+    // A replay of the window makes a new delivery, with a new webhook-id.
+    const replayed = await cli(['listener-replay', listener, '--since', since, '--until', new Date(Date.now() + 60_000).toISOString(), '-f', 'json']);
+    expect(json(replayed)).toEqual({ count: 1, truncated: false });
+    const again = (await receiver.waitForCount('/fail', 6, 10_000))[5];
+    expect(again.headers['webhook-id']).not.toBe(failed.id);
+    expect(JSON.parse(again.text).id).toBe('fail-1');
+    const table = await cli(['listener-replay', listener, '--since', '2999-01-01T00:00:00Z']);
+    expect(table).toEqual({ code: 0, stdout: `queued 0 new deliveries for listener ${listener}\n`, stderr: '' });
+
+    const gone = await cli(['delivery-retry', 'no-such-delivery']);
+    expect(gone).toMatchObject({ code: 1, stdout: '' });
+    expect(gone.stderr).toMatch(/^error: 404 Not found/);
+  }, T);
+});
+
+describe('listener-ping', () => {
+  it('sends a PING to that listener only, and with --wait prints how the receiver answered', async () => {
+    const listener = await addListener('pinged', '/ping');
+    const r = await cli(['listener-ping', listener]);
+    expect(r.code).toBe(0);
+    const eventId = /^sent PING event (\S+) to listener /.exec(r.stdout)?.[1];
+    expect(eventId, r.stdout).toBeTruthy();
+    const [ping] = await receiver.waitForCount('/ping', 1, 10_000);
+    expect(JSON.parse(ping.text)).toMatchObject({ id: eventId, type: 'PING', category: 'NOTIFICATION', data: { listener_id: listener } });
+
+    const waited = await cli(['listener-ping', listener, '--wait']);
+    expect(waited.code).toBe(0);
+    expect(waited.stdout).toMatch(/^sent PING event \S+ to listener \S+ as delivery \S+\n#\s+STARTED AT/);
+    expect(waited.stdout).toMatch(/\n1\s+\S+\s+\d+\s+200\s+-/);
+
+    receiver.respond('/ping-down', [503]);
+    const down = await addListener('pinged-down', '/ping-down');
+    const refused = await cli(['listener-ping', down, '--wait', '-f', 'json']);
+    expect(refused.code).toBe(1);
+    expect(JSON.parse(refused.stdout)).toMatchObject({ delivery: { listener_id: down, attempts: [{ number: 1, status_code: 503 }] } });
+    expect(refused.stderr).toMatch(/^error: the receiver answered 503\nhint: the relay retries it/);
+    expect(receiver.requests('/ping-down')).toHaveLength(1);
+
+    const missing = await cli(['listener-ping', 'no-such-listener']);
+    expect(missing).toMatchObject({ code: 1, stdout: '' });
+    expect(missing.stderr).toMatch(/^error: 404 Not found/);
+  }, T);
+});
+
+describe('usage', () => {
+  it('exits 2 for bad option values and unreadable input, before any request', async () => {
+    writeFile('empty.json', '\n  \n');
+    writeFile('yaml.txt', 'type: TASK_FAILED\nworkbook: x\n');
+    writeFile('broken.ndjson', '{"type":"A"}\n{"type":"B"}\n{"type": nope}\n');
+    writeFile('wrapper.json', '{"events": {"type": "A"}}');
+    fs.mkdirSync(path.join(workDir, 'a-dir'), { recursive: true });
+    const cases: Array<[string[], RegExp]> = [
+      [['delivery-list', '--status', 'done'], /'done' is invalid. Allowed choices are pending, succeeded, failed, cancelled/],
+      [['event-list', '--since', 'yesterday'], /"yesterday" is not a date-time with a zone/],
+      [['event-list', '--since', '2026-11-23T10:00:00'], /not a date-time with a zone/],
+      [['event-list', '--since', '2026-02-30T10:00:00Z'], /not a date-time with a zone/],
+      [['event-list', '--limit', '1001'], /expected a whole number from 1 to 1000/],
+      [['delivery-list', '--limit', 'ten'], /expected a whole number from 1 to 1000/],
+      [['delivery-list', '--cursor', 'not a cursor!'], /not a cursor/],
+      [['event-list', '--workbook', ' '], /give a non-empty value/],
+      [['listener-replay', 'some-id'], /required option '--since <date-time>' not specified/],
+      [['listener-replay', 'some-id', '--since', '2026-01-02T00:00:00Z', '--until', '2026-01-01T00:00:00Z'], /--until .* must be after --since/],
+      [['listener-replay', 'some-id', '--since', 'now'], /not a date-time/],
+      [['event-show'], /missing required argument 'id'/],
+      [['delivery-show', ''], /give a non-empty value/],
+      [['delivery-retry'], /missing required argument 'id'/],
+      [['listener-ping'], /missing required argument 'id'/],
+      [['event-publish', 'a.json', 'b.json'], /too many arguments/],
+      [['event-publish', 'missing.ndjson'], /cannot read missing.ndjson: no such file/],
+      [['event-publish', 'a-dir'], /cannot read a-dir: it is a directory/],
+      [['event-publish', 'empty.json'], /no events in empty.json/],
+      [['event-publish', 'yaml.txt'], /yaml.txt is neither one JSON document \(.*\) nor JSON lines \(line 1: /],
+      [['event-publish', 'broken.ndjson'], /broken.ndjson line 3 is not valid JSON/],
+      [['event-publish', 'wrapper.json'], /wrapper.json line 1: "events" must be an array of events/],
+    ];
+    // No relay at this address: a request would exit 1, not 2.
+    const env = cleanEnv({ RELAY_URL: 'http://127.0.0.1:9', RELAY_TOKEN: 'unused' });
+    const results = await Promise.all(cases.map(([args]) => cli(args, { env })));
+    results.forEach((r, i) => {
+      expect({ args: cases[i][0], code: r.code, stdout: r.stdout }).toEqual({ args: cases[i][0], code: 2, stdout: '' });
+      expect(r.stderr).toMatch(cases[i][1]);
+    });
+    // Nothing in the broken file was sent: it is rejected before its first (only) request.
+    expect(json(await cli(['event-list', '--type', 'B', '-f', 'json'])).items).toEqual([]);
+  }, T);
+
+  it('prints help with examples for every new command, exit code 0', async () => {
+    const commands = ['event-publish', 'event-list', 'event-show', 'delivery-list', 'delivery-show', 'delivery-retry', 'listener-ping', 'listener-replay'];
+    const [top, ...helps] = await Promise.all([cli(['--help']), ...commands.map((c) => cli([c, '--help']))]);
+    expect(top.code).toBe(0);
+    for (const c of commands) expect(top.stdout).toContain(c);
+    helps.forEach((r, i) => {
+      expect(r.code).toBe(0);
+      expect(r.stdout).toContain(`Usage: callback-relay ${commands[i]}`);
+      expect(r.stdout).toMatch(/Examples:\n  \$ /);
+      expect(r.stdout).toMatch(/-f, --output <format>/);
+    });
+  }, T);
+});

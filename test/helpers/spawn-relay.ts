@@ -1,0 +1,122 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+/*
+ * The built relay (`node dist/main.js`) as a child process and the built CLI bins, for tests
+ * that drive the CLI as a user would. Run `npm run build` first.
+ */
+
+export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+export const BINS = {
+  'callback-relay': path.join(ROOT, 'bin/callback-relay.js'),
+  'listener-add': path.join(ROOT, 'bin/listener-add.js'),
+};
+
+/** process.env without any RELAY_ variable, so the developer's shell cannot leak in. */
+export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('RELAY_')));
+  return { ...env, ...extra };
+}
+
+export interface SpawnedRelay {
+  child: ChildProcess;
+  url: string;
+  token: string;
+  dataDir: string;
+  /** The last stdout lines, for failure messages. */
+  recent: string[];
+  /** SIGTERM and wait for the exit (SIGKILL after `timeoutMs`). */
+  stop(timeoutMs?: number): Promise<void>;
+}
+
+/** Starts a relay on 127.0.0.1, port 0, with its data in `dataDir`; resolves once it listens. */
+export async function spawnRelay(dataDir: string, env: Record<string, string> = {}): Promise<SpawnedRelay> {
+  const child = spawn(process.execPath, [path.join(ROOT, 'dist/main.js')], {
+    env: cleanEnv({ RELAY_PORT: '0', RELAY_DATA_DIR: dataDir, RELAY_LOG_LEVEL: 'info', ...env }),
+    stdio: ['ignore', 'pipe', 'pipe'],
+    // Its own process group: in runs beside other sessions a group-wide SIGINT stopped it mid-test.
+    detached: true,
+  });
+  const killOnExit = () => child.kill('SIGKILL');
+  process.once('exit', killOnExit);
+  let stopping = false;
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += d));
+  const recent: string[] = [];
+  child.on('exit', (code, signal) => {
+    process.removeListener('exit', killOnExit);
+    if (!stopping) process.stderr.write(`relay exited early (${code ?? signal}):\n${recent.join('\n')}\n${stderr}\n`);
+  });
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`relay did not start: ${stderr}`)), 20_000);
+    child.once('exit', (code) => reject(new Error(`relay exited with ${code}: ${stderr}`)));
+    readline.createInterface({ input: child.stdout! }).on('line', (line) => {
+      recent.push(line);
+      if (recent.length > 50) recent.shift();
+      let entry: { url?: string; msg?: string };
+      try {
+        entry = JSON.parse(line);
+      } catch {
+        return;
+      }
+      if (entry.url && entry.msg?.startsWith('callback-relay listening on')) {
+        clearTimeout(timer);
+        resolve(entry.url);
+      }
+    });
+  });
+  const token = fs.readFileSync(path.join(dataDir, 'admin.token'), 'utf8').trim();
+  return {
+    child,
+    url,
+    token,
+    dataDir,
+    recent,
+    async stop(timeoutMs = 15_000) {
+      stopping = true;
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface CliOptions {
+  bin?: keyof typeof BINS;
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+  /** Written to the CLI's stdin, which is then closed (closed at once without it). */
+  input?: string | Buffer;
+}
+
+/** Runs a CLI bin to its end. */
+export function runBin(args: string[], opts: CliOptions & { env: NodeJS.ProcessEnv; cwd: string }): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BINS[opts.bin ?? 'callback-relay'], ...args], {
+      env: opts.env,
+      cwd: opts.cwd,
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    // The CLI may stop reading early (a failed batch): that is not the test's error.
+    child.stdin!.on('error', () => {});
+    child.stdin!.end(opts.input);
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code: code ?? (signal ? -1 : 0), stdout, stderr }));
+  });
+}
