@@ -1,6 +1,31 @@
+import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from './config.js';
 import { createLogger } from './log.js';
-import { startRelay } from './relay.js';
+import { ROLES, startRelay, type Role } from './relay.js';
+
+const USAGE = `usage: callback-relay-server [--role all|api|dispatcher]
+
+Runs the relay: the REST API, the dispatcher and the background pruner in one process.
+  --role all         everything (default)
+  --role api         the API only; another process dispatches
+  --role dispatcher  the dispatcher only, with /healthz, /readyz and /metrics
+Configuration comes from RELAY_* environment variables (see README.md).`;
+
+let role: Role = 'all';
+try {
+  const { values } = parseArgs({ options: { role: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    process.exit(0);
+  }
+  if (values.role !== undefined) {
+    if (!(ROLES as readonly string[]).includes(values.role)) throw new Error(`--role must be one of ${ROLES.join(', ')}`);
+    role = values.role as Role;
+  }
+} catch (err) {
+  process.stderr.write(`callback-relay: ${(err as Error).message}\n${USAGE}\n`);
+  process.exit(2);
+}
 
 let config;
 try {
@@ -15,7 +40,7 @@ try {
 
 const log = createLogger(config.logLevel);
 try {
-  const relay = await startRelay(config, log);
+  const relay = await startRelay(config, log, { role });
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;

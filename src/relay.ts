@@ -5,6 +5,8 @@ import type { Config } from './config.js';
 import { createApp } from './api/app.js';
 import { ensureAdminToken, tokenRegistry } from './api/auth.js';
 import { createDispatcher } from './dispatch/dispatcher.js';
+import { createEngine } from './engine/engine.js';
+import type { RunnerHooks } from './engine/runner.js';
 import { createFanOut } from './fanout/fanout.js';
 import { createIngest } from './ingest/ingest.js';
 import { createMetrics } from './metrics.js';
@@ -20,9 +22,17 @@ export interface Relay {
   close(): Promise<void>;
 }
 
+export const ROLES = ['all', 'api', 'dispatcher'] as const;
+export type Role = (typeof ROLES)[number];
+
 export interface RelayOptions {
-  /** Run the dispatcher in this process (default true). */
-  dispatch?: boolean;
+  /**
+   * `all` (default) serves the API and dispatches; `api` serves the API only; `dispatcher`
+   * dispatches and serves only the operations routes.
+   */
+  role?: Role;
+  /** Test hooks of the engine's runner (a failure injected between an action's result and its commit). */
+  engineHooks?: RunnerHooks;
 }
 
 /**
@@ -78,13 +88,31 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
       onAttempt: metrics.attemptRecorded,
       onListenersDisabled: () => fanOut.invalidate(),
     });
-    if (options.dispatch !== false) {
+    const role = options.role ?? 'all';
+    if (role !== 'api') {
       dispatcher.start();
       cleanups.push(() => dispatcher.stop());
     }
 
     const pruner = startPruner({ store, log: log.child({ component: 'pruner' }), retentionDays: config.retentionDays });
     cleanups.push(() => pruner.stop());
+
+    // One engine runner per database: it runs where the API does, since API calls wake it. Its
+    // start recovers tasks a crash left in flight, before the API takes requests.
+    const engine = createEngine({
+      store,
+      fanOut,
+      wakeDispatcher: dispatcher.wake,
+      onEventsStored: metrics.eventStored,
+      guard,
+      log: log.child({ component: 'engine' }),
+      hooks: options.engineHooks,
+      shutdownGraceMs: config.shutdownGraceMs,
+    });
+    if (role !== 'dispatcher') {
+      await engine.start();
+      cleanups.push(() => engine.stop());
+    }
 
     const ingest = createIngest({
       store,
@@ -101,6 +129,8 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
       ingest,
       fanOut,
       wakeDispatcher: dispatcher.wake,
+      engine,
+      serveApi: role !== 'dispatcher',
     });
 
     const server = http.createServer(app);
@@ -123,7 +153,7 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
     const port = (server.address() as AddressInfo).port;
     const host = config.host.includes(':') ? `[${config.host}]` : config.host;
     const url = `http://${host}:${port}`;
-    log.info({ url, port }, `callback-relay listening on ${url}`);
+    log.info({ url, port, role }, `callback-relay listening on ${url}`);
 
     let closing: Promise<void> | undefined;
     return { url, port, close: () => (closing ??= runCleanups()) };

@@ -143,11 +143,11 @@ describe('claims and leases', () => {
     expect(await store.claimDueDeliveries({ owner: 'w2', now: 1_100, leaseMs: 500, limit: 10 })).toHaveLength(3);
   });
 
-  it('prunes finished deliveries and unreferenced events past retention, keeping the rest', async () => {
+  it('prunes finished deliveries created before the cutoff, and unreferenced events, keeping the rest', async () => {
     const claimed = await store.claimDueDeliveries({ owner: 'w1', now: 1_000, leaseMs: 500, limit: 2 });
     const attempt = { number: 1, started_at: 1_000, duration_ms: 1, status_code: 200, error: null, response_excerpt: null };
     await store.recordAttempts('w1', claimed.map((d) => ({ deliveryId: d.id, listenerId: 'l1', project: P, attempt, status: 'succeeded' as const, nextAttemptAt: null, lastError: null, disableListener: null })), 2_000);
-    expect(await store.pruneFinished(1_500, 100)).toEqual({ deliveries: 0, events: 0 });
+    expect(await store.pruneFinished(1_000, 100)).toEqual({ deliveries: 0, events: 0 });
     expect(await store.pruneFinished(3_000, 1)).toEqual({ deliveries: 1, events: 1 });
     expect(await store.pruneFinished(3_000, 100)).toEqual({ deliveries: 1, events: 1 });
     const left = await store.listDeliveries(P, { limit: 10 });

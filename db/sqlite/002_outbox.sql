@@ -28,7 +28,7 @@ CREATE TABLE execution_sequences (
 ) STRICT, WITHOUT ROWID;
 
 CREATE TABLE deliveries (
-  id TEXT PRIMARY KEY,                -- sent as webhook-id; the same on every retry
+  id TEXT PRIMARY KEY,                -- a ULID, sent as webhook-id; the same on every retry; pruning walks it by age
   project TEXT NOT NULL,
   event_seq INTEGER NOT NULL REFERENCES events (seq) ON DELETE CASCADE,
   event_id TEXT NOT NULL,
@@ -47,10 +47,7 @@ CREATE TABLE deliveries (
 -- Serves the claim query exactly: pending rows in due order, nothing else in the index.
 CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX deliveries_project_listener ON deliveries (project, listener_id, id);
-CREATE INDEX deliveries_project_event ON deliveries (project, event_id, id);
 CREATE INDEX deliveries_project_status ON deliveries (project, status, id);
-CREATE INDEX deliveries_listener_pending ON deliveries (listener_id) WHERE status = 'pending';
-CREATE INDEX deliveries_finished ON deliveries (updated_at) WHERE status <> 'pending';
 CREATE INDEX deliveries_event_seq ON deliveries (event_seq);
 
 CREATE TABLE attempts (

@@ -3,6 +3,7 @@ import express from 'express';
 import { pinoHttp } from 'pino-http';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
+import type { Engine } from '../engine/engine.js';
 import type { FanOutCache } from '../fanout/fanout.js';
 import type { Ingest } from '../ingest/ingest.js';
 import type { NetworkGuard } from '../net/network-guard.js';
@@ -13,9 +14,12 @@ import { requireMediaType } from './media-type.js';
 import { notFound, problemHandler } from './problem.js';
 import { deliveryRoutes } from './routes/deliveries.js';
 import { eventRoutes } from './routes/events.js';
+import { executionRoutes } from './routes/executions.js';
 import { listenerRoutes } from './routes/listeners.js';
 import { mistralRoutes } from './routes/mistral.js';
 import { operationRoutes } from './routes/operations.js';
+import { taskRoutes } from './routes/tasks.js';
+import { workbookRoutes } from './routes/workbooks.js';
 
 
 export interface AppDeps {
@@ -28,6 +32,10 @@ export interface AppDeps {
   fanOut: FanOutCache;
   /** Wakes the dispatcher after something became due. */
   wakeDispatcher: () => void;
+  /** The embedded engine: executions and tasks. */
+  engine: Engine;
+  /** false: only the operations routes (a dispatcher-only process). */
+  serveApi?: boolean;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -67,11 +75,14 @@ export function createApp(deps: AppDeps): express.Express {
   // Routes with bodies of their own kind and size parse them themselves, before the JSON default.
   v1.use('/ingest/mistral', mistralRoutes({ ingest: deps.ingest }));
   v1.use('/events', eventRoutes({ store: deps.store, ingest: deps.ingest }));
+  v1.use('/workbooks', workbookRoutes({ store: deps.store }));
   v1.use(requireMediaType());
   v1.use(express.json({ limit: BODY_LIMIT, type: () => true, strict: false }));
   v1.use('/listeners', listenerRoutes(deps));
   v1.use('/deliveries', deliveryRoutes({ store: deps.store, onRequeued: deps.wakeDispatcher }));
-  app.use('/v1', v1);
+  v1.use('/executions', executionRoutes({ store: deps.store, engine: deps.engine }));
+  v1.use('/tasks', taskRoutes({ store: deps.store, engine: deps.engine }));
+  if (deps.serveApi !== false) app.use('/v1', v1);
 
   app.use((req) => {
     throw notFound(`${req.method} ${req.path}`);

@@ -53,6 +53,8 @@ export function resolveConnection(
 export interface RequestOptions {
   query?: Record<string, string | number | undefined>;
   body?: unknown;
+  /** A body sent as is (a workbook's YAML), instead of `body` as JSON; give its contentType. */
+  rawBody?: string;
   contentType?: string;
 }
 
@@ -133,8 +135,8 @@ export function createRelayClient(conn: Connection, opts: ClientOptions): RelayC
       'user-agent': opts.userAgent,
     };
     let body: string | undefined;
-    if (ropts.body !== undefined) {
-      body = JSON.stringify(ropts.body);
+    if (ropts.rawBody !== undefined || ropts.body !== undefined) {
+      body = ropts.rawBody ?? JSON.stringify(ropts.body);
       headers['content-type'] = ropts.contentType ?? 'application/json';
     }
     const res = await send(method, url.href, headers, body);

@@ -7,13 +7,19 @@ import { registerListenerCommands } from './commands/listeners.js';
 import { registerListenerActionCommands } from './commands/listener-actions.js';
 import { registerEventCommands } from './commands/events.js';
 import { registerDeliveryCommands } from './commands/deliveries.js';
+import { registerWorkbookCommands } from './commands/workbooks.js';
+import { registerExecutionCommands } from './commands/executions.js';
+import { registerTaskCommands } from './commands/tasks.js';
 
-/** Command groups in help order; workbook-*, execution-*, task-* join here. */
+/** Command groups in help order. */
 const COMMAND_GROUPS: Array<(program: Command, io: CliIo) => void> = [
   registerListenerCommands,
   registerListenerActionCommands,
   registerEventCommands,
   registerDeliveryCommands,
+  registerWorkbookCommands,
+  registerExecutionCommands,
+  registerTaskCommands,
 ];
 
 const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -49,7 +55,7 @@ function configureCommon(cmd: Command, io: CliIo): Command {
 
 export function buildProgram(io: CliIo = processIo()): Command {
   const program = configureCommon(new Command('callback-relay'), io)
-    .description('Command-line client of a callback-relay: manage listeners that receive workflow events as webhooks, publish events and follow their deliveries.')
+    .description('Command-line client of a callback-relay: manage listeners that receive workflow events as webhooks, publish events and follow their deliveries, and run workflows in the embedded engine.')
     .addHelpText(
       'after',
       '\nThe relay is found through --url, $RELAY_URL or http://127.0.0.1:8990, the token through --token, $RELAY_TOKEN\n' +

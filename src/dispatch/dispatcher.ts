@@ -38,6 +38,12 @@ export interface Dispatcher {
 // expires for a process that died.
 const LEASE_MARGIN_MS = 5_000;
 
+/**
+ * The dispatcher runs in cycles. Each cycle is one transaction that records the attempts
+ * finished since the last one and claims the next due deliveries (when there is room), then
+ * starts sending what it claimed. Between cycles it sleeps until new deliveries commit, enough
+ * attempts finish, or the next scheduled try is due.
+ */
 export function createDispatcher(o: DispatcherOptions): Dispatcher {
   const { store, transport, log } = o;
   const batchSize = o.batchSize ?? 200;
@@ -48,13 +54,12 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
 
   let running = false;
   let loopDone: Promise<void> = Promise.resolve();
+  /** Claimed and not yet recorded, by this process. */
   const inFlight = new Set<string>();
+  /** Finished attempts waiting for the next cycle to record them. */
   let results: AttemptResult[] = [];
-  let flushScheduled = false;
   let flushTimer: NodeJS.Timeout | null = null;
-  let flushing: Promise<void> = Promise.resolve();
   let wakeUp: (() => void) | null = null;
-  let wakeTimer: NodeJS.Timeout | null = null;
   let woken = false;
   let drained: (() => void) | null = null;
 
@@ -70,57 +75,68 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
       return Promise.resolve();
     }
     return new Promise((resolve) => {
+      const timer = setTimeout(() => wakeUp?.(), Math.max(0, ms));
       wakeUp = () => {
         wakeUp = null;
         woken = false;
-        if (wakeTimer) clearTimeout(wakeTimer);
-        wakeTimer = null;
+        clearTimeout(timer);
         resolve();
       };
-      wakeTimer = setTimeout(wakeUp, Math.max(0, ms));
     });
   }
 
-  // Outcomes wait up to flushDelayMs (or until a batch is full) so that one commit records many.
-  function scheduleFlush() {
-    if (results.length >= batchSize) {
+  // A full batch of outcomes wakes the loop at once; fewer wait up to flushDelayMs, so that one
+  // commit records many.
+  function resultReady(result: AttemptResult) {
+    results.push(result);
+    if (results.length >= batchSize || !running) {
       if (flushTimer) clearTimeout(flushTimer);
       flushTimer = null;
-      flushScheduled = false;
-      flushing = flushing.then(flush);
-      return;
+      wake();
+    } else if (!flushTimer) {
+      flushTimer = setTimeout(() => {
+        flushTimer = null;
+        wake();
+      }, flushDelayMs);
     }
-    if (flushScheduled) return;
-    flushScheduled = true;
-    flushTimer = setTimeout(() => {
-      flushTimer = null;
-      flushScheduled = false;
-      flushing = flushing.then(flush);
-    }, flushDelayMs);
   }
 
-  // Outcomes of many attempts are recorded together: one transaction, one fsync.
-  async function flush() {
-    if (results.length === 0) return;
+  /** One transaction: record what finished, claim what is due. Returns how many were claimed. */
+  async function cycle(claim: boolean): Promise<{ claimed: number; asked: number }> {
     const batch = results;
     results = [];
+    const free = maxInFlight - inFlight.size + batch.length;
+    // Claim in whole batches (or what room is left when nothing is in flight): a claim per
+    // freed slot would cost a commit per delivery.
+    const asked = claim && (free >= batchSize || free === maxInFlight) ? Math.min(batchSize, free) : 0;
+    if (batch.length === 0 && asked === 0) return { claimed: 0, asked };
+    const now = Date.now();
+    let outcome;
     try {
-      const disabled = await store.recordAttempts(owner, batch, Date.now());
-      if (disabled.length) {
-        log.warn({ listeners: disabled }, 'listeners turned off: their receivers answered 410 Gone');
-        o.onListenersDisabled?.(disabled);
-      }
+      outcome = await store.recordAndClaim(
+        owner,
+        batch,
+        asked ? { owner, now, leaseMs: o.shutdownGraceMs + LEASE_MARGIN_MS, limit: asked } : null,
+        now,
+      );
     } catch (err) {
-      // Leases still stand, so these deliveries come back when they expire: at least once.
-      log.error({ err, count: batch.length }, 'could not record attempt outcomes; they will be retried after their lease');
+      // Unrecorded outcomes keep their leases, so those deliveries come back when the leases
+      // expire: at least once, never lost.
+      log.error({ err, results: batch.length }, 'recording attempts or claiming failed; trying again shortly');
+      for (const r of batch) inFlight.delete(r.deliveryId);
+      return { claimed: 0, asked: 0 };
     }
     for (const r of batch) inFlight.delete(r.deliveryId);
+    if (outcome.disabledListeners.length) {
+      log.warn({ listeners: outcome.disabledListeners }, 'listeners turned off: their receivers answered 410 Gone');
+      o.onListenersDisabled?.(outcome.disabledListeners);
+    }
+    for (const d of outcome.claimed) launch(d);
     if (inFlight.size === 0) drained?.();
-    // Finished attempts free slots and may have scheduled retries: look again.
-    wake();
+    return { claimed: outcome.claimed.length, asked };
   }
 
-  async function attempt(d: ClaimedDelivery) {
+  async function attempt(d: ClaimedDelivery): Promise<AttemptResult> {
     const started = Date.now();
     const { callback, retry } = d.listener;
     const envelope = JSON.parse(d.envelopeJson) as EventEnvelope;
@@ -153,7 +169,7 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
     });
     const now = Date.now();
     const decision = decideOutcome(outcome, d.attemptNumber, retry.schedule_ms, now, o.random);
-    const result: AttemptResult = {
+    return {
       deliveryId: d.id,
       listenerId: d.listenerId,
       project: d.project,
@@ -170,8 +186,6 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
       lastError: outcome.ok ? null : outcome.message,
       disableListener: decision.disableListener,
     };
-    o.onAttempt?.(result);
-    return result;
   }
 
   function launch(d: ClaimedDelivery) {
@@ -197,42 +211,21 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
         };
       })
       .then((result) => {
-        if (!running && !inFlight.has(d.id)) return; // released at shutdown; the next process sends it
-        results.push(result);
-        scheduleFlush();
+        if (!inFlight.has(d.id)) return; // released at shutdown; the next process sends it
+        o.onAttempt?.(result);
+        resultReady(result);
       });
   }
 
   async function loop() {
     while (running) {
-      const free = maxInFlight - inFlight.size;
-      // Claim in whole batches: a claim per freed slot would cost a commit per delivery.
-      if (free < Math.min(batchSize, maxInFlight) && inFlight.size > 0) {
-        await sleep(idlePollMs);
-        continue;
+      const { claimed, asked } = await cycle(true);
+      if (asked > 0 && claimed === asked) continue; // more may be due right now
+      let wait = idlePollMs;
+      if (asked > 0 || inFlight.size === 0) {
+        const next = await store.nextDueAt().catch(() => null);
+        if (next !== null) wait = Math.min(idlePollMs, next - Date.now());
       }
-      let claimed: ClaimedDelivery[];
-      try {
-        claimed = await store.claimDueDeliveries({
-          owner,
-          now: Date.now(),
-          leaseMs: o.shutdownGraceMs + LEASE_MARGIN_MS,
-          limit: Math.min(batchSize, free),
-        });
-      } catch (err) {
-        log.error({ err }, 'claiming deliveries failed; trying again shortly');
-        await sleep(idlePollMs);
-        continue;
-      }
-      if (!running) {
-        await store.releaseLeases(owner, claimed.map((d) => d.id), Date.now()).catch(() => {});
-        break;
-      }
-      for (const d of claimed) launch(d);
-      if (claimed.length === Math.min(batchSize, free)) continue;
-      // Less than a full batch: nothing else is due now. Sleep until the next due time.
-      const next = await store.nextDueAt().catch(() => null);
-      const wait = next === null ? idlePollMs : Math.min(idlePollMs, next - Date.now());
       if (wait > 0) await sleep(wait);
     }
   }
@@ -249,15 +242,24 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
       running = false;
       wake();
       await loopDone;
-      if (inFlight.size > 0) {
-        log.info({ inFlight: inFlight.size, graceMs: o.shutdownGraceMs }, 'waiting for deliveries in flight');
+      if (flushTimer) clearTimeout(flushTimer);
+      flushTimer = null;
+      const deadline = Date.now() + o.shutdownGraceMs;
+      if (inFlight.size > results.length) {
+        log.info({ inFlight: inFlight.size - results.length, graceMs: o.shutdownGraceMs }, 'waiting for deliveries in flight');
+      }
+      // Record outcomes as they come in during the grace, without claiming anything new.
+      while (inFlight.size > results.length && Date.now() < deadline) {
         await new Promise<void>((resolve) => {
           drained = resolve;
-          setTimeout(resolve, o.shutdownGraceMs).unref();
+          wakeUp = resolve;
+          setTimeout(resolve, Math.min(100, deadline - Date.now())).unref();
         });
+        drained = null;
+        wakeUp = null;
+        if (results.length) await cycle(false);
       }
-      await flushing;
-      await flush();
+      await cycle(false);
       if (inFlight.size > 0) {
         const unfinished = [...inFlight];
         inFlight.clear();

@@ -1,5 +1,6 @@
 import type { EventEnvelope } from '../records/event.js';
 import type { ListenerSpec, StoredListener } from '../records/listener.js';
+import type { EngineStore } from './engine-store.js';
 
 /** Keyset pagination: rows after `after` (an id), at most `limit`. */
 export interface PageQuery {
@@ -130,7 +131,7 @@ export interface ReplayWindow {
  * The storage interface. Everything above it (routes, engine, dispatcher) talks to this and
  * never to a database; each backend keeps all of its SQL in its own module.
  */
-export interface Store {
+export interface Store extends EngineStore {
   readonly backend: 'sqlite';
   /** Resolves when the database answers a trivial query (readiness). */
   ping(): Promise<void>;
@@ -167,6 +168,16 @@ export interface Store {
   claimDueDeliveries(options: ClaimOptions): Promise<ClaimedDelivery[]>;
   /** Records a batch of attempts and their outcomes in one transaction; resolves to the listeners it turned off. */
   recordAttempts(owner: string, results: AttemptResult[], now: number): Promise<string[]>;
+  /**
+   * The dispatcher's one write per cycle: records finished attempts and, when `claim` is given,
+   * claims the next due deliveries, in one transaction (one fsync for both).
+   */
+  recordAndClaim(
+    owner: string,
+    results: AttemptResult[],
+    claim: ClaimOptions | null,
+    now: number,
+  ): Promise<{ disabledListeners: string[]; claimed: ClaimedDelivery[] }>;
   /** Gives back leases of unsent deliveries (shutdown), due at `now`. */
   releaseLeases(owner: string, deliveryIds: string[], now: number): Promise<void>;
   /** The earliest next_attempt_at of a pending delivery, for the dispatcher's sleep. */

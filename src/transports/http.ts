@@ -2,7 +2,6 @@ import diagnosticsChannel from 'node:diagnostics_channel';
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import pRetry from 'p-retry';
 import { Agent, type Dispatcher } from 'undici';
 import type { NetworkGuard } from '../net/network-guard.js';
 import { isRetryAfterStatus, parseRetryAfter } from '../dispatch/retry-policy.js';
@@ -139,26 +138,26 @@ export function createHttpTransport({ guard, connectionsPerOrigin = 32, userAgen
     deadline: number,
     signal: AbortSignal,
   ): Promise<Dispatcher.ResponseData> {
-    let probe: TryProbe = { reusedSocket: false, responseStarted: false };
-    return pRetry(
-      () => {
-        probe = { reusedSocket: false, responseStarted: false };
-        const remaining = Math.max(1, Math.ceil(deadline - performance.now()));
-        const tryOptions = { ...options, headersTimeout: remaining, bodyTimeout: remaining };
-        probes.set(tryOptions, probe);
-        return dispatcher.request(tryOptions);
-      },
-      {
-        retries: 1,
-        minTimeout: 0,
-        shouldRetry: ({ error }) =>
-          isConnectionHiccup(error) &&
-          probe.reusedSocket &&
-          !probe.responseStarted &&
-          !signal.aborted &&
-          deadline - performance.now() >= MIN_RETRY_BUDGET_MS,
-      },
-    );
+    const tryOnce = () => {
+      const probe: TryProbe = { reusedSocket: false, responseStarted: false };
+      const remaining = Math.max(1, Math.ceil(deadline - performance.now()));
+      const tryOptions = { ...options, headersTimeout: remaining, bodyTimeout: remaining };
+      probes.set(tryOptions, probe);
+      return { probe, response: dispatcher.request(tryOptions) };
+    };
+    const first = tryOnce();
+    try {
+      return await first.response;
+    } catch (error) {
+      const retry =
+        isConnectionHiccup(error) &&
+        first.probe.reusedSocket &&
+        !first.probe.responseStarted &&
+        !signal.aborted &&
+        deadline - performance.now() >= MIN_RETRY_BUDGET_MS;
+      if (!retry) throw error;
+      return tryOnce().response;
+    }
   }
 
   const slots = createOriginSlots(connectionsPerOrigin);

@@ -1,4 +1,6 @@
 import type { Database, Statement } from 'better-sqlite3';
+import { encodeTime } from 'ulid';
+import { filteredPage } from './filtered-page.js';
 import type { ListenerSpec } from '../../records/listener.js';
 import type {
   AttemptRecord,
@@ -57,12 +59,18 @@ function toRecord(row: DeliveryRow, now: number): DeliveryRecord {
 
 /** Every delivery and attempt statement of the SQLite backend, prepared once. */
 export function deliveryQueries(db: Database) {
-  const page = db.prepare(`SELECT ${COLUMNS} FROM deliveries
-    WHERE project = @project AND id > @after
-      AND (@listener_id IS NULL OR listener_id = @listener_id)
-      AND (@event_id IS NULL OR event_id = @event_id)
-      AND (@status IS NULL OR status = @status)
-    ORDER BY id LIMIT @limit`) as Statement<Record<string, unknown>, DeliveryRow>;
+  const page = filteredPage<DeliveryRow>(
+    db,
+    (clauses) => `SELECT ${COLUMNS} FROM deliveries
+      WHERE project = @project AND id > @after ${clauses.map((c) => `AND ${c}`).join(' ')}
+      ORDER BY id LIMIT @limit`,
+    {
+      listener_id: 'listener_id = @listener_id',
+      // Through the event's row number, which deliveries_event_seq indexes.
+      event_id: 'event_seq = (SELECT seq FROM events WHERE project = @project AND id = @event_id)',
+      status: 'status = @status',
+    },
+  );
   const byId = db.prepare(`SELECT ${COLUMNS} FROM deliveries WHERE project = ? AND id = ?`) as Statement<[string, string], DeliveryRow>;
   const attempts = db.prepare(`SELECT number, started_at, duration_ms, status_code, error, response_excerpt
     FROM attempts WHERE delivery_id = ? ORDER BY number`) as Statement<[string], AttemptRecord>;
@@ -92,7 +100,7 @@ export function deliveryQueries(db: Database) {
   const disableListener = db.prepare(`UPDATE listeners SET enabled = 0, disabled_reason = ?, updated_at = ?
     WHERE id = ? AND enabled = 1`);
   const holdListener = db.prepare(`UPDATE deliveries SET next_attempt_at = NULL
-    WHERE listener_id = ? AND status = 'pending' AND lease_owner IS NULL`);
+    WHERE project = ? AND listener_id = ? AND status = 'pending' AND lease_owner IS NULL`);
   const release = db.prepare(`UPDATE deliveries SET lease_owner = NULL, next_attempt_at = ? WHERE id = ? AND lease_owner = ?`);
 
   const nextDue = db.prepare(`SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending'`).pluck() as Statement<[], number | null>;
@@ -103,8 +111,9 @@ export function deliveryQueries(db: Database) {
       count(*) FILTER (WHERE next_attempt_at > @now AND lease_owner IS NULL) AS scheduled,
       min(next_attempt_at) FILTER (WHERE next_attempt_at <= @now) AS oldest
     FROM deliveries WHERE status = 'pending'`) as Statement<{ now: number }, { due: number; scheduled: number; oldest: number | null }>;
+  // Delivery ids are ULIDs: ids below a cutoff id are deliveries created before that time.
   const pruneDeliveries = db.prepare(`DELETE FROM deliveries WHERE id IN (
-    SELECT id FROM deliveries WHERE status <> 'pending' AND updated_at < ? LIMIT ?)`);
+    SELECT id FROM deliveries WHERE id < ? AND status <> 'pending' LIMIT ?)`);
   const pruneEvents = db.prepare(`DELETE FROM events WHERE seq IN (
     SELECT seq FROM events e WHERE received_at < ?
       AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq) LIMIT ?)`);
@@ -122,8 +131,7 @@ export function deliveryQueries(db: Database) {
 
   return {
     list(project: string, q: DeliveryQuery, now: number): DeliveryRecord[] {
-      return page
-        .all({
+      return page({
           project,
           after: q.after ?? '',
           listener_id: q.listener_id ?? null,
@@ -191,7 +199,7 @@ export function deliveryQueries(db: Database) {
         insertAttempt.run(r.deliveryId, a.number, a.started_at, a.duration_ms, a.status_code, a.error, a.response_excerpt);
         complete.run(r.status, a.number, r.nextAttemptAt, r.lastError, now, r.deliveryId, owner);
         if (r.disableListener && disableListener.run(r.disableListener, new Date(now).toISOString(), r.listenerId).changes) {
-          holdListener.run(r.listenerId);
+          holdListener.run(r.project, r.listenerId);
           disabled.push(r.listenerId);
         }
       }
@@ -208,7 +216,7 @@ export function deliveryQueries(db: Database) {
       return { due: r.due, scheduled: r.scheduled, oldestDueAt: r.oldest };
     },
     prune(before: number, batch: number): { deliveries: number; events: number } {
-      const deliveries = pruneDeliveries.run(before, batch).changes;
+      const deliveries = pruneDeliveries.run(encodeTime(before, 10), batch).changes;
       const events = pruneEvents.run(before, batch).changes;
       return { deliveries, events };
     },

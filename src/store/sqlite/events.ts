@@ -1,5 +1,6 @@
 import type { Database, Statement } from 'better-sqlite3';
 import { monotonicFactory } from 'ulid';
+import { filteredPage } from './filtered-page.js';
 import type { EventEnvelope } from '../../records/event.js';
 import {
   StoreConflictError,
@@ -34,13 +35,18 @@ export function eventQueries(db: Database) {
     (id, project, event_seq, event_id, listener_id, status, attempt_count, next_attempt_at, created_at, updated_at)
     VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)`);
   const byId = db.prepare('SELECT seq, envelope, received_at FROM events WHERE project = ? AND id = ?') as Statement<[string, string], EventRow>;
-  const page = db.prepare(`SELECT seq, envelope, received_at FROM events
-    WHERE project = @project AND seq > @after
-      AND (@workbook IS NULL OR workbook = @workbook)
-      AND (@execution_id IS NULL OR execution_id = @execution_id)
-      AND (@type IS NULL OR type = @type)
-      AND (@since IS NULL OR received_at >= @since)
-    ORDER BY seq LIMIT @limit`) as Statement<Record<string, unknown>, EventRow>;
+  const page = filteredPage<EventRow>(
+    db,
+    (clauses) => `SELECT seq, envelope, received_at FROM events
+      WHERE project = @project AND seq > @after ${clauses.map((c) => `AND ${c}`).join(' ')}
+      ORDER BY seq LIMIT @limit`,
+    {
+      workbook: 'workbook = @workbook',
+      execution_id: 'execution_id = @execution_id',
+      type: 'type = @type',
+      since: 'received_at >= @since',
+    },
+  );
   const windowEvents = db.prepare(`SELECT seq, id, envelope FROM events
     WHERE project = ? AND received_at >= ? AND received_at < ? AND seq > ? AND type <> 'PING'
     ORDER BY seq LIMIT ?`) as Statement<[string, number, number, number, number], { seq: number; id: string; envelope: string }>;
@@ -88,8 +94,7 @@ export function eventQueries(db: Database) {
       return row ? toStored(row) : null;
     },
     list(project: string, q: EventQuery): Array<StoredEvent & { cursor: string }> {
-      return page
-        .all({
+      return page({
           project,
           after: q.after ? Number(q.after) : 0,
           workbook: q.workbook ?? null,

@@ -62,13 +62,13 @@ export function listenerQueries(db: Database) {
   const enabledOnes = db.prepare('SELECT * FROM listeners WHERE project = ? AND enabled = 1') as Statement<[string], ListenerRow>;
   const cancelPending = db.prepare(`UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, lease_owner = NULL,
       last_error = 'listener deleted', updated_at = ?
-    WHERE listener_id = ? AND status = 'pending'`);
+    WHERE project = ? AND listener_id = ? AND status = 'pending'`);
   // Disabling holds what waits (deliveries in flight finish and are held when they come back);
   // enabling makes every held delivery due now.
   const holdPending = db.prepare(`UPDATE deliveries SET next_attempt_at = NULL
-    WHERE listener_id = ? AND status = 'pending' AND lease_owner IS NULL`);
+    WHERE project = ? AND listener_id = ? AND status = 'pending' AND lease_owner IS NULL`);
   const releaseHeld = db.prepare(`UPDATE deliveries SET next_attempt_at = ?
-    WHERE listener_id = ? AND status = 'pending' AND next_attempt_at IS NULL`);
+    WHERE project = ? AND listener_id = ? AND status = 'pending' AND next_attempt_at IS NULL`);
 
   return {
     create(l: StoredListener): void {
@@ -109,8 +109,8 @@ export function listenerQueries(db: Database) {
       });
       if (!r.changes) return null;
       const wasEnabled = before.enabled === 1;
-      if (wasEnabled && !spec.enabled) holdPending.run(id);
-      if (!wasEnabled && spec.enabled) releaseHeld.run(Date.parse(updatedAt), id);
+      if (wasEnabled && !spec.enabled) holdPending.run(project, id);
+      if (!wasEnabled && spec.enabled) releaseHeld.run(Date.parse(updatedAt), project, id);
       return this.get(project, id);
     },
     rotate(project: string, id: string, rot: SecretRotation, updatedAt: string): StoredListener | null {
@@ -127,7 +127,7 @@ export function listenerQueries(db: Database) {
     /** Call inside a transaction. */
     remove(project: string, id: string, now: number): boolean {
       if (remove.run(project, id).changes === 0) return false;
-      cancelPending.run(now, id);
+      cancelPending.run(now, project, id);
       return true;
     },
     listEnabled(project: string): StoredListener[] {

@@ -1,0 +1,363 @@
+#!/usr/bin/env node
+// End-to-end benchmark: the relay as its own process on a fresh SQLite database (production
+// settings), a receiver in another process, and the raw HTTP ceiling measured in the same run.
+//   npm run bench              full run (about 10 minutes)
+//   npm run bench -- --quick   smaller counts (under 2 minutes)
+import { fork, spawn, execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { Agent, request } from 'undici';
+
+const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    smoke: { type: 'boolean', default: false },
+    out: { type: 'string', default: path.join(ROOT, 'bench', 'results') },
+    help: { type: 'boolean', short: 'h', default: false },
+  },
+});
+if (args.help) {
+  console.log('usage: npm run bench [-- --quick] [-- --out DIR]');
+  process.exit(0);
+}
+const mode = args.smoke ? 'smoke' : args.quick ? 'quick' : 'full';
+const SIZES = {
+  full: { events: 100_000, fanout: 10_000, latencySeconds: 30, rate: 1000, ceiling: 100_000, backlogs: [10_000, 1_000_000], executions: 2000 },
+  quick: { events: 10_000, fanout: 1_000, latencySeconds: 10, rate: 1000, ceiling: 20_000, backlogs: [10_000, 100_000], executions: 300 },
+  smoke: { events: 300, fanout: 50, latencySeconds: 1, rate: 100, ceiling: 300, backlogs: [200, 400], executions: 5 },
+}[mode];
+const MEASURED_DELIVERIES = Math.min(10_000, SIZES.backlogs[0]);
+const TOKEN = 'bench-token-0123456789abcdef';
+const now = () => performance.timeOrigin + performance.now();
+const log = (...a) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}]`, ...a);
+
+// ---------- processes ----------
+const receiver = fork(path.join(ROOT, 'bench', 'receiver.mjs'), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+const ask = (msg, type = msg.type) =>
+  new Promise((resolve) => {
+    const on = (m) => m.type === type && (receiver.off('message', on), resolve(m));
+    receiver.on('message', on);
+    receiver.send(msg);
+  });
+const { port: receiverPort } = await new Promise((r) => receiver.once('message', r));
+const receiverUrl = `http://127.0.0.1:${receiverPort}/hook`;
+
+const relays = new Set();
+async function startRelay(dataDir, role = 'all') {
+  const child = spawn(process.execPath, [path.join(ROOT, 'dist', 'main.js'), '--role', role], {
+    env: { ...process.env, RELAY_PORT: '0', RELAY_DATA_DIR: dataDir, RELAY_TOKENS: `${TOKEN}=bench`, RELAY_LOG_LEVEL: 'info', RELAY_DURABILITY: 'full' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  relays.add(child);
+  const url = await new Promise((resolve, reject) => {
+    let buf = '';
+    const onData = (d) => {
+      buf += d;
+      let i;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        if (line.includes('listening on')) {
+          child.stdout.off('data', onData);
+          child.stdout.resume(); // keep draining the request log
+          resolve(JSON.parse(line).url);
+          return;
+        }
+      }
+    };
+    child.stdout.on('data', onData);
+    child.once('exit', (code) => reject(new Error(`relay exited with ${code} before listening`)));
+  });
+  let peakRss = 0;
+  const sample = () => {
+    try {
+      const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${child.pid}/status`, 'utf8'));
+      if (m) peakRss = Math.max(peakRss, Number(m[1]) * 1024);
+    } catch {}
+  };
+  const sampler = setInterval(sample, 100);
+  return {
+    url,
+    peakRss: () => (sample(), peakRss),
+    async stop() {
+      clearInterval(sampler);
+      if (child.exitCode !== null) return;
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await exited;
+      relays.delete(child);
+    },
+  };
+}
+const cleanup = () => {
+  for (const c of relays) c.kill('SIGKILL');
+  receiver.kill('SIGKILL');
+};
+process.on('exit', cleanup);
+process.on('SIGINT', () => process.exit(130));
+
+const client = new Agent({ connections: 64, keepAliveTimeout: 60_000 });
+async function api(base, method, pathname, body) {
+  const res = await request(base + pathname, {
+    dispatcher: client,
+    method,
+    headers: { authorization: `Bearer ${TOKEN}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await res.body.text();
+  if (res.statusCode >= 300) throw new Error(`${method} ${pathname}: ${res.statusCode} ${text.slice(0, 300)}`);
+  return text ? JSON.parse(text) : null;
+}
+const tempDir = () => fs.mkdtempSync(path.join(os.tmpdir(), 'relay-bench-'));
+const addListener = (relay, extra = {}) =>
+  api(relay.url, 'POST', '/v1/listeners', { workbook: '*', event_types: ['TASK'], callback: { url: receiverUrl }, ...extra });
+const makeEvent = (i, prefix = 'e') => ({
+  id: `${prefix}-${i}`,
+  type: 'TASK_SUCCEEDED',
+  workbook: 'bench',
+  workflow: 'wf',
+  execution_id: `exec-${i % 1000}`,
+  task_name: 'step',
+  state: 'SUCCESS',
+  data: { n: i },
+});
+
+/** Posts `count` events in batches of 1000, `parallel` requests at a time; returns seconds. */
+async function ingest(relay, count, prefix, parallel = 4, progress = false) {
+  const started = now();
+  let next = 0;
+  let done = 0;
+  await Promise.all(
+    Array.from({ length: parallel }, async () => {
+      while (next < count) {
+        const from = next;
+        next = Math.min(count, next + 1000);
+        const events = [];
+        for (let i = from; i < next; i++) events.push(makeEvent(i, prefix));
+        await api(relay.url, 'POST', '/v1/events', { events });
+        done += events.length;
+        if (progress && done % 100_000 === 0) log(`  ingested ${done}/${count}`);
+      }
+    }),
+  );
+  return (now() - started) / 1000;
+}
+
+async function waitForUnique(n, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const s = await ask({ type: 'stats' });
+    if (s.unique >= n) return s;
+    if (Date.now() > deadline) throw new Error(`only ${s.unique} of ${n} deliveries arrived within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const results = { mode, started_at: new Date().toISOString(), machine: machine(), figures: {} };
+const fig = results.figures;
+
+// ---------- 1. throughput, one listener ----------
+{
+  log(`throughput: ${SIZES.events} events to 1 listener`);
+  const relay = await startRelay(tempDir());
+  await ask({ type: 'reset' });
+  await addListener(relay);
+  const ingestSeconds = await ingest(relay, SIZES.events, 't1');
+  const s = await waitForUnique(SIZES.events, 600_000);
+  fig.ingest_events_per_s = Math.round(SIZES.events / ingestSeconds);
+  fig.ingest_note = 'batch API, 1000 events per request, 4 requests in flight; dispatcher running meanwhile';
+  fig.deliveries_per_s_1_listener = Math.round(SIZES.events / ((s.last - s.first) / 1000));
+  fig.duplicates_1_listener = s.total - s.unique;
+  fig.peak_rss_mb_throughput = Math.round(relay.peakRss() / 2 ** 20);
+  await relay.stop();
+}
+
+// ---------- 2. fan-out to 10 listeners ----------
+{
+  log(`fan-out: ${SIZES.fanout} events to 10 listeners`);
+  const relay = await startRelay(tempDir());
+  await ask({ type: 'reset' });
+  for (let i = 0; i < 10; i++) await addListener(relay);
+  const ingestSeconds = await ingest(relay, SIZES.fanout, 'f');
+  const s = await waitForUnique(SIZES.fanout * 10, 600_000);
+  fig.ingest_events_per_s_fanout_10 = Math.round(SIZES.fanout / ingestSeconds);
+  fig.deliveries_per_s_fanout_10 = Math.round((SIZES.fanout * 10) / ((s.last - s.first) / 1000));
+  await relay.stop();
+}
+
+// ---------- 3. latency at a steady rate (open loop) ----------
+{
+  const total = SIZES.rate * SIZES.latencySeconds;
+  log(`latency: ${SIZES.rate} events/s for ${SIZES.latencySeconds} s, single-event requests`);
+  const relay = await startRelay(tempDir());
+  await ask({ type: 'reset', trackEvents: true });
+  await addListener(relay);
+  const starts = new Map();
+  const t0 = now() + 50;
+  const interval = 1000 / SIZES.rate;
+  const pending = [];
+  let sent = 0;
+  let failed = 0;
+  await new Promise((resolve) => {
+    const tick = () => {
+      const due = Math.min(total, Math.floor((now() - t0) / interval) + 1);
+      while (sent < due) {
+        const i = sent++;
+        const id = `lat-${i}`;
+        starts.set(id, now());
+        pending.push(api(relay.url, 'POST', '/v1/events', makeEvent(i, 'lat')).catch(() => failed++));
+      }
+      if (sent >= total) resolve();
+      else setTimeout(tick, 1);
+    };
+    setTimeout(tick, 50);
+  });
+  await Promise.all(pending);
+  await waitForUnique(total - failed, 120_000);
+  const { arrivals } = await ask({ type: 'events' });
+  const lat = arrivals.map(([id, t]) => t - starts.get(id)).filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  const pct = (p) => Number(lat[Math.min(lat.length - 1, Math.floor(p * lat.length))].toFixed(1));
+  Object.assign(fig, {
+    latency_rate_per_s: SIZES.rate,
+    latency_seconds: SIZES.latencySeconds,
+    latency_failed_requests: failed,
+    latency_p50_ms: pct(0.5),
+    latency_p95_ms: pct(0.95),
+    latency_p99_ms: pct(0.99),
+    latency_max_ms: Number(lat[lat.length - 1].toFixed(1)),
+  });
+  await relay.stop();
+}
+
+// ---------- 4. the raw HTTP ceiling ----------
+{
+  log(`ceiling: ${SIZES.ceiling} plain undici requests to the same receiver, no database`);
+  await ask({ type: 'reset' });
+  const agent = new Agent({ connections: 32, pipelining: 1, keepAliveTimeout: 60_000 });
+  const body = JSON.stringify({ ...makeEvent(1), id: '01JD00000000000000000000', category: 'TASK', sequence: 1, occurred_at: new Date().toISOString(), source: 'api' });
+  let next = 0;
+  const started = now();
+  await Promise.all(
+    Array.from({ length: 512 }, async () => {
+      while (next < SIZES.ceiling) {
+        const i = next++;
+        const res = await request(receiverUrl, {
+          dispatcher: agent,
+          method: 'POST',
+          body,
+          headers: { 'content-type': 'application/json', 'webhook-id': `c-${i}`, 'webhook-timestamp': '1', 'webhook-signature': 'v1,x', 'webhook-attempt': '1' },
+        });
+        await res.body.dump();
+      }
+    }),
+  );
+  fig.ceiling_requests_per_s = Math.round(SIZES.ceiling / ((now() - started) / 1000));
+  fig.relay_to_ceiling_ratio = Number((fig.deliveries_per_s_1_listener / fig.ceiling_requests_per_s).toFixed(2));
+  await agent.close();
+}
+
+// ---------- 5. backlog scaling ----------
+fig.backlog = [];
+for (const size of SIZES.backlogs) {
+  log(`backlog: ${size} due deliveries (ingested with --role api), then the first ${MEASURED_DELIVERIES} delivered`);
+  const dir = tempDir();
+  let relay = await startRelay(dir, 'api');
+  await addListener(relay);
+  await ingest(relay, size, 'b', 4, size >= 100_000);
+  await relay.stop();
+  await ask({ type: 'reset' });
+  relay = await startRelay(dir, 'all');
+  const s = await waitForUnique(MEASURED_DELIVERIES, 600_000);
+  // first to MEASURED-th arrival: the receiver's first and last are taken at that moment.
+  fig.backlog.push({
+    backlog: size,
+    deliveries_per_s_first_10k: Math.round(s.unique / ((s.last - s.first) / 1000)),
+    relay_peak_rss_mb: Math.round(relay.peakRss() / 2 ** 20),
+  });
+  await relay.stop();
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+const [small, large] = fig.backlog;
+fig.backlog_rate_ratio = Number((large.deliveries_per_s_first_10k / small.deliveries_per_s_first_10k).toFixed(2));
+
+// ---------- 6. engine path ----------
+{
+  const relay = await startRelay(tempDir());
+  const probe = await request(relay.url + '/v1/workbooks', { dispatcher: client, headers: { authorization: `Bearer ${TOKEN}` } });
+  await probe.body.dump();
+  if (probe.statusCode === 404) {
+    fig.engine = 'skipped: this relay has no workflow engine (no /v1/workbooks)';
+    log(fig.engine);
+  } else {
+    fig.engine = await engineBench(relay);
+  }
+  await relay.stop();
+}
+
+results.finished_at = new Date().toISOString();
+printTable(fig);
+writeResults(results);
+receiver.send({ type: 'stop' });
+process.exit(0);
+
+// ---------- helpers ----------
+async function engineBench(relay) {
+  log(`engine: ${SIZES.executions} executions of a 5-task std.noop workflow, 1 listener`);
+  const yaml = `version: '2.0'\nname: benchwb\nworkflows:\n  five:\n    tasks:\n      t1: {action: std.noop, on-success: [t2]}\n      t2: {action: std.noop, on-success: [t3]}\n      t3: {action: std.noop, on-success: [t4]}\n      t4: {action: std.noop, on-success: [t5]}\n      t5: {action: std.noop}\n`;
+  const res = await request(relay.url + '/v1/workbooks', { dispatcher: client, method: 'POST', body: yaml, headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/yaml' } });
+  await res.body.dump();
+  if (res.statusCode !== 201) return `skipped: creating the workbook answered ${res.statusCode}`;
+  await ask({ type: 'reset' });
+  await addListener(relay, { workbook: 'benchwb', event_types: ['EXECUTION', 'TASK'] });
+  const started = now();
+  let next = 0;
+  const ids = [];
+  await Promise.all(
+    Array.from({ length: 8 }, async () => {
+      while (next++ < SIZES.executions) ids.push((await api(relay.url, 'POST', '/v1/executions', { workbook: 'benchwb', workflow: 'five', input: {} })).id);
+    }),
+  );
+  // each execution: WORKFLOW_LAUNCHED, 5 × (TASK_LAUNCHED, TASK_SUCCEEDED), WORKFLOW_SUCCEEDED = 12 events
+  const expected = SIZES.executions * 12;
+  const s = await waitForUnique(expected, 600_000);
+  const seconds = (s.last - started) / 1000;
+  return { executions: SIZES.executions, executions_per_s: Math.round(SIZES.executions / seconds), events_delivered_per_s: Math.round(expected / seconds) };
+}
+
+function machine() {
+  let commit = 'unknown';
+  try {
+    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT }).toString().trim();
+  } catch {}
+  return { cpus: os.cpus().length, cpu_model: os.cpus()[0]?.model, memory_gb: Math.round(os.totalmem() / 2 ** 30), node: process.version, commit };
+}
+
+function printTable(f) {
+  const rows = [
+    ['ingest, batch API (events/s)', f.ingest_events_per_s],
+    ['deliveries/s, 1 listener', f.deliveries_per_s_1_listener],
+    ['raw HTTP ceiling (requests/s)', f.ceiling_requests_per_s],
+    ['relay / ceiling', f.relay_to_ceiling_ratio],
+    ['ingest with 10-listener fan-out (events/s)', f.ingest_events_per_s_fanout_10],
+    ['deliveries/s, 10 listeners', f.deliveries_per_s_fanout_10],
+    [`latency p50 / p95 / p99 / max (ms) at ${f.latency_rate_per_s}/s`, `${f.latency_p50_ms} / ${f.latency_p95_ms} / ${f.latency_p99_ms} / ${f.latency_max_ms}`],
+    ...f.backlog.map((b) => [`backlog ${b.backlog}: deliveries/s (first ${MEASURED_DELIVERIES}), peak RSS MB`, `${b.deliveries_per_s_first_10k}, ${b.relay_peak_rss_mb}`]),
+    ['backlog rate ratio (large / small)', f.backlog_rate_ratio],
+    ['engine', typeof f.engine === 'string' ? f.engine : `${f.engine.executions_per_s} executions/s, ${f.engine.events_delivered_per_s} events delivered/s`],
+  ];
+  const w = Math.max(...rows.map(([k]) => k.length));
+  console.log(`\ncallback-relay benchmark (${mode}) — ${results.machine.cpus} CPUs, ${results.machine.node}, commit ${results.machine.commit}`);
+  for (const [k, v] of rows) console.log(`  ${k.padEnd(w)}  ${v}`);
+}
+
+function writeResults(r) {
+  fs.mkdirSync(args.out, { recursive: true });
+  const json = JSON.stringify(r, null, 2) + '\n';
+  fs.writeFileSync(path.join(args.out, 'latest.json'), json);
+  const stamp = r.started_at.replace(/[:]/g, '-').replace(/\..*/, '');
+  fs.writeFileSync(path.join(args.out, `${stamp}-${r.machine.commit}-${mode}.json`), json);
+  log(`wrote ${path.join(args.out, 'latest.json')}`);
+}

@@ -1,0 +1,90 @@
+import { Router } from 'express';
+import { isRefusal, type Engine } from '../../engine/engine.js';
+import type { WorkflowSpec } from '../../engine/workbook.js';
+import { ExecutionInput, ExecutionStateInput, toExecutionView, toTaskView } from '../../records/engine.js';
+import { EXECUTION_STATES, type ExecutionState } from '../../store/engine-store.js';
+import type { Store } from '../../store/store.js';
+import { badRequest, conflict, invalidField, notFound, validationProblem, type FieldError } from '../problem.js';
+import { page, pageParams } from '../paging.js';
+
+/** The execution input with defaults applied; missing required and unknown names are 400s. */
+function checkInput(spec: WorkflowSpec, input: Record<string, unknown>): Record<string, unknown> {
+  const errors: FieldError[] = [];
+  const declared = new Set(spec.input.map((i) => i.name));
+  for (const name of Object.keys(input)) {
+    if (!declared.has(name)) errors.push({ field: `input.${name}`, message: `workflow ${spec.name} has no input ${name}` });
+  }
+  const value: Record<string, unknown> = {};
+  for (const i of spec.input) {
+    if (Object.hasOwn(input, i.name)) value[i.name] = input[i.name];
+    else if (!i.required) value[i.name] = i.default ?? null;
+    else errors.push({ field: `input.${i.name}`, message: 'required' });
+  }
+  if (errors.length) throw badRequest(errors.map((e) => `${e.field}: ${e.message}`).join('; '), errors);
+  return value;
+}
+
+const oneValue = (value: unknown, field: string): string | undefined => {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string' || value === '') throw invalidField(field, 'give one non-empty value');
+  return value;
+};
+
+export function executionRoutes({ store, engine }: { store: Store; engine: Engine }): Router {
+  const router = Router();
+
+  async function load(project: string, id: string) {
+    const execution = await store.getExecution(project, id);
+    if (!execution) throw notFound(`execution ${id}`);
+    return execution;
+  }
+
+  router.post('/', async (req, res) => {
+    const parsed = ExecutionInput.safeParse(req.body ?? {});
+    if (!parsed.success) throw validationProblem(parsed.error);
+    const { workbook: name, workflow, input } = parsed.data;
+    const workbook = await store.getWorkbook(res.locals.project, name);
+    if (!workbook) throw invalidField('workbook', `no workbook named ${name}`);
+    const spec = (workbook.spec as { workflows: Record<string, WorkflowSpec> }).workflows[workflow];
+    if (!spec) throw invalidField('workflow', `workbook ${name} has no workflow ${workflow}`);
+    const execution = await engine.launch({ project: res.locals.project, workbook: name, workflow, spec, input: checkInput(spec, input) });
+    res.status(201).location(`/v1/executions/${execution.id}`).json(toExecutionView(execution));
+  });
+
+  router.get('/', async (req, res) => {
+    const { limit, after } = pageParams(req.query);
+    const state = oneValue(req.query.state, 'state');
+    if (state !== undefined && !EXECUTION_STATES.includes(state as ExecutionState)) {
+      throw invalidField('state', `one of ${EXECUTION_STATES.join(', ')}`);
+    }
+    const rows = await store.listExecutions(res.locals.project, {
+      after,
+      limit: limit + 1,
+      workbook: oneValue(req.query.workbook, 'workbook'),
+      workflow: oneValue(req.query.workflow, 'workflow'),
+      state: state as ExecutionState | undefined,
+    });
+    res.json(page(rows, limit, (e) => e.id, toExecutionView));
+  });
+
+  router.get('/:id', async (req, res) => {
+    res.json(toExecutionView(await load(res.locals.project, req.params.id)));
+  });
+
+  router.put('/:id', async (req, res) => {
+    const parsed = ExecutionStateInput.safeParse(req.body ?? {});
+    if (!parsed.success) throw validationProblem(parsed.error);
+    const outcome = await engine.changeExecutionState(res.locals.project, req.params.id, parsed.data.state);
+    if (isRefusal(outcome)) throw outcome.refused === 404 ? notFound(outcome.detail) : conflict(outcome.detail);
+    res.json(toExecutionView(outcome));
+  });
+
+  router.get('/:id/tasks', async (req, res) => {
+    const { limit, after } = pageParams(req.query);
+    const execution = await load(res.locals.project, req.params.id);
+    const rows = await store.listTasks(res.locals.project, execution.id, { after, limit: limit + 1 });
+    res.json(page(rows, limit, (t) => t.id, toTaskView));
+  });
+
+  return router;
+}

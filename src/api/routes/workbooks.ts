@@ -1,0 +1,101 @@
+import express, { Router, type Request } from 'express';
+import { parseWorkbook, WorkbookError, type WorkbookSpec } from '../../engine/workbook.js';
+import { toWorkbookView } from '../../records/engine.js';
+import type { Store } from '../../store/store.js';
+import { BODY_LIMIT } from '../limits.js';
+import { isJsonMediaType } from '../media-type.js';
+import { badRequest, conflict, invalidField, notFound, unsupportedMediaType } from '../problem.js';
+import { page, pageParams } from '../paging.js';
+
+export const YAML_MEDIA_TYPES = ['application/yaml', 'application/x-yaml', 'text/yaml'];
+
+const mediaTypeOf = (req: Request) => (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+
+/** Workbook bodies are the definition itself, YAML or JSON, kept as sent: the text is what reads answer. */
+const readDefinition = [
+  ((req, _res, next) => {
+    const type = mediaTypeOf(req);
+    if (!YAML_MEDIA_TYPES.includes(type) && !isJsonMediaType(type)) {
+      throw unsupportedMediaType(
+        `${type || 'a body without Content-Type'} is not accepted here; send the workbook as ${[...YAML_MEDIA_TYPES, 'application/json'].join(', ')}`,
+      );
+    }
+    next();
+  }) satisfies express.RequestHandler,
+  express.text({ type: () => true, limit: BODY_LIMIT }),
+];
+
+/** The definition text and its parsed spec; a bad definition is a 400 listing every problem with its line. */
+function definitionOf(req: Request): { source: string; spec: WorkbookSpec } {
+  let source = typeof req.body === 'string' ? req.body : '';
+  if (source.trim() === '') throw badRequest('the body must be a workbook definition', [{ field: '(body)', message: 'empty' }]);
+  let format: 'yaml' | 'json' = isJsonMediaType(mediaTypeOf(req)) ? 'json' : 'yaml';
+  if (format === 'json') {
+    // {"definition": "<YAML text>"} is accepted too, for clients that only send JSON.
+    const wrapped = tryJson(source) as { definition?: unknown; version?: unknown } | undefined;
+    if (wrapped && typeof wrapped.definition === 'string' && wrapped.version === undefined) {
+      source = wrapped.definition;
+      format = 'yaml';
+    }
+  }
+  try {
+    return { source, spec: parseWorkbook(source, format) };
+  } catch (err) {
+    if (!(err instanceof WorkbookError)) throw err;
+    const errors = err.issues.map((i) => ({ field: i.field, message: i.message, ...(i.line === undefined ? {} : { line: i.line }) }));
+    throw badRequest(errors.map((e) => `${e.field}: ${e.message}${e.line ? ` (line ${e.line})` : ''}`).join('; '), errors);
+  }
+}
+
+function tryJson(text: string): unknown {
+  try {
+    const value: unknown = JSON.parse(text);
+    return value !== null && typeof value === 'object' && !Array.isArray(value) ? value : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function workbookRoutes({ store }: { store: Store }): Router {
+  const router = Router();
+
+  router.post('/', ...readDefinition, async (req, res) => {
+    const { source, spec } = definitionOf(req);
+    const now = Date.now();
+    const record = { project: res.locals.project as string, name: spec.name, source, spec, created_at: now, updated_at: now };
+    await store.createWorkbook(record);
+    res.status(201).location(`/v1/workbooks/${encodeURIComponent(spec.name)}`).json(toWorkbookView(record));
+  });
+
+  router.get('/', async (req, res) => {
+    const { limit, after } = pageParams(req.query);
+    const rows = await store.listWorkbooks(res.locals.project, { after, limit: limit + 1 });
+    res.json(page(rows, limit, (w) => w.name, toWorkbookView));
+  });
+
+  router.get('/:name', async (req, res) => {
+    const workbook = await store.getWorkbook(res.locals.project, req.params.name);
+    if (!workbook) throw notFound(`workbook ${req.params.name}`);
+    res.json(toWorkbookView(workbook));
+  });
+
+  // Running executions keep the workflow they started with; the new definition applies to the next ones.
+  router.put('/:name', ...readDefinition, async (req, res) => {
+    const { source, spec } = definitionOf(req);
+    if (spec.name !== req.params.name) throw invalidField('name', `the definition names workbook ${spec.name}, not ${req.params.name}`);
+    const updated = await store.updateWorkbook(res.locals.project, req.params.name, source, spec, Date.now());
+    if (!updated) throw notFound(`workbook ${req.params.name}`);
+    res.json(toWorkbookView(updated));
+  });
+
+  router.delete('/:name', async (req, res) => {
+    const outcome = await store.deleteWorkbook(res.locals.project, req.params.name);
+    if (outcome === 'not_found') throw notFound(`workbook ${req.params.name}`);
+    if (outcome === 'executions_running') {
+      throw conflict(`workbook ${req.params.name} has executions that are RUNNING or PAUSED; cancel them or let them finish first`);
+    }
+    res.status(204).end();
+  });
+
+  return router;
+}

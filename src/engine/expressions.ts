@@ -1,0 +1,134 @@
+/**
+ * The two expression forms a workbook may use: `<% $.path %>` (execution input) and
+ * `<% task('name').result.path %>` (an earlier task's result). Parsed by hand, never eval'd.
+ */
+export interface ExpressionContext {
+  input: Record<string, unknown>;
+  taskResult: (name: string) => unknown;
+}
+
+type Expression = { kind: 'input'; path: string[] } | { kind: 'task'; task: string; path: string[] };
+type Piece = string | Expression;
+
+const OPEN = '<%';
+const CLOSE = '%>';
+const INPUT_FORM = /^\$((?:\.[A-Za-z0-9_-]+)+)$/;
+const TASK_FORM = /^task\(\s*(?:'([A-Za-z0-9_.-]{1,100})'|"([A-Za-z0-9_.-]{1,100})")\s*\)\.result((?:\.[A-Za-z0-9_-]+)*)$/;
+
+export class ExpressionError extends Error {
+  readonly code = 'INVALID_EXPRESSION';
+  constructor(message: string) {
+    super(message);
+    this.name = 'ExpressionError';
+  }
+}
+
+function parseExpression(body: string): Expression {
+  const text = body.trim();
+  const input = INPUT_FORM.exec(text);
+  if (input) return { kind: 'input', path: input[1].slice(1).split('.') };
+  const task = TASK_FORM.exec(text);
+  if (task) {
+    return { kind: 'task', task: task[1] ?? task[2], path: task[3] ? task[3].slice(1).split('.') : [] };
+  }
+  throw new ExpressionError(
+    `unsupported expression "${OPEN} ${text} ${CLOSE}"; use ${OPEN} $.name ${CLOSE} or ${OPEN} task('name').result ${CLOSE}`,
+  );
+}
+
+/** Splits a string into literal text and expressions; throws ExpressionError. */
+function parseTemplate(text: string): Piece[] {
+  const pieces: Piece[] = [];
+  let at = 0;
+  while (at < text.length) {
+    const open = text.indexOf(OPEN, at);
+    if (open === -1) {
+      pieces.push(text.slice(at));
+      break;
+    }
+    if (open > at) pieces.push(text.slice(at, open));
+    const close = text.indexOf(CLOSE, open + OPEN.length);
+    if (close === -1) throw new ExpressionError(`unterminated expression "${text.slice(open)}" (missing ${CLOSE})`);
+    pieces.push(parseExpression(text.slice(open + OPEN.length, close)));
+    at = close + CLOSE.length;
+  }
+  return pieces;
+}
+
+function readPath(root: unknown, path: string[]): unknown {
+  let current = root;
+  for (const segment of path) {
+    if (Array.isArray(current) && /^\d+$/.test(segment)) current = current[Number(segment)];
+    else if (current !== null && typeof current === 'object' && !Array.isArray(current) && Object.hasOwn(current, segment)) {
+      current = (current as Record<string, unknown>)[segment];
+    } else return null;
+  }
+  return current === undefined ? null : current;
+}
+
+function evaluateExpression(expr: Expression, ctx: ExpressionContext): unknown {
+  return expr.kind === 'input' ? readPath(ctx.input, expr.path) : readPath(ctx.taskResult(expr.task), expr.path);
+}
+
+function evaluateString(text: string, ctx: ExpressionContext): unknown {
+  if (!text.includes(OPEN)) return text;
+  const pieces = parseTemplate(text.trim());
+  // A string that is exactly one expression keeps the value's own type (number, object, ...).
+  if (pieces.length === 1 && typeof pieces[0] !== 'string') return evaluateExpression(pieces[0], ctx);
+  return parseTemplate(text)
+    .map((piece) => {
+      if (typeof piece === 'string') return piece;
+      const value = evaluateExpression(piece, ctx);
+      return typeof value === 'string' ? value : JSON.stringify(value ?? null);
+    })
+    .join('');
+}
+
+/** Evaluates every expression in strings found anywhere in `value`; object keys are left as written. */
+export function evaluate(value: unknown, ctx: ExpressionContext): unknown {
+  if (typeof value === 'string') return evaluateString(value, ctx);
+  if (Array.isArray(value)) return value.map((item) => evaluate(item, ctx));
+  if (value !== null && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, evaluate(v, ctx)]));
+  }
+  return value;
+}
+
+function strings(value: unknown, out: string[] = []): string[] {
+  if (typeof value === 'string') out.push(value);
+  else if (Array.isArray(value)) for (const item of value) strings(item, out);
+  else if (value !== null && typeof value === 'object') for (const item of Object.values(value)) strings(item, out);
+  return out;
+}
+
+/** One message per string in `value` whose expressions do not parse. */
+export function validateExpressions(value: unknown): string[] {
+  const errors: string[] = [];
+  for (const text of strings(value)) {
+    try {
+      parseTemplate(text);
+    } catch (err) {
+      if (!(err instanceof ExpressionError)) throw err;
+      errors.push(err.message);
+    }
+  }
+  return errors;
+}
+
+/** Names of the tasks whose results `value` reads, in order of first use; strings that do not parse are skipped. */
+export function referencedTasks(value: unknown): string[] {
+  const names = new Set<string>();
+  for (const text of strings(value)) {
+    try {
+      for (const piece of parseTemplate(text)) if (typeof piece !== 'string' && piece.kind === 'task') names.add(piece.task);
+    } catch (err) {
+      if (!(err instanceof ExpressionError)) throw err;
+    }
+  }
+  return [...names];
+}
+
+/** True when `text` holds at least one expression, so its value is only known at run time. */
+export function hasExpression(text: string): boolean {
+  return text.includes(OPEN);
+}

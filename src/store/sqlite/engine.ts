@@ -1,0 +1,192 @@
+import type { Database, Statement } from 'better-sqlite3';
+import type { EventEnvelope } from '../../records/event.js';
+import type {
+  ClaimedTask,
+  EngineStore,
+  EngineTx,
+  ExecutionRecord,
+  TaskRecord,
+  WorkbookRecord,
+} from '../engine-store.js';
+import { StoreConflictError, type FanOut } from '../store.js';
+import type { eventQueries } from './events.js';
+import type { createWriteBatcher } from './write-batcher.js';
+
+interface WorkbookRow { project: string; name: string; source: string; spec: string; created_at: number; updated_at: number }
+type ExecutionRow = Omit<ExecutionRecord, 'spec' | 'input'> & { spec: string; input: string };
+type TaskRow = Omit<TaskRecord, 'result'> & { result: string | null };
+type ClaimRow = TaskRow & { e_workbook: string; e_workflow: string; e_spec: string; e_input: string; e_state: ExecutionRecord['state'] };
+
+const TASK_COLUMNS = `id, project, execution_id, name, action, state, state_info, result, tries, next_run_at,
+  action_started_at, created_at, updated_at`;
+
+const toWorkbook = (r: WorkbookRow): WorkbookRecord => ({ ...r, spec: JSON.parse(r.spec) });
+const toExecution = (r: ExecutionRow): ExecutionRecord => ({ ...r, spec: JSON.parse(r.spec), input: JSON.parse(r.input) });
+const toTask = (r: TaskRow): TaskRecord => ({ ...r, result: r.result === null ? null : JSON.parse(r.result) });
+const taskParams = (t: TaskRecord) => ({ ...t, result: t.result === null || t.result === undefined ? null : JSON.stringify(t.result) });
+
+export interface EngineQueryDeps {
+  events: ReturnType<typeof eventQueries>;
+  batcher: ReturnType<typeof createWriteBatcher>;
+  /** Runs a read, turning "cannot read now" failures into StoreUnavailableError. */
+  guard: <T>(fn: () => T) => T;
+}
+
+/** Every engine statement of the SQLite backend, prepared once, as the EngineStore half of the store. */
+export function engineStore(db: Database, { events, batcher, guard }: EngineQueryDeps): EngineStore {
+  const wb = {
+    get: db.prepare('SELECT * FROM workbooks WHERE project = ? AND name = ?') as Statement<[string, string], WorkbookRow>,
+    page: db.prepare('SELECT * FROM workbooks WHERE project = ? AND name > ? ORDER BY name LIMIT ?') as Statement<[string, string, number], WorkbookRow>,
+    insert: db.prepare(`INSERT INTO workbooks (project, name, source, spec, created_at, updated_at)
+      VALUES (@project, @name, @source, @spec, @created_at, @updated_at)`),
+    update: db.prepare('UPDATE workbooks SET source = ?, spec = ?, updated_at = ? WHERE project = ? AND name = ?'),
+    remove: db.prepare('DELETE FROM workbooks WHERE project = ? AND name = ?'),
+    running: db
+      .prepare(`SELECT 1 FROM executions WHERE project = ? AND workbook = ? AND state IN ('RUNNING', 'PAUSED') LIMIT 1`)
+      .pluck() as Statement<[string, string], number>,
+  };
+  const ex = {
+    get: db.prepare('SELECT * FROM executions WHERE project = ? AND id = ?') as Statement<[string, string], ExecutionRow>,
+    page: db.prepare(`SELECT * FROM executions WHERE project = @project AND id > @after
+        AND (@workbook IS NULL OR workbook = @workbook)
+        AND (@workflow IS NULL OR workflow = @workflow)
+        AND (@state IS NULL OR state = @state)
+      ORDER BY id LIMIT @limit`) as Statement<Record<string, unknown>, ExecutionRow>,
+    insert: db.prepare(`INSERT INTO executions (id, project, workbook, workflow, spec, input, state, state_info, created_at, updated_at)
+      VALUES (@id, @project, @workbook, @workflow, @spec, @input, @state, @state_info, @created_at, @updated_at)`),
+    save: db.prepare('UPDATE executions SET state = @state, state_info = @state_info, updated_at = @updated_at WHERE id = @id'),
+  };
+  const tk = {
+    get: db.prepare(`SELECT ${TASK_COLUMNS} FROM task_executions WHERE project = ? AND id = ?`) as Statement<[string, string], TaskRow>,
+    ofExecution: db.prepare(`SELECT ${TASK_COLUMNS} FROM task_executions WHERE project = ? AND execution_id = ? ORDER BY id`) as Statement<[string, string], TaskRow>,
+    page: db.prepare(`SELECT ${TASK_COLUMNS} FROM task_executions WHERE project = ? AND execution_id = ? AND id > ?
+      ORDER BY id LIMIT ?`) as Statement<[string, string, string, number], TaskRow>,
+    insert: db.prepare(`INSERT INTO task_executions (${TASK_COLUMNS}) VALUES (@id, @project, @execution_id, @name, @action,
+      @state, @state_info, @result, @tries, @next_run_at, @action_started_at, @created_at, @updated_at)`),
+    save: db.prepare(`UPDATE task_executions SET state = @state, state_info = @state_info, result = @result, tries = @tries,
+      next_run_at = @next_run_at, action_started_at = @action_started_at, updated_at = @updated_at WHERE id = @id`),
+    due: db.prepare(`SELECT t.*, e.workbook AS e_workbook, e.workflow AS e_workflow, e.spec AS e_spec, e.input AS e_input,
+        e.state AS e_state
+      FROM task_executions t JOIN executions e ON e.id = t.execution_id
+      WHERE t.state = 'RUNNING' AND t.next_run_at <= ? AND e.state = 'RUNNING'
+      ORDER BY t.next_run_at LIMIT ?`) as Statement<[number, number], ClaimRow>,
+    // A new attempt counts a try; a wait that ends (std.sleep) keeps its start and its try.
+    claim: db.prepare(`UPDATE task_executions SET tries = tries + (action_started_at IS NULL),
+        action_started_at = COALESCE(action_started_at, @now), next_run_at = NULL, updated_at = @now
+      WHERE id = @id RETURNING tries, action_started_at`) as Statement<Record<string, unknown>, { tries: number; action_started_at: number }>,
+    nextDue: db.prepare(`SELECT MIN(t.next_run_at) FROM task_executions t JOIN executions e ON e.id = t.execution_id
+      WHERE t.state = 'RUNNING' AND t.next_run_at IS NOT NULL AND e.state = 'RUNNING'`).pluck() as Statement<[], number | null>,
+    inFlight: db.prepare(`SELECT ${TASK_COLUMNS} FROM task_executions
+      WHERE state = 'RUNNING' AND next_run_at IS NULL ORDER BY action_started_at`) as Statement<[], TaskRow>,
+  };
+
+  function transactionFor(project: string, fanOut: FanOut, now: number, count: { events: number; deliveries: number }): EngineTx {
+    return {
+      now,
+      execution: (id) => {
+        const row = ex.get.get(project, id);
+        return row ? toExecution(row) : null;
+      },
+      task: (id) => {
+        const row = tk.get.get(project, id);
+        return row ? toTask(row) : null;
+      },
+      tasksOf: (executionId) => tk.ofExecution.all(project, executionId).map(toTask),
+      insertExecution: (e) => {
+        ex.insert.run({ ...e, project, spec: JSON.stringify(e.spec), input: JSON.stringify(e.input) });
+      },
+      saveExecution: (e) => {
+        ex.save.run({ id: e.id, state: e.state, state_info: e.state_info, updated_at: now });
+      },
+      insertTask: (t) => {
+        tk.insert.run(taskParams({ ...t, project }));
+      },
+      saveTask: (t) => {
+        tk.save.run({ ...taskParams(t), updated_at: now });
+      },
+      appendEvent: (envelope: EventEnvelope) => {
+        // The envelope id is relay-made and unique, so it doubles as the body hash.
+        const appended = events.append(project, { envelope, originalBody: null, bodyHash: envelope.id }, fanOut, now);
+        count.events++;
+        count.deliveries += appended.deliveries;
+      },
+    };
+  }
+
+  return {
+    createWorkbook(w) {
+      return batcher.run(() => {
+        if (wb.get.get(w.project, w.name)) throw new StoreConflictError(`workbook ${w.name} already exists`);
+        wb.insert.run({ ...w, spec: JSON.stringify(w.spec) });
+      });
+    },
+    async getWorkbook(project, name) {
+      const row = guard(() => wb.get.get(project, name));
+      return row ? toWorkbook(row) : null;
+    },
+    async listWorkbooks(project, q) {
+      return guard(() => wb.page.all(project, q.after ?? '', q.limit)).map(toWorkbook);
+    },
+    updateWorkbook(project, name, source, spec, updatedAt) {
+      return batcher.run(() => {
+        if (wb.update.run(source, JSON.stringify(spec), updatedAt, project, name).changes === 0) return null;
+        return toWorkbook(wb.get.get(project, name)!);
+      });
+    },
+    deleteWorkbook(project, name) {
+      return batcher.run(() => {
+        if (!wb.get.get(project, name)) return 'not_found' as const;
+        if (wb.running.get(project, name)) return 'executions_running' as const;
+        wb.remove.run(project, name);
+        return 'deleted' as const;
+      });
+    },
+
+    async getExecution(project, id) {
+      const row = guard(() => ex.get.get(project, id));
+      return row ? toExecution(row) : null;
+    },
+    async listExecutions(project, q) {
+      const rows = guard(() =>
+        ex.page.all({ project, after: q.after ?? '', workbook: q.workbook ?? null, workflow: q.workflow ?? null, state: q.state ?? null, limit: q.limit }),
+      );
+      return rows.map(toExecution);
+    },
+    async getTask(project, id) {
+      const row = guard(() => tk.get.get(project, id));
+      return row ? toTask(row) : null;
+    },
+    async listTasks(project, executionId, q) {
+      return guard(() => tk.page.all(project, executionId, q.after ?? '', q.limit)).map(toTask);
+    },
+
+    engineTransaction(project, fanOut, fn) {
+      return batcher.run(() => {
+        const count = { events: 0, deliveries: 0 };
+        const value = fn(transactionFor(project, fanOut, Date.now(), count));
+        return { value, ...count };
+      });
+    },
+    claimRunnableTasks(now, limit) {
+      return batcher.run(() =>
+        tk.due.all(now, limit).map((row): ClaimedTask => {
+          const { e_workbook, e_workflow, e_spec, e_input, e_state, ...task } = row;
+          const claimed = tk.claim.get({ id: task.id, now })!;
+          return {
+            ...toTask(task),
+            ...claimed,
+            next_run_at: null,
+            updated_at: now,
+            execution: { workbook: e_workbook, workflow: e_workflow, spec: JSON.parse(e_spec), input: JSON.parse(e_input), state: e_state },
+          };
+        }),
+      );
+    },
+    async nextTaskDueAt() {
+      return guard(() => tk.nextDue.get() ?? null);
+    },
+    async listInFlightTasks() {
+      return guard(() => tk.inFlight.all()).map(toTask);
+    },
+  };
+}

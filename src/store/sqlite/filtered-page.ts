@@ -1,0 +1,26 @@
+import type { Database, Statement } from 'better-sqlite3';
+
+/**
+ * A keyset page query whose WHERE clause holds only the filters actually given, so SQLite
+ * can pick the index that serves them (an `(@x IS NULL OR col = @x)` clause defeats that).
+ * One prepared statement per combination of filters, made on first use.
+ */
+export function filteredPage<Row>(
+  db: Database,
+  build: (clauses: string[]) => string,
+  filters: Record<string, string>,
+) {
+  const statements = new Map<string, Statement<Record<string, unknown>, Row>>();
+  return (params: Record<string, unknown>): Row[] => {
+    const given = Object.keys(filters).filter((k) => params[k] !== undefined && params[k] !== null);
+    const key = given.join(',');
+    let stmt = statements.get(key);
+    if (!stmt) {
+      stmt = db.prepare(build(given.map((k) => filters[k]))) as Statement<Record<string, unknown>, Row>;
+      statements.set(key, stmt);
+    }
+    const bound: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(params)) if (!(k in filters) || given.includes(k)) bound[k] = v;
+    return stmt.all(bound);
+  };
+}

@@ -1,0 +1,23 @@
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { expect, it } from 'vitest';
+import { tempDir } from './helpers/relay.js';
+
+// The benchmark is not part of the suite; this only checks that it runs end to end and writes
+// its figures (tiny counts, so the numbers themselves mean nothing here).
+it('runs the benchmark end to end and writes its figures', async () => {
+  const out = tempDir('relay-bench-out-');
+  const { stdout } = await promisify(execFile)(process.execPath, ['bench/bench.mjs', '--smoke', '--out', out], {
+    timeout: 240_000,
+  });
+  expect(stdout).toContain('callback-relay benchmark (smoke)');
+  const latest = JSON.parse(fs.readFileSync(path.join(out, 'latest.json'), 'utf8'));
+  expect(latest.mode).toBe('smoke');
+  for (const key of ['ingest_events_per_s', 'deliveries_per_s_1_listener', 'ceiling_requests_per_s', 'latency_p99_ms', 'deliveries_per_s_fanout_10']) {
+    expect(latest.figures[key], key).toBeGreaterThan(0);
+  }
+  expect(latest.figures.backlog).toHaveLength(2);
+  expect(fs.readdirSync(out).filter((f) => f.endsWith('-smoke.json'))).toHaveLength(1);
+}, 300_000);
