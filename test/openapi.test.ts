@@ -6,7 +6,9 @@ import { z } from 'zod';
 import { createApp } from '../src/api/app.js';
 import { tokenRegistry } from '../src/api/auth.js';
 import { MAX_EVENTS_PER_REQUEST } from '../src/api/routes/events.js';
+import { ACTIONS, parseWorkbook } from '../src/engine/workbook.js';
 import { AttemptView, DeliveryView } from '../src/records/delivery.js';
+import { ExecutionInput, ExecutionStateInput, ExecutionView, TaskStateInput, TaskView, WorkbookView } from '../src/records/engine.js';
 import { EventEnvelope, EventInput } from '../src/records/event.js';
 import { ListenerInput, ListenerView } from '../src/records/listener.js';
 import { HTTP_METHODS, OPENAPI_TEXT, openapi, validateResponse } from './helpers/openapi.js';
@@ -142,12 +144,33 @@ describe('openapi.yaml and the zod schemas', () => {
     expect(batch.required).toEqual(['events']);
   });
 
+  for (const [name, schema, component] of [
+    ['execution input', ExecutionInput, 'ExecutionInput'],
+    ['execution state change', ExecutionStateInput, 'ExecutionStateChange'],
+    ['task state change', TaskStateInput, 'TaskStateChange'],
+  ] as const) {
+    it(`describe the same ${name}`, () => {
+      const zod = z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any' }) as Json;
+      const documented = schemaFacts(openapi.components.schemas[component], fromDocument);
+      expect(documented).toEqual(schemaFacts(zod, fromZod(zod)));
+    });
+  }
+
+  it('describe the state changes a client may ask for', () => {
+    expect(schemaFacts(openapi.components.schemas.ExecutionStateChange, fromDocument)).toHaveProperty(['state enum'], ['CANCELLED', 'PAUSED', 'RUNNING']);
+    expect(schemaFacts(openapi.components.schemas.TaskStateChange, fromDocument)).toHaveProperty(['state enum'], ['RUNNING']);
+    expect(schemaFacts(openapi.components.schemas.ExecutionInput, fromDocument)).toHaveProperty(['input default'], {});
+  });
+
   // The document is more precise than the views' zod schemas in places (formats, minimums),
   // which the facts leave out; names, required fields and enums must agree.
   for (const [name, schema, component] of [
     ['event envelope', EventEnvelope, 'EventEnvelope'],
     ['delivery view', DeliveryView, 'Delivery'],
     ['attempt view', AttemptView, 'Attempt'],
+    ['workbook view', WorkbookView, 'Workbook'],
+    ['execution view', ExecutionView, 'Execution'],
+    ['task view', TaskView, 'Task'],
   ] as const) {
     it(`describe the same ${name}`, () => {
       const zod = z.toJSONSchema(schema, { unrepresentable: 'any' }) as Json;
@@ -156,6 +179,31 @@ describe('openapi.yaml and the zod schemas', () => {
       expect(documented['(root) required']).toEqual(Object.keys(schema.shape).sort());
     });
   }
+
+  it('give workbook examples the engine accepts', () => {
+    const created = openapi.paths['/v1/workbooks'].post;
+    const fenced = /```yaml\n([\s\S]*?)```/.exec(created.description);
+    expect(fenced, 'the create operation shows an example workbook').not.toBeNull();
+    const example = parseWorkbook(fenced![1]);
+    const actions = Object.values(example.workflows).flatMap((w) => Object.values(w.tasks).map((t) => t.action));
+    expect(new Set(actions).size).toBeGreaterThanOrEqual(4);
+
+    const body = openapi.components.requestBodies.WorkbookDefinition.content;
+    expect(Object.keys(body).sort()).toEqual(['application/json', 'application/x-yaml', 'application/yaml', 'text/yaml']);
+    expect(() => parseWorkbook(body['application/yaml'].example)).not.toThrow();
+    const { workbook, wrapped } = body['application/json'].examples;
+    expect(() => parseWorkbook(JSON.stringify(workbook.value), 'json')).not.toThrow();
+    expect(() => parseWorkbook(wrapped.value.definition)).not.toThrow();
+  });
+
+  it('name every action and state the engine knows', () => {
+    const schemas = openapi.components.schemas;
+    expect(schemas.TaskDefinition.properties.action.enum).toEqual([...ACTIONS]);
+    expect(schemas.ExecutionState.enum).toEqual(ExecutionView.shape.state.options);
+    expect(schemas.TaskState.enum).toEqual(TaskView.shape.state.options);
+    const stateParameter = openapi.paths['/v1/executions'].get.parameters.find((p: Json) => p.name === 'state');
+    expect(stateParameter.schema).toEqual({ $ref: '#/components/schemas/ExecutionState' });
+  });
 
   it('let a merge patch name every field of the input but the secret', () => {
     const input = openapi.components.schemas.ListenerInput.properties;
@@ -366,6 +414,83 @@ describe('validateResponse', () => {
     expect(check('POST', '/v1/ingest/mistral', 200, { stored: true, reason: 'x' })).toThrow(/does not match/);
     expect(check('POST', '/v1/ingest/mistral', 201, { stored: true, id: 'mistral-0123', duplicate: false })).toThrow(/status 201 is not documented/);
     expect(check('POST', '/v1/events', 200, { items: [] })).toThrow(/status 200 is not documented/);
+  });
+
+  const workbookView = {
+    name: 'billing',
+    definition: "version: '2.0'\nname: billing\n",
+    workflows: ['charge'],
+    created_at: '2026-11-23T10:00:00.000Z',
+    updated_at: '2026-11-23T10:00:00.000Z',
+  };
+  const execution = {
+    id: '01JD8Y2C4E6G8J0K2M4N6P8R0T',
+    workbook: 'billing',
+    workflow: 'charge',
+    input: { customer: 'ada', amount: 100 },
+    state: 'RUNNING',
+    state_info: null,
+    created_at: '2026-11-23T10:00:00.000Z',
+    updated_at: '2026-11-23T10:00:00.000Z',
+  };
+  const task = {
+    id: '01JD8Y2C4E6G8J0K2M4N6P8R0V',
+    execution_id: execution.id,
+    name: 'charge_card',
+    action: 'std.http',
+    state: 'SUCCESS',
+    state_info: null,
+    result: { status: 200, body: { ok: true } },
+    tries: 2,
+    next_run_at: null,
+    created_at: '2026-11-23T10:00:00.000Z',
+    updated_at: '2026-11-23T10:00:01.000Z',
+  };
+  const created = (path: string, body: unknown, location: string | null) => () =>
+    validateResponse({ method: 'POST', path, status: 201, contentType: json, body, headers: new Headers(location ? { location } : {}) });
+  const problem = (status: number, line?: number) => ({
+    type: '/problems/invalid-request',
+    title: 'Invalid request',
+    status,
+    detail: 'x',
+    errors: [{ field: 'workflows.charge.tasks.a.action', message: 'unknown action', ...(line === undefined ? {} : { line }) }],
+  });
+
+  it('accepts the engine answers the document describes', () => {
+    expect(created('/v1/workbooks', workbookView, '/v1/workbooks/billing')).not.toThrow();
+    expect(check('GET', '/v1/workbooks?limit=1', 200, { items: [workbookView], next_cursor: 'djE6Yg' })).not.toThrow();
+    expect(check('PUT', '/v1/workbooks/billing', 200, workbookView)).not.toThrow();
+    expect(ok({ method: 'DELETE', path: '/v1/workbooks/billing', status: 204, contentType: null, body: undefined })).not.toThrow();
+    expect(created('/v1/executions', execution, `/v1/executions/${execution.id}`)).not.toThrow();
+    expect(check('GET', '/v1/executions?workbook=billing&state=ERROR', 200, { items: [{ ...execution, state: 'ERROR', state_info: 'task a failed: boom' }], next_cursor: null })).not.toThrow();
+    expect(check('PUT', `/v1/executions/${execution.id}`, 200, { ...execution, state: 'PAUSED' })).not.toThrow();
+    expect(check('GET', `/v1/executions/${execution.id}/tasks`, 200, { items: [task, { ...task, result: 'text', state: 'RUNNING', next_run_at: '2026-11-23T10:00:05.000Z' }], next_cursor: null })).not.toThrow();
+    expect(check('GET', `/v1/tasks/${task.id}`, 200, { ...task, result: null, state: 'ERROR', state_info: 'interrupted by restart' })).not.toThrow();
+    expect(check('PUT', `/v1/tasks/${task.id}`, 200, { ...task, state: 'RUNNING', tries: 0, result: null })).not.toThrow();
+    for (const [method, path, status] of [
+      ['POST', '/v1/workbooks', 409],
+      ['DELETE', '/v1/workbooks/billing', 409],
+      ['PUT', `/v1/executions/${execution.id}`, 409],
+      ['PUT', `/v1/tasks/${task.id}`, 409],
+      ['PUT', '/v1/workbooks/billing', 415],
+    ] as const) {
+      expect(ok({ method, path, status, contentType: 'application/problem+json', body: problem(status) }), `${method} ${path} ${status}`).not.toThrow();
+    }
+    expect(ok({ method: 'POST', path: '/v1/workbooks', status: 400, contentType: 'application/problem+json', body: problem(400, 6) })).not.toThrow();
+  });
+
+  it('refuses drift in the engine answers', () => {
+    expect(created('/v1/workbooks', { ...workbookView, spec: {} }, '/v1/workbooks/billing')).toThrow(/"spec" is not in the document/);
+    expect(created('/v1/executions', execution, null)).toThrow(/required header Location/);
+    expect(check('GET', `/v1/executions/${execution.id}`, 200, { ...execution, state: 'DONE' })).toThrow(/state must be equal to one of the allowed values/);
+    expect(check('GET', `/v1/executions/${execution.id}`, 200, { ...execution, spec: {} })).toThrow(/"spec" is not in the document/);
+    expect(check('GET', `/v1/tasks/${task.id}`, 200, { ...task, action_started_at: null })).toThrow(/"action_started_at" is not in the document/);
+    const { result: _result, ...withoutResult } = task;
+    expect(check('GET', `/v1/tasks/${task.id}`, 200, withoutResult)).toThrow(/required property 'result'/);
+    expect(check('GET', `/v1/executions/${execution.id}/tasks`, 200, { items: [{ ...task, tries: 'two' }], next_cursor: null })).toThrow(/\/items\/0\/tries must be integer/);
+    expect(check('GET', `/v1/tasks/${task.id}`, 409, problem(409))).toThrow(/status 409 is not documented/);
+    expect(check('POST', '/v1/executions', 200, execution)).toThrow(/status 200 is not documented/);
+    expect(ok({ method: 'POST', path: '/v1/workbooks', status: 400, contentType: 'application/problem+json', body: problem(400, 0) })).toThrow(/line must be >= 1/);
   });
 
   it('checks an undocumented method on a documented path as a problem, and skips unknown paths', () => {

@@ -6,6 +6,7 @@ import type { Transport } from '../transports/transport.js';
 import { renderDelivery, USER_AGENT } from './formats.js';
 import { decideOutcome } from './outcome.js';
 import { signatureHeaders } from './signing.js';
+import { createWakeSignal } from '../wake-signal.js';
 
 export interface DispatcherOptions {
   store: Store;
@@ -59,31 +60,9 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
   /** Finished attempts waiting for the next cycle to record them. */
   let results: AttemptResult[] = [];
   let flushTimer: NodeJS.Timeout | null = null;
-  let wakeUp: (() => void) | null = null;
-  let woken = false;
-  let drained: (() => void) | null = null;
 
-  function wake() {
-    woken = true;
-    wakeUp?.();
-  }
-
-  /** Sleeps until woken or `ms` passes. */
-  function sleep(ms: number): Promise<void> {
-    if (woken) {
-      woken = false;
-      return Promise.resolve();
-    }
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => wakeUp?.(), Math.max(0, ms));
-      wakeUp = () => {
-        wakeUp = null;
-        woken = false;
-        clearTimeout(timer);
-        resolve();
-      };
-    });
-  }
+  const signal = createWakeSignal();
+  const { wake, sleep } = signal;
 
   // A full batch of outcomes wakes the loop at once; fewer wait up to flushDelayMs, so that one
   // commit records many.
@@ -132,7 +111,6 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
       o.onListenersDisabled?.(outcome.disabledListeners);
     }
     for (const d of outcome.claimed) launch(d);
-    if (inFlight.size === 0) drained?.();
     return { claimed: outcome.claimed.length, asked };
   }
 
@@ -250,13 +228,7 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
       }
       // Record outcomes as they come in during the grace, without claiming anything new.
       while (inFlight.size > results.length && Date.now() < deadline) {
-        await new Promise<void>((resolve) => {
-          drained = resolve;
-          wakeUp = resolve;
-          setTimeout(resolve, Math.min(100, deadline - Date.now())).unref();
-        });
-        drained = null;
-        wakeUp = null;
+        await sleep(Math.min(100, deadline - Date.now()));
         if (results.length) await cycle(false);
       }
       await cycle(false);

@@ -5,6 +5,7 @@ import { evaluate, referencedTasks } from './expressions.js';
 import { finishTask, scheduleWake } from './state-changes.js';
 import type { Outcome } from './transitions.js';
 import type { TaskSpec, WorkflowSpec } from './workbook.js';
+import { createWakeSignal } from '../wake-signal.js';
 
 /** Runs one state change of a project in one transaction; resolves after commit. */
 export type Commit = <T>(project: string, fn: (tx: EngineTx) => T) => Promise<T>;
@@ -48,35 +49,14 @@ export function createRunner(o: RunnerOptions): Runner {
   let accepting = true;
   let loopDone: Promise<void> = Promise.resolve();
   const active = new Set<Promise<void>>();
-  let woken = false;
-  let wakeUp: (() => void) | null = null;
-
-  function wake() {
-    woken = true;
-    wakeUp?.();
-  }
-
-  function sleep(ms: number): Promise<void> {
-    if (woken) {
-      woken = false;
-      return Promise.resolve();
-    }
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => wakeUp?.(), Math.max(0, ms));
-      wakeUp = () => {
-        wakeUp = null;
-        woken = false;
-        clearTimeout(timer);
-        resolve();
-      };
-    });
-  }
+  const signal = createWakeSignal();
+  const { wake, sleep } = signal;
 
   async function loop() {
     while (running) {
       const room = maxInFlight - active.size;
       let claimed: ClaimedTask[] = [];
-      woken = false;
+      signal.clear();
       try {
         if (room > 0) claimed = await store.claimRunnableTasks(Date.now(), room);
       } catch (err) {

@@ -126,7 +126,7 @@ export function registerExecutionCommands(program: Command, io: CliIo): void {
         ctx.print.line(`tasks (${tasks.length}):`);
         ctx.print.table(COMPACT_TASK_COLUMNS, tasks.map(compactTaskRow));
         const failed = execution.state === 'ERROR' && tasks.find((t) => t.state === 'ERROR');
-        if (failed) ctx.print.line(`\nre-run a failed task with: callback-relay task-rerun ${failed.id}`);
+        if (failed) ctx.print.line(`\nre-run ${failed.name} with: callback-relay task-rerun ${failed.id}`);
       }),
     );
 
@@ -153,7 +153,7 @@ export function registerExecutionCommands(program: Command, io: CliIo): void {
         try {
           execution = await ctx.client.request<ExecutionView>('PUT', executionPath(id), { body: { state: opts.state } });
         } catch (err) {
-          if (err instanceof ApiError && err.status === 409 && /\(ERROR\)/.test(err.problem.detail ?? '')) {
+          if (err instanceof ApiError && err.status === 409 && opts.state === 'RUNNING' && /\(ERROR\)/.test(err.problem.detail ?? '')) {
             throw new ApiError(err.status, err.problem, `callback-relay execution-get ${id} shows its failed task; callback-relay task-rerun TASK_ID re-runs it`);
           }
           throw err;

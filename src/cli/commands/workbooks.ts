@@ -25,7 +25,9 @@ async function sendDefinition(ctx: CommandContext, io: CliIo, method: 'POST' | '
     const errors = err.problem.errors ?? [];
     if (err.status === 400 && errors.length) {
       const problems = errors.length === 1 ? '1 problem' : `${errors.length} problems`;
-      throw new ApiError(err.status, { ...err.problem, detail: `${name} is not a valid workbook (${problems})` }, err.hint);
+      // One problem per line: a message over several lines (a JSON parser's excerpt) becomes one.
+      const flat = errors.map((e) => ({ ...e, message: e.message.replace(/\s*\n\s*/g, ' ') }));
+      throw new ApiError(err.status, { ...err.problem, detail: `${name} is not a valid workbook (${problems})`, errors: flat }, err.hint);
     }
     const existing = /^workbook (\S+) already exists/.exec(err.problem.detail ?? '')?.[1];
     if (err.status === 409 && existing) {
@@ -59,7 +61,7 @@ export function registerWorkbookCommands(program: Command, io: CliIo): void {
       action<[string], object>(io, async (ctx, [file]) => {
         const created = await sendDefinition(ctx, io, 'POST', '/v1/workbooks', file);
         const first = created.workflows[0];
-        showWorkbook(ctx, created, first && `start one with: callback-relay execution-create ${created.name} ${first} '{...}'`);
+        showWorkbook(ctx, created, first && `start one with: callback-relay execution-create ${created.name} ${first} [INPUT_JSON]`);
       }),
     );
 
