@@ -16,18 +16,23 @@ const { values: args } = parseArgs({
     quick: { type: 'boolean', default: false },
     smoke: { type: 'boolean', default: false },
     out: { type: 'string', default: path.join(ROOT, 'bench', 'results') },
+    only: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
+const SCENARIOS = ['throughput', 'fanout', 'latency', 'ceiling', 'backlog', 'engine'];
+const only = args.only ? args.only.split(',') : SCENARIOS;
+for (const name of only) if (!SCENARIOS.includes(name)) throw new Error(`--only: unknown scenario ${name}; one of ${SCENARIOS.join(', ')}`);
+const want = (name) => only.includes(name);
 if (args.help) {
-  console.log('usage: npm run bench [-- --quick] [-- --out DIR]');
+  console.log('usage: npm run bench [-- --quick] [-- --out DIR] [-- --only throughput,fanout,latency,ceiling,backlog,engine]');
   process.exit(0);
 }
 const mode = args.smoke ? 'smoke' : args.quick ? 'quick' : 'full';
 const SIZES = {
-  full: { events: 100_000, fanout: 10_000, latencySeconds: 30, rate: 1000, ceiling: 100_000, backlogs: [10_000, 1_000_000], executions: 2000 },
-  quick: { events: 10_000, fanout: 1_000, latencySeconds: 10, rate: 1000, ceiling: 20_000, backlogs: [10_000, 100_000], executions: 300 },
-  smoke: { events: 300, fanout: 50, latencySeconds: 1, rate: 100, ceiling: 300, backlogs: [200, 400], executions: 5 },
+  full: { events: 100_000, fanout: 10_000, latencySeconds: 30, warmupSeconds: 10, rate: 1000, ceiling: 100_000, backlogs: [10_000, 1_000_000], executions: 2000 },
+  quick: { events: 10_000, fanout: 1_000, latencySeconds: 10, warmupSeconds: 5, rate: 1000, ceiling: 20_000, backlogs: [10_000, 100_000], executions: 300 },
+  smoke: { events: 300, fanout: 50, latencySeconds: 1, warmupSeconds: 1, rate: 100, ceiling: 300, backlogs: [200, 400], executions: 5 },
 }[mode];
 const MEASURED_DELIVERIES = Math.min(10_000, SIZES.backlogs[0]);
 const TOKEN = 'bench-token-0123456789abcdef';
@@ -160,7 +165,7 @@ const results = { mode, started_at: new Date().toISOString(), machine: machine()
 const fig = results.figures;
 
 // ---------- 1. throughput, one listener ----------
-{
+if (want('throughput')) {
   log(`throughput: ${SIZES.events} events to 1 listener`);
   const relay = await startRelay(tempDir());
   await ask({ type: 'reset' });
@@ -176,7 +181,7 @@ const fig = results.figures;
 }
 
 // ---------- 2. fan-out to 10 listeners ----------
-{
+if (want('fanout')) {
   log(`fan-out: ${SIZES.fanout} events to 10 listeners`);
   const relay = await startRelay(tempDir());
   await ask({ type: 'reset' });
@@ -189,12 +194,9 @@ const fig = results.figures;
 }
 
 // ---------- 3. latency at a steady rate (open loop) ----------
-{
-  const total = SIZES.rate * SIZES.latencySeconds;
-  log(`latency: ${SIZES.rate} events/s for ${SIZES.latencySeconds} s, single-event requests`);
-  const relay = await startRelay(tempDir());
-  await ask({ type: 'reset', trackEvents: true });
-  await addListener(relay);
+/** Offers `rate` single-event requests per second for `seconds`, not waiting for answers. */
+async function openLoop(relay, prefix, seconds) {
+  const total = SIZES.rate * seconds;
   const starts = new Map();
   const t0 = now() + 50;
   const interval = 1000 / SIZES.rate;
@@ -206,9 +208,8 @@ const fig = results.figures;
       const due = Math.min(total, Math.floor((now() - t0) / interval) + 1);
       while (sent < due) {
         const i = sent++;
-        const id = `lat-${i}`;
-        starts.set(id, now());
-        pending.push(api(relay.url, 'POST', '/v1/events', makeEvent(i, 'lat')).catch(() => failed++));
+        starts.set(`${prefix}-${i}`, now());
+        pending.push(api(relay.url, 'POST', '/v1/events', makeEvent(i, prefix)).catch(() => failed++));
       }
       if (sent >= total) resolve();
       else setTimeout(tick, 1);
@@ -216,13 +217,31 @@ const fig = results.figures;
     setTimeout(tick, 50);
   });
   await Promise.all(pending);
+  return { starts, t0, total, failed };
+}
+
+if (want('latency')) {
+  log(`latency: ${SIZES.rate} events/s, single-event requests: ${SIZES.warmupSeconds} s warm-up, then ${SIZES.latencySeconds} s measured`);
+  const relay = await startRelay(tempDir());
+  await ask({ type: 'reset' });
+  await addListener(relay);
+  // A fresh process runs cold (JIT, connection pools); its first seconds are not the steady state.
+  const warm = await openLoop(relay, 'warm', SIZES.warmupSeconds);
+  await waitForUnique(warm.total - warm.failed, 120_000);
+  await ask({ type: 'reset', trackEvents: true });
+  const { starts, t0, total, failed } = await openLoop(relay, 'lat', SIZES.latencySeconds);
   await waitForUnique(total - failed, 120_000);
   const { arrivals } = await ask({ type: 'events' });
+  if (process.env.BENCH_LATENCY_TRACE) {
+    const trace = arrivals.map(([id, t]) => [Math.round(starts.get(id) - t0), Math.round(t - starts.get(id))]).sort((a, b) => a[0] - b[0]);
+    fs.writeFileSync(process.env.BENCH_LATENCY_TRACE, trace.map((r) => r.join(' ')).join('\n'));
+  }
   const lat = arrivals.map(([id, t]) => t - starts.get(id)).filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
   const pct = (p) => Number(lat[Math.min(lat.length - 1, Math.floor(p * lat.length))].toFixed(1));
   Object.assign(fig, {
     latency_rate_per_s: SIZES.rate,
     latency_seconds: SIZES.latencySeconds,
+    latency_warmup_seconds: SIZES.warmupSeconds,
     latency_failed_requests: failed,
     latency_p50_ms: pct(0.5),
     latency_p95_ms: pct(0.95),
@@ -233,7 +252,7 @@ const fig = results.figures;
 }
 
 // ---------- 4. the raw HTTP ceiling ----------
-{
+if (want('ceiling')) {
   log(`ceiling: ${SIZES.ceiling} plain undici requests to the same receiver, no database`);
   await ask({ type: 'reset' });
   const agent = new Agent({ connections: 32, pipelining: 1, keepAliveTimeout: 60_000 });
@@ -255,13 +274,15 @@ const fig = results.figures;
     }),
   );
   fig.ceiling_requests_per_s = Math.round(SIZES.ceiling / ((now() - started) / 1000));
-  fig.relay_to_ceiling_ratio = Number((fig.deliveries_per_s_1_listener / fig.ceiling_requests_per_s).toFixed(2));
+  if (fig.deliveries_per_s_1_listener) {
+    fig.relay_to_ceiling_ratio = Number((fig.deliveries_per_s_1_listener / fig.ceiling_requests_per_s).toFixed(2));
+  }
   await agent.close();
 }
 
 // ---------- 5. backlog scaling ----------
 fig.backlog = [];
-for (const size of SIZES.backlogs) {
+for (const size of want('backlog') ? SIZES.backlogs : []) {
   log(`backlog: ${size} due deliveries (ingested with --role api), then the first ${MEASURED_DELIVERIES} delivered`);
   const dir = tempDir();
   let relay = await startRelay(dir, 'api');
@@ -280,11 +301,13 @@ for (const size of SIZES.backlogs) {
   await relay.stop();
   fs.rmSync(dir, { recursive: true, force: true });
 }
-const [small, large] = fig.backlog;
-fig.backlog_rate_ratio = Number((large.deliveries_per_s_first_10k / small.deliveries_per_s_first_10k).toFixed(2));
+if (fig.backlog.length === 2) {
+  const [small, large] = fig.backlog;
+  fig.backlog_rate_ratio = Number((large.deliveries_per_s_first_10k / small.deliveries_per_s_first_10k).toFixed(2));
+}
 
 // ---------- 6. engine path ----------
-{
+if (want('engine')) {
   const relay = await startRelay(tempDir());
   const probe = await request(relay.url + '/v1/workbooks', { dispatcher: client, headers: { authorization: `Bearer ${TOKEN}` } });
   await probe.body.dump();
@@ -343,11 +366,11 @@ function printTable(f) {
     ['relay / ceiling', f.relay_to_ceiling_ratio],
     ['ingest with 10-listener fan-out (events/s)', f.ingest_events_per_s_fanout_10],
     ['deliveries/s, 10 listeners', f.deliveries_per_s_fanout_10],
-    [`latency p50 / p95 / p99 / max (ms) at ${f.latency_rate_per_s}/s`, `${f.latency_p50_ms} / ${f.latency_p95_ms} / ${f.latency_p99_ms} / ${f.latency_max_ms}`],
+    [`latency p50 / p95 / p99 / max (ms) at ${f.latency_rate_per_s}/s, after ${f.latency_warmup_seconds} s warm-up`, `${f.latency_p50_ms} / ${f.latency_p95_ms} / ${f.latency_p99_ms} / ${f.latency_max_ms}`],
     ...f.backlog.map((b) => [`backlog ${b.backlog}: deliveries/s (first ${MEASURED_DELIVERIES}), peak RSS MB`, `${b.deliveries_per_s_first_10k}, ${b.relay_peak_rss_mb}`]),
     ['backlog rate ratio (large / small)', f.backlog_rate_ratio],
-    ['engine', typeof f.engine === 'string' ? f.engine : `${f.engine.executions_per_s} executions/s, ${f.engine.events_delivered_per_s} events delivered/s`],
-  ];
+    ['engine', f.engine === undefined || typeof f.engine === 'string' ? f.engine : `${f.engine.executions_per_s} executions/s, ${f.engine.events_delivered_per_s} events delivered/s`],
+  ].filter(([, v]) => v !== undefined && !String(v).includes('undefined'));
   const w = Math.max(...rows.map(([k]) => k.length));
   console.log(`\ncallback-relay benchmark (${mode}) — ${results.machine.cpus} CPUs, ${results.machine.node}, commit ${results.machine.commit}`);
   for (const [k, v] of rows) console.log(`  ${k.padEnd(w)}  ${v}`);

@@ -1,4 +1,4 @@
-import { monotonicFactory } from 'ulid';
+import { newId } from '../ids.js';
 import { toEnvelope } from '../ingest/ingest.js';
 import type { EngineTx, ExecutionRecord, ExecutionState, TaskRecord, TaskState } from '../store/engine-store.js';
 import {
@@ -19,7 +19,6 @@ import type { WorkflowSpec } from './workbook.js';
  * whatever they decide is either all on disk with its events or not at all.
  */
 
-const newId = monotonicFactory();
 const MAX_STATE_INFO = 4096;
 
 export type Refusal = { refused: 404 | 409; detail: string };

@@ -1,11 +1,10 @@
 import crypto from 'node:crypto';
-import { monotonicFactory } from 'ulid';
+import { newId } from '../ids.js';
 import { categoryOf, type EventEnvelope, type EventInput } from '../records/event.js';
 import type { FanOutCache } from '../fanout/fanout.js';
 import type { AppendedEvent, FanOut, NewEvent, Store } from '../store/store.js';
 import { canonicalJson } from './mistral.js';
 
-const newId = monotonicFactory();
 
 export interface IngestItem {
   input: EventInput;

@@ -1,5 +1,5 @@
 import { Router } from 'express';
-import { ulid } from 'ulid';
+import { newId } from '../../ids.js';
 import {
   ListenerInput,
   MASKED,
@@ -67,7 +67,7 @@ export function listenerRoutes({ store, guard, ingest, fanOut, wakeDispatcher }:
     const now = new Date().toISOString();
     const listener: StoredListener = {
       ...spec,
-      id: ulid(),
+      id: newId(),
       project: res.locals.project,
       secret: secret ?? generateSecret(),
       previous_secret: null,
@@ -166,7 +166,7 @@ export function listenerRoutes({ store, guard, ingest, fanOut, wakeDispatcher }:
     if (!listener.enabled) throw conflict(`listener ${listener.id} is disabled; enable it first (PATCH {"enabled": true})`);
     const now = new Date();
     const envelope = {
-      id: ulid(now.getTime()),
+      id: newId(now.getTime()),
       type: PING_EVENT_TYPE,
       category: 'NOTIFICATION' as const,
       workbook: listener.workbook === '*' ? null : listener.workbook,

@@ -1,5 +1,5 @@
 import type { Database, Statement } from 'better-sqlite3';
-import { monotonicFactory } from 'ulid';
+import { newId } from '../../ids.js';
 import { filteredPage } from './filtered-page.js';
 import type { EventEnvelope } from '../../records/event.js';
 import {
@@ -12,7 +12,6 @@ import {
   type StoredEvent,
 } from '../store.js';
 
-const newId = monotonicFactory();
 
 interface EventRow {
   seq: number;
