@@ -37,6 +37,7 @@ const SIZES = {
 const MEASURED_DELIVERIES = Math.min(10_000, SIZES.backlogs[0]);
 const TOKEN = 'bench-token-0123456789abcdef';
 const now = () => performance.timeOrigin + performance.now();
+const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
 const log = (...a) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}]`, ...a);
 
 // ---------- processes ----------
@@ -52,7 +53,8 @@ const receiverUrl = `http://127.0.0.1:${receiverPort}/hook`;
 
 const relays = new Set();
 async function startRelay(dataDir, role = 'all') {
-  const child = spawn(process.execPath, [path.join(ROOT, 'dist', 'main.js'), '--role', role], {
+  const nodeArgs = process.env.BENCH_RELAY_NODE_ARGS ? process.env.BENCH_RELAY_NODE_ARGS.split(' ') : [];
+  const child = spawn(process.execPath, [...nodeArgs, path.join(ROOT, 'dist', 'main.js'), '--role', role], {
     env: { ...process.env, RELAY_PORT: '0', RELAY_DATA_DIR: dataDir, RELAY_TOKENS: `${TOKEN}=bench`, RELAY_LOG_LEVEL: 'info', RELAY_DURABILITY: 'full' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -87,6 +89,11 @@ async function startRelay(dataDir, role = 'all') {
   return {
     url,
     peakRss: () => (sample(), peakRss),
+    /** CPU seconds (user + system) the relay process has used so far. */
+    cpuSeconds() {
+      const fields = fs.readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1].split(' ');
+      return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+    },
     async stop() {
       clearInterval(sampler);
       if (child.exitCode !== null) return;
@@ -198,6 +205,7 @@ if (want('fanout')) {
 async function openLoop(relay, prefix, seconds) {
   const total = SIZES.rate * seconds;
   const starts = new Map();
+  const acks = new Map();
   const t0 = now() + 50;
   const interval = 1000 / SIZES.rate;
   const pending = [];
@@ -209,7 +217,13 @@ async function openLoop(relay, prefix, seconds) {
       while (sent < due) {
         const i = sent++;
         starts.set(`${prefix}-${i}`, now());
-        pending.push(api(relay.url, 'POST', '/v1/events', makeEvent(i, prefix)).catch(() => failed++));
+        const id = `${prefix}-${i}`;
+        pending.push(
+          api(relay.url, 'POST', '/v1/events', makeEvent(i, prefix)).then(
+            () => acks.set(id, now()),
+            () => failed++,
+          ),
+        );
       }
       if (sent >= total) resolve();
       else setTimeout(tick, 1);
@@ -217,7 +231,7 @@ async function openLoop(relay, prefix, seconds) {
     setTimeout(tick, 50);
   });
   await Promise.all(pending);
-  return { starts, t0, total, failed };
+  return { starts, acks, t0, total, failed };
 }
 
 if (want('latency')) {
@@ -229,15 +243,19 @@ if (want('latency')) {
   const warm = await openLoop(relay, 'warm', SIZES.warmupSeconds);
   await waitForUnique(warm.total - warm.failed, 120_000);
   await ask({ type: 'reset', trackEvents: true });
-  const { starts, t0, total, failed } = await openLoop(relay, 'lat', SIZES.latencySeconds);
+  const cpuBefore = relay.cpuSeconds();
+  const { starts, acks, t0, total, failed } = await openLoop(relay, 'lat', SIZES.latencySeconds);
   await waitForUnique(total - failed, 120_000);
+  const cpuSeconds = relay.cpuSeconds() - cpuBefore;
+  const wallSeconds = (now() - t0) / 1000;
   const { arrivals } = await ask({ type: 'events' });
   if (process.env.BENCH_LATENCY_TRACE) {
-    const trace = arrivals.map(([id, t]) => [Math.round(starts.get(id) - t0), Math.round(t - starts.get(id))]).sort((a, b) => a[0] - b[0]);
+    const trace = arrivals.map(([id, t]) => [Math.round(starts.get(id) - t0), Math.round(t - starts.get(id)), Math.round(acks.get(id) - starts.get(id))]).sort((a, b) => a[0] - b[0]);
     fs.writeFileSync(process.env.BENCH_LATENCY_TRACE, trace.map((r) => r.join(' ')).join('\n'));
   }
   const lat = arrivals.map(([id, t]) => t - starts.get(id)).filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
   const pct = (p) => Number(lat[Math.min(lat.length - 1, Math.floor(p * lat.length))].toFixed(1));
+  const ackLat = [...acks].map(([id, t]) => t - starts.get(id)).sort((a, b) => a - b);
   Object.assign(fig, {
     latency_rate_per_s: SIZES.rate,
     latency_seconds: SIZES.latencySeconds,
@@ -247,6 +265,11 @@ if (want('latency')) {
     latency_p95_ms: pct(0.95),
     latency_p99_ms: pct(0.99),
     latency_max_ms: Number(lat[lat.length - 1].toFixed(1)),
+    latency_ack_p99_ms: Number(ackLat[Math.floor(0.99 * ackLat.length)].toFixed(1)),
+    // What one event costs the relay (its ingest request and its delivery), and how busy its
+    // one thread was: near 1.0 the relay is the bottleneck and queues build up.
+    latency_relay_cpu_ms_per_event: Number(((cpuSeconds * 1000) / total).toFixed(3)),
+    latency_relay_cpu_utilisation: Number((cpuSeconds / wallSeconds).toFixed(2)),
   });
   await relay.stop();
 }
@@ -367,6 +390,8 @@ function printTable(f) {
     ['ingest with 10-listener fan-out (events/s)', f.ingest_events_per_s_fanout_10],
     ['deliveries/s, 10 listeners', f.deliveries_per_s_fanout_10],
     [`latency p50 / p95 / p99 / max (ms) at ${f.latency_rate_per_s}/s, after ${f.latency_warmup_seconds} s warm-up`, `${f.latency_p50_ms} / ${f.latency_p95_ms} / ${f.latency_p99_ms} / ${f.latency_max_ms}`],
+    ['ingest answer p99 (ms) in the latency run', f.latency_ack_p99_ms],
+    ['relay CPU per event (ms), CPU use, in the latency run', f.latency_relay_cpu_ms_per_event === undefined ? undefined : `${f.latency_relay_cpu_ms_per_event}, ${f.latency_relay_cpu_utilisation}`],
     ...f.backlog.map((b) => [`backlog ${b.backlog}: deliveries/s (first ${MEASURED_DELIVERIES}), peak RSS MB`, `${b.deliveries_per_s_first_10k}, ${b.relay_peak_rss_mb}`]),
     ['backlog rate ratio (large / small)', f.backlog_rate_ratio],
     ['engine', f.engine === undefined || typeof f.engine === 'string' ? f.engine : `${f.engine.executions_per_s} executions/s, ${f.engine.events_delivered_per_s} events delivered/s`],

@@ -41,6 +41,7 @@ const variables = {
   RELAY_LOG_LEVEL: z.enum(LOG_LEVELS).default('info'),
   RELAY_BUSY_TIMEOUT_MS: int(0, 600_000).default(5_000),
   RELAY_CONNECTIONS_PER_ORIGIN: int(1, 1024).default(32),
+  RELAY_COMMIT_INTERVAL_MS: int(0, 1000).default(10),
   RELAY_MAX_IN_FLIGHT: int(1, 100_000).default(512),
 } as const;
 
@@ -61,6 +62,7 @@ export interface Config {
   busyTimeoutMs: number;
   connectionsPerOrigin: number;
   maxInFlight: number;
+  commitIntervalMs: number;
 }
 
 function parseTokens(spec: string): Map<string, string> {
@@ -118,5 +120,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     busyTimeoutMs: r.RELAY_BUSY_TIMEOUT_MS,
     connectionsPerOrigin: r.RELAY_CONNECTIONS_PER_ORIGIN,
     maxInFlight: r.RELAY_MAX_IN_FLIGHT,
+    commitIntervalMs: r.RELAY_COMMIT_INTERVAL_MS,
   };
 }

@@ -56,6 +56,7 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
       path: config.databasePath,
       durability: config.durability,
       busyTimeoutMs: config.busyTimeoutMs,
+      commitIntervalMs: config.commitIntervalMs,
     });
     cleanups.push(() => store.close());
     log.info(

@@ -1,47 +1,22 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import readline from 'node:readline';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from './helpers/relay.js';
+import { cleanEnv, ROOT as root, runBin, spawnRelay, type CliOptions, type CliResult, type SpawnedRelay } from './helpers/spawn-relay.js';
 
 // Runs the built CLI (bin/ → dist/) against a real relay child process, as a user would.
 const T = 60_000;
-const root = path.resolve(import.meta.dirname, '..');
-const BINS = { 'callback-relay': path.join(root, 'bin/callback-relay.js'), 'listener-add': path.join(root, 'bin/listener-add.js') };
 
-let server: ChildProcess;
+let relay: SpawnedRelay;
 let workDir: string;
 let dataDir: string;
 let relayUrl: string;
 let token: string;
-let stopping = false;
 
-/** process.env without any RELAY_ variable, so the developer's shell cannot leak in. */
-function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('RELAY_')));
-  return { ...env, ...extra };
-}
-
-interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function cli(
-  args: string[],
-  opts: { bin?: keyof typeof BINS; env?: NodeJS.ProcessEnv; cwd?: string } = {},
-): Promise<CliResult> {
-  const env = opts.env ?? cleanEnv({ RELAY_URL: relayUrl, RELAY_TOKEN: token });
-  return new Promise((resolve) => {
-    execFile(process.execPath, [BINS[opts.bin ?? 'callback-relay'], ...args], { env, cwd: opts.cwd ?? workDir }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
+function cli(args: string[], opts: CliOptions = {}): Promise<CliResult> {
+  return runBin(args, { ...opts, env: opts.env ?? cleanEnv({ RELAY_URL: relayUrl, RELAY_TOKEN: token }), cwd: opts.cwd ?? workDir });
 }
 
 const json = (r: CliResult) => {
@@ -81,47 +56,13 @@ function storedHeaders(id: string): Record<string, string> {
 beforeAll(async () => {
   workDir = tempDir('relay-cli-');
   dataDir = path.join(workDir, 'data');
-  server = spawn(process.execPath, [path.join(root, 'dist/main.js')], {
-    env: cleanEnv({ RELAY_PORT: '0', RELAY_DATA_DIR: dataDir, RELAY_LOG_LEVEL: 'info' }),
-    stdio: ['ignore', 'pipe', 'pipe'],
-    // Its own process group: in runs beside other sessions a group-wide SIGINT stopped it mid-test.
-    detached: true,
-  });
-  process.once('exit', () => server.kill('SIGKILL'));
-  let stderr = '';
-  server.stderr!.on('data', (d) => (stderr += d));
-  const recent: string[] = [];
-  server.on('exit', (code, signal) => {
-    if (!stopping) process.stderr.write(`relay exited early (${code ?? signal}):\n${recent.join('\n')}\n${stderr}\n`);
-  });
-  relayUrl = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`relay did not start: ${stderr}`)), 20_000);
-    server.once('exit', (code) => reject(new Error(`relay exited with ${code}: ${stderr}`)));
-    readline.createInterface({ input: server.stdout! }).on('line', (line) => {
-      recent.push(line);
-      if (recent.length > 50) recent.shift();
-      let entry: { url?: string; msg?: string };
-      try {
-        entry = JSON.parse(line);
-      } catch {
-        return;
-      }
-      if (entry.url && entry.msg?.startsWith('callback-relay listening on')) {
-        clearTimeout(timer);
-        resolve(entry.url);
-      }
-    });
-  });
-  token = fs.readFileSync(path.join(dataDir, 'admin.token'), 'utf8').trim();
+  relay = await spawnRelay(dataDir);
+  relayUrl = relay.url;
+  token = relay.token;
 }, 30_000);
 
 afterAll(async () => {
-  stopping = true;
-  if (server && server.exitCode === null) {
-    const exited = new Promise((resolve) => server.once('exit', resolve));
-    server.kill('SIGTERM');
-    await exited;
-  }
+  await relay?.stop();
   fs.rmSync(workDir, { recursive: true, force: true });
 });
 
@@ -342,5 +283,17 @@ describe('usage', () => {
     expect(update.stdout).toMatch(/--callback-url <url>/);
     expect(bin.stdout).toMatch(/Usage: listener-add \[options\] <kind> <id> <url>/);
     expect(version.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
+  }, T);
+});
+
+describe('retry schedule', () => {
+  it('sets and changes a listener retry schedule, and refuses a malformed one', async () => {
+    const created = json(await cli(['listener-add', 'workbook', 'retries', 'http://127.0.0.1:9/r', '--retry-schedule', '1000,1000', '-f', 'json']));
+    expect(created.retry).toEqual({ schedule_ms: [1000, 1000] });
+    const single = json(await cli(['listener-update', created.id, '--retry-schedule', 'none', '-f', 'json']));
+    expect(single.retry).toEqual({ schedule_ms: [] });
+    const bad = await cli(['listener-add', 'workbook', 'retries', 'http://127.0.0.1:9/r', '--retry-schedule', '5s,1m']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--retry-schedule.*milliseconds/);
   }, T);
 });

@@ -1,6 +1,4 @@
-import crypto from 'node:crypto';
 import express from 'express';
-import { pinoHttp } from 'pino-http';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Engine } from '../engine/engine.js';
@@ -10,6 +8,7 @@ import type { NetworkGuard } from '../net/network-guard.js';
 import type { Store } from '../store/store.js';
 import { BODY_LIMIT } from './limits.js';
 import { requireToken, type TokenRegistry } from './auth.js';
+import { requestLog } from './request-log.js';
 import { requireMediaType } from './media-type.js';
 import { notFound, problemHandler } from './problem.js';
 import { deliveryRoutes } from './routes/deliveries.js';
@@ -38,7 +37,6 @@ export interface AppDeps {
   serveApi?: boolean;
 }
 
-const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 export function createApp(deps: AppDeps): express.Express {
   const app = express();
@@ -46,27 +44,7 @@ export function createApp(deps: AppDeps): express.Express {
   app.set('etag', false);
   app.set('query parser', 'simple');
 
-  app.use(
-    pinoHttp({
-      logger: deps.log,
-      genReqId: (req, res) => {
-        const given = req.headers['x-request-id'];
-        const id = typeof given === 'string' && REQUEST_ID.test(given) ? given : crypto.randomUUID();
-        res.setHeader('x-request-id', id);
-        return id;
-      },
-      customLogLevel: (_req, res, err) => (err || res.statusCode >= 500 ? 'error' : res.statusCode >= 400 ? 'warn' : 'info'),
-      autoLogging: { ignore: (req) => req.url === '/healthz' || req.url === '/readyz' || req.url === '/metrics' },
-      serializers: {
-        req: (req) => ({ id: req.id, method: req.method, url: req.url }),
-        res: (res) => ({ statusCode: res.statusCode }),
-      },
-    }),
-  );
-  app.use((req, res, next) => {
-    res.locals.log = req.log;
-    next();
-  });
+  app.use(requestLog(deps.log));
 
   app.use(operationRoutes({ store: deps.store, metrics: deps.metrics }));
 

@@ -91,7 +91,7 @@ export function problemHandler(log: Logger): ErrorRequestHandler {
       );
     }
     if (err instanceof StoreConflictError) return sendProblem(res, conflict(err.message));
-    (res.locals.log as Logger | undefined ?? log).error({ err }, 'request failed');
+    log.error({ err, requestId: res.locals.requestId }, 'request failed');
     sendProblem(res, new Problem(500, 'internal-error', 'Internal server error', 'the relay failed to handle this request'));
   };
 }

@@ -44,6 +44,16 @@ export const intInRange = (min: number, max: number) => (value: string): number 
   return Number(value);
 };
 
+/** `--retry-schedule 5000,60000`: the delays in ms between tries; `none` for a single try. */
+export const retrySchedule = (value: string): number[] => {
+  if (value.trim() === 'none') return [];
+  const items = split(value);
+  if (!items.length || items.some((s) => !/^\d+$/.test(s))) {
+    throw new InvalidArgumentError(`expected delays in milliseconds such as 5000,60000 (or none), got '${value}'.`);
+  }
+  return items.map(Number);
+};
+
 export const jsonObject = (value: string): Record<string, unknown> => {
   let parsed: unknown;
   try {

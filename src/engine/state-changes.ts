@@ -182,10 +182,11 @@ export function changeExecutionState(tx: EngineTx, id: string, to: ClientExecuti
   const refusal = executionMoveRefusal(e.state, to);
   if (refusal) return { refused: 409, detail: refusal };
   if (to === 'CANCELLED') {
-    // Tasks whose action has not started (due, waiting for a retry or a sleep) end now; an
-    // action in flight finishes and records its outcome, but launches nothing after it.
+    // Tasks whose action has not started (due, waiting for a retry or a sleep, or a sleep
+    // whose wait is being set up: it has no side effect) end now; an action in flight finishes
+    // and records its outcome, but launches nothing after it.
     for (const t of tx.tasksOf(e.id)) {
-      if (t.state !== 'RUNNING' || t.next_run_at === null) continue;
+      if (t.state !== 'RUNNING' || (t.next_run_at === null && t.action !== 'std.sleep')) continue;
       t.next_run_at = null;
       moveTask(tx, e, t, 'CANCELLED', 'the execution was cancelled');
     }

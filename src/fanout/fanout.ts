@@ -12,19 +12,22 @@ interface CompiledListener {
  * project and dropped whenever a listener of that project changes, so the ingest hot path
  * neither reads listeners nor recompiles filters.
  */
-export function createFanOut(store: Store) {
-  const cache = new Map<string, Promise<CompiledListener[]>>();
+export function createFanOut(store: Store, maxAgeMs = 5_000) {
+  const cache = new Map<string, { loadedAt: number; listeners: Promise<CompiledListener[]> }>();
 
+  // Changes made through this process drop the entry at once; the age limit bounds how long a
+  // change made by another process (a dispatcher turning a listener off) goes unseen.
   async function compiled(project: string): Promise<CompiledListener[]> {
     let entry = cache.get(project);
-    if (!entry) {
-      entry = store
+    if (!entry || Date.now() - entry.loadedAt > maxAgeMs) {
+      const listeners = store
         .listEnabledListeners(project)
         .then((ls) => ls.map((l) => ({ id: l.id, matches: compileListenerRule(l) })));
+      entry = { loadedAt: Date.now(), listeners };
       cache.set(project, entry);
-      entry.catch(() => cache.delete(project));
+      listeners.catch(() => cache.delete(project));
     }
-    return entry;
+    return entry.listeners;
   }
 
   return {

@@ -3,7 +3,7 @@ import { EVENT_CATEGORIES } from '../../records/event.js';
 import { HTTP_METHODS, PAYLOAD_FORMATS } from '../../records/listener.js';
 import { action, type CliIo } from '../context.js';
 import { UsageError } from '../errors.js';
-import { collectChoices, collectHeader, collectList, jsonObject, upperChoice } from '../options.js';
+import { collectChoices, collectHeader, collectList, jsonObject, retrySchedule, upperChoice } from '../options.js';
 import { helpExamples as examples } from '../output.js';
 import { SECRET_NOTE, showListener, type ListenerWithSecret } from './listener-view.js';
 
@@ -17,6 +17,7 @@ interface AddOptions {
   header?: Record<string, string>;
   format?: string;
   filter?: Record<string, unknown>;
+  retrySchedule?: number[];
   description?: string;
   secret?: string;
 }
@@ -39,6 +40,7 @@ export function listenerAddBody(kind: string, id: string, url: string, o: AddOpt
       ...(o.header && { headers: o.header }),
       ...(o.format && { format: o.format }),
     },
+    ...(o.retrySchedule && { retry: { schedule_ms: o.retrySchedule } }),
     ...(o.description !== undefined && { description: o.description }),
     ...(o.secret !== undefined && { secret: o.secret }),
   };
@@ -47,6 +49,7 @@ export function listenerAddBody(kind: string, id: string, url: string, o: AddOpt
 export const EVENT_TYPE_HELP = `event category: ${EVENT_CATEGORIES.join(', ')}; repeatable or comma-separated`;
 export const EVENT_HELP = 'only these events (e.g. TASK_FAILED, on-task-complete, on-execution-complete); repeatable or comma-separated';
 export const HEADER_HELP = "callback header 'Name: value'; repeatable";
+export const RETRY_SCHEDULE_HELP = 'delays in ms between tries, comma-separated (n delays: up to n+1 attempts; "none": one try)';
 
 /** Shared by `callback-relay listener-add` and the `listener-add` bin, which is the same command at the top. */
 export function configureListenerAdd(cmd: Command, io: CliIo, invocation: string): Command {
@@ -63,6 +66,7 @@ export function configureListenerAdd(cmd: Command, io: CliIo, invocation: string
     .option('--header <header>', HEADER_HELP, collectHeader)
     .addOption(new Option('--format <format>', 'callback payload format (default: json)').choices(PAYLOAD_FORMATS))
     .option('--filter <json>', 'payload filter, a JSON object of dot paths into the event (see the README)', jsonObject)
+    .option('--retry-schedule <ms,...>', `${RETRY_SCHEDULE_HELP} (default: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h)`, retrySchedule)
     .option('--description <text>', 'free text')
     .option('--secret <whsec>', 'bring your own signing secret (whsec_ + base64)')
     .addHelpText(
@@ -71,6 +75,7 @@ export function configureListenerAdd(cmd: Command, io: CliIo, invocation: string
         `${invocation} execution 5f0c7a2e https://hooks.example.com/wf`,
         `${invocation} workbook billing https://hooks.example.com/wf --event on-execution-complete`,
         `${invocation} task 9a1b https://hooks.example.com/t --header 'X-Api-Key: k-123' --format cloudevents -f json`,
+        `${invocation} workbook billing http://127.0.0.1:9000/hook --retry-schedule 1000,1000`,
       ]),
     )
     .action(

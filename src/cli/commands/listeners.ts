@@ -3,9 +3,9 @@ import { EVENT_CATEGORIES } from '../../records/event.js';
 import { HTTP_METHODS, PAYLOAD_FORMATS, type ListenerView } from '../../records/listener.js';
 import { action, type CliIo, type CommandContext } from '../context.js';
 import { UsageError } from '../errors.js';
-import { collect, collectChoices, collectHeader, collectList, intInRange, upperChoice } from '../options.js';
+import { collect, collectChoices, collectHeader, collectList, intInRange, retrySchedule, upperChoice } from '../options.js';
 import { helpExamples as examples } from '../output.js';
-import { configureListenerAdd, EVENT_HELP, EVENT_TYPE_HELP, HEADER_HELP } from './listener-add.js';
+import { configureListenerAdd, EVENT_HELP, EVENT_TYPE_HELP, HEADER_HELP, RETRY_SCHEDULE_HELP } from './listener-add.js';
 import { LISTENER_COLUMNS, listenerRow, SECRET_NOTE, showListener, type ListenerWithSecret } from './listener-view.js';
 
 const listenerPath = (id: string) => `/v1/listeners/${encodeURIComponent(id)}`;
@@ -48,6 +48,7 @@ interface UpdateOptions {
   allEvents?: boolean;
   enable?: boolean;
   disable?: boolean;
+  retrySchedule?: number[];
   description?: string;
 }
 
@@ -69,6 +70,7 @@ export function listenerUpdatePatch(o: UpdateOptions): Record<string, unknown> {
     ...(Object.keys(callback).length && { callback }),
     ...(o.enable && { enabled: true }),
     ...(o.disable && { enabled: false }),
+    ...(o.retrySchedule && { retry: { schedule_ms: o.retrySchedule } }),
     ...(o.description !== undefined && { description: o.description === '' ? null : o.description }),
   };
   if (!Object.keys(patch).length) throw new UsageError('nothing to change: give at least one option (see listener-update --help)');
@@ -131,6 +133,7 @@ export function registerListenerCommands(program: Command, io: CliIo): void {
     .option('--workbook <name>', 'move the listener to another workbook ("*" for all)')
     .addOption(new Option('--enable', 'enable the listener (also after the relay disabled it)').conflicts('disable'))
     .option('--disable', 'disable the listener; its events are no longer delivered')
+    .option('--retry-schedule <ms,...>', RETRY_SCHEDULE_HELP, retrySchedule)
     .option('--description <text>', 'free text ("" removes it)')
     .addHelpText(
       'after',

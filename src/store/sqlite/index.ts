@@ -13,6 +13,8 @@ export interface SqliteOptions {
   path: string;
   durability: 'full' | 'normal';
   busyTimeoutMs: number;
+  /** Group commit: the shortest time between two ingest commits (see write-batcher). */
+  commitIntervalMs?: number;
 }
 
 // SQLite result codes that mean "cannot take the write now", not "the request was wrong".
@@ -53,7 +55,7 @@ export function openSqliteStore(options: SqliteOptions): SqliteStore {
   const listeners = listenerQueries(db);
   const events = eventQueries(db);
   const deliveries = deliveryQueries(db);
-  const batcher = createWriteBatcher(db, toStoreError);
+  const batcher = createWriteBatcher(db, toStoreError, { minCommitIntervalMs: options.commitIntervalMs });
   const ping = db.prepare('SELECT 1');
   const tx = <T>(fn: () => T): T => guard(() => db.transaction(fn).immediate());
 

@@ -14,7 +14,11 @@ interface Job {
  * and so one fsync; each runs in its own savepoint, so one failing write rolls back only
  * itself. Callers are answered after the commit, never before: an acknowledged write is on disk.
  */
-export function createWriteBatcher(db: Database, wrapError: (err: unknown) => unknown, maxBatch = 512) {
+export function createWriteBatcher(
+  db: Database,
+  wrapError: (err: unknown) => unknown,
+  { maxBatch = 512, minCommitIntervalMs = 10 }: { maxBatch?: number; minCommitIntervalMs?: number } = {},
+) {
   const begin = db.prepare('BEGIN IMMEDIATE');
   const commit = db.prepare('COMMIT');
   const rollback = db.prepare('ROLLBACK');
@@ -23,9 +27,11 @@ export function createWriteBatcher(db: Database, wrapError: (err: unknown) => un
   const rollbackTo = db.prepare('ROLLBACK TO w');
   let queue: Job[] = [];
   let scheduled = false;
+  let lastCommitAt = -Infinity;
 
   function flush() {
     scheduled = false;
+    lastCommitAt = performance.now();
     const jobs = queue.splice(0, maxBatch);
     if (queue.length) schedule();
     try {
@@ -60,9 +66,14 @@ export function createWriteBatcher(db: Database, wrapError: (err: unknown) => un
     }
   }
 
+  // Each commit costs an fsync that blocks the process. A write arriving right after a commit
+  // waits out the rest of a short interval, so that under a stream of small writes several
+  // share one commit; a write after a quiet spell is committed at once.
   function schedule() {
     scheduled = true;
-    setImmediate(flush);
+    const wait = lastCommitAt + minCommitIntervalMs - performance.now();
+    if (wait > 0) setTimeout(flush, wait);
+    else setImmediate(flush);
   }
 
   return {
