@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { describeEvents, eventsOf, oneToN, sequences } from './helpers/engine.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { tempDir } from './helpers/relay.js';
-import { cleanEnv, ROOT, runBin, spawnRelay, type CliOptions, type CliResult, type SpawnedRelay } from './helpers/spawn-relay.js';
+import { boundCli, cleanEnv, fieldsOf, okJson, ROOT, spawnRelay, type SpawnedRelay } from './helpers/spawn-relay.js';
 
 // workbook-*, execution-* and task-*: the built CLI against a real relay child process that
 // runs examples/billing.yaml in its embedded engine, and a real receiver of its webhooks.
@@ -15,31 +15,10 @@ const BILLING = path.join(ROOT, 'examples/billing.yaml');
 let relay: SpawnedRelay;
 let receiver: Receiver;
 let workDir: string;
+const cli = boundCli(() => ({ relay, workDir }));
+const json = okJson;
 /** The signing secret of the listener on workbook billing, to path /billing. */
 let secret: string;
-
-function cli(args: string[], opts: CliOptions = {}): Promise<CliResult> {
-  return runBin(args, {
-    ...opts,
-    env: opts.env ?? cleanEnv({ RELAY_URL: relay.url, RELAY_TOKEN: relay.token }),
-    cwd: opts.cwd ?? workDir,
-  });
-}
-
-const json = (r: CliResult) => {
-  expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: '' });
-  return JSON.parse(r.stdout);
-};
-
-/** `key: value` lines of a table-mode record. */
-const fieldsOf = (stdout: string) =>
-  Object.fromEntries(
-    stdout
-      .split('\n')
-      .map((l) => /^([a-z_.]+):\s+(.*)$/.exec(l))
-      .filter((m) => m !== null)
-      .map((m) => [m[1], m[2]]),
-  );
 
 /** The rows of a table that follows `heading` (or starts the output), split on runs of 2+ spaces. */
 const tableAfter = (stdout: string, heading?: string) => {

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { tempDir } from './helpers/relay.js';
-import { cleanEnv, runBin, spawnRelay, type CliOptions, type CliResult, type SpawnedRelay } from './helpers/spawn-relay.js';
+import { boundCli, cleanEnv, fieldsOf, okJson, spawnRelay, type SpawnedRelay } from './helpers/spawn-relay.js';
 
 // event-*, delivery-*, listener-ping and listener-replay: the built CLI against a real relay
 // child process and a real receiver, as a user would run them.
@@ -12,29 +12,8 @@ const T = 60_000;
 let relay: SpawnedRelay;
 let receiver: Receiver;
 let workDir: string;
-
-function cli(args: string[], opts: CliOptions = {}): Promise<CliResult> {
-  return runBin(args, {
-    ...opts,
-    env: opts.env ?? cleanEnv({ RELAY_URL: relay.url, RELAY_TOKEN: relay.token }),
-    cwd: opts.cwd ?? workDir,
-  });
-}
-
-const json = (r: CliResult) => {
-  expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: '' });
-  return JSON.parse(r.stdout);
-};
-
-/** `key: value` lines of a table-mode record. */
-const fieldsOf = (stdout: string) =>
-  Object.fromEntries(
-    stdout
-      .split('\n')
-      .map((l) => /^([a-z_.]+):\s+(.*)$/.exec(l))
-      .filter((m) => m !== null)
-      .map((m) => [m[1], m[2]]),
-  );
+const cli = boundCli(() => ({ relay, workDir }));
+const json = okJson;
 
 const writeFile = (name: string, text: string) => {
   const file = path.join(workDir, name);

@@ -4,7 +4,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from './helpers/relay.js';
-import { cleanEnv, ROOT as root, runBin, spawnRelay, type CliOptions, type CliResult, type SpawnedRelay } from './helpers/spawn-relay.js';
+import { boundCli, cleanEnv, fieldsOf, okJson, ROOT as root, spawnRelay, type SpawnedRelay } from './helpers/spawn-relay.js';
 
 // Runs the built CLI (bin/ → dist/) against a real relay child process, as a user would.
 const T = 60_000;
@@ -14,26 +14,8 @@ let workDir: string;
 let dataDir: string;
 let relayUrl: string;
 let token: string;
-
-function cli(args: string[], opts: CliOptions = {}): Promise<CliResult> {
-  return runBin(args, { ...opts, env: opts.env ?? cleanEnv({ RELAY_URL: relayUrl, RELAY_TOKEN: token }), cwd: opts.cwd ?? workDir });
-}
-
-const json = (r: CliResult) => {
-  expect(r.stderr).toBe('');
-  expect(r.code).toBe(0);
-  return JSON.parse(r.stdout);
-};
-
-/** `key: value` lines of a table-mode record. */
-const fieldsOf = (stdout: string) =>
-  Object.fromEntries(
-    stdout
-      .split('\n')
-      .map((l) => /^([a-z_.]+):\s+(.*)$/.exec(l))
-      .filter((m) => m !== null)
-      .map((m) => [m[1], m[2]]),
-  );
+const cli = boundCli(() => ({ relay: { url: relayUrl, token }, workDir }));
+const json = okJson;
 
 async function closedPort(): Promise<number> {
   const srv = net.createServer();

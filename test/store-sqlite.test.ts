@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { openSqliteStore, type SqliteStore } from '../src/store/sqlite/index.js';
-import { StoreConflictError, type NewEvent } from '../src/store/store.js';
+import { StoreConflictError, type AttemptResult, type ClaimOptions, type NewEvent } from '../src/store/store.js';
 import type { StoredListener } from '../src/records/listener.js';
 import { toEnvelope } from '../src/ingest/ingest.js';
 import { tempDir } from './helpers/relay.js';
@@ -41,6 +41,9 @@ function listener(id: string, over: Partial<StoredListener> = {}): StoredListene
 }
 
 const toAll = (ids: string[]) => () => ids;
+const claim = async (o: ClaimOptions) => (await store.recordAndClaim(o.owner, [], o, o.now)).claimed;
+const record = async (owner: string, results: AttemptResult[], now: number) =>
+  (await store.recordAndClaim(owner, results, null, now)).disabledListeners;
 
 beforeEach(() => {
   store = openSqliteStore({ path: path.join(tempDir(), 'relay.db'), durability: 'full', busyTimeoutMs: 1000 });
@@ -90,63 +93,63 @@ describe('claims and leases', () => {
   });
 
   it('claims due deliveries once, and again only after the lease expires', async () => {
-    const first = await store.claimDueDeliveries({ owner: 'w1', now: 1_000, leaseMs: 500, limit: 2 });
+    const first = await claim({ owner: 'w1', now: 1_000, leaseMs: 500, limit: 2 });
     expect(first.map((d) => d.attemptNumber)).toEqual([1, 1]);
-    const second = await store.claimDueDeliveries({ owner: 'w2', now: 1_001, leaseMs: 500, limit: 10 });
+    const second = await claim({ owner: 'w2', now: 1_001, leaseMs: 500, limit: 10 });
     expect(second).toHaveLength(1);
-    expect(await store.claimDueDeliveries({ owner: 'w2', now: 1_002, leaseMs: 500, limit: 10 })).toHaveLength(0);
+    expect(await claim({ owner: 'w2', now: 1_002, leaseMs: 500, limit: 10 })).toHaveLength(0);
     // lease = leaseMs + the listener's timeout (1000 ms)
-    const expired = await store.claimDueDeliveries({ owner: 'w3', now: 1_000 + 1_500, leaseMs: 500, limit: 10 });
+    const expired = await claim({ owner: 'w3', now: 1_000 + 1_500, leaseMs: 500, limit: 10 });
     expect(expired.map((d) => d.id).sort()).toEqual(first.map((d) => d.id).sort());
   });
 
   it('records outcomes only for the lease owner and schedules retries', async () => {
-    const [d] = await store.claimDueDeliveries({ owner: 'w1', now: 1_000, leaseMs: 500, limit: 1 });
+    const [d] = await claim({ owner: 'w1', now: 1_000, leaseMs: 500, limit: 1 });
     const attempt = { number: 1, started_at: 1_000, duration_ms: 5, status_code: 500, error: 'HTTP_ERROR', response_excerpt: 'no' };
-    await store.recordAttempts('w1', [{ deliveryId: d.id, listenerId: 'l1', project: P, attempt, status: 'pending', nextAttemptAt: 5_000, lastError: 'HTTP 500', disableListener: null }], 1_010);
+    await record('w1', [{ deliveryId: d.id, listenerId: 'l1', project: P, attempt, status: 'pending', nextAttemptAt: 5_000, lastError: 'HTTP 500', disableListener: null }], 1_010);
     const rec = (await store.getDelivery(P, d.id))!;
     expect(rec).toMatchObject({ status: 'pending', attempt_count: 1, next_attempt_at: 5_000, last_error: 'HTTP 500' });
     expect(await store.listAttempts(P, d.id)).toEqual([attempt]);
     expect(await store.nextDueAt()).toBe(1_000);
-    const later = await store.claimDueDeliveries({ owner: 'w1', now: 5_000, leaseMs: 500, limit: 10 });
+    const later = await claim({ owner: 'w1', now: 5_000, leaseMs: 500, limit: 10 });
     expect(later.find((x) => x.id === d.id)?.attemptNumber).toBe(2);
   });
 
   it('holds a disabled listener deliveries and releases them when enabled again', async () => {
     const l = (await store.getListener(P, 'l1'))!;
     await store.updateListener(P, 'l1', { ...l, enabled: false }, new Date(2_000).toISOString());
-    expect(await store.claimDueDeliveries({ owner: 'w1', now: 3_000, leaseMs: 500, limit: 10 })).toHaveLength(0);
+    expect(await claim({ owner: 'w1', now: 3_000, leaseMs: 500, limit: 10 })).toHaveLength(0);
     expect((await store.listDeliveries(P, { limit: 10 })).every((d) => d.status === 'pending' && d.next_attempt_at === null)).toBe(true);
     await store.updateListener(P, 'l1', { ...l, enabled: true }, new Date(4_000).toISOString());
-    expect(await store.claimDueDeliveries({ owner: 'w1', now: 4_000, leaseMs: 500, limit: 10 })).toHaveLength(3);
+    expect(await claim({ owner: 'w1', now: 4_000, leaseMs: 500, limit: 10 })).toHaveLength(3);
   });
 
   it('410 turns the listener off and holds its other deliveries', async () => {
-    const [d] = await store.claimDueDeliveries({ owner: 'w1', now: 1_000, leaseMs: 500, limit: 1 });
+    const [d] = await claim({ owner: 'w1', now: 1_000, leaseMs: 500, limit: 1 });
     const attempt = { number: 1, started_at: 1_000, duration_ms: 5, status_code: 410, error: 'HTTP_ERROR', response_excerpt: null };
-    const disabled = await store.recordAttempts('w1', [{ deliveryId: d.id, listenerId: 'l1', project: P, attempt, status: 'pending', nextAttemptAt: null, lastError: 'HTTP 410 Gone', disableListener: 'gone' }], 1_010);
+    const disabled = await record('w1', [{ deliveryId: d.id, listenerId: 'l1', project: P, attempt, status: 'pending', nextAttemptAt: null, lastError: 'HTTP 410 Gone', disableListener: 'gone' }], 1_010);
     expect(disabled).toEqual(['l1']);
     expect(await store.getListener(P, 'l1')).toMatchObject({ enabled: false, disabled_reason: 'gone' });
-    expect(await store.claimDueDeliveries({ owner: 'w1', now: 9_999_999, leaseMs: 500, limit: 10 })).toHaveLength(0);
+    expect(await claim({ owner: 'w1', now: 9_999_999, leaseMs: 500, limit: 10 })).toHaveLength(0);
   });
 
   it('deleting the listener cancels its pending deliveries', async () => {
     expect(await store.deleteListener(P, 'l1')).toBe(true);
     const ds = await store.listDeliveries(P, { limit: 10 });
     expect(ds.map((d) => d.status)).toEqual(['cancelled', 'cancelled', 'cancelled']);
-    expect(await store.claimDueDeliveries({ owner: 'w1', now: 9_999, leaseMs: 500, limit: 10 })).toHaveLength(0);
+    expect(await claim({ owner: 'w1', now: 9_999, leaseMs: 500, limit: 10 })).toHaveLength(0);
   });
 
   it('releases leases so a delivery is due again at once', async () => {
-    const claimed = await store.claimDueDeliveries({ owner: 'w1', now: 1_000, leaseMs: 60_000, limit: 10 });
+    const claimed = await claim({ owner: 'w1', now: 1_000, leaseMs: 60_000, limit: 10 });
     await store.releaseLeases('w1', claimed.map((d) => d.id), 1_100);
-    expect(await store.claimDueDeliveries({ owner: 'w2', now: 1_100, leaseMs: 500, limit: 10 })).toHaveLength(3);
+    expect(await claim({ owner: 'w2', now: 1_100, leaseMs: 500, limit: 10 })).toHaveLength(3);
   });
 
   it('prunes finished deliveries created before the cutoff, and unreferenced events, keeping the rest', async () => {
-    const claimed = await store.claimDueDeliveries({ owner: 'w1', now: 1_000, leaseMs: 500, limit: 2 });
+    const claimed = await claim({ owner: 'w1', now: 1_000, leaseMs: 500, limit: 2 });
     const attempt = { number: 1, started_at: 1_000, duration_ms: 1, status_code: 200, error: null, response_excerpt: null };
-    await store.recordAttempts('w1', claimed.map((d) => ({ deliveryId: d.id, listenerId: 'l1', project: P, attempt, status: 'succeeded' as const, nextAttemptAt: null, lastError: null, disableListener: null })), 2_000);
+    await record('w1', claimed.map((d) => ({ deliveryId: d.id, listenerId: 'l1', project: P, attempt, status: 'succeeded' as const, nextAttemptAt: null, lastError: null, disableListener: null })), 2_000);
     expect(await store.pruneFinished(1_000, 100)).toEqual({ deliveries: 0, events: 0 });
     expect(await store.pruneFinished(3_000, 1)).toEqual({ deliveries: 1, events: 1 });
     expect(await store.pruneFinished(3_000, 100)).toEqual({ deliveries: 1, events: 1 });

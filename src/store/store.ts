@@ -164,13 +164,10 @@ export interface Store extends EngineStore {
   /** New deliveries for a listener of the window's events that `matches` (or re-queues its failed ones). */
   replay(project: string, listenerId: string, window: ReplayWindow, matches: FanOut, now: number): Promise<{ count: number; truncated: boolean }>;
 
-  /** Claims due deliveries under a lease that ends at now + leaseMs. */
-  claimDueDeliveries(options: ClaimOptions): Promise<ClaimedDelivery[]>;
-  /** Records a batch of attempts and their outcomes in one transaction; resolves to the listeners it turned off. */
-  recordAttempts(owner: string, results: AttemptResult[], now: number): Promise<string[]>;
   /**
-   * The dispatcher's one write per cycle: records finished attempts and, when `claim` is given,
-   * claims the next due deliveries, in one transaction (one fsync for both).
+   * The dispatcher's one write per cycle: records finished attempts (resolving to the listeners
+   * a 410 turned off) and, when `claim` is given, claims the next due deliveries under a lease
+   * that ends at now + leaseMs + the listener's timeout; one transaction, one fsync.
    */
   recordAndClaim(
     owner: string,

@@ -1,3 +1,4 @@
+import { expect } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -120,3 +121,31 @@ export function runBin(args: string[], opts: CliOptions & { env: NodeJS.ProcessE
     child.on('close', (code, signal) => resolve({ code: code ?? (signal ? -1 : 0), stdout, stderr }));
   });
 }
+
+/** A CLI runner for one test file: RELAY_URL and RELAY_TOKEN of its relay, run in its folder. */
+export function boundCli(target: () => { relay: { url: string; token: string }; workDir: string }) {
+  return (args: string[], opts: CliOptions = {}): Promise<CliResult> => {
+    const { relay, workDir } = target();
+    return runBin(args, {
+      ...opts,
+      env: opts.env ?? cleanEnv({ RELAY_URL: relay.url, RELAY_TOKEN: relay.token }),
+      cwd: opts.cwd ?? workDir,
+    });
+  };
+}
+
+/** The JSON a command printed, after checking it succeeded quietly. */
+export function okJson(r: CliResult): any {
+  expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: '' });
+  return JSON.parse(r.stdout);
+}
+
+/** `key: value` lines of a table-mode record. */
+export const fieldsOf = (stdout: string): Record<string, string> =>
+  Object.fromEntries(
+    stdout
+      .split('\n')
+      .map((l) => /^([a-z_.]+):\s+(.*)$/.exec(l))
+      .filter((m) => m !== null)
+      .map((m) => [m[1], m[2]]),
+  );

@@ -118,12 +118,6 @@ export function openSqliteStore(options: SqliteOptions): SqliteStore {
       return batcher.run(() => events.replay(project, listenerId, window, matches, now));
     },
 
-    async claimDueDeliveries(o) {
-      return tx(() => deliveries.claim(o));
-    },
-    async recordAttempts(owner, results, now) {
-      return tx(() => deliveries.record(owner, results, now));
-    },
     async recordAndClaim(owner, results, claim, now) {
       return tx(() => ({
         disabledListeners: results.length ? deliveries.record(owner, results, now) : [],
