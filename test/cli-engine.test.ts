@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { describeEvents, eventsOf, oneToN, sequences } from './helpers/engine.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { tempDir } from './helpers/relay.js';
-import { boundCli, cleanEnv, fieldsOf, okJson, ROOT, spawnRelay, type SpawnedRelay } from './helpers/spawn-relay.js';
+import { boundCli, cleanEnv, eventually, fieldsOf, okJson, ROOT, spawnRelay, type SpawnedRelay } from './helpers/spawn-relay.js';
 
 // workbook-*, execution-* and task-*: the built CLI against a real relay child process that
 // runs examples/billing.yaml in its embedded engine, and a real receiver of its webhooks.
@@ -33,18 +33,6 @@ const writeFile = (name: string, text: string) => {
   return file;
 };
 
-/** Polls `check` until it returns a truthy value. */
-async function eventually<T>(check: () => Promise<T | undefined | false>, timeoutMs: number, what: string): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    last = value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)})`);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-}
 
 interface Task {
   id: string;

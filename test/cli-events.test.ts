@@ -3,7 +3,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { tempDir } from './helpers/relay.js';
-import { boundCli, cleanEnv, fieldsOf, okJson, spawnRelay, type SpawnedRelay } from './helpers/spawn-relay.js';
+import { boundCli, cleanEnv, eventually, fieldsOf, okJson, spawnRelay, type SpawnedRelay } from './helpers/spawn-relay.js';
 
 // event-*, delivery-*, listener-ping and listener-replay: the built CLI against a real relay
 // child process and a real receiver, as a user would run them.
@@ -28,18 +28,6 @@ async function addListener(workbook: string, receiverPath: string, eventTypes = 
   return created.id;
 }
 
-/** Polls `check` until it returns a truthy value. */
-async function eventually<T>(check: () => Promise<T | undefined | false>, timeoutMs: number, what: string): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    last = value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)})`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
 
 async function deliveries(...filters: string[]): Promise<Array<{ id: string; status: string; attempt_count: number; event_id: string; in_flight: boolean }>> {
   return json(await cli(['delivery-list', ...filters, '--all', '-f', 'json'])).items;

@@ -5,6 +5,9 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startReceiver, type ReceivedRequest, type Receiver } from './helpers/receiver.js';
 import { rawRequest } from './helpers/raw-request.js';
 import { request, startTestRelay, tempDir, TOKEN_A, TOKEN_B, type TestRelay } from './helpers/relay.js';
+import { MISTRAL_TASK_BODY, MISTRAL_WORKFLOW_FIELDS } from './helpers/mistral-bodies.js';
+
+const MISTRAL_WORKFLOW_BODY = JSON.stringify(MISTRAL_WORKFLOW_FIELDS);
 
 /*
  * End to end: a real relay (SQLite file, dispatcher, undici) delivering to a real receiver on
@@ -16,29 +19,6 @@ const { version } = JSON.parse(readFileSync(new URL('../package.json', import.me
 const ALL_TYPES = ['EXECUTION', 'TASK', 'NOTIFICATION'];
 const secretOf = (byte: number) => 'whsec_' + Buffer.alloc(32, byte).toString('base64');
 
-// The task body a real Mistral 15.0.0 posted (INTEROP.md), byte for byte as its notifier sends it.
-const MISTRAL_TASK_BODY =
-  '{"id": "6954…", "name": "first", "workflow_execution_id": "26a6…", "workflow_name": "hello", ' +
-  '"workflow_namespace": "", "workflow_id": "460b…", "state": "SUCCESS", "state_info": null, ' +
-  '"type": "ACTION", "project_id": "<default-project>", "created_at": "2026-11-23 01:43:39", ' +
-  '"updated_at": "2026-11-23 01:43:39", "started_at": "2026-11-23 01:43:39", ' +
-  '"finished_at": "2026-11-23 01:43:39", "event": "TASK_SUCCEEDED"}';
-
-const MISTRAL_WORKFLOW_BODY = JSON.stringify({
-  id: 'c0ffee00-0000-4000-8000-000000000001',
-  name: 'hello',
-  workflow_name: 'hello',
-  workflow_namespace: '',
-  workflow_id: '460b0000-0000-4000-8000-000000000002',
-  state: 'ERROR',
-  state_info: 'Failure caused by error in tasks: first',
-  project_id: '<default-project>',
-  task_execution_id: null,
-  root_execution_id: null,
-  created_at: '2026-11-23 01:43:38',
-  updated_at: '2026-11-23 01:43:41',
-  event: 'WORKFLOW_FAILED',
-});
 
 // Small schedules and timeouts keep the suite fast; the shutdown grace bounds afterAll.
 const RELAY_ENV = { RELAY_SHUTDOWN_GRACE_MS: '2000' };

@@ -9,6 +9,7 @@ import {
   USER_AGENT,
   userAgent,
 } from '../src/dispatch/formats.js';
+import { MISTRAL_TASK_BODY as MISTRAL_SAMPLE } from './helpers/mistral-bodies.js';
 
 const taskEvent: EventEnvelope = {
   id: '01JD0000000000000000000001',
@@ -41,13 +42,6 @@ const workflowEvent: EventEnvelope = {
   data: {},
 };
 
-// The sample task body from a real Mistral 15.0.0, as INTEROP.md records it.
-const MISTRAL_SAMPLE =
-  '{"id": "6954…", "name": "first", "workflow_execution_id": "26a6…", "workflow_name": "hello", ' +
-  '"workflow_namespace": "", "workflow_id": "460b…", "state": "SUCCESS", "state_info": null, ' +
-  '"type": "ACTION", "project_id": "<default-project>", "created_at": "2026-11-23 01:43:39", ' +
-  '"updated_at": "2026-11-23 01:43:39", "started_at": "2026-11-23 01:43:39", "finished_at": ' +
-  '"2026-11-23 01:43:39", "event": "TASK_SUCCEEDED"}';
 
 const TASK_KEYS = [
   'id', 'name', 'workflow_execution_id', 'workflow_name', 'workflow_namespace', 'workflow_id', 'state',
