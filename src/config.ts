@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { z } from 'zod';
-import { parseAllowNetworks, type Cidr } from './net/network-guard.js';
+import { BUILT_IN_TRANSPORTS, type BuiltInTransport } from './transports/registry.js';
+import { LOOPBACK_MODES, parseAllowNetworks, type Cidr, type LoopbackMode } from './net/network-guard.js';
 
 /** Thrown for a bad environment value; main prints its one-line message and exits with code 2. */
 export class ConfigError extends Error {
@@ -35,6 +36,7 @@ const variables = {
     .default(''),
   RELAY_TOKENS: z.string().default(''),
   RELAY_ALLOW_NETWORKS: z.string().default(''),
+  RELAY_ALLOW_LOOPBACK: z.enum(LOOPBACK_MODES).default('auto'),
   RELAY_DURABILITY: z.enum(['full', 'normal']).default('full'),
   RELAY_SHUTDOWN_GRACE_MS: int(0, 600_000).default(10_000),
   RELAY_RETENTION_DAYS: int(1, 3650).default(30),
@@ -43,6 +45,10 @@ const variables = {
   RELAY_CONNECTIONS_PER_ORIGIN: int(1, 1024).default(32),
   RELAY_COMMIT_INTERVAL_MS: int(0, 1000).default(10),
   RELAY_MAX_IN_FLIGHT: int(1, 100_000).default(512),
+  RELAY_MAX_RESULT_BYTES: int(1024, 64 * 1024 * 1024).default(1024 * 1024),
+  RELAY_MAX_TASKS_PER_EXECUTION: int(1, 1_000_000).default(1000),
+  RELAY_TRANSPORTS: z.string().default('http,amqp'),
+  RELAY_TRANSPORT_MODULES: z.string().default(''),
 } as const;
 
 type Raw = { [K in keyof typeof variables]: z.output<(typeof variables)[K]> };
@@ -55,6 +61,8 @@ export interface Config {
   /** token → project, from RELAY_TOKENS; empty means "generate admin.token". */
   tokens: Map<string, string>;
   allowNetworks: Cidr[];
+  /** `auto`: loopback callbacks while the relay binds a loopback address; the relay's own port never. */
+  allowLoopback: LoopbackMode;
   durability: 'full' | 'normal';
   shutdownGraceMs: number;
   retentionDays: number;
@@ -63,6 +71,14 @@ export interface Config {
   connectionsPerOrigin: number;
   maxInFlight: number;
   commitIntervalMs: number;
+  /** Bytes of JSON a task result, a task's evaluated input or an execution's input may have. */
+  maxResultBytes: number;
+  /** Task runs one execution may create; past it the execution fails. */
+  maxTasksPerExecution: number;
+  /** Built-in transports to enable (RELAY_TRANSPORTS). */
+  transports: BuiltInTransport[];
+  /** Paths of operator transport modules (RELAY_TRANSPORT_MODULES). */
+  transportModules: string[];
 }
 
 function parseTokens(spec: string): Map<string, string> {
@@ -80,6 +96,16 @@ function parseTokens(spec: string): Map<string, string> {
     tokens.set(token, project);
   }
   return tokens;
+}
+
+function parseTransports(spec: string): BuiltInTransport[] {
+  const names = spec.split(',').map((s) => s.trim()).filter(Boolean);
+  for (const name of names) {
+    if (!(BUILT_IN_TRANSPORTS as readonly string[]).includes(name)) {
+      throw new Error(`"${name}" is not a built-in transport (${BUILT_IN_TRANSPORTS.join(', ')}); an operator's own transport is loaded with RELAY_TRANSPORT_MODULES`);
+    }
+  }
+  return [...new Set(names)] as BuiltInTransport[];
 }
 
 /** Reads and validates the environment once; the result is passed down, never read globally. */
@@ -113,6 +139,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     databasePath,
     tokens: guarded('RELAY_TOKENS', () => parseTokens(r.RELAY_TOKENS)),
     allowNetworks: guarded('RELAY_ALLOW_NETWORKS', () => parseAllowNetworks(r.RELAY_ALLOW_NETWORKS)),
+    allowLoopback: r.RELAY_ALLOW_LOOPBACK,
     durability: r.RELAY_DURABILITY,
     shutdownGraceMs: r.RELAY_SHUTDOWN_GRACE_MS,
     retentionDays: r.RELAY_RETENTION_DAYS,
@@ -121,5 +148,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     connectionsPerOrigin: r.RELAY_CONNECTIONS_PER_ORIGIN,
     maxInFlight: r.RELAY_MAX_IN_FLIGHT,
     commitIntervalMs: r.RELAY_COMMIT_INTERVAL_MS,
+    maxResultBytes: r.RELAY_MAX_RESULT_BYTES,
+    maxTasksPerExecution: r.RELAY_MAX_TASKS_PER_EXECUTION,
+    transports: guarded('RELAY_TRANSPORTS', () => parseTransports(r.RELAY_TRANSPORTS)),
+    transportModules: r.RELAY_TRANSPORT_MODULES.split(',').map((p) => p.trim()).filter(Boolean),
   };
 }

@@ -1,7 +1,9 @@
 import { parseArgs } from 'node:util';
+import { AdminTokenExposedError } from './api/auth.js';
 import { ConfigError, loadConfig } from './config.js';
 import { createLogger } from './log.js';
 import { ROLES, startRelay, type Role } from './relay.js';
+import { TransportLoadError } from './transports/registry.js';
 
 const USAGE = `usage: callback-relay-server [--role all|api|dispatcher]
 
@@ -39,6 +41,17 @@ try {
 }
 
 const log = createLogger(config.logLevel);
+// Last resort: an error nothing caught leaves the process in a state no one reasoned about.
+// Log it and exit non-zero (a supervisor restarts the relay; leases and recovery take over)
+// rather than go on serving from that state.
+for (const event of ['uncaughtException', 'unhandledRejection'] as const) {
+  process.on(event, (err: unknown) => {
+    log.fatal({ err, event }, `${event}: the relay stops rather than continue in an unknown state`);
+    process.exit(70);
+  });
+}
+// Everything this process creates holds secrets (the database, admin.token): owner-only.
+process.umask(0o077);
 try {
   const relay = await startRelay(config, log, { role });
   let stopping = false;
@@ -61,6 +74,15 @@ try {
   process.on('SIGINT', () => stop('SIGINT'));
 } catch (err) {
   const e = err as NodeJS.ErrnoException;
+  if (err instanceof TransportLoadError) {
+    process.stderr.write(`callback-relay: bad configuration: RELAY_TRANSPORT_MODULES: ${err.message}\n`);
+    log.fatal({ err, module: err.module }, err.message);
+    process.exit(2);
+  }
+  if (err instanceof AdminTokenExposedError) {
+    log.fatal({ file: err.file, mode: err.mode.toString(8) }, err.message);
+    process.exit(2);
+  }
   if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') {
     log.fatal({ err }, `cannot listen on ${config.host}:${config.port} (${e.code}); set RELAY_HOST or RELAY_PORT`);
   } else {

@@ -10,10 +10,13 @@ import type { RunnerHooks } from './engine/runner.js';
 import { createFanOut } from './fanout/fanout.js';
 import { createIngest } from './ingest/ingest.js';
 import { createMetrics } from './metrics.js';
-import { createNetworkGuard, isLoopbackHost } from './net/network-guard.js';
+import { createNetworkGuard, describeLoopbackPolicy, loopbackAllowed, type NetworkGuard } from './net/network-guard.js';
 import { startPruner } from './store/pruner.js';
 import { openSqliteStore } from './store/sqlite/index.js';
-import { createHttpTransport } from './transports/http.js';
+import { createAmqpTransport } from './transports/amqp.js';
+import type { TransportModule } from './transports/contract.js';
+import { createHttpTransportModule } from './transports/http-module.js';
+import { createTransportRegistry, loadTransportModules, type TransportRegistry } from './transports/registry.js';
 
 export interface Relay {
   url: string;
@@ -71,21 +74,32 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
       log.info({ file: admin.file, project: 'default', created: admin.created }, 'no RELAY_TOKENS set: the API token is in this file');
     }
 
+    const allowLoopback = loopbackAllowed(config.allowLoopback, config.host);
     const guard = createNetworkGuard({
       allowNetworks: config.allowNetworks,
-      allowLoopback: isLoopbackHost(config.host),
+      allowLoopback,
+      ownPort: config.port === 0 ? undefined : config.port,
     });
+    log.info(
+      { allow_loopback: config.allowLoopback, loopback_allowed: allowLoopback },
+      describeLoopbackPolicy(config.allowLoopback, config.host, guard),
+    );
     const metrics = createMetrics(store);
-    const fanOut = createFanOut(store);
+    const fanOut = createFanOut(store, {
+      onUncompilable: (listener, err) =>
+        log.warn({ listener: listener.id, project: listener.project, err: err.message }, 'a listener rule no longer compiles: the listener receives nothing until it is updated'),
+    });
 
-    const transport = createHttpTransport({ guard, connectionsPerOrigin: config.connectionsPerOrigin });
-    cleanups.push(() => transport.close());
+    const transports = await openTransports(config, guard, log);
+    cleanups.push(() => transports.close());
+    log.info({ transports: transports.names }, `transports enabled: ${transports.names.join(', ') || 'none'}`);
     const dispatcher = createDispatcher({
       store,
-      transport,
+      transports,
       log: log.child({ component: 'dispatcher' }),
       shutdownGraceMs: config.shutdownGraceMs,
       maxInFlight: config.maxInFlight,
+      slotsPerOrigin: config.connectionsPerOrigin,
       onAttempt: metrics.attemptRecorded,
       onListenersDisabled: () => fanOut.invalidate(),
     });
@@ -109,6 +123,8 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
       log: log.child({ component: 'engine' }),
       hooks: options.engineHooks,
       shutdownGraceMs: config.shutdownGraceMs,
+      maxResultBytes: config.maxResultBytes,
+      maxTasksPerExecution: config.maxTasksPerExecution,
     });
     if (role !== 'dispatcher') {
       await engine.start();
@@ -152,6 +168,7 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
         }),
     );
     const port = (server.address() as AddressInfo).port;
+    guard.setOwnPort(port);
     const host = config.host.includes(':') ? `[${config.host}]` : config.host;
     const url = `http://${host}:${port}`;
     log.info({ url, port, role }, `callback-relay listening on ${url}`);
@@ -160,6 +177,22 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
     return { url, port, close: () => (closing ??= runCleanups()) };
   } catch (err) {
     await runCleanups();
+    throw err;
+  }
+}
+
+/** The built-ins RELAY_TRANSPORTS enables, then the operator's modules (a broken one stops the start). */
+async function openTransports(config: Config, guard: NetworkGuard, log: Logger): Promise<TransportRegistry> {
+  const builtIns: TransportModule[] = config.transports.map((name) =>
+    name === 'http'
+      ? createHttpTransportModule({ guard, connectionsPerOrigin: config.connectionsPerOrigin })
+      : createAmqpTransport({ guard, log: log.child({ component: 'amqp' }) }),
+  );
+  try {
+    const loaded = await loadTransportModules(config.transportModules, new Set(['http', 'amqp', 'exec']));
+    return createTransportRegistry([...builtIns, ...loaded]);
+  } catch (err) {
+    await Promise.allSettled(builtIns.map((t) => t.close()));
     throw err;
   }
 }

@@ -280,7 +280,9 @@ describe('execution-create, -get, -list, -update, task-list and task-rerun', () 
     const logged = json(await cli(['event-list', '--execution-id', id, '--all', '-f', 'json']));
     logged.items.sort((a: { sequence: number }, b: { sequence: number }) => a.sequence - b.sequence);
     const types = logged.items.map((e: { type: string; task_name: string | null }) => (e.task_name ? `${e.type} ${e.task_name}` : e.type));
-    expect(types.slice(before, before + 3)).toEqual(['WORKFLOW_RERUN', 'TASK_RERUN call_bank', 'TASK_FAILED call_bank']);
+    expect(types.slice(before, before + 4)).toEqual(['task.rerun.start call_bank', 'WORKFLOW_RERUN', 'TASK_RERUN call_bank', 'TASK_FAILED call_bank']);
+    // The re-run ends in error with the commit of its task's failure; the on-error path goes on.
+    expect(types.indexOf('task.rerun.error call_bank')).toBeGreaterThan(before + 3);
     expect(types.at(-1)).toBe('WORKFLOW_FAILED');
     expect(logged.items.find((e: { type: string }) => e.type === 'TASK_RERUN')).toMatchObject({ task_id: callBank.id, state: 'RUNNING', previous_state: 'ERROR' });
 

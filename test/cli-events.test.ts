@@ -276,6 +276,30 @@ describe('delivery-list, -show, -retry and listener-replay', () => {
   }, T);
 });
 
+describe('what receivers answer, on a terminal', () => {
+  it('shows control sequences in an answer as visible escapes, in every output format', async () => {
+    // A title change, a screen clear, a C1 CSI and a right-to-left override.
+    const hostile = 'ok\x1b]0;owned\x07\x1b[2J\u009b31mred\u202eevil';
+    receiver.respond('/hostile', [{ status: 500, body: hostile }]);
+    const listener = await addListener('hostile', '/hostile');
+    expect((await cli(['event-publish'], { input: '{"id":"hostile-1","type":"HOSTILE","workbook":"hostile"}' })).code).toBe(0);
+    await receiver.waitForCount('/hostile', 1, 10_000);
+    const [delivery] = await eventually(async () => {
+      const items = await deliveries('--listener-id', listener);
+      return items.length === 1 && items[0].attempt_count >= 1 && items;
+    }, 10_000, 'an attempt');
+    for (const format of ['table', 'json']) {
+      const shown = await cli(['delivery-show', delivery.id, '-f', format]);
+      expect(shown.code).toBe(0);
+      expect(shown.stdout).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202e]/);
+      expect(shown.stdout).toContain('\\u001b]0;owned\\u0007');
+      expect(shown.stdout).toContain('\\u202eevil');
+    }
+    // JSON output is still JSON, and the escapes read back as the original text.
+    expect(json(await cli(['delivery-show', delivery.id, '-f', 'json'])).attempts[0].response_excerpt).toBe(hostile);
+  }, T);
+});
+
 describe('listener-ping', () => {
   it('sends a PING to that listener only, and with --wait prints how the receiver answered', async () => {
     const listener = await addListener('pinged', '/ping');

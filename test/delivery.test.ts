@@ -178,6 +178,9 @@ describe('delivering over HTTP', () => {
       sequence: 3,
       occurred_at: '2026-11-23T10:00:00.123Z',
       source: 'api',
+      priority: null,
+      data_schema: null,
+      source_format: null,
       data: { amount: 12 },
     });
     expect(body(4)).toMatchObject({ category: 'NOTIFICATION', execution_id: null, occurred_at: expect.any(String) });

@@ -94,7 +94,7 @@ after: {action: std.noop}`));
     }
   });
 
-  it('emits nothing for an outcome that failed to commit; on restart the task is interrupted and on-error runs', async () => {
+  it('emits nothing for an outcome that did not commit before the stop; on restart the task is interrupted and on-error runs', async () => {
     const dir = tempDir();
     dirs.push(dir);
     receiver.respond('/side-effect', [200]);
@@ -116,7 +116,8 @@ cleanup: {action: std.noop}`));
     await receiver.waitForCount('/side-effect', 1);
     await waitForEvents(receiver, HOOK, id, 'TASK_LAUNCHED', 2);
     await new Promise((resolve) => setTimeout(resolve, 300));
-    expect(injected).toBe(1);
+    // Each try to commit the outcome fails (until the stop below): the action itself ran once.
+    expect(injected).toBeGreaterThanOrEqual(2);
     // The action ran, its outcome did not commit: no event left the relay, none is stored.
     expect(describeEvents(await waitForEvents(receiver, HOOK, id, 'TASK_LAUNCHED'))).toEqual(['WORKFLOW_LAUNCHED', 'TASK_LAUNCHED doomed']);
     const stored = await first.api('GET', `/v1/events?execution_id=${id}`);

@@ -81,6 +81,32 @@ two: {action: std.noop}`);
     expect((await api('POST', '/v1/workbooks', undefined, yaml(''))).status).toBe(400);
   });
 
+  it('refuses with a 400, quickly, definitions whose YAML aliases expand too much (POST and PUT)', async () => {
+    const laughs = [`l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]`];
+    for (let i = 1; i <= 9; i++) laughs.push(`l${i}: &l${i} [${Array(9).fill(`*l${i - 1}`).join(', ')}]`);
+    const billion = workbook('laughs', `one: {action: std.echo, input: {output: {${laughs.join(', ')}}}}`);
+    const big = 'x'.repeat(400_000);
+    const wide = workbook(
+      'wide',
+      [`anchor: {action: std.echo, input: {output: &big "${big}"}}`, ...Array.from({ length: 12 }, (_, i) => `t${i}: {action: std.echo, input: {output: *big}}`)].join('\n'),
+    );
+    await api('POST', '/v1/workbooks', undefined, yaml(workbook('wide', 'one: {action: std.noop}')));
+    for (const [method, path, source, message] of [
+      ['POST', '/v1/workbooks', billion, /^the aliases in this document expand too much/],
+      ['POST', '/v1/workbooks', wide, /^with its aliases expanded the definition is more than 4 MiB of JSON/],
+      ['PUT', '/v1/workbooks/wide', wide, /^with its aliases expanded the definition is more than 4 MiB of JSON/],
+    ] as const) {
+      const started = performance.now();
+      const res = await api(method, path, undefined, yaml(source));
+      expect(performance.now() - started).toBeLessThan(3000);
+      expect(res.status, res.text).toBe(400);
+      expect(res.headers.get('content-type')).toContain('application/problem+json');
+      expect(res.body.errors).toEqual([{ field: '(body)', message: expect.stringMatching(message) }]);
+    }
+    expect((await api('GET', '/v1/workbooks/laughs')).status).toBe(404);
+    expect((await api('GET', '/v1/workbooks/wide')).body.workflows).toEqual(['main']);
+  });
+
   it('answers 415 for other media types', async () => {
     const source = workbook('typed', 'one: {action: std.noop}');
     expect((await api('POST', '/v1/workbooks', undefined, yaml(source, 'text/plain'))).status).toBe(415);

@@ -162,18 +162,22 @@ last: {action: std.echo, input: {output: "<% task('call').result.status %>"}}`),
     expect(rerun.status, rerun.text).toBe(200);
     expect(rerun.body).toMatchObject({ id: call.id, state: 'RUNNING', tries: 0, state_info: null });
 
-    const events = await waitForEvents(receiver, HOOK, id, 'WORKFLOW_SUCCEEDED', 12);
+    const events = await waitForEvents(receiver, HOOK, id, 'WORKFLOW_SUCCEEDED', 14);
+    // The re-run is an operation: task.rerun.start with the request, task.rerun.end once the task succeeded.
     expect(describeEvents(events).slice(6)).toEqual([
+      'task.rerun.start call',
       'WORKFLOW_RERUN',
       'TASK_RERUN call',
       'TASK_SUCCEEDED call',
       'TASK_LAUNCHED last',
+      'task.rerun.end call',
       'TASK_SUCCEEDED last',
       'WORKFLOW_SUCCEEDED',
     ]);
-    expect(sequences(events)).toEqual(oneToN(12));
-    expect(events[6]).toMatchObject({ state: 'RUNNING', previous_state: 'ERROR' });
-    expect(events[7]).toMatchObject({ task_id: call.id, state: 'RUNNING', previous_state: 'ERROR' });
+    expect(sequences(events)).toEqual(oneToN(14));
+    expect(events[6]).toMatchObject({ category: 'TASK', task_id: call.id, source: 'engine' });
+    expect(events[7]).toMatchObject({ state: 'RUNNING', previous_state: 'ERROR' });
+    expect(events[8]).toMatchObject({ task_id: call.id, state: 'RUNNING', previous_state: 'ERROR' });
     const after = await tasksOf(api, id);
     expect(after.map((t) => [t.name, t.state, t.tries])).toEqual([
       ['first', 'SUCCESS', 1],
@@ -201,19 +205,25 @@ after: {action: std.noop}`));
     expect((await tasksOf(api, id)).map((t) => [t.name, t.state])).toEqual([['nap', 'RUNNING']]);
     const resumed = await api('PUT', `/v1/executions/${id}`, { state: 'RUNNING' });
     expect(resumed.status).toBe(200);
-    const events = await waitForEvents(receiver, HOOK, id, 'WORKFLOW_SUCCEEDED', 8);
+    const events = await waitForEvents(receiver, HOOK, id, 'WORKFLOW_SUCCEEDED', 12);
+    // No action was in flight (a sleep's wait is a row): each operation is complete at once.
     expect(describeEvents(events)).toEqual([
       'WORKFLOW_LAUNCHED',
       'TASK_LAUNCHED nap',
+      'execution.pause.start',
       'WORKFLOW_PAUSED',
+      'execution.pause.end',
+      'execution.resume.start',
       'WORKFLOW_RESUMED',
+      'execution.resume.end',
       'TASK_SUCCEEDED nap',
       'TASK_LAUNCHED after',
       'TASK_SUCCEEDED after',
       'WORKFLOW_SUCCEEDED',
     ]);
-    expect(sequences(events)).toEqual(oneToN(8));
-    expect(events[3]).toMatchObject({ state: 'RUNNING', previous_state: 'PAUSED' });
+    expect(sequences(events)).toEqual(oneToN(12));
+    expect(events[2]).toMatchObject({ category: 'EXECUTION', state: 'RUNNING' });
+    expect(events[6]).toMatchObject({ state: 'RUNNING', previous_state: 'PAUSED' });
     const done = await api('PUT', `/v1/executions/${id}`, { state: 'PAUSED' });
     expect(done.status).toBe(409);
     expect(done.body.detail).toContain('finished');
@@ -228,9 +238,17 @@ after: {action: std.noop}`));
     const cancelled = await api('PUT', `/v1/executions/${id}`, { state: 'CANCELLED' });
     expect(cancelled.status, cancelled.text).toBe(200);
     expect(cancelled.body.state).toBe('CANCELLED');
-    const events = await waitForEvents(receiver, HOOK, id, 'WORKFLOW_CANCELLED', 4);
-    expect(describeEvents(events)).toEqual(['WORKFLOW_LAUNCHED', 'TASK_LAUNCHED long', 'TASK_CANCELLED long', 'WORKFLOW_CANCELLED']);
-    expect(sequences(events)).toEqual(oneToN(4));
+    const events = await waitForEvents(receiver, HOOK, id, 'execution.cancel.end', 6);
+    // start → state events → end, all in sequence order.
+    expect(describeEvents(events)).toEqual([
+      'WORKFLOW_LAUNCHED',
+      'TASK_LAUNCHED long',
+      'execution.cancel.start',
+      'TASK_CANCELLED long',
+      'WORKFLOW_CANCELLED',
+      'execution.cancel.end',
+    ]);
+    expect(sequences(events)).toEqual(oneToN(6));
     expect((await tasksOf(api, id)).map((t) => [t.name, t.state, t.next_run_at])).toEqual([['long', 'CANCELLED', null]]);
     for (const state of ['RUNNING', 'PAUSED', 'CANCELLED']) {
       const res = await api('PUT', `/v1/executions/${id}`, { state });

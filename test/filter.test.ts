@@ -5,25 +5,21 @@ import {
   compileFilter,
   getPath,
   InvalidFilterError,
+  MAX_CONDITION_DEPTH,
+  MAX_FILTER_BYTES,
+  MAX_FILTER_KEYS,
+  MAX_IN_VALUES,
+  MAX_PATH_LENGTH,
+  MAX_REGEX_PROGRAM,
+  MAX_REGEX_SUBJECT_LENGTH,
   type Filter,
 } from '../src/fanout/filter.js';
+import { compilePattern } from '../src/fanout/pattern.js';
 import type { EventEnvelope } from '../src/records/event.js';
+import { taskEnvelope } from './helpers/envelopes.js';
 
-const envelope: EventEnvelope = {
+const envelope = taskEnvelope({
   id: '01JD0000000000000000000000',
-  type: 'TASK_SUCCEEDED',
-  category: 'TASK',
-  workbook: 'billing',
-  workflow: 'charge',
-  execution_id: 'exec-1',
-  task_id: 'task-1',
-  task_name: 'charge_card',
-  state: 'SUCCESS',
-  previous_state: 'RUNNING',
-  state_info: null,
-  sequence: 7,
-  occurred_at: '2026-11-23T10:00:00.123Z',
-  source: 'engine',
   data: {
     purpose: 'test',
     count: 3,
@@ -36,7 +32,7 @@ const envelope: EventEnvelope = {
     'dotted.key': 'flat',
     payload: { 'nova_object.data': { host: 'compute-1', 'a.b': { c: 1 } } },
   },
-};
+});
 
 const matches = (filter: Filter, env: object = envelope) => compileFilter(filter)(env);
 
@@ -247,6 +243,113 @@ describe('compileFilter: operators', () => {
   });
 });
 
+describe('compileFilter: $regex on the linear-time engine', () => {
+  const test = (source: string, value: unknown) => compileFilter({ 'data.v': { $regex: source } })({ data: { v: value } });
+
+  it('decides at once on patterns that freeze a backtracking engine', () => {
+    const cases: Array<[string, string]> = [
+      ['^([a-z]|[a-z0-9])*$', 'a'.repeat(32) + '!'],
+      ['(a+)+$', 'a'.repeat(5000) + '!'],
+      ['(x+x+)+y', 'x'.repeat(5000)],
+      ['^(a|a)*$', 'a'.repeat(MAX_REGEX_SUBJECT_LENGTH - 1) + '!'],
+    ];
+    for (const [source, value] of cases) {
+      const started = performance.now();
+      expect(test(source, value), source).toBe(false);
+      expect(performance.now() - started, source).toBeLessThan(500);
+    }
+    expect(test('^([a-z]|[a-z0-9])*$', 'a'.repeat(32))).toBe(true);
+  });
+
+  it.each<[string, string, string, boolean]>([
+    // A plain pattern searches anywhere, as RegExp.test does.
+    ['a plain pattern finds a match anywhere', '74', 'dell-740', true],
+    ['a plain pattern finds a match in the middle', 'ell', 'dell-740', true],
+    ['a plain pattern misses', 'hp', 'dell-740', false],
+    // A pattern anchored with ^ tests the start, as Python's re.match does (the importer's form).
+    ['^ matches at the start', '^node-1', 'node-1', true],
+    ['^ matches a prefix, as re.match does', '^node-1', 'node-10', true],
+    ['^ does not match later in the string', '^node-1', 'xnode-1', false],
+    ['^ does not match after a newline', '^node', 'x\nnode', false],
+    ['^ with a group anchors every branch', '^(?:spare|prod)-', 'host-prod-1', false],
+    ['^ without a group anchors the first branch only', '^spare|prod-', 'host-prod-1', true],
+    ['^ and $ together test the whole string', '^dell-[0-9]+$', 'dell-740', true],
+    ['$ is the end of the text', '^dell$', 'dell-740', false],
+    // Unlike Python's $, RE2's $ does not match before a final newline; \z is the same as $.
+    ['$ does not match before a final newline', '^dell$', 'dell\n', false],
+    ['\\z is the end of the text', 'dell\\z', 'a dell', true],
+    ['\\A is the start of the text', '\\Adell', 'dell', true],
+    // Flags are written inline.
+    ['case-sensitive by default', '^DELL', 'dell-740', false],
+    ['(?i) ignores case', '(?i)^DELL', 'dell-740', true],
+    ['. does not match a newline', '^a.b$', 'a\nb', false],
+    ['(?s) lets . match a newline', '(?s)^a.b$', 'a\nb', true],
+    ['(?m) makes ^ match after a newline', '(?m)^node', 'x\nnode', true],
+    // Syntax shared by JavaScript, Python and RE2.
+    ['classes and counts', '^[0-9a-f]{8}-[0-9a-f]{4}$', 'deadbeef-0123', true],
+    ['\\d and \\w', '^\\w+-\\d+$', 'compute_1-42', true],
+    ['\\b', '\\bfail(ed|ure)\\b', 'deploy failed on x', true],
+    ['\\b misses inside a word', '\\bfail\\b', 'failed', false],
+    ['escaped dots', '^esi_leap\\.lease\\.', 'esi_leap.lease.fulfill.end', true],
+    ['escaped dots do not match other characters', '^esi_leap\\.lease', 'esi_leapxlease', false],
+    ['non-greedy repetition', '^a.*?z$', 'abcz', true],
+    ['JavaScript named groups', '^(?<host>[a-z]+)-\\d+$', 'node-7', true],
+    ['Python named groups', '^(?P<host>[a-z]+)-\\d+$', 'node-7', true],
+    ['\\x{…} code points', '^caf\\x{e9}$', 'café', true],
+    ['Unicode classes', '^\\p{Greek}+$', 'αβγ', true],
+    ['a non-BMP character is one character', '^.$', '😀', true],
+    ['the empty pattern matches everything', '', 'anything', true],
+    ['the empty pattern matches the empty string', '', '', true],
+  ])('%s', (_name, source, value, expected) => {
+    expect(test(source, value)).toBe(expected);
+  });
+
+  it('agrees with RegExp.test on patterns both engines read alike', () => {
+    const patterns = ['^dell', 'dell$', '74', '^[a-z]+-[0-9]+$', '(?:spare|prod)-\\d', 'a|b', '^$', 'x*', '[^.]+\\.[^.]+', '\\bnode\\b'];
+    const values = ['dell-740', 'hp-740', 'node-1', 'spare-7', 'a.b', '', 'x', 'the node here', 'prod-', 'nodes'];
+    for (const source of patterns) {
+      const native = new RegExp(source);
+      for (const value of values) expect(test(source, value), `${source} on ${JSON.stringify(value)}`).toBe(native.test(value));
+    }
+  });
+
+  it('does not test strings longer than MAX_REGEX_SUBJECT_LENGTH', () => {
+    const atLimit = 'x'.repeat(MAX_REGEX_SUBJECT_LENGTH - 1) + 'y';
+    expect(test('y$', atLimit)).toBe(true);
+    expect(test('y$', atLimit + 'y')).toBe(false);
+    expect(test('', atLimit + 'y')).toBe(false);
+  });
+
+  it('refuses, when compiling a stored filter, a pattern RE2 cannot run', () => {
+    expect(() => compileFilter({ 'data.v': { $regex: 'a(?=b)' } })).toThrow(InvalidFilterError);
+    expect(() => compileFilter({ 'data.v': { $regex: 'a(?=b)' } })).toThrow(/filter key "data\.v": lookahead .* cannot be used/);
+  });
+});
+
+describe('getPath: compiling is linear in the path', () => {
+  it('reads a path of 1,500 segments at once', () => {
+    // Precomputing every joined span was cubic in characters: this took seconds.
+    const n = 1500;
+    const segments = Array.from({ length: n }, () => 'a');
+    const nested = segments.reduceRight<unknown>((inner) => ({ a: inner }), 'deep');
+    const flat = { [segments.join('.')]: 'flat' };
+    const started = performance.now();
+    expect(getPath(nested, segments.join('.'))).toBe('deep');
+    expect(getPath(flat, segments.join('.'))).toBe('flat');
+    expect(getPath({ a: { [segments.slice(1).join('.')]: 'joined' } }, segments.join('.'))).toBe('joined');
+    expect(getPath(nested, segments.join('.') + '.b')).toBeUndefined();
+    expect(performance.now() - started).toBeLessThan(500);
+  });
+
+  it('joins segments given as a list as it joins a dot path', () => {
+    const obj = { data: { 'x.y': { 'p.q.r': 1 } } };
+    expect(getPath(obj, ['data', 'x', 'y', 'p', 'q', 'r'])).toBe(1);
+    expect(getPath(obj, ['data', 'x.y', 'p.q', 'r'])).toBe(1);
+    expect(getPath(obj, 'data.x.y.p.q.r')).toBe(1);
+    expect(getPath(obj, 'data.x.y.p.q')).toBeUndefined();
+  });
+});
+
 describe('FilterSchema', () => {
   const issues = (input: unknown) => {
     const r = FilterSchema.safeParse(input);
@@ -266,7 +369,10 @@ describe('FilterSchema', () => {
       'data.g': { $gt: 'a', $lt: 'b' },
     }],
     ['the design example', { 'data.purpose': 'test', 'data.properties.vendor': 'dell' }],
-    ['safe regexes', { 'data.a': { $regex: '\\bfoo\\b' }, 'data.b': { $regex: '(beep|boop)*' }, 'data.c': { $regex: '(?<name>a)b' } }],
+    ['regexes', { 'data.a': { $regex: '\\bfoo\\b' }, 'data.b': { $regex: '(beep|boop)*' }, 'data.c': { $regex: '(?<name>a)b' } }],
+    // Exponential for a backtracking engine, linear for RE2: nothing to refuse any more.
+    ['nested repetition', { 'data.a': { $regex: '(a+)+$' }, 'data.b': { $regex: '^([a-z]|[a-z0-9])*$' }, 'data.c': { $regex: '(x+x+)+y' } }],
+    ['Python-style named groups and inline flags', { 'data.a': { $regex: '(?P<host>[a-z]+)-\\d+' }, 'data.b': { $regex: '(?i)^dell' } }],
     ['every envelope field', { id: 'x', type: 'x', category: 'TASK', workflow: 'w', execution_id: 'e', task_id: 't',
       task_name: 'n', state: 's', previous_state: 'p', sequence: 1, occurred_at: 'o', source: 'engine' }],
   ])('accepts %s', (_name, input) => {
@@ -279,15 +385,25 @@ describe('FilterSchema', () => {
     ['nested object instead of a dot path', { data: { vendor: 'dell' } }, 'data', /unknown operator "vendor".*dot path/],
     ['empty operator object', { 'data.x': {} }, 'data.x', /needs at least one of/],
     ['array as a plain value', { 'data.x': ['a'] }, 'data.x', /must be a string, number, boolean, null, or an object of operators/],
-    ['exponential regex', { 'data.x': { $regex: '(a+)+$' } }, 'data.x.$regex', /may take exponential time/],
-    ['another exponential regex', { 'data.x': { $regex: '(x+x+)+y' } }, 'data.x.$regex', /exponential time/],
-    ['star height two', { 'data.x': { $regex: '(a*)*' } }, 'data.x.$regex', /exponential time/],
-    ['repeated group', { 'data.x': { $regex: '(a+){10}' } }, 'data.x.$regex', /exponential time/],
-    ['invalid regex', { 'data.x': { $regex: '(' } }, 'data.x.$regex', /Invalid regular expression/],
-    ['invalid regex class', { 'data.x': { $regex: '[z-a]' } }, 'data.x.$regex', /Invalid regular expression/],
+    ['a backreference', { 'data.x': { $regex: '(a)\\1' } }, 'data.x.$regex', /backreferences \(\\1\) cannot be used: \$regex runs on RE2, which matches in linear time/],
+    ['a named backreference', { 'data.x': { $regex: '(?<n>a)\\k<n>' } }, 'data.x.$regex', /named backreferences/],
+    ['a Python named backreference', { 'data.x': { $regex: '(?P<n>a)(?P=n)' } }, 'data.x.$regex', /named backreferences .* cannot be used/],
+    ['lookahead', { 'data.x': { $regex: 'a(?=b)' } }, 'data.x.$regex', /lookahead .* cannot be used/],
+    ['negative lookahead', { 'data.x': { $regex: '^(?!test)' } }, 'data.x.$regex', /lookahead .* cannot be used/],
+    ['lookbehind', { 'data.x': { $regex: '(?<=a)b' } }, 'data.x.$regex', /lookbehind .* cannot be used/],
+    ['negative lookbehind', { 'data.x': { $regex: '(?<!a)b' } }, 'data.x.$regex', /lookbehind .* cannot be used/],
+    ['an atomic group', { 'data.x': { $regex: '(?>a+)b' } }, 'data.x.$regex', /atomic groups/],
+    ['a possessive quantifier', { 'data.x': { $regex: 'a*+b' } }, 'data.x.$regex', /possessive quantifiers/],
+    ['a JavaScript \\u escape', { 'data.x': { $regex: '\\u00e9' } }, 'data.x.$regex', /not a valid RE2 pattern: .*write a code point as \\x\{hhhh\}/],
+    ['a Python \\Z', { 'data.x': { $regex: '^a\\Z' } }, 'data.x.$regex', /write \\z for the end of the text/],
+    ['invalid regex', { 'data.x': { $regex: '(' } }, 'data.x.$regex', /not a valid RE2 pattern: missing closing \)/],
+    ['invalid regex class', { 'data.x': { $regex: '[z-a]' } }, 'data.x.$regex', /not a valid RE2 pattern: invalid character class range/],
+    ['a repeat count over 1000', { 'data.x': { $regex: 'a{1001}' } }, 'data.x.$regex', /invalid repeat count/],
+    ['an overlong regex', { 'data.x': { $regex: 'a'.repeat(1001) } }, 'data.x.$regex', /1000/],
     ['non-string regex', { 'data.x': { $regex: 5 } }, 'data.x', /\$regex: .*expected string/],
     ['empty $in', { 'data.x': { $in: [] } }, 'data.x.$in', /\$in needs at least one value/],
     ['$in with an object', { 'data.x': { $in: [{ a: 1 }] } }, 'data.x', /\$in\.0: must be a string, number, boolean or null/],
+    ['$in with an array', { 'data.x': { $in: [1, [1]] } }, 'data.x', /\$in\.1: must be a string, number, boolean or null/],
     ['$in not an array', { 'data.x': { $in: 'a' } }, 'data.x', /\$in: .*expected array/],
     ['$exists not a boolean', { 'data.x': { $exists: 'yes' } }, 'data.x', /\$exists: .*expected boolean/],
     ['$gt a boolean', { 'data.x': { $gt: true } }, 'data.x', /\$gt: must be a number or a string/],
@@ -311,19 +427,114 @@ describe('FilterSchema', () => {
     expect(issues({ 'data.x': { $foo: 1 } })).toHaveLength(1);
   });
 
-  it('limits the number of keys', () => {
-    const many = Object.fromEntries(Array.from({ length: 51 }, (_, i) => [`data.k${i}`, i]));
-    expect(issues(many)[0].message).toMatch(/at most 50 keys/);
-  });
-
   it('accepts what compileFilter compiles, and the compiled filter behaves', () => {
     const filter = FilterSchema.parse({ 'data.properties.model': { $regex: '^dell-[0-9]+$' }, 'data.count': { $gt: 2 } });
     expect(compileFilter(filter)(envelope)).toBe(true);
   });
 
-  it('validates a single condition', () => {
+  it('validates a single condition by its shape; patterns are checked by FilterSchema', () => {
     expect(FilterConditionSchema.safeParse('dell').success).toBe(true);
-    expect(FilterConditionSchema.safeParse({ $regex: '(a+)+$' }).success).toBe(false);
+    expect(FilterConditionSchema.safeParse({ $regex: 'a(?=b)' }).success).toBe(true);
+    expect(FilterSchema.safeParse({ 'data.x': { $regex: 'a(?=b)' } }).success).toBe(false);
     expect(FilterConditionSchema.safeParse(undefined).success).toBe(false);
+  });
+
+  it('reports every pattern it cannot run, beside other problems', () => {
+    const found = issues({ 'data.a': { $regex: '(a)\\1' }, 'data.b': { $regex: '(?=x)' }, 'data.c': { $foo: 1 } });
+    expect(found.map((f) => f.path).sort()).toEqual(['data.a.$regex', 'data.b.$regex', 'data.c']);
+  });
+});
+
+describe('FilterSchema: size limits', () => {
+  const issues = (input: unknown) => {
+    const r = FilterSchema.safeParse(input);
+    return r.success ? [] : r.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message }));
+  };
+  const keys = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`data.k${i}`, i]));
+
+  it('has the documented limits', () => {
+    expect({ MAX_FILTER_KEYS, MAX_PATH_LENGTH, MAX_CONDITION_DEPTH, MAX_IN_VALUES, MAX_FILTER_BYTES, MAX_REGEX_PROGRAM, MAX_REGEX_SUBJECT_LENGTH }).toEqual({
+      MAX_FILTER_KEYS: 50,
+      MAX_PATH_LENGTH: 256,
+      MAX_CONDITION_DEPTH: 2,
+      MAX_IN_VALUES: 1000,
+      MAX_FILTER_BYTES: 16384,
+      MAX_REGEX_PROGRAM: 1000,
+      MAX_REGEX_SUBJECT_LENGTH: 65536,
+    });
+  });
+
+  it('limits the number of keys', () => {
+    expect(issues(keys(MAX_FILTER_KEYS))).toEqual([]);
+    expect(issues(keys(MAX_FILTER_KEYS + 1))).toEqual([{ path: '', message: 'a filter has at most 50 keys, this one has 51' }]);
+  });
+
+  it('refuses too many keys without compiling any of their patterns', () => {
+    // Each pattern compiles to a large program: compiling ten thousand of them takes seconds.
+    const many = Object.fromEntries(Array.from({ length: 10_000 }, (_, i) => [`data.k${i}`, { $regex: `\\pL{1000}${i}` }]));
+    const started = performance.now();
+    expect(issues(many)).toEqual([{ path: '', message: 'a filter has at most 50 keys, this one has 10000' }]);
+    expect(performance.now() - started).toBeLessThan(1_000);
+  });
+
+  it('limits the length of a key', () => {
+    const at = 'data.' + 'x'.repeat(MAX_PATH_LENGTH - 5);
+    expect(issues({ [at]: 1 })).toEqual([]);
+    expect(issues({ [at + 'x']: 1 })[0]).toEqual({ path: at + 'x', message: 'a filter key is at most 256 characters' });
+  });
+
+  it('limits how deep a condition nests', () => {
+    expect(issues({ 'data.x': { $in: ['a', 1, null] } })).toEqual([]);
+    // The shape of a condition says what is wrong; the limit adds no second message.
+    expect(issues({ 'data.ok': 1, 'data.x': { $in: [['a']] } })).toEqual([
+      { path: 'data.x', message: '$in.0: must be a string, number, boolean or null' },
+    ]);
+    // Far deeper than serialising could go without overflowing the stack: refused all the same.
+    let nested: unknown = 'bottom';
+    for (let i = 0; i < 100_000; i++) nested = { $ne: nested };
+    expect(() => JSON.stringify(nested)).toThrow(RangeError);
+    const found = issues({ 'data.x': nested, 'data.y': 'x'.repeat(MAX_FILTER_BYTES) });
+    expect(found).toEqual([{ path: 'data.x', message: '$ne: must be a string, number, boolean or null' }]);
+  });
+
+  it('limits the size of a $in list', () => {
+    const values = (n: number) => Array.from({ length: n }, (_, i) => i % 10);
+    expect(issues({ 'data.x': { $in: values(MAX_IN_VALUES) } })).toEqual([]);
+    const over = issues({ 'data.x': { $in: values(MAX_IN_VALUES + 1) } });
+    expect(over[0].path).toMatch(/^data\.x/);
+    expect(over[0].message).toMatch(/1000/);
+  });
+
+  it('limits the serialised size of the whole filter', () => {
+    const sized = (bytes: number) => {
+      const base = JSON.stringify({ 'data.x': '' }).length;
+      return { 'data.x': 'é'.repeat(Math.floor((bytes - base) / 2)) + 'x'.repeat((bytes - base) % 2) };
+    };
+    expect(Buffer.byteLength(JSON.stringify(sized(MAX_FILTER_BYTES)))).toBe(MAX_FILTER_BYTES);
+    expect(issues(sized(MAX_FILTER_BYTES))).toEqual([]);
+    expect(issues(sized(MAX_FILTER_BYTES + 1))).toEqual([
+      { path: '', message: `a filter is at most 16384 bytes of JSON, this one is ${MAX_FILTER_BYTES + 1}` },
+    ]);
+  });
+
+  it('limits the RE2 program of all patterns together, naming the pattern that crosses it', () => {
+    const size = (source: string) => {
+      const c = compilePattern(source);
+      if (!c.ok) throw new Error(c.reason);
+      return c.pattern.programSize();
+    };
+    expect(size('a{500}')).toBe(502);
+    expect(size('a{496}')).toBe(498);
+    expect(issues({ 'data.a': { $regex: 'a{500}' }, 'data.b': { $regex: 'a{496}' } })).toEqual([]);
+    const over = issues({ 'data.a': { $regex: 'a{500}' }, 'data.b': { $regex: 'a{497}' } });
+    expect(over).toEqual([
+      {
+        path: 'data.b.$regex',
+        message:
+          "a filter's $regex patterns compile to at most 1000 RE2 instructions together, and these come to 1001 " +
+          'with this one: use smaller repeat counts or fewer patterns',
+      },
+    ]);
+    expect(issues({ 'data.a': { $regex: '\\pL{1000}' } })[0].path).toBe('data.a.$regex');
   });
 });

@@ -2,6 +2,7 @@ import { describe, it, expect } from 'vitest';
 import { HTTP } from 'cloudevents';
 import { readFileSync } from 'node:fs';
 import type { EventEnvelope } from '../src/records/event.js';
+import { taskEnvelope } from './helpers/envelopes.js';
 import {
   renderDelivery,
   toMistralTime,
@@ -11,23 +12,7 @@ import {
 } from '../src/dispatch/formats.js';
 import { MISTRAL_TASK_BODY as MISTRAL_SAMPLE } from './helpers/mistral-bodies.js';
 
-const taskEvent: EventEnvelope = {
-  id: '01JD0000000000000000000001',
-  type: 'TASK_SUCCEEDED',
-  category: 'TASK',
-  workbook: 'billing',
-  workflow: 'charge',
-  execution_id: 'exec-1',
-  task_id: 'task-1',
-  task_name: 'charge_card',
-  state: 'SUCCESS',
-  previous_state: 'RUNNING',
-  state_info: null,
-  sequence: 7,
-  occurred_at: '2026-11-23T10:00:00.123Z',
-  source: 'engine',
-  data: { amount: 5, nested: { a: 1 } },
-};
+const taskEvent = taskEnvelope();
 
 const workflowEvent: EventEnvelope = {
   ...taskEvent,
@@ -110,14 +95,14 @@ describe('cloudevents format', () => {
 
 describe('mistral format', () => {
   it('sends the original body of a Mistral event byte for byte', () => {
-    const out = renderDelivery({ ...post, envelope: taskEvent, format: 'mistral', originalBody: MISTRAL_SAMPLE });
+    const out = renderDelivery({ ...post, envelope: taskEvent, format: 'mistral', original: { format: 'mistral', body: MISTRAL_SAMPLE } });
     expect(out.body).toBe(MISTRAL_SAMPLE);
     expect(out.headers).toEqual({ 'content-type': 'application/json' });
   });
 
   it('builds a task body with exactly the Mistral task keys', () => {
     const envelope = { ...taskEvent, data: { workflow_id: 'wf-def-1' } };
-    const out = renderDelivery({ ...post, envelope, format: 'mistral', originalBody: null });
+    const out = renderDelivery({ ...post, envelope, format: 'mistral', original: null });
     const body = JSON.parse(out.body);
     expect(Object.keys(body)).toEqual(TASK_KEYS);
     expect(Object.keys(body)).toEqual(Object.keys(JSON.parse(MISTRAL_SAMPLE)));
@@ -247,7 +232,7 @@ describe('GET and DELETE', () => {
   });
 
   it('use the envelope for the query even when a Mistral original body exists', () => {
-    const out = renderDelivery({ ...post, method: 'DELETE', envelope: taskEvent, format: 'mistral', originalBody: MISTRAL_SAMPLE });
+    const out = renderDelivery({ ...post, method: 'DELETE', envelope: taskEvent, format: 'mistral', original: { format: 'mistral', body: MISTRAL_SAMPLE } });
     expect(out.body).toBe('');
     expect(new URL(out.url).searchParams.get('execution_id')).toBe('exec-1');
   });

@@ -1,6 +1,9 @@
 import Database from 'better-sqlite3';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestRelay, TOKEN_B, type TestRelay } from './helpers/relay.js';
+import { loadConfig } from '../src/config.js';
+import { startRelay } from '../src/relay.js';
+import { startTestRelay, tempDir, TOKEN_A, TOKEN_B, type TestRelay } from './helpers/relay.js';
 
 let relay: TestRelay;
 let countDb: Database.Database;
@@ -192,7 +195,7 @@ describe('bad input changes nothing', () => {
     ['a signature header', (b) => ({ ...b, callback: { ...b.callback, headers: { 'webhook-signature': 'v1,x' } } }), 'callback.headers'],
     ['method TRACE', (b) => ({ ...b, callback: { ...b.callback, method: 'TRACE' } }), 'callback.method'],
     ['an unknown format', (b) => ({ ...b, callback: { ...b.callback, format: 'xml' } }), 'callback.format'],
-    ['a ReDoS regex', (b) => ({ ...b, filter: { 'data.name': { $regex: '(a+)+$' } } }), 'filter.data.name'],
+    ['a regex only a backtracking engine can run', (b) => ({ ...b, filter: { 'data.name': { $regex: '(a)\\1' } } }), 'filter.data.name.$regex'],
     ['an unknown filter operator', (b) => ({ ...b, filter: { state: { $where: 'x' } } }), 'filter.state'],
     ['a bad secret', (b) => ({ ...b, secret: 'plain' }), 'secret'],
     ['a bad target kind', (b) => ({ ...b, target: { kind: 'job', id: '1' } }), 'target.kind'],
@@ -248,5 +251,160 @@ describe('bad input changes nothing', () => {
     const r = await relay.api('GET', '/v1/nothing-here');
     expect(r.status).toBe(404);
     expect(r.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+  });
+});
+
+describe("the relay's own port", () => {
+  const create = (target: TestRelay, url: string) =>
+    target.api('POST', '/v1/listeners', { workbook: '*', event_types: ['TASK'], callback: { url } });
+
+  const ownSpellings = (port: number) => [
+    `http://127.0.0.1:${port}/v1/events`,
+    `http://localhost:${port}/v1/ingest/mistral`,
+    `http://[::1]:${port}/`,
+    `http://[::ffff:127.0.0.1]:${port}/`,
+    `http://2130706433:${port}/`,
+    `http://0x7f.1:${port}/`,
+    `http://0.0.0.0:${port}/`,
+    `https://127.0.0.1:${port}/`,
+  ];
+
+  it('refuses a callback to it at create and in a PATCH, naming callback.url', async () => {
+    const before = listenerCount();
+    for (const url of ownSpellings(relay.port)) {
+      const r = await create(relay, url);
+      expect(r.status, url).toBe(400);
+      expect(r.body.errors, url).toEqual([{ field: 'callback.url', message: expect.stringContaining("the relay never calls itself") }]);
+    }
+    expect(listenerCount()).toBe(before);
+    const other = await create(relay, `http://127.0.0.1:${relay.port === 65535 ? 1 : relay.port + 1}/hook`);
+    expect(other.status).toBe(201);
+    const patched = await relay.api('PATCH', `/v1/listeners/${other.body.id}`, { callback: { url: `http://localhost:${relay.port}/v1/events` } });
+    expect(patched.status).toBe(400);
+    expect(patched.body.errors.map((e: { field: string }) => e.field)).toEqual(['callback.url']);
+  });
+
+  it('stays refused when RELAY_ALLOW_NETWORKS lists every loopback and local address', async () => {
+    const open = await startTestRelay({ RELAY_ALLOW_NETWORKS: '127.0.0.0/8,::1/128,0.0.0.0/8,::/128', RELAY_ALLOW_LOOPBACK: 'true' });
+    try {
+      for (const url of ownSpellings(open.port)) {
+        const r = await create(open, url);
+        expect(r.status, url).toBe(400);
+        expect(r.body.errors.map((e: { field: string }) => e.field), url).toEqual(['callback.url']);
+      }
+      expect((await create(open, `http://127.0.0.1:${open.port === 65535 ? 1 : open.port + 1}/`)).status).toBe(201);
+    } finally {
+      await open.close();
+    }
+  });
+});
+
+describe('RELAY_ALLOW_LOOPBACK', () => {
+  const create = (target: TestRelay, url: string) =>
+    target.api('POST', '/v1/listeners', { workbook: '*', event_types: ['TASK'], callback: { url } });
+
+  it('false refuses loopback callbacks although the relay binds loopback; RELAY_ALLOW_NETWORKS still opens what it lists', async () => {
+    const refusing = await startTestRelay({ RELAY_ALLOW_LOOPBACK: 'false', RELAY_ALLOW_NETWORKS: '127.0.0.2/32' });
+    try {
+      for (const url of ['http://127.0.0.1:9000/', 'http://localhost:9000/', 'http://[::1]:9000/']) {
+        const r = await create(refusing, url);
+        expect(r.status, url).toBe(400);
+        expect(r.body.errors[0].message, url).toContain('set RELAY_ALLOW_NETWORKS to allow it');
+      }
+      expect((await create(refusing, 'http://127.0.0.2:9000/')).status).toBe(201);
+    } finally {
+      await refusing.close();
+    }
+  });
+
+  it('auto (the default) allows loopback while the relay binds loopback', async () => {
+    expect((await create(relay, 'http://127.0.0.1:9000/')).status).toBe(201);
+    expect((await create(relay, 'http://localhost:9000/')).status).toBe(201);
+  });
+
+  it('logs at start which mode is in force and what it comes to', async () => {
+    const lines: Array<{ msg: string; allow_loopback?: string; loopback_allowed?: boolean }> = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    for (const [mode, allowed] of [['auto', true], ['false', false], ['true', true]] as const) {
+      lines.length = 0;
+      const config = loadConfig({ RELAY_PORT: '0', RELAY_DATA_DIR: tempDir(), RELAY_TOKENS: `${TOKEN_A}=project-a`, RELAY_ALLOW_LOOPBACK: mode });
+      const started = await startRelay(config, log);
+      await started.close();
+      const said = lines.filter((l) => l.allow_loopback !== undefined);
+      expect(said, mode).toEqual([
+        expect.objectContaining({ allow_loopback: mode, loopback_allowed: allowed, msg: expect.stringContaining(`RELAY_ALLOW_LOOPBACK=${mode}`) }),
+      ]);
+    }
+  });
+});
+
+describe('header values and the callback origin', () => {
+  const withHeaders = () => ({
+    ...valid(),
+    callback: { url: 'http://127.0.0.1:9000/wf', headers: { 'X-Api-Key': 'k-123', 'X-Team': 'billing' } },
+  });
+  const storedHeaders = (id: string) =>
+    JSON.parse((countDb.prepare('SELECT spec FROM listeners WHERE id = ?').get(id) as { spec: string }).spec).callback.headers;
+  const row = (id: string) => countDb.prepare('SELECT * FROM listeners WHERE id = ?').get(id);
+
+  it.each([
+    ['another host', 'http://127.0.0.2:9000/wf'],
+    ['another port', 'http://127.0.0.1:9001/wf'],
+    ['another scheme', 'https://127.0.0.1:9000/wf'],
+  ])('a masked value does not follow the URL to %s', async (_what, url) => {
+    const id = (await relay.api('POST', '/v1/listeners', withHeaders())).body.id;
+    const before = row(id);
+    const masked = await relay.api('PATCH', `/v1/listeners/${id}`, {
+      callback: { url, headers: { 'X-Api-Key': '***', 'X-Team': 'platform' } },
+    });
+    expect(masked.status).toBe(400);
+    expect(masked.body.errors).toEqual([
+      { field: 'callback.headers.X-Api-Key', message: expect.stringContaining('send the value again') },
+    ]);
+    expect(masked.body.detail).toContain(`callback.url moves from http://127.0.0.1:9000 to ${new URL(url).origin}`);
+    expect(row(id)).toEqual(before);
+  });
+
+  it('a patch that moves the URL without sending the headers is refused on callback.headers', async () => {
+    const id = (await relay.api('POST', '/v1/listeners', withHeaders())).body.id;
+    const before = row(id);
+    const r = await relay.api('PATCH', `/v1/listeners/${id}`, { callback: { url: 'http://127.0.0.2:9000/wf' } });
+    expect(r.status).toBe(400);
+    expect(r.body.errors).toEqual([{ field: 'callback.headers', message: expect.stringContaining('X-Api-Key, X-Team') }]);
+    const empty = await relay.api('PATCH', `/v1/listeners/${id}`, { callback: { url: 'http://127.0.0.2:9000/wf', headers: {} } });
+    expect(empty.status).toBe(400);
+    expect(empty.body.errors.map((e: { field: string }) => e.field)).toEqual(['callback.headers.X-Api-Key', 'callback.headers.X-Team']);
+    expect(row(id)).toEqual(before);
+  });
+
+  it('moves with values sent again, and drops the headers set to null', async () => {
+    const id = (await relay.api('POST', '/v1/listeners', withHeaders())).body.id;
+    const resent = await relay.api('PATCH', `/v1/listeners/${id}`, {
+      callback: { url: 'http://127.0.0.2:9000/wf', headers: { 'X-Api-Key': 'k-new', 'X-Team': null } },
+    });
+    expect(resent.status).toBe(200);
+    expect(resent.body.callback).toMatchObject({ url: 'http://127.0.0.2:9000/wf', headers: { 'X-Api-Key': '***' } });
+    expect(storedHeaders(id)).toEqual({ 'X-Api-Key': 'k-new' });
+
+    const dropped = await relay.api('PATCH', `/v1/listeners/${id}`, { callback: { url: 'http://127.0.0.3:9000/wf', headers: null } });
+    expect(dropped.status).toBe(200);
+    expect(storedHeaders(id)).toEqual({});
+  });
+
+  it('keeps masked and unsent values while the origin stays the same', async () => {
+    const id = (await relay.api('POST', '/v1/listeners', withHeaders())).body.id;
+    const path = await relay.api('PATCH', `/v1/listeners/${id}`, { callback: { url: 'http://127.0.0.1:9000/other?x=1' } });
+    expect(path.status).toBe(200);
+    const spelled = await relay.api('PATCH', `/v1/listeners/${id}`, {
+      callback: { url: 'HTTP://127.0.0.1:9000/wf', headers: { 'X-Api-Key': '***' } },
+    });
+    expect(spelled.status).toBe(200);
+    expect(storedHeaders(id)).toEqual({ 'X-Api-Key': 'k-123', 'X-Team': 'billing' });
+  });
+
+  it('lets a listener without headers move anywhere allowed', async () => {
+    const id = (await relay.api('POST', '/v1/listeners', { ...valid(), callback: { url: 'http://127.0.0.1:9000/wf' } })).body.id;
+    const r = await relay.api('PATCH', `/v1/listeners/${id}`, { callback: { url: 'http://192.168.50.7/hook' } });
+    expect(r.status).toBe(200);
   });
 });

@@ -34,6 +34,9 @@ function event(type: string, over: Partial<EventEnvelope> = {}): EventEnvelope {
     sequence: 1,
     occurred_at: '2026-11-23T10:00:00.000Z',
     source: 'engine',
+    priority: null,
+    data_schema: null,
+    source_format: null,
     data: {},
     ...over,
   };
@@ -227,6 +230,40 @@ describe('matchesListener: filter', () => {
   it('the filter is applied after the other rules', () => {
     const r = rule({ event_types: ['EXECUTION'], filter: { 'data.purpose': 'test' } });
     expect(matchesListener(r, ev)).toBe(false);
+  });
+});
+
+describe('matchesListener: $regex filters in the esi-event-actions style', () => {
+  // The importer turns each filter_params entry into a pattern anchored at the start, as
+  // Python's re.match is; a listener written by hand keeps RegExp.test's search anywhere.
+  const lease = (data: Record<string, unknown>) =>
+    event('esi_leap.lease.fulfill.end', { workbook: null, execution_id: null, data });
+  const listener = (filter: ListenerRule['filter']) =>
+    rule({ workbook: '*', event_types: ['NOTIFICATION'], events: ['esi_leap.lease.fulfill.end'], filter });
+
+  it.each<[string, ListenerRule['filter'], Record<string, unknown>, boolean]>([
+    ['re.match: a prefix matches', { 'data.node_name': { $regex: '^spare-' } }, { node_name: 'spare-07' }, true],
+    ['re.match: the value itself matches', { 'data.node_name': { $regex: '^spare-07' } }, { node_name: 'spare-07' }, true],
+    ['re.match: a later occurrence does not', { 'data.node_name': { $regex: '^spare-' } }, { node_name: 'prod-spare-07' }, false],
+    ['re.match: alternatives in a group stay anchored', { 'data.project_id': { $regex: '^(?:abc|def)' } }, { project_id: 'xabc' }, false],
+    ['re.match: every key must match', { 'data.node_name': { $regex: '^spare-' }, 'data.project_id': { $regex: '^abc' } }, { node_name: 'spare-1', project_id: 'zzz' }, false],
+    ['search: a later occurrence matches', { 'data.node_name': { $regex: 'spare-' } }, { node_name: 'prod-spare-07' }, true],
+    ['search: no occurrence', { 'data.node_name': { $regex: 'spare-' } }, { node_name: 'prod-07' }, false],
+    ['a missing key never matches', { 'data.node_name': { $regex: '' } }, {}, false],
+    ['a number is not a string', { 'data.node_name': { $regex: '^1' } }, { node_name: 12 }, false],
+  ])('%s', (_name, filter, data, expected) => {
+    expect(matchesListener(listener(filter), lease(data))).toBe(expected);
+  });
+
+  it('decides at once on a pattern that would freeze a backtracking engine', () => {
+    const match = compileListenerRule(listener({ 'data.x': { $regex: '^([a-z]|[a-z0-9])*$' } }));
+    const started = performance.now();
+    expect(match(lease({ x: 'a'.repeat(32) + '!' }))).toBe(false);
+    expect(performance.now() - started).toBeLessThan(500);
+  });
+
+  it('refuses to compile a stored pattern the linear-time engine cannot run', () => {
+    expect(() => compileListenerRule(listener({ 'data.x': { $regex: '(?<!a)b' } }))).toThrow(/lookbehind/);
   });
 });
 

@@ -232,7 +232,7 @@ describe('parseMistralNotification: bad bodies', () => {
     const deep = `{"id":"x","state":"RUNNING","event":"TASK_LAUNCHED","workflow_execution_id":"e","deep":${'['.repeat(200_000)}${']'.repeat(200_000)}}`;
     const err = bodyError(deep);
     expect(err.field).toBe('(body)');
-    expect(err.message).toMatch(/nested too deeply/);
+    expect(err.message).toMatch(/nests objects and arrays deeper than 64 levels/);
   });
 });
 

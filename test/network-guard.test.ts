@@ -1,14 +1,20 @@
 import dns from 'node:dns';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import os from 'node:os';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Agent, fetch } from 'undici';
+import { loadConfig } from '../src/config.js';
+import { createActionAgent, runAction } from '../src/engine/actions.js';
 import {
   AddressBlockedError,
   createNetworkGuard,
+  describeLoopbackPolicy,
   isLoopbackHost,
+  loopbackAllowed,
   parseAllowNetworks,
 } from '../src/net/network-guard.js';
+import { createHttpTransport } from '../src/transports/http.js';
 
 const strict = createNetworkGuard({ allowNetworks: [], allowLoopback: false });
 const local = createNetworkGuard({ allowNetworks: [], allowLoopback: true });
@@ -456,5 +462,255 @@ describe('connect-time check through undici', () => {
     expect(res.status).toBe(200);
     await res.text();
     expect(() => strict.assertLiteralHostAllowed(url)).toThrowError(expect.objectContaining({ code: 'EADDRBLOCKED' }));
+  });
+});
+
+describe('RELAY_ALLOW_LOOPBACK', () => {
+  it.each([
+    ['auto', '127.0.0.1', true],
+    ['auto', '::1', true],
+    ['auto', 'localhost', true],
+    ['auto', '0.0.0.0', false],
+    ['auto', '10.0.0.1', false],
+    ['true', '0.0.0.0', true],
+    ['true', '127.0.0.1', true],
+    ['false', '127.0.0.1', false],
+    ['false', '0.0.0.0', false],
+  ] as const)('%s while binding %s → %s', (mode, host, allowed) => {
+    expect(loopbackAllowed(mode, host)).toBe(allowed);
+  });
+
+  it.each([
+    ['auto', '127.0.0.1', '', 'loopback callbacks allowed (RELAY_ALLOW_LOOPBACK=auto and the relay binds 127.0.0.1)'],
+    ['auto', '0.0.0.0', '', 'loopback callbacks refused (RELAY_ALLOW_LOOPBACK=auto and the relay binds 0.0.0.0)'],
+    ['true', '0.0.0.0', '', 'loopback callbacks allowed (RELAY_ALLOW_LOOPBACK=true)'],
+    ['false', '127.0.0.1', '', 'loopback callbacks refused (RELAY_ALLOW_LOOPBACK=false)'],
+    [
+      'false',
+      '127.0.0.1',
+      '127.0.0.0/8',
+      'loopback callbacks refused except what RELAY_ALLOW_NETWORKS lists (it covers 127.0.0.1) (RELAY_ALLOW_LOOPBACK=false)',
+    ],
+  ] as const)('says at start what %s while binding %s (allow-list %j) comes to', (mode, host, networks, said) => {
+    const guard = createNetworkGuard({ allowNetworks: parseAllowNetworks(networks), allowLoopback: loopbackAllowed(mode, host) });
+    expect(describeLoopbackPolicy(mode, host, guard)).toBe(`${said}; the relay's own port never`);
+  });
+
+  it('is read from the environment, auto by default, and a bad value names the variable', () => {
+    expect(loadConfig({}).allowLoopback).toBe('auto');
+    expect(loadConfig({ RELAY_ALLOW_LOOPBACK: 'false' }).allowLoopback).toBe('false');
+    expect(loadConfig({ RELAY_ALLOW_LOOPBACK: 'true' }).allowLoopback).toBe('true');
+    expect(() => loadConfig({ RELAY_ALLOW_LOOPBACK: 'yes' })).toThrowError(
+      expect.objectContaining({ name: 'ConfigError', variable: 'RELAY_ALLOW_LOOPBACK', message: expect.stringContaining('"yes"') }),
+    );
+  });
+
+  it('keeps explicit RELAY_ALLOW_NETWORKS entries when loopback is refused', async () => {
+    const guard = createNetworkGuard({ allowNetworks: parseAllowNetworks('127.0.0.2/32'), allowLoopback: loopbackAllowed('false', '127.0.0.1') });
+    expect(await guard.checkUrl('http://127.0.0.2:9000/')).toEqual({ ok: true });
+    expect((await guard.checkUrl('http://127.0.0.1:9000/')).ok).toBe(false);
+  });
+});
+
+describe("the relay's own port", () => {
+  const OWN = 8990;
+  // Everything opened that can be: the own port must stay shut whatever the operator allows.
+  const wideOpen = () =>
+    createNetworkGuard({ allowNetworks: parseAllowNetworks('0.0.0.0/0,::/0'), allowLoopback: true, ownPort: OWN });
+
+  const spellings = [
+    'http://127.0.0.1:8990/v1/events',
+    'https://127.0.0.1:8990/',
+    'http://127.0.0.1.:8990/',
+    'http://127.1.2.3:8990/',
+    'http://2130706433:8990/',
+    'http://0x7f000001:8990/',
+    'http://0x7f.1:8990/',
+    'http://0177.0.0.1:8990/',
+    'http://[::1]:8990/',
+    'http://[0:0:0:0:0:0:0:1]:8990/',
+    'http://[::ffff:127.0.0.1]:8990/',
+    'http://[::ffff:7f00:1]:8990/',
+    'http://0.0.0.0:8990/',
+    'http://0:8990/',
+    'http://[::]:8990/',
+    'http://[::ffff:0.0.0.0]:8990/',
+    'http://localhost:8990/',
+    'http://LOCALHOST.:8990/',
+    'http://relay.localhost:8990/',
+  ];
+
+  it.each(spellings)('refuses %s at create in every mode, even with everything allow-listed', async (url) => {
+    for (const guard of [wideOpen(), createNetworkGuard({ allowNetworks: [], allowLoopback: false, ownPort: OWN })]) {
+      const lookup = vi.spyOn(dns.promises, 'lookup');
+      const result = await guard.checkUrl(url);
+      expect(result).toEqual({ ok: false, reason: expect.stringContaining('callback.url') });
+      expect(lookup).not.toHaveBeenCalled();
+      vi.restoreAllMocks();
+    }
+    expect(await wideOpen().checkUrl(url)).toEqual({ ok: false, reason: expect.stringContaining("is the relay's own: the relay never calls itself") });
+  });
+
+  it.each(spellings.map((u) => u.replace(':8990', ':8991')))('allows %s on another port when the rules allow it', async (url) => {
+    expect(await wideOpen().checkUrl(url)).toEqual({ ok: true });
+  });
+
+  it('refuses the default port when the relay listens on it', async () => {
+    const guard = createNetworkGuard({ allowNetworks: [], allowLoopback: true, ownPort: 80 });
+    expect((await guard.checkUrl('http://127.0.0.1/')).ok).toBe(false);
+    expect((await guard.checkUrl('http://localhost:80/')).ok).toBe(false);
+    expect(await guard.checkUrl('https://127.0.0.1/')).toEqual({ ok: true });
+  });
+
+  it("refuses every address of this machine's interfaces, as os.networkInterfaces() reports them", async () => {
+    const addresses = Object.values(os.networkInterfaces()).flatMap((l) => (l ?? []).map((i) => i.address));
+    expect(addresses.length).toBeGreaterThan(0);
+    const guard = wideOpen();
+    for (const address of addresses) {
+      const host = address.includes(':') ? `[${address.replace(/%.*$/, '')}]` : address;
+      const result = await guard.checkUrl(`http://${host}:${OWN}/`);
+      expect(result, address).toEqual({ ok: false, reason: expect.stringContaining("relay's own") });
+      expect(() => guard.assertLiteralHostAllowed(`http://${host}:${OWN}/`), address).toThrowError(
+        expect.objectContaining({ code: 'EADDRBLOCKED' }),
+      );
+      expect(await guard.checkUrl(`http://${host}:${OWN + 1}/`), address).toEqual({ ok: true });
+    }
+  });
+
+  it('refuses an interface address in its IPv4-mapped spelling, and leaves other machines alone', async () => {
+    const guard = createNetworkGuard({
+      allowNetworks: parseAllowNetworks('0.0.0.0/0,::/0'),
+      allowLoopback: true,
+      ownPort: OWN,
+      interfaceAddresses: () => ['127.0.0.1', '::1', '192.0.2.10', '2001:db8::10', 'fe80::10'],
+    });
+    for (const url of ['http://192.0.2.10:8990/', 'http://[::ffff:192.0.2.10]:8990/', 'http://[::ffff:c000:20a]:8990/', 'http://3221225994:8990/', 'http://[2001:db8:0:0::10]:8990/', 'http://[fe80::10]:8990/']) {
+      expect((await guard.checkUrl(url)).ok, url).toBe(false);
+    }
+    // A NAT64 or 6to4 form reaches the address through a translator: someone else's machine.
+    for (const url of ['http://192.0.2.11:8990/', 'http://[64:ff9b::c000:20a]:8990/', 'http://[2002:c000:20a::1]:8990/']) {
+      expect(await guard.checkUrl(url), url).toEqual({ ok: true });
+    }
+  });
+
+  it('refuses a name that resolves to a local address on the own port', async () => {
+    vi.spyOn(dns.promises, 'lookup').mockResolvedValue([{ address: '127.0.0.1', family: 4 }] as never);
+    const result = await wideOpen().checkUrl('http://relay.example.com:8990/');
+    expect(result).toEqual({
+      ok: false,
+      reason: "callback.url resolves to 127.0.0.1, an address of this machine, and port 8990 is the relay's own: the relay never calls itself",
+    });
+    expect(await wideOpen().checkUrl('http://relay.example.com:8991/')).toEqual({ ok: true });
+  });
+
+  it('checks nothing about ports until the guard knows its own', async () => {
+    const guard = createNetworkGuard({ allowNetworks: [], allowLoopback: true });
+    expect(await guard.checkUrl('http://127.0.0.1:8990/')).toEqual({ ok: true });
+    guard.setOwnPort(8990);
+    expect((await guard.checkUrl('http://127.0.0.1:8990/')).ok).toBe(false);
+  });
+
+  it('throws EADDRBLOCKED from assertLiteralHostAllowed for a literal on the own port', () => {
+    const guard = wideOpen();
+    for (const url of ['http://127.0.0.1:8990/', 'http://[::ffff:7f00:1]:8990/', new URL('http://0:8990/')]) {
+      expect(() => guard.assertLiteralHostAllowed(url)).toThrowError(expect.objectContaining({ code: 'EADDRBLOCKED', name: 'AddressBlockedError' }));
+    }
+    expect(() => guard.assertLiteralHostAllowed('http://127.0.0.1:8991/')).not.toThrow();
+  });
+});
+
+describe("the relay's own port at connect time, through undici", () => {
+  let server: http.Server;
+  let port: number;
+  let hits = 0;
+
+  beforeAll(async () => {
+    server = http.createServer((_req, res) => {
+      hits++;
+      res.end('ok');
+    });
+    // Every local address: a refused connection must be refused by the guard, not by the socket.
+    await new Promise<void>((resolve) => server.listen(0, resolve));
+    port = (server.address() as AddressInfo).port;
+  });
+
+  afterAll(async () => {
+    await new Promise((resolve) => server.close(resolve));
+  });
+
+  const getThrough = async (guard: typeof strict, url: string) => {
+    const agent = new Agent({ connect: guard.connect });
+    try {
+      const res = await fetch(url, { dispatcher: agent });
+      return { status: res.status, body: await res.text() };
+    } catch (err) {
+      return { code: (err as { cause?: { code?: string } }).cause?.code };
+    } finally {
+      await agent.close();
+    }
+  };
+
+  const openGuard = (ownPort?: number) =>
+    createNetworkGuard({ allowNetworks: parseAllowNetworks('0.0.0.0/0,::/0'), allowLoopback: true, ownPort });
+
+  it('refuses a name that resolves to loopback on the own port (lookup knows no port; the connector does)', async () => {
+    const before = hits;
+    expect(await getThrough(openGuard(port), `http://localhost:${port}/`)).toEqual({ code: 'EADDRBLOCKED' });
+    expect(hits).toBe(before);
+    expect(await getThrough(openGuard(port + 1 === 65536 ? 1 : port + 1), `http://localhost:${port}/`)).toEqual({ status: 200, body: 'ok' });
+  });
+
+  it('refuses literals on the own port in the connector itself, without the dispatcher check', async () => {
+    const addresses = ['127.0.0.1', '[::ffff:127.0.0.1]', '0.0.0.0', ...Object.values(os.networkInterfaces())
+      .flatMap((l) => (l ?? []).filter((i) => i.family === 'IPv4').map((i) => i.address))];
+    const before = hits;
+    for (const host of addresses) {
+      expect(await getThrough(openGuard(port), `http://${host}:${port}/`), host).toEqual({ code: 'EADDRBLOCKED' });
+    }
+    expect(hits).toBe(before);
+    expect(await getThrough(openGuard(), `http://127.0.0.1:${port}/`)).toEqual({ status: 200, body: 'ok' });
+  });
+
+  it('learns the own port after the agent was made (a relay on port 0 knows it only once it listens)', async () => {
+    const guard = openGuard();
+    const agent = new Agent({ connect: guard.connect });
+    try {
+      expect((await fetch(`http://localhost:${port}/`, { dispatcher: agent })).status).toBe(200);
+      await agent.close();
+      guard.setOwnPort(port);
+      const again = new Agent({ connect: guard.connect });
+      const error = await fetch(`http://localhost:${port}/`, { dispatcher: again }).catch((e: unknown) => e);
+      await again.close();
+      expect((error as { cause?: { code?: string } }).cause?.code).toBe('EADDRBLOCKED');
+    } finally {
+      await agent.close().catch(() => {});
+    }
+  });
+
+  it('keeps the other rules in the connector: a refused address is refused on any port', async () => {
+    expect(await getThrough(strict, `http://127.0.0.1:${port}/`)).toEqual({ code: 'EADDRBLOCKED' });
+    expect(await getThrough(strict, `http://localhost:${port}/`)).toEqual({ code: 'EADDRBLOCKED' });
+  });
+
+  it('refuses a delivery through the HTTP transport and a std.http call to the own port', async () => {
+    const guard = openGuard(port);
+    const transport = createHttpTransport({ guard });
+    const before = hits;
+    try {
+      const outcome = await transport.send({ url: `http://localhost:${port}/hook`, method: 'POST', headers: {}, body: '{}', timeoutMs: 5000 });
+      expect(outcome).toMatchObject({ ok: false, error: 'EADDRBLOCKED', statusCode: null });
+    } finally {
+      await transport.close();
+    }
+    const agent = createActionAgent(guard);
+    try {
+      for (const url of [`http://localhost:${port}/`, `http://127.0.0.1:${port}/`]) {
+        const outcome = await runAction('std.http', { url }, { guard, agent } as never);
+        expect(outcome, url).toMatchObject({ ok: false, error: expect.stringMatching(/^EADDRBLOCKED: /), retryable: false });
+      }
+    } finally {
+      await agent.close();
+    }
+    expect(hits).toBe(before);
   });
 });

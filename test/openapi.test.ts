@@ -370,6 +370,9 @@ describe('validateResponse', () => {
     sequence: 7,
     occurred_at: '2026-11-23T10:00:00.123Z',
     source: 'api',
+    priority: null,
+    data_schema: null,
+    source_format: null,
     data: { anything: { goes: [1, 'two'] } },
   };
   const delivery = {

@@ -1,9 +1,12 @@
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { openSqliteStore, type SqliteStore } from '../src/store/sqlite/index.js';
-import { StoreConflictError, type AttemptResult, type ClaimOptions, type NewEvent } from '../src/store/store.js';
+import { StoreConflictError, StoreUnavailableError, type AttemptResult, type ClaimOptions, type NewEvent } from '../src/store/store.js';
 import type { StoredListener } from '../src/records/listener.js';
 import { toEnvelope } from '../src/ingest/ingest.js';
+import { createWriteBatcher } from '../src/store/sqlite/write-batcher.js';
+import { storedListener } from './helpers/envelopes.js';
 import { tempDir } from './helpers/relay.js';
 
 let store: SqliteStore;
@@ -12,41 +15,24 @@ const P = 'p1';
 function event(id: string, extra: Record<string, unknown> = {}, hash = id): NewEvent {
   return {
     envelope: toEnvelope({ id, type: 'TASK_SUCCEEDED', execution_id: 'exec-1', ...extra } as never, 1_000, 'api'),
-    originalBody: null,
+    original: null,
     bodyHash: hash,
   };
 }
 
-function listener(id: string, over: Partial<StoredListener> = {}): StoredListener {
-  return {
-    id,
-    project: P,
-    workbook: '*',
-    event_types: ['TASK'],
-    events: null,
-    target: null,
-    filter: null,
-    callback: { transport: 'http', url: 'http://127.0.0.1:9/x', method: 'POST', headers: {}, format: 'json', timeout_ms: 1000 },
-    retry: { schedule_ms: [1000] },
-    enabled: true,
-    description: null,
-    secret: 'whsec_' + Buffer.alloc(32, 1).toString('base64'),
-    previous_secret: null,
-    previous_secret_expires_at: null,
-    disabled_reason: null,
-    created_at: new Date(0).toISOString(),
-    updated_at: new Date(0).toISOString(),
-    ...over,
-  };
-}
+const listener = (id: string, over: Partial<StoredListener> = {}): StoredListener => storedListener(id, { project: P, ...over });
 
 const toAll = (ids: string[]) => () => ids;
-const claim = async (o: ClaimOptions) => (await store.recordAndClaim(o.owner, [], o, o.now)).claimed;
+/** Claims up to `limit` of every project's due deliveries. */
+const claim = async (o: Omit<ClaimOptions, 'allot' | 'transports'> & { limit: number }) =>
+  (await store.recordAndClaim(o.owner, [], { ...o, transports: ['http'], allot: (due) => new Map(due.map((p) => [p, o.limit])) }, o.now)).claimed;
 const record = async (owner: string, results: AttemptResult[], now: number) =>
   (await store.recordAndClaim(owner, results, null, now)).disabledListeners;
 
+let dbPath: string;
 beforeEach(() => {
-  store = openSqliteStore({ path: path.join(tempDir(), 'relay.db'), durability: 'full', busyTimeoutMs: 1000 });
+  dbPath = path.join(tempDir(), 'relay.db');
+  store = openSqliteStore({ path: dbPath, durability: 'full', busyTimeoutMs: 1000 });
 });
 afterEach(async () => {
   await store.close();
@@ -156,5 +142,123 @@ describe('claims and leases', () => {
     const left = await store.listDeliveries(P, { limit: 10 });
     expect(left.map((d) => d.status)).toEqual(['pending']);
     expect(await store.listEvents(P, { limit: 10 })).toHaveLength(1);
+  });
+});
+
+describe('claims per project', () => {
+  it('asks the gate with every project that has due work and takes only what it allots', async () => {
+    await store.createListener(listener('l1'));
+    await store.createListener(listener('l2', { project: 'p2' }));
+    await store.createListener(listener('l3', { project: 'p3' }));
+    await store.appendEvents(P, [event('a'), event('b'), event('c')], toAll(['l1']), 1_000);
+    await store.appendEvents('p2', [event('a'), event('b')], toAll(['l2']), 1_000);
+    let seen: readonly string[] = [];
+    const out = await store.recordAndClaim('w1', [], {
+      owner: 'w1',
+      now: 1_000,
+      leaseMs: 500,
+      transports: ['http'],
+      allot: (due) => {
+        seen = due;
+        return new Map([[P, 1], ['p2', 2]]);
+      },
+    }, 1_000);
+    expect([...seen].sort()).toEqual([P, 'p2']); // p3 has a listener but nothing due
+    expect(out.asked).toBe(3);
+    expect(out.claimed.map((d) => d.project).sort()).toEqual([P, 'p2', 'p2']);
+    expect(await store.nextDueAt()).toBe(1_000); // p1's other two are still due
+  });
+
+  it('does not call the gate when nothing is due', async () => {
+    await store.createListener(listener('l1'));
+    let called = false;
+    const out = await store.recordAndClaim('w1', [], { owner: 'w1', now: 1, leaseMs: 1, transports: ['http'], allot: () => ((called = true), new Map()) }, 1);
+    expect(called).toBe(false);
+    expect(out).toEqual({ disabledListeners: [], claimed: [], asked: 0 });
+  });
+});
+
+describe('a busy database', () => {
+  it('waits for another connection\'s lock without blocking the event loop, then writes', async () => {
+    const other = new Database(dbPath);
+    other.exec('BEGIN IMMEDIATE');
+    let ticks = 0;
+    const ticker = setInterval(() => ticks++, 10);
+    const started = performance.now();
+    const write = store.appendEvents(P, [event('late')], toAll([]), 1);
+    setTimeout(() => other.exec('COMMIT'), 300);
+    await write;
+    clearInterval(ticker);
+    other.close();
+    expect(performance.now() - started).toBeGreaterThanOrEqual(280);
+    // The loop kept turning while the write waited (a blocking wait gives 0 or 1 ticks).
+    expect(ticks).toBeGreaterThanOrEqual(15);
+    expect((await store.listEvents(P, { limit: 10 })).map((e) => e.envelope.id)).toEqual(['late']);
+  });
+
+  it('refuses a write with StoreUnavailableError once the wait runs out', async () => {
+    const other = new Database(dbPath);
+    other.exec('BEGIN IMMEDIATE');
+    try {
+      const started = performance.now();
+      await expect(store.appendEvents(P, [event('x')], toAll([]), 1)).rejects.toBeInstanceOf(StoreUnavailableError);
+      await expect(store.retryDelivery(P, 'none', 1)).rejects.toBeInstanceOf(StoreUnavailableError);
+      expect(performance.now() - started).toBeGreaterThanOrEqual(1_900); // busyTimeoutMs is 1000, twice
+    } finally {
+      other.exec('ROLLBACK');
+      other.close();
+    }
+    await store.appendEvents(P, [event('x')], toAll([]), 1);
+  });
+});
+
+describe('group commit when the disk fills up', () => {
+  it('answers every caller, never throws from its timer, and keeps working once there is room', async () => {
+    const db = new Database(path.join(tempDir(), 'full.db'));
+    db.pragma('journal_mode = WAL');
+    db.exec('CREATE TABLE t (v TEXT NOT NULL)');
+    const batcher = createWriteBatcher(db, (e) => e, { minCommitIntervalMs: 0 });
+    const uncaught: unknown[] = [];
+    const onUncaught = (err: unknown) => uncaught.push(err);
+    process.on('uncaughtException', onUncaught);
+    try {
+      const pages = db.pragma('page_count', { simple: true }) as number;
+      db.pragma(`max_page_count = ${pages + 2}`);
+      const big = 'x'.repeat(3_000);
+      const insert = db.prepare('INSERT INTO t (v) VALUES (?)');
+      // Several writes share one transaction; one of them fills the disk, SQLite rolls the
+      // whole transaction back, and the savepoint is gone with it.
+      const writes = Array.from({ length: 20 }, () => batcher.run(() => insert.run(big)));
+      const settled = await Promise.allSettled(writes);
+      const failed = settled.filter((r) => r.status === 'rejected') as PromiseRejectedResult[];
+      expect(failed.length).toBeGreaterThan(0);
+      expect(failed.every((r) => String((r.reason as { code?: string }).code).startsWith('SQLITE_FULL'))).toBe(true);
+      // What was answered as written is on disk, and nothing else.
+      const written = settled.filter((r) => r.status === 'fulfilled').length;
+      expect(db.prepare('SELECT count(*) FROM t').pluck().get()).toBe(written);
+      expect(db.inTransaction).toBe(false);
+      db.pragma('max_page_count = 1000000');
+      await batcher.run(() => insert.run('after'));
+      expect(db.prepare("SELECT count(*) FROM t WHERE v = 'after'").pluck().get()).toBe(1);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(uncaught).toEqual([]);
+    } finally {
+      process.off('uncaughtException', onUncaught);
+      db.close();
+    }
+  });
+});
+
+describe('claims by transport', () => {
+  it('claims only deliveries whose listener uses a transport this process has enabled', async () => {
+    await store.createListener(listener('h1'));
+    await store.createListener(listener('q1', { callback: { transport: 'amqp', url: 'amqp://127.0.0.1/', exchange: 'x', topic: 't', routing_key: null, headers: {}, format: 'oslo', timeout_ms: 1000 } as never }));
+    await store.appendEvents(P, [event('a')], toAll(['h1', 'q1']), 1_000);
+    const take = (transports: string[]) =>
+      store.recordAndClaim('w', [], { owner: 'w', now: 1_000, leaseMs: 500, transports, allot: (due) => new Map(due.map((p) => [p, 10])) }, 1_000);
+    expect((await take(['http'])).claimed.map((d) => d.listenerId)).toEqual(['h1']);
+    expect((await take(['http'])).claimed).toEqual([]);
+    const amqp = await take(['amqp', 'jsonfile']);
+    expect(amqp.claimed.map((d) => [d.listenerId, d.listener.callback.transport])).toEqual([['q1', 'amqp']]);
   });
 });

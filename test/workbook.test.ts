@@ -376,3 +376,50 @@ describe('WorkbookError', () => {
     }
   });
 });
+
+describe('parseWorkbook and YAML aliases', () => {
+  /** Nine aliases of the level below per level: `levels` levels expand to 9^levels copies of "lol". */
+  function billionLaughs(levels: number): string {
+    const lines = [`      l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]`];
+    for (let i = 1; i <= levels; i++) lines.push(`      l${i}: &l${i} [${Array(9).fill(`*l${i - 1}`).join(', ')}]`);
+    return withTasks(`only:\n  action: std.echo\n  input:\n    output:\n${lines.map((l) => `  ${l}`).join('\n')}`);
+  }
+
+  it('accepts aliases that repeat a little', () => {
+    const spec = parseWorkbook(
+      withTasks(`
+first: {action: std.echo, input: {output: &greeting {text: hello, to: [a, b]}}, on-success: [second]}
+second: {action: std.echo, input: {output: *greeting}}`),
+    );
+    expect(spec.workflows.flow.tasks.second.input).toEqual({ output: { text: 'hello', to: ['a', 'b'] } });
+  });
+
+  it('refuses a "billion laughs" document at once, without expanding it', () => {
+    const started = performance.now();
+    const issues = issuesOf(billionLaughs(9));
+    expect(performance.now() - started).toBeLessThan(1000);
+    expect(issues).toHaveLength(1);
+    expect(issues[0].field).toBe('(body)');
+    expect(issues[0].message).toMatch(/^the aliases in this document expand too much/);
+  });
+
+  it('refuses a document whose few aliases repeat a large node past 4 MiB', () => {
+    // 12 aliases (few enough for the alias count) of a 400 kB string: about 5 MB written out.
+    const big = 'x'.repeat(400_000);
+    const tasks = Array.from({ length: 12 }, (_, i) => `t${i}: {action: std.echo, input: {output: *big}}`).join('\n');
+    const source = withTasks(`anchor: {action: std.echo, input: {output: &big "${big}"}}\n${tasks}`);
+    expect(source.length).toBeLessThan(1024 * 1024);
+    const started = performance.now();
+    const issues = issuesOf(source);
+    expect(performance.now() - started).toBeLessThan(2000);
+    expect(issues).toEqual([
+      {
+        field: '(body)',
+        message: 'with its aliases expanded the definition is more than 4 MiB of JSON; write the repeated parts fewer times',
+      },
+    ]);
+    // The same document with fewer aliases fits.
+    const fewer = withTasks(`anchor: {action: std.echo, input: {output: &big "${big}"}}\n${tasks.split('\n').slice(0, 8).join('\n')}`);
+    expect(Object.keys(parseWorkbook(fewer).workflows.flow.tasks)).toHaveLength(9);
+  });
+});

@@ -7,6 +7,7 @@ import type { Ingest } from '../ingest/ingest.js';
 import type { NetworkGuard } from '../net/network-guard.js';
 import type { Store } from '../store/store.js';
 import { BODY_LIMIT } from './limits.js';
+import { jsonBody } from './json-body.js';
 import { requireToken, type TokenRegistry } from './auth.js';
 import { requestLog } from './request-log.js';
 import { requireMediaType } from './media-type.js';
@@ -55,7 +56,7 @@ export function createApp(deps: AppDeps): express.Express {
   v1.use('/events', eventRoutes({ store: deps.store, ingest: deps.ingest }));
   v1.use('/workbooks', workbookRoutes({ store: deps.store }));
   v1.use(requireMediaType());
-  v1.use(express.json({ limit: BODY_LIMIT, type: () => true, strict: false }));
+  v1.use(jsonBody(BODY_LIMIT));
   v1.use('/listeners', listenerRoutes(deps));
   v1.use('/deliveries', deliveryRoutes({ store: deps.store, onRequeued: deps.wakeDispatcher }));
   v1.use('/executions', executionRoutes({ store: deps.store, engine: deps.engine }));

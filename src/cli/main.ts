@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { addGlobalOptions, type CliIo } from './context.js';
 import { ApiError, CommandFailedError, UnreachableError, UsageError } from './errors.js';
+import { terminalSafe } from './output.js';
 import { configureListenerAdd } from './commands/listener-add.js';
 import { registerListenerCommands } from './commands/listeners.js';
 import { registerListenerActionCommands } from './commands/listener-actions.js';
@@ -111,7 +112,9 @@ export async function runCli(
   argv: string[],
   opts: { entry?: 'callback-relay' | 'listener-add'; io?: CliIo } = {},
 ): Promise<number> {
-  const io = opts.io ?? processIo();
+  const given = opts.io ?? processIo();
+  // Whatever the relay answers is shown, never obeyed: no control sequence reaches the terminal.
+  const io: CliIo = { ...given, stdout: (t) => given.stdout(terminalSafe(t)), stderr: (t) => given.stderr(terminalSafe(t)) };
   const program = opts.entry === 'listener-add' ? buildListenerAddProgram(io) : buildProgram(io);
   try {
     await program.parseAsync(argv, { from: 'user' });

@@ -2,22 +2,28 @@ import crypto from 'node:crypto';
 import type { Logger } from 'pino';
 import type { EventEnvelope } from '../records/event.js';
 import type { AttemptResult, ClaimedDelivery, Store } from '../store/store.js';
-import type { Transport } from '../transports/transport.js';
-import { renderDelivery, USER_AGENT } from './formats.js';
-import { decideOutcome } from './outcome.js';
+import type { TransportAttempt } from '../transports/contract.js';
+import type { TransportRegistry } from '../transports/registry.js';
+import { backoffDelay } from '../backoff.js';
+import { createAdmissionGate } from './admission.js';
+import { renderPayload, USER_AGENT, type CallbackFormat } from './formats.js';
+import { decideOutcome, normalizeOutcome } from './outcome.js';
 import { signatureHeaders } from './signing.js';
 import { createWakeSignal } from '../wake-signal.js';
 
 export interface DispatcherOptions {
   store: Store;
-  transport: Transport;
+  /** The enabled transports; only deliveries of these are claimed. */
+  transports: TransportRegistry;
   log: Logger;
   /** How long in-flight attempts may finish on stop. */
   shutdownGraceMs: number;
   /** Deliveries claimed per query. */
   batchSize?: number;
-  /** Attempts in flight at once, over all receivers. */
+  /** Attempts in flight at once, over all receivers and projects (the admission gate's first limit). */
   maxInFlight?: number;
+  /** Attempts in flight at once to one origin (the gate's per-origin slots). */
+  slotsPerOrigin?: number;
   /** Longest sleep when nothing is due (other processes may add work). */
   idlePollMs?: number;
   /** How long finished attempts may wait to be recorded together. */
@@ -35,23 +41,36 @@ export interface Dispatcher {
   stop(): Promise<void>;
 }
 
+const isBodyless = (method: unknown) => method === 'GET' || method === 'DELETE';
+
+/** Which per-origin slots an attempt takes: its URL's scheme, host and port, else its transport's. */
+function slotKey(callback: { transport: string; url?: unknown }): string {
+  if (typeof callback.url === 'string' && URL.canParse(callback.url)) {
+    const u = new URL(callback.url);
+    return `${u.protocol}//${u.host}`;
+  }
+  return `${callback.transport}:`;
+}
+
 // Added to each lease on top of the attempt's timeout and the shutdown grace, so a lease only
 // expires for a process that died.
 const LEASE_MARGIN_MS = 5_000;
 
 /**
  * The dispatcher runs in cycles. Each cycle is one transaction that records the attempts
- * finished since the last one and claims the next due deliveries (when there is room), then
- * starts sending what it claimed. Between cycles it sleeps until new deliveries commit, enough
- * attempts finish, or the next scheduled try is due.
+ * finished since the last one and claims what the admission gate lets in (whatever room there
+ * is, each project its share), then starts sending what it claimed. Between cycles it sleeps
+ * until new deliveries commit, attempts finish, or the next scheduled try is due. When the
+ * store fails, it backs off (exponential with jitter, capped) instead of trying again at once.
  */
 export function createDispatcher(o: DispatcherOptions): Dispatcher {
-  const { store, transport, log } = o;
+  const { store, transports, log } = o;
   const batchSize = o.batchSize ?? 200;
   const maxInFlight = o.maxInFlight ?? 512;
   const idlePollMs = o.idlePollMs ?? 1_000;
   const flushDelayMs = o.flushDelayMs ?? 20;
   const owner = `${process.pid}-${crypto.randomBytes(6).toString('hex')}`;
+  const gate = createAdmissionGate({ maxInFlight, slotsPerOrigin: o.slotsPerOrigin ?? 32 });
 
   let running = false;
   let loopDone: Promise<void> = Promise.resolve();
@@ -60,6 +79,8 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
   /** Finished attempts waiting for the next cycle to record them. */
   let results: AttemptResult[] = [];
   let flushTimer: NodeJS.Timeout | null = null;
+  /** Store failures in a row; the next cycle waits longer after each. */
+  let storeFailures = 0;
 
   const signal = createWakeSignal();
   const { wake, sleep } = signal;
@@ -80,90 +101,146 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
     }
   }
 
-  /** One transaction: record what finished, claim what is due. Returns how many were claimed. */
-  async function cycle(claim: boolean): Promise<{ claimed: number; asked: number }> {
+  interface CycleResult {
+    claimed: number;
+    /** What the gate allotted; 0 when nothing was due or no project had room. */
+    asked: number;
+    /** Projects that had due work. */
+    dueProjects: number;
+    /** Whether the gate had room to claim at all. */
+    hadRoom: boolean;
+    failed: boolean;
+  }
+
+  /** One transaction: record what finished, claim what the gate lets in. */
+  async function cycle(claim: boolean): Promise<CycleResult> {
     const batch = results;
     results = [];
-    const free = maxInFlight - inFlight.size + batch.length;
-    // Claim in whole batches (or what room is left when nothing is in flight): a claim per
-    // freed slot would cost a commit per delivery.
-    const asked = claim && (free >= batchSize || free === maxInFlight) ? Math.min(batchSize, free) : 0;
-    if (batch.length === 0 && asked === 0) return { claimed: 0, asked };
+    let dueProjects = 0;
+    const hasRoom = claim && gate.inFlight < maxInFlight;
+    if (batch.length === 0 && !hasRoom) return { claimed: 0, asked: 0, dueProjects, hadRoom: hasRoom, failed: false };
     const now = Date.now();
     let outcome;
     try {
       outcome = await store.recordAndClaim(
         owner,
         batch,
-        asked ? { owner, now, leaseMs: o.shutdownGraceMs + LEASE_MARGIN_MS, limit: asked } : null,
+        hasRoom
+          ? {
+              owner,
+              now,
+              leaseMs: o.shutdownGraceMs + LEASE_MARGIN_MS,
+              transports: transports.names,
+              allot: (due) => {
+                dueProjects = due.length;
+                const allotment = gate.allot(due);
+                // At most one batch per cycle: a large claim holds the write lock long.
+                let left = batchSize;
+                for (const [project, n] of allotment) {
+                  const take = Math.min(n, left);
+                  if (take > 0) allotment.set(project, take);
+                  else allotment.delete(project);
+                  left -= take;
+                }
+                return allotment;
+              },
+            }
+          : null,
         now,
       );
     } catch (err) {
-      // Unrecorded outcomes keep their leases, so those deliveries come back when the leases
-      // expire: at least once, never lost.
-      log.error({ err, results: batch.length }, 'recording attempts or claiming failed; trying again shortly');
-      for (const r of batch) inFlight.delete(r.deliveryId);
-      return { claimed: 0, asked: 0 };
+      // The outcomes stay queued for the next cycle; their deliveries keep their leases
+      // meanwhile, so nothing is sent twice by this process and nothing is lost.
+      results = [...batch, ...results];
+      storeFailures++;
+      log.error({ err, results: batch.length, failures: storeFailures }, 'recording attempts or claiming failed; backing off');
+      return { claimed: 0, asked: 0, dueProjects, hadRoom: hasRoom, failed: true };
     }
+    if (storeFailures > 0) log.info({ failures: storeFailures }, 'the store answers again; dispatching resumes');
+    storeFailures = 0;
     for (const r of batch) inFlight.delete(r.deliveryId);
     if (outcome.disabledListeners.length) {
       log.warn({ listeners: outcome.disabledListeners }, 'listeners turned off: their receivers answered 410 Gone');
       o.onListenersDisabled?.(outcome.disabledListeners);
     }
     for (const d of outcome.claimed) launch(d);
-    return { claimed: outcome.claimed.length, asked };
+    return { claimed: outcome.claimed.length, asked: outcome.asked, dueProjects, hadRoom: hasRoom, failed: false };
   }
 
-  async function attempt(d: ClaimedDelivery): Promise<AttemptResult> {
-    const started = Date.now();
+  async function attempt(d: ClaimedDelivery): Promise<AttemptResult | null> {
     const { callback, retry } = d.listener;
+    const transport = transports.get(callback.transport);
+    if (transport === undefined) throw new Error(`transport ${callback.transport} is not enabled in this process`);
     const envelope = JSON.parse(d.envelopeJson) as EventEnvelope;
-    const rendered = renderDelivery({
+    const payload = renderPayload({
       envelope,
       envelopeJson: d.envelopeJson,
-      format: callback.format,
-      method: callback.method,
-      url: callback.url,
-      originalBody: d.originalBody,
+      format: callback.format as CallbackFormat,
+      transport: callback.transport,
+      bodyless: callback.transport === 'http' && isBodyless(callback.method),
+      original: d.original,
       project: d.project,
-    });
-    const secrets = [d.listener.secret];
-    if (d.listener.previous_secret && Date.parse(d.listener.previous_secret_expires_at ?? '') > started) {
-      secrets.push(d.listener.previous_secret);
-    }
-    const headers = {
-      ...callback.headers,
-      ...rendered.headers,
-      ...signatureHeaders({ deliveryId: d.id, timestamp: Math.floor(started / 1000), body: rendered.body, secrets }),
-      'webhook-attempt': String(d.attemptNumber),
-      'user-agent': USER_AGENT,
-    };
-    const outcome = await transport.send({
-      url: rendered.url,
-      method: callback.method,
-      headers,
-      body: rendered.body,
-      timeoutMs: callback.timeout_ms,
-    });
-    const now = Date.now();
-    const decision = decideOutcome(outcome, d.attemptNumber, retry.schedule_ms, now, o.random);
-    return {
       deliveryId: d.id,
-      listenerId: d.listenerId,
-      project: d.project,
-      attempt: {
-        number: d.attemptNumber,
-        started_at: started,
-        duration_ms: outcome.durationMs,
-        status_code: outcome.statusCode,
-        error: outcome.error,
-        response_excerpt: outcome.responseExcerpt,
-      },
-      status: decision.status,
-      nextAttemptAt: decision.nextAttemptAt,
-      lastError: outcome.ok ? null : outcome.message,
-      disableListener: decision.disableListener,
-    };
+    });
+    // The last step of the gate that waits: the attempt's clock starts once it has its slot.
+    const releaseSlot = await gate.originSlot(slotKey(callback));
+    if (releaseSlot === null) return null;
+    try {
+      const started = Date.now();
+      const secrets = [d.listener.secret];
+      if (d.listener.previous_secret && Date.parse(d.listener.previous_secret_expires_at ?? '') > started) {
+        secrets.push(d.listener.previous_secret);
+      }
+      const headers = {
+        ...callback.headers,
+        ...payload.headers,
+        ...signatureHeaders({ deliveryId: d.id, timestamp: Math.floor(started / 1000), body: payload.body, secrets }),
+        'webhook-attempt': String(d.attemptNumber),
+        'user-agent': USER_AGENT,
+      };
+      const request: TransportAttempt = {
+        deliveryId: d.id,
+        attemptNumber: d.attemptNumber,
+        listenerId: d.listenerId,
+        project: d.project,
+        callback,
+        envelope,
+        body: payload.body,
+        contentType: payload.contentType,
+        headers,
+        gap: null,
+        deadline: started + callback.timeout_ms,
+      };
+      let raw: unknown;
+      try {
+        raw = await transport.send(request);
+      } catch (err) {
+        // The contract says send never throws; an operator's module might.
+        raw = { ok: false, error: 'TRANSPORT_ERROR', message: `the ${transport.name} transport threw: ${(err as Error)?.message ?? String(err)}` };
+      }
+      const now = Date.now();
+      const outcome = normalizeOutcome(raw, now - started);
+      const decision = decideOutcome(outcome, d.attemptNumber, retry.schedule_ms, now, o.random);
+      return {
+        deliveryId: d.id,
+        listenerId: d.listenerId,
+        project: d.project,
+        attempt: {
+          number: d.attemptNumber,
+          started_at: started,
+          duration_ms: outcome.durationMs,
+          status_code: outcome.statusCode,
+          error: outcome.error,
+          response_excerpt: outcome.responseExcerpt,
+        },
+        status: decision.status,
+        nextAttemptAt: decision.nextAttemptAt,
+        lastError: outcome.ok ? null : outcome.message,
+        disableListener: decision.disableListener,
+      };
+    } finally {
+      releaseSlot();
+    }
   }
 
   function launch(d: ClaimedDelivery) {
@@ -171,6 +248,7 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
     // receiver): the claim just extended the lease; sending it twice would help no one.
     if (inFlight.has(d.id)) return;
     inFlight.add(d.id);
+    gate.admit(d.project);
     attempt(d)
       .catch((err): AttemptResult => {
         // Rendering or signing failed: a defect, not the receiver's fault. Keep the delivery
@@ -189,20 +267,37 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
         };
       })
       .then((result) => {
-        if (!inFlight.has(d.id)) return; // released at shutdown; the next process sends it
+        gate.release(d.project);
+        // Not sent (turned away at shutdown), or released at shutdown: the next process sends it.
+        if (result === null || !inFlight.has(d.id)) return;
         o.onAttempt?.(result);
         resultReady(result);
       });
   }
 
+  /** Sleeps `ms` unless stopped; wakes meanwhile do not cut a backoff short. */
+  async function backOff(ms: number) {
+    const until = Date.now() + ms;
+    while (running && Date.now() < until) await sleep(until - Date.now());
+  }
+
   async function loop() {
     while (running) {
-      const { claimed, asked } = await cycle(true);
-      if (asked > 0 && claimed === asked) continue; // more may be due right now
+      const r = await cycle(true);
+      if (r.failed) {
+        await backOff(backoffDelay(storeFailures, { baseMs: 100, maxMs: 30_000 }));
+        continue;
+      }
+      if (r.asked > 0 && r.claimed === r.asked) continue; // more may be due right now
       let wait = idlePollMs;
-      if (asked > 0 || inFlight.size === 0) {
+      // No room, or work is due but no project had room: the next finished attempt wakes the
+      // loop. Otherwise everything due was claimed: sleep until the next try is due.
+      const capped = !r.hadRoom || (r.dueProjects > 0 && r.asked === 0);
+      if (!capped) {
         const next = await store.nextDueAt().catch(() => null);
-        if (next !== null) wait = Math.min(idlePollMs, next - Date.now());
+        const now = Date.now();
+        // A due time in the past belongs to a project the gate holds back: wait for a wake.
+        if (next !== null && next > now) wait = Math.min(idlePollMs, next - now);
       }
       if (wait > 0) await sleep(wait);
     }
@@ -231,12 +326,17 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
         await sleep(Math.min(100, deadline - Date.now()));
         if (results.length) await cycle(false);
       }
+      // What still waits for an origin slot is turned away, unsent.
+      gate.close();
       await cycle(false);
       if (inFlight.size > 0) {
-        const unfinished = [...inFlight];
+        const pending = new Set(results.map((r) => r.deliveryId));
+        const unfinished = [...inFlight].filter((id) => !pending.has(id));
         inFlight.clear();
-        await store.releaseLeases(owner, unfinished, Date.now());
-        log.warn({ count: unfinished.length }, 'released deliveries still in flight after the grace period; they will be sent again');
+        if (unfinished.length) {
+          await store.releaseLeases(owner, unfinished, Date.now()).catch((err) => log.error({ err }, 'could not release leases; they expire by themselves'));
+          log.warn({ count: unfinished.length }, 'released deliveries still in flight after the grace period; they will be sent again');
+        }
       }
     },
   };

@@ -1,7 +1,11 @@
 import { readFileSync } from 'node:fs';
-import type { EventEnvelope } from '../records/event.js';
+import os from 'node:os';
+import type { EventEnvelope, OriginalMessage } from '../records/event.js';
+import { withEnvelopeQuery } from '../transports/http-query.js';
+import { cloudEventSource, CLOUDEVENTS_STRUCTURED_CONTENT_TYPE, renderCloudEventStructured } from './cloudevents-structured.js';
+import { renderOslo } from './oslo-format.js';
 
-export const CALLBACK_FORMATS = ['json', 'cloudevents', 'mistral'] as const;
+export const CALLBACK_FORMATS = ['json', 'cloudevents', 'mistral', 'oslo'] as const;
 export type CallbackFormat = (typeof CALLBACK_FORMATS)[number];
 
 // Both src/dispatch/ (tests) and dist/dispatch/ (built) sit two levels below the root.
@@ -22,8 +26,8 @@ export interface DeliveryRenderInput {
   format: CallbackFormat;
   method: string;
   url: string;
-  /** The body a real Mistral posted, stored as received; sent unchanged by the `mistral` format. */
-  originalBody?: string | null;
+  /** The message the event was made from; a Mistral original is sent unchanged by the `mistral` format. */
+  original?: OriginalMessage | null;
   /** The relay project that owns the event (Mistral's `project_id`). */
   project: string;
 }
@@ -39,22 +43,64 @@ export function isBodylessMethod(method: string): boolean {
   return m === 'GET' || m === 'DELETE';
 }
 
+/** An HTTP delivery as the `http` transport sends it: GET and DELETE carry the envelope in the query. */
 export function renderDelivery(input: DeliveryRenderInput): RenderedDelivery {
-  const { envelope, format, method, url } = input;
+  const { envelope, method, url } = input;
   const bodyless = isBodylessMethod(method);
-  const headers: Record<string, string> = format === 'cloudevents' ? cloudEventHeaders(envelope) : {};
-  if (bodyless) return { url: withEnvelopeQuery(url, envelope), body: '', headers };
-  headers['content-type'] = JSON_CONTENT_TYPE;
-  return { url, body: renderBody(input), headers };
+  const payload = renderPayload({ ...input, transport: 'http', bodyless, deliveryId: envelope.id });
+  return { url: bodyless ? withEnvelopeQuery(url, envelope) : url, body: payload.body, headers: payload.headers };
 }
 
-function renderBody({ envelope, envelopeJson, format, originalBody, project }: DeliveryRenderInput): string {
+export interface PayloadRenderInput {
+  envelope: EventEnvelope;
+  /** JSON.stringify(envelope), when the caller already has it. */
+  envelopeJson?: string;
+  format: CallbackFormat;
+  /** The transport that carries it: HTTP carries CloudEvents in binary mode, others structured. */
+  transport: string;
+  /** An HTTP GET or DELETE: no body at all (the signature covers the empty body). */
+  bodyless?: boolean;
+  original?: OriginalMessage | null;
+  project: string;
+  /** The delivery's id: an oslo notification's `message_id`. */
+  deliveryId: string;
+  /** This machine's name, for an oslo notification's `publisher_id`. */
+  hostname?: string;
+}
+
+export interface RenderedPayload {
+  body: string;
+  contentType: string;
+  /** Headers the format itself sets (content-type, CloudEvents binary-mode attributes). */
+  headers: Record<string, string>;
+}
+
+/** The body of a delivery in its listener's format, whatever transport carries it. */
+export function renderPayload(input: PayloadRenderInput): RenderedPayload {
+  const { envelope, format, transport } = input;
+  if (format === 'cloudevents' && transport !== 'http') {
+    const contentType = CLOUDEVENTS_STRUCTURED_CONTENT_TYPE;
+    return { body: renderCloudEventStructured(envelope), contentType, headers: { 'content-type': contentType } };
+  }
+  const headers: Record<string, string> = format === 'cloudevents' ? cloudEventHeaders(envelope) : {};
+  if (input.bodyless) return { body: '', contentType: JSON_CONTENT_TYPE, headers };
+  headers['content-type'] = JSON_CONTENT_TYPE;
+  return { body: renderBody(input), contentType: JSON_CONTENT_TYPE, headers };
+}
+
+function renderBody({ envelope, envelopeJson, format, original, project, deliveryId, hostname }: PayloadRenderInput): string {
   switch (format) {
     case 'json':
     case 'cloudevents':
       return envelopeJson ?? JSON.stringify(envelope);
+    case 'oslo':
+      return renderOslo(envelope, {
+        messageId: deliveryId,
+        hostname: hostname ?? os.hostname(),
+        original: original?.format === 'oslo' ? original.body : null,
+      });
     case 'mistral':
-      if (originalBody != null) return originalBody;
+      if (original?.format === 'mistral') return original.body;
       return JSON.stringify(
         envelope.category === 'TASK' ? mistralTaskBody(envelope, project) : mistralWorkflowBody(envelope, project),
       );
@@ -63,27 +109,11 @@ function renderBody({ envelope, envelopeJson, format, originalBody, project }: D
   }
 }
 
-// ---- query string for GET/DELETE ----
-
-export function withEnvelopeQuery(url: string, envelope: EventEnvelope): string {
-  const params = new URLSearchParams();
-  for (const [key, value] of Object.entries(envelope)) {
-    if (value === null || typeof value === 'object' || value === undefined) continue;
-    params.append(key, String(value));
-  }
-  const query = params.toString();
-  if (query === '') return url;
-  const target = new URL(url);
-  // Appended to the raw search so the receiver's own parameters keep their exact encoding.
-  target.search = target.search.length > 1 ? `${target.search}&${query}` : `?${query}`;
-  return target.toString();
-}
+export { withEnvelopeQuery };
 
 // ---- CloudEvents 1.0, binary mode ----
 
-export function cloudEventSource(workbook: string | null): string {
-  return workbook == null ? '/callback-relay' : `/callback-relay/workbooks/${encodeURIComponent(workbook)}`;
-}
+export { cloudEventSource };
 
 export function cloudEventHeaders(envelope: EventEnvelope): Record<string, string> {
   const headers: Record<string, string> = {

@@ -1,4 +1,5 @@
 import type { AttemptOutcome } from '../transports/transport.js';
+import { RESPONSE_EXCERPT_BYTES, utf8Excerpt } from '../transports/http-outcome.js';
 import { nextAttemptDelay } from './retry-policy.js';
 
 export interface OutcomeDecision {
@@ -28,4 +29,36 @@ export function decideOutcome(
   const delay = nextAttemptDelay({ scheduleMs, attemptNumber, retryAfterMs: outcome.retryAfterMs, random });
   if (delay === null) return { status: 'failed', nextAttemptAt: null, disableListener: null };
   return { status: 'pending', nextAttemptAt: now + delay, disableListener: null };
+}
+
+const ERROR_CODE = /^[A-Z][A-Z0-9_]{0,63}$/;
+const MAX_MESSAGE = 1_000;
+
+/**
+ * A transport's outcome as the dispatcher records it. Built-in transports keep the contract;
+ * an operator's module may not, so every field is checked and bounded here: a malformed
+ * outcome is a failed attempt, never a crash or an oversized record.
+ */
+export function normalizeOutcome(raw: unknown, durationMs: number): AttemptOutcome {
+  const o = (raw !== null && typeof raw === 'object' ? raw : {}) as Record<string, unknown>;
+  const ok = o.ok === true;
+  const text = (v: unknown, max: number) => (typeof v === 'string' ? utf8Excerpt(Buffer.from(v, 'utf8'), max) : null);
+  let error = typeof o.error === 'string' && ERROR_CODE.test(o.error) ? o.error : null;
+  let message = text(o.message, MAX_MESSAGE);
+  if (!ok && error === null) {
+    error = 'TRANSPORT_ERROR';
+    message ??= raw !== null && typeof raw === 'object' ? 'the transport reported a failure without a code' : 'the transport returned no outcome';
+  }
+  const statusCode = Number.isInteger(o.statusCode) && (o.statusCode as number) >= 0 && (o.statusCode as number) <= 999 ? (o.statusCode as number) : null;
+  const retryAfterMs = typeof o.retryAfterMs === 'number' && Number.isFinite(o.retryAfterMs) && o.retryAfterMs >= 0 ? o.retryAfterMs : null;
+  return {
+    ok,
+    statusCode,
+    durationMs,
+    error: ok ? null : error,
+    message: ok ? null : message,
+    responseExcerpt: text(o.responseExcerpt, RESPONSE_EXCERPT_BYTES),
+    retryAfterMs,
+    gone: o.gone === true,
+  };
 }

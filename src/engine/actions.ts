@@ -1,6 +1,8 @@
 import { Agent, request } from 'undici';
 import type { NetworkGuard } from '../net/network-guard.js';
+import { tooLargeMessage } from './limits.js';
 import type { Outcome } from './transitions.js';
+import { redactCredentials, redactUrl } from './url-credentials.js';
 import type { ActionName } from './workbook.js';
 
 /*
@@ -9,17 +11,17 @@ import type { ActionName } from './workbook.js';
  */
 
 export const DEFAULT_HTTP_TIMEOUT_S = 30;
-/** std.http reads at most this much of a response into the task's result. */
-export const MAX_HTTP_RESULT_BYTES = 1024 * 1024;
 
 export interface ActionDeps {
   guard: NetworkGuard;
-  /** Shared by every std.http call; its lookup is the guard's, so each connect is checked. */
+  /** Shared by every std.http call; its connector is the guard's, so each connect is checked. */
   agent: Agent;
+  /** RELAY_MAX_RESULT_BYTES: std.http stops reading a response body past it. */
+  maxResultBytes: number;
 }
 
 export function createActionAgent(guard: NetworkGuard): Agent {
-  return new Agent({ connect: { lookup: guard.lookup } });
+  return new Agent({ connect: guard.connect });
 }
 
 const fail = (error: string, retryable = true): Outcome => ({ ok: false, error, retryable });
@@ -38,9 +40,15 @@ export async function runAction(action: Exclude<ActionName, 'std.sleep'>, input:
   }
 }
 
-async function httpAction(input: Record<string, unknown>, { guard, agent }: ActionDeps): Promise<Outcome> {
+class ResponseTooLargeError extends Error {
+  readonly code = 'ETOOLARGE';
+}
+
+async function httpAction(input: Record<string, unknown>, { guard, agent, maxResultBytes }: ActionDeps): Promise<Outcome> {
   const url = str(input.url);
   if (!url) return fail('input.url must be an http or https URL', false);
+  // Every message about this call names the URL without its credentials.
+  const shown = redactUrl(url);
   const timeoutS = typeof input.timeout === 'number' && input.timeout > 0 ? input.timeout : DEFAULT_HTTP_TIMEOUT_S;
   const timeoutMs = Math.round(timeoutS * 1000);
   const headers: Record<string, string> = {};
@@ -65,20 +73,23 @@ async function httpAction(input: Record<string, unknown>, { guard, agent }: Acti
       bodyTimeout: timeoutMs,
       signal: AbortSignal.timeout(timeoutMs),
     });
-    const text = await readLimited(res.body, MAX_HTTP_RESULT_BYTES);
+    const text = await readLimited(res.body, maxResultBytes);
     let parsed: unknown = text;
     try {
       parsed = text === '' ? null : JSON.parse(text);
     } catch {
       /* not JSON: keep the text */
     }
-    if (res.statusCode < 200 || res.statusCode > 299) return fail(`HTTP ${res.statusCode} from ${method} ${url}`);
+    if (res.statusCode < 200 || res.statusCode > 299) return fail(`HTTP ${res.statusCode} from ${method} ${shown}`);
     return { ok: true, result: { status: res.statusCode, body: parsed } };
   } catch (err) {
+    // The same response would be as large again: not worth another try.
+    if (err instanceof ResponseTooLargeError) return fail(`${tooLargeMessage('the response body', null, maxResultBytes)}: ${method} ${shown}`, false);
     const e = err as { code?: string; name?: string; message?: string };
     const code = e.name === 'TimeoutError' || e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT' ? 'TIMEOUT' : e.code;
-    const what = code === 'TIMEOUT' ? `no answer within ${timeoutS} s` : e.message ?? String(err);
-    return fail(`${code ?? 'ERROR'}: ${method} ${url}: ${what}`, code !== 'EADDRBLOCKED');
+    // undici's and the guard's messages may quote the URL.
+    const what = code === 'TIMEOUT' ? `no answer within ${timeoutS} s` : redactCredentials(e.message ?? String(err), url);
+    return fail(`${code ?? 'ERROR'}: ${method} ${shown}: ${what}`, code !== 'EADDRBLOCKED');
   }
 }
 
@@ -89,7 +100,7 @@ async function readLimited(body: AsyncIterable<Buffer> & { destroy(): unknown },
     size += chunk.length;
     if (size > limit) {
       body.destroy();
-      throw Object.assign(new Error(`the response is larger than ${limit} bytes`), { code: 'ETOOLARGE' });
+      throw new ResponseTooLargeError(`the response is larger than ${limit} bytes`);
     }
     chunks.push(chunk);
   }

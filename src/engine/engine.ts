@@ -3,6 +3,7 @@ import type { FanOutCache } from '../fanout/fanout.js';
 import type { NetworkGuard } from '../net/network-guard.js';
 import type { EngineStore, EngineTx, ExecutionRecord, TaskRecord } from '../store/engine-store.js';
 import { createActionAgent } from './actions.js';
+import { DEFAULT_ENGINE_LIMITS, type EngineLimits } from './limits.js';
 import { recoverInterruptedTasks } from './recovery.js';
 import { createRunner, type Commit, type RunnerHooks } from './runner.js';
 import { changeExecutionState, launchExecution, rerunTask, type NewExecution, type Refusal } from './state-changes.js';
@@ -20,10 +21,18 @@ export interface EngineOptions {
   hooks?: RunnerHooks;
   maxInFlight?: number;
   shutdownGraceMs?: number;
+  /** RELAY_MAX_RESULT_BYTES: a task's result, its evaluated input, an execution's input, in bytes of JSON. */
+  maxResultBytes?: number;
+  /** RELAY_MAX_TASKS_PER_EXECUTION: task runs one execution may create before it fails. */
+  maxTasksPerExecution?: number;
 }
 
 /** The embedded engine: the state changes clients ask for, and the runner that moves executions on. */
 export function createEngine(o: EngineOptions) {
+  const limits: EngineLimits = {
+    maxResultBytes: o.maxResultBytes ?? DEFAULT_ENGINE_LIMITS.maxResultBytes,
+    maxTasksPerExecution: o.maxTasksPerExecution ?? DEFAULT_ENGINE_LIMITS.maxTasksPerExecution,
+  };
   // The fan-out matcher is fetched before the transaction (it may read listeners); inside, it is a pure function.
   const commit: Commit = async (project, fn) => {
     const route = await o.fanOut.forProject(project);
@@ -36,7 +45,8 @@ export function createEngine(o: EngineOptions) {
   const runner = createRunner({
     store: o.store,
     commit,
-    actions: { guard: o.guard, agent },
+    actions: { guard: o.guard, agent, maxResultBytes: limits.maxResultBytes },
+    limits,
     log: o.log,
     hooks: o.hooks,
     maxInFlight: o.maxInFlight,
@@ -51,9 +61,10 @@ export function createEngine(o: EngineOptions) {
   }
 
   return {
+    limits,
     /** Recovers what a crash left in flight, then starts the runner. */
     async start(): Promise<void> {
-      await recoverInterruptedTasks({ store: o.store, commit, log: o.log });
+      await recoverInterruptedTasks({ store: o.store, commit, log: o.log, maxTasks: limits.maxTasksPerExecution });
       runner.start();
     },
     async stop(): Promise<void> {
@@ -61,7 +72,7 @@ export function createEngine(o: EngineOptions) {
       await agent.destroy().catch(() => {});
     },
     launch(n: NewExecution): Promise<ExecutionRecord> {
-      return change(n.project, (tx) => launchExecution(tx, n));
+      return change(n.project, (tx) => launchExecution(tx, n, limits.maxTasksPerExecution));
     },
     changeExecutionState(project: string, id: string, to: ClientExecutionState): Promise<ExecutionRecord | Refusal> {
       return change(project, (tx) => changeExecutionState(tx, id, to));

@@ -1,3 +1,5 @@
+import { jsonBytes, ResultTooLargeError } from './limits.js';
+
 /**
  * The two expression forms a workbook may use: `<% $.path %>` (execution input) and
  * `<% task('name').result.path %>` (an earlier task's result). Parsed by hand, never eval'd.
@@ -70,28 +72,79 @@ function evaluateExpression(expr: Expression, ctx: ExpressionContext): unknown {
   return expr.kind === 'input' ? readPath(ctx.input, expr.path) : readPath(ctx.taskResult(expr.task), expr.path);
 }
 
-function evaluateString(text: string, ctx: ExpressionContext): unknown {
-  if (!text.includes(OPEN)) return text;
+/**
+ * Bytes of JSON the evaluation may still produce. Charged as the output is built, before a
+ * large string is joined, so an input that would expand past the limit (one big value read many
+ * times) is refused without being built. The count is a lower bound of the output's JSON size.
+ */
+interface Budget {
+  left: number;
+  maxBytes: number;
+  what: string;
+}
+
+function charge(budget: Budget | undefined, bytes: () => number): void {
+  if (!budget) return;
+  budget.left -= bytes();
+  if (budget.left < 0) throw new ResultTooLargeError(budget.what, null, budget.maxBytes);
+}
+
+const textBytes = (text: string) => Buffer.byteLength(text, 'utf8');
+
+function evaluateString(text: string, ctx: ExpressionContext, budget?: Budget): unknown {
+  if (!text.includes(OPEN)) {
+    charge(budget, () => textBytes(text) + 2);
+    return text;
+  }
   const pieces = parseTemplate(text.trim());
   // A string that is exactly one expression keeps the value's own type (number, object, ...).
-  if (pieces.length === 1 && typeof pieces[0] !== 'string') return evaluateExpression(pieces[0], ctx);
+  if (pieces.length === 1 && typeof pieces[0] !== 'string') {
+    const value = evaluateExpression(pieces[0], ctx);
+    charge(budget, () => jsonBytes(value));
+    return value;
+  }
+  charge(budget, () => 2);
   return parseTemplate(text)
     .map((piece) => {
-      if (typeof piece === 'string') return piece;
-      const value = evaluateExpression(piece, ctx);
-      return typeof value === 'string' ? value : JSON.stringify(value ?? null);
+      let part: string;
+      if (typeof piece === 'string') part = piece;
+      else {
+        const value = evaluateExpression(piece, ctx);
+        part = typeof value === 'string' ? value : JSON.stringify(value ?? null);
+      }
+      charge(budget, () => textBytes(part));
+      return part;
     })
     .join('');
 }
 
-/** Evaluates every expression in strings found anywhere in `value`; object keys are left as written. */
-export function evaluate(value: unknown, ctx: ExpressionContext): unknown {
-  if (typeof value === 'string') return evaluateString(value, ctx);
-  if (Array.isArray(value)) return value.map((item) => evaluate(item, ctx));
-  if (value !== null && typeof value === 'object') {
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, evaluate(v, ctx)]));
+function evaluateWithin(value: unknown, ctx: ExpressionContext, budget?: Budget): unknown {
+  if (typeof value === 'string') return evaluateString(value, ctx, budget);
+  if (Array.isArray(value)) {
+    charge(budget, () => 1 + value.length);
+    return value.map((item) => evaluateWithin(item, ctx, budget));
   }
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value);
+    charge(budget, () => 1 + entries.length);
+    return Object.fromEntries(
+      entries.map(([k, v]) => {
+        charge(budget, () => textBytes(k) + 3);
+        return [k, evaluateWithin(v, ctx, budget)];
+      }),
+    );
+  }
+  charge(budget, () => jsonBytes(value));
   return value;
+}
+
+/**
+ * Evaluates every expression in strings found anywhere in `value`; object keys are left as
+ * written. With `maxBytes`, an output of more than that many bytes of JSON throws
+ * ResultTooLargeError naming it `what` before it is built in full.
+ */
+export function evaluate(value: unknown, ctx: ExpressionContext, limit?: { maxBytes: number; what: string }): unknown {
+  return evaluateWithin(value, ctx, limit && { left: limit.maxBytes, maxBytes: limit.maxBytes, what: limit.what });
 }
 
 function strings(value: unknown, out: string[] = []): string[] {

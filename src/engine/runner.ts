@@ -1,7 +1,10 @@
+import { setTimeout as pause } from 'node:timers/promises';
 import type { Logger } from 'pino';
-import type { ClaimedTask, EngineStore, EngineTx, TaskRecord } from '../store/engine-store.js';
+import { backoffDelay, type BackoffOptions } from '../backoff.js';
+import type { ClaimedTask, EngineStore, EngineTx } from '../store/engine-store.js';
 import { runAction, type ActionDeps } from './actions.js';
 import { evaluate, referencedTasks } from './expressions.js';
+import { assertWithinLimit, boundedOutcome, DEFAULT_ENGINE_LIMITS, type EngineLimits } from './limits.js';
 import { finishTask, scheduleWake } from './state-changes.js';
 import type { Outcome } from './transitions.js';
 import type { TaskSpec, WorkflowSpec } from './workbook.js';
@@ -11,7 +14,7 @@ import { createWakeSignal } from '../wake-signal.js';
 export type Commit = <T>(project: string, fn: (tx: EngineTx) => T) => Promise<T>;
 
 export interface RunnerHooks {
-  /** Called after an action's outcome is known and before it commits; a throw leaves the outcome uncommitted (tests). */
+  /** Called before each try to commit an action's outcome; a throw counts as a failed commit (tests). */
   beforeCommitOutcome?: (task: ClaimedTask, outcome: Outcome) => void;
 }
 
@@ -27,7 +30,19 @@ export interface RunnerOptions {
   idlePollMs?: number;
   /** How long actions in flight may finish on stop; after that their outcomes are dropped (recovery marks them on restart). */
   shutdownGraceMs?: number;
+  limits?: EngineLimits;
+  /** Pauses between tries of a database step that failed (a claim, a commit). */
+  storeBackoff?: BackoffOptions;
 }
+
+/** The database failed to take a step now; anything else is a fault of the step itself. */
+const isStoreUnavailable = (err: unknown) => (err as { code?: unknown } | null)?.code === 'STORE_UNAVAILABLE';
+/**
+ * A commit that keeps failing for a reason other than the database being unavailable is most
+ * likely refused for what it holds: after this many tries the task's failure is committed instead.
+ */
+const UNRECORDABLE_AFTER = 3;
+const STOPPED = Symbol('stopped');
 
 export interface Runner {
   start(): void;
@@ -45,23 +60,31 @@ export function createRunner(o: RunnerOptions): Runner {
   const { store, commit, log } = o;
   const maxInFlight = o.maxInFlight ?? 256;
   const idlePollMs = o.idlePollMs ?? 1_000;
+  const limits = o.limits ?? DEFAULT_ENGINE_LIMITS;
+  const storeBackoff = o.storeBackoff ?? { baseMs: 100, maxMs: 10_000 };
   let running = false;
   let accepting = true;
+  // Aborted once outcomes are no longer committed: ends the pauses between commit tries.
+  const stopping = new AbortController();
   let loopDone: Promise<void> = Promise.resolve();
   const active = new Set<Promise<void>>();
   const signal = createWakeSignal();
   const { wake, sleep } = signal;
 
   async function loop() {
+    let claimFailures = 0;
     while (running) {
       const room = maxInFlight - active.size;
       let claimed: ClaimedTask[] = [];
       signal.clear();
       try {
         if (room > 0) claimed = await store.claimRunnableTasks(Date.now(), room);
+        claimFailures = 0;
       } catch (err) {
-        log.error({ err }, 'could not claim runnable tasks');
-        await sleep(idlePollMs);
+        claimFailures++;
+        const retryInMs = backoffDelay(claimFailures, storeBackoff);
+        log.error({ err, failures: claimFailures, retry_in_ms: retryInMs }, 'could not claim runnable tasks');
+        await sleep(retryInMs);
         continue;
       }
       for (const task of claimed) {
@@ -81,19 +104,46 @@ export function createRunner(o: RunnerOptions): Runner {
     }
   }
 
+  /**
+   * Runs a database step until it succeeds, pausing between tries by the store backoff policy.
+   * Gives up only when the runner stops committing: a task left in flight then is recorded as
+   * interrupted by recovery at the next start, as after a crash. A read (`readOnly`) is tried
+   * again only while the database is unavailable; its other errors are thrown.
+   */
+  async function persistently<T>(what: string, task: ClaimedTask, step: () => Promise<T>, readOnly = false): Promise<T | typeof STOPPED> {
+    for (let failures = 1; ; failures++) {
+      try {
+        return await step();
+      } catch (err) {
+        if (readOnly && !isStoreUnavailable(err)) throw err;
+        if (accepting) {
+          const retryInMs = backoffDelay(failures, storeBackoff);
+          log.error({ err, task: task.id, failures, retry_in_ms: retryInMs }, `could not ${what}; trying again`);
+          await pause(retryInMs, undefined, { signal: stopping.signal }).catch(() => {});
+        }
+        if (!accepting) {
+          log.warn({ err, task: task.id }, `could not ${what} before the engine stopped; the next start records the task as interrupted`);
+          return STOPPED;
+        }
+      }
+    }
+  }
+
   async function runTask(task: ClaimedTask) {
     const startedAt = task.action_started_at!;
     const spec = (task.execution.spec as WorkflowSpec).tasks[task.name];
     let outcome: Outcome;
     try {
       const input = await inputOf(task, spec);
+      if (input === STOPPED) return;
       if (task.action === 'std.sleep') {
         const seconds = Number(input.seconds);
         if (!Number.isFinite(seconds) || seconds < 0) throw new Error('input.seconds must be a number of seconds ≥ 0');
         // Measured from the attempt's start, so a restart neither shortens nor repeats the wait.
         const due = startedAt + Math.round(seconds * 1000);
         if (due > Date.now()) {
-          if (accepting) await commit(task.project, (tx) => scheduleWake(tx, task.id, startedAt, due));
+          const wait = (tx: EngineTx) => scheduleWake(tx, task.id, startedAt, due);
+          if (accepting) await persistently('commit a wait', task, () => commit(task.project, wait));
           return;
         }
         outcome = { ok: true, result: null };
@@ -104,30 +154,46 @@ export function createRunner(o: RunnerOptions): Runner {
       outcome = { ok: false, error: (err as Error).message, retryable: false };
     }
     if (!accepting) return;
-    try {
-      o.hooks?.beforeCommitOutcome?.(task, outcome);
-    } catch (err) {
-      log.warn({ err, task: task.id }, 'outcome not committed (hook)');
-      return;
-    }
-    try {
-      const { end } = await commit(task.project, (tx) => finishTask(tx, task.id, startedAt, outcome));
-      log.debug({ task: task.id, name: task.name, end, ok: outcome.ok }, 'task outcome committed');
-    } catch (err) {
-      // The task stays marked as started: a restart records it as interrupted, never re-runs it silently.
-      log.error({ err, task: task.id }, 'could not commit a task outcome');
-    }
+    await commitOutcome(task, startedAt, boundedOutcome(outcome, limits.maxResultBytes));
   }
 
-  /** The task's input with its expressions evaluated against the execution input and earlier results. */
-  async function inputOf(task: ClaimedTask, spec: TaskSpec): Promise<Record<string, unknown>> {
-    const results = new Map<string, unknown>();
-    if (referencedTasks(spec.input).length > 0) {
-      const tasks: TaskRecord[] = await store.listTasks(task.project, task.execution_id, { limit: 100_000 });
-      // The latest instance that succeeded answers task('name').result.
-      for (const t of tasks) if (t.state === 'SUCCESS') results.set(t.name, t.result);
-    }
-    const value = evaluate(spec.input, { input: task.execution.input, taskResult: (name) => results.get(name) ?? null });
+  /**
+   * Commits what an attempt came to, trying again while the database cannot take it, so the task
+   * never stays RUNNING while the process lives. The action is not run again: only its outcome
+   * is written, and a try that did commit before failing to answer makes the next one a no-op.
+   */
+  async function commitOutcome(task: ClaimedTask, startedAt: number, outcome: Outcome) {
+    let current = outcome;
+    let refusals = 0;
+    const end = await persistently('commit a task outcome', task, async () => {
+      try {
+        o.hooks?.beforeCommitOutcome?.(task, current);
+        return (await commit(task.project, (tx) => finishTask(tx, task.id, startedAt, current, limits.maxTasksPerExecution))).end;
+      } catch (err) {
+        if (!isStoreUnavailable(err) && ++refusals >= UNRECORDABLE_AFTER && current === outcome) {
+          current = { ok: false, error: `the outcome could not be recorded: ${(err as Error).message}`, retryable: false };
+        }
+        throw err;
+      }
+    });
+    if (end !== STOPPED) log.debug({ task: task.id, name: task.name, end, ok: current.ok }, 'task outcome committed');
+  }
+
+  /**
+   * The task's input with its expressions evaluated against the execution input and earlier
+   * results; more than RELAY_MAX_RESULT_BYTES of it fails the task.
+   */
+  async function inputOf(task: ClaimedTask, spec: TaskSpec): Promise<Record<string, unknown> | typeof STOPPED> {
+    const names = referencedTasks(spec.input);
+    // The latest instance that succeeded answers task('name').result.
+    const results =
+      names.length === 0
+        ? new Map<string, unknown>()
+        : await persistently('read earlier results', task, () => store.latestResults(task.project, task.execution_id, names), true);
+    if (results === STOPPED) return STOPPED;
+    const context = { input: task.execution.input, taskResult: (name: string) => results.get(name) ?? null };
+    const value = evaluate(spec.input, context, { maxBytes: limits.maxResultBytes, what: 'input' });
+    assertWithinLimit('input', value, limits.maxResultBytes);
     return (value ?? {}) as Record<string, unknown>;
   }
 
@@ -149,6 +215,7 @@ export function createRunner(o: RunnerOptions): Runner {
       ]);
       clearTimeout(timer);
       accepting = false;
+      stopping.abort();
     },
   };
 }

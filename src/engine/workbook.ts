@@ -1,4 +1,5 @@
 import { isAlias, isMap, isNode, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
+import { describeBytes, jsonBytesWithin } from './limits.js';
 import { validateWorkbook, type LineOf } from './workbook-validate.js';
 
 export const ACTIONS = ['std.noop', 'std.echo', 'std.fail', 'std.sleep', 'std.http'] as const;
@@ -49,6 +50,15 @@ export class WorkbookError extends Error {
 
 const BODY = '(body)';
 
+/*
+ * The request body bounds a definition's text, but YAML aliases (`*name`) repeat a node as often
+ * as they are written: a "billion laughs" document expands a few lines into gigabytes. yaml
+ * refuses documents whose aliases multiply (MAX_ALIAS_COUNT), and what a definition expands to
+ * is bounded too, since its parsed form is stored with the workbook and with every execution.
+ */
+const MAX_ALIAS_COUNT = 100;
+export const MAX_EXPANDED_DEFINITION_BYTES = 4 * 1024 * 1024;
+
 /** Parses and validates a workbook; throws WorkbookError listing every problem found, each with its line. */
 export function parseWorkbook(source: string, contentType: 'yaml' | 'json' = 'yaml'): WorkbookSpec {
   const lineCounter = new LineCounter();
@@ -62,9 +72,20 @@ export function parseWorkbook(source: string, contentType: 'yaml' | 'json' = 'ya
   }
   let root: unknown;
   try {
-    root = doc.toJS({ maxAliasCount: 100 });
+    root = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
   } catch (err) {
-    throw new WorkbookError([{ field: BODY, message: (err as Error).message }]);
+    const message = (err as Error).message;
+    throw new WorkbookError([
+      { field: BODY, message: /alias/i.test(message) ? `the aliases in this document expand too much: ${message}` : message },
+    ]);
+  }
+  if (jsonBytesWithin(root, MAX_EXPANDED_DEFINITION_BYTES) === null) {
+    throw new WorkbookError([
+      {
+        field: BODY,
+        message: `with its aliases expanded the definition is more than ${describeBytes(MAX_EXPANDED_DEFINITION_BYTES)} of JSON; write the repeated parts fewer times`,
+      },
+    ]);
   }
   const { spec, issues } = validateWorkbook(root, locate(doc, lineCounter));
   if (!spec || issues.length > 0) throw new WorkbookError(issues);

@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import safeRegex from 'safe-regex2';
 import { EventEnvelope } from '../records/event.js';
+import { compilePattern } from './pattern.js';
 
 /*
  * A listener's payload filter: `{ "<dot.path>": condition, … }` over the event envelope.
@@ -15,15 +15,41 @@ import { EventEnvelope } from '../records/event.js';
  *   is chronological for ISO timestamps such as `occurred_at`); a type mismatch is a non-match.
  * - Objects and arrays in the envelope are never equal to a scalar; a numeric path segment
  *   indexes an array (`data.hosts.0.name`).
+ * - `$regex` is RE2 syntax run by a linear-time engine and searches anywhere in the string, as
+ *   `RegExp.test` does (`^` anchors at the start, as Python's `re.match` does).
  */
 
 export const FILTER_OPERATORS = ['$in', '$ne', '$regex', '$exists', '$gt', '$lt'] as const;
 export type FilterOperator = (typeof FILTER_OPERATORS)[number];
 
-const MAX_CONDITIONS = 50;
-const MAX_PATH_LENGTH = 256;
-const MAX_IN_VALUES = 1000;
-const MAX_REGEX_LENGTH = 1000;
+/*
+ * Size limits, checked when a listener is created or changed. They keep validating, compiling
+ * and matching a filter cheap: the fan-out runs every filter of a project on every event.
+ */
+/** Keys (conditions) in one filter. */
+export const MAX_FILTER_KEYS = 50;
+/** Characters in one key (a dot path). */
+export const MAX_PATH_LENGTH = 256;
+/** How deep a condition nests: an operator object (1) holding a `$in` list (2). */
+export const MAX_CONDITION_DEPTH = 2;
+/** Values in one `$in` list. */
+export const MAX_IN_VALUES = 1000;
+/** Characters in one `$regex` pattern. */
+export const MAX_REGEX_LENGTH = 1000;
+/** The whole filter as compact JSON, in UTF-8 bytes. */
+export const MAX_FILTER_BYTES = 16 * 1024;
+/**
+ * RE2 program instructions of all `$regex` patterns of one filter together. Matching is linear
+ * in the string, but its worst case per character grows with the program (about 5 ns per
+ * character and instruction when the DFA gives way to the NFA), so the program is bounded too.
+ */
+export const MAX_REGEX_PROGRAM = 1000;
+/**
+ * Longest string (in UTF-16 code units) that `$regex` tests; a longer value does not match.
+ * With MAX_REGEX_PROGRAM this bounds one filter's regex work on one event to a fraction of a
+ * second even on the slowest patterns, whatever size of event the ingest accepts.
+ */
+export const MAX_REGEX_SUBJECT_LENGTH = 64 * 1024;
 
 const ENVELOPE_FIELDS: readonly string[] = Object.keys(EventEnvelope.shape);
 const OPERATOR_LIST = FILTER_OPERATORS.join(', ');
@@ -33,26 +59,7 @@ const Scalar = z.union([z.string(), z.number(), z.boolean(), z.null()], {
 });
 const Comparable = z.union([z.number(), z.string()], { error: 'must be a number or a string' });
 
-const RegexSource = z
-  .string()
-  .max(MAX_REGEX_LENGTH)
-  .superRefine((source, ctx) => {
-    try {
-      new RegExp(source);
-    } catch (err) {
-      ctx.addIssue({ code: 'custom', message: (err as Error).message });
-      return;
-    }
-    if (!safeRegex(source)) {
-      ctx.addIssue({
-        code: 'custom',
-        message:
-          'this pattern may take exponential time on some inputs (nested quantifiers such as "(a+)+", ' +
-          'more than 25 quantifiers, or lookbehind, which the checker cannot analyse); ' +
-          'rewrite it without nested repetition',
-      });
-    }
-  });
+const RegexSource = z.string().max(MAX_REGEX_LENGTH);
 
 const OperatorsSchema = z
   .strictObject(
@@ -106,11 +113,70 @@ const FilterKey = z.string().superRefine((key, ctx) => {
   if (problem) ctx.addIssue({ code: 'custom', message: problem });
 });
 
+/** Whether `value` nests objects or arrays more than `levels` deep; looks no further than that. */
+function nestsDeeperThan(value: unknown, levels: number): boolean {
+  if (value === null || typeof value !== 'object') return false;
+  if (levels === 0) return true;
+  for (const inner of Object.values(value)) if (nestsDeeperThan(inner, levels - 1)) return true;
+  return false;
+}
+
+/*
+ * The limits on a filter as a whole. It runs even when some conditions have problems, so that
+ * every bad pattern is reported at once, and stops at the first limit crossed: nothing deep is
+ * serialised, and no pattern of an oversized filter is compiled (compiling is the costly part).
+ * Each pattern is compiled once, and the running total stops at the first one past the budget.
+ */
+function checkFilterLimits(filter: unknown, ctx: z.RefinementCtx): void {
+  if (!isPlainObject(filter)) return; // the record schema says what it must be
+  const keys = Object.keys(filter);
+  if (keys.length > MAX_FILTER_KEYS) {
+    ctx.addIssue({ code: 'custom', message: `a filter has at most ${MAX_FILTER_KEYS} keys, this one has ${keys.length}` });
+    return;
+  }
+  const deep = keys.filter((key) => nestsDeeperThan(filter[key], MAX_CONDITION_DEPTH));
+  if (deep.length > 0) {
+    // The shape of a condition allows no such depth, so its own check has usually said so.
+    const reported = new Set(ctx.issues.map((issue) => issue.path?.[0]));
+    for (const key of deep.filter((k) => !reported.has(k))) {
+      ctx.addIssue({ code: 'custom', path: [key], message: `nests deeper than ${MAX_CONDITION_DEPTH} levels` });
+    }
+    return;
+  }
+  const bytes = Buffer.byteLength(JSON.stringify(filter));
+  if (bytes > MAX_FILTER_BYTES) {
+    ctx.addIssue({ code: 'custom', message: `a filter is at most ${MAX_FILTER_BYTES} bytes of JSON, this one is ${bytes}` });
+    return;
+  }
+  let program = 0;
+  for (const [key, condition] of Object.entries(filter)) {
+    if (!isPlainObject(condition)) continue;
+    const source = condition.$regex;
+    if (typeof source !== 'string' || source.length > MAX_REGEX_LENGTH) continue;
+    const compiled = compilePattern(source);
+    if (!compiled.ok) {
+      ctx.addIssue({ code: 'custom', path: [key, '$regex'], message: compiled.reason });
+      continue;
+    }
+    program += compiled.pattern.programSize();
+    if (program > MAX_REGEX_PROGRAM) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [key, '$regex'],
+        message:
+          `a filter's $regex patterns compile to at most ${MAX_REGEX_PROGRAM} RE2 instructions together, ` +
+          `and these come to ${program} with this one: use smaller repeat counts or fewer patterns`,
+      });
+      return;
+    }
+  }
+}
+
 export const FilterSchema = z
   .record(FilterKey, FilterConditionSchema, {
     error: (issue) => (issue.code === 'invalid_key' ? issue.issues[0]?.message : undefined),
   })
-  .refine((f) => Object.keys(f).length <= MAX_CONDITIONS, `a filter has at most ${MAX_CONDITIONS} keys`);
+  .superRefine(checkFilterLimits, { when: () => true });
 
 export type FilterScalar = string | number | boolean | null;
 export type FilterOperators = z.output<typeof OperatorsSchema>;
@@ -153,7 +219,8 @@ type PathReader = (root: unknown) => unknown;
  * `__proto__` never reach the prototype. Payloads relayed from elsewhere can have keys that
  * themselves contain dots (oslo versioned objects: "nova_object.data"), so when a segment is
  * missing the reader tries it joined with the following ones, exact key first, without
- * backtracking.
+ * backtracking. Compiling is linear in the path: a joined key is cut from it only when a walk
+ * needs one, and a walk makes at most one lookup per segment.
  */
 function compilePath(path: string | readonly string[]): PathReader {
   const segments = typeof path === 'string' ? path.split('.') : [...path];
@@ -162,19 +229,23 @@ function compilePath(path: string | readonly string[]): PathReader {
     return (root) => (isRecord(root) && Object.hasOwn(root, key) ? root[key] : undefined);
   }
   const n = segments.length;
-  // spans[i][j - i] is the key made of segments i..j.
-  const spans = segments.map((_, i) => segments.slice(i).map((_, k) => segments.slice(i, i + k + 1).join('.')));
+  const joined = segments.join('.');
+  // Segments i..j are joined.slice(starts[i], starts[j + 1] - 1).
+  const starts = [0];
+  for (const segment of segments) starts.push(starts[starts.length - 1] + segment.length + 1);
   return (root) => {
     let current = root;
     let i = 0;
     while (i < n) {
       if (!isRecord(current)) return undefined;
-      const candidates = spans[i];
-      let k = 0;
-      while (k < candidates.length && !Object.hasOwn(current, candidates[k])) k++;
-      if (k === candidates.length) return undefined;
-      current = current[candidates[k]];
-      i += k + 1;
+      let j = i;
+      let key = segments[i];
+      while (!Object.hasOwn(current, key)) {
+        if (++j === n) return undefined;
+        key = joined.slice(starts[i], starts[j + 1] - 1);
+      }
+      current = current[key];
+      i = j + 1;
     }
     return current;
   };
@@ -222,14 +293,11 @@ function compileOperator(key: string, op: string, arg: unknown): ValueTest {
       return (v) => v !== undefined && v !== arg;
     case '$regex': {
       if (typeof arg !== 'string') throw new InvalidFilterError(key, '$regex must be a string');
-      let re: RegExp;
-      try {
-        re = new RegExp(arg);
-      } catch (err) {
-        throw new InvalidFilterError(key, (err as Error).message);
-      }
-      // No g or y flag, so test() keeps no lastIndex state between events.
-      return (v) => typeof v === 'string' && re.test(v);
+      const compiled = compilePattern(arg);
+      if (!compiled.ok) throw new InvalidFilterError(key, compiled.reason);
+      const re = compiled.pattern;
+      // test() searches anywhere, as RegExp.test does, and keeps no state between events.
+      return (v) => typeof v === 'string' && v.length <= MAX_REGEX_SUBJECT_LENGTH && re.test(v);
     }
     case '$gt':
     case '$lt':
@@ -256,9 +324,10 @@ function compileCondition(key: string, condition: unknown): ValueTest {
 }
 
 /**
- * Compiles a filter once into a predicate over event envelopes (paths split and regexes built
- * here, not per event). Expects a filter `FilterSchema` accepted; throws `InvalidFilterError`
- * for a malformed one. It does not repeat the ReDoS check, which belongs at create time.
+ * Compiles a filter once into a predicate over event envelopes (paths split and patterns
+ * compiled here, not per event). Expects a filter `FilterSchema` accepted; throws
+ * `InvalidFilterError` for a malformed one, and for a pattern the linear-time engine cannot
+ * run. The size limits belong at create time and are not checked again.
  */
 export function compileFilter(filter: Filter): FilterPredicate {
   const conditions = Object.entries(filter).map(([key, condition]) => ({

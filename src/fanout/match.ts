@@ -1,4 +1,5 @@
-import { categoryOf, PING_EVENT_TYPE } from '../records/event.js';
+import { categoryOf, FIXED_CATEGORY_TYPES, PING_EVENT_TYPE } from '../records/event.js';
+import { compileEventPattern, isEventPattern } from './event-pattern.js';
 import { compileFilter, type Filter, type FilterPredicate } from './filter.js';
 
 /** Listener `events` aliases and the event names they stand for. */
@@ -42,14 +43,24 @@ export function expandEventAliases(events: readonly string[]): string[] {
   return [...out];
 }
 
+/** Whether a pattern could match some type of `category` (any other dotted type is a NOTIFICATION). */
+function patternReaches(pattern: string, category: string): boolean {
+  if (category === 'NOTIFICATION') return true;
+  const matches = compileEventPattern(pattern);
+  return (FIXED_CATEGORY_TYPES[category as 'EXECUTION' | 'TASK'] ?? []).some(matches);
+}
+
 /**
- * The entries of `events` (as written, aliases included) of which no event falls in one of
- * `event_types`: such an entry can never match, which a listener check may want to refuse.
+ * The entries of `events` (as written, aliases and patterns included) of which no event falls
+ * in one of `event_types`: such an entry can never match, which a listener check may want to
+ * refuse.
  */
 export function eventsOutsideCategories(rule: Pick<ListenerRule, 'event_types' | 'events'>): string[] {
   const categories = new Set<string>(rule.event_types);
-  return (rule.events ?? []).filter(
-    (entry) => !expandEventAliases([entry]).some((e) => categories.has(categoryOf(e))),
+  return (rule.events ?? []).filter((entry) =>
+    isEventPattern(entry)
+      ? ![...categories].some((c) => patternReaches(entry, c))
+      : !expandEventAliases([entry]).some((e) => categories.has(categoryOf(e))),
   );
 }
 
@@ -58,7 +69,9 @@ const NEVER: ListenerMatcher = () => false;
 /**
  * Compiles a listener rule once into a matcher for the fan-out hot path (every ingested event
  * against every listener of its project). The matcher reads the rule as it was when compiled.
- * PING never matches: it is sent to one listener directly, never fanned out.
+ * PING never matches: it is sent to one listener directly, never fanned out. Throws
+ * `InvalidFilterError` for a stored filter that no longer compiles (a `$regex` an older version
+ * accepted that the linear-time engine cannot run).
  */
 export function compileListenerRule(rule: ListenerRule): ListenerMatcher {
   if (!rule.enabled) return NEVER;
@@ -66,11 +79,15 @@ export function compileListenerRule(rule: ListenerRule): ListenerMatcher {
   const categories = new Set<string>(rule.event_types);
   // An empty `events` narrows nothing, as an empty `event_types` does in a Mistral subscription.
   let types: ReadonlySet<string> | null = null;
+  let patterns: Array<(type: string) => boolean> = [];
   if (rule.events && rule.events.length > 0) {
-    types = new Set(expandEventAliases(rule.events).filter((e) => categories.has(categoryOf(e))));
-    if (types.size === 0) return NEVER;
+    const exact = rule.events.filter((e) => !isEventPattern(e));
+    patterns = rule.events.filter(isEventPattern).map(compileEventPattern);
+    types = new Set(expandEventAliases(exact).filter((e) => categories.has(categoryOf(e))));
+    if (types.size === 0 && patterns.length === 0) return NEVER;
   }
   if (categories.size === 0) return NEVER;
+  const named = (type: string) => types === null || types.has(type) || patterns.some((p) => p(type));
 
   const workbook = rule.workbook === '*' ? null : rule.workbook;
   const targetKind = rule.target?.kind ?? null;
@@ -82,7 +99,8 @@ export function compileListenerRule(rule: ListenerRule): ListenerMatcher {
   return (event) => {
     const type = event.type;
     if (type === PING_EVENT_TYPE) return false;
-    if (types !== null ? !types.has(type) : !categories.has(categoryOf(type))) return false;
+    // The category is always checked against the actual event, whatever a pattern says.
+    if (!categories.has(categoryOf(type)) || !named(type)) return false;
     if (workbook !== null && event.workbook !== workbook) return false;
     if (targetKind === 'execution' && event.execution_id !== targetId) return false;
     if (targetKind === 'task' && event.task_id !== targetId) return false;

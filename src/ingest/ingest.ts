@@ -1,36 +1,16 @@
 import crypto from 'node:crypto';
-import { newId } from '../ids.js';
-import { categoryOf, type EventEnvelope, type EventInput } from '../records/event.js';
+import { toEnvelope, type EventEnvelope, type EventInput, type OriginalMessage } from '../records/event.js';
 import type { FanOutCache } from '../fanout/fanout.js';
 import type { AppendedEvent, FanOut, NewEvent, Store } from '../store/store.js';
 import { canonicalJson } from './mistral.js';
 
 
+export { toEnvelope };
+
 export interface IngestItem {
   input: EventInput;
-  /** The body as a Mistral sent it, for the `mistral` format. */
-  originalBody?: string | null;
-}
-
-/** The envelope for a client's event: relay-assigned id and time when absent; `sequence` comes from the store. */
-export function toEnvelope(input: EventInput, now: number, defaultSource: string): EventEnvelope {
-  return {
-    id: input.id ?? newId(now),
-    type: input.type,
-    category: categoryOf(input.type),
-    workbook: input.workbook ?? null,
-    workflow: input.workflow ?? null,
-    execution_id: input.execution_id ?? null,
-    task_id: input.task_id ?? null,
-    task_name: input.task_name ?? null,
-    state: input.state ?? null,
-    previous_state: input.previous_state ?? null,
-    state_info: input.state_info ?? null,
-    sequence: null,
-    occurred_at: input.occurred_at ?? new Date(now).toISOString(),
-    source: input.source ?? defaultSource,
-    data: input.data ?? {},
-  };
+  /** The message as its publisher sent it (a Mistral notifier, an oslo notifier), kept for its format. */
+  original?: OriginalMessage | null;
 }
 
 /** Digest of what the client sent (its `sequence` aside, which the relay ignores). */
@@ -61,16 +41,16 @@ export function createIngest({ store, fanOut, onDeliveriesCommitted, onEventsSto
   return {
     async ingest(project: string, items: IngestItem[], defaultSource = 'api'): Promise<AppendedEvent[]> {
       const now = Date.now();
-      const events = items.map(({ input, originalBody }) => ({
-        envelope: toEnvelope(input, now, defaultSource),
-        originalBody: originalBody ?? null,
+      const events = items.map(({ input, original }) => ({
+        envelope: toEnvelope(input, now, defaultSource, original?.format ?? null),
+        original: original ?? null,
         bodyHash: bodyHash(input),
       }));
       return append(project, events, await fanOut.forProject(project));
     },
     /** One event to exactly these listeners, bypassing fan-out (PING). */
     async sendTo(project: string, envelope: EventEnvelope, listenerIds: string[]): Promise<AppendedEvent> {
-      const [result] = await append(project, [{ envelope, originalBody: null, bodyHash: envelope.id }], () => listenerIds);
+      const [result] = await append(project, [{ envelope, original: null, bodyHash: envelope.id }], () => listenerIds);
       return result;
     },
   };

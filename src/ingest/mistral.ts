@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { jsonDepth, MAX_JSON_DEPTH } from '../json-depth.js';
 import type { EventInput } from '../records/event.js';
 
 export const MISTRAL_SOURCE = 'mistral';
@@ -137,6 +138,9 @@ function decodeUtf8(raw: Buffer): string {
 }
 
 function parseBody(text: string): Record<string, unknown> {
+  if (jsonDepth(text, MAX_JSON_DEPTH) > MAX_JSON_DEPTH) {
+    throw new MistralBodyError('(body)', `nests objects and arrays deeper than ${MAX_JSON_DEPTH} levels`);
+  }
   let value: unknown;
   try {
     value = JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);

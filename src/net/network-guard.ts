@@ -1,6 +1,8 @@
 import dns from 'node:dns';
 import net from 'node:net';
+import os from 'node:os';
 import ipaddr from 'ipaddr.js';
+import { buildConnector } from 'undici';
 
 type Address = ipaddr.IPv4 | ipaddr.IPv6;
 
@@ -27,16 +29,30 @@ export type GuardResult = { ok: true } | { ok: false; reason: string };
 
 export interface NetworkGuardOptions {
   allowNetworks: Cidr[];
-  /** True when the relay itself is bound to loopback, so local receivers work. */
+  /** Whether loopback callbacks are allowed (see `loopbackAllowed`). */
   allowLoopback: boolean;
+  /** The relay's own port when known before it listens (a fixed RELAY_PORT); see `setOwnPort`. */
+  ownPort?: number;
+  /** The addresses of this machine's interfaces; `os.networkInterfaces()` unless given. */
+  interfaceAddresses?: () => string[];
 }
 
 export interface NetworkGuard {
   isAddressAllowed(ip: string): boolean;
   checkUrl(url: string, label?: string): Promise<GuardResult>;
   lookup: net.LookupFunction;
+  /**
+   * An undici connector (`new Agent({connect: guard.connect})`): the lookup's checks, plus the
+   * relay's own port, which `lookup` cannot see, refused on every local address.
+   */
+  connect: buildConnector.connector;
   assertLiteralHostAllowed(url: URL | string): void;
+  /** The port the relay's server listens on, once it does (RELAY_PORT=0 picks one then). */
+  setOwnPort(port: number): void;
 }
+
+export const LOOPBACK_MODES = ['auto', 'true', 'false'] as const;
+export type LoopbackMode = (typeof LOOPBACK_MODES)[number];
 
 export class AddressBlockedError extends Error {
   readonly code = 'EADDRBLOCKED';
@@ -218,6 +234,48 @@ export function isLoopbackHost(host: string): boolean {
   return kind === 'loopback' && (!embedded || embedded.direct);
 }
 
+/** RELAY_ALLOW_LOOPBACK: `auto` allows loopback callbacks while the relay binds a loopback address. */
+export function loopbackAllowed(mode: LoopbackMode, bindHost: string): boolean {
+  return mode === 'auto' ? isLoopbackHost(bindHost) : mode === 'true';
+}
+
+/** The start-up line saying which loopback rule is in force and what it comes to. */
+export function describeLoopbackPolicy(mode: LoopbackMode, bindHost: string, guard: NetworkGuard): string {
+  const why = mode === 'auto' ? `RELAY_ALLOW_LOOPBACK=auto and the relay binds ${bindHost}` : `RELAY_ALLOW_LOOPBACK=${mode}`;
+  const listed = ['127.0.0.1', '::1'].filter((ip) => guard.isAddressAllowed(ip));
+  const result = loopbackAllowed(mode, bindHost)
+    ? 'loopback callbacks allowed'
+    : listed.length
+      ? `loopback callbacks refused except what RELAY_ALLOW_NETWORKS lists (it covers ${listed.join(', ')})`
+      : 'loopback callbacks refused';
+  return `${result} (${why}); the relay's own port never`;
+}
+
+function osInterfaceAddresses(): string[] {
+  return Object.values(os.networkInterfaces()).flatMap((list) => (list ?? []).map((i) => i.address));
+}
+
+// IPv4-mapped addresses reach this host's IPv4 stack, so they compare as the IPv4 address.
+function sameHostForm(addr: Address): string {
+  const v6 = addr.kind() === 'ipv6' ? (addr as ipaddr.IPv6) : undefined;
+  return v6?.isIPv4MappedAddress() ? v6.toIPv4Address().toString() : addr.toNormalizedString();
+}
+
+/** Whether a connection to `addr` stays on this machine: loopback, unspecified, or an interface's own address. */
+function isLocalAddress(addr: Address, interfaceAddresses: () => string[]): boolean {
+  const { kind, embedded } = inspect(addr);
+  // Through a translator or tunnel the address belongs to another machine.
+  if (embedded && !embedded.direct) return false;
+  if (kind === 'loopback' || kind === 'unspecified') return true;
+  const wanted = sameHostForm(addr);
+  return interfaceAddresses().some((a) => {
+    const own = parseAddress(a);
+    return own !== undefined && sameHostForm(own) === wanted;
+  });
+}
+
+const portOf = (protocol: string, port: string): number => Number(port) || (protocol === 'https:' ? 443 : 80);
+
 function hostOf(url: URL): string {
   const host = url.hostname;
   return host.startsWith('[') ? host.slice(1, -1) : host;
@@ -259,12 +317,25 @@ export function parseAllowNetworks(spec: string): Cidr[] {
 }
 
 export function createNetworkGuard(options: NetworkGuardOptions): NetworkGuard {
+  let ownPort = options.ownPort;
+  const interfaceAddresses = options.interfaceAddresses ?? osInterfaceAddresses;
+
   const verdictFor = (ip: string): Verdict => {
     const addr = parseAddress(ip);
     return addr ? judge(addr, options) : { allowed: false, kind: 'reserved' };
   };
 
   const isAddressAllowed = (ip: string): boolean => verdictFor(ip).allowed;
+
+  // The relay calling itself would loop (a callback that ingests, a std.http that starts an
+  // execution): no mode or allow-list opens it. Interfaces are read only when the port matches.
+  const isOwnEndpoint = (ip: string, port: number | undefined): boolean => {
+    if (ownPort === undefined || port !== ownPort) return false;
+    const addr = parseAddress(ip);
+    return addr !== undefined && isLocalAddress(addr, interfaceAddresses);
+  };
+  const ownEndpointText = (ip: string, port: number, verb: 'points to' | 'resolves to') =>
+    `${verb} ${ip}, an address of this machine, and port ${port} is the relay's own: the relay never calls itself`;
 
   async function checkUrl(url: string, label = 'callback.url'): Promise<GuardResult> {
     let parsed: URL;
@@ -277,12 +348,17 @@ export function createNetworkGuard(options: NetworkGuardOptions): NetworkGuard {
       return { ok: false, reason: `${label} must be an http or https URL, not ${parsed.protocol}` };
     }
     const host = hostOf(parsed);
+    const port = portOf(parsed.protocol, parsed.port);
     if (net.isIP(host)) {
+      if (isOwnEndpoint(host, port)) return { ok: false, reason: `${label} ${ownEndpointText(host, port, 'points to')}` };
       const verdict = verdictFor(host);
       return verdict.allowed ? { ok: true } : { ok: false, reason: `${label} points to ${describeRefusal(host, verdict)}` };
     }
     // Not resolved: localhost names are loopback by definition (RFC 6761), whatever a resolver says.
     if (isLocalhostName(host)) {
+      if (isOwnEndpoint('127.0.0.1', port)) {
+        return { ok: false, reason: `${label} points to ${host}, a loopback name, and port ${port} is the relay's own: the relay never calls itself` };
+      }
       return verdictFor('127.0.0.1').allowed
         ? { ok: true }
         : { ok: false, reason: `${label} points to ${host}, a loopback name; set RELAY_ALLOW_NETWORKS to allow it` };
@@ -295,6 +371,7 @@ export function createNetworkGuard(options: NetworkGuardOptions): NetworkGuard {
       return { ok: true };
     }
     for (const { address } of addresses) {
+      if (isOwnEndpoint(address, port)) return { ok: false, reason: `${label} ${ownEndpointText(address, port, 'resolves to')}` };
       const verdict = verdictFor(address);
       if (!verdict.allowed) return { ok: false, reason: `${label} resolves to ${describeRefusal(address, verdict)}` };
     }
@@ -302,11 +379,15 @@ export function createNetworkGuard(options: NetworkGuardOptions): NetworkGuard {
   }
 
   // Checking at connect time, on the very addresses the socket will use, is what defeats DNS rebinding.
-  const lookup: net.LookupFunction = (hostname, lookupOptions, callback) => {
+  const lookupFor = (toOwnPort: boolean): net.LookupFunction => (hostname, lookupOptions, callback) => {
     const opts: dns.LookupOptions = typeof lookupOptions === 'number' ? { family: lookupOptions } : { ...lookupOptions };
     dns.lookup(hostname, { ...opts, all: true }, (err, addresses) => {
       if (err) return callback(err, '');
       for (const { address } of addresses) {
+        if (toOwnPort && isOwnEndpoint(address, ownPort)) {
+          const text = `${hostname} ${ownEndpointText(address, ownPort!, 'resolves to')}`;
+          return callback(new AddressBlockedError(text, address, verdictFor(address).kind), '');
+        }
         const verdict = verdictFor(address);
         if (!verdict.allowed) {
           const error = new AddressBlockedError(`${hostname} resolves to ${describeRefusal(address, verdict)}`, address, verdict.kind);
@@ -317,14 +398,41 @@ export function createNetworkGuard(options: NetworkGuardOptions): NetworkGuard {
       callback(null, addresses[0].address, addresses[0].family);
     });
   };
+  const lookup = lookupFor(false);
+
+  function literalRefusal(host: string, port: number): AddressBlockedError | undefined {
+    if (isOwnEndpoint(host, port)) {
+      return new AddressBlockedError(ownEndpointText(host, port, 'points to'), host, verdictFor(host).kind);
+    }
+    const verdict = verdictFor(host);
+    return verdict.allowed ? undefined : new AddressBlockedError(describeRefusal(host, verdict), host, verdict.kind);
+  }
 
   // net.connect skips `lookup` for IP literals, so the dispatcher calls this before each attempt.
   function assertLiteralHostAllowed(url: URL | string): void {
-    const host = hostOf(typeof url === 'string' ? new URL(url) : url);
+    const parsed = typeof url === 'string' ? new URL(url) : url;
+    const host = hostOf(parsed);
     if (!net.isIP(host)) return;
-    const verdict = verdictFor(host);
-    if (!verdict.allowed) throw new AddressBlockedError(describeRefusal(host, verdict), host, verdict.kind);
+    const refusal = literalRefusal(host, portOf(parsed.protocol, parsed.port));
+    if (refusal) throw refusal;
   }
 
-  return { isAddressAllowed, checkUrl, lookup, assertLiteralHostAllowed };
+  // `lookup` gets a host name but never the port, so the connector picks the lookup by port.
+  const connectAnywhere = buildConnector({ lookup });
+  const connectToOwnPort = buildConnector({ lookup: lookupFor(true) });
+  const connect: buildConnector.connector = (connectOptions, callback) => {
+    const host = connectOptions.hostname.replace(/^\[(.*)\]$/, '$1');
+    const port = portOf(connectOptions.protocol, connectOptions.port);
+    if (net.isIP(host)) {
+      const refusal = literalRefusal(host, port);
+      if (refusal) return void process.nextTick(callback, refusal, null);
+    }
+    (port === ownPort ? connectToOwnPort : connectAnywhere)(connectOptions, callback);
+  };
+
+  const setOwnPort = (port: number) => {
+    ownPort = port;
+  };
+
+  return { isAddressAllowed, checkUrl, lookup, connect, assertLiteralHostAllowed, setOwnPort };
 }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { newId } from '../ids.js';
 
 export const EXECUTION_EVENT_TYPES = [
   'WORKFLOW_LAUNCHED',
@@ -26,15 +27,48 @@ export type EventCategory = (typeof EVENT_CATEGORIES)[number];
 
 export const PING_EVENT_TYPE = 'PING';
 
-const executionTypes = new Set<string>(EXECUTION_EVENT_TYPES);
-const taskTypes = new Set<string>(TASK_EVENT_TYPES);
+/** Watcher-style operation triads: announced at the request, completed or failed later. */
+export const EXECUTION_OPERATION_EVENT_TYPES = ['cancel', 'pause', 'resume'].flatMap((op) =>
+  ['start', 'end', 'error'].map((phase) => `execution.${op}.${phase}`),
+);
+export const TASK_OPERATION_EVENT_TYPES = ['start', 'end', 'error'].map((phase) => `task.rerun.${phase}`);
 
-/** The category an event type belongs to; anything that is not a Mistral workflow or task event is a NOTIFICATION. */
+const executionTypes = new Set<string>([...EXECUTION_EVENT_TYPES, ...EXECUTION_OPERATION_EVENT_TYPES]);
+const taskTypes = new Set<string>([...TASK_EVENT_TYPES, ...TASK_OPERATION_EVENT_TYPES]);
+
+/** Every type whose category is fixed to EXECUTION or TASK, wherever the event comes from. */
+export const FIXED_CATEGORY_TYPES: Readonly<Record<'EXECUTION' | 'TASK', readonly string[]>> = {
+  EXECUTION: [...executionTypes],
+  TASK: [...taskTypes],
+};
+
+/**
+ * The category an event type belongs to: the Mistral names and the operation triads have fixed
+ * categories; anything else (PING, relay.*, oslo notifications) is a NOTIFICATION.
+ */
 export function categoryOf(type: string): EventCategory {
   if (executionTypes.has(type)) return 'EXECUTION';
   if (taskTypes.has(type)) return 'TASK';
   return 'NOTIFICATION';
 }
+
+/** Which original message an event keeps: a Mistral notifier body or an oslo.messaging notification. */
+export const SOURCE_FORMATS = ['mistral', 'oslo'] as const;
+export type SourceFormat = (typeof SOURCE_FORMATS)[number];
+
+/** The message an event was made from, kept apart from the envelope, byte for byte. */
+export interface OriginalMessage {
+  format: SourceFormat;
+  body: string;
+}
+
+/** `{namespace, name, version}` of a versioned payload (oslo `<ns>_object.*`). */
+export const DataSchema = z.strictObject({
+  namespace: z.string().max(200),
+  name: z.string().max(200),
+  version: z.string().max(32),
+});
+export type DataSchema = z.infer<typeof DataSchema>;
 
 /** The event envelope as every receiver sees it (format `json`). */
 export const EventEnvelope = z.object({
@@ -52,6 +86,11 @@ export const EventEnvelope = z.object({
   sequence: z.number().int().nullable(),
   occurred_at: z.string(),
   source: z.string(),
+  /** As an oslo publisher sent it (INFO, WARN, ERROR, …); null otherwise. */
+  priority: z.string().nullable(),
+  data_schema: DataSchema.nullable(),
+  /** Which original message the event keeps, if any. */
+  source_format: z.enum(SOURCE_FORMATS).nullable(),
   data: z.record(z.string(), z.unknown()),
 });
 export type EventEnvelope = z.infer<typeof EventEnvelope>;
@@ -79,6 +118,8 @@ export const EventInput = z
     sequence: z.unknown().optional(),
     occurred_at: z.iso.datetime({ offset: true }).optional(),
     source: z.string().min(1).max(200).optional(),
+    priority: z.string().regex(/^[A-Z]{1,16}$/, 'upper-case letters, such as INFO, WARN or ERROR').nullable().optional(),
+    data_schema: DataSchema.nullable().optional(),
     data: z.record(z.string(), z.unknown()).optional(),
   })
   .superRefine((e, ctx) => {
@@ -91,3 +132,27 @@ export const EventInput = z
     }
   });
 export type EventInput = z.infer<typeof EventInput>;
+
+/** The envelope for an event's input: relay-assigned id and time when absent; `sequence` comes from the store. */
+export function toEnvelope(input: EventInput, now: number, defaultSource: string, sourceFormat: SourceFormat | null = null): EventEnvelope {
+  return {
+    id: input.id ?? newId(now),
+    type: input.type,
+    category: categoryOf(input.type),
+    workbook: input.workbook ?? null,
+    workflow: input.workflow ?? null,
+    execution_id: input.execution_id ?? null,
+    task_id: input.task_id ?? null,
+    task_name: input.task_name ?? null,
+    state: input.state ?? null,
+    previous_state: input.previous_state ?? null,
+    state_info: input.state_info ?? null,
+    sequence: null,
+    occurred_at: input.occurred_at ?? new Date(now).toISOString(),
+    source: input.source ?? defaultSource,
+    priority: input.priority ?? null,
+    data_schema: input.data_schema ?? null,
+    source_format: sourceFormat,
+    data: input.data ?? {},
+  };
+}

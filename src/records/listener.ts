@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { EVENT_CATEGORIES } from './event.js';
 import { FilterSchema } from '../fanout/filter.js';
 import { eventsOutsideCategories } from '../fanout/match.js';
+import { eventPatternProblem } from '../fanout/event-pattern.js';
 import { isValidSecret } from '../dispatch/signing.js';
 import { DEFAULT_RETRY_SCHEDULE_MS } from '../dispatch/retry-policy.js';
 
@@ -9,18 +10,44 @@ export const HTTP_METHODS = ['POST', 'PUT', 'PATCH', 'GET', 'DELETE'] as const;
 export const PAYLOAD_FORMATS = ['json', 'mistral', 'cloudevents'] as const;
 export const MASKED = '***';
 
-// RFC 9110 token characters; values may not carry CR, LF or NUL (header injection).
+// RFC 9110 token characters.
 const headerName = z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$/, 'not a valid HTTP header name');
+
+// What undici puts on the wire: tab, space, visible ASCII and latin-1 bytes. Anything else
+// (control characters such as CR, LF and NUL, DEL, characters above U+00FF) refuses every attempt.
+const UNSENDABLE_CHAR = /[^\t\x20-\x7e\x80-\xff]/u;
 const headerValue = z
   .string()
   .max(8192)
-  .refine((v) => !/[\r\n\0]/.test(v), 'header values may not contain CR, LF or NUL');
+  .superRefine((v, ctx) => {
+    const bad = UNSENDABLE_CHAR.exec(v);
+    if (!bad) return;
+    const code = `U+${bad[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
+    ctx.addIssue({
+      code: 'custom',
+      message: `holds ${code} at position ${bad.index}: a header value may hold only tab, space, visible ASCII and latin-1 characters (up to U+00FF)`,
+    });
+  });
 
-// Headers the relay sets itself; a listener may not override them.
-const RESERVED_HEADERS = new Set([
-  'webhook-id', 'webhook-timestamp', 'webhook-signature', 'webhook-attempt',
-  'content-length', 'content-type', 'host', 'transfer-encoding', 'connection', 'user-agent',
+// Headers the relay sets itself: about the body it builds, the connection, its signature.
+const RELAY_HEADERS = new Set([
+  'content-length', 'content-type', 'content-encoding', 'host', 'transfer-encoding', 'connection', 'user-agent',
 ]);
+// Headers HTTP/1.1 or undici will not let a request carry: every attempt would fail.
+const UNSENDABLE_HEADERS: Record<string, string> = {
+  'keep-alive': 'cannot be sent: the HTTP client manages its connections itself',
+  upgrade: 'cannot be sent: a delivery never switches protocols',
+  expect: 'cannot be sent: the HTTP client does not support Expect',
+  te: 'cannot be sent: HTTP/1.1 requires a "Connection: TE" with it, and Connection belongs to the relay',
+};
+
+/** Why a listener may not set this request header, or undefined when it may. */
+function headerNameRefusal(name: string): string | undefined {
+  const lower = name.toLowerCase();
+  if (RELAY_HEADERS.has(lower) || lower.startsWith('webhook-') || lower.startsWith('ce-')) return 'is set by the relay';
+  if (lower.startsWith('proxy-')) return 'is meant for a proxy; deliveries go to the receiver directly, which would get it instead';
+  return UNSENDABLE_HEADERS[lower];
+}
 
 const callbackUrl = z
   .string()
@@ -36,10 +63,12 @@ export const CallbackSchema = z.strictObject({
   headers: z
     .record(headerName, headerValue)
     .refine((h) => Object.keys(h).length <= 50, 'at most 50 headers')
-    .refine(
-      (h) => Object.keys(h).every((k) => !RESERVED_HEADERS.has(k.toLowerCase()) && !k.toLowerCase().startsWith('ce-')),
-      'webhook-*, ce-*, content-type, user-agent and hop-by-hop headers are set by the relay',
-    )
+    .superRefine((h, ctx) => {
+      for (const name of Object.keys(h)) {
+        const refusal = headerNameRefusal(name);
+        if (refusal) ctx.addIssue({ code: 'custom', path: [name], message: `${name} ${refusal}` });
+      }
+    })
     .default({}),
   format: z.enum(PAYLOAD_FORMATS).default('json'),
   timeout_ms: z.number().int().min(100).max(120_000).default(15_000),
@@ -60,7 +89,16 @@ export const TargetSchema = z.strictObject({
 export const ListenerInput = z.strictObject({
   workbook: z.string().min(1).max(200),
   event_types: z.array(z.enum(EVENT_CATEGORIES)).min(1, 'at least one of EXECUTION, TASK, NOTIFICATION'),
-  events: z.array(z.string().min(1).max(200)).max(100).nullable().default(null),
+  events: z
+    .array(
+      z.string().min(1).max(200).superRefine((entry, ctx) => {
+        const problem = eventPatternProblem(entry);
+        if (problem) ctx.addIssue({ code: 'custom', message: problem });
+      }),
+    )
+    .max(100)
+    .nullable()
+    .default(null),
   target: TargetSchema.nullable().default(null),
   filter: FilterSchema.nullable().default(null),
   callback: CallbackSchema,

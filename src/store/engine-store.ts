@@ -28,9 +28,14 @@ export interface ExecutionRecord {
   input: Record<string, unknown>;
   state: ExecutionState;
   state_info: string | null;
+  /** A cancel or pause that waits for actions in flight to finish before it is complete. */
+  pending_operation: ExecutionOperation | null;
   created_at: number;
   updated_at: number;
 }
+
+/** Operations on an execution that can wait for actions in flight. */
+export type ExecutionOperation = 'cancel' | 'pause';
 
 export interface TaskRecord {
   id: string;
@@ -47,9 +52,14 @@ export interface TaskRecord {
   next_run_at: number | null;
   /** When the current attempt's action started; null before it starts. */
   action_started_at: number | null;
+  /** Re-run by a client and not yet ended: its end completes the task.rerun operation. */
+  rerun: boolean;
   created_at: number;
   updated_at: number;
 }
+
+/** A task without its result: what deciding about a whole execution reads, cheap for every task. */
+export type TaskSummary = Omit<TaskRecord, 'result'>;
 
 /** A task the runner claimed, with what running it needs from its execution. */
 export interface ClaimedTask extends TaskRecord {
@@ -71,7 +81,10 @@ export interface EngineTx {
   readonly now: number;
   execution(id: string): ExecutionRecord | null;
   task(id: string): TaskRecord | null;
-  tasksOf(executionId: string): TaskRecord[];
+  /** Every task of the execution, oldest first, without results (they may be large). */
+  taskSummaries(executionId: string): TaskSummary[];
+  /** How many task records (task runs) the execution has. */
+  countTasks(executionId: string): number;
   insertExecution(execution: ExecutionRecord): void;
   /** Writes state, state_info and updated_at (= now). */
   saveExecution(execution: ExecutionRecord): void;
@@ -97,6 +110,8 @@ export interface EngineStore {
   listExecutions(project: string, query: ExecutionQuery): Promise<ExecutionRecord[]>;
   getTask(project: string, id: string): Promise<TaskRecord | null>;
   listTasks(project: string, executionId: string, query: PageQuery): Promise<TaskRecord[]>;
+  /** The result of the latest instance of each named task that succeeded; names with none are absent. */
+  latestResults(project: string, executionId: string, names: string[]): Promise<Map<string, unknown>>;
 
   /** Runs one engine state change in one transaction (group-committed); resolves after commit. */
   engineTransaction<T>(project: string, fanOut: FanOut, fn: (tx: EngineTx) => T): Promise<{ value: T; events: number; deliveries: number }>;

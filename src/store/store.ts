@@ -1,4 +1,4 @@
-import type { EventEnvelope } from '../records/event.js';
+import type { EventEnvelope, OriginalMessage } from '../records/event.js';
 import type { ListenerSpec, StoredListener } from '../records/listener.js';
 import type { EngineStore } from './engine-store.js';
 
@@ -21,8 +21,8 @@ export interface SecretRotation {
 /** An event ready for the outbox; the store assigns `sequence` and serialises the envelope. */
 export interface NewEvent {
   envelope: EventEnvelope;
-  /** The body as a Mistral sent it, kept for the `mistral` format. */
-  originalBody: string | null;
+  /** The message the event was made from (Mistral or oslo), kept for the format that forwards it. */
+  original: OriginalMessage | null;
   /** Digest of the event as the client sent it: the same id with another digest is a conflict. */
   bodyHash: string;
 }
@@ -89,7 +89,7 @@ export interface ClaimedDelivery {
   /** number of this attempt (1 for the first) */
   attemptNumber: number;
   envelopeJson: string;
-  originalBody: string | null;
+  original: OriginalMessage | null;
   listener: Pick<StoredListener, 'callback' | 'retry' | 'secret' | 'previous_secret' | 'previous_secret_expires_at' | 'updated_at'>;
 }
 
@@ -111,7 +111,13 @@ export interface ClaimOptions {
   owner: string;
   now: number;
   leaseMs: number;
-  limit: number;
+  /** The transports this process has enabled: deliveries of other transports are left for others. */
+  transports: readonly string[];
+  /**
+   * The admission gate's allotment: called inside the claim's transaction with the projects
+   * that have due work, answers how many deliveries of each to claim. Synchronous, no I/O.
+   */
+  allot(dueProjects: readonly string[]): ReadonlyMap<string, number>;
 }
 
 export interface QueueDepth {
@@ -174,7 +180,7 @@ export interface Store extends EngineStore {
     results: AttemptResult[],
     claim: ClaimOptions | null,
     now: number,
-  ): Promise<{ disabledListeners: string[]; claimed: ClaimedDelivery[] }>;
+  ): Promise<{ disabledListeners: string[]; claimed: ClaimedDelivery[]; asked: number }>;
   /** Gives back leases of unsent deliveries (shutdown), due at `now`. */
   releaseLeases(owner: string, deliveryIds: string[], now: number): Promise<void>;
   /** The earliest next_attempt_at of a pending delivery, for the dispatcher's sleep. */

@@ -17,7 +17,6 @@ import {
   statusLine,
   utf8Excerpt,
 } from './http-outcome.js';
-import { createOriginSlots } from './origin-slots.js';
 
 const NO_ANSWER: AttemptOutcome = {
   ok: false,
@@ -98,8 +97,9 @@ export function createHttpTransport({ guard, connectionsPerOrigin = 32, userAgen
   const agent = new Agent({
     connections: connectionsPerOrigin,
     pipelining: 1,
-    // The guard's lookup runs on the very addresses the socket connects to: no DNS rebinding.
-    connect: { lookup: guard.lookup },
+    // The guard's connector checks the very addresses the socket connects to (no DNS rebinding)
+    // and the port with them (never the relay's own).
+    connect: guard.connect,
   });
 
   /*
@@ -158,7 +158,8 @@ export function createHttpTransport({ guard, connectionsPerOrigin = 32, userAgen
     }
   }
 
-  const slots = createOriginSlots(connectionsPerOrigin);
+  // Per-origin slots are the dispatcher's admission gate's; this only refuses work after close.
+  let closed = false;
 
   async function send(req: OutboundRequest): Promise<AttemptOutcome> {
     let url: URL;
@@ -168,13 +169,8 @@ export function createHttpTransport({ guard, connectionsPerOrigin = 32, userAgen
     } catch (err) {
       return { ...NO_ANSWER, ...classifyError(err) };
     }
-    const release = await slots.acquire(url.origin);
-    if (release === null) return { ...NO_ANSWER, error: 'TRANSPORT_CLOSED', message: 'the transport was closed' };
-    try {
-      return await attempt(url, req);
-    } finally {
-      release();
-    }
+    if (closed) return { ...NO_ANSWER, error: 'TRANSPORT_CLOSED', message: 'the transport was closed' };
+    return attempt(url, req);
   }
 
   async function attempt(url: URL, req: OutboundRequest): Promise<AttemptOutcome> {
@@ -239,7 +235,7 @@ export function createHttpTransport({ guard, connectionsPerOrigin = 32, userAgen
   function close(): Promise<void> {
     // Called once the dispatcher has waited out its grace and given back what is unfinished:
     // whatever is still in flight is abandoned, not waited for.
-    slots.close();
+    closed = true;
     closing ??= agent.destroy().finally(() => {
       diagnosticsChannel.unsubscribe('undici:client:sendHeaders', onSendHeaders);
     });

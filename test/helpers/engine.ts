@@ -1,4 +1,8 @@
-import type { ApiResponse } from './relay.js';
+import { pino } from 'pino';
+import { loadConfig } from '../../src/config.js';
+import type { RunnerHooks } from '../../src/engine/runner.js';
+import { startRelay, type Relay } from '../../src/relay.js';
+import { request, tempDir, TOKEN_A, type ApiResponse } from './relay.js';
 import type { Receiver } from './receiver.js';
 
 /*
@@ -101,3 +105,35 @@ export async function tasksOf(api: Api, executionId: string): Promise<any[]> {
 /** Sequence numbers 1..n with no gap and no repeat. */
 export const sequences = (events: ReceivedEvent[]) => events.map((e) => e.sequence);
 export const oneToN = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
+
+export interface EngineRelay extends Relay {
+  api: Api;
+  dataDir: string;
+  databasePath: string;
+  /** Every log line the relay wrote (JSON, parsed), from level `debug` up. */
+  logs: Array<Record<string, any>>;
+}
+
+/** A real relay in this process (SQLite file, port 0) with engine hooks and its log kept for the test. */
+export async function startEngineRelay(
+  opts: { env?: Record<string, string>; hooks?: RunnerHooks; dataDir?: string } = {},
+): Promise<EngineRelay> {
+  const dataDir = opts.dataDir ?? tempDir('relay-engine-');
+  const config = loadConfig({
+    RELAY_PORT: '0',
+    RELAY_DATA_DIR: dataDir,
+    RELAY_TOKENS: `${TOKEN_A}=project-a`,
+    RELAY_SHUTDOWN_GRACE_MS: '0',
+    ...opts.env,
+  });
+  const logs: Array<Record<string, any>> = [];
+  const log = pino({ level: 'debug' }, { write: (line: string) => void logs.push(JSON.parse(line)) });
+  const relay = await startRelay(config, log, { engineHooks: opts.hooks });
+  return {
+    ...relay,
+    dataDir,
+    databasePath: config.databasePath,
+    logs,
+    api: (method, pathname, body, o) => request(relay.url, method, pathname, body, o),
+  };
+}

@@ -1,10 +1,11 @@
-import express, { Router } from 'express';
+import { Router } from 'express';
 import { z } from 'zod';
 import { EventInput } from '../../records/event.js';
 import { toDeliveryView } from '../../records/delivery.js';
 import type { Ingest } from '../../ingest/ingest.js';
 import type { Store } from '../../store/store.js';
 import { requireMediaType } from '../media-type.js';
+import { jsonBody } from '../json-body.js';
 import { badRequest, invalidField, notFound, validationProblem, type FieldError } from '../problem.js';
 import { page, pageParams } from '../paging.js';
 
@@ -54,7 +55,7 @@ const stringParam = (value: unknown, field: string): string | undefined => {
 export function eventRoutes({ store, ingest }: { store: Store; ingest: Ingest }): Router {
   const router = Router();
 
-  router.post('/', requireMediaType(), express.json({ limit: EVENTS_BODY_LIMIT, type: () => true, strict: false }), async (req, res) => {
+  router.post('/', requireMediaType(), jsonBody(EVENTS_BODY_LIMIT), async (req, res) => {
     const events = parseEvents(req.body);
     const results = await ingest.ingest(res.locals.project, events.map((input) => ({ input })));
     res.status(202).json({ items: results.map((r) => ({ id: r.id, duplicate: r.duplicate })) });

@@ -1,5 +1,6 @@
 import { Router } from 'express';
 import { isRefusal, type Engine } from '../../engine/engine.js';
+import { jsonBytes, tooLargeMessage } from '../../engine/limits.js';
 import type { WorkflowSpec } from '../../engine/workbook.js';
 import { ExecutionInput, ExecutionStateInput, toExecutionView, toTaskView } from '../../records/engine.js';
 import { EXECUTION_STATES, type ExecutionState } from '../../store/engine-store.js';
@@ -7,8 +8,8 @@ import type { Store } from '../../store/store.js';
 import { badRequest, conflict, invalidField, notFound, validationProblem, type FieldError } from '../problem.js';
 import { page, pageParams } from '../paging.js';
 
-/** The execution input with defaults applied; missing required and unknown names are 400s. */
-function checkInput(spec: WorkflowSpec, input: Record<string, unknown>): Record<string, unknown> {
+/** The execution input with defaults applied; missing required and unknown names, and too much of it, are 400s. */
+function checkInput(spec: WorkflowSpec, input: Record<string, unknown>, maxBytes: number): Record<string, unknown> {
   const errors: FieldError[] = [];
   const declared = new Set(spec.input.map((i) => i.name));
   for (const name of Object.keys(input)) {
@@ -21,6 +22,9 @@ function checkInput(spec: WorkflowSpec, input: Record<string, unknown>): Record<
     else errors.push({ field: `input.${i.name}`, message: 'required' });
   }
   if (errors.length) throw badRequest(errors.map((e) => `${e.field}: ${e.message}`).join('; '), errors);
+  // The input is stored with the execution, sent in its first event and read by every task.
+  const bytes = jsonBytes(value);
+  if (bytes > maxBytes) throw invalidField('input', tooLargeMessage('the execution input', bytes, maxBytes));
   return value;
 }
 
@@ -47,7 +51,8 @@ export function executionRoutes({ store, engine }: { store: Store; engine: Engin
     if (!workbook) throw invalidField('workbook', `no workbook named ${name}`);
     const spec = (workbook.spec as { workflows: Record<string, WorkflowSpec> }).workflows[workflow];
     if (!spec) throw invalidField('workflow', `workbook ${name} has no workflow ${workflow}`);
-    const execution = await engine.launch({ project: res.locals.project, workbook: name, workflow, spec, input: checkInput(spec, input) });
+    const checked = checkInput(spec, input, engine.limits.maxResultBytes);
+    const execution = await engine.launch({ project: res.locals.project, workbook: name, workflow, spec, input: checked });
     res.status(201).location(`/v1/executions/${execution.id}`).json(toExecutionView(execution));
   });
 

@@ -44,6 +44,39 @@ const ReplayInput = z
 const isPlainObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
 
+/**
+ * Header values are credentials for the receiver they were given for. A URL that moves to
+ * another origin (scheme, host, port) takes along only the values sent again in the same patch:
+ * a stored value, kept by "***" or by leaving it out, would otherwise go to whoever runs the
+ * new origin. `null` removes a header (or `"headers": null` all of them).
+ */
+function refuseHeadersFollowingToNewOrigin(
+  before: { url: string; headers: Record<string, string> },
+  after: { url: string; headers: Record<string, string> },
+  patch: Record<string, unknown>,
+): void {
+  const from = new URL(before.url).origin;
+  const to = new URL(after.url).origin;
+  if (from === to) return;
+  const patchCallback = patch.callback;
+  const sent = isPlainObject(patchCallback) && isPlainObject(patchCallback.headers) ? patchCallback.headers : undefined;
+  const carried = Object.keys(after.headers).filter((name) => typeof sent?.[name] !== 'string' || sent[name] === MASKED);
+  if (carried.length === 0) return;
+  const move = `callback.url moves from ${from} to ${to}`;
+  if (!isPlainObject(patchCallback) || !('headers' in patchCallback)) {
+    const message = `${move}: send the header values again (${carried.join(', ')}), or "headers": null to drop them`;
+    throw badRequest(`callback.headers: ${message}`, [{ field: 'callback.headers', message }]);
+  }
+  const errors = carried.map((name) => ({
+    field: `callback.headers.${name}`,
+    message:
+      sent?.[name] === MASKED
+        ? `is masked ("***"), but ${move}: send the value again, or null to drop the header`
+        : `has a stored value, but ${move}: send the value again, or null to drop the header`,
+  }));
+  throw badRequest(errors.map((e) => `${e.field}: ${e.message}`).join('; '), errors);
+}
+
 export function listenerRoutes({ store, guard, ingest, fanOut, wakeDispatcher }: ListenerRouteDeps): Router {
   const router = Router();
 
@@ -120,6 +153,7 @@ export function listenerRoutes({ store, guard, ingest, fanOut, wakeDispatcher }:
     if (!parsed.success) throw validationProblem(parsed.error);
     const { secret: _none, ...spec } = parsed.data;
     if (spec.callback.url !== base.callback.url) await checkCallbackUrl(spec.callback.url);
+    refuseHeadersFollowingToNewOrigin(base.callback, spec.callback, patch);
     const updated = await store.updateListener(res.locals.project, current.id, spec, new Date().toISOString());
     if (!updated) throw notFound(`listener ${current.id}`);
     fanOut.invalidate(current.project);
@@ -180,6 +214,9 @@ export function listenerRoutes({ store, guard, ingest, fanOut, wakeDispatcher }:
       sequence: null,
       occurred_at: now.toISOString(),
       source: 'relay',
+      priority: null,
+      data_schema: null,
+      source_format: null,
       data: { listener_id: listener.id },
     };
     await ingest.sendTo(listener.project, envelope, [listener.id]);

@@ -4,6 +4,7 @@ import { toWorkbookView } from '../../records/engine.js';
 import type { Store } from '../../store/store.js';
 import { BODY_LIMIT } from '../limits.js';
 import { isJsonMediaType } from '../media-type.js';
+import { assertJsonDepth } from '../json-body.js';
 import { badRequest, conflict, invalidField, notFound, unsupportedMediaType } from '../problem.js';
 import { page, pageParams } from '../paging.js';
 
@@ -38,6 +39,7 @@ function definitionOf(req: Request): { source: string; spec: WorkbookSpec } {
       format = 'yaml';
     }
   }
+  if (format === 'json') assertJsonDepth(source);
   try {
     return { source, spec: parseWorkbook(source, format) };
   } catch (err) {

@@ -3,7 +3,7 @@ import { EVENT_CATEGORIES } from '../../records/event.js';
 import { HTTP_METHODS, PAYLOAD_FORMATS } from '../../records/listener.js';
 import { action, type CliIo } from '../context.js';
 import { UsageError } from '../errors.js';
-import { collectChoices, collectHeader, collectList, jsonObject, retrySchedule, upperChoice } from '../options.js';
+import { collectChoices, collectHeader, collectList, intInRange, jsonObject, retrySchedule, upperChoice } from '../options.js';
 import { helpExamples as examples } from '../output.js';
 import { SECRET_NOTE, showListener, type ListenerWithSecret } from './listener-view.js';
 
@@ -20,6 +20,40 @@ interface AddOptions {
   retrySchedule?: number[];
   description?: string;
   secret?: string;
+  transport?: string;
+  exchange?: string;
+  topic?: string;
+  routingKey?: string;
+  timeoutMs?: number;
+}
+
+const AMQP_ONLY = ['exchange', 'topic', 'routingKey'] as const;
+const FLAG: Record<(typeof AMQP_ONLY)[number], string> = { exchange: '--exchange', topic: '--topic', routingKey: '--routing-key' };
+
+/** The callback object for the chosen transport: http takes a method, amqp an exchange, topic and routing key. */
+function callbackOf(url: string, o: AddOptions): Record<string, unknown> {
+  const transport = o.transport ?? 'http';
+  const common = {
+    ...(o.header && { headers: o.header }),
+    ...(o.format && { format: o.format }),
+    ...(o.timeoutMs !== undefined && { timeout_ms: o.timeoutMs }),
+  };
+  if (transport === 'amqp') {
+    if (o.method) throw new UsageError('--method is for http callbacks; an amqp callback publishes a message');
+    if (!o.topic) throw new UsageError('--transport amqp needs --topic (e.g. notifications: messages go to <topic>.<priority>)');
+    return {
+      transport,
+      url,
+      ...(o.exchange && { exchange: o.exchange }),
+      topic: o.topic,
+      ...(o.routingKey && { routing_key: o.routingKey }),
+      ...common,
+    };
+  }
+  for (const key of AMQP_ONLY) {
+    if (o[key] !== undefined) throw new UsageError(`${FLAG[key]} is for --transport amqp`);
+  }
+  return { ...(transport !== 'http' && { transport }), url, ...(o.method && { method: o.method }), ...common };
 }
 
 /** The create body: a workbook-wide listener, or one narrowed to a single execution or task. */
@@ -34,12 +68,7 @@ export function listenerAddBody(kind: string, id: string, url: string, o: AddOpt
     ...(o.event && { events: o.event }),
     ...(kind !== 'workbook' && { target: { kind, id } }),
     ...(o.filter && { filter: o.filter }),
-    callback: {
-      url,
-      ...(o.method && { method: o.method }),
-      ...(o.header && { headers: o.header }),
-      ...(o.format && { format: o.format }),
-    },
+    callback: callbackOf(url, o),
     ...(o.retrySchedule && { retry: { schedule_ms: o.retrySchedule } }),
     ...(o.description !== undefined && { description: o.description }),
     ...(o.secret !== undefined && { secret: o.secret }),
@@ -58,13 +87,18 @@ export function configureListenerAdd(cmd: Command, io: CliIo, invocation: string
     .description('Register a listener (POST /v1/listeners) and print it with its signing secret, shown only this once.')
     .addArgument(new Argument('<kind>', 'what to listen to').choices(TARGET_KINDS))
     .argument('<id>', 'the execution or task id, or for kind "workbook" the workbook name')
-    .argument('<url>', 'callback URL (http or https)')
+    .argument('<url>', 'callback URL (http or https), or with --transport amqp the broker URL (amqp://user:pass@host:5672/vhost)')
     .option('--workbook <name>', 'workbook the events come from (default: "*", all; for kind "workbook", <id>)')
     .option('--event-type <type>', `${EVENT_TYPE_HELP} (default: EXECUTION,TASK; TASK for kind "task")`, collectChoices(EVENT_CATEGORIES))
     .option('--event <event>', EVENT_HELP, collectList)
     .option('--method <method>', `callback method: ${HTTP_METHODS.join(', ')} (default: POST)`, upperChoice(HTTP_METHODS))
     .option('--header <header>', HEADER_HELP, collectHeader)
-    .addOption(new Option('--format <format>', 'callback payload format (default: json)').choices(PAYLOAD_FORMATS))
+    .option('--transport <name>', 'how deliveries go out: http, amqp, or an operator\'s transport (default: http)')
+    .option('--exchange <name>', 'amqp: the topic exchange to publish to (default: openstack)')
+    .option('--topic <topic>', 'amqp: the notification topic; messages are routed as <topic>.<priority>, e.g. notifications.info')
+    .option('--routing-key <key>', 'amqp: a fixed routing key instead of <topic>.<priority>')
+    .addOption(new Option('--format <format>', 'payload format: json, mistral or cloudevents for http; oslo, json or cloudevents for amqp (default: json for http, oslo for amqp)').choices(PAYLOAD_FORMATS))
+    .option('--timeout-ms <ms>', 'bound on each attempt in milliseconds (default: 15000)', intInRange(100, 3_600_000))
     .option('--filter <json>', 'payload filter, a JSON object of dot paths into the event (see the README)', jsonObject)
     .option('--retry-schedule <ms,...>', `${RETRY_SCHEDULE_HELP} (default: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h)`, retrySchedule)
     .option('--description <text>', 'free text')
@@ -76,6 +110,7 @@ export function configureListenerAdd(cmd: Command, io: CliIo, invocation: string
         `${invocation} workbook billing https://hooks.example.com/wf --event on-execution-complete`,
         `${invocation} task 9a1b https://hooks.example.com/t --header 'X-Api-Key: k-123' --format cloudevents -f json`,
         `${invocation} workbook billing http://127.0.0.1:9000/hook --retry-schedule 1000,1000`,
+        `${invocation} workbook billing amqp://guest:guest@127.0.0.1:5672/ --transport amqp --topic notifications`,
       ]),
     )
     .action(

@@ -1,6 +1,7 @@
 import type { Database, Statement } from 'better-sqlite3';
 import { encodeTime } from 'ulid';
 import { filteredPage } from './filtered-page.js';
+import type { SourceFormat } from '../../records/event.js';
 import type { ListenerSpec } from '../../records/listener.js';
 import type {
   AttemptRecord,
@@ -32,6 +33,7 @@ interface DueRow {
   attempt_count: number;
   envelope: string;
   original_body: string | null;
+  original_format: SourceFormat | null;
   spec: string | null;
   enabled: number | null;
   secret: string | null;
@@ -80,13 +82,20 @@ export function deliveryQueries(db: Database) {
 
   // The claim walks deliveries_due in due order; the joins fetch what sending needs in the
   // same statement so the dispatcher never reads per delivery.
-  const due = db.prepare(`SELECT d.id, d.project, d.listener_id, d.attempt_count, e.envelope, e.original_body,
+  const due = db.prepare(`SELECT d.id, d.project, d.listener_id, d.attempt_count, e.envelope, e.original_body, e.original_format,
       l.spec, l.enabled, l.secret, l.previous_secret, l.previous_secret_expires_at, l.updated_at AS listener_updated_at
     FROM deliveries d
     JOIN events e ON e.seq = d.event_seq
     LEFT JOIN listeners l ON l.id = d.listener_id
-    WHERE d.status = 'pending' AND d.next_attempt_at <= ?
-    ORDER BY d.next_attempt_at LIMIT ?`) as Statement<[number, number], DueRow>;
+    WHERE d.project = ? AND d.status = 'pending' AND d.next_attempt_at <= ?
+      AND (l.id IS NULL OR l.transport IN (SELECT value FROM json_each(?)))
+    ORDER BY d.next_attempt_at LIMIT ?`) as Statement<[string, number, string, number], DueRow>;
+  // Pending deliveries only exist for listeners that exist (deleting one cancels them), so the
+  // listeners table names every project that can have work.
+  const projects = db.prepare('SELECT DISTINCT project FROM listeners').pluck() as Statement<[], string>;
+  const projectNextDue = db
+    .prepare(`SELECT min(next_attempt_at) FROM deliveries WHERE project = ? AND status = 'pending'`)
+    .pluck() as Statement<[string], number | null>;
   const lease = db.prepare('UPDATE deliveries SET lease_owner = ?, next_attempt_at = ? WHERE id = ?');
   const hold = db.prepare('UPDATE deliveries SET next_attempt_at = NULL, lease_owner = NULL, updated_at = ? WHERE id = ?');
   const cancel = db.prepare(`UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, lease_owner = NULL,
@@ -103,7 +112,6 @@ export function deliveryQueries(db: Database) {
     WHERE project = ? AND listener_id = ? AND status = 'pending' AND lease_owner IS NULL`);
   const release = db.prepare(`UPDATE deliveries SET lease_owner = NULL, next_attempt_at = ? WHERE id = ? AND lease_owner = ?`);
 
-  const nextDue = db.prepare(`SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending'`).pluck() as Statement<[], number | null>;
   // A claimed delivery's next_attempt_at is its lease's end: count it as due (in flight), not
   // scheduled. An expired lease (its process died) is due again and may be the oldest.
   const depth = db.prepare(`SELECT
@@ -128,6 +136,38 @@ export function deliveryQueries(db: Database) {
     specCache.set(id, { version, spec });
     return spec;
   };
+
+  /** Leases one due row, or settles it when its listener is gone or disabled (then null). */
+  function leaseRow(row: DueRow, owner: string, now: number, leaseMs: number): ClaimedDelivery | null {
+    if (row.spec === null) {
+      cancel.run(now, row.id);
+      return null;
+    }
+    if (row.enabled !== 1) {
+      // A disabled listener's deliveries wait, unscheduled, until it is enabled again.
+      hold.run(now, row.id);
+      return null;
+    }
+    const spec = specOf(row.listener_id, row.listener_updated_at!, row.spec);
+    // The lease outlives the attempt's own timeout, so only a dead process's claims expire.
+    lease.run(owner, now + leaseMs + spec.callback.timeout_ms, row.id);
+    return {
+      id: row.id,
+      project: row.project,
+      listenerId: row.listener_id,
+      attemptNumber: row.attempt_count + 1,
+      envelopeJson: row.envelope,
+      original: row.original_body !== null && row.original_format !== null ? { format: row.original_format, body: row.original_body } : null,
+      listener: {
+        callback: spec.callback,
+        retry: spec.retry,
+        secret: row.secret!,
+        previous_secret: row.previous_secret,
+        previous_secret_expires_at: row.previous_secret_expires_at,
+        updated_at: row.listener_updated_at!,
+      },
+    };
+  }
 
   return {
     list(project: string, q: DeliveryQuery, now: number): DeliveryRecord[] {
@@ -156,40 +196,29 @@ export function deliveryQueries(db: Database) {
       requeue.run(now, now, id);
       return 'queued' as const;
     },
-    /** Call inside a transaction. */
-    claim({ owner, now, leaseMs, limit }: ClaimOptions): ClaimedDelivery[] {
-      const claimed: ClaimedDelivery[] = [];
-      for (const row of due.all(now, limit)) {
-        if (row.spec === null) {
-          cancel.run(now, row.id);
-          continue;
-        }
-        if (row.enabled !== 1) {
-          // A disabled listener's deliveries wait, unscheduled, until it is enabled again.
-          hold.run(now, row.id);
-          continue;
-        }
-        const spec = specOf(row.listener_id, row.listener_updated_at!, row.spec);
-        // The lease outlives the attempt's own timeout, so only a dead process's claims expire.
-        lease.run(owner, now + leaseMs + spec.callback.timeout_ms, row.id);
-        claimed.push({
-          id: row.id,
-          project: row.project,
-          listenerId: row.listener_id,
-          attemptNumber: row.attempt_count + 1,
-          envelopeJson: row.envelope,
-          originalBody: row.original_body,
-          listener: {
-            callback: spec.callback,
-            retry: spec.retry,
-            secret: row.secret!,
-            previous_secret: row.previous_secret,
-            previous_secret_expires_at: row.previous_secret_expires_at,
-            updated_at: row.listener_updated_at!,
-          },
-        });
+    /**
+     * Call inside a transaction. Finds the projects with due work, lets `allot` say how many
+     * of each to take, and leases those, each project's in due order.
+     */
+    claim({ owner, now, leaseMs, transports, allot }: ClaimOptions): { claimed: ClaimedDelivery[]; asked: number } {
+      const enabled = JSON.stringify(transports);
+      const dueProjects: string[] = [];
+      for (const project of projects.all()) {
+        const at = projectNextDue.get(project);
+        if (at != null && at <= now) dueProjects.push(project);
       }
-      return claimed;
+      const claimed: ClaimedDelivery[] = [];
+      let asked = 0;
+      if (dueProjects.length === 0) return { claimed, asked };
+      for (const [project, limit] of allot(dueProjects)) {
+        if (limit <= 0) continue;
+        asked += limit;
+        for (const row of due.all(project, now, enabled, limit)) {
+          const d = leaseRow(row, owner, now, leaseMs);
+          if (d) claimed.push(d);
+        }
+      }
+      return { claimed, asked };
     },
     /** Call inside a transaction. Returns the listeners this batch turned off. */
     record(owner: string, results: AttemptResult[], now: number): string[] {
@@ -209,7 +238,12 @@ export function deliveryQueries(db: Database) {
       for (const id of ids) release.run(now, id, owner);
     },
     nextDueAt(): number | null {
-      return nextDue.get() ?? null;
+      let next: number | null = null;
+      for (const project of projects.all()) {
+        const at = projectNextDue.get(project);
+        if (at != null && (next === null || at < next)) next = at;
+      }
+      return next;
     },
     depth(now: number): QueueDepth {
       const r = depth.get({ now })!;

@@ -3,6 +3,7 @@ import type { EventEnvelope } from '../../records/event.js';
 import type {
   ClaimedTask,
   EngineStore,
+  TaskSummary,
   EngineTx,
   ExecutionRecord,
   TaskRecord,
@@ -14,16 +15,23 @@ import type { createWriteBatcher } from './write-batcher.js';
 
 interface WorkbookRow { project: string; name: string; source: string; spec: string; created_at: number; updated_at: number }
 type ExecutionRow = Omit<ExecutionRecord, 'spec' | 'input'> & { spec: string; input: string };
-type TaskRow = Omit<TaskRecord, 'result'> & { result: string | null };
+type TaskRow = Omit<TaskRecord, 'result' | 'rerun'> & { result: string | null; rerun: number };
 type ClaimRow = TaskRow & { e_workbook: string; e_workflow: string; e_spec: string; e_input: string; e_state: ExecutionRecord['state'] };
 
 const TASK_COLUMNS = `id, project, execution_id, name, action, state, state_info, result, tries, next_run_at,
-  action_started_at, created_at, updated_at`;
+  action_started_at, rerun, created_at, updated_at`;
+const SUMMARY_COLUMNS = `id, project, execution_id, name, action, state, state_info, tries, next_run_at,
+  action_started_at, rerun, created_at, updated_at`;
 
 const toWorkbook = (r: WorkbookRow): WorkbookRecord => ({ ...r, spec: JSON.parse(r.spec) });
 const toExecution = (r: ExecutionRow): ExecutionRecord => ({ ...r, spec: JSON.parse(r.spec), input: JSON.parse(r.input) });
-const toTask = (r: TaskRow): TaskRecord => ({ ...r, result: r.result === null ? null : JSON.parse(r.result) });
-const taskParams = (t: TaskRecord) => ({ ...t, result: t.result === null || t.result === undefined ? null : JSON.stringify(t.result) });
+const toTask = (r: TaskRow): TaskRecord => ({ ...r, rerun: r.rerun === 1, result: r.result === null ? null : JSON.parse(r.result) });
+const toSummary = (r: Omit<TaskRow, 'result'>): TaskSummary => ({ ...r, rerun: r.rerun === 1 });
+const taskParams = (t: TaskRecord) => ({
+  ...t,
+  rerun: t.rerun ? 1 : 0,
+  result: t.result === null || t.result === undefined ? null : JSON.stringify(t.result),
+});
 
 export interface EngineQueryDeps {
   events: ReturnType<typeof eventQueries>;
@@ -52,19 +60,24 @@ export function engineStore(db: Database, { events, batcher, guard }: EngineQuer
         AND (@workflow IS NULL OR workflow = @workflow)
         AND (@state IS NULL OR state = @state)
       ORDER BY id LIMIT @limit`) as Statement<Record<string, unknown>, ExecutionRow>,
-    insert: db.prepare(`INSERT INTO executions (id, project, workbook, workflow, spec, input, state, state_info, created_at, updated_at)
-      VALUES (@id, @project, @workbook, @workflow, @spec, @input, @state, @state_info, @created_at, @updated_at)`),
-    save: db.prepare('UPDATE executions SET state = @state, state_info = @state_info, updated_at = @updated_at WHERE id = @id'),
+    insert: db.prepare(`INSERT INTO executions (id, project, workbook, workflow, spec, input, state, state_info, pending_operation,
+        created_at, updated_at)
+      VALUES (@id, @project, @workbook, @workflow, @spec, @input, @state, @state_info, @pending_operation, @created_at, @updated_at)`),
+    save: db.prepare(`UPDATE executions SET state = @state, state_info = @state_info, pending_operation = @pending_operation,
+      updated_at = @updated_at WHERE id = @id`),
   };
   const tk = {
     get: db.prepare(`SELECT ${TASK_COLUMNS} FROM task_executions WHERE project = ? AND id = ?`) as Statement<[string, string], TaskRow>,
-    ofExecution: db.prepare(`SELECT ${TASK_COLUMNS} FROM task_executions WHERE project = ? AND execution_id = ? ORDER BY id`) as Statement<[string, string], TaskRow>,
+    summaries: db.prepare(`SELECT ${SUMMARY_COLUMNS} FROM task_executions WHERE project = ? AND execution_id = ? ORDER BY id`) as Statement<[string, string], Omit<TaskRow, 'result'>>,
+    count: db.prepare('SELECT COUNT(*) FROM task_executions WHERE project = ? AND execution_id = ?').pluck() as Statement<[string, string], number>,
+    latestResult: db.prepare(`SELECT result FROM task_executions WHERE project = ? AND execution_id = ? AND name = ? AND state = 'SUCCESS'
+      ORDER BY id DESC LIMIT 1`) as Statement<[string, string, string], { result: string | null }>,
     page: db.prepare(`SELECT ${TASK_COLUMNS} FROM task_executions WHERE project = ? AND execution_id = ? AND id > ?
       ORDER BY id LIMIT ?`) as Statement<[string, string, string, number], TaskRow>,
     insert: db.prepare(`INSERT INTO task_executions (${TASK_COLUMNS}) VALUES (@id, @project, @execution_id, @name, @action,
-      @state, @state_info, @result, @tries, @next_run_at, @action_started_at, @created_at, @updated_at)`),
+      @state, @state_info, @result, @tries, @next_run_at, @action_started_at, @rerun, @created_at, @updated_at)`),
     save: db.prepare(`UPDATE task_executions SET state = @state, state_info = @state_info, result = @result, tries = @tries,
-      next_run_at = @next_run_at, action_started_at = @action_started_at, updated_at = @updated_at WHERE id = @id`),
+      next_run_at = @next_run_at, action_started_at = @action_started_at, rerun = @rerun, updated_at = @updated_at WHERE id = @id`),
     due: db.prepare(`SELECT t.*, e.workbook AS e_workbook, e.workflow AS e_workflow, e.spec AS e_spec, e.input AS e_input,
         e.state AS e_state
       FROM task_executions t JOIN executions e ON e.id = t.execution_id
@@ -91,12 +104,13 @@ export function engineStore(db: Database, { events, batcher, guard }: EngineQuer
         const row = tk.get.get(project, id);
         return row ? toTask(row) : null;
       },
-      tasksOf: (executionId) => tk.ofExecution.all(project, executionId).map(toTask),
+      taskSummaries: (executionId) => tk.summaries.all(project, executionId).map(toSummary),
+      countTasks: (executionId) => tk.count.get(project, executionId) ?? 0,
       insertExecution: (e) => {
         ex.insert.run({ ...e, project, spec: JSON.stringify(e.spec), input: JSON.stringify(e.input) });
       },
       saveExecution: (e) => {
-        ex.save.run({ id: e.id, state: e.state, state_info: e.state_info, updated_at: now });
+        ex.save.run({ id: e.id, state: e.state, state_info: e.state_info, pending_operation: e.pending_operation, updated_at: now });
       },
       insertTask: (t) => {
         tk.insert.run(taskParams({ ...t, project }));
@@ -106,7 +120,7 @@ export function engineStore(db: Database, { events, batcher, guard }: EngineQuer
       },
       appendEvent: (envelope: EventEnvelope) => {
         // The envelope id is relay-made and unique, so it doubles as the body hash.
-        const appended = events.append(project, { envelope, originalBody: null, bodyHash: envelope.id }, fanOut, now);
+        const appended = events.append(project, { envelope, original: null, bodyHash: envelope.id }, fanOut, now);
         count.events++;
         count.deliveries += appended.deliveries;
       },
@@ -158,6 +172,14 @@ export function engineStore(db: Database, { events, batcher, guard }: EngineQuer
     },
     async listTasks(project, executionId, q) {
       return guard(() => tk.page.all(project, executionId, q.after ?? '', q.limit)).map(toTask);
+    },
+    async latestResults(project, executionId, names) {
+      const results = new Map<string, unknown>();
+      for (const name of names) {
+        const row = guard(() => tk.latestResult.get(project, executionId, name));
+        if (row) results.set(name, row.result === null ? null : JSON.parse(row.result));
+      }
+      return results;
     },
 
     engineTransaction(project, fanOut, fn) {

@@ -28,8 +28,8 @@ export function eventQueries(db: Database) {
       RETURNING last_sequence`)
     .pluck() as Statement<[string, string], number>;
   const insertEvent = db.prepare(`INSERT INTO events
-    (project, id, type, category, workbook, execution_id, sequence, envelope, original_body, body_hash, received_at)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
+    (project, id, type, category, workbook, execution_id, sequence, envelope, original_body, original_format, body_hash, received_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
   const insertDelivery = db.prepare(`INSERT INTO deliveries
     (id, project, event_seq, event_id, listener_id, status, attempt_count, next_attempt_at, created_at, updated_at)
     VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)`);
@@ -82,7 +82,7 @@ export function eventQueries(db: Database) {
       const envelope: EventEnvelope = { ...e, sequence };
       const { lastInsertRowid } = insertEvent.run(
         project, id, e.type, e.category, e.workbook, e.execution_id, sequence,
-        JSON.stringify(envelope), event.originalBody, event.bodyHash, now,
+        JSON.stringify(envelope), event.original?.body ?? null, event.original?.format ?? null, event.bodyHash, now,
       );
       const listenerIds = fanOut(envelope);
       insertDeliveries(project, lastInsertRowid, id, listenerIds, now);

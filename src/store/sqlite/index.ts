@@ -8,6 +8,7 @@ import { eventQueries } from './events.js';
 import { deliveryQueries } from './deliveries.js';
 import { createWriteBatcher } from './write-batcher.js';
 import { engineStore } from './engine.js';
+import { retryWhileBusy, SYNC_BUSY_TIMEOUT_MS } from './busy.js';
 
 export interface SqliteOptions {
   path: string;
@@ -42,8 +43,15 @@ export interface SqliteStore extends Store {
 }
 
 export function openSqliteStore(options: SqliteOptions): SqliteStore {
-  fs.mkdirSync(path.dirname(options.path), { recursive: true });
-  const db = new Database(options.path, { timeout: options.busyTimeoutMs });
+  fs.mkdirSync(path.dirname(options.path), { recursive: true, mode: 0o700 });
+  // Listener secrets and header values live in these files: owner-only whatever the umask (SQLite
+  // gives -wal and -shm the database's mode); a looser file of ours from before is tightened.
+  fs.closeSync(fs.openSync(options.path, 'a', 0o600));
+  for (const file of [options.path, `${options.path}-wal`, `${options.path}-shm`]) {
+    const stat = fs.statSync(file, { throwIfNoEntry: false });
+    if (stat && stat.mode & 0o077 && stat.uid === process.getuid?.()) fs.chmodSync(file, stat.mode & 0o700);
+  }
+  const db = new Database(options.path, { timeout: SYNC_BUSY_TIMEOUT_MS });
   db.pragma('journal_mode = WAL');
   // FULL syncs the WAL on every commit: an acknowledged write survives power loss, not only a
   // process crash. NORMAL is the operator's explicit trade for throughput.
@@ -55,61 +63,66 @@ export function openSqliteStore(options: SqliteOptions): SqliteStore {
   const listeners = listenerQueries(db);
   const events = eventQueries(db);
   const deliveries = deliveryQueries(db);
-  const batcher = createWriteBatcher(db, toStoreError, { minCommitIntervalMs: options.commitIntervalMs });
+  const batcher = createWriteBatcher(db, toStoreError, {
+    minCommitIntervalMs: options.commitIntervalMs,
+    busyTimeoutMs: options.busyTimeoutMs,
+  });
   const ping = db.prepare('SELECT 1');
-  const tx = <T>(fn: () => T): T => guard(() => db.transaction(fn).immediate());
+  // Statements and transactions wait for another process's lock between tries, not inside one.
+  const run = <T>(fn: () => T): Promise<T> => retryWhileBusy(fn, options.busyTimeoutMs, toStoreError);
+  const tx = <T>(fn: () => T): Promise<T> => run(() => db.transaction(fn).immediate());
 
   return {
     ...engineStore(db, { events, batcher, guard }),
     backend: 'sqlite',
     appliedMigrations,
     async ping() {
-      guard(() => ping.get());
+      await run(() => ping.get());
     },
     async close() {
       if (db.open) db.close();
     },
 
     async createListener(l) {
-      guard(() => listeners.create(l));
+      await run(() => listeners.create(l));
     },
     async getListener(project, id) {
-      return guard(() => listeners.get(project, id));
+      return run(() => listeners.get(project, id));
     },
     async listListeners(project, q) {
-      return guard(() => listeners.list(project, q));
+      return run(() => listeners.list(project, q));
     },
     async updateListener(project, id, spec, updatedAt) {
       return tx(() => listeners.update(project, id, spec, updatedAt));
     },
     async rotateListenerSecret(project, id, rotation, updatedAt) {
-      return guard(() => listeners.rotate(project, id, rotation, updatedAt));
+      return run(() => listeners.rotate(project, id, rotation, updatedAt));
     },
     async deleteListener(project, id) {
       return tx(() => listeners.remove(project, id, Date.now()));
     },
     async listEnabledListeners(project) {
-      return guard(() => listeners.listEnabled(project));
+      return run(() => listeners.listEnabled(project));
     },
 
     appendEvents(project, list, fanOut, now) {
       return batcher.run(() => list.map((e) => events.append(project, e, fanOut, now)));
     },
     async listEvents(project, q) {
-      return guard(() => events.list(project, q));
+      return run(() => events.list(project, q));
     },
     async getEvent(project, id) {
-      return guard(() => events.get(project, id));
+      return run(() => events.get(project, id));
     },
 
     async listDeliveries(project, q) {
-      return guard(() => deliveries.list(project, q, Date.now()));
+      return run(() => deliveries.list(project, q, Date.now()));
     },
     async getDelivery(project, id) {
-      return guard(() => deliveries.get(project, id, Date.now()));
+      return run(() => deliveries.get(project, id, Date.now()));
     },
     async listAttempts(project, id) {
-      return guard(() => deliveries.attempts(project, id));
+      return run(() => deliveries.attempts(project, id));
     },
     async retryDelivery(project, id, now) {
       return tx(() => deliveries.retry(project, id, now));
@@ -119,19 +132,20 @@ export function openSqliteStore(options: SqliteOptions): SqliteStore {
     },
 
     async recordAndClaim(owner, results, claim, now) {
-      return tx(() => ({
-        disabledListeners: results.length ? deliveries.record(owner, results, now) : [],
-        claimed: claim ? deliveries.claim(claim) : [],
-      }));
+      return tx(() => {
+        const disabledListeners = results.length ? deliveries.record(owner, results, now) : [];
+        const { claimed, asked } = claim ? deliveries.claim(claim) : { claimed: [], asked: 0 };
+        return { disabledListeners, claimed, asked };
+      });
     },
     async releaseLeases(owner, ids, now) {
-      tx(() => deliveries.release(owner, ids, now));
+      await tx(() => deliveries.release(owner, ids, now));
     },
     async nextDueAt() {
-      return guard(() => deliveries.nextDueAt());
+      return run(() => deliveries.nextDueAt());
     },
     async queueDepth(now) {
-      return guard(() => deliveries.depth(now));
+      return run(() => deliveries.depth(now));
     },
     async pruneFinished(before, batch) {
       return tx(() => deliveries.prune(before, batch));

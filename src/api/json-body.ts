@@ -1,0 +1,24 @@
+import express, { type RequestHandler } from 'express';
+import { badRequest } from './problem.js';
+import { jsonDepth, MAX_JSON_DEPTH } from '../json-depth.js';
+
+export { MAX_JSON_DEPTH };
+
+/** Refuses JSON text nested deeper than MAX_JSON_DEPTH with a 400 naming the body. */
+export function assertJsonDepth(text: Buffer | string, field = '(body)'): void {
+  if (jsonDepth(text, MAX_JSON_DEPTH) > MAX_JSON_DEPTH) {
+    throw badRequest(`${field}: objects and arrays nest deeper than ${MAX_JSON_DEPTH} levels`, [
+      { field, message: `objects and arrays nest deeper than ${MAX_JSON_DEPTH} levels` },
+    ]);
+  }
+}
+
+/** express.json for every route, with the nesting limit checked on the raw bytes before parsing. */
+export function jsonBody(limit: string): RequestHandler {
+  return express.json({
+    limit,
+    type: () => true,
+    strict: false,
+    verify: (_req, _res, buf) => assertJsonDepth(buf),
+  });
+}

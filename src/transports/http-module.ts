@@ -1,0 +1,47 @@
+import type { NetworkGuard } from '../net/network-guard.js';
+import type { FieldProblem, TransportAttempt, TransportModule, TransportOutcome } from './contract.js';
+import { createHttpTransport, type HttpTransportOptions } from './http.js';
+import { withEnvelopeQuery } from './http-query.js';
+
+const BODYLESS = new Set(['GET', 'DELETE']);
+
+/**
+ * The `http` transport behind the transport contract: the callback's URL and method, the
+ * envelope in the query string for GET and DELETE, the whole attempt bounded by its deadline.
+ * The callback's shape is checked by the listener schema (records/callback.ts); `check` runs
+ * the network guard on the URL at create.
+ */
+export function createHttpTransportModule(options: HttpTransportOptions & { guard: NetworkGuard }): TransportModule {
+  const http = createHttpTransport(options);
+  return {
+    name: 'http',
+    validate: (): FieldProblem[] => [],
+    async check(callback) {
+      if (typeof callback.url !== 'string') return [];
+      const verdict = await options.guard.checkUrl(callback.url);
+      return verdict.ok ? [] : [{ field: 'callback.url', message: verdict.reason }];
+    },
+    async send(attempt: TransportAttempt): Promise<TransportOutcome> {
+      const method = String(attempt.callback.method ?? 'POST').toUpperCase();
+      const base = String(attempt.callback.url);
+      let url = base;
+      try {
+        if (BODYLESS.has(method)) url = withEnvelopeQuery(base, attempt.envelope);
+      } catch {
+        /* not a URL: the transport reports BAD_URL */
+      }
+      // The deadline was set when the attempt got its slot, a moment ago: within a few
+      // milliseconds of it, the listener's own timeout is the bound (and what messages name).
+      const configured = Number(attempt.callback.timeout_ms);
+      const remaining = attempt.deadline - Date.now();
+      return http.send({
+        url,
+        method,
+        headers: attempt.headers,
+        body: attempt.body,
+        timeoutMs: remaining >= configured - 20 ? configured : Math.max(1, remaining),
+      });
+    },
+    close: () => http.close(),
+  };
+}

@@ -1,0 +1,96 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { jsonDepth } from '../src/json-depth.js';
+import { MAX_JSON_DEPTH } from '../src/api/json-body.js';
+import { killAllRelays, runToExit, startRelayProcess } from './helpers/relay-process.js';
+import { startTestRelay, tempDir, type TestRelay } from './helpers/relay.js';
+
+const nested = (depth: number, open = '[', close = ']') => open.repeat(depth) + close.repeat(depth);
+
+describe('jsonDepth', () => {
+  it('counts nesting outside strings only', () => {
+    expect(jsonDepth('1')).toBe(0);
+    expect(jsonDepth('{"a":[1,{"b":[]}]}')).toBe(4);
+    expect(jsonDepth('{"a":"[[[[\\"[[[["}')).toBe(1);
+    expect(jsonDepth('["\\\\",[["x"]]]')).toBe(3);
+    expect(jsonDepth(nested(20_000), 64)).toBe(65); // stops counting past the limit
+  });
+});
+
+describe('deeply nested bodies', () => {
+  let relay: TestRelay;
+  beforeAll(async () => {
+    relay = await startTestRelay();
+  });
+  afterAll(async () => {
+    await relay?.close();
+  });
+
+  it('answers 400 naming the body for 20,000-deep JSON on every JSON route', async () => {
+    const deep = `{"type":"x.y","data":{"v":${nested(20_000)}}}`;
+    for (const [method, path] of [
+      ['POST', '/v1/events'],
+      ['POST', '/v1/listeners'],
+      ['POST', '/v1/executions'],
+    ] as const) {
+      const res = await relay.api(method, path, undefined, { raw: deep, headers: { 'content-type': 'application/json' } });
+      expect(res.status, `${method} ${path}: ${res.text}`).toBe(400);
+      expect(res.body.errors).toEqual([{ field: '(body)', message: `objects and arrays nest deeper than ${MAX_JSON_DEPTH} levels` }]);
+    }
+    const mistral = await relay.api('POST', '/v1/ingest/mistral', undefined, { raw: `{"event":"TASK_SUCCEEDED","x":${nested(20_000)}}` });
+    expect(mistral.status).toBe(400);
+    expect(mistral.body.errors[0].field).toBe('(body)');
+    const workbook = await relay.api('POST', '/v1/workbooks', undefined, {
+      raw: `{"definition":${nested(20_000)}}`,
+      headers: { 'content-type': 'application/json' },
+    });
+    expect(workbook.status).toBe(400);
+  });
+
+  it('still takes nesting up to the limit', async () => {
+    const ok = `{"type":"x.y","data":{"v":${nested(MAX_JSON_DEPTH - 2)}}}`;
+    const res = await relay.api('POST', '/v1/events', undefined, { raw: ok, headers: { 'content-type': 'application/json' } });
+    expect(res.status, res.text).toBe(202);
+  });
+});
+
+/** A module preloaded into the relay with --import: a defect injected from outside. */
+function preload(code: string): string {
+  const file = path.join(tempDir(), 'defect.mjs');
+  fs.writeFileSync(file, code);
+  return `--import=${file}`;
+}
+
+describe('an error nothing caught', () => {
+  afterAll(killAllRelays);
+
+  it('is logged as fatal and stops the process with a non-zero code', async () => {
+    // Injected from outside: an exception thrown from a timer, as a defect would.
+    const relay = await runToExit({
+      RELAY_PORT: '0',
+      RELAY_DATA_DIR: tempDir(),
+      NODE_OPTIONS: preload("setTimeout(() => { throw new Error('injected defect'); }, 1500);"),
+    });
+    expect(relay.exit?.code).toBe(70);
+    const fatal = relay.logs.find((l) => l.level === 60);
+    expect(fatal?.msg).toMatch(/^uncaughtException: the relay stops/);
+    expect(JSON.stringify(fatal)).toContain('injected defect');
+  });
+
+  it('treats an unhandled rejection the same way', async () => {
+    const relay = await runToExit({
+      RELAY_PORT: '0',
+      RELAY_DATA_DIR: tempDir(),
+      NODE_OPTIONS: preload("setTimeout(() => { Promise.reject(new Error('lost promise')); }, 1500);"),
+    });
+    expect(relay.exit?.code).toBe(70);
+    expect(relay.logs.find((l) => l.level === 60)?.msg).toMatch(/^unhandledRejection/);
+  });
+
+  it('leaves a healthy relay running', async () => {
+    const relay = await startRelayProcess({ RELAY_PORT: '0', RELAY_DATA_DIR: tempDir() });
+    expect((await fetch(`${relay.url}/healthz`)).status).toBe(200);
+    expect((await relay.stop()).code).toBe(0);
+  });
+});
