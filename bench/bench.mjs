@@ -20,19 +20,19 @@ const { values: args } = parseArgs({
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
-const SCENARIOS = ['throughput', 'fanout', 'latency', 'ceiling', 'backlog', 'engine'];
+const SCENARIOS = ['throughput', 'fanout', 'latency', 'ceiling', 'backlog', 'engine', 'amqp', 'amqp-ingest'];
 const only = args.only ? args.only.split(',') : SCENARIOS;
 for (const name of only) if (!SCENARIOS.includes(name)) throw new Error(`--only: unknown scenario ${name}; one of ${SCENARIOS.join(', ')}`);
 const want = (name) => only.includes(name);
 if (args.help) {
-  console.log('usage: npm run bench [-- --quick] [-- --out DIR] [-- --only throughput,fanout,latency,ceiling,backlog,engine]');
+  console.log(`usage: npm run bench [-- --quick] [-- --out DIR] [-- --only ${SCENARIOS.join(',')}]\n  amqp and amqp-ingest need a RabbitMQ at BENCH_AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/)`);
   process.exit(0);
 }
 const mode = args.smoke ? 'smoke' : args.quick ? 'quick' : 'full';
 const SIZES = {
-  full: { events: 100_000, fanout: 10_000, latencySeconds: 30, warmupSeconds: 10, rate: 1000, ceiling: 100_000, backlogs: [10_000, 1_000_000], executions: 2000 },
-  quick: { events: 10_000, fanout: 1_000, latencySeconds: 10, warmupSeconds: 5, rate: 1000, ceiling: 20_000, backlogs: [10_000, 100_000], executions: 300 },
-  smoke: { events: 300, fanout: 50, latencySeconds: 1, warmupSeconds: 1, rate: 100, ceiling: 300, backlogs: [200, 400], executions: 5 },
+  full: { events: 100_000, fanout: 10_000, latencySeconds: 30, warmupSeconds: 10, rate: 1000, ceiling: 100_000, backlogs: [10_000, 1_000_000], executions: 2000, notifications: 20_000 },
+  quick: { events: 10_000, fanout: 1_000, latencySeconds: 10, warmupSeconds: 5, rate: 1000, ceiling: 20_000, backlogs: [10_000, 100_000], executions: 300, notifications: 5_000 },
+  smoke: { events: 300, fanout: 50, latencySeconds: 1, warmupSeconds: 1, rate: 100, ceiling: 300, backlogs: [200, 400], executions: 5, notifications: 300 },
 }[mode];
 const MEASURED_DELIVERIES = Math.min(10_000, SIZES.backlogs[0]);
 const TOKEN = 'bench-token-0123456789abcdef';
@@ -52,10 +52,10 @@ const { port: receiverPort } = await new Promise((r) => receiver.once('message',
 const receiverUrl = `http://127.0.0.1:${receiverPort}/hook`;
 
 const relays = new Set();
-async function startRelay(dataDir, role = 'all') {
+async function startRelay(dataDir, role = 'all', extraEnv = {}) {
   const nodeArgs = process.env.BENCH_RELAY_NODE_ARGS ? process.env.BENCH_RELAY_NODE_ARGS.split(' ') : [];
   const child = spawn(process.execPath, [...nodeArgs, path.join(ROOT, 'dist', 'main.js'), '--role', role], {
-    env: { ...process.env, RELAY_PORT: '0', RELAY_DATA_DIR: dataDir, RELAY_TOKENS: `${TOKEN}=bench`, RELAY_LOG_LEVEL: 'info', RELAY_DURABILITY: 'full' },
+    env: { ...process.env, RELAY_PORT: '0', RELAY_DATA_DIR: dataDir, RELAY_TOKENS: `${TOKEN}=bench`, RELAY_LOG_LEVEL: 'info', RELAY_DURABILITY: 'full', ...extraEnv },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   relays.add(child);
@@ -343,6 +343,12 @@ if (want('engine')) {
   await relay.stop();
 }
 
+// ---------- 7. amqp transport: confirmed publishes ----------
+if (want('amqp')) fig.amqp = await amqpBench();
+
+// ---------- 8. notifications consumed from RabbitMQ ----------
+if (want('amqp-ingest')) fig.amqp_ingest = await amqpIngestBench();
+
 results.finished_at = new Date().toISOString();
 printTable(fig);
 writeResults(results);
@@ -373,6 +379,128 @@ async function engineBench(relay) {
   return { executions: SIZES.executions, executions_per_s: Math.round(SIZES.executions / seconds), events_delivered_per_s: Math.round(expected / seconds) };
 }
 
+/**
+ * Deliveries to one amqp listener (format oslo) on the RabbitMQ at BENCH_AMQP_URL: each one a
+ * persistent message confirmed by the broker. Measured at a consumer of the listener's queue,
+ * from the first message to the last.
+ */
+async function amqpBench() {
+  const { default: amqp } = await import('amqplib');
+  const brokerUrl = process.env.BENCH_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672/';
+  const n = SIZES.events;
+  const exchange = `bench-x-${process.pid}`;
+  const topic = `bench-${process.pid}`;
+  const queue = `${topic}.info`;
+  log(`amqp: ${n} events to 1 amqp listener at ${brokerUrl.replace(/:[^:@/]*@/, ':***@')}`);
+  const connection = await amqp.connect(brokerUrl);
+  const channel = await connection.createChannel();
+  await channel.assertExchange(exchange, 'topic', { durable: false, autoDelete: false });
+  await channel.assertQueue(queue, { durable: false, autoDelete: false });
+  await channel.bindQueue(queue, exchange, queue);
+  const relay = await startRelay(tempDir());
+  let first = 0;
+  let last = 0;
+  let count = 0;
+  const done = new Promise((resolve) => {
+    void channel.consume(queue, (msg) => {
+      if (!msg) return;
+      count++;
+      last = now();
+      if (count === 1) first = last;
+      if (count === n) resolve();
+    }, { noAck: true });
+  });
+  try {
+    await addListener(relay, { callback: { transport: 'amqp', url: brokerUrl, exchange, topic } });
+    await ingest(relay, n, 'q');
+    await Promise.race([done, new Promise((_, reject) => setTimeout(() => reject(new Error(`only ${count} of ${n} messages arrived`)), 600_000))]);
+    return { messages: n, deliveries_per_s: Math.round(n / ((last - first) / 1000)), peak_rss_mb: Math.round(relay.peakRss() / 2 ** 20) };
+  } finally {
+    await relay.stop();
+    await channel.deleteQueue(queue).catch(() => {});
+    await channel.deleteExchange(exchange).catch(() => {});
+    await connection.close().catch(() => {});
+  }
+}
+
+/**
+ * OpenStack notifications consumed from a queue into the outbox: the relay consumes the queue
+ * (RELAY_AMQP_INGEST_*) while the benchmark publishes N messagingv2 notifications to it as an
+ * oslo notifier does; measured from the first publish until the relay has stored N events
+ * (relay_events_ingested_total), with one listener so each event also gets its delivery.
+ */
+async function amqpIngestBench() {
+  const { default: amqp } = await import('amqplib');
+  const brokerUrl = process.env.BENCH_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672/';
+  const n = SIZES.notifications;
+  const exchange = `bench-ingest-x-${process.pid}`;
+  const queue = `bench-ingest-${process.pid}.info`;
+  const publisher = 'bench-notifier:host';
+  log(`amqp-ingest: ${n} notifications consumed from ${queue} into the outbox, 1 listener`);
+  const relay = await startRelay(tempDir(), 'all', {
+    RELAY_AMQP_INGEST_URL: brokerUrl,
+    RELAY_AMQP_INGEST_QUEUES: queue,
+    RELAY_AMQP_INGEST_EXCHANGE: exchange,
+    RELAY_AMQP_INGEST_PROJECT: 'bench',
+  });
+  const connection = await amqp.connect(brokerUrl);
+  const channel = await connection.createConfirmChannel();
+  const stored = async () => {
+    const res = await request(relay.url + '/metrics', { dispatcher: client });
+    const line = (await res.body.text()).split('\n').find((l) => l.startsWith(`relay_events_ingested_total{source="${publisher}"}`));
+    return line === undefined ? 0 : Number(line.split(' ').pop());
+  };
+  try {
+    for (let ready = false; !ready; ) {
+      const res = await request(relay.url + '/readyz', { dispatcher: client });
+      await res.body.dump();
+      ready = res.statusCode === 200;
+      if (!ready) await new Promise((r) => setTimeout(r, 100));
+    }
+    await addListener(relay, { event_types: ['NOTIFICATION'] });
+    const payload = (i) => ({
+      'esi_leap_object.name': 'LeasePayload',
+      'esi_leap_object.namespace': 'esi_leap',
+      'esi_leap_object.version': '1.0',
+      'esi_leap_object.data': { id: `lease-${i}`, node_name: `node-${i % 100}`, purpose: 'bench', properties: { vendor: 'dell' } },
+    });
+    const started = now();
+    for (let i = 0; i < n; i++) {
+      const message = {
+        message_id: `bench-${process.pid}-${i}`,
+        publisher_id: publisher,
+        event_type: 'esi_leap.lease.fulfill.end',
+        priority: 'INFO',
+        payload: payload(i),
+        timestamp: new Date().toISOString().replace('T', ' ').replace('Z', '000'),
+      };
+      const body = Buffer.from(JSON.stringify({ 'oslo.version': '2.0', 'oslo.message': JSON.stringify(message) }));
+      if (!channel.publish(exchange, queue, body, { contentType: 'application/json' })) await new Promise((r) => channel.once('drain', r));
+      if (i % 1000 === 999) await channel.waitForConfirms();
+    }
+    await channel.waitForConfirms();
+    const publishSeconds = (now() - started) / 1000;
+    const deadline = Date.now() + 600_000;
+    let count = 0;
+    while ((count = await stored()) < n) {
+      if (Date.now() > deadline) throw new Error(`only ${count} of ${n} notifications were stored`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const seconds = (now() - started) / 1000;
+    return {
+      notifications: n,
+      notifications_per_s: Math.round(n / seconds),
+      published_per_s: Math.round(n / publishSeconds),
+      peak_rss_mb: Math.round(relay.peakRss() / 2 ** 20),
+    };
+  } finally {
+    await relay.stop();
+    await channel.deleteQueue(queue).catch(() => {});
+    await channel.deleteExchange(exchange).catch(() => {});
+    await connection.close().catch(() => {});
+  }
+}
+
 function machine() {
   let commit = 'unknown';
   try {
@@ -394,6 +522,8 @@ function printTable(f) {
     ['relay CPU per event (ms), CPU use, in the latency run', f.latency_relay_cpu_ms_per_event === undefined ? undefined : `${f.latency_relay_cpu_ms_per_event}, ${f.latency_relay_cpu_utilisation}`],
     ...f.backlog.map((b) => [`backlog ${b.backlog}: deliveries/s (first ${MEASURED_DELIVERIES}), peak RSS MB`, `${b.deliveries_per_s_first_10k}, ${b.relay_peak_rss_mb}`]),
     ['backlog rate ratio (large / small)', f.backlog_rate_ratio],
+    ['amqp deliveries/s, 1 listener (broker-confirmed, oslo format)', f.amqp?.deliveries_per_s],
+    ['notifications consumed from RabbitMQ into the outbox (/s, 1 listener)', f.amqp_ingest?.notifications_per_s],
     ['engine', f.engine === undefined || typeof f.engine === 'string' ? f.engine : `${f.engine.executions_per_s} executions/s, ${f.engine.events_delivered_per_s} events delivered/s`],
   ].filter(([, v]) => v !== undefined && !String(v).includes('undefined'));
   const w = Math.max(...rows.map(([k]) => k.length));

@@ -1,7 +1,11 @@
+import fs from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { BUILT_IN_TRANSPORTS, type BuiltInTransport } from './transports/registry.js';
 import { LOOPBACK_MODES, parseAllowNetworks, type Cidr, type LoopbackMode } from './net/network-guard.js';
+import { maskAmqpUrl, parseBrokerUrl } from './records/amqp-url.js';
+import { DEFAULT_AMQP_EXCHANGE } from './records/callback.js';
+import { RELAY_EXEC_VARIABLES } from './transports/exec-args.js';
 
 /** Thrown for a bad environment value; main prints its one-line message and exits with code 2. */
 export class ConfigError extends Error {
@@ -15,6 +19,7 @@ export class ConfigError extends Error {
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+const PROJECT_NAME = /^[A-Za-z0-9._-]{1,64}$/;
 
 const int = (min: number, max: number) =>
   z
@@ -49,6 +54,15 @@ const variables = {
   RELAY_MAX_TASKS_PER_EXECUTION: int(1, 1_000_000).default(1000),
   RELAY_TRANSPORTS: z.string().default('http,amqp'),
   RELAY_TRANSPORT_MODULES: z.string().default(''),
+  // Checked below without zod: its message would quote the value, and the URL may hold a password.
+  RELAY_AMQP_INGEST_URL: z.string().default(''),
+  RELAY_AMQP_INGEST_QUEUES: z.string().default(''),
+  RELAY_AMQP_INGEST_EXCHANGE: z.string().default(DEFAULT_AMQP_EXCHANGE),
+  RELAY_AMQP_INGEST_PROJECT: z.string().regex(PROJECT_NAME, 'must be 1-64 of A-Z a-z 0-9 . _ -').default('default'),
+  RELAY_AMQP_INGEST_PREFETCH: int(1, 65535).default(64),
+  RELAY_EXEC_DIR: z.string().default(''),
+  RELAY_EXEC_CONCURRENCY: int(1, 256).default(4),
+  RELAY_EXEC_ENV: z.string().default(''),
 } as const;
 
 type Raw = { [K in keyof typeof variables]: z.output<(typeof variables)[K]> };
@@ -79,6 +93,81 @@ export interface Config {
   transports: BuiltInTransport[];
   /** Paths of operator transport modules (RELAY_TRANSPORT_MODULES). */
   transportModules: string[];
+  /** Notifications consumed from RabbitMQ (RELAY_AMQP_INGEST_*); null when RELAY_AMQP_INGEST_URL is unset. */
+  amqpIngest: AmqpIngestConfig | null;
+  /** Script actions (RELAY_EXEC_*); null when RELAY_EXEC_DIR is unset. */
+  exec: ExecConfig | null;
+}
+
+export interface ExecConfig {
+  /** Absolute path of the only folder scripts run from. */
+  dir: string;
+  concurrency: number;
+  /** Variables passed through to scripts, by name. */
+  envNames: string[];
+}
+
+export interface AmqpIngestConfig {
+  url: string;
+  queues: string[];
+  exchange: string;
+  project: string;
+  /** Messages each queue may have delivered to this process and not yet acknowledged. */
+  prefetch: number;
+}
+
+// AMQP 0-9-1 names are short strings; an exchange name is limited to these characters.
+const AMQP_NAME_BYTES = 255;
+const EXCHANGE_NAME = /^[A-Za-z0-9._:-]+$/;
+
+function parseAmqpIngest(r: Raw): AmqpIngestConfig | null {
+  const url = r.RELAY_AMQP_INGEST_URL.trim();
+  if (url === '') return null;
+  try {
+    parseBrokerUrl(url);
+  } catch (err) {
+    throw new ConfigError('RELAY_AMQP_INGEST_URL', `must be an amqp:// or amqps:// URL with a host (${(err as Error).message}; got ${maskAmqpUrl(url)})`);
+  }
+  const queues = [...new Set(r.RELAY_AMQP_INGEST_QUEUES.split(',').map((q) => q.trim()).filter(Boolean))];
+  if (queues.length === 0) {
+    throw new ConfigError('RELAY_AMQP_INGEST_QUEUES', 'required when RELAY_AMQP_INGEST_URL is set: comma-separated queue names, such as notifications.info,notifications.error');
+  }
+  for (const queue of queues) {
+    if (Buffer.byteLength(queue) > AMQP_NAME_BYTES) throw new ConfigError('RELAY_AMQP_INGEST_QUEUES', `queue name "${queue.slice(0, 40)}…" is longer than ${AMQP_NAME_BYTES} bytes`);
+    // RabbitMQ refuses to declare these: the name space belongs to the broker.
+    if (queue.startsWith('amq.')) throw new ConfigError('RELAY_AMQP_INGEST_QUEUES', `queue name "${queue}" starts with amq., which the broker keeps for itself`);
+  }
+  const exchange = r.RELAY_AMQP_INGEST_EXCHANGE;
+  if (!EXCHANGE_NAME.test(exchange) || exchange.length > AMQP_NAME_BYTES || exchange.startsWith('amq.')) {
+    throw new ConfigError('RELAY_AMQP_INGEST_EXCHANGE', `must be 1-${AMQP_NAME_BYTES} of A-Z a-z 0-9 . _ : - and not start with amq. (got ${JSON.stringify(exchange)})`);
+  }
+  return { url, queues, exchange, project: r.RELAY_AMQP_INGEST_PROJECT, prefetch: r.RELAY_AMQP_INGEST_PREFETCH };
+}
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+function parseExec(r: Raw, transports: readonly BuiltInTransport[]): ExecConfig | null {
+  const envNames = [...new Set(r.RELAY_EXEC_ENV.split(',').map((n) => n.trim()).filter(Boolean))];
+  for (const name of envNames) {
+    if (!ENV_NAME.test(name)) throw new ConfigError('RELAY_EXEC_ENV', `"${name}" is not a variable name (letters, digits and _, not starting with a digit)`);
+    if ((RELAY_EXEC_VARIABLES as readonly string[]).includes(name)) throw new ConfigError('RELAY_EXEC_ENV', `${name} is set by the relay for every script`);
+  }
+  const given = r.RELAY_EXEC_DIR.trim();
+  if (given === '') {
+    if (transports.includes('exec')) {
+      throw new ConfigError('RELAY_EXEC_DIR', 'required when RELAY_TRANSPORTS includes exec: the folder whose executables script actions may run');
+    }
+    return null;
+  }
+  const dir = path.resolve(given);
+  let stat: fs.Stats;
+  try {
+    stat = fs.statSync(dir);
+  } catch (err) {
+    throw new ConfigError('RELAY_EXEC_DIR', `${dir} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'}); it must be an existing folder`);
+  }
+  if (!stat.isDirectory()) throw new ConfigError('RELAY_EXEC_DIR', `${dir} is not a folder`);
+  return { dir, concurrency: r.RELAY_EXEC_CONCURRENCY, envNames };
 }
 
 function parseTokens(spec: string): Map<string, string> {
@@ -128,6 +217,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       throw new ConfigError(name, (err as Error).message);
     }
   };
+  const transports = guarded('RELAY_TRANSPORTS', () => parseTransports(r.RELAY_TRANSPORTS));
   const dataDir = path.resolve(r.RELAY_DATA_DIR);
   const databasePath = r.RELAY_DATABASE_URL
     ? path.resolve(r.RELAY_DATABASE_URL.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, ''))
@@ -150,7 +240,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     commitIntervalMs: r.RELAY_COMMIT_INTERVAL_MS,
     maxResultBytes: r.RELAY_MAX_RESULT_BYTES,
     maxTasksPerExecution: r.RELAY_MAX_TASKS_PER_EXECUTION,
-    transports: guarded('RELAY_TRANSPORTS', () => parseTransports(r.RELAY_TRANSPORTS)),
+    transports,
     transportModules: r.RELAY_TRANSPORT_MODULES.split(',').map((p) => p.trim()).filter(Boolean),
+    amqpIngest: parseAmqpIngest(r),
+    exec: parseExec(r, transports),
   };
 }

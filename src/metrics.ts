@@ -24,6 +24,18 @@ export function createMetrics(store: Store) {
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     registers: [registry],
   });
+  const amqpConsumed = new Counter({
+    name: 'relay_amqp_messages_consumed_total',
+    help: 'Notifications taken from RabbitMQ and acknowledged after their event committed (a redelivery stored once included), by queue',
+    labelNames: ['queue'] as const,
+    registers: [registry],
+  });
+  const amqpRejected = new Counter({
+    name: 'relay_amqp_messages_rejected_total',
+    help: 'Notifications rejected without requeue (too_large, not_json, bad_envelope, no_event_type, invalid_field, id_conflict), by reason',
+    labelNames: ['reason'] as const,
+    registers: [registry],
+  });
   const depth = async () => store.queueDepth(Date.now());
   new Gauge({
     name: 'relay_deliveries_due',
@@ -60,6 +72,14 @@ export function createMetrics(store: Store) {
       const outcome = r.status === 'pending' ? (r.disableListener ? 'held' : 'retry') : r.status;
       attempts.inc({ outcome });
       attemptSeconds.observe(r.attempt.duration_ms / 1000);
+    },
+    amqpIngest: {
+      messageConsumed(queue: string) {
+        amqpConsumed.inc({ queue });
+      },
+      messageRejected(reason: string) {
+        amqpRejected.inc({ reason });
+      },
     },
   };
 }

@@ -3,11 +3,13 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { createApp } from './api/app.js';
+import type { ReadinessCheck } from './api/routes/operations.js';
 import { ensureAdminToken, tokenRegistry } from './api/auth.js';
 import { createDispatcher } from './dispatch/dispatcher.js';
 import { createEngine } from './engine/engine.js';
 import type { RunnerHooks } from './engine/runner.js';
 import { createFanOut } from './fanout/fanout.js';
+import { createAmqpConsumer } from './ingest/amqp-consumer.js';
 import { createIngest } from './ingest/ingest.js';
 import { createMetrics } from './metrics.js';
 import { createNetworkGuard, describeLoopbackPolicy, loopbackAllowed, type NetworkGuard } from './net/network-guard.js';
@@ -15,6 +17,7 @@ import { startPruner } from './store/pruner.js';
 import { openSqliteStore } from './store/sqlite/index.js';
 import { createAmqpTransport } from './transports/amqp.js';
 import type { TransportModule } from './transports/contract.js';
+import { createExecTransport } from './transports/exec.js';
 import { createHttpTransportModule } from './transports/http-module.js';
 import { createTransportRegistry, loadTransportModules, type TransportRegistry } from './transports/registry.js';
 
@@ -137,10 +140,25 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
       onDeliveriesCommitted: dispatcher.wake,
       onEventsStored: metrics.eventStored,
     });
+    // Notifications from RabbitMQ become events where the API runs. Pushed after the store, so
+    // it stops (and its last messages commit) before the store closes.
+    const readiness: ReadinessCheck[] = [];
+    if (config.amqpIngest !== null && role !== 'dispatcher') {
+      const consumer = createAmqpConsumer({
+        ...config.amqpIngest,
+        ingest,
+        log: log.child({ component: 'amqp-ingest' }),
+        metrics: metrics.amqpIngest,
+        stopGraceMs: config.shutdownGraceMs,
+      });
+      consumer.start();
+      cleanups.push(() => consumer.stop());
+      readiness.push(consumer.status);
+    }
     const app = createApp({
       store,
       tokens: tokenRegistry(tokens),
-      guard,
+      transports,
       log,
       metrics: metrics.registry,
       ingest,
@@ -148,6 +166,7 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
       wakeDispatcher: dispatcher.wake,
       engine,
       serveApi: role !== 'dispatcher',
+      readiness,
     });
 
     const server = http.createServer(app);
@@ -183,11 +202,13 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
 
 /** The built-ins RELAY_TRANSPORTS enables, then the operator's modules (a broken one stops the start). */
 async function openTransports(config: Config, guard: NetworkGuard, log: Logger): Promise<TransportRegistry> {
-  const builtIns: TransportModule[] = config.transports.map((name) =>
-    name === 'http'
-      ? createHttpTransportModule({ guard, connectionsPerOrigin: config.connectionsPerOrigin })
-      : createAmqpTransport({ guard, log: log.child({ component: 'amqp' }) }),
-  );
+  const builtIns: TransportModule[] = config.transports.map((name) => {
+    if (name === 'http') return createHttpTransportModule({ guard, connectionsPerOrigin: config.connectionsPerOrigin });
+    if (name === 'amqp') return createAmqpTransport({ guard, log: log.child({ component: 'amqp' }) });
+    // loadConfig refuses exec without RELAY_EXEC_DIR.
+    const exec = config.exec!;
+    return createExecTransport({ execDir: exec.dir, concurrency: exec.concurrency, envNames: exec.envNames, log: log.child({ component: 'exec' }) });
+  });
   try {
     const loaded = await loadTransportModules(config.transportModules, new Set(['http', 'amqp', 'exec']));
     return createTransportRegistry([...builtIns, ...loaded]);

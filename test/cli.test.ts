@@ -104,6 +104,39 @@ describe('listener-add', () => {
   }, T);
 });
 
+describe('listener-add --transport amqp', () => {
+  it('creates an amqp listener and shows its broker URL with the password masked', async () => {
+    const added = await cli(['listener-add', 'workbook', 'bus', 'amqp://relay:s3cret@127.0.0.1:5672/prod', '--transport', 'amqp', '--topic', 'notifications', '--exchange', 'nova', '--event-type', 'NOTIFICATION']);
+    expect(added.code, added.stderr).toBe(0);
+    expect(added.stdout).not.toContain('s3cret');
+    const fields = fieldsOf(added.stdout);
+    expect(fields).toMatchObject({
+      'callback.transport': 'amqp',
+      'callback.url': 'amqp://relay:***@127.0.0.1:5672/prod',
+      'callback.exchange': 'nova',
+      'callback.topic': 'notifications',
+      'callback.routing_key': '-',
+      'callback.format': 'oslo',
+    });
+    const shown = await cli(['listener-show', fields.id]);
+    expect(shown.stdout).toContain('callback.url:');
+    expect(shown.stdout).not.toContain('s3cret');
+    const list = await cli(['listener-list']);
+    expect(list.stdout).toContain(`amqp amqp://relay:***@127.0.0.1:5672/prod`);
+  }, T);
+
+  it('exits 2 for options of the other transport, before any request', async () => {
+    const noTopic = await cli(['listener-add', 'workbook', 'bus', 'amqp://127.0.0.1/', '--transport', 'amqp']);
+    expect(noTopic).toMatchObject({ code: 2 });
+    expect(noTopic.stderr).toMatch(/--transport amqp needs --topic/);
+    const stray = await cli(['listener-add', 'workbook', 'bus', 'http://127.0.0.1:9/hook', '--exchange', 'nova']);
+    expect(stray).toMatchObject({ code: 2 });
+    expect(stray.stderr).toMatch(/--exchange is for --transport amqp/);
+    const method = await cli(['listener-add', 'workbook', 'bus', 'amqp://127.0.0.1/', '--transport', 'amqp', '--topic', 't', '--method', 'PUT']);
+    expect(method).toMatchObject({ code: 2 });
+  }, T);
+});
+
 describe('listener-list, -show, -update, -rotate-secret, -delete', () => {
   it('lists in both formats and pages with --limit, --cursor and --all', async () => {
     const ids = await Promise.all(

@@ -5,6 +5,7 @@ import type { EventEnvelope } from '../src/records/event.js';
 import { taskEnvelope } from './helpers/envelopes.js';
 import {
   renderDelivery,
+  renderPayload,
   toMistralTime,
   withEnvelopeQuery,
   USER_AGENT,
@@ -243,5 +244,32 @@ describe('user agent', () => {
     const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
     expect(USER_AGENT).toBe(`callback-relay/${version}`);
     expect(userAgent()).toBe(USER_AGENT);
+  });
+});
+
+describe('originals and the formats that forward them', () => {
+  const oslo = JSON.stringify({ 'oslo.version': '2.0', 'oslo.message': JSON.stringify({ message_id: 'm-1', event_type: 'x.y', priority: 'INFO', payload: {}, publisher_id: 'svc:host', timestamp: '2026-11-23 10:00:00.000000' }) });
+  const base = { envelope: taskEvent, project: 'default', deliveryId: 'd-1', hostname: 'h' };
+
+  it('forwards an oslo original unchanged in the oslo format, and only there', () => {
+    expect(renderPayload({ ...base, format: 'oslo', transport: 'amqp', original: { format: 'oslo', body: oslo } }).body).toBe(oslo);
+    // The mistral format never sends an oslo original: it builds Mistral's body from the envelope.
+    const mistral = JSON.parse(renderPayload({ ...base, format: 'mistral', transport: 'http', original: { format: 'oslo', body: oslo } }).body);
+    expect(mistral).toMatchObject({ id: 'task-1', event: 'TASK_SUCCEEDED', workflow_execution_id: 'exec-1' });
+  });
+
+  it('builds the oslo message from the envelope for a Mistral original', () => {
+    const out = renderPayload({ ...base, format: 'oslo', transport: 'amqp', original: { format: 'mistral', body: MISTRAL_SAMPLE } });
+    const message = JSON.parse(JSON.parse(out.body)['oslo.message']);
+    expect(message).toMatchObject({ message_id: 'd-1', event_type: 'task.succeeded', publisher_id: 'callback-relay:h' });
+  });
+
+  it('carries cloudevents in binary mode over http and structured elsewhere', () => {
+    const http = renderPayload({ ...base, format: 'cloudevents', transport: 'http' });
+    expect(http.headers['ce-type']).toBe('TASK_SUCCEEDED');
+    expect(http.contentType).toBe('application/json');
+    const amqp = renderPayload({ ...base, format: 'cloudevents', transport: 'amqp' });
+    expect(amqp.contentType).toBe('application/cloudevents+json');
+    expect(JSON.parse(amqp.body)).toMatchObject({ specversion: '1.0', type: 'TASK_SUCCEEDED', data: { id: taskEvent.id } });
   });
 });

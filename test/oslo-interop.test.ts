@@ -16,6 +16,8 @@ import {
   uniqueName,
   type TestBroker,
 } from './interop/broker.js';
+import { createWorkbook, startExecution, workbook } from './helpers/engine.js';
+import { startTestRelay } from './helpers/relay.js';
 
 /*
  * The real oslo.messaging notification listener (Debian's python3-oslo.messaging, seen only
@@ -172,5 +174,47 @@ describe('oslo format read by the real oslo.messaging notification listener', ()
       purpose: 'test',
       properties: { vendor: 'dell' },
     });
+  }, 60_000);
+});
+
+describe('the relay end to end, read by the real oslo.messaging notification listener', () => {
+  it('delivers an execution of the embedded engine as notifications with the right priorities', async () => {
+    const x = uniqueName('cr-oslo-relay-x');
+    const t = uniqueName('cr-oslo-relay-t');
+    const relay = await startTestRelay();
+    // WORKFLOW_LAUNCHED, TASK_LAUNCHED, TASK_FAILED, WORKFLOW_FAILED.
+    const listener = await startOsloListener(x, t, 4);
+    try {
+      const created = await relay.api('POST', '/v1/listeners', {
+        workbook: 'oslo_e2e',
+        event_types: ['EXECUTION', 'TASK'],
+        callback: { transport: 'amqp', url: BROKER_URL, exchange: x, topic: t },
+      });
+      expect(created.status, created.text).toBe(201);
+      await createWorkbook(relay.api, workbook('oslo_e2e', `boom: {action: std.fail, input: {error_message: "no luck"}}`));
+      const executionId = await startExecution(relay.api, 'oslo_e2e');
+      const { code, stderr } = await listener.exited;
+      expect(code, stderr).toBe(0);
+      const got = listener.lines.map((l) => [l.event_type, l.priority]);
+      expect(got.sort()).toEqual(
+        [
+          ['task.failed', 'ERROR'],
+          ['task.launched', 'INFO'],
+          ['workflow.failed', 'ERROR'],
+          ['workflow.launched', 'INFO'],
+        ].sort(),
+      );
+      const failed = listener.lines.find((l) => l.event_type === 'task.failed')!.payload as Record<string, Record<string, any>>;
+      expect(failed['callback_relay_object.data']).toMatchObject({
+        execution_id: executionId,
+        task_name: 'boom',
+        execution: { 'callback_relay_object.name': 'ExecutionPayload', 'callback_relay_object.data': { id: executionId, workbook: 'oslo_e2e' } },
+      });
+    } finally {
+      listener.stop();
+      await relay.close();
+      for (const q of [`${t}.info`, `${t}.error`]) await broker.onOwnChannel((ch) => ch.deleteQueue(q)).catch(() => undefined);
+      await broker.onOwnChannel((ch) => ch.deleteExchange(x)).catch(() => undefined);
+    }
   }, 60_000);
 });

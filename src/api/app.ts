@@ -4,7 +4,7 @@ import type { Registry } from 'prom-client';
 import type { Engine } from '../engine/engine.js';
 import type { FanOutCache } from '../fanout/fanout.js';
 import type { Ingest } from '../ingest/ingest.js';
-import type { NetworkGuard } from '../net/network-guard.js';
+import type { TransportRegistry } from '../transports/registry.js';
 import type { Store } from '../store/store.js';
 import { BODY_LIMIT } from './limits.js';
 import { jsonBody } from './json-body.js';
@@ -17,7 +17,7 @@ import { eventRoutes } from './routes/events.js';
 import { executionRoutes } from './routes/executions.js';
 import { listenerRoutes } from './routes/listeners.js';
 import { mistralRoutes } from './routes/mistral.js';
-import { operationRoutes } from './routes/operations.js';
+import { operationRoutes, type ReadinessCheck } from './routes/operations.js';
 import { taskRoutes } from './routes/tasks.js';
 import { workbookRoutes } from './routes/workbooks.js';
 
@@ -25,7 +25,8 @@ import { workbookRoutes } from './routes/workbooks.js';
 export interface AppDeps {
   store: Store;
   tokens: TokenRegistry;
-  guard: NetworkGuard;
+  /** The enabled transports, which listeners may name. */
+  transports: TransportRegistry;
   log: Logger;
   metrics: Registry;
   ingest: Ingest;
@@ -36,6 +37,8 @@ export interface AppDeps {
   engine: Engine;
   /** false: only the operations routes (a dispatcher-only process). */
   serveApi?: boolean;
+  /** What `/readyz` checks besides the database. */
+  readiness?: ReadinessCheck[];
 }
 
 
@@ -47,7 +50,7 @@ export function createApp(deps: AppDeps): express.Express {
 
   app.use(requestLog(deps.log));
 
-  app.use(operationRoutes({ store: deps.store, metrics: deps.metrics }));
+  app.use(operationRoutes({ store: deps.store, metrics: deps.metrics, readiness: deps.readiness }));
 
   const v1 = express.Router();
   v1.use(requireToken(deps.tokens));

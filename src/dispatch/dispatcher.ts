@@ -192,7 +192,7 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
         secrets.push(d.listener.previous_secret);
       }
       const headers = {
-        ...callback.headers,
+        ...(callback as { headers?: Record<string, string> }).headers,
         ...payload.headers,
         ...signatureHeaders({ deliveryId: d.id, timestamp: Math.floor(started / 1000), body: payload.body, secrets }),
         'webhook-attempt': String(d.attemptNumber),

@@ -1,78 +1,11 @@
 import { z } from 'zod';
+import { CallbackSchema, CallbackView, HTTP_METHODS, maskCallback, MASKED, PAYLOAD_FORMATS } from './callback.js';
 import { EVENT_CATEGORIES } from './event.js';
 import { FilterSchema } from '../fanout/filter.js';
 import { eventsOutsideCategories } from '../fanout/match.js';
 import { eventPatternProblem } from '../fanout/event-pattern.js';
 import { isValidSecret } from '../dispatch/signing.js';
 import { DEFAULT_RETRY_SCHEDULE_MS } from '../dispatch/retry-policy.js';
-
-export const HTTP_METHODS = ['POST', 'PUT', 'PATCH', 'GET', 'DELETE'] as const;
-export const PAYLOAD_FORMATS = ['json', 'mistral', 'cloudevents'] as const;
-export const MASKED = '***';
-
-// RFC 9110 token characters.
-const headerName = z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$/, 'not a valid HTTP header name');
-
-// What undici puts on the wire: tab, space, visible ASCII and latin-1 bytes. Anything else
-// (control characters such as CR, LF and NUL, DEL, characters above U+00FF) refuses every attempt.
-const UNSENDABLE_CHAR = /[^\t\x20-\x7e\x80-\xff]/u;
-const headerValue = z
-  .string()
-  .max(8192)
-  .superRefine((v, ctx) => {
-    const bad = UNSENDABLE_CHAR.exec(v);
-    if (!bad) return;
-    const code = `U+${bad[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
-    ctx.addIssue({
-      code: 'custom',
-      message: `holds ${code} at position ${bad.index}: a header value may hold only tab, space, visible ASCII and latin-1 characters (up to U+00FF)`,
-    });
-  });
-
-// Headers the relay sets itself: about the body it builds, the connection, its signature.
-const RELAY_HEADERS = new Set([
-  'content-length', 'content-type', 'content-encoding', 'host', 'transfer-encoding', 'connection', 'user-agent',
-]);
-// Headers HTTP/1.1 or undici will not let a request carry: every attempt would fail.
-const UNSENDABLE_HEADERS: Record<string, string> = {
-  'keep-alive': 'cannot be sent: the HTTP client manages its connections itself',
-  upgrade: 'cannot be sent: a delivery never switches protocols',
-  expect: 'cannot be sent: the HTTP client does not support Expect',
-  te: 'cannot be sent: HTTP/1.1 requires a "Connection: TE" with it, and Connection belongs to the relay',
-};
-
-/** Why a listener may not set this request header, or undefined when it may. */
-function headerNameRefusal(name: string): string | undefined {
-  const lower = name.toLowerCase();
-  if (RELAY_HEADERS.has(lower) || lower.startsWith('webhook-') || lower.startsWith('ce-')) return 'is set by the relay';
-  if (lower.startsWith('proxy-')) return 'is meant for a proxy; deliveries go to the receiver directly, which would get it instead';
-  return UNSENDABLE_HEADERS[lower];
-}
-
-const callbackUrl = z
-  .string()
-  .max(2048)
-  .refine((v) => URL.canParse(v), 'not a valid absolute URL')
-  .refine((v) => !URL.canParse(v) || ['http:', 'https:'].includes(new URL(v).protocol), 'only http and https URLs are allowed')
-  .refine((v) => !URL.canParse(v) || (!new URL(v).username && !new URL(v).password), 'credentials in the URL are not allowed; use callback.headers');
-
-export const CallbackSchema = z.strictObject({
-  transport: z.literal('http').default('http'),
-  url: callbackUrl,
-  method: z.enum(HTTP_METHODS).default('POST'),
-  headers: z
-    .record(headerName, headerValue)
-    .refine((h) => Object.keys(h).length <= 50, 'at most 50 headers')
-    .superRefine((h, ctx) => {
-      for (const name of Object.keys(h)) {
-        const refusal = headerNameRefusal(name);
-        if (refusal) ctx.addIssue({ code: 'custom', path: [name], message: `${name} ${refusal}` });
-      }
-    })
-    .default({}),
-  format: z.enum(PAYLOAD_FORMATS).default('json'),
-  timeout_ms: z.number().int().min(100).max(120_000).default(15_000),
-});
 
 export const RetrySchema = z.strictObject({
   schedule_ms: z
@@ -140,14 +73,7 @@ export const ListenerView = z.object({
   events: z.array(z.string()).nullable(),
   target: TargetSchema.nullable(),
   filter: z.record(z.string(), z.unknown()).nullable(),
-  callback: z.object({
-    transport: z.literal('http'),
-    url: z.string(),
-    method: z.enum(HTTP_METHODS),
-    headers: z.record(z.string(), z.string()),
-    format: z.enum(PAYLOAD_FORMATS),
-    timeout_ms: z.number().int(),
-  }),
+  callback: CallbackView,
   retry: z.object({ schedule_ms: z.array(z.number().int()) }),
   enabled: z.boolean(),
   disabled_reason: z.string().nullable(),
@@ -158,8 +84,6 @@ export const ListenerView = z.object({
 export type ListenerView = z.infer<typeof ListenerView>;
 
 export function toListenerView(l: StoredListener): ListenerView {
-  const headers: Record<string, string> = {};
-  for (const k of Object.keys(l.callback.headers)) headers[k] = MASKED;
   return {
     id: l.id,
     workbook: l.workbook,
@@ -167,7 +91,7 @@ export function toListenerView(l: StoredListener): ListenerView {
     events: l.events,
     target: l.target,
     filter: l.filter,
-    callback: { ...l.callback, headers },
+    callback: maskCallback(l.callback) as ListenerView['callback'],
     retry: l.retry,
     enabled: l.enabled,
     disabled_reason: l.disabled_reason,
@@ -191,3 +115,5 @@ export function specOf(l: StoredListener): ListenerSpec {
     description: l.description,
   };
 }
+
+export { HTTP_METHODS, MASKED, PAYLOAD_FORMATS };

@@ -2,8 +2,8 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { TransportModule } from './contract.js';
 
-/** The transports built into the relay; RELAY_TRANSPORTS chooses among them. */
-export const BUILT_IN_TRANSPORTS = ['http', 'amqp'] as const;
+/** The transports built into the relay; RELAY_TRANSPORTS chooses among them (`exec` only when named). */
+export const BUILT_IN_TRANSPORTS = ['http', 'amqp', 'exec'] as const;
 export type BuiltInTransport = (typeof BUILT_IN_TRANSPORTS)[number];
 
 const NAME = /^[a-z][a-z0-9_-]{0,31}$/;

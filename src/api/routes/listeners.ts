@@ -7,12 +7,13 @@ import {
   toListenerView,
   type StoredListener,
 } from '../../records/listener.js';
+import { callbackOrigin, unmaskBrokerUrl, type Callback } from '../../records/callback.js';
 import { generateSecret, isValidSecret } from '../../dispatch/signing.js';
 import { z } from 'zod';
 import { compileListenerRule } from '../../fanout/match.js';
 import type { FanOutCache } from '../../fanout/fanout.js';
 import type { Ingest } from '../../ingest/ingest.js';
-import type { NetworkGuard } from '../../net/network-guard.js';
+import type { TransportRegistry } from '../../transports/registry.js';
 import { PING_EVENT_TYPE } from '../../records/event.js';
 import type { Store } from '../../store/store.js';
 import { applyMergePatch } from '../merge-patch.js';
@@ -27,7 +28,8 @@ export const MAX_REPLAY = 100_000;
 
 export interface ListenerRouteDeps {
   store: Store;
-  guard: NetworkGuard;
+  /** The enabled transports: a listener may name only these. */
+  transports: TransportRegistry;
   ingest: Ingest;
   fanOut: FanOutCache;
   wakeDispatcher: () => void;
@@ -50,17 +52,14 @@ const isPlainObject = (v: unknown): v is Record<string, unknown> =>
  * a stored value, kept by "***" or by leaving it out, would otherwise go to whoever runs the
  * new origin. `null` removes a header (or `"headers": null` all of them).
  */
-function refuseHeadersFollowingToNewOrigin(
-  before: { url: string; headers: Record<string, string> },
-  after: { url: string; headers: Record<string, string> },
-  patch: Record<string, unknown>,
-): void {
-  const from = new URL(before.url).origin;
-  const to = new URL(after.url).origin;
-  if (from === to) return;
+function refuseHeadersFollowingToNewOrigin(before: Callback, after: Callback, patch: Record<string, unknown>): void {
+  const from = callbackOrigin(before);
+  const to = callbackOrigin(after);
+  const headers = (after as { headers?: Record<string, string> }).headers;
+  if (from === null || to === null || from === to || !headers) return;
   const patchCallback = patch.callback;
   const sent = isPlainObject(patchCallback) && isPlainObject(patchCallback.headers) ? patchCallback.headers : undefined;
-  const carried = Object.keys(after.headers).filter((name) => typeof sent?.[name] !== 'string' || sent[name] === MASKED);
+  const carried = Object.keys(headers).filter((name) => typeof sent?.[name] !== 'string' || sent[name] === MASKED);
   if (carried.length === 0) return;
   const move = `callback.url moves from ${from} to ${to}`;
   if (!isPlainObject(patchCallback) || !('headers' in patchCallback)) {
@@ -77,13 +76,54 @@ function refuseHeadersFollowingToNewOrigin(
   throw badRequest(errors.map((e) => `${e.field}: ${e.message}`).join('; '), errors);
 }
 
-export function listenerRoutes({ store, guard, ingest, fanOut, wakeDispatcher }: ListenerRouteDeps): Router {
+/**
+ * A masked value sent back in a PATCH keeps the stored one: a header value `"***"`, and an
+ * amqp URL's password `***` while scheme, user, host, port and vhost stay the same.
+ */
+function unmaskCallback(merged: Record<string, unknown>, stored: Callback): void {
+  const storedHeaders = (stored as { headers?: Record<string, string> }).headers ?? {};
+  if (isPlainObject(merged.headers)) {
+    for (const [name, value] of Object.entries(merged.headers)) {
+      if (value !== MASKED) continue;
+      if (!(name in storedHeaders)) throw invalidField(`callback.headers.${name}`, 'is masked ("***") but has no stored value to keep');
+      merged.headers[name] = storedHeaders[name];
+    }
+  }
+  if (merged.transport === 'amqp' && stored.transport === 'amqp' && typeof merged.url === 'string' && merged.url !== (stored as { url: string }).url) {
+    const url = unmaskBrokerUrl(merged.url, (stored as { url: string }).url);
+    if (url === null) {
+      throw invalidField('callback.url', 'the password is masked (***) but the broker changed (scheme, user, host, port or vhost): send the URL with its password');
+    }
+    merged.url = url;
+  }
+}
+
+export function listenerRoutes({ store, ingest, fanOut, wakeDispatcher, transports }: ListenerRouteDeps): Router {
   const router = Router();
 
-  async function checkCallbackUrl(url: string) {
-    const verdict = await guard.checkUrl(url);
-    // The guard's reason already names the field.
-    if (!verdict.ok) throw badRequest(verdict.reason, [{ field: 'callback.url', message: verdict.reason }]);
+  /** The API's side of the transport contract: enabled, the module's own fields, its I/O checks. */
+  async function checkCallback(callback: Callback) {
+    const transport = transports.get(callback.transport);
+    if (!transport) {
+      throw invalidField(
+        'callback.transport',
+        `${callback.transport} is not enabled in this relay (enabled: ${transports.names.join(', ') || 'none'}); the operator enables transports with RELAY_TRANSPORTS and RELAY_TRANSPORT_MODULES`,
+      );
+    }
+    const problems = [...safely(() => transport.validate(callback))];
+    if (problems.length === 0 && transport.check) problems.push(...(await transport.check(callback)));
+    // A guard's reason already names its field.
+    if (problems.length) throw badRequest(problems.map((p) => (p.message.startsWith(p.field) ? p.message : `${p.field}: ${p.message}`)).join('; '), problems);
+  }
+
+  /** An operator's validate may break the contract by throwing: that is a problem with the callback, not a 500. */
+  function safely(fn: () => Array<{ field: string; message: string }>) {
+    try {
+      const out = fn();
+      return Array.isArray(out) ? out : [];
+    } catch (err) {
+      return [{ field: 'callback', message: `the transport refused it: ${(err as Error).message}` }];
+    }
   }
 
   async function load(project: string, id: string): Promise<StoredListener> {
@@ -96,7 +136,7 @@ export function listenerRoutes({ store, guard, ingest, fanOut, wakeDispatcher }:
     const parsed = ListenerInput.safeParse(req.body ?? {});
     if (!parsed.success) throw validationProblem(parsed.error);
     const { secret, ...spec } = parsed.data;
-    await checkCallbackUrl(spec.callback.url);
+    await checkCallback(spec.callback);
     const now = new Date().toISOString();
     const listener: StoredListener = {
       ...spec,
@@ -138,21 +178,16 @@ export function listenerRoutes({ store, guard, ingest, fanOut, wakeDispatcher }:
     const current = await load(res.locals.project, req.params.id);
     const base = specOf(current);
     const merged = applyMergePatch(base, patch) as Record<string, unknown>;
-    // "***" is what reads show for a header value; sent back, it keeps the stored value.
-    const callback = merged.callback as { headers?: Record<string, unknown> } | undefined;
-    if (isPlainObject(callback?.headers)) {
-      for (const [name, value] of Object.entries(callback.headers)) {
-        if (value !== MASKED) continue;
-        if (!(name in base.callback.headers)) {
-          throw invalidField(`callback.headers.${name}`, 'is masked ("***") but has no stored value to keep');
-        }
-        callback.headers[name] = base.callback.headers[name];
-      }
+    // Another transport is another callback: the patch's callback replaces the stored one whole.
+    const patchCallback = patch.callback;
+    if (isPlainObject(patchCallback) && patchCallback.transport != null && patchCallback.transport !== base.callback.transport) {
+      merged.callback = patchCallback;
     }
+    if (isPlainObject(merged.callback)) unmaskCallback(merged.callback, base.callback);
     const parsed = ListenerInput.safeParse(merged);
     if (!parsed.success) throw validationProblem(parsed.error);
     const { secret: _none, ...spec } = parsed.data;
-    if (spec.callback.url !== base.callback.url) await checkCallbackUrl(spec.callback.url);
+    if (JSON.stringify(spec.callback) !== JSON.stringify(base.callback)) await checkCallback(spec.callback);
     refuseHeadersFollowingToNewOrigin(base.callback, spec.callback, patch);
     const updated = await store.updateListener(res.locals.project, current.id, spec, new Date().toISOString());
     if (!updated) throw notFound(`listener ${current.id}`);

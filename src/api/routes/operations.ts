@@ -6,8 +6,11 @@ import { Problem } from '../problem.js';
 
 export const OPENAPI_FILE = new URL('../../../openapi.yaml', import.meta.url);
 
+/** A part the relay needs besides the database (a notification consumer): ready, or why not. */
+export type ReadinessCheck = () => { ready: boolean; detail: string };
+
 /** Routes for operators and load balancers; no token. */
-export function operationRoutes({ store, metrics }: { store: Store; metrics: Registry }): Router {
+export function operationRoutes({ store, metrics, readiness = [] }: { store: Store; metrics: Registry; readiness?: ReadinessCheck[] }): Router {
   const router = Router();
   const openapi = fs.readFileSync(OPENAPI_FILE, 'utf8');
 
@@ -22,6 +25,10 @@ export function operationRoutes({ store, metrics }: { store: Store; metrics: Reg
       throw new Problem(503, 'unavailable', 'Service unavailable', `the database does not answer: ${(err as Error).message}`, undefined, {
         'Retry-After': '1',
       });
+    }
+    const notReady = readiness.map((check) => check()).filter((r) => !r.ready);
+    if (notReady.length > 0) {
+      throw new Problem(503, 'unavailable', 'Service unavailable', notReady.map((r) => r.detail).join('; '), undefined, { 'Retry-After': '1' });
     }
     res.json({ status: 'ready', database: store.backend });
   });

@@ -9,12 +9,39 @@ export const LISTENER_COLUMNS = ['ID', 'WORKBOOK', 'EVENT TYPES', 'TARGET', 'URL
 
 const targetText = (l: ListenerView) => (l.target ? `${l.target.kind}:${l.target.id}` : '-');
 
+type CallbackFields = Record<string, unknown>;
+
+/** Where deliveries go, in one cell: the URL (a broker's with its password masked), or the script. */
+export function destinationText(callback: ListenerView['callback']): string {
+  const c = callback as CallbackFields;
+  if (typeof c.url === 'string') return c.transport === 'http' ? c.url : `${c.transport} ${c.url}`;
+  if (typeof c.command === 'string') return `exec ${c.command}`;
+  return String(c.transport);
+}
+
+// The callback's fields in the order a reader looks for them; anything else (an operator
+// transport's own fields) follows.
+const CALLBACK_ORDER = ['transport', 'url', 'command', 'args', 'method', 'exchange', 'topic', 'routing_key', 'headers', 'format', 'timeout_ms'];
+
+function callbackFields(callback: ListenerView['callback']): Array<[string, string]> {
+  const c = callback as CallbackFields;
+  const keys = [...CALLBACK_ORDER.filter((k) => k in c), ...Object.keys(c).filter((k) => !CALLBACK_ORDER.includes(k))];
+  return keys.map((key): [string, string] => {
+    const value = c[key];
+    if (key === 'headers' && value && typeof value === 'object') {
+      const entries = Object.entries(value as Record<string, string>).map(([k, v]) => `${k}: ${v}`);
+      return ['callback.headers', entries.length ? entries.join(', ') : '-'];
+    }
+    if (Array.isArray(value)) return [`callback.${key}`, value.length ? value.join(' ') : '-'];
+    return [`callback.${key}`, value === null || value === undefined ? '-' : typeof value === 'object' ? JSON.stringify(value) : String(value)];
+  });
+}
+
 export function listenerRow(l: ListenerView): string[] {
-  return [l.id, l.workbook, l.event_types.join(','), targetText(l), l.callback.url, l.callback.format, l.enabled ? 'yes' : 'no'];
+  return [l.id, l.workbook, l.event_types.join(','), targetText(l), destinationText(l.callback), l.callback.format, l.enabled ? 'yes' : 'no'];
 }
 
 export function listenerFields(l: ListenerWithSecret): Array<[string, string]> {
-  const headers = Object.entries(l.callback.headers).map(([k, v]) => `${k}: ${v}`);
   const fields: Array<[string, string]> = [
     ['id', l.id],
     ['workbook', l.workbook],
@@ -22,11 +49,7 @@ export function listenerFields(l: ListenerWithSecret): Array<[string, string]> {
     ['events', l.events?.join(', ') ?? '(all of the event types)'],
     ['target', l.target ? `${l.target.kind} ${l.target.id}` : '-'],
     ['filter', l.filter ? JSON.stringify(l.filter) : '-'],
-    ['callback.url', l.callback.url],
-    ['callback.method', l.callback.method],
-    ['callback.headers', headers.length ? headers.join(', ') : '-'],
-    ['callback.format', l.callback.format],
-    ['callback.timeout_ms', String(l.callback.timeout_ms)],
+    ...callbackFields(l.callback),
     ['retry.schedule', l.retry.schedule_ms.map(formatDuration).join(' ') || '(no retries)'],
     ['enabled', l.enabled ? 'yes' : 'no'],
   ];
