@@ -112,7 +112,7 @@ describe('the amqp transport through the relay', () => {
       await vi.waitFor(async () => {
         const d = (await relay.api('GET', `/v1/deliveries?event_id=${id}`)).body.items[0];
         expect(d.status).toBe('succeeded');
-      });
+      }, { timeout: 10_000, interval: 50 });
     }
     expect(byDelivery(messages.map((m) => ({ id: m.message.message_id })))).toHaveLength(3);
   });

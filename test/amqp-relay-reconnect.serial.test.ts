@@ -56,7 +56,7 @@ describe('the broker closes the relay connection mid-stream', () => {
       (await relay.api('POST', '/v1/events', { events: Array.from({ length: count }, (_, i) => ({ type: 'reconnect.test', data: { i } })) })).body.items.map((x: { id: string }) => x.id) as string[];
     // The first event opens the relay's connection; then the broker's confirms are held.
     const ids = await post(1);
-    await vi.waitFor(() => expect(seen.size).toBe(1));
+    await vi.waitFor(() => expect(seen.size).toBe(1), { timeout: 10_000 });
     proxy.holdConfirms();
     ids.push(...(await post(N - 1)));
     // Published, not yet confirmed: these attempts are in flight when the broker closes the connection.
@@ -73,7 +73,7 @@ describe('the broker closes the relay connection mid-stream', () => {
     await vi.waitFor(async () => {
       const pending = (await relay.api('GET', `/v1/deliveries?listener_id=${created.body.id}&status=pending`)).body.items;
       expect(pending).toHaveLength(0);
-    });
+    }, { timeout: 10_000, interval: 100 });
     // The attempts the close cut off failed (CONNECTION_FORCED) and went out again.
     const retried = (await relay.api('GET', `/v1/deliveries?listener_id=${created.body.id}&limit=1000`)).body.items.filter((d: { attempt_count: number }) => d.attempt_count > 1);
     expect(retried.length).toBeGreaterThan(0);

@@ -538,3 +538,15 @@ describe('FilterSchema: size limits', () => {
     expect(issues({ 'data.a': { $regex: '\\pL{1000}' } })[0].path).toBe('data.a.$regex');
   });
 });
+
+describe('bracketed keys', () => {
+  it('reads a key with dots in it exactly, in filters as everywhere', () => {
+    expect(FilterSchema.safeParse({ 'data.payload["nova_object.data"].host': 'compute-1' }).success).toBe(true);
+    expect(matches({ 'data.payload["nova_object.data"].host': 'compute-1' })).toBe(true);
+    expect(matches({ 'data.payload["nova_object.data"]["a.b"].c': 1 })).toBe(true);
+    expect(matches({ 'data.payload["nova_object"].data': { $exists: false } })).toBe(true);
+    const bad = FilterSchema.safeParse({ 'data["unclosed': 1 });
+    expect(bad.success).toBe(false);
+    expect(FilterSchema.safeParse({ '["data"].x': 1 }).success).toBe(false);
+  });
+});

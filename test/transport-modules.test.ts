@@ -13,6 +13,8 @@ import { startTestRelay, tempDir, type TestRelay } from './helpers/relay.js';
  */
 
 const JSONFILE = path.join(ROOT, 'examples/transports/jsonfile.mjs');
+// Polls are bounded generously: the suite runs many files at once on two cores.
+const WAIT = { timeout: 15_000, interval: 50 };
 
 describe('examples/transports/jsonfile.mjs', () => {
   let relay: TestRelay;
@@ -43,7 +45,7 @@ describe('examples/transports/jsonfile.mjs', () => {
       const all = text.split('\n').filter(Boolean).map((l) => JSON.parse(l));
       expect(all).toHaveLength(5);
       return all;
-    });
+    }, WAIT);
     expect(lines.map((l) => JSON.parse(l.body).id).sort()).toEqual([...ids].sort());
     for (const line of lines) {
       expect(line).toMatchObject({ attempt: 1, listener_id: created.body.id, content_type: 'application/json' });
@@ -53,7 +55,7 @@ describe('examples/transports/jsonfile.mjs', () => {
     await vi.waitFor(async () => {
       const done = (await relay.api('GET', `/v1/deliveries?listener_id=${created.body.id}&status=succeeded`)).body.items;
       expect(done).toHaveLength(5);
-    });
+    }, WAIT);
   });
 
   it("refuses what the module's own validate refuses, naming its field", async () => {
@@ -79,7 +81,7 @@ describe('examples/transports/jsonfile.mjs', () => {
       const items = (await relay.api('GET', `/v1/deliveries?listener_id=${created.body.id}&status=failed`)).body.items;
       expect(items).toHaveLength(1);
       return items[0];
-    });
+    }, WAIT);
     const detail = (await relay.api('GET', `/v1/deliveries/${failed.id}`)).body;
     expect(detail.attempts.map((a: { error: string }) => a.error)).toEqual(['EISDIR', 'EISDIR']);
   });

@@ -11,6 +11,7 @@ import { registerDeliveryCommands } from './commands/deliveries.js';
 import { registerWorkbookCommands } from './commands/workbooks.js';
 import { registerExecutionCommands } from './commands/executions.js';
 import { registerTaskCommands } from './commands/tasks.js';
+import { registerImportCommands } from './commands/import-esi-config.js';
 
 /** Command groups in help order. */
 const COMMAND_GROUPS: Array<(program: Command, io: CliIo) => void> = [
@@ -21,6 +22,7 @@ const COMMAND_GROUPS: Array<(program: Command, io: CliIo) => void> = [
   registerWorkbookCommands,
   registerExecutionCommands,
   registerTaskCommands,
+  registerImportCommands,
 ];
 
 const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };

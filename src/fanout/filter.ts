@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { compileEnvelopePath, parseEnvelopePath, readEnvelopePath } from '../records/envelope-path.js';
 import { EventEnvelope } from '../records/event.js';
 import { compilePattern } from './pattern.js';
 
@@ -187,10 +188,11 @@ export type FilterPredicate = (envelope: object) => boolean;
 function pathProblem(key: string): string | null {
   if (key.length === 0) return 'a filter key must be a dot path into the event envelope, such as "data.vendor"';
   if (key.length > MAX_PATH_LENGTH) return `a filter key is at most ${MAX_PATH_LENGTH} characters`;
-  const segments = key.split('.');
-  if (segments.some((s) => s.length === 0)) return `"${key}" has an empty path segment`;
-  if (!ENVELOPE_FIELDS.includes(segments[0])) {
-    return `"${segments[0]}" is not a field of the event envelope (one of ${ENVELOPE_FIELDS.join(', ')})`;
+  const parsed = parseEnvelopePath(key);
+  if ('error' in parsed) return parsed.error;
+  const [first] = parsed.segments;
+  if (first.exact || !ENVELOPE_FIELDS.includes(first.key)) {
+    return `"${first.key}" is not a field of the event envelope (one of ${ENVELOPE_FIELDS.join(', ')})`;
   }
   return null;
 }
@@ -212,48 +214,9 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   return isRecord(value) && !Array.isArray(value);
 }
 
-type PathReader = (root: unknown) => unknown;
-
-/*
- * Reads a dot path, or undefined when it is missing. Own properties only, so `constructor` or
- * `__proto__` never reach the prototype. Payloads relayed from elsewhere can have keys that
- * themselves contain dots (oslo versioned objects: "nova_object.data"), so when a segment is
- * missing the reader tries it joined with the following ones, exact key first, without
- * backtracking. Compiling is linear in the path: a joined key is cut from it only when a walk
- * needs one, and a walk makes at most one lookup per segment.
- */
-function compilePath(path: string | readonly string[]): PathReader {
-  const segments = typeof path === 'string' ? path.split('.') : [...path];
-  if (segments.length === 1) {
-    const key = segments[0];
-    return (root) => (isRecord(root) && Object.hasOwn(root, key) ? root[key] : undefined);
-  }
-  const n = segments.length;
-  const joined = segments.join('.');
-  // Segments i..j are joined.slice(starts[i], starts[j + 1] - 1).
-  const starts = [0];
-  for (const segment of segments) starts.push(starts[starts.length - 1] + segment.length + 1);
-  return (root) => {
-    let current = root;
-    let i = 0;
-    while (i < n) {
-      if (!isRecord(current)) return undefined;
-      let j = i;
-      let key = segments[i];
-      while (!Object.hasOwn(current, key)) {
-        if (++j === n) return undefined;
-        key = joined.slice(starts[i], starts[j + 1] - 1);
-      }
-      current = current[key];
-      i = j + 1;
-    }
-    return current;
-  };
-}
-
-/** The value at a dot path (or a list of segments) of `obj`; undefined when it is missing. */
+/** The value at a path (or a list of segments) of `obj`; undefined when it is missing. */
 export function getPath(obj: unknown, path: string | readonly string[]): unknown {
-  return compilePath(path)(obj);
+  return readEnvelopePath(obj, path);
 }
 
 type ValueTest = (value: unknown) => boolean;
@@ -331,7 +294,7 @@ function compileCondition(key: string, condition: unknown): ValueTest {
  */
 export function compileFilter(filter: Filter): FilterPredicate {
   const conditions = Object.entries(filter).map(([key, condition]) => ({
-    read: compilePath(key),
+    read: compileEnvelopePath(key),
     test: compileCondition(key, condition),
   }));
   if (conditions.length === 0) return () => true;

@@ -1,4 +1,4 @@
-import { getPath } from '../fanout/filter.js';
+import { parseEnvelopePath, readEnvelopePath } from '../records/envelope-path.js';
 import { EventEnvelope } from '../records/event.js';
 import type { FieldProblem, TransportAttempt } from './contract.js';
 
@@ -27,7 +27,7 @@ export function argumentText(value: unknown): string {
 
 /** The argument vector for `paths` (dot paths into the envelope), one argument per path. */
 export function execArguments(envelope: unknown, paths: readonly string[]): string[] {
-  return paths.map((p) => argumentText(getPath(envelope, p)));
+  return paths.map((p) => argumentText(readEnvelopePath(envelope, p)));
 }
 
 /** The index of the first argument no program can receive (it holds NUL), or -1. */
@@ -35,17 +35,17 @@ export function unpassableArgument(args: readonly string[]): number {
   return args.findIndex((a) => a.includes('\0'));
 }
 
-/** Problems with `args` as paths: each must start at a field of the envelope and have no empty segment. */
+/** Problems with `args` as paths: each must parse and start at a field of the envelope. */
 export function argumentPathProblems(args: unknown): FieldProblem[] {
   if (!Array.isArray(args)) return [];
   const problems: FieldProblem[] = [];
   args.forEach((entry, i) => {
     if (typeof entry !== 'string') return;
     const field = `callback.args.${i}`;
-    const segments = entry.split('.');
-    if (segments.some((s) => s === '')) {
-      problems.push({ field, message: `"${entry}" has an empty path segment` });
-    } else if (!ENVELOPE_FIELDS.includes(segments[0])) {
+    const parsed = parseEnvelopePath(entry);
+    if ('error' in parsed) {
+      problems.push({ field, message: parsed.error });
+    } else if (parsed.segments[0].exact || !ENVELOPE_FIELDS.includes(parsed.segments[0].key)) {
       problems.push({
         field,
         message: `"${entry}" does not start at a field of the event envelope (${ENVELOPE_FIELDS.join(', ')}); the payload is under data., e.g. data.${entry}`,
