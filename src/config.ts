@@ -19,6 +19,8 @@ export class ConfigError extends Error {
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export const LOG_FORMATS = ['json', 'pretty'] as const;
+export type LogFormat = (typeof LOG_FORMATS)[number];
 const PROJECT_NAME = /^[A-Za-z0-9._-]{1,64}$/;
 
 const int = (min: number, max: number) =>
@@ -46,6 +48,8 @@ const variables = {
   RELAY_SHUTDOWN_GRACE_MS: int(0, 600_000).default(10_000),
   RELAY_RETENTION_DAYS: int(1, 3650).default(30),
   RELAY_LOG_LEVEL: z.enum(LOG_LEVELS).default('info'),
+  // No fixed default: pretty on a terminal, JSON lines otherwise (see loadConfig).
+  RELAY_LOG_FORMAT: z.enum(LOG_FORMATS).optional(),
   RELAY_BUSY_TIMEOUT_MS: int(0, 600_000).default(5_000),
   RELAY_CONNECTIONS_PER_ORIGIN: int(1, 1024).default(32),
   RELAY_COMMIT_INTERVAL_MS: int(0, 1000).default(10),
@@ -81,6 +85,8 @@ export interface Config {
   shutdownGraceMs: number;
   retentionDays: number;
   logLevel: (typeof LOG_LEVELS)[number];
+  /** `pretty` for people at a terminal, `json` lines for log collectors. */
+  logFormat: LogFormat;
   busyTimeoutMs: number;
   connectionsPerOrigin: number;
   maxInFlight: number;
@@ -197,8 +203,11 @@ function parseTransports(spec: string): BuiltInTransport[] {
   return [...new Set(names)] as BuiltInTransport[];
 }
 
-/** Reads and validates the environment once; the result is passed down, never read globally. */
-export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+/**
+ * Reads and validates the environment once; the result is passed down, never read globally.
+ * `stdoutIsTTY` picks the log format when RELAY_LOG_FORMAT is unset.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, stdoutIsTTY = process.stdout.isTTY === true): Config {
   const raw = {} as Record<string, unknown>;
   for (const [name, schema] of Object.entries(variables)) {
     const value = env[name];
@@ -234,6 +243,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     shutdownGraceMs: r.RELAY_SHUTDOWN_GRACE_MS,
     retentionDays: r.RELAY_RETENTION_DAYS,
     logLevel: r.RELAY_LOG_LEVEL,
+    logFormat: r.RELAY_LOG_FORMAT ?? (stdoutIsTTY ? 'pretty' : 'json'),
     busyTimeoutMs: r.RELAY_BUSY_TIMEOUT_MS,
     connectionsPerOrigin: r.RELAY_CONNECTIONS_PER_ORIGIN,
     maxInFlight: r.RELAY_MAX_IN_FLIGHT,

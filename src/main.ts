@@ -11,7 +11,8 @@ Runs the relay: the REST API, the dispatcher and the background pruner in one pr
   --role all         everything (default)
   --role api         the API only; another process dispatches
   --role dispatcher  the dispatcher only, with /healthz, /readyz and /metrics
-Configuration comes from RELAY_* environment variables (see README.md).`;
+Configuration comes from RELAY_* environment variables (see README.md).
+Logs are JSON lines, or readable lines on a terminal; RELAY_LOG_FORMAT=json|pretty chooses.`;
 
 let role: Role = 'all';
 try {
@@ -40,7 +41,7 @@ try {
   throw err;
 }
 
-const log = createLogger(config.logLevel);
+const log = createLogger(config.logLevel, config.logFormat);
 // Last resort: an error nothing caught leaves the process in a state no one reasoned about.
 // Log it and exit non-zero (a supervisor restarts the relay; leases and recovery take over)
 // rather than go on serving from that state.

@@ -223,7 +223,8 @@ describe('execution-create, -get, -list, -update, task-list and task-rerun', () 
     expect(listed.next_cursor).toBeNull();
     const table = await cli(['execution-list', '--workbook', 'billing', '--state', 'SUCCESS']);
     expect(tableAfter(table.stdout)[0]).toEqual(['ID', 'WORKBOOK', 'WORKFLOW', 'STATE', 'CREATED AT', 'STATE INFO']);
-    expect(table.stdout).toMatch(new RegExp(`\\n${id}\\s+billing\\s+charge\\s+SUCCESS\\s+\\S+Z\\s+-\\n`));
+    // Times in a table read relative to now; -f json keeps them absolute.
+    expect(table.stdout).toMatch(new RegExp(`\\n${id}\\s+billing\\s+charge\\s+SUCCESS\\s+(\\d+ (s|min) ago|now)\\s+-\\n`));
     expect(await cli(['execution-list', '--workbook', 'no-such-workbook'])).toEqual({ code: 0, stdout: 'no executions\n', stderr: '' });
 
     // A finished execution cannot be paused: the relay's 409, exit 1.
@@ -368,7 +369,11 @@ describe('usage', () => {
       [['execution-update', 'some-id', '--state', 'SUCCESS'], /"SUCCESS" is not one of PAUSED, RUNNING, CANCELLED/],
       [['task-list'], /missing required argument 'execution_id'/],
       [['task-rerun', ''], /give a non-empty value/],
-      [['execution-get', 'x', '-f', 'yaml'], /'yaml' is invalid. Allowed choices are table, json/],
+      [['execution-get', 'x', '-f', 'xml'], /'xml' is invalid. Allowed choices are table, json, yaml, value, csv/],
+      [['execution-list', '-c', 'nope'], /unknown column "nope": give one of id, workbook, workflow, state, created_at, state_info, updated_at/],
+      [['execution-list', '--sort-column', 'nope'], /unknown column "nope"/],
+      [['execution-list', '--order', 'newest'], /'newest' is invalid. Allowed choices are desc, asc/],
+      [['task-list', 'x', '--sort-ascending', '--sort-descending'], /cannot be used with option '--sort-descending'/],
     ];
     // No relay at this address: a request would exit 1, not 2.
     const env = cleanEnv({ RELAY_URL: 'http://127.0.0.1:9', RELAY_TOKEN: 'unused' });

@@ -114,7 +114,8 @@ describe('event-publish', () => {
     expect(r.stderr).not.toMatch(/events\.203\b/);
     const stored = json(await cli(['event-list', '--workbook', 'badbatch', '--all', '-f', 'json']));
     expect(stored.items).toHaveLength(1000);
-    expect(stored.items.at(-1).id).toBe('bad-999');
+    // Newest first, as event-list lists by default.
+    expect(stored.items[0].id).toBe('bad-999');
 
     // An array read whole: no line numbers; the first request fails, so nothing was published.
     const array = await cli(['event-publish', '-'], { input: JSON.stringify([{ type: 'OK' }, { type: 'TASK_FAILED', category: 'EXECUTION' }]) });
@@ -151,11 +152,14 @@ describe('event-list and event-show', () => {
     expect(table.code).toBe(0);
     const lines = table.stdout.trim().split('\n');
     expect(lines[0]).toMatch(/^ID\s+TYPE\s+WORKBOOK\s+EXECUTION\s+TASK\s+SEQ\s+OCCURRED AT$/);
-    expect(lines.slice(1).map((l) => l.split(/\s+/).slice(0, 6))).toEqual([
-      ['list-1', 'TASK_SUCCEEDED', 'listing', 'ex-list', 'charge', '1'],
-      ['list-2', 'TASK_FAILED', 'listing', 'ex-list', 'ship', '2'],
-      ['list-3', 'ORDER_NOTE', 'listing', '-', '-', '-'],
+    // Newest first, with when each occurred relative to now.
+    expect(lines.slice(1).map((l) => l.split(/\s{2,}/))).toEqual([
+      ['list-3', 'ORDER_NOTE', 'listing', '-', '-', '-', expect.stringMatching(/^(\d+ s ago|now)$/)],
+      ['list-2', 'TASK_FAILED', 'listing', 'ex-list', 'ship', '2', expect.stringMatching(/^(\d+ s ago|now)$/)],
+      ['list-1', 'TASK_SUCCEEDED', 'listing', 'ex-list', 'charge', '1', expect.stringMatching(/^(\d+ s ago|now)$/)],
     ]);
+    const oldestFirst = await cli(['event-list', '--workbook', 'listing', '--order', 'asc']);
+    expect(oldestFirst.stdout.trim().split('\n').slice(1).map((l) => l.split(/\s+/)[0])).toEqual(['list-1', 'list-2', 'list-3']);
 
     const failed = json(await cli(['event-list', '--execution-id', 'ex-list', '--type', 'TASK_FAILED', '-f', 'json']));
     expect(failed).toMatchObject({ items: [{ id: 'list-2', category: 'TASK', sequence: 2, data: { reason: 'no stock' } }], next_cursor: null });
@@ -169,9 +173,21 @@ describe('event-list and event-show', () => {
     const more = new RegExp(`more: callback-relay event-list --workbook listing --since ${before.replace(/[.]/g, '\\.')} --limit 2 --cursor (\\S+)`).exec(first.stdout);
     expect(more, first.stdout).not.toBeNull();
     const second = json(await cli(['event-list', '--workbook', 'listing', '--limit', '2', '--cursor', more![1], '-f', 'json']));
-    expect(second).toMatchObject({ items: [{ id: 'list-3' }], next_cursor: null });
+    expect(second).toMatchObject({ items: [{ id: 'list-1' }], next_cursor: null });
     const all = json(await cli(['event-list', '--workbook', 'listing', '--limit', '1', '--all', '-f', 'json']));
-    expect({ ids: all.items.map((e: { id: string }) => e.id), next: all.next_cursor }).toEqual({ ids: ['list-1', 'list-2', 'list-3'], next: null });
+    expect({ ids: all.items.map((e: { id: string }) => e.id), next: all.next_cursor }).toEqual({ ids: ['list-3', 'list-2', 'list-1'], next: null });
+    const ascAll = json(await cli(['event-list', '--workbook', 'listing', '--limit', '1', '--order', 'asc', '--all', '-f', 'json']));
+    expect(ascAll.items.map((e: { id: string }) => e.id)).toEqual(['list-1', 'list-2', 'list-3']);
+    // An oldest-first page's more line keeps --order asc: its cursor continues only that order.
+    const ascFirst = await cli(['event-list', '--workbook', 'listing', '--order', 'asc', '--limit', '2']);
+    const ascMore = /more: callback-relay event-list --workbook listing --order asc --limit 2 --cursor (\S+)/.exec(ascFirst.stdout);
+    expect(ascMore, ascFirst.stdout).not.toBeNull();
+    expect(json(await cli(['event-list', '--workbook', 'listing', '--order', 'asc', '--limit', '2', '--cursor', ascMore![1], '-f', 'json'])).items).toEqual([
+      expect.objectContaining({ id: 'list-3' }),
+    ]);
+    const mixed = await cli(['event-list', '--workbook', 'listing', '--cursor', ascMore![1]]);
+    expect(mixed).toMatchObject({ code: 1, stdout: '' });
+    expect(mixed.stderr).toMatch(/cursor: this cursor continues a list in order=asc, not desc/);
 
     await eventually(async () => (await deliveries('--event-id', 'list-2'))[0]?.status === 'succeeded', 10_000, 'list-2 delivered');
     const shown = await cli(['event-show', 'list-2']);
@@ -186,8 +202,8 @@ describe('event-list and event-show', () => {
       data: '{"reason":"no stock"}',
     });
     const deliveryLines = shown.stdout.split('deliveries (1):\n')[1].trim().split('\n');
-    expect(deliveryLines[0]).toMatch(/^ID\s+LISTENER\s+STATUS\s+ATTEMPTS\s+NEXT ATTEMPT\s+LAST ERROR$/);
-    expect(deliveryLines[1]).toMatch(new RegExp(`^\\S+\\s+${listener}\\s+succeeded\\s+1\\s+-\\s+-$`));
+    expect(deliveryLines[0]).toMatch(/^ID\s+LISTENER\s+STATUS\s+ATTEMPTS\s+NEXT ATTEMPT\s+UPDATED AT\s+LAST ERROR$/);
+    expect(deliveryLines[1]).toMatch(new RegExp(`^\\S+\\s+${listener}\\s+succeeded\\s+1\\s+-\\s+(\\d+ s ago|now)\\s+-$`));
     expect(json(await cli(['event-show', 'list-2', '-f', 'json'])).deliveries).toEqual([
       expect.objectContaining({ listener_id: listener, status: 'succeeded', attempt_count: 1 }),
     ]);
@@ -225,8 +241,8 @@ describe('delivery-list, -show, -retry and listener-replay', () => {
 
     const listTable = await cli(['delivery-list', '--status', 'failed', '--listener-id', listener]);
     expect(listTable.stdout.trim().split('\n')).toEqual([
-      expect.stringMatching(/^ID\s+EVENT\s+LISTENER\s+STATUS\s+ATTEMPTS\s+NEXT ATTEMPT\s+LAST ERROR$/),
-      expect.stringMatching(new RegExp(`^${failed.id}\\s+fail-1\\s+${listener}\\s+failed\\s+3\\s+-\\s+\\S`)),
+      expect.stringMatching(/^ID\s+EVENT\s+EVENT TYPE\s+WORKBOOK\s+LISTENER\s+STATUS\s+ATTEMPTS\s+NEXT ATTEMPT\s+UPDATED AT\s+LAST ERROR$/),
+      expect.stringMatching(new RegExp(`^${failed.id}\\s+fail-1\\s+WILL_FAIL\\s+failing\\s+${listener}\\s+failed\\s+3\\s+-\\s+(\\d+ s ago|now)\\s+HTTP 500`)),
     ]);
 
     const show = await cli(['delivery-show', failed.id]);
@@ -245,7 +261,11 @@ describe('delivery-list, -show, -retry and listener-replay', () => {
 
     // Re-queue the failed one through a replay: the same delivery, one more try, failed again.
     const requeued = await cli(['listener-replay', listener, '--since', since, '--only-failed']);
-    expect(requeued).toEqual({ code: 0, stdout: `re-queued 1 failed delivery for listener ${listener}\n`, stderr: '' });
+    expect(requeued).toEqual({
+      code: 0,
+      stdout: `re-queued 1 failed delivery for listener ${listener}\nfollow it with: callback-relay delivery-list --listener-id ${listener} --status pending\n`,
+      stderr: '',
+    });
     await receiver.waitForCount('/fail', 4, 10_000);
     expect(receiver.requests('/fail')[3].headers['webhook-id']).toBe(failed.id);
     await eventually(async () => (await deliveries('--listener-id', listener, '--status', 'failed'))[0]?.attempt_count === 4, 10_000, 'failed again');
@@ -256,6 +276,7 @@ describe('delivery-list, -show, -retry and listener-replay', () => {
     expect(retried.code).toBe(0);
     expect(fieldsOf(retried.stdout)).toMatchObject({ id: failed.id, status: expect.stringMatching(/^pending/) });
     expect(retried.stdout).toContain(`re-queued delivery ${failed.id}; follow it with: callback-relay delivery-show ${failed.id}`);
+    expect(retried.stdout).toContain(`the listener's deliveries still to be sent: callback-relay delivery-list --listener-id ${listener} --status pending\n`);
     const fifth = (await receiver.waitForCount('/fail', 5, 10_000))[4];
     expect(fifth.headers['webhook-id']).toBe(failed.id);
     expect(fifth.headers['webhook-attempt']).toBe('5');
@@ -273,6 +294,59 @@ describe('delivery-list, -show, -retry and listener-replay', () => {
     const gone = await cli(['delivery-retry', 'no-such-delivery']);
     expect(gone).toMatchObject({ code: 1, stdout: '' });
     expect(gone.stderr).toMatch(/^error: 404 Not found/);
+  }, T);
+});
+
+describe('listener-replay --wait', () => {
+  async function createListener(workbook: string, receiverPath: string): Promise<string> {
+    const res = await fetch(`${relay.url}/v1/listeners`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${relay.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ workbook, event_types: ['NOTIFICATION'], callback: { url: receiver.url(receiverPath) }, retry: { schedule_ms: [] } }),
+    });
+    expect(res.status).toBe(201);
+    return ((await res.json()) as { id: string }).id;
+  }
+  const progressLines = (stderr: string, total: number) => {
+    const lines = stderr.trim().split('\n');
+    for (const line of lines) expect(line).toMatch(new RegExp(`^\\d+ of ${total} finished$`));
+    expect(lines.at(-1)).toBe(`${total} of ${total} finished`);
+    return lines;
+  };
+
+  it('follows the replayed deliveries until they finish, "n of m finished" on stderr, exit 1 when some did not succeed', async () => {
+    receiver.respond('/replay-wait', [500, 500, 500]);
+    const listener = await createListener('replaywait', '/replay-wait');
+    const since = new Date(Date.now() - 1000).toISOString();
+    const events = Array.from({ length: 3 }, (_, i) => ({ id: `rw-${i}`, type: 'REPLAY_WAIT', workbook: 'replaywait' }));
+    expect((await cli(['event-publish'], { input: ndjson(events) })).code).toBe(0);
+    await eventually(async () => (await deliveries('--listener-id', listener, '--status', 'failed')).length === 3, 10_000, '3 failed');
+
+    // The receiver recovers: the failed ones are re-queued and followed to success.
+    receiver.respond('/replay-wait', [200]);
+    const started = Date.now();
+    const requeued = await cli(['listener-replay', listener, '--since', since, '--only-failed', '--wait']);
+    expect(requeued.stdout).toBe(`re-queued 3 failed deliveries for listener ${listener}\nall 3 finished: 3 succeeded, 0 did not\n`);
+    expect(requeued.code).toBe(0);
+    const lines = progressLines(requeued.stderr, 3);
+    expect(lines.length).toBeLessThanOrEqual(Math.ceil((Date.now() - started) / 1000) + 1);
+    expect(receiver.requests('/replay-wait')).toHaveLength(6);
+
+    // A replay of the window: 3 new deliveries; stdout keeps the JSON, progress goes to stderr.
+    const replayed = await cli(['listener-replay', listener, '--since', since, '--until', new Date().toISOString(), '--wait', '-f', 'json']);
+    expect(replayed.code).toBe(0);
+    expect(JSON.parse(replayed.stdout)).toEqual({ count: 3, truncated: false, finished: 3, failed: 0 });
+    progressLines(replayed.stderr, 3);
+    expect(receiver.requests('/replay-wait')).toHaveLength(9);
+
+    // A receiver that refuses them: the wait ends with exit 1 and where to look.
+    receiver.respond('/replay-wait', [503]);
+    const refused = await cli(['listener-replay', listener, '--since', since, '--until', new Date().toISOString(), '--wait']);
+    expect(refused.code).toBe(1);
+    expect(refused.stdout).toBe(`queued 3 new deliveries for listener ${listener}\nall 3 finished: 0 succeeded, 3 did not\n`);
+    expect(refused.stderr).toContain(
+      `error: 3 of the 3 replayed deliveries did not succeed\nhint: callback-relay delivery-list --listener-id ${listener} --status failed shows them\n`,
+    );
   }, T);
 });
 

@@ -292,3 +292,45 @@ after: {action: std.noop}`));
     expect((await api('GET', '/v1/executions', undefined, { token: TOKEN_B })).body.items).toEqual([]);
   });
 });
+
+describe('engine: PUT answers the record as committed', () => {
+  const pause = () => new Promise((resolve) => setTimeout(resolve, 20));
+
+  it('execution-update answers what a following GET reads, updated_at included', async () => {
+    await createWorkbook(api, workbook('truthful_execution', `nap: {action: std.sleep, input: {seconds: 30}}`));
+    const id = await startExecution(api, 'truthful_execution');
+    await waitForEvents(receiver, HOOK, id, 'TASK_LAUNCHED', 2);
+    const created = (await api('GET', `/v1/executions/${id}`)).body;
+    // Nothing else moves this execution: the sleep waits 30 s, and PAUSED holds it anyway.
+    for (const state of ['PAUSED', 'RUNNING', 'CANCELLED']) {
+      await pause();
+      const put = await api('PUT', `/v1/executions/${id}`, { state });
+      expect(put.status, put.text).toBe(200);
+      const get = await api('GET', `/v1/executions/${id}`);
+      expect(put.body).toEqual(get.body);
+      expect(put.body.state).toBe(state);
+      expect(Date.parse(put.body.updated_at)).toBeGreaterThan(Date.parse(created.updated_at));
+    }
+  });
+
+  it('task-rerun answers what a following GET reads, the whole record with updated_at', async () => {
+    // The failure is handled, so the execution goes on (into a long sleep) and is paused before the re-run:
+    // the re-run task stays due and unclaimed, as the answer left it.
+    await createWorkbook(api, workbook('truthful_rerun', `
+boom: {action: std.fail, on-error: [nap]}
+nap: {action: std.sleep, input: {seconds: 30}}`));
+    const id = await startExecution(api, 'truthful_rerun');
+    await waitForEvents(receiver, HOOK, id, 'TASK_LAUNCHED', 4);
+    const boom = (await tasksOf(api, id)).find((t) => t.name === 'boom');
+    expect(boom).toMatchObject({ state: 'ERROR', tries: 1 });
+    expect((await api('PUT', `/v1/executions/${id}`, { state: 'PAUSED' })).status).toBe(200);
+    await pause();
+    const put = await api('PUT', `/v1/tasks/${boom.id}`, { state: 'RUNNING' });
+    expect(put.status, put.text).toBe(200);
+    const get = await api('GET', `/v1/tasks/${boom.id}`);
+    expect(put.body).toEqual(get.body);
+    expect(put.body).toMatchObject({ state: 'RUNNING', tries: 0, result: null });
+    expect(Date.parse(put.body.updated_at)).toBeGreaterThan(Date.parse(boom.updated_at));
+    expect((await api('PUT', `/v1/executions/${id}`, { state: 'CANCELLED' })).status).toBe(200);
+  });
+});

@@ -398,6 +398,8 @@ describe('validateResponse', () => {
   const delivery = {
     id: '01JD8XS0C3D5E7F9G1H3J5K7M9',
     event_id: envelope.id,
+    event_type: envelope.type,
+    workbook: envelope.workbook,
     listener_id: listener.id,
     status: 'pending',
     attempt_count: 1,

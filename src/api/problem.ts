@@ -1,6 +1,7 @@
 import type { ErrorRequestHandler, Response } from 'express';
 import type { Logger } from 'pino';
-import type { ZodError } from 'zod';
+import { z, type ZodError } from 'zod';
+import { closestName } from '../closest-name.js';
 import { StoreConflictError, StoreUnavailableError } from '../store/store.js';
 
 export interface FieldError {
@@ -33,13 +34,50 @@ export const conflict = (detail: string) => new Problem(409, 'conflict', 'Confli
 export const unsupportedMediaType = (detail: string) =>
   new Problem(415, 'unsupported-media-type', 'Unsupported media type', detail);
 
+type RawIssue = Parameters<z.core.$ZodErrorMap>[0];
+
+const UNKNOWN_FIELD = 'unknown field';
+const MISSING_VALUE_CODES = new Set(['invalid_type', 'invalid_value', 'invalid_union']);
+
+/** The keys an object schema declares (none for other schemas, such as a record's). */
+function declaredKeys(schema: unknown): string[] {
+  const shape = (schema as { _zod?: { def?: { shape?: Record<string, unknown> } } } | undefined)?._zod?.def?.shape;
+  return shape ? Object.keys(shape) : [];
+}
+
+export function unknownFieldMessage(key: string, known: readonly string[]): string {
+  const meant = closestName(key, known);
+  return meant ? `${UNKNOWN_FIELD}; did you mean \`${meant}\`?` : UNKNOWN_FIELD;
+}
+
+/**
+ * zod's wording where a schema gives none: a missing field is "required" (not "expected
+ * string, received undefined"), and an unknown key names the closest key its object declares.
+ * Only the raw issue still holds the input and the schema that raised it, so this runs as
+ * zod's error map; an unrecognized_keys message holds one line per key, in the issue's order,
+ * which fieldErrors splits again. Messages a schema sets itself still take precedence.
+ */
+export function explainIssue(issue: RawIssue): string | undefined {
+  if (issue.code === 'unrecognized_keys') {
+    const known = declaredKeys(issue.inst);
+    return issue.keys.map((k) => unknownFieldMessage(k, known)).join('\n');
+  }
+  if (issue.input === undefined && MISSING_VALUE_CODES.has(issue.code ?? '')) return 'required';
+  return undefined;
+}
+
+// Process-wide on purpose: every route's schema is worded the same way without each one asking.
+z.config({ customError: explainIssue });
+
 /** Zod issues as `errors` entries, with dotted field paths (`callback.url`, `events.2`). */
 export function fieldErrors(error: ZodError, prefix = ''): FieldError[] {
   return error.issues.flatMap((issue) => {
     const base = [prefix, ...issue.path.map(String)].filter(Boolean).join('.');
     // Unknown keys are reported once per key so each names its own field.
     if (issue.code === 'unrecognized_keys') {
-      return issue.keys.map((k) => ({ field: base ? `${base}.${k}` : k, message: 'unknown field' }));
+      const messages = issue.message.split('\n');
+      const own = messages.length === issue.keys.length && messages.every((m) => m.startsWith(UNKNOWN_FIELD));
+      return issue.keys.map((k, i) => ({ field: base ? `${base}.${k}` : k, message: own ? messages[i] : UNKNOWN_FIELD }));
     }
     return [{ field: base || '(body)', message: issue.message }];
   });

@@ -12,6 +12,8 @@ import { registerWorkbookCommands } from './commands/workbooks.js';
 import { registerExecutionCommands } from './commands/executions.js';
 import { registerTaskCommands } from './commands/tasks.js';
 import { registerImportCommands } from './commands/import-esi-config.js';
+import { registerListenCommand } from './commands/listen.js';
+import { registerVerifyCommand } from './commands/verify.js';
 
 /** Command groups in help order. */
 const COMMAND_GROUPS: Array<(program: Command, io: CliIo) => void> = [
@@ -23,6 +25,8 @@ const COMMAND_GROUPS: Array<(program: Command, io: CliIo) => void> = [
   registerExecutionCommands,
   registerTaskCommands,
   registerImportCommands,
+  registerListenCommand,
+  registerVerifyCommand,
 ];
 
 const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -42,6 +46,8 @@ export function processIo(): CliIo {
     cwd: process.cwd(),
     version,
     stdin: process.stdin,
+    terminal: { stdout: process.stdout.isTTY === true, stderr: process.stderr.isTTY === true },
+    now: Date.now,
   };
 }
 

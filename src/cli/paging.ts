@@ -1,5 +1,5 @@
-import type { Command } from 'commander';
-import type { CommandContext } from './context.js';
+import { Option, type Command } from 'commander';
+import { addListViewOptions, type CommandContext } from './context.js';
 import { cursorText, intInRange } from './options.js';
 
 /** What every list endpoint answers (DESIGN: REST API). */
@@ -14,15 +14,26 @@ export interface PageOptions {
   all?: boolean;
 }
 
+export interface OrderedPageOptions extends PageOptions {
+  order: 'asc' | 'desc';
+}
+
 /** The largest page the API gives; `--all` without `--limit` asks for pages this big. */
 export const MAX_PAGE = 1000;
 
-/** `--limit`, `--cursor` and `--all`, as every list command takes them. */
+/** `--limit`, `--cursor` and `--all`, as every list command takes them, and -c and the sort options. */
 export function addPageOptions(cmd: Command, noun: string): Command {
-  return cmd
+  return addListViewOptions(cmd)
     .option('--limit <n>', `${noun} per page, 1 to ${MAX_PAGE} (default: 50; with --all: ${MAX_PAGE})`, intInRange(1, MAX_PAGE))
     .option('--cursor <cursor>', 'continue from the next_cursor of an earlier page', cursorText)
     .option('--all', `follow next_cursor to the end and print all ${noun}`);
+}
+
+/** addPageOptions and `--order`: newest first unless `--order asc` (the API's default is the other way). */
+export function addOrderedPageOptions(cmd: Command, noun: string): Command {
+  return addPageOptions(cmd, noun).addOption(
+    new Option('--order <order>', `desc: newest ${noun} first; asc: oldest first`).choices(['desc', 'asc']).default('desc'),
+  );
 }
 
 /** One page, or with `all` every page from `cursor` on (next_cursor is then null). */
@@ -44,9 +55,12 @@ export async function fetchPages<T>(
   }
 }
 
-/** The "more:" line after a table page: the same command line with the next cursor. */
+/** The command line of the next page: the same command and filters with the next cursor. */
 export function moreLine(command: string, options: Array<[flag: string, value: string | number | undefined]>, next: string): string {
   const quote = (v: string) => (/^[\w.:+@/-]+$/.test(v) ? v : `'${v.replace(/'/g, `'\\''`)}'`);
   const kept = options.filter(([, v]) => v !== undefined).map(([flag, v]) => `${flag} ${quote(String(v))}`);
-  return `\nmore: callback-relay ${[command, ...kept, `--cursor ${next}`].join(' ')}`;
+  return `callback-relay ${[command, ...kept, `--cursor ${next}`].join(' ')}`;
 }
+
+/** `--order asc` for a next-page line when it was asked for: the cursor only continues that order. */
+export const orderFlag = (o: OrderedPageOptions): [string, string | undefined] => ['--order', o.order === 'asc' ? 'asc' : undefined];

@@ -6,6 +6,7 @@ import type { TransportAttempt } from '../transports/contract.js';
 import type { TransportRegistry } from '../transports/registry.js';
 import { backoffDelay } from '../backoff.js';
 import { createAdmissionGate } from './admission.js';
+import { createFailureLog } from './failure-log.js';
 import { renderPayload, USER_AGENT, type CallbackFormat } from './formats.js';
 import { decideOutcome, normalizeOutcome } from './outcome.js';
 import { signatureHeaders } from './signing.js';
@@ -71,6 +72,7 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
   const flushDelayMs = o.flushDelayMs ?? 20;
   const owner = `${process.pid}-${crypto.randomBytes(6).toString('hex')}`;
   const gate = createAdmissionGate({ maxInFlight, slotsPerOrigin: o.slotsPerOrigin ?? 32 });
+  const failures = createFailureLog({ log });
 
   let running = false;
   let loopDone: Promise<void> = Promise.resolve();
@@ -160,7 +162,7 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
     storeFailures = 0;
     for (const r of batch) inFlight.delete(r.deliveryId);
     if (outcome.disabledListeners.length) {
-      log.warn({ listeners: outcome.disabledListeners }, 'listeners turned off: their receivers answered 410 Gone');
+      failures.listenersDisabled(outcome.disabledListeners, batch);
       o.onListenersDisabled?.(outcome.disabledListeners);
     }
     for (const d of outcome.claimed) launch(d);
@@ -270,6 +272,7 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
         gate.release(d.project);
         // Not sent (turned away at shutdown), or released at shutdown: the next process sends it.
         if (result === null || !inFlight.has(d.id)) return;
+        failures.attemptFinished(d, result);
         o.onAttempt?.(result);
         resultReady(result);
       });
@@ -283,6 +286,7 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
 
   async function loop() {
     while (running) {
+      failures.summarize();
       const r = await cycle(true);
       if (r.failed) {
         await backOff(backoffDelay(storeFailures, { baseMs: 100, maxMs: 30_000 }));

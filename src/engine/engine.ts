@@ -74,11 +74,19 @@ export function createEngine(o: EngineOptions) {
     launch(n: NewExecution): Promise<ExecutionRecord> {
       return change(n.project, (tx) => launchExecution(tx, n, limits.maxTasksPerExecution));
     },
+    // Both answer the record read back inside their transaction: what it wrote (updated_at is
+    // set by the store, not on the object the change worked on), before the runner moves it on.
     changeExecutionState(project: string, id: string, to: ClientExecutionState): Promise<ExecutionRecord | Refusal> {
-      return change(project, (tx) => changeExecutionState(tx, id, to));
+      return change(project, (tx) => {
+        const outcome = changeExecutionState(tx, id, to);
+        return isRefusal(outcome) ? outcome : (tx.execution(id) ?? outcome);
+      });
     },
     rerunTask(project: string, id: string): Promise<TaskRecord | Refusal> {
-      return change(project, (tx) => rerunTask(tx, id));
+      return change(project, (tx) => {
+        const outcome = rerunTask(tx, id);
+        return isRefusal(outcome) ? outcome : (tx.task(id) ?? outcome);
+      });
     },
   };
 }

@@ -1,3 +1,4 @@
+import { closestName } from '../closest-name.js';
 import { categoryOf, FIXED_CATEGORY_TYPES, PING_EVENT_TYPE } from '../records/event.js';
 import { compileEventPattern, isEventPattern } from './event-pattern.js';
 import { compileFilter, type Filter, type FilterPredicate } from './filter.js';
@@ -62,6 +63,19 @@ export function eventsOutsideCategories(rule: Pick<ListenerRule, 'event_types' |
       ? ![...categories].some((c) => patternReaches(entry, c))
       : !expandEventAliases([entry]).some((e) => categories.has(categoryOf(e))),
   );
+}
+
+/** Every name a listener's `events` can spell exactly that has a fixed category: Mistral's, the operation triads, the aliases. */
+const KNOWN_EVENT_NAMES: readonly string[] = [...FIXED_CATEGORY_TYPES.EXECUTION, ...FIXED_CATEGORY_TYPES.TASK, ...Object.keys(EVENT_ALIASES)];
+
+/**
+ * The known event name or alias an `events` entry looks like a typo of (`TASK_SUCEEDED` →
+ * TASK_SUCCEEDED), or null for known names, patterns and names close to none: any of those
+ * is a fine NOTIFICATION type as it stands.
+ */
+export function likelyEventName(entry: string): string | null {
+  if (isEventPattern(entry) || Object.hasOwn(EVENT_ALIASES, entry) || categoryOf(entry) !== 'NOTIFICATION') return null;
+  return closestName(entry, KNOWN_EVENT_NAMES);
 }
 
 const NEVER: ListenerMatcher = () => false;

@@ -7,6 +7,8 @@ const isoOrNull = (ms: number | null) => (ms === null ? null : iso(ms));
 export const DeliveryView = z.object({
   id: z.string(),
   event_id: z.string(),
+  event_type: z.string(),
+  workbook: z.string().nullable(),
   listener_id: z.string(),
   status: z.enum(['pending', 'succeeded', 'failed', 'cancelled']),
   attempt_count: z.number().int(),
@@ -32,6 +34,8 @@ export function toDeliveryView(d: DeliveryRecord): DeliveryView {
   return {
     id: d.id,
     event_id: d.event_id,
+    event_type: d.event_type,
+    workbook: d.workbook,
     listener_id: d.listener_id,
     status: d.status,
     attempt_count: d.attempt_count,

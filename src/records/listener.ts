@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { CallbackSchema, CallbackView, HTTP_METHODS, maskCallback, MASKED, PAYLOAD_FORMATS } from './callback.js';
 import { EVENT_CATEGORIES } from './event.js';
 import { FilterSchema } from '../fanout/filter.js';
-import { eventsOutsideCategories } from '../fanout/match.js';
+import { eventsOutsideCategories, likelyEventName } from '../fanout/match.js';
 import { eventPatternProblem } from '../fanout/event-pattern.js';
 import { isValidSecret } from '../dispatch/signing.js';
 import { DEFAULT_RETRY_SCHEDULE_MS } from '../dispatch/retry-policy.js';
@@ -41,12 +41,17 @@ export const ListenerInput = z.strictObject({
   secret: z.string().refine(isValidSecret, 'must be whsec_ followed by base64 of 24 to 64 bytes').optional(),
 }).superRefine((l, ctx) => {
   // An event outside every listed category could never match: say so instead of storing it.
+  // A typo of a known name is a NOTIFICATION type, so it lands here unless NOTIFICATION is
+  // listed, where it is a valid notification name and stays accepted.
   for (const name of eventsOutsideCategories(l)) {
     const index = l.events!.indexOf(name);
+    const meant = likelyEventName(name);
     ctx.addIssue({
       code: 'custom',
       path: ['events', index],
-      message: `${name} is not in any of event_types (${l.event_types.join(', ')}); add its category or remove it`,
+      message: meant
+        ? `${name} is not a known event name, and as a NOTIFICATION type it is not in event_types (${l.event_types.join(', ')}); did you mean ${meant}?`
+        : `${name} is not in any of event_types (${l.event_types.join(', ')}); add its category or remove it`,
     });
   }
 });

@@ -1,5 +1,5 @@
 import type { EventEnvelope } from '../records/event.js';
-import type { FanOut, PageQuery } from './store.js';
+import type { FanOut, OrderedPageQuery, PageQuery } from './store.js';
 
 /** States of an execution (Mistral's, as far as this engine reaches them). */
 export const EXECUTION_STATES = ['IDLE', 'RUNNING', 'PAUSED', 'SUCCESS', 'ERROR', 'CANCELLED'] as const;
@@ -66,7 +66,7 @@ export interface ClaimedTask extends TaskRecord {
   execution: Pick<ExecutionRecord, 'workbook' | 'workflow' | 'spec' | 'input' | 'state'>;
 }
 
-export interface ExecutionQuery extends PageQuery {
+export interface ExecutionQuery extends OrderedPageQuery {
   workbook?: string;
   workflow?: string;
   state?: ExecutionState;

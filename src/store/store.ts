@@ -8,6 +8,15 @@ export interface PageQuery {
   limit: number;
 }
 
+/** `asc` walks a list oldest first, `desc` newest first; `after` is then the row before in that order. */
+export type ListOrder = 'asc' | 'desc';
+export const LIST_ORDERS: readonly ListOrder[] = ['asc', 'desc'];
+
+export interface OrderedPageQuery extends PageQuery {
+  /** asc unless given */
+  order?: ListOrder;
+}
+
 export interface ListenerQuery extends PageQuery {
   workbook?: string;
 }
@@ -41,7 +50,7 @@ export interface StoredEvent {
   received_at: number;
 }
 
-export interface EventQuery extends PageQuery {
+export interface EventQuery extends OrderedPageQuery {
   workbook?: string;
   execution_id?: string;
   type?: string;
@@ -55,6 +64,9 @@ export type DeliveryStatus = (typeof DELIVERY_STATUSES)[number];
 export interface DeliveryRecord {
   id: string;
   event_id: string;
+  /** The event's type and workbook, read with the delivery so a list needs no lookups per row. */
+  event_type: string;
+  workbook: string | null;
   listener_id: string;
   status: DeliveryStatus;
   attempt_count: number;
@@ -75,7 +87,7 @@ export interface AttemptRecord {
   response_excerpt: string | null;
 }
 
-export interface DeliveryQuery extends PageQuery {
+export interface DeliveryQuery extends OrderedPageQuery {
   listener_id?: string;
   event_id?: string;
   status?: DeliveryStatus;

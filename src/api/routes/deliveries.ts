@@ -2,13 +2,13 @@ import { Router } from 'express';
 import { toAttemptView, toDeliveryView } from '../../records/delivery.js';
 import { DELIVERY_STATUSES, type DeliveryStatus, type Store } from '../../store/store.js';
 import { conflict, invalidField, notFound } from '../problem.js';
-import { page, pageParams } from '../paging.js';
+import { orderedPageParams, page } from '../paging.js';
 
 export function deliveryRoutes({ store, onRequeued }: { store: Store; onRequeued: () => void }): Router {
   const router = Router();
 
   router.get('/', async (req, res) => {
-    const { limit, after } = pageParams(req.query);
+    const { limit, after, order } = orderedPageParams(req.query);
     const q = req.query;
     for (const field of ['listener_id', 'event_id', 'status'] as const) {
       if (q[field] !== undefined && (typeof q[field] !== 'string' || q[field] === '')) throw invalidField(field, 'give one non-empty value');
@@ -18,12 +18,13 @@ export function deliveryRoutes({ store, onRequeued }: { store: Store; onRequeued
     }
     const rows = await store.listDeliveries(res.locals.project, {
       after,
+      order,
       limit: limit + 1,
       listener_id: q.listener_id as string | undefined,
       event_id: q.event_id as string | undefined,
       status: q.status as DeliveryStatus | undefined,
     });
-    res.json(page(rows, limit, (d) => d.id, toDeliveryView));
+    res.json(page(rows, limit, (d) => d.id, toDeliveryView, order));
   });
 
   router.get('/:id', async (req, res) => {

@@ -7,7 +7,7 @@ import type { Store } from '../../store/store.js';
 import { requireMediaType } from '../media-type.js';
 import { jsonBody } from '../json-body.js';
 import { badRequest, invalidField, notFound, validationProblem, type FieldError } from '../problem.js';
-import { page, pageParams } from '../paging.js';
+import { orderedPageParams, page } from '../paging.js';
 
 export const EVENTS_BODY_LIMIT = '16mb';
 export const MAX_EVENTS_PER_REQUEST = 1000;
@@ -62,18 +62,19 @@ export function eventRoutes({ store, ingest }: { store: Store; ingest: Ingest })
   });
 
   router.get('/', async (req, res) => {
-    const { limit, after } = pageParams(req.query);
+    const { limit, after, order } = orderedPageParams(req.query);
     // An event cursor is a position in the event log; anything else is not one of ours.
     if (after !== null && !/^\d+$/.test(after)) throw invalidField('cursor', 'not a cursor this API returned');
     const rows = await store.listEvents(res.locals.project, {
       after,
+      order,
       limit: limit + 1,
       workbook: stringParam(req.query.workbook, 'workbook'),
       execution_id: stringParam(req.query.execution_id, 'execution_id'),
       type: stringParam(req.query.type, 'type'),
       since: timeParam(req.query.since, 'since'),
     });
-    res.json(page(rows, limit, (r) => r.cursor, (r) => ({ ...r.envelope, received_at: new Date(r.received_at).toISOString() })));
+    res.json(page(rows, limit, (r) => r.cursor, (r) => ({ ...r.envelope, received_at: new Date(r.received_at).toISOString() }), order));
   });
 
   router.get('/:id', async (req, res) => {

@@ -1,4 +1,5 @@
 import { Router } from 'express';
+import { closestName } from '../../closest-name.js';
 import { isRefusal, type Engine } from '../../engine/engine.js';
 import { jsonBytes, tooLargeMessage } from '../../engine/limits.js';
 import type { WorkflowSpec } from '../../engine/workbook.js';
@@ -6,7 +7,7 @@ import { ExecutionInput, ExecutionStateInput, toExecutionView, toTaskView } from
 import { EXECUTION_STATES, type ExecutionState } from '../../store/engine-store.js';
 import type { Store } from '../../store/store.js';
 import { badRequest, conflict, invalidField, notFound, validationProblem, type FieldError } from '../problem.js';
-import { page, pageParams } from '../paging.js';
+import { orderedPageParams, page, pageParams } from '../paging.js';
 
 /** The execution input with defaults applied; missing required and unknown names, and too much of it, are 400s. */
 function checkInput(spec: WorkflowSpec, input: Record<string, unknown>, maxBytes: number): Record<string, unknown> {
@@ -26,6 +27,12 @@ function checkInput(spec: WorkflowSpec, input: Record<string, unknown>, maxBytes
   const bytes = jsonBytes(value);
   if (bytes > maxBytes) throw invalidField('input', tooLargeMessage('the execution input', bytes, maxBytes));
   return value;
+}
+
+function unknownWorkflowMessage(workbook: string, workflow: string, names: string[]): string {
+  const meant = closestName(workflow, names);
+  const shown = names.length > 20 ? `${names.slice(0, 20).join(', ')} and ${names.length - 20} more` : names.join(', ');
+  return `workbook ${workbook} has no workflow ${workflow}${meant ? `; did you mean ${meant}?` : ''} (its workflows: ${shown})`;
 }
 
 const oneValue = (value: unknown, field: string): string | undefined => {
@@ -49,27 +56,29 @@ export function executionRoutes({ store, engine }: { store: Store; engine: Engin
     const { workbook: name, workflow, input } = parsed.data;
     const workbook = await store.getWorkbook(res.locals.project, name);
     if (!workbook) throw invalidField('workbook', `no workbook named ${name}`);
-    const spec = (workbook.spec as { workflows: Record<string, WorkflowSpec> }).workflows[workflow];
-    if (!spec) throw invalidField('workflow', `workbook ${name} has no workflow ${workflow}`);
+    const workflows = (workbook.spec as { workflows: Record<string, WorkflowSpec> }).workflows;
+    const spec = Object.hasOwn(workflows, workflow) ? workflows[workflow] : undefined;
+    if (!spec) throw invalidField('workflow', unknownWorkflowMessage(name, workflow, Object.keys(workflows)));
     const checked = checkInput(spec, input, engine.limits.maxResultBytes);
     const execution = await engine.launch({ project: res.locals.project, workbook: name, workflow, spec, input: checked });
     res.status(201).location(`/v1/executions/${execution.id}`).json(toExecutionView(execution));
   });
 
   router.get('/', async (req, res) => {
-    const { limit, after } = pageParams(req.query);
+    const { limit, after, order } = orderedPageParams(req.query);
     const state = oneValue(req.query.state, 'state');
     if (state !== undefined && !EXECUTION_STATES.includes(state as ExecutionState)) {
       throw invalidField('state', `one of ${EXECUTION_STATES.join(', ')}`);
     }
     const rows = await store.listExecutions(res.locals.project, {
       after,
+      order,
       limit: limit + 1,
       workbook: oneValue(req.query.workbook, 'workbook'),
       workflow: oneValue(req.query.workflow, 'workflow'),
       state: state as ExecutionState | undefined,
     });
-    res.json(page(rows, limit, (e) => e.id, toExecutionView));
+    res.json(page(rows, limit, (e) => e.id, toExecutionView, order));
   });
 
   router.get('/:id', async (req, res) => {

@@ -8,8 +8,9 @@ import { openInput, readEvents, type InputEvent } from './event-input.js';
 export const MAX_EVENTS_PER_REQUEST = 1000;
 /** Under the 16 MiB body limit of POST /v1/events, with room for the wrapper. */
 export const MAX_REQUEST_BYTES = 15 * 1024 * 1024;
-/** Table mode reports progress on stderr after every this many requests. */
+/** Table mode reports progress on stderr: on a terminal at most once a second, else after every this many requests. */
 const PROGRESS_EVERY = 10;
+const PROGRESS_EVERY_MS = 1000;
 
 interface PublishResult {
   items: Array<{ id: string; duplicate: boolean }>;
@@ -64,6 +65,12 @@ async function publish(ctx: CommandContext, io: CliIo, file: string | undefined)
   let duplicates = 0;
   let requests = 0;
   let batch: Batch = { events: [], lines: [], bytes: 0, offset: 0 };
+  const clock = io.now ?? Date.now;
+  let lastProgress = clock();
+  // Someone watching a terminal sees it move every second; a log gets a line every few requests.
+  const progressDue = io.terminal?.stderr
+    ? () => clock() - lastProgress >= PROGRESS_EVERY_MS
+    : () => requests % PROGRESS_EVERY === 0;
 
   async function send() {
     if (!batch.events.length) return;
@@ -86,8 +93,11 @@ async function publish(ctx: CommandContext, io: CliIo, file: string | undefined)
     requests++;
     published += result.items.length;
     for (const item of result.items) if (item.duplicate) duplicates++;
-    if (ctx.output === 'json') items.push(...result.items);
-    else if (requests % PROGRESS_EVERY === 0) io.stderr(`… ${plural(published, 'event')} published (${plural(requests, 'request')})\n`);
+    if (ctx.output !== 'table') items.push(...result.items);
+    else if (progressDue()) {
+      io.stderr(`… ${plural(published, 'event')} published (${plural(requests, 'request')})\n`);
+      lastProgress = clock();
+    }
     batch = { events: [], lines: [], bytes: 0, offset: batch.offset + batch.events.length };
   }
 
@@ -114,7 +124,7 @@ async function publish(ctx: CommandContext, io: CliIo, file: string | undefined)
   if (!count) throw new UsageError(`no events in ${name}: give one event object, an array, {"events": [...]} or one event per line`);
   await send();
 
-  if (ctx.output === 'json') return ctx.print.json({ items });
+  if (ctx.output !== 'table') return ctx.print.data({ items });
   ctx.print.line(`published ${plural(published, 'event')} (${plural(duplicates, 'duplicate')}) in ${plural(requests, 'request')}`);
 }
 
@@ -129,8 +139,8 @@ export function registerEventPublish(program: Command, io: CliIo): void {
         'nothing. Events that carry an "id" are stored once: sending them again counts them as duplicates. ' +
         'A request the relay refuses stops the publish (exit 1) and says how many events were published before it; ' +
         'input that is not JSON stops it too (exit 2), after the requests already sent. ' +
-        'Table mode prints a summary and, for large inputs, progress on stderr; -f json prints the ids ' +
-        '({"items": [{"id", "duplicate"}]}).',
+        'Table mode prints a summary and progress on stderr: every second on a terminal, else every ' +
+        `${PROGRESS_EVERY} requests; -f json prints the ids ({"items": [{"id", "duplicate"}]}), -f csv and value one line each.`,
     )
     .argument('[file]', 'events file; "-" or absent: stdin')
     .addHelpText(

@@ -1,11 +1,11 @@
 import { Argument, type Command } from 'commander';
 import { ExecutionStateInput, ExecutionView, type TaskView } from '../../records/engine.js';
-import { action, type CliIo, type CommandContext } from '../context.js';
+import { action, addColumnOption, type CliIo, type CommandContext } from '../context.js';
 import { ApiError, UsageError } from '../errors.js';
 import { jsonObject, nonEmpty, upperChoice } from '../options.js';
 import { helpExamples as examples } from '../output.js';
-import { addPageOptions, fetchPages, moreLine, type PageOptions } from '../paging.js';
-import { COMPACT_TASK_COLUMNS, compactTaskRow, EXECUTION_COLUMNS, executionFields, executionRow, type ExecutionWithTasks } from './engine-view.js';
+import { addOrderedPageOptions, fetchPages, moreLine, orderFlag, type OrderedPageOptions } from '../paging.js';
+import { COMPACT_TASK_COLUMNS, compactTaskRow, EXECUTION_COLUMNS, executionFields, type ExecutionWithTasks } from './engine-view.js';
 import { readJsonObject } from './text-input.js';
 
 /** IDLE, RUNNING, PAUSED, SUCCESS, ERROR, CANCELLED: as the API has them. */
@@ -22,7 +22,7 @@ interface CreateOptions {
   inputFile?: string;
 }
 
-interface ListOptions extends PageOptions {
+interface ListOptions extends OrderedPageOptions {
   workbook?: string;
   workflow?: string;
   state?: string;
@@ -34,14 +34,11 @@ export async function tasksOf(ctx: CommandContext, executionId: string): Promise
 }
 
 function showExecution(ctx: CommandContext, execution: ExecutionView, note?: string): void {
-  if (ctx.output === 'json') return ctx.print.json(execution);
-  ctx.print.fields(executionFields(execution));
-  if (note) ctx.print.line(`\n${note}`);
+  if (ctx.print.show(execution, executionFields(execution, ctx.now)) && note) ctx.print.line(`\n${note}`);
 }
 
 export function registerExecutionCommands(program: Command, io: CliIo): void {
-  program
-    .command('execution-create')
+  addColumnOption(program.command('execution-create'))
     .summary('start a workflow')
     .description(
       'Start an execution of WORKFLOW in WORKBOOK (POST /v1/executions) with INPUT_JSON, a JSON object of the ' +
@@ -68,11 +65,11 @@ export function registerExecutionCommands(program: Command, io: CliIo): void {
       }),
     );
 
-  addPageOptions(
+  addOrderedPageOptions(
     program
       .command('execution-list')
       .summary('list executions')
-      .description('List executions (GET /v1/executions), oldest first, one page at a time unless --all.')
+      .description('List executions (GET /v1/executions), newest first unless --order asc, one page at a time unless --all.')
       .option('--workbook <name>', 'only executions of this workbook', nonEmpty)
       .option('--workflow <name>', 'only executions of this workflow', nonEmpty)
       .option('--state <state>', `only executions in this state: ${EXECUTION_STATES.join(', ')}`, upperChoice(EXECUTION_STATES)),
@@ -80,34 +77,29 @@ export function registerExecutionCommands(program: Command, io: CliIo): void {
   )
     .addHelpText(
       'after',
-      examples(['callback-relay execution-list --workbook billing --state ERROR', 'callback-relay execution-list --workflow charge --all -f json']),
+      examples([
+        'callback-relay execution-list --workbook billing --state ERROR',
+        'callback-relay execution-list --workflow charge --order asc --all -f json',
+        'callback-relay execution-list -f csv -c id -c state -c created_at',
+      ]),
     )
     .action(
       action<[], ListOptions>(io, async (ctx, _args, opts) => {
-        const query = { workbook: opts.workbook, workflow: opts.workflow, state: opts.state };
+        const out = ctx.print.list(EXECUTION_COLUMNS);
+        const query = { workbook: opts.workbook, workflow: opts.workflow, state: opts.state, order: opts.order };
         const page = await fetchPages<ExecutionView>(ctx, '/v1/executions', query, opts);
-        if (ctx.output === 'json') return ctx.print.json(page);
-        if (!page.items.length) ctx.print.line('no executions');
-        else ctx.print.table(EXECUTION_COLUMNS, page.items.map(executionRow));
-        if (page.next_cursor) {
-          ctx.print.line(
-            moreLine(
-              'execution-list',
-              [
-                ['--workbook', opts.workbook],
-                ['--workflow', opts.workflow],
-                ['--state', opts.state],
-                ['--limit', opts.limit],
-              ],
-              page.next_cursor,
-            ),
-          );
-        }
+        const flags: Array<[string, string | number | undefined]> = [
+          ['--workbook', opts.workbook],
+          ['--workflow', opts.workflow],
+          ['--state', opts.state],
+          orderFlag(opts),
+          ['--limit', opts.limit],
+        ];
+        out.print(page, { empty: 'no executions', more: page.next_cursor ? moreLine('execution-list', flags, page.next_cursor) : undefined });
       }),
     );
 
-  program
-    .command('execution-get')
+  addColumnOption(program.command('execution-get'))
     .summary('show one execution and its tasks')
     .description(
       'Show one execution (GET /v1/executions/{id}) and its tasks: each one\'s state, tries, id and result or error. ' +
@@ -119,8 +111,7 @@ export function registerExecutionCommands(program: Command, io: CliIo): void {
       action<[string], object>(io, async (ctx, [id]) => {
         const execution = await ctx.client.request<ExecutionView>('GET', executionPath(id));
         const tasks = await tasksOf(ctx, execution.id);
-        if (ctx.output === 'json') return ctx.print.json({ ...execution, tasks } satisfies ExecutionWithTasks);
-        ctx.print.fields(executionFields(execution));
+        if (!ctx.print.show({ ...execution, tasks } satisfies ExecutionWithTasks, executionFields(execution, ctx.now))) return;
         ctx.print.line();
         if (!tasks.length) return ctx.print.line('tasks: none');
         ctx.print.line(`tasks (${tasks.length}):`);
@@ -130,8 +121,7 @@ export function registerExecutionCommands(program: Command, io: CliIo): void {
       }),
     );
 
-  program
-    .command('execution-update')
+  addColumnOption(program.command('execution-update'))
     .summary('pause, resume or cancel an execution')
     .description(
       'Pause (PAUSED), resume (RUNNING) or cancel (CANCELLED) an execution (PUT /v1/executions/{id}). ' +

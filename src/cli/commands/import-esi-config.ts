@@ -180,8 +180,8 @@ export function registerImportCommands(program: Command, io: CliIo): void {
           ? plan.actions.map((a) => ({ section: a.section, result: 'would_create', id: null, script: a.script, listener: a.body }))
           : await createListeners(ctx, plan, problems);
 
-        if (ctx.output === 'json') {
-          ctx.print.json({
+        if (ctx.output !== 'table') {
+          ctx.print.data({
             file: name,
             dry_run: dryRun,
             listeners: reports,

@@ -5,7 +5,9 @@ import { CommandFailedError, UsageError } from '../errors.js';
 import { dateTime, nonEmpty } from '../options.js';
 import { helpExamples as examples } from '../output.js';
 import type { Page } from '../paging.js';
+import { followPending } from './deliveries.js';
 import { ATTEMPT_COLUMNS, attemptRow, type DeliveryWithAttempts } from './delivery-view.js';
+import { beforeReplay, progressReporter, waitForReplay } from './replay-wait.js';
 
 const listenerPath = (id: string) => `/v1/listeners/${encodeURIComponent(id)}`;
 
@@ -33,6 +35,7 @@ interface ReplayOptions {
   since: string;
   until?: string;
   onlyFailed?: boolean;
+  wait?: boolean;
 }
 
 export function registerListenerActionCommands(program: Command, io: CliIo): void {
@@ -53,7 +56,7 @@ export function registerListenerActionCommands(program: Command, io: CliIo): voi
       action<[string], { wait?: boolean }>(io, async (ctx, [id], opts) => {
         const { event_id: eventId } = await ctx.client.request<{ event_id: string }>('POST', `${listenerPath(id)}/ping`);
         if (!opts.wait) {
-          if (ctx.output === 'json') return ctx.print.json({ event_id: eventId });
+          if (ctx.output !== 'table') return ctx.print.data({ event_id: eventId });
           return ctx.print.line(`sent PING event ${eventId} to listener ${id}; follow it with: callback-relay event-show ${eventId}`);
         }
         const delivery = await firstAttempt(ctx, id, eventId);
@@ -65,7 +68,7 @@ export function registerListenerActionCommands(program: Command, io: CliIo): voi
         }
         const attempt = delivery.attempts[0];
         const ok = attempt && attempt.status_code !== null && attempt.status_code >= 200 && attempt.status_code < 300;
-        if (ctx.output === 'json') ctx.print.json({ event_id: eventId, delivery });
+        if (ctx.output !== 'table') ctx.print.data({ event_id: eventId, delivery });
         else {
           ctx.print.line(`sent PING event ${eventId} to listener ${id} as delivery ${delivery.id}`);
           ctx.print.table(ATTEMPT_COLUMNS, delivery.attempts.map(attemptRow));
@@ -89,17 +92,21 @@ export function registerListenerActionCommands(program: Command, io: CliIo): voi
       'Replay a time window to one listener (POST /v1/listeners/{id}/replay): every event the relay received in ' +
         '[--since, --until) that matches the listener as it is now gets a new delivery (a new webhook-id). ' +
         'With --only-failed, the listener\'s failed deliveries of the window are re-queued instead (same webhook-id). ' +
-        'At most 100 000 per call.',
+        'At most 100 000 per call. It prints how to follow the deliveries; with --wait it polls them until they ' +
+        'have all finished, printing "n of m finished" on stderr at most once a second (stdout keeps the result), ' +
+        'and exits 1 if any of them did not succeed.',
     )
     .argument('<id>', 'listener id', nonEmpty)
     .requiredOption('--since <date-time>', 'start of the window, on the relay\'s receive time (e.g. 2026-11-23T10:00:00Z)', dateTime)
     .option('--until <date-time>', 'end of the window, exclusive (default: now)', dateTime)
     .option('--only-failed', 're-queue only the failed deliveries of the window')
+    .option('--wait', 'wait until the replayed deliveries have finished, showing progress on stderr')
     .addHelpText(
       'after',
       examples([
         'callback-relay listener-replay 01JD3M5Q8X2W9Y7Z6V5T4S3R2Q --since 2026-11-23T10:00:00Z',
         'callback-relay listener-replay 01JD3M5Q8X2W9Y7Z6V5T4S3R2Q --since 2026-11-23T00:00:00Z --until 2026-11-24T00:00:00Z --only-failed',
+        'callback-relay listener-replay 01JD3M5Q8X2W9Y7Z6V5T4S3R2Q --since 2026-11-23T10:00:00Z --wait',
       ]),
     )
     .action(
@@ -108,13 +115,27 @@ export function registerListenerActionCommands(program: Command, io: CliIo): voi
           throw new UsageError(`--until ${opts.until} must be after --since ${opts.since}`);
         }
         const body = { since: opts.since, ...(opts.until !== undefined && { until: opts.until }), only_failed: opts.onlyFailed === true };
+        const before = opts.wait ? await beforeReplay(ctx, id, opts.onlyFailed === true) : null;
         const result = await ctx.client.request<{ count: number; truncated: boolean }>('POST', `${listenerPath(id)}/replay`, { body });
-        if (ctx.output === 'json') return ctx.print.json(result);
-        const what = opts.onlyFailed ? 're-queued' : 'queued';
-        const noun = opts.onlyFailed ? 'failed deliver' : 'new deliver';
-        ctx.print.line(`${what} ${result.count} ${noun}${result.count === 1 ? 'y' : 'ies'} for listener ${id}`);
-        if (result.truncated) {
-          ctx.print.line('stopped at 100 000, the most one call replays (oldest events first): replay the rest of the window in smaller parts');
+        const table = ctx.output === 'table';
+        if (table) {
+          const what = opts.onlyFailed ? 're-queued' : 'queued';
+          const noun = opts.onlyFailed ? 'failed deliver' : 'new deliver';
+          ctx.print.line(`${what} ${result.count} ${noun}${result.count === 1 ? 'y' : 'ies'} for listener ${id}`);
+          if (result.truncated) {
+            ctx.print.line('stopped at 100 000, the most one call replays (oldest events first): replay the rest of the window in smaller parts');
+          }
+          if (result.count && !before) ctx.print.line(`follow ${result.count === 1 ? 'it' : 'them'} with: ${followPending(id)}`);
+        }
+        if (!before || !result.count) return table ? undefined : ctx.print.data(result);
+        const outcome = await waitForReplay(ctx, before, result.count, progressReporter(io.stderr, result.count));
+        if (!table) ctx.print.data({ ...result, ...outcome });
+        else ctx.print.line(`all ${result.count} finished: ${result.count - outcome.failed} succeeded, ${outcome.failed} did not`);
+        if (outcome.failed) {
+          throw new CommandFailedError(
+            `${outcome.failed} of the ${result.count} replayed deliveries did not succeed`,
+            `callback-relay delivery-list --listener-id ${id} --status failed shows them`,
+          );
         }
       }),
     );

@@ -1,7 +1,7 @@
 import { Argument, Option, type Command } from 'commander';
 import { EVENT_CATEGORIES } from '../../records/event.js';
 import { HTTP_METHODS, PAYLOAD_FORMATS } from '../../records/listener.js';
-import { action, type CliIo } from '../context.js';
+import { action, addColumnOption, type CliIo } from '../context.js';
 import { UsageError } from '../errors.js';
 import { collectChoices, collectHeader, collectList, intInRange, jsonObject, retrySchedule, upperChoice } from '../options.js';
 import { helpExamples as examples } from '../output.js';
@@ -82,7 +82,7 @@ export const RETRY_SCHEDULE_HELP = 'delays in ms between tries, comma-separated 
 
 /** Shared by `callback-relay listener-add` and the `listener-add` bin, which is the same command at the top. */
 export function configureListenerAdd(cmd: Command, io: CliIo, invocation: string): Command {
-  return cmd
+  return addColumnOption(cmd)
     .summary('register a listener for a workbook, an execution or a task')
     .description('Register a listener (POST /v1/listeners) and print it with its signing secret, shown only this once.')
     .addArgument(new Argument('<kind>', 'what to listen to').choices(TARGET_KINDS))
@@ -111,6 +111,7 @@ export function configureListenerAdd(cmd: Command, io: CliIo, invocation: string
         `${invocation} task 9a1b https://hooks.example.com/t --header 'X-Api-Key: k-123' --format cloudevents -f json`,
         `${invocation} workbook billing http://127.0.0.1:9000/hook --retry-schedule 1000,1000`,
         `${invocation} workbook billing amqp://guest:guest@127.0.0.1:5672/ --transport amqp --topic notifications`,
+        `SECRET=$(${invocation} workbook billing https://hooks.example.com/wf -f value -c secret)`,
       ]),
     )
     .action(

@@ -1,11 +1,10 @@
 import type { ListenerView } from '../../records/listener.js';
 import type { CommandContext } from '../context.js';
-import { formatDuration } from '../output.js';
+import { formatDuration, type Column, type FieldPair } from '../output.js';
+import { timeWithRelative } from '../relative-time.js';
 
 /** A listener as the API answers create and rotate-secret: the view plus the secret. */
 export type ListenerWithSecret = ListenerView & { secret?: string; previous_secret_expires_at?: string | null };
-
-export const LISTENER_COLUMNS = ['ID', 'WORKBOOK', 'EVENT TYPES', 'TARGET', 'URL', 'FORMAT', 'ENABLED'];
 
 const targetText = (l: ListenerView) => (l.target ? `${l.target.kind}:${l.target.id}` : '-');
 
@@ -23,38 +22,52 @@ export function destinationText(callback: ListenerView['callback']): string {
 // transport's own fields) follows.
 const CALLBACK_ORDER = ['transport', 'url', 'command', 'args', 'method', 'exchange', 'topic', 'routing_key', 'headers', 'format', 'timeout_ms'];
 
-function callbackFields(callback: ListenerView['callback']): Array<[string, string]> {
+function callbackFields(callback: ListenerView['callback']): FieldPair[] {
   const c = callback as CallbackFields;
   const keys = [...CALLBACK_ORDER.filter((k) => k in c), ...Object.keys(c).filter((k) => !CALLBACK_ORDER.includes(k))];
-  return keys.map((key): [string, string] => {
-    const value = c[key];
+  return keys.map((key): FieldPair => {
+    const value = c[key] ?? null;
     if (key === 'headers' && value && typeof value === 'object') {
       const entries = Object.entries(value as Record<string, string>).map(([k, v]) => `${k}: ${v}`);
-      return ['callback.headers', entries.length ? entries.join(', ') : '-'];
+      return ['callback.headers', entries.length ? entries.join(', ') : '-', value];
     }
-    if (Array.isArray(value)) return [`callback.${key}`, value.length ? value.join(' ') : '-'];
-    return [`callback.${key}`, value === null || value === undefined ? '-' : typeof value === 'object' ? JSON.stringify(value) : String(value)];
+    if (Array.isArray(value)) return [`callback.${key}`, value.length ? value.join(' ') : '-', value];
+    return [`callback.${key}`, value === null ? '-' : typeof value === 'object' ? JSON.stringify(value) : String(value), value];
   });
 }
 
-export function listenerRow(l: ListenerView): string[] {
-  return [l.id, l.workbook, l.event_types.join(','), targetText(l), destinationText(l.callback), l.callback.format, l.enabled ? 'yes' : 'no'];
-}
+export const LISTENER_COLUMNS: Array<Column<ListenerView>> = [
+  { header: 'ID', field: 'id', cell: (l) => l.id },
+  { header: 'WORKBOOK', field: 'workbook', cell: (l) => l.workbook },
+  { header: 'EVENT TYPES', field: 'event_types', cell: (l) => l.event_types.join(',') },
+  { header: 'TARGET', field: 'target', cell: targetText },
+  { header: 'URL', field: 'callback', cell: (l) => destinationText(l.callback) },
+  { header: 'FORMAT', field: 'callback.format', cell: (l) => l.callback.format },
+  { header: 'ENABLED', field: 'enabled', cell: (l) => (l.enabled ? 'yes' : 'no') },
+  { header: 'EVENTS', field: 'events', cell: (l) => l.events?.join(',') ?? '*', optional: true },
+  { header: 'TRANSPORT', field: 'callback.transport', cell: (l) => String((l.callback as CallbackFields).transport), optional: true },
+  { header: 'DISABLED REASON', field: 'disabled_reason', cell: (l) => l.disabled_reason ?? '-', optional: true },
+  { header: 'DESCRIPTION', field: 'description', cell: (l) => l.description ?? '-', optional: true },
+];
 
-export function listenerFields(l: ListenerWithSecret): Array<[string, string]> {
-  const fields: Array<[string, string]> = [
+export function listenerFields(l: ListenerWithSecret, now: number): FieldPair[] {
+  const fields: FieldPair[] = [
     ['id', l.id],
     ['workbook', l.workbook],
-    ['event_types', l.event_types.join(', ')],
-    ['events', l.events?.join(', ') ?? '(all of the event types)'],
-    ['target', l.target ? `${l.target.kind} ${l.target.id}` : '-'],
-    ['filter', l.filter ? JSON.stringify(l.filter) : '-'],
+    ['event_types', l.event_types.join(', '), l.event_types],
+    ['events', l.events?.join(', ') ?? '(all of the event types)', l.events ?? null],
+    ['target', l.target ? `${l.target.kind} ${l.target.id}` : '-', l.target ?? null],
+    ['filter', l.filter ? JSON.stringify(l.filter) : '-', l.filter ?? null],
     ...callbackFields(l.callback),
-    ['retry.schedule', l.retry.schedule_ms.map(formatDuration).join(' ') || '(no retries)'],
-    ['enabled', l.enabled ? 'yes' : 'no'],
+    ['retry.schedule', l.retry.schedule_ms.map(formatDuration).join(' ') || '(no retries)', l.retry.schedule_ms],
+    ['enabled', l.enabled ? 'yes' : 'no', l.enabled],
   ];
   if (l.disabled_reason) fields.push(['disabled_reason', l.disabled_reason]);
-  fields.push(['description', l.description ?? '-'], ['created_at', l.created_at], ['updated_at', l.updated_at]);
+  fields.push(
+    ['description', l.description ?? '-', l.description ?? null],
+    ['created_at', timeWithRelative(l.created_at, now), l.created_at],
+    ['updated_at', timeWithRelative(l.updated_at, now), l.updated_at],
+  );
   if (l.secret) fields.push(['secret', l.secret]);
   if (l.previous_secret_expires_at) fields.push(['previous_secret_expires_at', l.previous_secret_expires_at]);
   return fields;
@@ -64,7 +77,5 @@ export const SECRET_NOTE = 'Store the secret now: it is not shown again (listene
 
 /** One listener: `key: value` lines, or the API's JSON as is. */
 export function showListener(ctx: CommandContext, listener: ListenerWithSecret, note?: string): void {
-  if (ctx.output === 'json') return ctx.print.json(listener);
-  ctx.print.fields(listenerFields(listener));
-  if (note) ctx.print.line(`\n${note}`);
+  if (ctx.print.show(listener, listenerFields(listener, ctx.now)) && note) ctx.print.line(`\n${note}`);
 }

@@ -1,39 +1,18 @@
 import { Option, type Command } from 'commander';
 import { EVENT_CATEGORIES } from '../../records/event.js';
 import { HTTP_METHODS, PAYLOAD_FORMATS, type ListenerView } from '../../records/listener.js';
-import { action, type CliIo, type CommandContext } from '../context.js';
+import { action, addColumnOption, type CliIo } from '../context.js';
 import { UsageError } from '../errors.js';
-import { collect, collectChoices, collectHeader, collectList, intInRange, retrySchedule, upperChoice } from '../options.js';
+import { collect, collectChoices, collectHeader, collectList, retrySchedule, upperChoice } from '../options.js';
 import { helpExamples as examples } from '../output.js';
+import { addPageOptions, fetchPages, moreLine, type PageOptions } from '../paging.js';
 import { configureListenerAdd, EVENT_HELP, EVENT_TYPE_HELP, HEADER_HELP, RETRY_SCHEDULE_HELP } from './listener-add.js';
-import { LISTENER_COLUMNS, listenerRow, SECRET_NOTE, showListener, type ListenerWithSecret } from './listener-view.js';
+import { LISTENER_COLUMNS, SECRET_NOTE, showListener, type ListenerWithSecret } from './listener-view.js';
 
 const listenerPath = (id: string) => `/v1/listeners/${encodeURIComponent(id)}`;
 
-interface ListOptions {
+interface ListOptions extends PageOptions {
   workbook?: string;
-  limit?: number;
-  cursor?: string;
-  all?: boolean;
-}
-
-interface ListenerPage {
-  items: ListenerView[];
-  next_cursor: string | null;
-}
-
-async function listListeners(ctx: CommandContext, o: ListOptions): Promise<ListenerPage> {
-  const items: ListenerView[] = [];
-  let cursor = o.cursor;
-  for (;;) {
-    const page = await ctx.client.request<ListenerPage>('GET', '/v1/listeners', {
-      query: { workbook: o.workbook, limit: o.limit, cursor },
-    });
-    items.push(...page.items);
-    // A cursor that does not move would loop forever; stop rather than trust it.
-    if (!o.all || !page.next_cursor || page.next_cursor === cursor) return { items, next_cursor: o.all ? null : page.next_cursor };
-    cursor = page.next_cursor;
-  }
 }
 
 interface UpdateOptions {
@@ -80,42 +59,51 @@ export function listenerUpdatePatch(o: UpdateOptions): Record<string, unknown> {
 export function registerListenerCommands(program: Command, io: CliIo): void {
   configureListenerAdd(program.command('listener-add'), io, 'callback-relay listener-add');
 
-  program
-    .command('listener-list')
-    .summary('list listeners')
-    .description('List listeners (GET /v1/listeners), oldest first, one page at a time unless --all.')
-    .option('--workbook <name>', 'only listeners of this workbook ("*" for the all-workbook ones)')
-    .option('--limit <n>', 'listeners per page, 1 to 1000 (default: 50)', intInRange(1, 1000))
-    .option('--cursor <cursor>', 'continue from the next_cursor of an earlier page')
-    .option('--all', 'follow next_cursor to the end and print every listener')
-    .addHelpText('after', examples(['callback-relay listener-list --workbook billing', 'callback-relay listener-list --all -f json']))
+  addPageOptions(
+    program
+      .command('listener-list')
+      .summary('list listeners')
+      .description('List listeners (GET /v1/listeners), oldest first, one page at a time unless --all.')
+      .option('--workbook <name>', 'only listeners of this workbook ("*" for the all-workbook ones)'),
+    'listeners',
+  )
+    .addHelpText(
+      'after',
+      examples([
+        'callback-relay listener-list --workbook billing',
+        'callback-relay listener-list --all -f json',
+        'callback-relay listener-list -f value -c id -c url --sort-column workbook',
+      ]),
+    )
     .action(
       action<[], ListOptions>(io, async (ctx, _args, opts) => {
-        const page = await listListeners(ctx, opts);
-        if (ctx.output === 'json') return ctx.print.json(page);
-        if (!page.items.length) ctx.print.line('no listeners');
-        else ctx.print.table(LISTENER_COLUMNS, page.items.map(listenerRow));
-        if (page.next_cursor) {
-          const keep = [opts.workbook && `--workbook '${opts.workbook}'`, opts.limit && `--limit ${opts.limit}`].filter(Boolean);
-          ctx.print.line(`\nmore: callback-relay listener-list ${[...keep, `--cursor ${page.next_cursor}`].join(' ')}`);
-        }
+        const out = ctx.print.list(LISTENER_COLUMNS);
+        const page = await fetchPages<ListenerView>(ctx, '/v1/listeners', { workbook: opts.workbook }, opts);
+        const more = page.next_cursor
+          ? moreLine('listener-list', [['--workbook', opts.workbook], ['--limit', opts.limit]], page.next_cursor)
+          : undefined;
+        out.print(page, { empty: 'no listeners', more });
       }),
     );
 
-  program
-    .command('listener-show')
-    .summary('show one listener')
-    .description('Show one listener (GET /v1/listeners/{id}); header values are masked as "***".')
-    .argument('<id>', 'listener id')
-    .addHelpText('after', examples(['callback-relay listener-show 01JD3M5Q8X2W9Y7Z6V5T4S3R2Q -f json']))
+  addColumnOption(
+    program
+      .command('listener-show')
+      .summary('show one listener')
+      .description('Show one listener (GET /v1/listeners/{id}); header values are masked as "***".')
+      .argument('<id>', 'listener id'),
+  )
+    .addHelpText(
+      'after',
+      examples(['callback-relay listener-show 01JD3M5Q8X2W9Y7Z6V5T4S3R2Q -f json', 'callback-relay listener-show 01JD3M5Q8X2W9Y7Z6V5T4S3R2Q -f value -c callback.url']),
+    )
     .action(
       action<[string], object>(io, async (ctx, [id]) => {
         showListener(ctx, await ctx.client.request<ListenerView>('GET', listenerPath(id)));
       }),
     );
 
-  program
-    .command('listener-update')
+  addColumnOption(program.command('listener-update'))
     .summary('change a listener (merge patch)')
     .description(
       'Change a listener with a JSON merge patch (PATCH /v1/listeners/{id}): only the options given change. ' +
@@ -162,13 +150,12 @@ export function registerListenerCommands(program: Command, io: CliIo): void {
     .action(
       action<[string], object>(io, async (ctx, [id]) => {
         await ctx.client.request('DELETE', listenerPath(id));
-        if (ctx.output === 'json') ctx.print.json({ id, deleted: true });
+        if (ctx.output !== 'table') ctx.print.data({ id, deleted: true });
         else ctx.print.line(`deleted listener ${id}`);
       }),
     );
 
-  program
-    .command('listener-rotate-secret')
+  addColumnOption(program.command('listener-rotate-secret'))
     .summary('give a listener a new signing secret')
     .description(
       'Give a listener a new signing secret (POST /v1/listeners/{id}/rotate-secret); the old one keeps signing beside it for 24 h.',

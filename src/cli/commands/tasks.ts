@@ -1,10 +1,10 @@
 import type { Command } from 'commander';
 import type { TaskView } from '../../records/engine.js';
-import { action, type CliIo } from '../context.js';
+import { action, addColumnOption, type CliIo } from '../context.js';
 import { nonEmpty } from '../options.js';
 import { helpExamples as examples } from '../output.js';
 import { addPageOptions, fetchPages, moreLine, type PageOptions } from '../paging.js';
-import { TASK_COLUMNS, taskFields, taskRow } from './engine-view.js';
+import { TASK_COLUMNS, taskFields } from './engine-view.js';
 import { executionPath } from './executions.js';
 
 export function registerTaskCommands(program: Command, io: CliIo): void {
@@ -22,16 +22,13 @@ export function registerTaskCommands(program: Command, io: CliIo): void {
     .addHelpText('after', examples(['callback-relay task-list 01JD3M5Q8X2W9Y7Z6V5T4S3R2Q', 'callback-relay task-list 01JD3M5Q8X2W9Y7Z6V5T4S3R2Q --all -f json']))
     .action(
       action<[string], PageOptions>(io, async (ctx, [executionId], opts) => {
+        const out = ctx.print.list(TASK_COLUMNS);
         const page = await fetchPages<TaskView>(ctx, `${executionPath(executionId)}/tasks`, {}, opts);
-        if (ctx.output === 'json') return ctx.print.json(page);
-        if (!page.items.length) ctx.print.line('no tasks');
-        else ctx.print.table(TASK_COLUMNS, page.items.map(taskRow));
-        if (page.next_cursor) ctx.print.line(moreLine(`task-list ${executionId}`, [['--limit', opts.limit]], page.next_cursor));
+        out.print(page, { empty: 'no tasks', more: page.next_cursor ? moreLine(`task-list ${executionId}`, [['--limit', opts.limit]], page.next_cursor) : undefined });
       }),
     );
 
-  program
-    .command('task-rerun')
+  addColumnOption(program.command('task-rerun'))
     .summary('re-run a failed task')
     .description(
       'Re-run a failed task (PUT /v1/tasks/{id} {"state": "RUNNING"}): it starts again with its retries, its ' +
@@ -43,8 +40,7 @@ export function registerTaskCommands(program: Command, io: CliIo): void {
     .action(
       action<[string], object>(io, async (ctx, [id]) => {
         const task = await ctx.client.request<TaskView>('PUT', `/v1/tasks/${encodeURIComponent(id)}`, { body: { state: 'RUNNING' } });
-        if (ctx.output === 'json') return ctx.print.json(task);
-        ctx.print.fields(taskFields(task));
+        if (!ctx.print.show(task, taskFields(task, ctx.now))) return;
         ctx.print.line(`\nre-running task ${task.name}; follow it with: callback-relay execution-get ${task.execution_id}`);
       }),
     );

@@ -1,11 +1,11 @@
 import type { Command } from 'commander';
 import type { WorkbookView } from '../../records/engine.js';
-import { action, type CliIo, type CommandContext } from '../context.js';
+import { action, addColumnOption, type CliIo, type CommandContext } from '../context.js';
 import { ApiError } from '../errors.js';
 import { nonEmpty } from '../options.js';
 import { helpExamples as examples } from '../output.js';
 import { addPageOptions, fetchPages, moreLine, type PageOptions } from '../paging.js';
-import { WORKBOOK_COLUMNS, workbookFields, workbookRow } from './engine-view.js';
+import { WORKBOOK_COLUMNS, workbookFields } from './engine-view.js';
 import { readText, workbookMediaType } from './text-input.js';
 
 const workbookPath = (name: string) => `/v1/workbooks/${encodeURIComponent(name)}`;
@@ -38,14 +38,11 @@ async function sendDefinition(ctx: CommandContext, io: CliIo, method: 'POST' | '
 }
 
 function showWorkbook(ctx: CommandContext, workbook: WorkbookView, note?: string): void {
-  if (ctx.output === 'json') return ctx.print.json(workbook);
-  ctx.print.fields(workbookFields(workbook));
-  if (note) ctx.print.line(`\n${note}`);
+  if (ctx.print.show(workbook, workbookFields(workbook, ctx.now)) && note) ctx.print.line(`\n${note}`);
 }
 
 export function registerWorkbookCommands(program: Command, io: CliIo): void {
-  program
-    .command('workbook-create')
+  addColumnOption(program.command('workbook-create'))
     .summary('store a workbook of workflows from a YAML or JSON file')
     .description(
       'Store a workbook (POST /v1/workbooks): its name and workflows come from the definition in FILE ' +
@@ -65,8 +62,7 @@ export function registerWorkbookCommands(program: Command, io: CliIo): void {
       }),
     );
 
-  program
-    .command('workbook-update')
+  addColumnOption(program.command('workbook-update'))
     .summary("replace a workbook's definition")
     .description(
       "Replace a workbook's definition (PUT /v1/workbooks/{name}) with the one in FILE, which must have the same name. " +
@@ -91,16 +87,13 @@ export function registerWorkbookCommands(program: Command, io: CliIo): void {
     .addHelpText('after', examples(['callback-relay workbook-list', 'callback-relay workbook-list --all -f json']))
     .action(
       action<[], PageOptions>(io, async (ctx, _args, opts) => {
+        const out = ctx.print.list(WORKBOOK_COLUMNS);
         const page = await fetchPages<WorkbookView>(ctx, '/v1/workbooks', {}, opts);
-        if (ctx.output === 'json') return ctx.print.json(page);
-        if (!page.items.length) ctx.print.line('no workbooks');
-        else ctx.print.table(WORKBOOK_COLUMNS, page.items.map(workbookRow));
-        if (page.next_cursor) ctx.print.line(moreLine('workbook-list', [['--limit', opts.limit]], page.next_cursor));
+        out.print(page, { empty: 'no workbooks', more: page.next_cursor ? moreLine('workbook-list', [['--limit', opts.limit]], page.next_cursor) : undefined });
       }),
     );
 
-  program
-    .command('workbook-show')
+  addColumnOption(program.command('workbook-show'))
     .summary('show one workbook and its definition')
     .description('Show one workbook (GET /v1/workbooks/{name}) and its definition, as it was sent.')
     .argument('<name>', 'workbook name', nonEmpty)
@@ -108,8 +101,7 @@ export function registerWorkbookCommands(program: Command, io: CliIo): void {
     .action(
       action<[string], object>(io, async (ctx, [name]) => {
         const workbook = await ctx.client.request<WorkbookView>('GET', workbookPath(name));
-        if (ctx.output === 'json') return ctx.print.json(workbook);
-        ctx.print.fields(workbookFields(workbook));
+        if (!ctx.print.show(workbook, workbookFields(workbook, ctx.now))) return;
         ctx.print.line('\ndefinition:');
         ctx.print.line(workbook.definition.replace(/\s+$/, ''));
       }),
@@ -133,7 +125,7 @@ export function registerWorkbookCommands(program: Command, io: CliIo): void {
           }
           throw err;
         }
-        if (ctx.output === 'json') ctx.print.json({ name, deleted: true });
+        if (ctx.output !== 'table') ctx.print.data({ name, deleted: true });
         else ctx.print.line(`deleted workbook ${name}`);
       }),
     );

@@ -10,12 +10,15 @@ import type {
   ClaimOptions,
   DeliveryQuery,
   DeliveryRecord,
+  ListOrder,
   QueueDepth,
 } from '../store.js';
 
 interface DeliveryRow {
   id: string;
   event_id: string;
+  event_type: string;
+  workbook: string | null;
   listener_id: string;
   status: DeliveryRecord['status'];
   attempt_count: number;
@@ -42,12 +45,17 @@ interface DueRow {
   listener_updated_at: string | null;
 }
 
-const COLUMNS = 'id, event_id, listener_id, status, attempt_count, next_attempt_at, lease_owner, last_error, created_at, updated_at';
+// With the event's type and workbook through event_seq, the events primary key: one lookup per row.
+const COLUMNS = `d.id, d.event_id, e.type AS event_type, e.workbook, d.listener_id, d.status, d.attempt_count, d.next_attempt_at,
+  d.lease_owner, d.last_error, d.created_at, d.updated_at`;
+const FROM = 'deliveries d JOIN events e ON e.seq = d.event_seq';
 
 function toRecord(row: DeliveryRow, now: number): DeliveryRecord {
   return {
     id: row.id,
     event_id: row.event_id,
+    event_type: row.event_type,
+    workbook: row.workbook,
     listener_id: row.listener_id,
     status: row.status,
     attempt_count: row.attempt_count,
@@ -61,19 +69,22 @@ function toRecord(row: DeliveryRow, now: number): DeliveryRecord {
 
 /** Every delivery and attempt statement of the SQLite backend, prepared once. */
 export function deliveryQueries(db: Database) {
-  const page = filteredPage<DeliveryRow>(
-    db,
-    (clauses) => `SELECT ${COLUMNS} FROM deliveries
-      WHERE project = @project AND id > @after ${clauses.map((c) => `AND ${c}`).join(' ')}
-      ORDER BY id LIMIT @limit`,
-    {
-      listener_id: 'listener_id = @listener_id',
-      // Through the event's row number, which deliveries_event_seq indexes.
-      event_id: 'event_seq = (SELECT seq FROM events WHERE project = @project AND id = @event_id)',
-      status: 'status = @status',
-    },
-  );
-  const byId = db.prepare(`SELECT ${COLUMNS} FROM deliveries WHERE project = ? AND id = ?`) as Statement<[string, string], DeliveryRow>;
+  const pageIn = (order: ListOrder) =>
+    filteredPage<DeliveryRow>(
+      db,
+      (clauses) => `SELECT ${COLUMNS} FROM ${FROM}
+        WHERE d.project = @project ${clauses.map((c) => `AND ${c}`).join(' ')}
+        ORDER BY d.id ${order === 'desc' ? 'DESC' : 'ASC'} LIMIT @limit`,
+      {
+        after: order === 'desc' ? 'd.id < @after' : 'd.id > @after',
+        listener_id: 'd.listener_id = @listener_id',
+        // Through the event's row number, which deliveries_event_seq indexes.
+        event_id: 'd.event_seq = (SELECT seq FROM events WHERE project = @project AND id = @event_id)',
+        status: 'd.status = @status',
+      },
+    );
+  const pages = { asc: pageIn('asc'), desc: pageIn('desc') };
+  const byId = db.prepare(`SELECT ${COLUMNS} FROM ${FROM} WHERE d.project = ? AND d.id = ?`) as Statement<[string, string], DeliveryRow>;
   const attempts = db.prepare(`SELECT number, started_at, duration_ms, status_code, error, response_excerpt
     FROM attempts WHERE delivery_id = ? ORDER BY number`) as Statement<[string], AttemptRecord>;
   const listenerExists = db.prepare('SELECT 1 FROM listeners WHERE project = ? AND id = ?').pluck();
@@ -171,9 +182,9 @@ export function deliveryQueries(db: Database) {
 
   return {
     list(project: string, q: DeliveryQuery, now: number): DeliveryRecord[] {
-      return page({
+      return pages[q.order ?? 'asc']({
           project,
-          after: q.after ?? '',
+          after: q.after ?? null,
           listener_id: q.listener_id ?? null,
           event_id: q.event_id ?? null,
           status: q.status ?? null,

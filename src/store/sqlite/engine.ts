@@ -9,7 +9,7 @@ import type {
   TaskRecord,
   WorkbookRecord,
 } from '../engine-store.js';
-import { StoreConflictError, type FanOut } from '../store.js';
+import { StoreConflictError, type FanOut, type ListOrder } from '../store.js';
 import type { eventQueries } from './events.js';
 import type { createWriteBatcher } from './write-batcher.js';
 
@@ -33,6 +33,16 @@ const taskParams = (t: TaskRecord) => ({
   result: t.result === null || t.result === undefined ? null : JSON.stringify(t.result),
 });
 
+/** Executions in id (creation) order, from after the cursor's id; `desc` walks newest first. */
+function executionPage(db: Database, order: ListOrder) {
+  return db.prepare(`SELECT * FROM executions WHERE project = @project
+      AND (@after IS NULL OR id ${order === 'desc' ? '<' : '>'} @after)
+      AND (@workbook IS NULL OR workbook = @workbook)
+      AND (@workflow IS NULL OR workflow = @workflow)
+      AND (@state IS NULL OR state = @state)
+    ORDER BY id ${order === 'desc' ? 'DESC' : 'ASC'} LIMIT @limit`) as Statement<Record<string, unknown>, ExecutionRow>;
+}
+
 export interface EngineQueryDeps {
   events: ReturnType<typeof eventQueries>;
   batcher: ReturnType<typeof createWriteBatcher>;
@@ -55,11 +65,7 @@ export function engineStore(db: Database, { events, batcher, guard }: EngineQuer
   };
   const ex = {
     get: db.prepare('SELECT * FROM executions WHERE project = ? AND id = ?') as Statement<[string, string], ExecutionRow>,
-    page: db.prepare(`SELECT * FROM executions WHERE project = @project AND id > @after
-        AND (@workbook IS NULL OR workbook = @workbook)
-        AND (@workflow IS NULL OR workflow = @workflow)
-        AND (@state IS NULL OR state = @state)
-      ORDER BY id LIMIT @limit`) as Statement<Record<string, unknown>, ExecutionRow>,
+    page: { asc: executionPage(db, 'asc'), desc: executionPage(db, 'desc') },
     insert: db.prepare(`INSERT INTO executions (id, project, workbook, workflow, spec, input, state, state_info, pending_operation,
         created_at, updated_at)
       VALUES (@id, @project, @workbook, @workflow, @spec, @input, @state, @state_info, @pending_operation, @created_at, @updated_at)`),
@@ -162,7 +168,7 @@ export function engineStore(db: Database, { events, batcher, guard }: EngineQuer
     },
     async listExecutions(project, q) {
       const rows = guard(() =>
-        ex.page.all({ project, after: q.after ?? '', workbook: q.workbook ?? null, workflow: q.workflow ?? null, state: q.state ?? null, limit: q.limit }),
+        ex.page[q.order ?? 'asc'].all({ project, after: q.after ?? null, workbook: q.workbook ?? null, workflow: q.workflow ?? null, state: q.state ?? null, limit: q.limit }),
       );
       return rows.map(toExecution);
     },

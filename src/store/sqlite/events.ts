@@ -7,6 +7,7 @@ import {
   type AppendedEvent,
   type EventQuery,
   type FanOut,
+  type ListOrder,
   type NewEvent,
   type ReplayWindow,
   type StoredEvent,
@@ -34,18 +35,22 @@ export function eventQueries(db: Database) {
     (id, project, event_seq, event_id, listener_id, status, attempt_count, next_attempt_at, created_at, updated_at)
     VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)`);
   const byId = db.prepare('SELECT seq, envelope, received_at FROM events WHERE project = ? AND id = ?') as Statement<[string, string], EventRow>;
-  const page = filteredPage<EventRow>(
-    db,
-    (clauses) => `SELECT seq, envelope, received_at FROM events
-      WHERE project = @project AND seq > @after ${clauses.map((c) => `AND ${c}`).join(' ')}
-      ORDER BY seq LIMIT @limit`,
-    {
-      workbook: 'workbook = @workbook',
-      execution_id: 'execution_id = @execution_id',
-      type: 'type = @type',
-      since: 'received_at >= @since',
-    },
-  );
+  // One statement set per direction; the cursor bound is a filter, absent on the first page.
+  const pageIn = (order: ListOrder) =>
+    filteredPage<EventRow>(
+      db,
+      (clauses) => `SELECT seq, envelope, received_at FROM events
+        WHERE project = @project ${clauses.map((c) => `AND ${c}`).join(' ')}
+        ORDER BY seq ${order === 'desc' ? 'DESC' : 'ASC'} LIMIT @limit`,
+      {
+        after: order === 'desc' ? 'seq < @after' : 'seq > @after',
+        workbook: 'workbook = @workbook',
+        execution_id: 'execution_id = @execution_id',
+        type: 'type = @type',
+        since: 'received_at >= @since',
+      },
+    );
+  const pages = { asc: pageIn('asc'), desc: pageIn('desc') };
   const windowEvents = db.prepare(`SELECT seq, id, envelope FROM events
     WHERE project = ? AND received_at >= ? AND received_at < ? AND seq > ? AND type <> 'PING'
     ORDER BY seq LIMIT ?`) as Statement<[string, number, number, number, number], { seq: number; id: string; envelope: string }>;
@@ -93,9 +98,9 @@ export function eventQueries(db: Database) {
       return row ? toStored(row) : null;
     },
     list(project: string, q: EventQuery): Array<StoredEvent & { cursor: string }> {
-      return page({
+      return pages[q.order ?? 'asc']({
           project,
-          after: q.after ? Number(q.after) : 0,
+          after: q.after ? Number(q.after) : null,
           workbook: q.workbook ?? null,
           execution_id: q.execution_id ?? null,
           type: q.type ?? null,

@@ -1,0 +1,175 @@
+import fs from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { closestName, editDistance } from '../src/closest-name.js';
+import { likelyEventName } from '../src/fanout/match.js';
+import { createWorkbook } from './helpers/engine.js';
+import { startTestRelay, type TestRelay } from './helpers/relay.js';
+
+/*
+ * What a client reads when a request is refused: a missing field says "required", an unknown
+ * one names the field it looks like, a mistyped event name names the event it looks like, and
+ * an unknown workflow lists the workbook's workflows. Through the real API (answers checked
+ * against openapi.yaml).
+ */
+
+let relay: TestRelay;
+
+beforeAll(async () => {
+  relay = await startTestRelay();
+});
+
+afterAll(async () => {
+  await relay.close();
+  fs.rmSync(relay.dataDir, { recursive: true, force: true });
+});
+
+const listener = (extra: Record<string, unknown> = {}) => ({
+  workbook: 'billing',
+  event_types: ['TASK'],
+  callback: { url: 'http://127.0.0.1:9/hook' },
+  ...extra,
+});
+
+async function refused(method: string, path: string, body: unknown) {
+  const res = await relay.api(method, path, body);
+  expect(res.status, res.text).toBe(400);
+  expect(res.headers.get('content-type')).toContain('application/problem+json');
+  return res.body as { detail: string; errors: Array<{ field: string; message: string }> };
+}
+
+describe('missing fields', () => {
+  it('say "required", at any depth and for any type of field', async () => {
+    const { workbook: _w, event_types: _e, ...rest } = listener();
+    const top = await refused('POST', '/v1/listeners', rest);
+    expect(top.errors).toEqual(
+      expect.arrayContaining([
+        { field: 'workbook', message: 'required' },
+        { field: 'event_types', message: 'required' },
+      ]),
+    );
+    expect(top.detail).toContain('workbook: required');
+
+    const nested = await refused('POST', '/v1/listeners', listener({ target: { kind: 'execution' }, retry: {} }));
+    expect(nested.errors).toEqual(
+      expect.arrayContaining([
+        { field: 'target.id', message: 'required' },
+        { field: 'retry.schedule_ms', message: 'required' },
+      ]),
+    );
+
+    // An enum with nothing given is missing too, not "an invalid option".
+    expect((await refused('PUT', '/v1/executions/01ZZZZZZZZZZZZZZZZZZZZZZZZ', {})).errors).toEqual([{ field: 'state', message: 'required' }]);
+    expect((await refused('POST', '/v1/executions', { workbook: 'billing' })).errors).toEqual([{ field: 'workflow', message: 'required' }]);
+    expect((await refused('POST', '/v1/events', { workbook: 'billing' })).errors).toEqual([{ field: 'type', message: 'required' }]);
+  });
+
+  it('keep the message of a value that is there but wrong', async () => {
+    const wrong = await refused('POST', '/v1/listeners', listener({ workbook: 7 }));
+    expect(wrong.errors).toEqual([{ field: 'workbook', message: 'Invalid input: expected string, received number' }]);
+  });
+});
+
+describe('unknown fields', () => {
+  it('suggest the closest field the object has', async () => {
+    const { workbook: _w, ...rest } = listener();
+    const body = await refused('POST', '/v1/listeners', { ...rest, wrkbook: 'billing', colour: 'red' });
+    expect(body.errors).toEqual(
+      expect.arrayContaining([
+        { field: 'wrkbook', message: 'unknown field; did you mean `workbook`?' },
+        { field: 'colour', message: 'unknown field' },
+        { field: 'workbook', message: 'required' },
+      ]),
+    );
+
+    const execution = await refused('POST', '/v1/executions', { workbook: 'billing', workflow: 'main', inputs: {} });
+    expect(execution.errors).toEqual([{ field: 'inputs', message: 'unknown field; did you mean `input`?' }]);
+  });
+
+  it('suggest within nested objects, one message per key', async () => {
+    const body = await refused(
+      'POST',
+      '/v1/listeners',
+      listener({ callback: { url: 'http://127.0.0.1:9/hook', methd: 'POST', timeout: 5000 }, retry: { shedule_ms: [1000] } }),
+    );
+    expect(body.errors).toEqual(
+      expect.arrayContaining([
+        { field: 'callback.methd', message: 'unknown field; did you mean `method`?' },
+        { field: 'callback.timeout', message: 'unknown field' },
+        { field: 'retry.shedule_ms', message: 'unknown field; did you mean `schedule_ms`?' },
+      ]),
+    );
+  });
+});
+
+describe('listener events', () => {
+  it('suggest the known event name or alias a mistyped one is close to', async () => {
+    const body = await refused('POST', '/v1/listeners', listener({ events: ['TASK_SUCEEDED', 'on-task-completed', 'task_failed'] }));
+    expect(body.errors).toEqual([
+      {
+        field: 'events.0',
+        message: 'TASK_SUCEEDED is not a known event name, and as a NOTIFICATION type it is not in event_types (TASK); did you mean TASK_SUCCEEDED?',
+      },
+      { field: 'events.1', message: expect.stringMatching(/^on-task-completed is not a known event name, .*; did you mean on-task-complete\?$/) },
+      { field: 'events.2', message: expect.stringMatching(/; did you mean TASK_FAILED\?$/) },
+    ]);
+  });
+
+  it('keep the plain message for a name close to nothing, and accept close names where NOTIFICATION is listed', async () => {
+    const far = await refused('POST', '/v1/listeners', listener({ events: ['compute.instance.create.end'] }));
+    expect(far.errors).toEqual([
+      { field: 'events.0', message: 'compute.instance.create.end is not in any of event_types (TASK); add its category or remove it' },
+    ]);
+    const accepted = await relay.api('POST', '/v1/listeners', listener({ event_types: ['TASK', 'NOTIFICATION'], events: ['TASK_SUCEEDED'] }));
+    expect(accepted.status, accepted.text).toBe(201);
+    expect(accepted.body.events).toEqual(['TASK_SUCEEDED']);
+  });
+});
+
+describe('executions', () => {
+  it('list the workbook\'s workflows for an unknown one, with the closest first', async () => {
+    await createWorkbook(
+      relay.api,
+      "version: '2.0'\nname: shop\nworkflows:\n  charge:\n    tasks:\n      a: {action: std.noop}\n  refund:\n    tasks:\n      a: {action: std.noop}\n",
+    );
+    const close = await refused('POST', '/v1/executions', { workbook: 'shop', workflow: 'chrage' });
+    expect(close.errors).toEqual([{ field: 'workflow', message: 'workbook shop has no workflow chrage; did you mean charge? (its workflows: charge, refund)' }]);
+    const far = await refused('POST', '/v1/executions', { workbook: 'shop', workflow: 'main' });
+    expect(far.errors).toEqual([{ field: 'workflow', message: 'workbook shop has no workflow main (its workflows: charge, refund)' }]);
+    // An inherited property is not a workflow.
+    const proto = await refused('POST', '/v1/executions', { workbook: 'shop', workflow: 'constructor' });
+    expect(proto.errors[0].field).toBe('workflow');
+  });
+});
+
+describe('closest names', () => {
+  it.each([
+    ['workbook', 'wrkbook', 1],
+    ['workbook', 'wokrbook', 1],
+    ['TASK_SUCCEEDED', 'TASK_SUCEEDED', 1],
+    ['abc', 'abc', 0],
+    ['', 'abc', 3],
+    ['kitten', 'sitting', 3],
+  ])('editDistance(%s, %s) = %i', (a, b, d) => {
+    expect(editDistance(a, b)).toBe(d);
+    expect(editDistance(b, a)).toBe(d);
+  });
+
+  it('picks the nearest within a distance that grows with the word, ignoring case', () => {
+    expect(closestName('evnts', ['event_types', 'events'])).toBe('events');
+    expect(closestName('URL', ['url', 'method'])).toBe('url');
+    expect(closestName('id', ['kind', 'url'])).toBeNull();
+    expect(closestName('url', ['url'])).toBeNull();
+    expect(closestName('descriptoin', ['description'])).toBe('description');
+  });
+
+  it('takes only NOTIFICATION names as typos of events', () => {
+    expect(likelyEventName('TASK_SUCEEDED')).toBe('TASK_SUCCEEDED');
+    expect(likelyEventName('WORKFLOW_FAILD')).toBe('WORKFLOW_FAILED');
+    expect(likelyEventName('execution.cancel.strat')).toBe('execution.cancel.start');
+    expect(likelyEventName('TASK_SUCCEEDED')).toBeNull();
+    expect(likelyEventName('on-task-complete')).toBeNull();
+    expect(likelyEventName('TASK.*')).toBeNull();
+    expect(likelyEventName('PING')).toBeNull();
+    expect(likelyEventName('compute.instance.create.end')).toBeNull();
+  });
+});

@@ -1,0 +1,146 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createWorkbook, workbook } from './helpers/engine.js';
+import { startReceiver, type Receiver } from './helpers/receiver.js';
+import { startTestRelay, TOKEN_B, type TestRelay } from './helpers/relay.js';
+
+// order=asc|desc on the lists of events, deliveries and executions: every page walk sees each
+// record once, in the order asked for, and a cursor only continues the order it was made in.
+const COUNT = 250;
+const LIMIT = 7;
+
+let relay: TestRelay;
+let receiver: Receiver;
+
+beforeAll(async () => {
+  [relay, receiver] = await Promise.all([startTestRelay({ RELAY_SHUTDOWN_GRACE_MS: '2000' }), startReceiver()]);
+});
+
+afterAll(async () => {
+  await relay?.close();
+  await receiver?.close();
+});
+
+/** Follows next_cursor from the first page to the end; the ids in the order the pages gave them. */
+async function walk(pathname: string, order?: 'asc' | 'desc'): Promise<{ ids: string[]; pages: number }> {
+  const ids: string[] = [];
+  let cursor: string | null = null;
+  let pages = 0;
+  do {
+    const query: string = [order && `order=${order}`, `limit=${LIMIT}`, cursor && `cursor=${cursor}`].filter(Boolean).join('&');
+    const res = await relay.api('GET', `${pathname}${pathname.includes('?') ? '&' : '?'}${query}`);
+    expect(res.status, res.text).toBe(200);
+    expect(res.body.items.length).toBeLessThanOrEqual(LIMIT);
+    ids.push(...res.body.items.map((item: { id: string }) => item.id));
+    cursor = res.body.next_cursor;
+    pages++;
+  } while (cursor);
+  return { ids, pages };
+}
+
+/** Both directions walk all `expected` (oldest first) exactly once, in page-sized steps. */
+async function expectBothOrders(pathname: string, expected: string[]) {
+  const asc = await walk(pathname, 'asc');
+  const byDefault = await walk(pathname);
+  const desc = await walk(pathname, 'desc');
+  expect(new Set(asc.ids).size).toBe(asc.ids.length);
+  expect(asc.ids).toEqual(expected);
+  expect(byDefault.ids).toEqual(expected);
+  expect(desc.ids).toEqual([...expected].reverse());
+  expect(asc.pages).toBe(Math.ceil(COUNT / LIMIT));
+  expect(desc.pages).toBe(Math.ceil(COUNT / LIMIT));
+}
+
+async function firstCursor(pathname: string, order: 'asc' | 'desc'): Promise<string> {
+  const res = await relay.api('GET', `${pathname}${pathname.includes('?') ? '&' : '?'}order=${order}&limit=${LIMIT}`);
+  expect(res.body.next_cursor).toEqual(expect.any(String));
+  return res.body.next_cursor;
+}
+
+/** A cursor made in one order is refused in the other, naming `cursor`; a bad order names `order`. */
+async function expectOrderChecks(pathname: string) {
+  const sep = pathname.includes('?') ? '&' : '?';
+  const ascCursor = await firstCursor(pathname, 'asc');
+  const descCursor = await firstCursor(pathname, 'desc');
+  for (const [cursor, order] of [[ascCursor, 'desc'], [descCursor, 'asc'], [descCursor, undefined]] as const) {
+    const res = await relay.api('GET', `${pathname}${sep}${order ? `order=${order}&` : ''}cursor=${cursor}`);
+    expect(res.status, `${order} with a cursor of the other order`).toBe(400);
+    expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(res.body.errors).toEqual([{ field: 'cursor', message: expect.stringMatching(/continues a list in order=(asc|desc)/) }]);
+  }
+  for (const bad of ['newest', 'DESC', '']) {
+    const res = await relay.api('GET', `${pathname}${sep}order=${bad}`, undefined, { validate: false });
+    expect(res.status, `order=${bad}`).toBe(400);
+    expect(res.body.errors).toEqual([{ field: 'order', message: 'one of asc, desc' }]);
+  }
+  const twice = await relay.api('GET', `${pathname}${sep}order=asc&order=desc`, undefined, { validate: false });
+  expect(twice.body.errors).toEqual([{ field: 'order', message: 'one of asc, desc' }]);
+}
+
+describe('order=asc|desc', () => {
+  it(`pages ${COUNT} events and their deliveries both ways, each once and in order`, async () => {
+    const listener = await relay.api('POST', '/v1/listeners', {
+      workbook: 'ordered',
+      event_types: ['NOTIFICATION'],
+      callback: { url: receiver.url('/ordered') },
+    });
+    expect(listener.status).toBe(201);
+    const eventIds = Array.from({ length: COUNT }, (_, i) => `ordered-${String(i).padStart(3, '0')}`);
+    const published = await relay.api('POST', '/v1/events', {
+      events: eventIds.map((id, i) => ({ id, type: i % 2 ? 'ORDER_PAID' : 'ORDER_PLACED', workbook: 'ordered' })),
+    });
+    expect(published.status).toBe(202);
+
+    await expectBothOrders('/v1/events?workbook=ordered', eventIds);
+    await expectOrderChecks('/v1/events?workbook=ordered');
+
+    const deliveryIds = (await walk(`/v1/deliveries?listener_id=${listener.body.id}`)).ids;
+    expect(deliveryIds).toHaveLength(COUNT);
+    expect(deliveryIds).toEqual([...deliveryIds].sort());
+    await expectBothOrders(`/v1/deliveries?listener_id=${listener.body.id}`, deliveryIds);
+    await expectOrderChecks(`/v1/deliveries?listener_id=${listener.body.id}`);
+
+    // A delivery says which event type and workbook it carries.
+    const newest = await relay.api('GET', `/v1/deliveries?listener_id=${listener.body.id}&order=desc&limit=2`);
+    expect(newest.body.items.map((d: { event_id: string; event_type: string; workbook: string }) => [d.event_id, d.event_type, d.workbook])).toEqual([
+      ['ordered-249', 'ORDER_PAID', 'ordered'],
+      ['ordered-248', 'ORDER_PLACED', 'ordered'],
+    ]);
+    const one = await relay.api('GET', `/v1/deliveries/${newest.body.items[0].id}`);
+    expect(one.body).toMatchObject({ event_type: 'ORDER_PAID', workbook: 'ordered' });
+    const shown = await relay.api('GET', '/v1/events/ordered-000');
+    expect(shown.body.deliveries).toEqual([expect.objectContaining({ event_type: 'ORDER_PLACED', workbook: 'ordered' })]);
+    expect((await relay.api('GET', `/v1/deliveries?order=desc&listener_id=${listener.body.id}`, undefined, { token: TOKEN_B })).body.items).toEqual([]);
+  }, 60_000);
+
+  it('a newest-first walk is not disturbed by events that arrive during it', async () => {
+    const ids = Array.from({ length: 30 }, (_, i) => `during-${i}`);
+    expect((await relay.api('POST', '/v1/events', { events: ids.map((id) => ({ id, type: 'DURING', workbook: 'during' })) })).status).toBe(202);
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    let n = 0;
+    do {
+      const res = await relay.api('GET', `/v1/events?workbook=during&order=desc&limit=${LIMIT}${cursor ? `&cursor=${cursor}` : ''}`);
+      seen.push(...res.body.items.map((e: { id: string }) => e.id));
+      cursor = res.body.next_cursor;
+      await relay.api('POST', '/v1/events', { id: `late-${n++}`, type: 'DURING', workbook: 'during' });
+    } while (cursor);
+    expect(seen).toEqual([...ids].reverse());
+  });
+
+  it(`pages ${COUNT} executions both ways, each once and in order`, async () => {
+    await createWorkbook(relay.api, workbook('ordered_runs', 'only: {action: std.noop}'));
+    const started: string[] = [];
+    for (let i = 0; i < COUNT; i += 25) {
+      const batch = await Promise.all(
+        Array.from({ length: 25 }, () => relay.api('POST', '/v1/executions', { workbook: 'ordered_runs', workflow: 'main' })),
+      );
+      for (const res of batch) {
+        expect(res.status).toBe(201);
+        started.push(res.body.id);
+      }
+    }
+    const created = [...started].sort();
+    await expectBothOrders('/v1/executions?workbook=ordered_runs', created);
+    await expectOrderChecks('/v1/executions?workbook=ordered_runs');
+  }, 60_000);
+});

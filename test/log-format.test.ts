@@ -1,0 +1,157 @@
+import { spawn } from 'node:child_process';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
+import { loadConfig } from '../src/config.js';
+import { startRelay, type Relay } from '../src/relay.js';
+import { killAllRelays, MAIN_JS, RelayProcess, relayEnv, ROOT, runToExit, startRelayProcess } from './helpers/relay-process.js';
+import { request, tempDir, TOKEN_A } from './helpers/relay.js';
+
+/*
+ * Log lines for people and for machines: JSON lines when stdout is a pipe (services, log
+ * collectors), readable lines on a terminal or with RELAY_LOG_FORMAT=pretty; and the request
+ * log keeps probes and the CLI's reads out of the info level. Run `npm run build` first.
+ */
+
+const ANSI = /\x1b\[/;
+const isJson = (line: string) => {
+  try {
+    JSON.parse(line);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+afterAll(killAllRelays);
+
+async function waitForLine(relay: RelayProcess, match: (line: string) => boolean, timeoutMs = 20_000): Promise<string> {
+  return vi.waitFor(
+    () => {
+      const found = relay.stdoutLines.find(match);
+      if (found === undefined) throw new Error(`no such line yet; stdout:\n${relay.stdoutLines.join('\n')}\nstderr:\n${relay.stderr}`);
+      return found;
+    },
+    { timeout: timeoutMs, interval: 50 },
+  );
+}
+
+describe('RELAY_LOG_FORMAT', () => {
+  it('pretty: readable lines without colours on a pipe, up to the last line before exit', async () => {
+    const relay = new RelayProcess({ RELAY_PORT: '0', RELAY_DATA_DIR: tempDir(), RELAY_LOG_FORMAT: 'pretty' });
+    const listening = await waitForLine(relay, (l) => l.includes('callback-relay listening on'));
+    expect(isJson(listening)).toBe(false);
+    expect(listening).toMatch(/^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\] INFO: callback-relay listening on http:\/\/127\.0\.0\.1:\d+$/);
+    expect(relay.stdoutLines.join('\n')).not.toMatch(ANSI);
+    // Fields follow their message, indented, one per line.
+    expect(relay.stdoutLines[relay.stdoutLines.indexOf(listening) + 1]).toMatch(/^ {4}url: "http:\/\/127\.0\.0\.1:\d+"$/);
+    expect(await relay.stop()).toEqual({ code: 0, signal: null });
+    // Written synchronously: the last line is out before the process is gone.
+    expect(relay.stdoutLines.at(-1)).toMatch(/INFO: stopped$/);
+  });
+
+  it('json by default when stdout is not a terminal: every line is a JSON log line', async () => {
+    const relay = await startRelayProcess({ RELAY_PORT: '0', RELAY_DATA_DIR: tempDir() });
+    expect(relay.stdoutLines.length).toBeGreaterThan(1);
+    for (const line of relay.stdoutLines) expect(isJson(line), line).toBe(true);
+    expect(await relay.stop()).toEqual({ code: 0, signal: null });
+  });
+
+  it('pretty with colours by default when stdout is a terminal', async () => {
+    // util-linux `script` gives the relay a pseudo-terminal as its stdout.
+    const child = spawn('script', ['-qfec', `${JSON.stringify(process.execPath)} ${JSON.stringify(MAIN_JS)}`, '/dev/null'], {
+      cwd: ROOT,
+      env: relayEnv({ RELAY_PORT: '0', RELAY_DATA_DIR: tempDir() }),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (out += d));
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    try {
+      await vi.waitFor(
+        () => {
+          if (!out.includes('callback-relay listening on')) throw new Error(`not listening yet: ${out}`);
+        },
+        { timeout: 20_000, interval: 50 },
+      );
+      const plain = out.replace(/\x1b\[[0-9;]*m/g, '');
+      expect(out).toMatch(ANSI);
+      expect(plain).toMatch(/\] INFO: callback-relay listening on http:\/\/127\.0\.0\.1:\d+/);
+      expect(plain).not.toMatch(/"msg":/);
+    } finally {
+      // `script` ends the relay it started when it is told to stop.
+      child.kill('SIGTERM');
+      await exited;
+    }
+  });
+
+  it('a bad value stops the relay with exit code 2, naming the variable', async () => {
+    const relay = await runToExit({ RELAY_PORT: '0', RELAY_DATA_DIR: tempDir(), RELAY_LOG_FORMAT: 'yaml' });
+    expect(relay.exit).toEqual({ code: 2, signal: null });
+    expect(relay.stderr).toMatch(/^callback-relay: bad configuration: RELAY_LOG_FORMAT: .*"json".*"pretty".*\(got "yaml"\)\n$/);
+  });
+
+  it('defaults to pretty on a terminal and json elsewhere; a set value wins either way', () => {
+    const base = { RELAY_DATA_DIR: tempDir() };
+    expect(loadConfig(base, true).logFormat).toBe('pretty');
+    expect(loadConfig(base, false).logFormat).toBe('json');
+    expect(loadConfig({ ...base, RELAY_LOG_FORMAT: 'json' }, true).logFormat).toBe('json');
+    expect(loadConfig({ ...base, RELAY_LOG_FORMAT: 'pretty' }, false).logFormat).toBe('pretty');
+    expect(loadConfig({ ...base, RELAY_LOG_FORMAT: '' }, false).logFormat).toBe('json');
+    expect(() => loadConfig({ ...base, RELAY_LOG_FORMAT: 'PRETTY' }, true)).toThrow(/^RELAY_LOG_FORMAT: /);
+  });
+});
+
+describe('the request log', () => {
+  let relay: Relay | undefined;
+
+  afterEach(async () => {
+    await relay?.close();
+    relay = undefined;
+  });
+
+  async function start(level: string) {
+    const lines: Array<{ level: number; msg: string; req?: { method: string; url: string } }> = [];
+    const sink = new Writable({
+      write(chunk, _enc, done) {
+        for (const line of String(chunk).split('\n')) if (line) lines.push(JSON.parse(line));
+        done();
+      },
+    });
+    const config = loadConfig({ RELAY_PORT: '0', RELAY_DATA_DIR: tempDir(), RELAY_TOKENS: `${TOKEN_A}=project-a` });
+    relay = await startRelay(config, pino({ level }, sink));
+    const url = relay.url;
+    const cli = { 'user-agent': 'callback-relay-cli/0.1.0' };
+    for (const path of ['/healthz', '/readyz', '/metrics']) expect((await fetch(url + path)).status).toBe(200);
+    expect((await request(url, 'GET', '/v1/listeners', undefined, { headers: cli })).status).toBe(200);
+    expect((await request(url, 'GET', '/v1/events', undefined, { headers: cli })).status).toBe(200);
+    expect((await request(url, 'GET', '/v1/events')).status).toBe(200);
+    expect((await request(url, 'POST', '/v1/events', { type: 'x.y' }, { headers: cli })).status).toBe(202);
+    expect((await request(url, 'GET', '/v1/listeners/lst_nope', undefined, { headers: cli })).status).toBe(404);
+    // The line is written when the answer is finished, a moment after the client has it.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    return lines.filter((l) => l.msg === 'request completed').map((l) => [l.level, l.req!.method, l.req!.url]);
+  }
+
+  it('at info: no probes, no CLI reads; other reads, CLI writes and failed CLI reads are there', async () => {
+    expect(await start('info')).toEqual([
+      [30, 'GET', '/v1/events'],
+      [30, 'POST', '/v1/events'],
+      [40, 'GET', '/v1/listeners/lst_nope'],
+    ]);
+  });
+
+  it('at debug: probes and CLI reads too, at debug', async () => {
+    expect(await start('debug')).toEqual([
+      [20, 'GET', '/healthz'],
+      [20, 'GET', '/readyz'],
+      [20, 'GET', '/metrics'],
+      [20, 'GET', '/v1/listeners'],
+      [20, 'GET', '/v1/events'],
+      [30, 'GET', '/v1/events'],
+      [30, 'POST', '/v1/events'],
+      [40, 'GET', '/v1/listeners/lst_nope'],
+    ]);
+  });
+});
