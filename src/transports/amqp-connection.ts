@@ -29,8 +29,8 @@ export interface Publication {
   routingKey: string;
   body: Buffer;
   properties: Options.Publish & { messageId: string };
-  /** unix ms */
-  deadline: number;
+  /** How long the publish may take, from now (see attemptTimeoutMs). */
+  timeoutMs: number;
 }
 
 export interface BrokerLink {
@@ -270,7 +270,7 @@ export function createBrokerLink(options: BrokerLinkOptions): BrokerLink {
   }
 
   async function publish(publication: Publication): Promise<TransportOutcome> {
-    const budget = publication.deadline - Date.now();
+    const budget = publication.timeoutMs;
     if (budget <= 0) return { ok: false, error: 'TIMEOUT', message: `${maskedUrl}: the attempt's deadline had passed before it started` };
     const progress: { phase: Phase; session: Session | null } = { phase: 'connect', session: null };
     let timer: NodeJS.Timeout | undefined;

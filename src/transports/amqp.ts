@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { BackoffOptions } from '../backoff.js';
 import type { NetworkGuard } from '../net/network-guard.js';
-import type { FieldProblem, TransportAttempt, TransportModule, TransportOutcome } from './contract.js';
+import { attemptTimeoutMs, type FieldProblem, type TransportAttempt, type TransportModule, type TransportOutcome } from './contract.js';
 import { DEFAULT_AMQP_EXCHANGE, maskAmqpUrl, parseBrokerUrl, validateAmqpCallback } from './amqp-callback.js';
 import { createBrokerLink, type BrokerLink } from './amqp-connection.js';
 import { routingKeyFor } from './amqp-routing.js';
@@ -127,7 +127,7 @@ export function createAmqpTransport(options: AmqpTransportOptions): TransportMod
           timestamp: Math.floor(Date.now() / 1000),
           headers: amqpHeaders(attempt.headers),
         },
-        deadline: attempt.deadline,
+        timeoutMs: attemptTimeoutMs(attempt),
       });
     } finally {
       entry.inFlight -= 1;

@@ -53,3 +53,14 @@ export interface TransportModule {
   send(attempt: TransportAttempt): Promise<TransportOutcome>;
   close(): Promise<void>;
 }
+
+/**
+ * How long an attempt may still take. Its deadline was set when it got its slot, a moment
+ * before the transport sees it: within a few milliseconds of that, the listener's own
+ * `timeout_ms` is the bound (and what messages name, "no answer within 15000 ms").
+ */
+export function attemptTimeoutMs(attempt: Pick<TransportAttempt, 'deadline' | 'callback'>, now = Date.now()): number {
+  const configured = Number(attempt.callback.timeout_ms);
+  const remaining = attempt.deadline - now;
+  return Number.isFinite(configured) && remaining >= configured - 20 ? configured : Math.max(0, remaining);
+}

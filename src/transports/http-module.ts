@@ -1,5 +1,5 @@
 import type { NetworkGuard } from '../net/network-guard.js';
-import type { FieldProblem, TransportAttempt, TransportModule, TransportOutcome } from './contract.js';
+import { attemptTimeoutMs, type FieldProblem, type TransportAttempt, type TransportModule, type TransportOutcome } from './contract.js';
 import { createHttpTransport, type HttpTransportOptions } from './http.js';
 import { withEnvelopeQuery } from './http-query.js';
 
@@ -30,17 +30,7 @@ export function createHttpTransportModule(options: HttpTransportOptions & { guar
       } catch {
         /* not a URL: the transport reports BAD_URL */
       }
-      // The deadline was set when the attempt got its slot, a moment ago: within a few
-      // milliseconds of it, the listener's own timeout is the bound (and what messages name).
-      const configured = Number(attempt.callback.timeout_ms);
-      const remaining = attempt.deadline - Date.now();
-      return http.send({
-        url,
-        method,
-        headers: attempt.headers,
-        body: attempt.body,
-        timeoutMs: remaining >= configured - 20 ? configured : Math.max(1, remaining),
-      });
+      return http.send({ url, method, headers: attempt.headers, body: attempt.body, timeoutMs: Math.max(1, attemptTimeoutMs(attempt)) });
     },
     close: () => http.close(),
   };
