@@ -52,7 +52,8 @@ describe('a database locked by another process', () => {
     expect((await r.api('GET', '/v1/events')).status).toBe(200);
     const res = await write;
     const waited = performance.now() - started;
-    expect(Math.max(...health)).toBeLessThan(100);
+    // A blocked event loop would hold each of these for the whole 1.5 s wait.
+    expect(Math.max(...health)).toBeLessThan(500);
     expect(res.status).toBe(503);
     expect(res.headers.get('retry-after')).toMatch(/^\d+$/);
     expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);

@@ -192,7 +192,7 @@ describe('a busy database', () => {
     other.close();
     expect(performance.now() - started).toBeGreaterThanOrEqual(280);
     // The loop kept turning while the write waited (a blocking wait gives 0 or 1 ticks).
-    expect(ticks).toBeGreaterThanOrEqual(15);
+    expect(ticks).toBeGreaterThanOrEqual(5);
     expect((await store.listEvents(P, { limit: 10 })).map((e) => e.envelope.id)).toEqual(['late']);
   });
 
