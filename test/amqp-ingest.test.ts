@@ -1,12 +1,11 @@
 import { spawn } from 'node:child_process';
-import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { startRelay } from '../src/relay.js';
-import { request, startTestRelay, tempDir, TOKEN_A, type TestRelay } from './helpers/relay.js';
+import { captureLog, request, startTestRelay, tempDir, TOKEN_A, type TestRelay } from './helpers/relay.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { waitUntil } from './helpers/relay-process.js';
 import { BROKER_URL, connectTestBroker, freePort, startBrokerProxy, uniqueName, type TestBroker } from './interop/broker.js';
@@ -327,13 +326,7 @@ describe('a database that cannot take the write', () => {
     const busyTopic = uniqueName('cr-ingest-busy-t');
     const busyQueue = `${busyTopic}.info`;
     queues.push(busyQueue);
-    const lines: Array<{ msg: string; queue?: string }> = [];
-    const sink = new Writable({
-      write(chunk, _enc, done) {
-        for (const line of String(chunk).split('\n').filter(Boolean)) lines.push(JSON.parse(line));
-        done();
-      },
-    });
+    const { lines, log } = captureLog('info');
     const dataDir = tempDir();
     const config = loadConfig({
       RELAY_PORT: '0',
@@ -342,7 +335,7 @@ describe('a database that cannot take the write', () => {
       RELAY_BUSY_TIMEOUT_MS: '300',
       ...ingestEnv({ RELAY_AMQP_INGEST_QUEUES: busyQueue }),
     });
-    const busy = await startRelay(config, pino({ level: 'info' }, sink));
+    const busy = await startRelay(config, log);
     const api = (method: string, path: string) => request(busy.url, method, path);
     try {
       await waitUntil(async () => (await api('GET', '/readyz')).status === 200, 10_000, () => 'not ready');

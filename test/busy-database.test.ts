@@ -1,11 +1,9 @@
 import Database from 'better-sqlite3';
-import { Writable } from 'node:stream';
-import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
 import { startRelay, type Relay } from '../src/relay.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
-import { request, startTestRelay, tempDir, TOKEN_A, type TestRelay } from './helpers/relay.js';
+import { captureLog, request, startTestRelay, tempDir, TOKEN_A, type TestRelay } from './helpers/relay.js';
 
 /*
  * Another process holding SQLite's write lock (here: a second connection in a transaction)
@@ -77,13 +75,7 @@ describe('a database locked by another process', () => {
 
   it('makes the dispatcher back off instead of retrying in a tight loop, and resume afterwards', async () => {
     receiver = await startReceiver();
-    const lines: Array<{ msg: string; level: number }> = [];
-    const sink = new Writable({
-      write(chunk, _enc, done) {
-        for (const line of String(chunk).split('\n')) if (line) lines.push(JSON.parse(line));
-        done();
-      },
-    });
+    const { lines, log } = captureLog('info');
     const dataDir = tempDir();
     const config = loadConfig({
       RELAY_PORT: '0',
@@ -92,7 +84,7 @@ describe('a database locked by another process', () => {
       RELAY_BUSY_TIMEOUT_MS: '20',
       RELAY_SHUTDOWN_GRACE_MS: '500',
     });
-    const r = await startRelay(config, pino({ level: 'info' }, sink));
+    const r = await startRelay(config, log);
     relay = r;
     const created = await request(r.url, 'POST', '/v1/listeners', {
       workbook: '*',

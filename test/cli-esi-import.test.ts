@@ -6,6 +6,7 @@ import { startTestRelay, tempDir, TOKEN_A, type TestRelay } from './helpers/rela
 import { cleanEnv, runBin, spawnRelay, type SpawnedRelay } from './helpers/spawn-relay.js';
 import { waitUntil } from './helpers/relay-process.js';
 import { BROKER_URL, connectTestBroker, uniqueName, type TestBroker } from './interop/broker.js';
+import { esiSampleConfig } from './helpers/esi-sample.js';
 
 /*
  * The whole esi-event-actions story with the built CLI, a relay child process and the real
@@ -27,25 +28,7 @@ const queuePrefix = uniqueName('esi_leap_versioned_notifications');
 const queues = [`${queuePrefix}.info`, `${queuePrefix}.error`];
 
 // The sample an operator has from the esi-leap docs (INTEROP.md), pointed at the local broker.
-const sampleConfig = () => `[DEFAULT]
-user = guest
-password = guest
-host = 127.0.0.1
-port = 5672
-queues = ${queues.join(',')}
-
-[fulfill]
-events = esi_leap.lease.fulfill.end
-script = fulfill.sh
-script_params = node_name,fulfill_time
-filter_params = {"purpose": "test", "properties.vendor": "dell"}
-
-[delete]
-events = esi_leap.lease.delete.end
-script = delete.sh
-script_params = node_name,expire_time
-filter_params = {"purpose": "test", "properties.vendor": "dell"}}
-`;
+const sampleConfig = () => esiSampleConfig({ user: 'guest', password: 'guest', host: '127.0.0.1', port: '5672', queues: queues.join(',') });
 
 const cli = (args: string[], target: { url: string; token: string } | null = relay ? { url: relay.url, token: relay.token } : null) =>
   runBin(args, { env: cleanEnv(target ? { RELAY_URL: target.url, RELAY_TOKEN: target.token } : {}), cwd: workDir });

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { actionDescription, anchoredPattern, keyForField, planImport, problemText, type ImportPlan } from '../src/cli/esi-actions.js';
 import { parseConfig } from '../src/cli/esi-config.js';
 import { compileFilter } from '../src/fanout/filter.js';
+import { ESI_DOCS_SAMPLE } from './helpers/esi-sample.js';
 
 /*
  * An esi-event-actions configuration as the relay's listeners and settings: every key of an
@@ -13,26 +14,7 @@ const BROKER = '[DEFAULT]\nuser = guest\npassword = guest\nhost = 127.0.0.1\npor
 const plan = (text: string, timeoutMs?: number): ImportPlan => planImport(parseConfig(text), { fileName: '/etc/esi/esi-event-action-listener.conf', timeoutMs });
 const action = (body: string) => plan(`${BROKER}\n[a]\n${body}`);
 
-// The sample from the esi-leap documentation (INTEROP.md), stray } included.
-export const DOCS_SAMPLE = `[DEFAULT]
-user = <user in transport_url>
-password = <password in transport_url>
-host = <host in transport_url>
-port = <port in transport_url>
-queues = esi_leap_versioned_notifications.info,esi_leap_versioned_notifications.error
-
-[fulfill]
-events = esi_leap.lease.fulfill.end
-script = fulfill.sh
-script_params = node_name,fulfill_time
-filter_params = {"purpose": "test", "properties.vendor": "dell"}
-
-[delete]
-events = esi_leap.lease.delete.end
-script = delete.sh
-script_params = node_name,expire_time
-filter_params = {"purpose": "test", "properties.vendor": "dell"}}
-`;
+const DOCS_SAMPLE = ESI_DOCS_SAMPLE;
 
 describe('the sample from the docs', () => {
   const p = plan(DOCS_SAMPLE);

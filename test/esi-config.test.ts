@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { ConfigSyntaxError, ConfigValueError, parseConfig, readValue, sectionKeys, type ConfigDocument } from '../src/cli/esi-config.js';
+import { ESI_DOCS_SAMPLE } from './helpers/esi-sample.js';
 
 /*
  * The configparser rules esi-event-actions' files are written for: each rule on its own, then
@@ -215,7 +216,7 @@ print(json.dumps({"sections": out}))
 
   const samples = [
     // The sample in esi-leap's documentation, stray } included.
-    '[DEFAULT]\nuser = <user in transport_url>\npassword = <password in transport_url>\nhost = <host in transport_url>\nport = <port in transport_url>\nqueues = esi_leap_versioned_notifications.info,esi_leap_versioned_notifications.error\n\n[fulfill]\nevents = esi_leap.lease.fulfill.end\nscript = fulfill.sh\nscript_params = node_name,fulfill_time\nfilter_params = {"purpose": "test", "properties.vendor": "dell"}\n\n[delete]\nevents = esi_leap.lease.delete.end\nscript = delete.sh\nscript_params = node_name,expire_time\nfilter_params = {"purpose": "test", "properties.vendor": "dell"}}\n',
+    ESI_DOCS_SAMPLE,
     // The sample shipped with esi-event-actions, inline comments included.
     '[DEFAULT]\nuser = <rabbit user>\npassword = <rabbit password>\nhost = <rabbit host>\nport = <rabbit port>\nqueues = <queue1>,<queue2>,...\n\n# multiple action sections are allowed\n[action1]\nevents = <event1>,<event2>,...\nscript = <path-to-script>\nscript_params = <param1>,<param2>,...     # these must be attributes on the payload dict\nfilter_params = {"key1": "value1", "key2": "value2"} # the keys are attributes on the payload dict; * notation is valid\n',
     '[a]\nk = one\n\n  two\n  # c\n  three\n\n\nj = 1\n',

@@ -1,12 +1,10 @@
-import { Writable } from 'node:stream';
-import { pino } from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { loadConfig } from '../src/config.js';
 import { createFailureLog, createFailureTally } from '../src/dispatch/failure-log.js';
 import { startRelay, type Relay } from '../src/relay.js';
 import type { AttemptResult, ClaimedDelivery } from '../src/store/store.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
-import { request, tempDir, TOKEN_A } from './helpers/relay.js';
+import { captureLog, request, tempDir, TOKEN_A, type LogLine } from './helpers/relay.js';
 
 /*
  * What the dispatcher tells operators about failures: the tally that turns a storm of failed
@@ -16,23 +14,6 @@ import { request, tempDir, TOKEN_A } from './helpers/relay.js';
 
 const MINUTE = 60_000;
 
-interface Line {
-  level: number;
-  msg: string;
-  [key: string]: unknown;
-}
-
-/** A pino logger whose lines land, parsed, in `lines`. */
-function capture(level: string) {
-  const lines: Line[] = [];
-  const sink = new Writable({
-    write(chunk, _enc, done) {
-      for (const line of String(chunk).split('\n')) if (line) lines.push(JSON.parse(line));
-      done();
-    },
-  });
-  return { lines, log: pino({ level }, sink) };
-}
 
 const WARN = 40;
 const DEBUG = 20;
@@ -126,7 +107,7 @@ function result(over: Partial<AttemptResult> = {}): AttemptResult {
 
 describe('the failure log (controlled clock, real pino)', () => {
   it('writes summary lines at most once a minute per listener, whatever the number of failures', () => {
-    const { lines, log } = capture('info');
+    const { lines, log } = captureLog('info');
     let now = 0;
     const failures = createFailureLog({ log, now: () => now });
     failures.summarize();
@@ -156,7 +137,7 @@ describe('the failure log (controlled clock, real pino)', () => {
   });
 
   it('logs a delivery that failed for good with its listener, event and last error; every attempt only at debug', () => {
-    const { lines, log } = capture('debug');
+    const { lines, log } = captureLog('debug');
     const failures = createFailureLog({ log, now: () => 0 });
     failures.attemptFinished(claimed(), result());
     failures.attemptFinished(
@@ -182,7 +163,7 @@ describe('the failure log (controlled clock, real pino)', () => {
   });
 
   it('logs one line per disabled listener with the reason its receiver gave', () => {
-    const { lines, log } = capture('info');
+    const { lines, log } = captureLog('info');
     const failures = createFailureLog({ log });
     const gone = (listenerId: string, deliveryId: string) =>
       result({ listenerId, deliveryId, disableListener: `the receiver answered 410 Gone at 2026-01-01T00:00:0${deliveryId.at(-1)}.000Z` });
@@ -195,7 +176,7 @@ describe('the failure log (controlled clock, real pino)', () => {
   });
 
   it('logs a circuit that opens at warn and one that closes at info', () => {
-    const { lines, log } = capture('info');
+    const { lines, log } = captureLog('info');
     const failures = createFailureLog({ log });
     failures.circuitChanged({ listenerId: 'lst_a', state: 'open', reason: '8 of 10 attempts failed', probeAt: 30_000 });
     failures.circuitChanged({ listenerId: 'lst_a', state: 'closed', reason: 'a probe succeeded' });
@@ -219,7 +200,7 @@ describe('a relay whose receiver fails', () => {
 
   async function start(level: string) {
     receiver = await startReceiver();
-    const { lines, log } = capture(level);
+    const { lines, log } = captureLog(level);
     const config = loadConfig({
       RELAY_PORT: '0',
       RELAY_DATA_DIR: tempDir(),
@@ -241,7 +222,7 @@ describe('a relay whose receiver fails', () => {
     return res.body.id;
   }
 
-  const dispatcherLines = (lines: Line[], prefix: string) => lines.filter((l) => l.msg.startsWith(prefix));
+  const dispatcherLines = (lines: LogLine[], prefix: string) => lines.filter((l) => l.msg.startsWith(prefix));
 
   it('logs the final failure of a delivery with its fields, and no attempt lines at info', async () => {
     const { lines, url, receiver } = await start('info');

@@ -3,7 +3,6 @@ import {
   FilterSchema,
   FilterConditionSchema,
   compileFilter,
-  getPath,
   InvalidFilterError,
   MAX_CONDITION_DEPTH,
   MAX_FILTER_BYTES,
@@ -15,6 +14,7 @@ import {
   type Filter,
 } from '../src/fanout/filter.js';
 import { compilePattern } from '../src/fanout/pattern.js';
+import { readEnvelopePath as getPath } from '../src/records/envelope-path.js';
 import type { EventEnvelope } from '../src/records/event.js';
 import { taskEnvelope } from './helpers/envelopes.js';
 

@@ -1,11 +1,9 @@
 import { spawn } from 'node:child_process';
-import { Writable } from 'node:stream';
-import { pino } from 'pino';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { loadConfig } from '../src/config.js';
 import { startRelay, type Relay } from '../src/relay.js';
 import { killAllRelays, MAIN_JS, RelayProcess, relayEnv, ROOT, runToExit, startRelayProcess } from './helpers/relay-process.js';
-import { request, tempDir, TOKEN_A } from './helpers/relay.js';
+import { captureLog, request, tempDir, TOKEN_A } from './helpers/relay.js';
 
 /*
  * Log lines for people and for machines: JSON lines when stdout is a pipe (services, log
@@ -112,15 +110,9 @@ describe('the request log', () => {
   });
 
   async function start(level: string) {
-    const lines: Array<{ level: number; msg: string; req?: { method: string; url: string } }> = [];
-    const sink = new Writable({
-      write(chunk, _enc, done) {
-        for (const line of String(chunk).split('\n')) if (line) lines.push(JSON.parse(line));
-        done();
-      },
-    });
+    const { lines, log } = captureLog(level);
     const config = loadConfig({ RELAY_PORT: '0', RELAY_DATA_DIR: tempDir(), RELAY_TOKENS: `${TOKEN_A}=project-a` });
-    relay = await startRelay(config, pino({ level }, sink));
+    relay = await startRelay(config, log);
     const url = relay.url;
     const cli = { 'user-agent': 'callback-relay-cli/0.1.0' };
     for (const path of ['/healthz', '/readyz', '/metrics']) expect((await fetch(url + path)).status).toBe(200);

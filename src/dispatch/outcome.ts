@@ -42,7 +42,9 @@ const MAX_MESSAGE = 1_000;
 export function normalizeOutcome(raw: unknown, durationMs: number): AttemptOutcome {
   const o = (raw !== null && typeof raw === 'object' ? raw : {}) as Record<string, unknown>;
   const ok = o.ok === true;
-  const text = (v: unknown, max: number) => (typeof v === 'string' ? utf8Excerpt(Buffer.from(v, 'utf8'), max) : null);
+  // A UTF-16 code unit is at most 3 UTF-8 bytes: short texts (every built-in's) need no encoding.
+  const text = (v: unknown, max: number) =>
+    typeof v !== 'string' ? null : v.length * 3 <= max ? v : utf8Excerpt(Buffer.from(v, 'utf8'), max);
   let error = typeof o.error === 'string' && ERROR_CODE.test(o.error) ? o.error : null;
   let message = text(o.message, MAX_MESSAGE);
   if (!ok && error === null) {

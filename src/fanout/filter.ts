@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { compileEnvelopePath, parseEnvelopePath, readEnvelopePath } from '../records/envelope-path.js';
+import { compileEnvelopePath, parseEnvelopePath } from '../records/envelope-path.js';
 import { EventEnvelope } from '../records/event.js';
 import { compilePattern } from './pattern.js';
 
@@ -212,11 +212,6 @@ function isRecord(value: unknown): value is Record<string, unknown> {
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return isRecord(value) && !Array.isArray(value);
-}
-
-/** The value at a path (or a list of segments) of `obj`; undefined when it is missing. */
-export function getPath(obj: unknown, path: string | readonly string[]): unknown {
-  return readEnvelopePath(obj, path);
 }
 
 type ValueTest = (value: unknown) => boolean;

@@ -1,7 +1,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { pino } from 'pino';
+import { Writable } from 'node:stream';
+import { pino, type Logger } from 'pino';
 import { loadConfig } from '../../src/config.js';
 import { startRelay, type Relay } from '../../src/relay.js';
 import { isJsonMediaType, mediaTypeOf, validateResponse } from './openapi.js';
@@ -90,4 +91,23 @@ export async function request(
     });
   }
   return { status: res.status, headers: res.headers, body: parsed, text };
+}
+
+/** One parsed log line. */
+export interface LogLine {
+  level: number;
+  msg: string;
+  [key: string]: any;
+}
+
+/** A pino logger at `level` whose lines land, parsed, in `lines` (for a relay started with startRelay). */
+export function captureLog(level = 'info'): { lines: LogLine[]; log: Logger } {
+  const lines: LogLine[] = [];
+  const sink = new Writable({
+    write(chunk, _enc, done) {
+      for (const line of String(chunk).split('\n')) if (line) lines.push(JSON.parse(line));
+      done();
+    },
+  });
+  return { lines, log: pino({ level }, sink) };
 }

@@ -14,7 +14,7 @@ import { compileListenerRule } from '../../fanout/match.js';
 import type { FanOutCache } from '../../fanout/fanout.js';
 import type { Ingest } from '../../ingest/ingest.js';
 import type { TransportRegistry } from '../../transports/registry.js';
-import { PING_EVENT_TYPE } from '../../records/event.js';
+import { PING_EVENT_TYPE, toEnvelope } from '../../records/event.js';
 import type { Store } from '../../store/store.js';
 import { applyMergePatch } from '../merge-patch.js';
 import { badRequest, conflict, invalidField, notFound, validationProblem } from '../problem.js';
@@ -233,27 +233,11 @@ export function listenerRoutes({ store, ingest, fanOut, wakeDispatcher, transpor
   router.post('/:id/ping', async (req, res) => {
     const listener = await load(res.locals.project, req.params.id);
     if (!listener.enabled) throw conflict(`listener ${listener.id} is disabled; enable it first (PATCH {"enabled": true})`);
-    const now = new Date();
-    const envelope = {
-      id: newId(now.getTime()),
-      type: PING_EVENT_TYPE,
-      category: 'NOTIFICATION' as const,
-      workbook: listener.workbook === '*' ? null : listener.workbook,
-      workflow: null,
-      execution_id: null,
-      task_id: null,
-      task_name: null,
-      state: null,
-      previous_state: null,
-      state_info: null,
-      sequence: null,
-      occurred_at: now.toISOString(),
-      source: 'relay',
-      priority: null,
-      data_schema: null,
-      source_format: null,
-      data: { listener_id: listener.id },
-    };
+    const envelope = toEnvelope(
+      { type: PING_EVENT_TYPE, workbook: listener.workbook === '*' ? null : listener.workbook, data: { listener_id: listener.id } },
+      Date.now(),
+      'relay',
+    );
     await ingest.sendTo(listener.project, envelope, [listener.id]);
     res.status(202).json({ event_id: envelope.id });
   });
