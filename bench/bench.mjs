@@ -1,18 +1,84 @@
 #!/usr/bin/env node
-// End-to-end benchmark: the relay as its own process on a fresh SQLite database (production
-// settings), a receiver in another process, and the raw HTTP ceiling measured in the same run.
-//   npm run bench              full run (about 10 minutes)
-//   npm run bench -- --quick   smaller counts (under 2 minutes)
-import { fork, spawn, execFileSync } from 'node:child_process';
+// End-to-end benchmark: the relay as its own process on a fresh database (production settings),
+// a receiver in another process, and the raw HTTP ceiling measured in the same run; on
+// PostgreSQL also several processes on one schema, and graphile-worker doing the same work.
+// `npm run bench -- --help` says what each scenario measures.
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Agent, request } from 'undici';
+import { amqpBench, amqpIngestBench } from './amqp.mjs';
+import { BACKENDS, openBackend, PG_URL } from './databases.mjs';
+import { graphileBench } from './graphile.mjs';
+import { addListener, api, arrivalRate, ingest, killChildren, log, makeEvent, now, ROOT, startReceiver, startRelay, stopRelays, TOKEN } from './harness.mjs';
+import { derive, printTable, writeResults } from './report.mjs';
 
-const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+const SCENARIOS = ['throughput', 'fanout', 'ordering', 'latency', 'ceiling', 'backlog', 'engine', 'amqp', 'amqp-ingest', 'two-process', 'graphile'];
+const POSTGRES_ONLY = ['two-process', 'graphile'];
+const HELP = `usage: npm run bench [-- OPTIONS]
+
+The relay runs as its own process (dist/main.js, so build first: npm run bench does) with
+production settings, a receiver in another process answers 200 at once, and the benchmark
+process generates the load. Every relay run gets a fresh database, removed afterwards.
+
+options
+  --backend sqlite|postgres|both   where the relay keeps its data (default sqlite). postgres:
+                                   a fresh schema of BENCH_PG_URL per relay run, dropped after
+                                   it; both: every scenario on each backend in turn, printed
+                                   side by side, a column per backend
+  --quick                          smaller counts (a few minutes per backend)
+  --smoke                          tiny counts: checks that everything runs, the figures mean nothing
+  --only a,b,…                     some scenarios: ${SCENARIOS.join(', ')}
+  --out DIR                        where the JSON goes (default bench/results)
+  -h, --help                       this text
+
+scenarios (full / --quick counts)
+  throughput    N events (100,000 / 10,000) posted to the batch API (1000 per request, 4 in
+                flight) while the dispatcher delivers them to 1 listener: ingest events/s, and
+                deliveries/s from the first to the last receipt (the delivery rate)
+  fanout        events to 10 listeners: ingest events/s, deliveries/s
+  ordering      the throughput run's N events spread round-robin over 100 executions, to an
+                unordered listener, then (fresh database) to one with "ordering": "execution":
+                deliveries/s of each, ordered / unordered, and the arrivals whose sequence is
+                below one already received for their execution (0 for the ordered listener)
+  latency       1,000 single-event requests/s, open loop, after a warm-up: ingest-to-receipt
+                p50/p95/p99/max, ingest answer p99, relay CPU per event
+  ceiling       plain undici requests to the same receiver, same connection count, no
+                database (measured once, shared by the backends)
+  backlog       a 10,000 and a 1,000,000 (--quick: 100,000) delivery backlog ingested with
+                --role api, then the delivery rate over the first 10,000 with --role all
+  engine        a 5-task std.noop workflow through the embedded engine, 1 listener
+  amqp          deliveries to an amqp listener (oslo format), broker-confirmed
+  amqp-ingest   oslo notifications consumed from a RabbitMQ queue into the outbox
+  two-process   postgres only: the throughput run with 1 --role api process and 2 --role
+                dispatcher processes on one schema, and with 1 api + 1 dispatcher: deliveries/s
+                of each, and two / one
+  graphile      postgres only: graphile-worker (the devDependency) on the same database, in
+                its own schema: the same N jobs added with addJobs (1000 per call, 4 in
+                flight) while a worker process runs them with a local queue of 500, batched
+                completions and concurrency 32 (the relay's connections per receiver); each
+                job sends one undici request signed as Standard Webhooks (HMAC-SHA256 over
+                id.timestamp.body) to the same receiver and inserts one attempt row.
+                deliveries/s, first to last receipt
+
+printed: a table with a column per backend (deliveries/s, ingest events/s, latency, backlog
+rates, fan-out, ordering, engine, …) and the ratios: postgres / sqlite delivery rate, relay
+on postgres / graphile-worker, two dispatcher processes / one. bench/results/latest.json
+holds the same: "figures" (the first backend's, as in earlier files), "by_backend", "ratios";
+earlier runs stay beside it, named by date, commit, mode and backends.
+
+environment
+  BENCH_PG_URL           PostgreSQL for --backend postgres|both (default ${PG_URL})
+  BENCH_AMQP_URL         RabbitMQ for amqp, amqp-ingest (default amqp://guest:guest@127.0.0.1:5672/)
+  BENCH_RELAY_NODE_ARGS  node options for every relay process, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
+  BENCH_LATENCY_TRACE    file for the latency run's per-event trace (start, receipt, answer; ms)
+  RELAY_*                passed on to the relay (RELAY_DATABASE_POOL, RELAY_MAX_IN_FLIGHT, …)`;
+
 const { values: args } = parseArgs({
   options: {
+    backend: { type: 'string', default: 'sqlite' },
     quick: { type: 'boolean', default: false },
     smoke: { type: 'boolean', default: false },
     out: { type: 'string', default: path.join(ROOT, 'bench', 'results') },
@@ -20,14 +86,23 @@ const { values: args } = parseArgs({
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
-const SCENARIOS = ['throughput', 'fanout', 'latency', 'ceiling', 'backlog', 'engine', 'amqp', 'amqp-ingest'];
-const only = args.only ? args.only.split(',') : SCENARIOS;
-for (const name of only) if (!SCENARIOS.includes(name)) throw new Error(`--only: unknown scenario ${name}; one of ${SCENARIOS.join(', ')}`);
-const want = (name) => only.includes(name);
 if (args.help) {
-  console.log(`usage: npm run bench [-- --quick] [-- --out DIR] [-- --only ${SCENARIOS.join(',')}]\n  amqp and amqp-ingest need a RabbitMQ at BENCH_AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/)`);
+  console.log(HELP);
   process.exit(0);
 }
+const usage = (message) => {
+  console.error(`bench: ${message} (npm run bench -- --help)`);
+  process.exit(2);
+};
+if (![...BACKENDS, 'both'].includes(args.backend)) usage(`--backend must be sqlite, postgres or both, not ${args.backend}`);
+const backendNames = args.backend === 'both' ? BACKENDS : [args.backend];
+const only = args.only ? args.only.split(',') : SCENARIOS;
+for (const name of only) {
+  if (!SCENARIOS.includes(name)) usage(`--only: unknown scenario ${name}; one of ${SCENARIOS.join(', ')}`);
+  if (args.only && POSTGRES_ONLY.includes(name) && !backendNames.includes('postgres')) usage(`--only ${name} runs on PostgreSQL: add --backend postgres`);
+}
+const want = (name) => only.includes(name);
+
 const mode = args.smoke ? 'smoke' : args.quick ? 'quick' : 'full';
 const SIZES = {
   full: { events: 100_000, fanout: 10_000, latencySeconds: 30, warmupSeconds: 10, rate: 1000, ceiling: 100_000, backlogs: [10_000, 1_000_000], executions: 2000, notifications: 20_000 },
@@ -35,172 +110,240 @@ const SIZES = {
   smoke: { events: 300, fanout: 50, latencySeconds: 1, warmupSeconds: 1, rate: 100, ceiling: 300, backlogs: [200, 400], executions: 5, notifications: 300 },
 }[mode];
 const MEASURED_DELIVERIES = Math.min(10_000, SIZES.backlogs[0]);
-const TOKEN = 'bench-token-0123456789abcdef';
-const now = () => performance.timeOrigin + performance.now();
-const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
-const log = (...a) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}]`, ...a);
+// The ordering target is stated for events spread over this many executions.
+const ORDERING_EXECUTIONS = 100;
 
-// ---------- processes ----------
-const receiver = fork(path.join(ROOT, 'bench', 'receiver.mjs'), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-const ask = (msg, type = msg.type) =>
-  new Promise((resolve) => {
-    const on = (m) => m.type === type && (receiver.off('message', on), resolve(m));
-    receiver.on('message', on);
-    receiver.send(msg);
-  });
-const { port: receiverPort } = await new Promise((r) => receiver.once('message', r));
-const receiverUrl = `http://127.0.0.1:${receiverPort}/hook`;
-
-const relays = new Set();
-async function startRelay(dataDir, role = 'all', extraEnv = {}) {
-  const nodeArgs = process.env.BENCH_RELAY_NODE_ARGS ? process.env.BENCH_RELAY_NODE_ARGS.split(' ') : [];
-  const child = spawn(process.execPath, [...nodeArgs, path.join(ROOT, 'dist', 'main.js'), '--role', role], {
-    env: { ...process.env, RELAY_PORT: '0', RELAY_DATA_DIR: dataDir, RELAY_TOKENS: `${TOKEN}=bench`, RELAY_LOG_LEVEL: 'info', RELAY_DURABILITY: 'full', ...extraEnv },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  relays.add(child);
-  const url = await new Promise((resolve, reject) => {
-    let buf = '';
-    const onData = (d) => {
-      buf += d;
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        if (line.includes('listening on')) {
-          child.stdout.off('data', onData);
-          child.stdout.resume(); // keep draining the request log
-          resolve(JSON.parse(line).url);
-          return;
-        }
-      }
-    };
-    child.stdout.on('data', onData);
-    child.once('exit', (code) => reject(new Error(`relay exited with ${code} before listening`)));
-  });
-  let peakRss = 0;
-  const sample = () => {
-    try {
-      const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${child.pid}/status`, 'utf8'));
-      if (m) peakRss = Math.max(peakRss, Number(m[1]) * 1024);
-    } catch {}
-  };
-  const sampler = setInterval(sample, 100);
-  return {
-    url,
-    peakRss: () => (sample(), peakRss),
-    /** CPU seconds (user + system) the relay process has used so far. */
-    cpuSeconds() {
-      const fields = fs.readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1].split(' ');
-      return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
-    },
-    async stop() {
-      clearInterval(sampler);
-      if (child.exitCode !== null) return;
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await exited;
-      relays.delete(child);
-    },
-  };
-}
-const cleanup = () => {
-  for (const c of relays) c.kill('SIGKILL');
-  receiver.kill('SIGKILL');
-};
-process.on('exit', cleanup);
-process.on('SIGINT', () => process.exit(130));
-
-const client = new Agent({ connections: 64, keepAliveTimeout: 60_000 });
-async function api(base, method, pathname, body) {
-  const res = await request(base + pathname, {
-    dispatcher: client,
-    method,
-    headers: { authorization: `Bearer ${TOKEN}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const text = await res.body.text();
-  if (res.statusCode >= 300) throw new Error(`${method} ${pathname}: ${res.statusCode} ${text.slice(0, 300)}`);
-  return text ? JSON.parse(text) : null;
-}
-const tempDir = () => fs.mkdtempSync(path.join(os.tmpdir(), 'relay-bench-'));
-const addListener = (relay, extra = {}) =>
-  api(relay.url, 'POST', '/v1/listeners', { workbook: '*', event_types: ['TASK'], callback: { url: receiverUrl }, ...extra });
-const makeEvent = (i, prefix = 'e') => ({
-  id: `${prefix}-${i}`,
-  type: 'TASK_SUCCEEDED',
-  workbook: 'bench',
-  workflow: 'wf',
-  execution_id: `exec-${i % 1000}`,
-  task_name: 'step',
-  state: 'SUCCESS',
-  data: { n: i },
+// ---------- processes and databases ----------
+const receiver = await startReceiver();
+const backends = [];
+let closing;
+const closeBackends = () => (closing ??= stopRelays().then(() => Promise.allSettled(backends.map((b) => b.close()))));
+process.on('exit', killChildren);
+process.on('SIGINT', () => {
+  // Relays first (a schema in use cannot be dropped), then the schemas this run created.
+  killChildren();
+  closeBackends().finally(() => process.exit(130));
 });
+for (const name of backendNames) backends.push(await openBackend(name));
 
-/** Posts `count` events in batches of 1000, `parallel` requests at a time; returns seconds. */
-async function ingest(relay, count, prefix, parallel = 4, progress = false) {
-  const started = now();
-  let next = 0;
-  let done = 0;
-  await Promise.all(
-    Array.from({ length: parallel }, async () => {
-      while (next < count) {
-        const from = next;
-        next = Math.min(count, next + 1000);
-        const events = [];
-        for (let i = from; i < next; i++) events.push(makeEvent(i, prefix));
-        await api(relay.url, 'POST', '/v1/events', { events });
-        done += events.length;
-        if (progress && done % 100_000 === 0) log(`  ingested ${done}/${count}`);
-      }
-    }),
-  );
-  return (now() - started) / 1000;
-}
-
-async function waitForUnique(n, timeoutMs) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const s = await ask({ type: 'stats' });
-    if (s.unique >= n) return s;
-    if (Date.now() > deadline) throw new Error(`only ${s.unique} of ${n} deliveries arrived within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 50));
+/** A fresh database for one run, dropped afterwards whether the run succeeded or not. */
+async function withDatabase(backend, label, run) {
+  const database = await backend.fresh(label);
+  try {
+    return await run(database);
+  } finally {
+    await stopRelays();
+    await database.drop();
   }
 }
 
-const results = { mode, started_at: new Date().toISOString(), machine: machine(), figures: {} };
-const fig = results.figures;
+// ---------- the scenarios: each fills in its figures on one backend ----------
+const RUNS = {
+  // 1. throughput, one listener
+  throughput: (backend, fig) =>
+    withDatabase(backend, 'throughput', async (db) => {
+      log(`throughput on ${backend.name}: ${SIZES.events} events to 1 listener`);
+      const relay = await startRelay(db);
+      await receiver.reset();
+      await addListener(relay, receiver.url);
+      const cpuBefore = relay.cpuSeconds();
+      const ingestSeconds = await ingest(relay, SIZES.events, 't1');
+      const s = await receiver.waitForUnique(SIZES.events);
+      // CPU per event holds up better than rates on a machine that is busy with other work.
+      fig.relay_cpu_ms_per_event_throughput = Number((((relay.cpuSeconds() - cpuBefore) * 1000) / SIZES.events).toFixed(3));
+      fig.ingest_events_per_s = Math.round(SIZES.events / ingestSeconds);
+      fig.ingest_note = 'batch API, 1000 events per request, 4 requests in flight; dispatcher running meanwhile';
+      fig.deliveries_per_s_1_listener = arrivalRate(SIZES.events, s);
+      fig.duplicates_1_listener = s.total - s.unique;
+      fig.peak_rss_mb_throughput = Math.round(relay.peakRss() / 2 ** 20);
+    }),
 
-// ---------- 1. throughput, one listener ----------
-if (want('throughput')) {
-  log(`throughput: ${SIZES.events} events to 1 listener`);
-  const relay = await startRelay(tempDir());
-  await ask({ type: 'reset' });
-  await addListener(relay);
-  const ingestSeconds = await ingest(relay, SIZES.events, 't1');
-  const s = await waitForUnique(SIZES.events, 600_000);
-  fig.ingest_events_per_s = Math.round(SIZES.events / ingestSeconds);
-  fig.ingest_note = 'batch API, 1000 events per request, 4 requests in flight; dispatcher running meanwhile';
-  fig.deliveries_per_s_1_listener = Math.round(SIZES.events / ((s.last - s.first) / 1000));
-  fig.duplicates_1_listener = s.total - s.unique;
-  fig.peak_rss_mb_throughput = Math.round(relay.peakRss() / 2 ** 20);
-  await relay.stop();
+  // 2. fan-out to 10 listeners
+  fanout: (backend, fig) =>
+    withDatabase(backend, 'fanout', async (db) => {
+      log(`fan-out on ${backend.name}: ${SIZES.fanout} events to 10 listeners`);
+      const relay = await startRelay(db);
+      await receiver.reset();
+      for (let i = 0; i < 10; i++) await addListener(relay, receiver.url);
+      const ingestSeconds = await ingest(relay, SIZES.fanout, 'f');
+      const s = await receiver.waitForUnique(SIZES.fanout * 10);
+      fig.ingest_events_per_s_fanout_10 = Math.round(SIZES.fanout / ingestSeconds);
+      fig.deliveries_per_s_fanout_10 = arrivalRate(SIZES.fanout * 10, s);
+    }),
+
+  // 2b. the same load to an unordered and to an ordered listener
+  ordering: async (backend, fig) => {
+    const runs = {};
+    for (const ordering of ['none', 'execution']) {
+      runs[ordering] = await withDatabase(backend, `ordering_${ordering}`, async (db) => {
+        log(`ordering on ${backend.name}: ${SIZES.events} events over ${ORDERING_EXECUTIONS} executions to 1 listener, ordering ${ordering}`);
+        const relay = await startRelay(db);
+        // Both runs parse every body for the order check, so the receiver costs them the same.
+        await receiver.reset({ trackOrder: true });
+        await addListener(relay, receiver.url, { ordering });
+        await ingest(relay, SIZES.events, ordering === 'none' ? 'u' : 'o', { executions: ORDERING_EXECUTIONS });
+        const s = await receiver.waitForUnique(SIZES.events);
+        return { deliveries_per_s: arrivalRate(SIZES.events, s), out_of_order: s.outOfOrder, duplicates: s.total - s.unique };
+      });
+    }
+    if (runs.execution.out_of_order > 0) log(`ordering on ${backend.name}: the ordered listener got ${runs.execution.out_of_order} events after a later one of their execution`);
+    fig.ordering = {
+      events: SIZES.events,
+      executions: ORDERING_EXECUTIONS,
+      unordered: runs.none,
+      ordered: runs.execution,
+      ordered_to_unordered: Number((runs.execution.deliveries_per_s / runs.none.deliveries_per_s).toFixed(2)),
+    };
+  },
+
+  // 3. latency at a steady rate (open loop)
+  latency: (backend, fig) =>
+    withDatabase(backend, 'latency', async (db) => {
+      log(`latency on ${backend.name}: ${SIZES.rate} events/s, single-event requests: ${SIZES.warmupSeconds} s warm-up, then ${SIZES.latencySeconds} s measured`);
+      const relay = await startRelay(db);
+      await receiver.reset();
+      await addListener(relay, receiver.url);
+      // A fresh process runs cold (JIT, connection pools); its first seconds are not the steady state.
+      const warm = await openLoop(relay, 'warm', SIZES.warmupSeconds);
+      await receiver.waitForUnique(warm.total - warm.failed);
+      await receiver.reset({ trackEvents: true });
+      const cpuBefore = relay.cpuSeconds();
+      const { starts, acks, t0, total, failed } = await openLoop(relay, 'lat', SIZES.latencySeconds);
+      await receiver.waitForUnique(total - failed);
+      const cpuSeconds = relay.cpuSeconds() - cpuBefore;
+      const wallSeconds = (now() - t0) / 1000;
+      const arrivals = await receiver.eventArrivals();
+      if (process.env.BENCH_LATENCY_TRACE) {
+        const trace = arrivals.map(([id, t]) => [Math.round(starts.get(id) - t0), Math.round(t - starts.get(id)), Math.round(acks.get(id) - starts.get(id))]).sort((a, b) => a[0] - b[0]);
+        fs.writeFileSync(`${process.env.BENCH_LATENCY_TRACE}${backendNames.length > 1 ? `.${backend.name}` : ''}`, trace.map((r) => r.join(' ')).join('\n'));
+      }
+      const lat = arrivals.map(([id, t]) => t - starts.get(id)).filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+      const pct = (p) => Number(lat[Math.min(lat.length - 1, Math.floor(p * lat.length))].toFixed(1));
+      const ackLat = [...acks].map(([id, t]) => t - starts.get(id)).sort((a, b) => a - b);
+      Object.assign(fig, {
+        latency_rate_per_s: SIZES.rate,
+        latency_seconds: SIZES.latencySeconds,
+        latency_warmup_seconds: SIZES.warmupSeconds,
+        latency_failed_requests: failed,
+        latency_p50_ms: pct(0.5),
+        latency_p95_ms: pct(0.95),
+        latency_p99_ms: pct(0.99),
+        latency_max_ms: Number(lat[lat.length - 1].toFixed(1)),
+        latency_ack_p99_ms: Number(ackLat[Math.floor(0.99 * ackLat.length)].toFixed(1)),
+        // What one event costs the relay (its ingest request and its delivery), and how busy its
+        // one thread was: near 1.0 the relay is the bottleneck and queues build up.
+        latency_relay_cpu_ms_per_event: Number(((cpuSeconds * 1000) / total).toFixed(3)),
+        latency_relay_cpu_utilisation: Number((cpuSeconds / wallSeconds).toFixed(2)),
+      });
+    }),
+
+  // 5. backlog scaling
+  backlog: async (backend, fig) => {
+    for (const size of SIZES.backlogs) {
+      await withDatabase(backend, `backlog_${size}`, async (db) => {
+        log(`backlog on ${backend.name}: ${size} due deliveries (ingested with --role api), then the first ${MEASURED_DELIVERIES} delivered`);
+        let relay = await startRelay(db, 'api');
+        await addListener(relay, receiver.url);
+        await ingest(relay, size, 'b', { progress: size >= 100_000 });
+        await relay.stop();
+        await receiver.reset();
+        relay = await startRelay(db, 'all');
+        const s = await receiver.waitForUnique(MEASURED_DELIVERIES);
+        // first to MEASURED-th arrival: the receiver's first and last are taken at that moment.
+        fig.backlog.push({
+          backlog: size,
+          measured: MEASURED_DELIVERIES,
+          deliveries_per_s_first_10k: arrivalRate(s.unique, s),
+          relay_peak_rss_mb: Math.round(relay.peakRss() / 2 ** 20),
+        });
+      });
+    }
+  },
+
+  // 6. engine path
+  engine: (backend, fig) =>
+    withDatabase(backend, 'engine', async (db) => {
+      const relay = await startRelay(db);
+      const res = await request(relay.url + '/v1/workbooks', { headers: { authorization: `Bearer ${TOKEN}` } });
+      await res.body.dump();
+      if (res.statusCode === 404) {
+        fig.engine = 'skipped: this relay has no workflow engine (no /v1/workbooks)';
+        log(fig.engine);
+      } else {
+        fig.engine = await engineBench(relay, backend.name);
+      }
+    }),
+
+  // 7. amqp transport: confirmed publishes
+  amqp: (backend, fig) => withDatabase(backend, 'amqp', async (database) => (fig.amqp = await amqpBench({ database, receiver, count: SIZES.events }))),
+
+  // 8. notifications consumed from RabbitMQ
+  'amqp-ingest': (backend, fig) =>
+    withDatabase(backend, 'amqp_ingest', async (database) => (fig.amqp_ingest = await amqpIngestBench({ database, receiver, count: SIZES.notifications }))),
+
+  // 9. several processes on one schema (PostgreSQL)
+  'two-process': async (backend, fig) => {
+    const runs = {};
+    for (const dispatchers of [1, 2]) {
+      runs[dispatchers] = await withDatabase(backend, `two_process_${dispatchers}`, async (db) => {
+        log(`two-process on ${backend.name}: ${SIZES.events} events, 1 --role api + ${dispatchers} --role dispatcher`);
+        const apiRelay = await startRelay(db, 'api');
+        const processes = [apiRelay, ...(await Promise.all(Array.from({ length: dispatchers }, () => startRelay(db, 'dispatcher'))))];
+        await receiver.reset();
+        await addListener(apiRelay, receiver.url);
+        const cpu = () => processes.reduce((sum, p) => sum + p.cpuSeconds(), 0);
+        const cpuBefore = cpu();
+        const ingestSeconds = await ingest(apiRelay, SIZES.events, `p${dispatchers}`);
+        const s = await receiver.waitForUnique(SIZES.events);
+        return {
+          dispatchers,
+          ingest_events_per_s: Math.round(SIZES.events / ingestSeconds),
+          deliveries_per_s: arrivalRate(SIZES.events, s),
+          duplicates: s.total - s.unique,
+          relay_cpu_ms_per_event: Number((((cpu() - cpuBefore) * 1000) / SIZES.events).toFixed(3)),
+        };
+      });
+    }
+    fig.two_process = {
+      events: SIZES.events,
+      one_dispatcher: runs[1],
+      two_dispatchers: runs[2],
+      two_to_one: Number((runs[2].deliveries_per_s / runs[1].deliveries_per_s).toFixed(2)),
+    };
+  },
+
+  // 10. graphile-worker doing the same work (PostgreSQL)
+  graphile: (backend, fig) => withDatabase(backend, 'graphile', async (database) => (fig.graphile = await graphileBench({ database, receiver, jobs: SIZES.events }))),
+};
+
+const byBackend = Object.fromEntries(backendNames.map((b) => [b, { backlog: [] }]));
+const results = { mode, backends: backendNames, started_at: new Date().toISOString(), machine: machine() };
+try {
+  // Scenario by scenario, each backend in turn: the columns are measured close together in time.
+  for (const scenario of SCENARIOS.filter(want)) {
+    if (scenario === 'ceiling') {
+      const ceiling = await ceilingBench();
+      for (const f of Object.values(byBackend)) f.ceiling_requests_per_s = ceiling;
+      continue;
+    }
+    for (const backend of backends) {
+      if (POSTGRES_ONLY.includes(scenario) && backend.name !== 'postgres') continue;
+      await RUNS[scenario](backend, byBackend[backend.name]);
+    }
+  }
+} finally {
+  await closeBackends();
 }
+results.finished_at = new Date().toISOString();
+results.ratios = derive(byBackend);
+results.figures = byBackend[backendNames[0]];
+results.by_backend = byBackend;
+printTable(results);
+writeResults(results, args.out);
+receiver.stop();
+process.exit(0);
 
-// ---------- 2. fan-out to 10 listeners ----------
-if (want('fanout')) {
-  log(`fan-out: ${SIZES.fanout} events to 10 listeners`);
-  const relay = await startRelay(tempDir());
-  await ask({ type: 'reset' });
-  for (let i = 0; i < 10; i++) await addListener(relay);
-  const ingestSeconds = await ingest(relay, SIZES.fanout, 'f');
-  const s = await waitForUnique(SIZES.fanout * 10, 600_000);
-  fig.ingest_events_per_s_fanout_10 = Math.round(SIZES.fanout / ingestSeconds);
-  fig.deliveries_per_s_fanout_10 = Math.round((SIZES.fanout * 10) / ((s.last - s.first) / 1000));
-  await relay.stop();
-}
-
-// ---------- 3. latency at a steady rate (open loop) ----------
+// ---------- helpers ----------
 /** Offers `rate` single-event requests per second for `seconds`, not waiting for answers. */
 async function openLoop(relay, prefix, seconds) {
   const total = SIZES.rate * seconds;
@@ -216,8 +359,8 @@ async function openLoop(relay, prefix, seconds) {
       const due = Math.min(total, Math.floor((now() - t0) / interval) + 1);
       while (sent < due) {
         const i = sent++;
-        starts.set(`${prefix}-${i}`, now());
         const id = `${prefix}-${i}`;
+        starts.set(id, now());
         pending.push(
           api(relay.url, 'POST', '/v1/events', makeEvent(i, prefix)).then(
             () => acks.set(id, now()),
@@ -234,50 +377,10 @@ async function openLoop(relay, prefix, seconds) {
   return { starts, acks, t0, total, failed };
 }
 
-if (want('latency')) {
-  log(`latency: ${SIZES.rate} events/s, single-event requests: ${SIZES.warmupSeconds} s warm-up, then ${SIZES.latencySeconds} s measured`);
-  const relay = await startRelay(tempDir());
-  await ask({ type: 'reset' });
-  await addListener(relay);
-  // A fresh process runs cold (JIT, connection pools); its first seconds are not the steady state.
-  const warm = await openLoop(relay, 'warm', SIZES.warmupSeconds);
-  await waitForUnique(warm.total - warm.failed, 120_000);
-  await ask({ type: 'reset', trackEvents: true });
-  const cpuBefore = relay.cpuSeconds();
-  const { starts, acks, t0, total, failed } = await openLoop(relay, 'lat', SIZES.latencySeconds);
-  await waitForUnique(total - failed, 120_000);
-  const cpuSeconds = relay.cpuSeconds() - cpuBefore;
-  const wallSeconds = (now() - t0) / 1000;
-  const { arrivals } = await ask({ type: 'events' });
-  if (process.env.BENCH_LATENCY_TRACE) {
-    const trace = arrivals.map(([id, t]) => [Math.round(starts.get(id) - t0), Math.round(t - starts.get(id)), Math.round(acks.get(id) - starts.get(id))]).sort((a, b) => a[0] - b[0]);
-    fs.writeFileSync(process.env.BENCH_LATENCY_TRACE, trace.map((r) => r.join(' ')).join('\n'));
-  }
-  const lat = arrivals.map(([id, t]) => t - starts.get(id)).filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
-  const pct = (p) => Number(lat[Math.min(lat.length - 1, Math.floor(p * lat.length))].toFixed(1));
-  const ackLat = [...acks].map(([id, t]) => t - starts.get(id)).sort((a, b) => a - b);
-  Object.assign(fig, {
-    latency_rate_per_s: SIZES.rate,
-    latency_seconds: SIZES.latencySeconds,
-    latency_warmup_seconds: SIZES.warmupSeconds,
-    latency_failed_requests: failed,
-    latency_p50_ms: pct(0.5),
-    latency_p95_ms: pct(0.95),
-    latency_p99_ms: pct(0.99),
-    latency_max_ms: Number(lat[lat.length - 1].toFixed(1)),
-    latency_ack_p99_ms: Number(ackLat[Math.floor(0.99 * ackLat.length)].toFixed(1)),
-    // What one event costs the relay (its ingest request and its delivery), and how busy its
-    // one thread was: near 1.0 the relay is the bottleneck and queues build up.
-    latency_relay_cpu_ms_per_event: Number(((cpuSeconds * 1000) / total).toFixed(3)),
-    latency_relay_cpu_utilisation: Number((cpuSeconds / wallSeconds).toFixed(2)),
-  });
-  await relay.stop();
-}
-
-// ---------- 4. the raw HTTP ceiling ----------
-if (want('ceiling')) {
+/** 4. The raw HTTP ceiling: plain undici requests to the same receiver, no database. */
+async function ceilingBench() {
   log(`ceiling: ${SIZES.ceiling} plain undici requests to the same receiver, no database`);
-  await ask({ type: 'reset' });
+  await receiver.reset();
   const agent = new Agent({ connections: 32, pipelining: 1, keepAliveTimeout: 60_000 });
   const body = JSON.stringify({ ...makeEvent(1), id: '01JD00000000000000000000', category: 'TASK', sequence: 1, occurred_at: new Date().toISOString(), source: 'api' });
   let next = 0;
@@ -286,7 +389,7 @@ if (want('ceiling')) {
     Array.from({ length: 512 }, async () => {
       while (next < SIZES.ceiling) {
         const i = next++;
-        const res = await request(receiverUrl, {
+        const res = await request(receiver.url, {
           dispatcher: agent,
           method: 'POST',
           body,
@@ -296,246 +399,37 @@ if (want('ceiling')) {
       }
     }),
   );
-  fig.ceiling_requests_per_s = Math.round(SIZES.ceiling / ((now() - started) / 1000));
-  if (fig.deliveries_per_s_1_listener) {
-    fig.relay_to_ceiling_ratio = Number((fig.deliveries_per_s_1_listener / fig.ceiling_requests_per_s).toFixed(2));
-  }
+  const rate = Math.round(SIZES.ceiling / ((now() - started) / 1000));
   await agent.close();
+  return rate;
 }
 
-// ---------- 5. backlog scaling ----------
-fig.backlog = [];
-for (const size of want('backlog') ? SIZES.backlogs : []) {
-  log(`backlog: ${size} due deliveries (ingested with --role api), then the first ${MEASURED_DELIVERIES} delivered`);
-  const dir = tempDir();
-  let relay = await startRelay(dir, 'api');
-  await addListener(relay);
-  await ingest(relay, size, 'b', 4, size >= 100_000);
-  await relay.stop();
-  await ask({ type: 'reset' });
-  relay = await startRelay(dir, 'all');
-  const s = await waitForUnique(MEASURED_DELIVERIES, 600_000);
-  // first to MEASURED-th arrival: the receiver's first and last are taken at that moment.
-  fig.backlog.push({
-    backlog: size,
-    deliveries_per_s_first_10k: Math.round(s.unique / ((s.last - s.first) / 1000)),
-    relay_peak_rss_mb: Math.round(relay.peakRss() / 2 ** 20),
-  });
-  await relay.stop();
-  fs.rmSync(dir, { recursive: true, force: true });
-}
-if (fig.backlog.length === 2) {
-  const [small, large] = fig.backlog;
-  fig.backlog_rate_ratio = Number((large.deliveries_per_s_first_10k / small.deliveries_per_s_first_10k).toFixed(2));
-}
-
-// ---------- 6. engine path ----------
-if (want('engine')) {
-  const relay = await startRelay(tempDir());
-  const probe = await request(relay.url + '/v1/workbooks', { dispatcher: client, headers: { authorization: `Bearer ${TOKEN}` } });
-  await probe.body.dump();
-  if (probe.statusCode === 404) {
-    fig.engine = 'skipped: this relay has no workflow engine (no /v1/workbooks)';
-    log(fig.engine);
-  } else {
-    fig.engine = await engineBench(relay);
-  }
-  await relay.stop();
-}
-
-// ---------- 7. amqp transport: confirmed publishes ----------
-if (want('amqp')) fig.amqp = await amqpBench();
-
-// ---------- 8. notifications consumed from RabbitMQ ----------
-if (want('amqp-ingest')) fig.amqp_ingest = await amqpIngestBench();
-
-results.finished_at = new Date().toISOString();
-printTable(fig);
-writeResults(results);
-receiver.send({ type: 'stop' });
-process.exit(0);
-
-// ---------- helpers ----------
-async function engineBench(relay) {
-  log(`engine: ${SIZES.executions} executions of a 5-task std.noop workflow, 1 listener`);
+async function engineBench(relay, backendName) {
+  log(`engine on ${backendName}: ${SIZES.executions} executions of a 5-task std.noop workflow, 1 listener`);
   const yaml = `version: '2.0'\nname: benchwb\nworkflows:\n  five:\n    tasks:\n      t1: {action: std.noop, on-success: [t2]}\n      t2: {action: std.noop, on-success: [t3]}\n      t3: {action: std.noop, on-success: [t4]}\n      t4: {action: std.noop, on-success: [t5]}\n      t5: {action: std.noop}\n`;
-  const res = await request(relay.url + '/v1/workbooks', { dispatcher: client, method: 'POST', body: yaml, headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/yaml' } });
+  const res = await request(relay.url + '/v1/workbooks', { method: 'POST', body: yaml, headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/yaml' } });
   await res.body.dump();
   if (res.statusCode !== 201) return `skipped: creating the workbook answered ${res.statusCode}`;
-  await ask({ type: 'reset' });
-  await addListener(relay, { workbook: 'benchwb', event_types: ['EXECUTION', 'TASK'] });
+  await receiver.reset();
+  await addListener(relay, receiver.url, { workbook: 'benchwb', event_types: ['EXECUTION', 'TASK'] });
   const started = now();
   let next = 0;
-  const ids = [];
   await Promise.all(
     Array.from({ length: 8 }, async () => {
-      while (next++ < SIZES.executions) ids.push((await api(relay.url, 'POST', '/v1/executions', { workbook: 'benchwb', workflow: 'five', input: {} })).id);
+      while (next++ < SIZES.executions) await api(relay.url, 'POST', '/v1/executions', { workbook: 'benchwb', workflow: 'five', input: {} });
     }),
   );
   // each execution: WORKFLOW_LAUNCHED, 5 × (TASK_LAUNCHED, TASK_SUCCEEDED), WORKFLOW_SUCCEEDED = 12 events
   const expected = SIZES.executions * 12;
-  const s = await waitForUnique(expected, 600_000);
+  const s = await receiver.waitForUnique(expected);
   const seconds = (s.last - started) / 1000;
   return { executions: SIZES.executions, executions_per_s: Math.round(SIZES.executions / seconds), events_delivered_per_s: Math.round(expected / seconds) };
-}
-
-/**
- * Deliveries to one amqp listener (format oslo) on the RabbitMQ at BENCH_AMQP_URL: each one a
- * persistent message confirmed by the broker. Measured at a consumer of the listener's queue,
- * from the first message to the last.
- */
-async function amqpBench() {
-  const { default: amqp } = await import('amqplib');
-  const brokerUrl = process.env.BENCH_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672/';
-  const n = SIZES.events;
-  const exchange = `bench-x-${process.pid}`;
-  const topic = `bench-${process.pid}`;
-  const queue = `${topic}.info`;
-  log(`amqp: ${n} events to 1 amqp listener at ${brokerUrl.replace(/:[^:@/]*@/, ':***@')}`);
-  const connection = await amqp.connect(brokerUrl);
-  const channel = await connection.createChannel();
-  await channel.assertExchange(exchange, 'topic', { durable: false, autoDelete: false });
-  await channel.assertQueue(queue, { durable: false, autoDelete: false });
-  await channel.bindQueue(queue, exchange, queue);
-  const relay = await startRelay(tempDir());
-  let first = 0;
-  let last = 0;
-  let count = 0;
-  const done = new Promise((resolve) => {
-    void channel.consume(queue, (msg) => {
-      if (!msg) return;
-      count++;
-      last = now();
-      if (count === 1) first = last;
-      if (count === n) resolve();
-    }, { noAck: true });
-  });
-  try {
-    await addListener(relay, { callback: { transport: 'amqp', url: brokerUrl, exchange, topic } });
-    await ingest(relay, n, 'q');
-    await Promise.race([done, new Promise((_, reject) => setTimeout(() => reject(new Error(`only ${count} of ${n} messages arrived`)), 600_000))]);
-    return { messages: n, deliveries_per_s: Math.round(n / ((last - first) / 1000)), peak_rss_mb: Math.round(relay.peakRss() / 2 ** 20) };
-  } finally {
-    await relay.stop();
-    await channel.deleteQueue(queue).catch(() => {});
-    await channel.deleteExchange(exchange).catch(() => {});
-    await connection.close().catch(() => {});
-  }
-}
-
-/**
- * OpenStack notifications consumed from a queue into the outbox: the relay consumes the queue
- * (RELAY_AMQP_INGEST_*) while the benchmark publishes N messagingv2 notifications to it as an
- * oslo notifier does; measured from the first publish until the relay has stored N events
- * (relay_events_ingested_total), with one listener so each event also gets its delivery.
- */
-async function amqpIngestBench() {
-  const { default: amqp } = await import('amqplib');
-  const brokerUrl = process.env.BENCH_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672/';
-  const n = SIZES.notifications;
-  const exchange = `bench-ingest-x-${process.pid}`;
-  const queue = `bench-ingest-${process.pid}.info`;
-  const publisher = 'bench-notifier:host';
-  log(`amqp-ingest: ${n} notifications consumed from ${queue} into the outbox, 1 listener`);
-  const relay = await startRelay(tempDir(), 'all', {
-    RELAY_AMQP_INGEST_URL: brokerUrl,
-    RELAY_AMQP_INGEST_QUEUES: queue,
-    RELAY_AMQP_INGEST_EXCHANGE: exchange,
-    RELAY_AMQP_INGEST_PROJECT: 'bench',
-  });
-  const connection = await amqp.connect(brokerUrl);
-  const channel = await connection.createConfirmChannel();
-  const stored = async () => {
-    const res = await request(relay.url + '/metrics', { dispatcher: client });
-    const line = (await res.body.text()).split('\n').find((l) => l.startsWith(`relay_events_ingested_total{source="${publisher}"}`));
-    return line === undefined ? 0 : Number(line.split(' ').pop());
-  };
-  try {
-    for (let ready = false; !ready; ) {
-      const res = await request(relay.url + '/readyz', { dispatcher: client });
-      await res.body.dump();
-      ready = res.statusCode === 200;
-      if (!ready) await new Promise((r) => setTimeout(r, 100));
-    }
-    await addListener(relay, { event_types: ['NOTIFICATION'] });
-    const payload = (i) => ({
-      'esi_leap_object.name': 'LeasePayload',
-      'esi_leap_object.namespace': 'esi_leap',
-      'esi_leap_object.version': '1.0',
-      'esi_leap_object.data': { id: `lease-${i}`, node_name: `node-${i % 100}`, purpose: 'bench', properties: { vendor: 'dell' } },
-    });
-    const started = now();
-    for (let i = 0; i < n; i++) {
-      const message = {
-        message_id: `bench-${process.pid}-${i}`,
-        publisher_id: publisher,
-        event_type: 'esi_leap.lease.fulfill.end',
-        priority: 'INFO',
-        payload: payload(i),
-        timestamp: new Date().toISOString().replace('T', ' ').replace('Z', '000'),
-      };
-      const body = Buffer.from(JSON.stringify({ 'oslo.version': '2.0', 'oslo.message': JSON.stringify(message) }));
-      if (!channel.publish(exchange, queue, body, { contentType: 'application/json' })) await new Promise((r) => channel.once('drain', r));
-      if (i % 1000 === 999) await channel.waitForConfirms();
-    }
-    await channel.waitForConfirms();
-    const publishSeconds = (now() - started) / 1000;
-    const deadline = Date.now() + 600_000;
-    let count = 0;
-    while ((count = await stored()) < n) {
-      if (Date.now() > deadline) throw new Error(`only ${count} of ${n} notifications were stored`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    const seconds = (now() - started) / 1000;
-    return {
-      notifications: n,
-      notifications_per_s: Math.round(n / seconds),
-      published_per_s: Math.round(n / publishSeconds),
-      peak_rss_mb: Math.round(relay.peakRss() / 2 ** 20),
-    };
-  } finally {
-    await relay.stop();
-    await channel.deleteQueue(queue).catch(() => {});
-    await channel.deleteExchange(exchange).catch(() => {});
-    await connection.close().catch(() => {});
-  }
 }
 
 function machine() {
   let commit = 'unknown';
   try {
-    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT }).toString().trim();
+    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
   } catch {}
   return { cpus: os.cpus().length, cpu_model: os.cpus()[0]?.model, memory_gb: Math.round(os.totalmem() / 2 ** 30), node: process.version, commit };
-}
-
-function printTable(f) {
-  const rows = [
-    ['ingest, batch API (events/s)', f.ingest_events_per_s],
-    ['deliveries/s, 1 listener', f.deliveries_per_s_1_listener],
-    ['raw HTTP ceiling (requests/s)', f.ceiling_requests_per_s],
-    ['relay / ceiling', f.relay_to_ceiling_ratio],
-    ['ingest with 10-listener fan-out (events/s)', f.ingest_events_per_s_fanout_10],
-    ['deliveries/s, 10 listeners', f.deliveries_per_s_fanout_10],
-    [`latency p50 / p95 / p99 / max (ms) at ${f.latency_rate_per_s}/s, after ${f.latency_warmup_seconds} s warm-up`, `${f.latency_p50_ms} / ${f.latency_p95_ms} / ${f.latency_p99_ms} / ${f.latency_max_ms}`],
-    ['ingest answer p99 (ms) in the latency run', f.latency_ack_p99_ms],
-    ['relay CPU per event (ms), CPU use, in the latency run', f.latency_relay_cpu_ms_per_event === undefined ? undefined : `${f.latency_relay_cpu_ms_per_event}, ${f.latency_relay_cpu_utilisation}`],
-    ...f.backlog.map((b) => [`backlog ${b.backlog}: deliveries/s (first ${MEASURED_DELIVERIES}), peak RSS MB`, `${b.deliveries_per_s_first_10k}, ${b.relay_peak_rss_mb}`]),
-    ['backlog rate ratio (large / small)', f.backlog_rate_ratio],
-    ['amqp deliveries/s, 1 listener (broker-confirmed, oslo format)', f.amqp?.deliveries_per_s],
-    ['notifications consumed from RabbitMQ into the outbox (/s, 1 listener)', f.amqp_ingest?.notifications_per_s],
-    ['engine', f.engine === undefined || typeof f.engine === 'string' ? f.engine : `${f.engine.executions_per_s} executions/s, ${f.engine.events_delivered_per_s} events delivered/s`],
-  ].filter(([, v]) => v !== undefined && !String(v).includes('undefined'));
-  const w = Math.max(...rows.map(([k]) => k.length));
-  console.log(`\ncallback-relay benchmark (${mode}) — ${results.machine.cpus} CPUs, ${results.machine.node}, commit ${results.machine.commit}`);
-  for (const [k, v] of rows) console.log(`  ${k.padEnd(w)}  ${v}`);
-}
-
-function writeResults(r) {
-  fs.mkdirSync(args.out, { recursive: true });
-  const json = JSON.stringify(r, null, 2) + '\n';
-  fs.writeFileSync(path.join(args.out, 'latest.json'), json);
-  const stamp = r.started_at.replace(/[:]/g, '-').replace(/\..*/, '');
-  fs.writeFileSync(path.join(args.out, `${stamp}-${r.machine.commit}-${mode}.json`), json);
-  log(`wrote ${path.join(args.out, 'latest.json')}`);
 }

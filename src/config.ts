@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
+import type { BreakerSettings } from './dispatch/listener-gate.js';
 import { BUILT_IN_TRANSPORTS, type BuiltInTransport } from './transports/registry.js';
 import { LOOPBACK_MODES, parseAllowNetworks, type Cidr, type LoopbackMode } from './net/network-guard.js';
 import { maskAmqpUrl, parseBrokerUrl } from './records/amqp-url.js';
@@ -37,10 +38,16 @@ const variables = {
   RELAY_DATA_DIR: z.string().min(1).default('./data'),
   RELAY_DATABASE_URL: z
     .string()
-    .refine((v) => v === '' || v.startsWith('sqlite:'), {
-      message: 'only SQLite is available in this version (leave unset, or sqlite:/path/to/file.db)',
+    .refine((v) => v === '' || v.startsWith('sqlite:') || /^postgres(ql)?:\/\//.test(v), {
+      message: 'give postgres://user:pass@host:5432/db for PostgreSQL, sqlite:/path/to/file.db for SQLite, or leave unset',
     })
     .default(''),
+  RELAY_DATABASE_SCHEMA: z
+    .string()
+    .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'a PostgreSQL schema name: lower-case letters, digits and _, not starting with a digit')
+    .default('public'),
+  RELAY_DATABASE_POOL: int(1, 1000).default(10),
+  RELAY_ROLE: z.enum(['all', 'api', 'dispatcher', 'engine']).default('all'),
   RELAY_TOKENS: z.string().default(''),
   RELAY_ALLOW_NETWORKS: z.string().default(''),
   RELAY_ALLOW_LOOPBACK: z.enum(LOOPBACK_MODES).default('auto'),
@@ -56,6 +63,22 @@ const variables = {
   RELAY_MAX_IN_FLIGHT: int(1, 100_000).default(512),
   RELAY_MAX_RESULT_BYTES: int(1024, 64 * 1024 * 1024).default(1024 * 1024),
   RELAY_MAX_TASKS_PER_EXECUTION: int(1, 1_000_000).default(1000),
+  RELAY_TASK_LEASE_MS: int(1_000, 3_600_000).default(30_000),
+  RELAY_BREAKER_FAILURE_RATIO: z
+    .string()
+    .regex(/^(0(\.\d+)?|1(\.0+)?)$/, 'a ratio between 0 and 1, such as 0.7')
+    .transform(Number)
+    .pipe(z.number().gt(0, 'more than 0'))
+    .default(0.7),
+  RELAY_BREAKER_MIN_ATTEMPTS: int(1, 1_000_000).default(10),
+  RELAY_BREAKER_WINDOW_S: int(1, 86_400).default(300),
+  RELAY_BREAKER_COOLDOWN_S: int(1, 86_400).default(30),
+  RELAY_DISABLE_AFTER_HOURS: z
+    .string()
+    .regex(/^\d+(\.\d+)?$/, 'a number of hours, such as 120 or 0.5')
+    .transform(Number)
+    .pipe(z.number().gt(0, 'more than 0').max(87_600))
+    .default(120),
   RELAY_TRANSPORTS: z.string().default('http,amqp'),
   RELAY_TRANSPORT_MODULES: z.string().default(''),
   // Checked below without zod: its message would quote the value, and the URL may hold a password.
@@ -71,11 +94,20 @@ const variables = {
 
 type Raw = { [K in keyof typeof variables]: z.output<(typeof variables)[K]> };
 
+export type DatabaseConfig =
+  | { kind: 'sqlite'; path: string }
+  | { kind: 'postgres'; url: string; schema: string; pool: number };
+
 export interface Config {
   host: string;
   port: number;
   dataDir: string;
+  /** The SQLite file (the data folder's relay.db unless RELAY_DATABASE_URL=sqlite:…); unused on PostgreSQL. */
   databasePath: string;
+  /** Which backend, from RELAY_DATABASE_URL. */
+  database: DatabaseConfig;
+  /** RELAY_ROLE (the --role flag overrides it). */
+  role: 'all' | 'api' | 'dispatcher' | 'engine';
   /** token → project, from RELAY_TOKENS; empty means "generate admin.token". */
   tokens: Map<string, string>;
   allowNetworks: Cidr[];
@@ -95,6 +127,10 @@ export interface Config {
   maxResultBytes: number;
   /** Task runs one execution may create; past it the execution fails. */
   maxTasksPerExecution: number;
+  /** How long an engine task stays its runner's without a renewal; a dead runner's tasks are recovered after it. */
+  taskLeaseMs: number;
+  /** The listeners' circuit breaker and auto-disable (RELAY_BREAKER_*, RELAY_DISABLE_AFTER_HOURS). */
+  breaker: BreakerSettings;
   /** Built-in transports to enable (RELAY_TRANSPORTS). */
   transports: BuiltInTransport[];
   /** Paths of operator transport modules (RELAY_TRANSPORT_MODULES). */
@@ -228,14 +264,21 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, stdoutIsTTY = p
   };
   const transports = guarded('RELAY_TRANSPORTS', () => parseTransports(r.RELAY_TRANSPORTS));
   const dataDir = path.resolve(r.RELAY_DATA_DIR);
-  const databasePath = r.RELAY_DATABASE_URL
-    ? path.resolve(r.RELAY_DATABASE_URL.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, ''))
-    : path.join(dataDir, 'relay.db');
+  const postgres = /^postgres(ql)?:\/\//.test(r.RELAY_DATABASE_URL);
+  const databasePath =
+    r.RELAY_DATABASE_URL && !postgres
+      ? path.resolve(r.RELAY_DATABASE_URL.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, ''))
+      : path.join(dataDir, 'relay.db');
+  const database: DatabaseConfig = postgres
+    ? { kind: 'postgres', url: r.RELAY_DATABASE_URL, schema: r.RELAY_DATABASE_SCHEMA, pool: r.RELAY_DATABASE_POOL }
+    : { kind: 'sqlite', path: databasePath };
   return {
     host: r.RELAY_HOST,
     port: r.RELAY_PORT,
     dataDir,
     databasePath,
+    database,
+    role: r.RELAY_ROLE,
     tokens: guarded('RELAY_TOKENS', () => parseTokens(r.RELAY_TOKENS)),
     allowNetworks: guarded('RELAY_ALLOW_NETWORKS', () => parseAllowNetworks(r.RELAY_ALLOW_NETWORKS)),
     allowLoopback: r.RELAY_ALLOW_LOOPBACK,
@@ -250,6 +293,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, stdoutIsTTY = p
     commitIntervalMs: r.RELAY_COMMIT_INTERVAL_MS,
     maxResultBytes: r.RELAY_MAX_RESULT_BYTES,
     maxTasksPerExecution: r.RELAY_MAX_TASKS_PER_EXECUTION,
+    taskLeaseMs: r.RELAY_TASK_LEASE_MS,
+    breaker: {
+      failureRatio: r.RELAY_BREAKER_FAILURE_RATIO,
+      minAttempts: r.RELAY_BREAKER_MIN_ATTEMPTS,
+      windowMs: r.RELAY_BREAKER_WINDOW_S * 1000,
+      cooldownMs: r.RELAY_BREAKER_COOLDOWN_S * 1000,
+      disableAfterMs: Math.round(r.RELAY_DISABLE_AFTER_HOURS * 3600_000),
+    },
     transports,
     transportModules: r.RELAY_TRANSPORT_MODULES.split(',').map((p) => p.trim()).filter(Boolean),
     amqpIngest: parseAmqpIngest(r),

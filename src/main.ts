@@ -5,16 +5,20 @@ import { createLogger } from './log.js';
 import { ROLES, startRelay, type Role } from './relay.js';
 import { TransportLoadError } from './transports/registry.js';
 
-const USAGE = `usage: callback-relay-server [--role all|api|dispatcher]
+const USAGE = `usage: callback-relay-server [--role all|api|dispatcher|engine]
 
-Runs the relay: the REST API, the dispatcher and the background pruner in one process.
-  --role all         everything (default)
-  --role api         the API only; another process dispatches
+Runs the relay: the REST API, the workflow engine, the dispatcher and the background pruner.
+  --role all         everything in one process (default, or RELAY_ROLE)
+  --role api         the REST API and ingest; engine state changes commit here, other
+                     processes run tasks and dispatch
   --role dispatcher  the dispatcher only, with /healthz, /readyz and /metrics
+  --role engine      the engine's task runner only, with /healthz, /readyz and /metrics
+On PostgreSQL (RELAY_DATABASE_URL=postgres://…) any number of processes of each role share
+one database; on SQLite, processes on one machine share one file.
 Configuration comes from RELAY_* environment variables (see README.md).
 Logs are JSON lines, or readable lines on a terminal; RELAY_LOG_FORMAT=json|pretty chooses.`;
 
-let role: Role = 'all';
+let role: Role | undefined;
 try {
   const { values } = parseArgs({ options: { role: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
   if (values.help) {

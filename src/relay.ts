@@ -14,7 +14,7 @@ import { createIngest } from './ingest/ingest.js';
 import { createMetrics } from './metrics.js';
 import { createNetworkGuard, describeLoopbackPolicy, loopbackAllowed, type NetworkGuard } from './net/network-guard.js';
 import { startPruner } from './store/pruner.js';
-import { openSqliteStore } from './store/sqlite/index.js';
+import { openStore } from './store/open.js';
 import { createAmqpTransport } from './transports/amqp.js';
 import type { TransportModule } from './transports/contract.js';
 import { createExecTransport } from './transports/exec.js';
@@ -28,13 +28,14 @@ export interface Relay {
   close(): Promise<void>;
 }
 
-export const ROLES = ['all', 'api', 'dispatcher'] as const;
+export const ROLES = ['all', 'api', 'dispatcher', 'engine'] as const;
 export type Role = (typeof ROLES)[number];
 
 export interface RelayOptions {
   /**
-   * `all` (default) serves the API and dispatches; `api` serves the API only; `dispatcher`
-   * dispatches and serves only the operations routes.
+   * `all` serves the API, runs the engine and dispatches; `api` serves the API only (engine
+   * state changes commit there, other processes run them); `dispatcher` dispatches, `engine`
+   * runs the engine's tasks; both serve only the operations routes. Default: config.role.
    */
   role?: Role;
   /** Test hooks of the engine's runner (a failure injected between an action's result and its commit). */
@@ -58,15 +59,21 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
   };
 
   try {
-    const store = openSqliteStore({
-      path: config.databasePath,
-      durability: config.durability,
-      busyTimeoutMs: config.busyTimeoutMs,
-      commitIntervalMs: config.commitIntervalMs,
-    });
+    const role = options.role ?? config.role;
+    const serves = {
+      api: role === 'all' || role === 'api',
+      engine: role === 'all' || role === 'engine',
+      dispatcher: role === 'all' || role === 'dispatcher',
+    };
+    const store = await openStore(config, log);
     cleanups.push(() => store.close());
     log.info(
-      { database: config.databasePath, migrations: store.appliedMigrations, synchronous: config.durability },
+      {
+        backend: store.backend,
+        database: store.location,
+        migrations: store.appliedMigrations,
+        ...(store.backend === 'sqlite' ? { synchronous: config.durability } : {}),
+      },
       store.appliedMigrations.length ? 'database migrated' : 'database up to date',
     );
 
@@ -88,39 +95,48 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
       describeLoopbackPolicy(config.allowLoopback, config.host, guard),
     );
     const metrics = createMetrics(store);
-    const fanOut = createFanOut(store, {
+    const fanOut = createFanOut({
       onUncompilable: (listener, err) =>
         log.warn({ listener: listener.id, project: listener.project, err: err.message }, 'a listener rule no longer compiles: the listener receives nothing until it is updated'),
     });
 
-    const transports = await openTransports(config, guard, log);
+    // The API checks a listener's transport against the enabled ones; the engine needs none.
+    const transports = serves.api || serves.dispatcher ? await openTransports(config, guard, log) : createTransportRegistry([]);
     cleanups.push(() => transports.close());
-    log.info({ transports: transports.names }, `transports enabled: ${transports.names.join(', ') || 'none'}`);
-    const dispatcher = createDispatcher({
-      store,
-      transports,
-      log: log.child({ component: 'dispatcher' }),
-      shutdownGraceMs: config.shutdownGraceMs,
-      maxInFlight: config.maxInFlight,
-      slotsPerOrigin: config.connectionsPerOrigin,
-      onAttempt: metrics.attemptRecorded,
-      onListenersDisabled: () => fanOut.invalidate(),
-    });
-    const role = options.role ?? 'all';
-    if (role !== 'api') {
+    if (serves.api || serves.dispatcher) {
+      log.info({ transports: transports.names }, `transports enabled: ${transports.names.join(', ') || 'none'}`);
+    }
+    const dispatcher = serves.dispatcher
+      ? createDispatcher({
+          store,
+          transports,
+          log: log.child({ component: 'dispatcher' }),
+          shutdownGraceMs: config.shutdownGraceMs,
+          maxInFlight: config.maxInFlight,
+          slotsPerOrigin: config.connectionsPerOrigin,
+          onAttempt: metrics.attemptRecorded,
+          breaker: config.breaker,
+          routing: fanOut,
+        })
+      : null;
+    if (dispatcher) {
       dispatcher.start();
       cleanups.push(() => dispatcher.stop());
     }
+    // Deliveries committed here start at once where this process dispatches; elsewhere the
+    // dispatchers hear of them from the database (PostgreSQL) or their next poll.
+    const wakeDispatcher = () => dispatcher?.wake();
 
+    // Once per database at a time, whichever process holds the lock.
     const pruner = startPruner({ store, log: log.child({ component: 'pruner' }), retentionDays: config.retentionDays });
     cleanups.push(() => pruner.stop());
 
-    // One engine runner per database: it runs where the API does, since API calls wake it. Its
-    // start recovers tasks a crash left in flight, before the API takes requests.
+    // State changes commit wherever the API runs; the runner (and its recovery of tasks whose
+    // runner died, before the API takes requests) only in the engine's roles.
     const engine = createEngine({
       store,
       fanOut,
-      wakeDispatcher: dispatcher.wake,
+      wakeDispatcher,
       onEventsStored: metrics.eventStored,
       guard,
       log: log.child({ component: 'engine' }),
@@ -128,22 +144,22 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
       shutdownGraceMs: config.shutdownGraceMs,
       maxResultBytes: config.maxResultBytes,
       maxTasksPerExecution: config.maxTasksPerExecution,
+      taskLeaseMs: config.taskLeaseMs,
+      exclusively: (name, fn) => store.exclusively(name, fn),
     });
-    if (role !== 'dispatcher') {
-      await engine.start();
-      cleanups.push(() => engine.stop());
-    }
+    if (serves.engine) await engine.start();
+    cleanups.push(() => engine.stop());
 
     const ingest = createIngest({
       store,
       fanOut,
-      onDeliveriesCommitted: dispatcher.wake,
+      onDeliveriesCommitted: wakeDispatcher,
       onEventsStored: metrics.eventStored,
     });
     // Notifications from RabbitMQ become events where the API runs. Pushed after the store, so
     // it stops (and its last messages commit) before the store closes.
     const readiness: ReadinessCheck[] = [];
-    if (config.amqpIngest !== null && role !== 'dispatcher') {
+    if (config.amqpIngest !== null && serves.api) {
       const consumer = createAmqpConsumer({
         ...config.amqpIngest,
         ingest,
@@ -163,9 +179,9 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
       metrics: metrics.registry,
       ingest,
       fanOut,
-      wakeDispatcher: dispatcher.wake,
+      wakeDispatcher,
       engine,
-      serveApi: role !== 'dispatcher',
+      serveApi: serves.api,
       readiness,
     });
 

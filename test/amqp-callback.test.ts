@@ -70,7 +70,7 @@ describe('validate', () => {
     [{ routing_key: 'amq.x' }, 'callback.routing_key'],
     [{ routing_key: 'x'.repeat(256) }, 'callback.routing_key'],
     [{ format: 'mistral' }, 'callback.format'],
-    [{ format: 'template' }, 'callback.format'],
+    [{ format: 'xml' }, 'callback.format'],
     [{ method: 'POST' }, 'callback.method'],
   ])('%j is a problem on %s', (patch, field) => {
     const problems = validateAmqpCallback({ ...good, ...patch });
@@ -80,7 +80,7 @@ describe('validate', () => {
 
   it('says which formats an amqp callback takes', () => {
     expect(validateAmqpCallback({ ...good, format: 'mistral' })).toEqual([
-      { field: 'callback.format', message: 'must be one of oslo, json, cloudevents for the amqp transport' },
+      { field: 'callback.format', message: 'must be one of oslo, json, cloudevents, template for the amqp transport' },
     ]);
   });
 

@@ -419,7 +419,7 @@ describe('usage', () => {
       [['delivery-list', '--limit', 'ten'], /expected a whole number from 1 to 1000/],
       [['delivery-list', '--cursor', 'not a cursor!'], /not a cursor/],
       [['event-list', '--workbook', ' '], /give a non-empty value/],
-      [['listener-replay', 'some-id'], /required option '--since <date-time>' not specified/],
+      [['listener-replay', 'some-id'], /give --since \(a time window\) or --execution \(one execution\)/],
       [['listener-replay', 'some-id', '--since', '2026-01-02T00:00:00Z', '--until', '2026-01-01T00:00:00Z'], /--until .* must be after --since/],
       [['listener-replay', 'some-id', '--since', 'now'], /not a date-time/],
       [['event-show'], /missing required argument 'id'/],

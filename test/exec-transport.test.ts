@@ -66,6 +66,7 @@ function attempt(
   const timeoutMs = opts.timeoutMs ?? 10_000;
   return {
     deliveryId: `dlv-${randomUUID()}`,
+    query: null,
     attemptNumber: opts.attemptNumber ?? 1,
     listenerId: 'listener-1',
     project: 'default',

@@ -87,6 +87,7 @@ function claimed(over: Partial<ClaimedDelivery> = {}): ClaimedDelivery {
     envelopeJson: JSON.stringify({ id: 'evt_1', type: 'TASK_FAILED' }),
     original: null,
     listener: {} as ClaimedDelivery['listener'],
+    gap: null,
     ...over,
   };
 }
@@ -96,6 +97,8 @@ function result(over: Partial<AttemptResult> = {}): AttemptResult {
     deliveryId: 'dlv_1',
     listenerId: 'lst_a',
     project: 'p',
+    eventId: 'evt_1',
+    eventType: 'TASK_FAILED',
     attempt: { number: 1, started_at: 1_000, duration_ms: 12, status_code: 500, error: 'HTTP_ERROR', response_excerpt: null },
     status: 'pending',
     nextAttemptAt: 31_000,
@@ -206,6 +209,8 @@ describe('a relay whose receiver fails', () => {
       RELAY_DATA_DIR: tempDir(),
       RELAY_TOKENS: `${TOKEN_A}=project-a`,
       RELAY_SHUTDOWN_GRACE_MS: '500',
+      // The circuit breaker would stop a burst of failures; these tests are about the log.
+      RELAY_BREAKER_MIN_ATTEMPTS: '1000000',
     });
     relay = await startRelay(config, log);
     return { lines, url: relay.url, receiver };
@@ -215,6 +220,8 @@ describe('a relay whose receiver fails', () => {
     const res = await request(url, 'POST', '/v1/listeners', {
       workbook: '*',
       event_types: ['NOTIFICATION'],
+      // Not the relay's own events (relay.delivery.failed about these failures).
+      events: ['billing.failed', 'storm.tick'],
       callback: { url: target },
       retry: { schedule_ms: schedule },
     });

@@ -8,6 +8,7 @@ import type { OutboundRequest, Transport } from '../src/transports/transport.js'
 interface Seen {
   method: string;
   path: string;
+  url: string;
   headers: http.IncomingHttpHeaders;
   body: string;
 }
@@ -18,12 +19,15 @@ const strict = createNetworkGuard({ allowNetworks: [], allowLoopback: false });
 // Multibyte on purpose: 2-, 3- and 4-byte characters, so 4096 falls inside one.
 const LONG_BODY = 'é€😀x'.repeat(1200);
 const HUGE_BODY = 'y'.repeat(1024 * 1024);
+// Past the excerpt but within what is read to keep the socket (4 KiB + 64 KiB).
+const MEDIUM_BODY = 'm'.repeat(48 * 1024);
 
 let server: http.Server;
 let base: string;
 let port: number;
 let seen: Seen[] = [];
 let connections = 0;
+let closedConnections = 0;
 const requestsOnSocket = new WeakMap<Socket, number>();
 
 function route(req: http.IncomingMessage, res: http.ServerResponse, body: string): void {
@@ -44,6 +48,13 @@ function route(req: http.IncomingMessage, res: http.ServerResponse, body: string
     case '/huge':
       res.writeHead(200, { 'content-type': 'text/plain' }).end(HUGE_BODY);
       return;
+    case '/medium':
+      res.writeHead(200, { 'content-type': 'text/plain' }).end(MEDIUM_BODY);
+      return;
+    case '/early-hints':
+      res.writeEarlyHints({ link: '</style.css>; rel=preload; as=style' });
+      res.writeHead(200).end('after the hints');
+      return;
     case '/gone':
       res.writeHead(410).end('listener removed');
       return;
@@ -52,6 +63,9 @@ function route(req: http.IncomingMessage, res: http.ServerResponse, body: string
       return;
     case '/unavailable':
       res.writeHead(503, { 'retry-after': new Date(Date.now() + 120_000).toUTCString() }).end('maintenance');
+      return;
+    case '/close':
+      res.writeHead(200, { connection: 'close' }).end('bye');
       return;
     case '/moved':
       res.writeHead(301, { location: '/target' }).end();
@@ -91,11 +105,14 @@ beforeAll(async () => {
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const body = Buffer.concat(chunks).toString('utf8');
-      seen.push({ method: req.method ?? '', path: new URL(req.url ?? '/', 'http://x').pathname, headers: req.headers, body });
+      seen.push({ method: req.method ?? '', path: new URL(req.url ?? '/', 'http://x').pathname, url: req.url ?? '', headers: req.headers, body });
       route(req, res, body);
     });
   });
-  server.on('connection', () => connections++);
+  server.on('connection', (socket) => {
+    connections++;
+    socket.on('close', () => closedConnections++);
+  });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   port = (server.address() as AddressInfo).port;
   base = `http://127.0.0.1:${port}`;
@@ -208,6 +225,35 @@ describe('HTTP transport: answers', () => {
     expect((await transport.send(request('/ok'))).ok).toBe(true);
   });
 
+  it('keeps the socket after a body within the read limit and closes it after a longer one', async () => {
+    expect((await transport.send(request('/ok'))).ok).toBe(true);
+    await poolSettled();
+    const before = connections;
+    const medium = await transport.send(request('/medium'));
+    expect(medium).toMatchObject({ ok: true, statusCode: 200, responseExcerpt: 'm'.repeat(4096) });
+    await poolSettled();
+    expect((await transport.send(request('/ok'))).ok).toBe(true);
+    expect(connections - before).toBe(0);
+    await poolSettled();
+    const closedBefore = closedConnections;
+    expect((await transport.send(request('/huge'))).ok).toBe(true);
+    while (closedConnections === closedBefore) await new Promise((resolve) => setTimeout(resolve, 5));
+    expect((await transport.send(request('/ok'))).ok).toBe(true);
+    expect(connections - before).toBe(1);
+  });
+
+  it('waits past informational 1xx answers for the real one', async () => {
+    const outcome = await transport.send(request('/early-hints'));
+    expect(outcome).toMatchObject({ ok: true, statusCode: 200, responseExcerpt: 'after the hints' });
+  });
+
+  it('sends each URL with its own query string, one origin for all', async () => {
+    for (const query of ['?id=1', '?id=2', '?id=1', '']) {
+      expect((await transport.send(request(`/echo${query}`))).ok).toBe(true);
+    }
+    expect(seenPaths('/echo').map((s) => s.url)).toEqual(['/echo?id=1', '/echo?id=2', '/echo?id=1', '/echo']);
+  });
+
   it('marks 410 as gone', async () => {
     const outcome = await transport.send(request('/gone'));
     expect(outcome).toMatchObject({ ok: false, statusCode: 410, error: 'HTTP_ERROR', gone: true, responseExcerpt: 'listener removed' });
@@ -257,6 +303,33 @@ describe('HTTP transport: timeouts', () => {
     expect(outcome.message).toBe('HTTP 200 OK, but the body was not complete within 300 ms');
     expect(outcome.durationMs).toBeGreaterThanOrEqual(290);
     expect(outcome.durationMs).toBeLessThan(1000);
+  });
+
+  it('keeps each deadline among many attempts in flight', async () => {
+    const timeouts = [400, 150, 250];
+    const outcomes = await Promise.all(timeouts.map((timeoutMs) => transport.send(request('/hang', { timeoutMs }))));
+    outcomes.forEach((outcome, i) => {
+      expect(outcome).toMatchObject({ error: 'TIMEOUT', message: `no answer within ${timeouts[i]} ms` });
+      expect(outcome.durationMs).toBeGreaterThanOrEqual(timeouts[i] - 10);
+      expect(outcome.durationMs).toBeLessThan(timeouts[i] + 700);
+    });
+  });
+
+  it('counts the wait for a connection against the deadline, and never sends a request that ran out waiting', async () => {
+    const single = createHttpTransport({ guard: local, connectionsPerOrigin: 1 });
+    try {
+      const hanging = single.send(request('/hang', { timeoutMs: 1500 }));
+      const queued = await single.send(request('/echo?queued', { timeoutMs: 200 }));
+      expect(queued).toMatchObject({ ok: false, statusCode: null, error: 'TIMEOUT', message: 'no answer within 200 ms' });
+      expect(queued.durationMs).toBeLessThan(1000);
+      expect((await hanging).error).toBe('TIMEOUT');
+      // The connection is free again: whatever was still queued would go out now.
+      expect((await single.send(request('/ok'))).ok).toBe(true);
+      expect(seenPaths('/echo')).toHaveLength(0);
+    } finally {
+      server.closeIdleConnections();
+      await single.close();
+    }
   });
 });
 
@@ -339,6 +412,32 @@ describe('HTTP transport: connection failures', () => {
     expect(outcome).toMatchObject({ ok: false, statusCode: null, error: 'TRANSPORT_CLOSED' });
   });
 
+  it('ends an attempt in flight at close as TRANSPORT_CLOSED', async () => {
+    const pending = transport.send(request('/hang', { timeoutMs: 5000 }));
+    while (seenPaths('/hang').length === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+    await transport.close();
+    const outcome = await pending;
+    expect(outcome).toMatchObject({ ok: false, statusCode: null, error: 'TRANSPORT_CLOSED' });
+    expect(outcome.durationMs).toBeLessThan(4000);
+  });
+
+  it('goes on reusing sockets after the receiver closed one', async () => {
+    expect((await transport.send(request('/ok'))).ok).toBe(true);
+    await poolSettled();
+    expect((await transport.send(request('/close'))).ok).toBe(true);
+    for (let i = 0; i < 3; i++) {
+      await poolSettled();
+      expect((await transport.send(request('/ok'))).ok).toBe(true);
+    }
+    // undici 7's Agent opened a new connection for every send from here on (nodejs/undici#5022).
+    const before = connections;
+    for (let i = 0; i < 10; i++) {
+      await poolSettled();
+      expect((await transport.send(request('/ok'))).ok).toBe(true);
+    }
+    expect(connections - before).toBe(0);
+  });
+
   it('reuses a few sockets for many sequential sends to one origin', async () => {
     const before = connections;
     for (let i = 0; i < 25; i++) {
@@ -365,6 +464,31 @@ describe('HTTP transport: network guard', () => {
     expect(outcome.message).toContain('127.0.0.1, a loopback address');
     expect(connections).toBe(before);
     expect(seen).toHaveLength(0);
+  });
+
+  it('keeps refusing a literal address on every send', async () => {
+    for (let i = 0; i < 3; i++) {
+      const outcome = await guarded.send(request('/ok'));
+      expect(outcome).toMatchObject({ error: 'EADDRBLOCKED' });
+      expect(outcome.message).toContain('127.0.0.1, a loopback address');
+    }
+    expect(seen).toHaveLength(0);
+  });
+
+  it("refuses a literal address on a pooled socket soon after the relay learns it is its own port", async () => {
+    const guard = createNetworkGuard({ allowNetworks: [], allowLoopback: true });
+    const own = createHttpTransport({ guard });
+    try {
+      expect((await own.send(request('/ok'))).ok).toBe(true);
+      guard.setOwnPort(port);
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      const outcome = await own.send(request('/ok'));
+      expect(outcome).toMatchObject({ ok: false, statusCode: null, error: 'EADDRBLOCKED' });
+      expect(outcome.message).toContain("the relay's own");
+      expect(seenPaths('/ok')).toHaveLength(1);
+    } finally {
+      await own.close();
+    }
   });
 
   it('blocks localhost at connect time through the lookup', async () => {

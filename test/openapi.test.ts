@@ -346,8 +346,12 @@ describe('validateResponse', () => {
     enabled: true,
     disabled_reason: null,
     description: null,
+    ordering: 'none',
+    max_in_flight: 32,
+    rate_limit_per_s: null,
     created_at: '2026-11-23T10:00:00.000Z',
     updated_at: '2026-11-23T10:00:00.000Z',
+    health: { state: 'ok', success_rate_24h: null, p95_ms_24h: null, last_success_at: null, last_failure: null },
   };
   const secret = 'whsec_' + Buffer.alloc(32, 1).toString('base64');
   const json = 'application/json; charset=utf-8';

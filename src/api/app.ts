@@ -18,8 +18,10 @@ import { executionRoutes } from './routes/executions.js';
 import { listenerRoutes } from './routes/listeners.js';
 import { mistralRoutes } from './routes/mistral.js';
 import { operationRoutes, type ReadinessCheck } from './routes/operations.js';
+import { statsRoutes } from './routes/stats.js';
 import { taskRoutes } from './routes/tasks.js';
 import { workbookRoutes } from './routes/workbooks.js';
+import { dashboardRoutes } from './ui.js';
 
 
 export interface AppDeps {
@@ -61,10 +63,15 @@ export function createApp(deps: AppDeps): express.Express {
   v1.use(requireMediaType());
   v1.use(jsonBody(BODY_LIMIT));
   v1.use('/listeners', listenerRoutes(deps));
+  v1.use(statsRoutes({ store: deps.store }));
   v1.use('/deliveries', deliveryRoutes({ store: deps.store, onRequeued: deps.wakeDispatcher }));
   v1.use('/executions', executionRoutes({ store: deps.store, engine: deps.engine }));
   v1.use('/tasks', taskRoutes({ store: deps.store, engine: deps.engine }));
-  if (deps.serveApi !== false) app.use('/v1', v1);
+  if (deps.serveApi !== false) {
+    app.use('/v1', v1);
+    // The dashboard is a client of /v1, so it lives where the API does.
+    app.use('/ui', dashboardRoutes());
+  }
 
   app.use((req) => {
     throw notFound(`${req.method} ${req.path}`);

@@ -6,6 +6,7 @@ import { terminalSafe } from './output.js';
 import { configureListenerAdd } from './commands/listener-add.js';
 import { registerListenerCommands } from './commands/listeners.js';
 import { registerListenerActionCommands } from './commands/listener-actions.js';
+import { registerListenerStatsCommand } from './commands/listener-stats.js';
 import { registerEventCommands } from './commands/events.js';
 import { registerDeliveryCommands } from './commands/deliveries.js';
 import { registerWorkbookCommands } from './commands/workbooks.js';
@@ -19,6 +20,7 @@ import { registerVerifyCommand } from './commands/verify.js';
 const COMMAND_GROUPS: Array<(program: Command, io: CliIo) => void> = [
   registerListenerCommands,
   registerListenerActionCommands,
+  registerListenerStatsCommand,
   registerEventCommands,
   registerDeliveryCommands,
   registerWorkbookCommands,

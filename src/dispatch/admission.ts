@@ -6,8 +6,11 @@
  *    its share of the limit; a project alone may use all but a small reserve, so that another
  *    project's first delivery never waits for a slow receiver to give a slot back;
  * 3. per-origin slots: at most `slotsPerOrigin` attempts to one receiver at once; the rest
- *    wait their turn here, and an attempt's timeout starts only when it gets its slot.
- * The listener's own limits (max_in_flight, rate, circuit, ordering) are checked after these.
+ *    wait their turn here, and an attempt's timeout starts only when it gets its slot;
+ * 4. the listener's own: its rate limit and circuit breaker (listener-gate.ts, decided in the
+ *    claim's transaction on state the database keeps, so every process shares them), the
+ *    head of its execution for an ordered listener (the store holds the others back), and its
+ *    `max_in_flight` slots here.
  *
  * Steps 1 and 2 decide how many deliveries of each project a claim may take (`allot`); the
  * claim runs inside the store's transaction and calls `allot` with the projects that have
@@ -28,6 +31,8 @@ export interface AdmissionGate {
   release(project: string): void;
   /** Waits for a slot at the delivery's origin; resolves with its release, or null once closed. */
   originSlot(origin: string): Promise<(() => void) | null>;
+  /** Waits for one of the listener's own `max_in_flight` slots; its release, or null once closed. */
+  listenerSlot(listenerId: string, maxInFlight: number): Promise<(() => void) | null>;
   readonly inFlight: number;
   /** Attempts in flight by project (for tests and metrics). */
   heldBy(project: string): number;
@@ -67,20 +72,8 @@ export function createAdmissionGate({ maxInFlight, slotsPerOrigin }: AdmissionOp
   const held = new Map<string, number>();
   let inFlight = 0;
   let turn = 0;
-  const origins = new Map<string, { active: number; waiting: Array<(release: (() => void) | null) => void> }>();
-  let closed = false;
-
-  function releaseFor(origin: string) {
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      const o = origins.get(origin)!;
-      const next = o.waiting.shift();
-      if (next) next(releaseFor(origin));
-      else if (--o.active === 0) origins.delete(origin);
-    };
-  }
+  const origins = createSlots();
+  const listeners = createSlots();
 
   return {
     allot(dueProjects) {
@@ -100,16 +93,8 @@ export function createAdmissionGate({ maxInFlight, slotsPerOrigin }: AdmissionOp
       else held.delete(project);
       inFlight = Math.max(0, inFlight - 1);
     },
-    originSlot(origin) {
-      if (closed) return Promise.resolve(null);
-      let o = origins.get(origin);
-      if (!o) origins.set(origin, (o = { active: 0, waiting: [] }));
-      if (o.active < slotsPerOrigin) {
-        o.active++;
-        return Promise.resolve(releaseFor(origin));
-      }
-      return new Promise((resolve) => o.waiting.push(resolve));
-    },
+    originSlot: (origin) => origins.take(origin, slotsPerOrigin),
+    listenerSlot: (listenerId, max) => listeners.take(listenerId, max),
     get inFlight() {
       return inFlight;
     },
@@ -117,8 +102,43 @@ export function createAdmissionGate({ maxInFlight, slotsPerOrigin }: AdmissionOp
       return held.get(project) ?? 0;
     },
     close() {
+      origins.close();
+      listeners.close();
+    },
+  };
+}
+
+/** Counting slots by key: at most `limit` held per key, the rest wait in arrival order. */
+function createSlots() {
+  const keys = new Map<string, { active: number; waiting: Array<(release: (() => void) | null) => void> }>();
+  let closed = false;
+
+  function releaseFor(key: string) {
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const k = keys.get(key)!;
+      const next = k.waiting.shift();
+      if (next) next(releaseFor(key));
+      else if (--k.active === 0) keys.delete(key);
+    };
+  }
+
+  return {
+    take(key: string, limit: number): Promise<(() => void) | null> {
+      if (closed) return Promise.resolve(null);
+      let k = keys.get(key);
+      if (!k) keys.set(key, (k = { active: 0, waiting: [] }));
+      if (k.active < limit) {
+        k.active++;
+        return Promise.resolve(releaseFor(key));
+      }
+      return new Promise((resolve) => k.waiting.push(resolve));
+    },
+    close() {
       closed = true;
-      for (const o of origins.values()) for (const w of o.waiting.splice(0)) w(null);
+      for (const k of keys.values()) for (const w of k.waiting.splice(0)) w(null);
     },
   };
 }

@@ -1,7 +1,9 @@
 import crypto from 'node:crypto';
 import type { Logger } from 'pino';
 import type { EventEnvelope } from '../records/event.js';
-import type { AttemptResult, ClaimedDelivery, Store } from '../store/store.js';
+import type { AttemptResult, ClaimedDelivery, DeliveryQueue, ListenerRouting, RecordJudge } from '../store/store.js';
+import { admitCandidates, DEFAULT_BREAKER, judgeAttempts, type BreakerSettings } from './listener-gate.js';
+import { relayEventEnvelope } from './relay-events.js';
 import type { TransportAttempt } from '../transports/contract.js';
 import type { TransportRegistry } from '../transports/registry.js';
 import { backoffDelay } from '../backoff.js';
@@ -13,7 +15,7 @@ import { signatureHeaders } from './signing.js';
 import { createWakeSignal } from '../wake-signal.js';
 
 export interface DispatcherOptions {
-  store: Store;
+  store: DeliveryQueue;
   /** The enabled transports; only deliveries of these are claimed. */
   transports: TransportRegistry;
   log: Logger;
@@ -32,6 +34,10 @@ export interface DispatcherOptions {
   onAttempt?: (result: AttemptResult) => void;
   onListenersDisabled?: (ids: string[]) => void;
   random?: () => number;
+  /** RELAY_BREAKER_* and RELAY_DISABLE_AFTER_HOURS. */
+  breaker?: BreakerSettings;
+  /** Routes the relay's own events (relay.circuit.*, relay.delivery.failed, relay.listener.disabled). */
+  routing: ListenerRouting;
 }
 
 export interface Dispatcher {
@@ -43,6 +49,16 @@ export interface Dispatcher {
 }
 
 const isBodyless = (method: unknown) => method === 'GET' || method === 'DELETE';
+
+/** The event's id and type from a claimed delivery whose envelope may not even parse. */
+function eventOf(d: ClaimedDelivery): { id: string; type: string } {
+  try {
+    const e = JSON.parse(d.envelopeJson) as { id?: unknown; type?: unknown };
+    return { id: String(e.id ?? ''), type: String(e.type ?? '') };
+  } catch {
+    return { id: '', type: '' };
+  }
+}
 
 /** Which per-origin slots an attempt takes: its URL's scheme, host and port, else its transport's. */
 function slotKey(callback: { transport: string; url?: unknown }): string {
@@ -73,11 +89,28 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
   const owner = `${process.pid}-${crypto.randomBytes(6).toString('hex')}`;
   const gate = createAdmissionGate({ maxInFlight, slotsPerOrigin: o.slotsPerOrigin ?? 32 });
   const failures = createFailureLog({ log });
+  const breaker = o.breaker ?? DEFAULT_BREAKER;
+  // Recording attempts also judges them: breakers, failing streaks and the relay's own events.
+  const judge: RecordJudge = {
+    routing: o.routing,
+    judge(attempts, states, now) {
+      const j = judgeAttempts(attempts, states, now, breaker);
+      // Final failures and listeners turned off have their lines in the failure log already.
+      for (const e of j.events) {
+        if (e.type === 'relay.circuit.opened') log.warn({ listener: e.data.listener_id, project: e.project, lastError: e.data.last_error }, 'circuit opened: deliveries to this listener wait for a probe');
+        if (e.type === 'relay.circuit.closed') log.info({ listener: e.data.listener_id, project: e.project }, 'circuit closed: deliveries to this listener go on');
+      }
+      return { changed: j.changed, disable: j.disable, events: j.events.map((e) => ({ project: e.project, envelope: relayEventEnvelope(e, now) })) };
+    },
+  };
 
   let running = false;
   let loopDone: Promise<void> = Promise.resolve();
   /** Claimed and not yet recorded, by this process. */
   const inFlight = new Set<string>();
+  const leaseMs = o.shutdownGraceMs + LEASE_MARGIN_MS;
+  /** When each delivery's lease ends and how long its attempt may take, to renew it in time. */
+  const leases = new Map<string, { until: number; timeoutMs: number }>();
   /** Finished attempts waiting for the next cycle to record them. */
   let results: AttemptResult[] = [];
   let flushTimer: NodeJS.Timeout | null = null;
@@ -111,6 +144,8 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
     dueProjects: number;
     /** Whether the gate had room to claim at all. */
     hadRoom: boolean;
+    /** Attempts this cycle recorded. */
+    recorded: number;
     failed: boolean;
   }
 
@@ -120,7 +155,7 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
     results = [];
     let dueProjects = 0;
     const hasRoom = claim && gate.inFlight < maxInFlight;
-    if (batch.length === 0 && !hasRoom) return { claimed: 0, asked: 0, dueProjects, hadRoom: hasRoom, failed: false };
+    if (batch.length === 0 && !hasRoom) return { claimed: 0, asked: 0, dueProjects, hadRoom: hasRoom, recorded: 0, failed: false };
     const now = Date.now();
     let outcome;
     try {
@@ -131,7 +166,7 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
           ? {
               owner,
               now,
-              leaseMs: o.shutdownGraceMs + LEASE_MARGIN_MS,
+              leaseMs,
               transports: transports.names,
               allot: (due) => {
                 dueProjects = due.length;
@@ -146,9 +181,11 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
                 }
                 return allotment;
               },
+              admit: (candidates, listeners, at) => admitCandidates(candidates, listeners, at, breaker),
             }
           : null,
         now,
+        judge,
       );
     } catch (err) {
       // The outcomes stay queued for the next cycle; their deliveries keep their leases
@@ -156,17 +193,20 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
       results = [...batch, ...results];
       storeFailures++;
       log.error({ err, results: batch.length, failures: storeFailures }, 'recording attempts or claiming failed; backing off');
-      return { claimed: 0, asked: 0, dueProjects, hadRoom: hasRoom, failed: true };
+      return { claimed: 0, asked: 0, dueProjects, hadRoom: hasRoom, recorded: 0, failed: true };
     }
     if (storeFailures > 0) log.info({ failures: storeFailures }, 'the store answers again; dispatching resumes');
     storeFailures = 0;
-    for (const r of batch) inFlight.delete(r.deliveryId);
+    for (const r of batch) {
+      inFlight.delete(r.deliveryId);
+      leases.delete(r.deliveryId);
+    }
     if (outcome.disabledListeners.length) {
       failures.listenersDisabled(outcome.disabledListeners, batch);
       o.onListenersDisabled?.(outcome.disabledListeners);
     }
     for (const d of outcome.claimed) launch(d);
-    return { claimed: outcome.claimed.length, asked: outcome.asked, dueProjects, hadRoom: hasRoom, failed: false };
+    return { claimed: outcome.claimed.length, asked: outcome.asked, dueProjects, hadRoom: hasRoom, recorded: batch.length, failed: false };
   }
 
   async function attempt(d: ClaimedDelivery): Promise<AttemptResult | null> {
@@ -183,10 +223,21 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
       original: d.original,
       project: d.project,
       deliveryId: d.id,
+      template: (callback as { template?: unknown }).template,
     });
-    // The last step of the gate that waits: the attempt's clock starts once it has its slot.
-    const releaseSlot = await gate.originSlot(slotKey(callback));
-    if (releaseSlot === null) return null;
+    // The last steps of the gate that wait: the attempt's clock starts once it has its slots
+    // (the origin's, then the listener's own max_in_flight).
+    const releaseOrigin = await gate.originSlot(slotKey(callback));
+    if (releaseOrigin === null) return null;
+    const releaseListener = await gate.listenerSlot(d.listenerId, d.listener.max_in_flight);
+    if (releaseListener === null) {
+      releaseOrigin();
+      return null;
+    }
+    const releaseSlot = () => {
+      releaseListener();
+      releaseOrigin();
+    };
     try {
       const started = Date.now();
       const secrets = [d.listener.secret];
@@ -198,6 +249,7 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
         ...payload.headers,
         ...signatureHeaders({ deliveryId: d.id, timestamp: Math.floor(started / 1000), body: payload.body, secrets }),
         'webhook-attempt': String(d.attemptNumber),
+        ...(d.gap !== null && d.gap.length > 0 ? { 'webhook-gap': d.gap.join(',') } : {}),
         'user-agent': USER_AGENT,
       };
       const request: TransportAttempt = {
@@ -208,9 +260,10 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
         callback,
         envelope,
         body: payload.body,
+        query: payload.query,
         contentType: payload.contentType,
         headers,
-        gap: null,
+        gap: d.gap,
         deadline: started + callback.timeout_ms,
       };
       let raw: unknown;
@@ -227,6 +280,8 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
         deliveryId: d.id,
         listenerId: d.listenerId,
         project: d.project,
+        eventId: envelope.id,
+        eventType: envelope.type,
         attempt: {
           number: d.attemptNumber,
           started_at: started,
@@ -250,22 +305,33 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
     // receiver): the claim just extended the lease; sending it twice would help no one.
     if (inFlight.has(d.id)) return;
     inFlight.add(d.id);
+    leases.set(d.id, { until: Date.now() + leaseMs + d.listener.callback.timeout_ms, timeoutMs: d.listener.callback.timeout_ms });
     gate.admit(d.project);
     attempt(d)
       .catch((err): AttemptResult => {
+        const now = Date.now();
+        const event = eventOf(d);
+        const base = { deliveryId: d.id, listenerId: d.listenerId, project: d.project, eventId: event.id, eventType: event.type, disableListener: null };
+        // A template whose rendering of this event is too large stays too large: the delivery
+        // fails for good, saying why, rather than trying again.
+        if ((err as { code?: unknown }).code === 'TEMPLATE_TOO_LARGE') {
+          return {
+            ...base,
+            attempt: { number: d.attemptNumber, started_at: now, duration_ms: 0, status_code: null, error: 'TEMPLATE_TOO_LARGE', response_excerpt: null },
+            status: 'failed',
+            nextAttemptAt: null,
+            lastError: (err as Error).message,
+          };
+        }
         // Rendering or signing failed: a defect, not the receiver's fault. Keep the delivery
         // and try again later rather than lose it.
         log.error({ err, delivery: d.id }, 'attempt failed before sending');
-        const now = Date.now();
         return {
-          deliveryId: d.id,
-          listenerId: d.listenerId,
-          project: d.project,
+          ...base,
           attempt: { number: d.attemptNumber, started_at: now, duration_ms: 0, status_code: null, error: 'INTERNAL', response_excerpt: null },
           status: 'pending',
           nextAttemptAt: now + 60_000,
           lastError: `internal error: ${(err as Error).message}`,
-          disableListener: null,
         };
       })
       .then((result) => {
@@ -277,6 +343,28 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
         resultReady(result);
       });
   }
+
+  /**
+   * A lease runs from the claim, but a delivery may wait in the gate (its origin's or its
+   * listener's slots), its receiver may be slow, and its outcome waits for the next record: the
+   * leases of deliveries this process still holds are extended before they end, so no other
+   * process takes one over while this one lives. Only a process that died loses its leases.
+   */
+  async function renewLeases() {
+    const now = Date.now();
+    const byUntil = new Map<number, string[]>();
+    for (const [id, lease] of leases) {
+      if (lease.until - now > LEASE_MARGIN_MS / 2) continue;
+      const until = now + leaseMs + lease.timeoutMs;
+      lease.until = until;
+      byUntil.set(until, [...(byUntil.get(until) ?? []), id]);
+    }
+    for (const [until, ids] of byUntil) {
+      await store.renewLeases(owner, ids, until).catch((err) => log.error({ err, deliveries: ids.length }, 'could not renew leases'));
+    }
+  }
+  let renewing: Promise<void> | null = null;
+  let renewTimer: NodeJS.Timeout | undefined;
 
   /** Sleeps `ms` unless stopped; wakes meanwhile do not cut a backoff short. */
   async function backOff(ms: number) {
@@ -300,23 +388,35 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
       if (!capped) {
         const next = await store.nextDueAt().catch(() => null);
         const now = Date.now();
-        // A due time in the past belongs to a project the gate holds back: wait for a wake.
         if (next !== null && next > now) wait = Math.min(idlePollMs, next - now);
+        // Recording may itself have made deliveries due (the next head of an ordered execution,
+        // the relay's own events) after the claim's view of what was due: look again at once.
+        // Otherwise a due time in the past belongs to a project the gate holds back: wait for a wake.
+        else if (next !== null && r.recorded > 0) wait = 0;
       }
       if (wait > 0) await sleep(wait);
     }
   }
 
+  let unsubscribe: () => void = () => {};
+
   return {
     start() {
       if (running) return;
       running = true;
+      // Deliveries other processes commit wake this one at once (polling stays the fallback).
+      unsubscribe = store.subscribeDue(wake);
+      renewTimer = setInterval(() => {
+        renewing ??= renewLeases().finally(() => (renewing = null));
+      }, LEASE_MARGIN_MS / 5);
+      renewTimer.unref();
       loopDone = loop().catch((err) => log.fatal({ err }, 'dispatcher loop stopped'));
     },
     wake,
     async stop() {
       if (!running) return;
       running = false;
+      unsubscribe();
       wake();
       await loopDone;
       if (flushTimer) clearTimeout(flushTimer);
@@ -337,11 +437,14 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
         const pending = new Set(results.map((r) => r.deliveryId));
         const unfinished = [...inFlight].filter((id) => !pending.has(id));
         inFlight.clear();
+        leases.clear();
         if (unfinished.length) {
           await store.releaseLeases(owner, unfinished, Date.now()).catch((err) => log.error({ err }, 'could not release leases; they expire by themselves'));
           log.warn({ count: unfinished.length }, 'released deliveries still in flight after the grace period; they will be sent again');
         }
       }
+      clearInterval(renewTimer);
+      await renewing;
     },
   };
 }

@@ -1,11 +1,12 @@
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import type { EventEnvelope, OriginalMessage } from '../records/event.js';
-import { withEnvelopeQuery } from '../transports/http-query.js';
+import { appendQuery, envelopeQuery, withEnvelopeQuery } from '../transports/http-query.js';
 import { cloudEventSource, CLOUDEVENTS_STRUCTURED_CONTENT_TYPE, renderCloudEventStructured } from './cloudevents-structured.js';
 import { renderOslo } from './oslo-format.js';
+import { renderLimitBytes, renderTemplateBody, templateQuery } from './template.js';
 
-export const CALLBACK_FORMATS = ['json', 'cloudevents', 'mistral', 'oslo'] as const;
+export const CALLBACK_FORMATS = ['json', 'cloudevents', 'mistral', 'oslo', 'template'] as const;
 export type CallbackFormat = (typeof CALLBACK_FORMATS)[number];
 
 // Both src/dispatch/ (tests) and dist/dispatch/ (built) sit two levels below the root.
@@ -30,6 +31,8 @@ export interface DeliveryRenderInput {
   original?: OriginalMessage | null;
   /** The relay project that owns the event (Mistral's `project_id`). */
   project: string;
+  /** The listener's `callback.template`, for the `template` format. */
+  template?: unknown;
 }
 
 export interface RenderedDelivery {
@@ -43,13 +46,29 @@ export function isBodylessMethod(method: string): boolean {
   return m === 'GET' || m === 'DELETE';
 }
 
-/** An HTTP delivery as the `http` transport sends it: GET and DELETE carry the envelope in the query. */
+/** An HTTP delivery as the `http` transport sends it: GET and DELETE carry the envelope (or the template) in the query. */
 export function renderDelivery(input: DeliveryRenderInput): RenderedDelivery {
-  const { envelope, method, url } = input;
-  const bodyless = isBodylessMethod(method);
-  const payload = renderPayload({ ...input, transport: 'http', bodyless, deliveryId: envelope.id });
-  return { url: bodyless ? withEnvelopeQuery(url, envelope) : url, body: payload.body, headers: payload.headers };
+  const payload = renderPayload({ ...input, transport: 'http', bodyless: isBodylessMethod(input.method), deliveryId: input.envelope.id });
+  return { url: deliveryUrl(input), body: payload.body, headers: payload.headers };
 }
+
+/**
+ * Where an HTTP delivery goes: GET and DELETE carry the envelope's scalar fields in the query,
+ * or with the `template` format the rendered template's fields; other methods send to `url` as it is.
+ */
+export function deliveryUrl(input: { url: string; method: string; envelope: EventEnvelope; envelopeJson?: string; format?: unknown; template?: unknown }): string {
+  if (!isBodylessMethod(input.method)) return input.url;
+  return appendQuery(input.url, bodylessQuery(input));
+}
+
+/** The query a GET or DELETE delivery carries: the envelope's scalar fields, or the rendered template's. */
+function bodylessQuery(input: { envelope: EventEnvelope; envelopeJson?: string; format?: unknown; template?: unknown }): string {
+  if (input.format !== 'template') return envelopeQuery(input.envelope);
+  return templateQuery(input.template, input.envelope, renderLimitBytes(envelopeBytes(input))).toString();
+}
+
+const envelopeBytes = ({ envelope, envelopeJson }: { envelope: EventEnvelope; envelopeJson?: string }) =>
+  Buffer.byteLength(envelopeJson ?? JSON.stringify(envelope), 'utf8');
 
 export interface PayloadRenderInput {
   envelope: EventEnvelope;
@@ -66,10 +85,14 @@ export interface PayloadRenderInput {
   deliveryId: string;
   /** This machine's name, for an oslo notification's `publisher_id`. */
   hostname?: string;
+  /** The listener's `callback.template`, for the `template` format. */
+  template?: unknown;
 }
 
 export interface RenderedPayload {
   body: string;
+  /** For a bodyless HTTP delivery (GET, DELETE): the payload as a query string; null otherwise. */
+  query: string | null;
   contentType: string;
   /** Headers the format itself sets (content-type, CloudEvents binary-mode attributes). */
   headers: Record<string, string>;
@@ -77,11 +100,17 @@ export interface RenderedPayload {
 
 /** The body of a delivery in its listener's format, whatever transport carries it. */
 export function renderPayload(input: PayloadRenderInput): RenderedPayload {
+  const payload = renderPayloadBody(input);
+  return { ...payload, query: input.bodyless ? bodylessQuery(input) : null };
+}
+
+function renderPayloadBody(input: PayloadRenderInput): Omit<RenderedPayload, 'query'> {
   const { envelope, format, transport } = input;
   if (format === 'cloudevents' && transport !== 'http') {
     const contentType = CLOUDEVENTS_STRUCTURED_CONTENT_TYPE;
     return { body: renderCloudEventStructured(envelope), contentType, headers: { 'content-type': contentType } };
   }
+  if (format === 'template') return renderTemplatePayload(input);
   const headers: Record<string, string> = format === 'cloudevents' ? cloudEventHeaders(envelope) : {};
   if (input.bodyless) return { body: '', contentType: JSON_CONTENT_TYPE, headers };
   headers['content-type'] = JSON_CONTENT_TYPE;
@@ -107,6 +136,20 @@ function renderBody({ envelope, envelopeJson, format, original, project, deliver
     default:
       throw new TypeError(`unknown callback format ${String(format)}`);
   }
+}
+
+/**
+ * The `template` format: the rendered template as the body (text for a string, else JSON). A
+ * GET or DELETE sends it in the query instead (deliveryUrl); it is rendered here all the same,
+ * so one that cannot be rendered fails before anything is sent, and the signature covers the
+ * empty body.
+ */
+function renderTemplatePayload(input: PayloadRenderInput): Omit<RenderedPayload, 'query'> {
+  // The callback schema requires one with this format: a caller that leaves it out is a defect.
+  if (input.template === undefined) throw new TypeError('the template format needs the listener\'s callback.template');
+  const { body, contentType } = renderTemplateBody(input.template, input.envelope, renderLimitBytes(envelopeBytes(input)));
+  if (input.bodyless) return { body: '', contentType, headers: {} };
+  return { body, contentType, headers: { 'content-type': contentType } };
 }
 
 export { withEnvelopeQuery };

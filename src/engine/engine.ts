@@ -1,11 +1,12 @@
 import type { Logger } from 'pino';
 import type { FanOutCache } from '../fanout/fanout.js';
 import type { NetworkGuard } from '../net/network-guard.js';
-import type { EngineStore, EngineTx, ExecutionRecord, TaskRecord } from '../store/engine-store.js';
+import type { EngineScope, EngineStore, EngineTx, ExecutionRecord, TaskRecord } from '../store/engine-store.js';
+import { newOwner, ownerStopped } from './owner.js';
 import { createActionAgent } from './actions.js';
 import { DEFAULT_ENGINE_LIMITS, type EngineLimits } from './limits.js';
 import { recoverInterruptedTasks } from './recovery.js';
-import { createRunner, type Commit, type RunnerHooks } from './runner.js';
+import { createRunner, type Commit, type Runner, type RunnerHooks } from './runner.js';
 import { changeExecutionState, launchExecution, rerunTask, type NewExecution, type Refusal } from './state-changes.js';
 import type { ClientExecutionState } from './transitions.js';
 
@@ -25,6 +26,10 @@ export interface EngineOptions {
   maxResultBytes?: number;
   /** RELAY_MAX_TASKS_PER_EXECUTION: task runs one execution may create before it fails. */
   maxTasksPerExecution?: number;
+  /** RELAY_TASK_LEASE_MS: how long a task stays its runner's without a renewal. */
+  taskLeaseMs?: number;
+  /** Runs once-per-database work unless another process runs it now (the store's advisory lock). */
+  exclusively: <T>(name: string, fn: () => Promise<T>) => Promise<T | undefined>;
 }
 
 /** The embedded engine: the state changes clients ask for, and the runner that moves executions on. */
@@ -33,57 +38,84 @@ export function createEngine(o: EngineOptions) {
     maxResultBytes: o.maxResultBytes ?? DEFAULT_ENGINE_LIMITS.maxResultBytes,
     maxTasksPerExecution: o.maxTasksPerExecution ?? DEFAULT_ENGINE_LIMITS.maxTasksPerExecution,
   };
-  // The fan-out matcher is fetched before the transaction (it may read listeners); inside, it is a pure function.
-  const commit: Commit = async (project, fn) => {
-    const route = await o.fanOut.forProject(project);
-    const { value, events, deliveries } = await o.store.engineTransaction(project, route, fn);
+  const commit: Commit = async (project, scope, fn) => {
+    const { value, events, deliveries } = await o.store.engineTransaction(project, scope, o.fanOut, fn);
     for (let i = 0; i < events; i++) o.onEventsStored?.('engine');
     if (deliveries > 0) o.wakeDispatcher();
     return value;
   };
-  const agent = createActionAgent(o.guard);
-  const runner = createRunner({
-    store: o.store,
-    commit,
-    actions: { guard: o.guard, agent, maxResultBytes: limits.maxResultBytes },
-    limits,
-    log: o.log,
-    hooks: o.hooks,
-    maxInFlight: o.maxInFlight,
-    shutdownGraceMs: o.shutdownGraceMs,
-  });
+  const owner = newOwner();
+  const taskLeaseMs = o.taskLeaseMs ?? 30_000;
+  // The runner and its HTTP agent exist only where the engine runs (roles all and engine); a
+  // process of role api commits state changes and leaves running them to the engine processes.
+  let running: { runner: Runner; agent: ReturnType<typeof createActionAgent> } | null = null;
 
   /** Commits a change that may have made tasks runnable, then wakes the runner. */
-  async function change<T>(project: string, fn: (tx: EngineTx) => T): Promise<T> {
-    const value = await commit(project, fn);
-    runner.wake();
+  async function change<T>(project: string, scope: EngineScope, fn: (tx: EngineTx) => T): Promise<T> {
+    const value = await commit(project, scope, fn);
+    running?.runner.wake();
     return value;
   }
+
+  let recovery: NodeJS.Timeout | undefined;
+  let recovering: Promise<unknown> | null = null;
+  const recover = () =>
+    o.exclusively('engine-recovery', () =>
+      recoverInterruptedTasks({ store: o.store, commit, log: o.log, maxTasks: limits.maxTasksPerExecution, self: owner }),
+    );
 
   return {
     limits,
     /** Recovers what a crash left in flight, then starts the runner. */
     async start(): Promise<void> {
-      await recoverInterruptedTasks({ store: o.store, commit, log: o.log, maxTasks: limits.maxTasksPerExecution });
+      if (running) return;
+      await recover();
+      const agent = createActionAgent(o.guard);
+      const runner = createRunner({
+        owner,
+        taskLeaseMs,
+        store: o.store,
+        commit,
+        actions: { guard: o.guard, agent, maxResultBytes: limits.maxResultBytes },
+        limits,
+        log: o.log,
+        hooks: o.hooks,
+        maxInFlight: o.maxInFlight,
+        shutdownGraceMs: o.shutdownGraceMs,
+      });
+      running = { runner, agent };
       runner.start();
+      // Runners of other processes may die at any time: their tasks are recovered once their
+      // leases end, by whichever process looks first.
+      recovery = setInterval(() => {
+        recovering ??= recover()
+          .catch((err) => o.log.error({ err }, 'could not recover interrupted tasks'))
+          .finally(() => (recovering = null));
+      }, Math.max(500, Math.floor(taskLeaseMs / 2)));
+      recovery.unref();
     },
     async stop(): Promise<void> {
-      await runner.stop();
-      await agent.destroy().catch(() => {});
+      clearInterval(recovery);
+      await recovering;
+      if (running) {
+        await running.runner.stop();
+        await running.agent.destroy().catch(() => {});
+      }
+      ownerStopped(owner);
     },
     launch(n: NewExecution): Promise<ExecutionRecord> {
-      return change(n.project, (tx) => launchExecution(tx, n, limits.maxTasksPerExecution));
+      return change(n.project, { launch: true }, (tx) => launchExecution(tx, n, limits.maxTasksPerExecution));
     },
     // Both answer the record read back inside their transaction: what it wrote (updated_at is
     // set by the store, not on the object the change worked on), before the runner moves it on.
     changeExecutionState(project: string, id: string, to: ClientExecutionState): Promise<ExecutionRecord | Refusal> {
-      return change(project, (tx) => {
+      return change(project, { executionId: id }, (tx) => {
         const outcome = changeExecutionState(tx, id, to);
         return isRefusal(outcome) ? outcome : (tx.execution(id) ?? outcome);
       });
     },
     rerunTask(project: string, id: string): Promise<TaskRecord | Refusal> {
-      return change(project, (tx) => {
+      return change(project, { taskId: id }, (tx) => {
         const outcome = rerunTask(tx, id);
         return isRefusal(outcome) ? outcome : (tx.task(id) ?? outcome);
       });

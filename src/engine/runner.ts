@@ -1,7 +1,7 @@
 import { setTimeout as pause } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { backoffDelay, type BackoffOptions } from '../backoff.js';
-import type { ClaimedTask, EngineStore, EngineTx } from '../store/engine-store.js';
+import type { ClaimedTask, EngineScope, EngineStore, EngineTx } from '../store/engine-store.js';
 import { runAction, type ActionDeps } from './actions.js';
 import { evaluate, referencedTasks } from './expressions.js';
 import { assertWithinLimit, boundedOutcome, DEFAULT_ENGINE_LIMITS, type EngineLimits } from './limits.js';
@@ -10,8 +10,8 @@ import type { Outcome } from './transitions.js';
 import type { TaskSpec, WorkflowSpec } from './workbook.js';
 import { createWakeSignal } from '../wake-signal.js';
 
-/** Runs one state change of a project in one transaction; resolves after commit. */
-export type Commit = <T>(project: string, fn: (tx: EngineTx) => T) => Promise<T>;
+/** Runs one state change of a project, on what `scope` names, in one transaction; resolves after commit. */
+export type Commit = <T>(project: string, scope: EngineScope, fn: (tx: EngineTx) => T) => Promise<T>;
 
 export interface RunnerHooks {
   /** Called before each try to commit an action's outcome; a throw counts as a failed commit (tests). */
@@ -33,6 +33,10 @@ export interface RunnerOptions {
   limits?: EngineLimits;
   /** Pauses between tries of a database step that failed (a claim, a commit). */
   storeBackoff?: BackoffOptions;
+  /** This runner's owner id (src/engine/owner.ts): claimed tasks carry it. */
+  owner: string;
+  /** How long a claimed task's lease lasts; renewed every third of it while the runner lives. */
+  taskLeaseMs?: number;
 }
 
 /** The database failed to take a step now; anything else is a fault of the step itself. */
@@ -62,8 +66,10 @@ export function createRunner(o: RunnerOptions): Runner {
   const idlePollMs = o.idlePollMs ?? 1_000;
   const limits = o.limits ?? DEFAULT_ENGINE_LIMITS;
   const storeBackoff = o.storeBackoff ?? { baseMs: 100, maxMs: 10_000 };
+  const leaseMs = o.taskLeaseMs ?? 30_000;
   let running = false;
   let accepting = true;
+  let renewal: NodeJS.Timeout | undefined;
   // Aborted once outcomes are no longer committed: ends the pauses between commit tries.
   const stopping = new AbortController();
   let loopDone: Promise<void> = Promise.resolve();
@@ -78,7 +84,7 @@ export function createRunner(o: RunnerOptions): Runner {
       let claimed: ClaimedTask[] = [];
       signal.clear();
       try {
-        if (room > 0) claimed = await store.claimRunnableTasks(Date.now(), room);
+        if (room > 0) claimed = await store.claimRunnableTasks({ owner: o.owner, now: Date.now(), limit: room, leaseMs });
         claimFailures = 0;
       } catch (err) {
         claimFailures++;
@@ -143,7 +149,7 @@ export function createRunner(o: RunnerOptions): Runner {
         const due = startedAt + Math.round(seconds * 1000);
         if (due > Date.now()) {
           const wait = (tx: EngineTx) => scheduleWake(tx, task.id, startedAt, due);
-          if (accepting) await persistently('commit a wait', task, () => commit(task.project, wait));
+          if (accepting) await persistently('commit a wait', task, () => commit(task.project, { executionId: task.execution_id }, wait));
           return;
         }
         outcome = { ok: true, result: null };
@@ -168,7 +174,7 @@ export function createRunner(o: RunnerOptions): Runner {
     const end = await persistently('commit a task outcome', task, async () => {
       try {
         o.hooks?.beforeCommitOutcome?.(task, current);
-        return (await commit(task.project, (tx) => finishTask(tx, task.id, startedAt, current, limits.maxTasksPerExecution))).end;
+        return (await commit(task.project, { executionId: task.execution_id }, (tx) => finishTask(tx, task.id, startedAt, current, limits.maxTasksPerExecution))).end;
       } catch (err) {
         if (!isStoreUnavailable(err) && ++refusals >= UNRECORDABLE_AFTER && current === outcome) {
           current = { ok: false, error: `the outcome could not be recorded: ${(err as Error).message}`, retryable: false };
@@ -202,6 +208,12 @@ export function createRunner(o: RunnerOptions): Runner {
       if (running) return;
       running = true;
       loopDone = loop();
+      // While this runner lives, its tasks' leases do: recovery elsewhere waits for them to end.
+      renewal = setInterval(() => {
+        if (active.size === 0) return;
+        store.renewTaskLeases(o.owner, Date.now() + leaseMs).catch((err) => log.error({ err }, 'could not renew task leases'));
+      }, Math.max(100, Math.floor(leaseMs / 3)));
+      renewal.unref();
     },
     wake,
     async stop() {
@@ -214,6 +226,7 @@ export function createRunner(o: RunnerOptions): Runner {
         new Promise((resolve) => (timer = setTimeout(resolve, o.shutdownGraceMs ?? 10_000))),
       ]);
       clearTimeout(timer);
+      clearInterval(renewal);
       accepting = false;
       stopping.abort();
     },

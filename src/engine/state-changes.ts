@@ -1,6 +1,7 @@
 import { newId } from '../ids.js';
 import { toEnvelope } from '../records/event.js';
-import type { EngineTx, ExecutionRecord, ExecutionState, TaskRecord, TaskState } from '../store/engine-store.js';
+import type { ExecutionRecord, ExecutionState, TaskRecord, TaskState } from '../records/states.js';
+import type { EngineTx } from '../store/engine-store.js';
 import {
   eventName,
   executionMoveRefusal,

@@ -1,4 +1,4 @@
-import type { ExecutionState, TaskState } from '../store/engine-store.js';
+import type { ExecutionState, TaskState } from '../records/states.js';
 import type { TaskSpec, WorkflowSpec } from './workbook.js';
 
 /*

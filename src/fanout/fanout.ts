@@ -1,6 +1,6 @@
 import type { EventEnvelope } from '../records/event.js';
 import type { StoredListener } from '../records/listener.js';
-import type { FanOut, Store } from '../store/store.js';
+import type { FanOut, ListenerRouting } from '../store/store.js';
 import { compileListenerRule, type ListenerMatcher, type ListenerRule } from './match.js';
 
 interface CompiledListener {
@@ -11,8 +11,6 @@ interface CompiledListener {
 }
 
 export interface FanOutOptions {
-  /** How long a project's listener list is used before it is read again. */
-  maxAgeMs?: number;
   /** Compiles one listener's rule; the default is the matcher the relay routes with. */
   compile?: (rule: ListenerRule) => ListenerMatcher;
   /**
@@ -31,35 +29,16 @@ function ruleKey(l: StoredListener): string {
 }
 
 /**
- * Fan-out: which of a project's listeners an event goes to. A project's listener list is read
- * once and kept, so the ingest hot path neither reads listeners nor compiles filters. A change
- * drops the list; reading it again compiles only the listeners whose rule changed and reuses
- * every other listener's matcher, so one change costs one compile, not one per listener.
+ * Fan-out: which of a project's listeners an event goes to, as the store's ListenerRouting.
+ * The store reads the project's listener version inside each write transaction; while it is
+ * the version compiled here, the kept matcher routes with no read and no compile. When another
+ * change (made by any process) moved it on, the store hands over the project's enabled
+ * listeners, read in that same transaction, and only the listeners whose rule changed are
+ * compiled again: one change costs one compile, not one per listener.
  */
-export function createFanOut(store: Pick<Store, 'listEnabledListeners'>, options: FanOutOptions = {}) {
-  const maxAgeMs = options.maxAgeMs ?? 5_000;
+export function createFanOut(options: FanOutOptions = {}): FanOutCache {
   const compile = options.compile ?? compileListenerRule;
-  const lists = new Map<string, { loadedAt: number; listeners: Promise<CompiledListener[]> }>();
-  // Per project, the matchers of the list read last, by listener id.
-  const matchers = new Map<string, Map<string, CompiledListener>>();
-
-  /*
-   * The key is the rule itself rather than updated_at: updated_at has millisecond resolution,
-   * so two changes within one millisecond would keep it, and a secret rotation bumps it without
-   * changing what the listener matches. Reads that overlap (a change during a reload) cannot
-   * put a stale matcher in place either: a matcher is reused only for the very rule it compiled.
-   */
-  function compileChanged(project: string, rows: StoredListener[]): CompiledListener[] {
-    const previous = matchers.get(project);
-    const next = new Map<string, CompiledListener>();
-    for (const row of rows) {
-      const rule = ruleKey(row);
-      const kept = previous?.get(row.id);
-      next.set(row.id, kept && kept.rule === rule ? kept : { id: row.id, rule, matches: compileOne(row) });
-    }
-    matchers.set(project, next);
-    return [...next.values()];
-  }
+  const projects = new Map<string, { version: number; route: FanOut; matchers: Map<string, CompiledListener> }>();
 
   function compileOne(listener: StoredListener): ListenerMatcher {
     try {
@@ -70,41 +49,38 @@ export function createFanOut(store: Pick<Store, 'listEnabledListeners'>, options
     }
   }
 
-  // Changes made through this process drop the list at once; the age limit bounds how long a
-  // change made by another process (a dispatcher turning a listener off) goes unseen.
-  function compiled(project: string): Promise<CompiledListener[]> {
-    let entry = lists.get(project);
-    if (!entry || Date.now() - entry.loadedAt > maxAgeMs) {
-      const listeners = store.listEnabledListeners(project).then((rows) => compileChanged(project, rows));
-      const loading = { loadedAt: Date.now(), listeners };
-      entry = loading;
-      lists.set(project, loading);
-      listeners.catch(() => {
-        if (lists.get(project) === loading) lists.delete(project);
-      });
-    }
-    return entry.listeners;
-  }
-
+  /*
+   * The key is the rule itself rather than updated_at: updated_at has millisecond resolution,
+   * so two changes within one millisecond would keep it, and a secret rotation bumps it without
+   * changing what the listener matches. A matcher is reused only for the very rule it compiled.
+   */
   return {
-    /** A synchronous FanOut for one project, safe to call inside a write transaction. */
-    async forProject(project: string): Promise<FanOut> {
-      const listeners = await compiled(project);
-      return (envelope: EventEnvelope) => {
-        const ids: string[] = [];
-        for (const l of listeners) if (l.matches(envelope)) ids.push(l.id);
-        return ids;
-      };
+    at(project, version) {
+      const entry = projects.get(project);
+      return entry && entry.version === version ? entry.route : null;
     },
-    /**
-     * Makes the next event of one project, or of every project, read its listeners again.
-     * Compiled matchers are kept: only listeners whose rule changed are compiled again.
-     */
-    invalidate(project?: string): void {
-      if (project === undefined) lists.clear();
-      else lists.delete(project);
+    compile(project, version, enabled) {
+      const previous = projects.get(project)?.matchers;
+      const matchers = new Map<string, CompiledListener>();
+      for (const row of enabled) {
+        const rule = ruleKey(row);
+        const kept = previous?.get(row.id);
+        matchers.set(row.id, kept && kept.rule === rule ? kept : { id: row.id, rule, matches: compileOne(row) });
+      }
+      const listeners = [...matchers.values()];
+      const ordered: ReadonlySet<string> = new Set(enabled.filter((l) => l.ordering === 'execution').map((l) => l.id));
+      const route: FanOut = Object.assign(
+        (envelope: EventEnvelope) => {
+          const ids: string[] = [];
+          for (const l of listeners) if (l.matches(envelope)) ids.push(l.id);
+          return ids;
+        },
+        { ordered },
+      );
+      projects.set(project, { version, route, matchers });
+      return route;
     },
   };
 }
 
-export type FanOutCache = ReturnType<typeof createFanOut>;
+export type FanOutCache = ListenerRouting;

@@ -1,9 +1,8 @@
 import crypto from 'node:crypto';
 import { toEnvelope, type EventEnvelope, type EventInput, type OriginalMessage } from '../records/event.js';
 import type { FanOutCache } from '../fanout/fanout.js';
-import type { AppendedEvent, FanOut, NewEvent, Store } from '../store/store.js';
+import type { AppendedEvent, FanOut, ListenerRouting, NewEvent, OutboxStore } from '../store/store.js';
 import { canonicalJson } from './mistral.js';
-
 
 export { toEnvelope };
 
@@ -20,7 +19,7 @@ export function bodyHash(input: EventInput): string {
 }
 
 export interface IngestDeps {
-  store: Store;
+  store: Pick<OutboxStore, 'appendEvents'>;
   fanOut: FanOutCache;
   /** Told after every commit that added deliveries, so the dispatcher starts at once. */
   onDeliveriesCommitted: () => void;
@@ -29,8 +28,8 @@ export interface IngestDeps {
 
 /** Puts events into the outbox with their deliveries; resolves after commit. */
 export function createIngest({ store, fanOut, onDeliveriesCommitted, onEventsStored }: IngestDeps) {
-  async function append(project: string, events: NewEvent[], route: FanOut): Promise<AppendedEvent[]> {
-    const results = await store.appendEvents(project, events, route, Date.now());
+  async function append(project: string, events: NewEvent[], routing: ListenerRouting): Promise<AppendedEvent[]> {
+    const results = await store.appendEvents(project, events, routing, Date.now());
     results.forEach((r, i) => {
       if (!r.duplicate) onEventsStored?.(events[i].envelope.source, 1);
     });
@@ -46,11 +45,12 @@ export function createIngest({ store, fanOut, onDeliveriesCommitted, onEventsSto
         original: original ?? null,
         bodyHash: bodyHash(input),
       }));
-      return append(project, events, await fanOut.forProject(project));
+      return append(project, events, fanOut);
     },
     /** One event to exactly these listeners, bypassing fan-out (PING). */
     async sendTo(project: string, envelope: EventEnvelope, listenerIds: string[]): Promise<AppendedEvent> {
-      const [result] = await append(project, [{ envelope, original: null, bodyHash: envelope.id }], () => listenerIds);
+      const route: FanOut = () => listenerIds;
+      const [result] = await append(project, [{ envelope, original: null, bodyHash: envelope.id }], { at: () => route, compile: () => route });
       return result;
     },
   };

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { AMQP_DEFAULT_PORTS, AMQP_MASK, maskAmqpUrl, parseBrokerUrl } from './amqp-url.js';
+import { templateProblem } from '../dispatch/template.js';
 
 export { maskAmqpUrl };
 
@@ -10,8 +11,45 @@ export { maskAmqpUrl };
  */
 
 export const HTTP_METHODS = ['POST', 'PUT', 'PATCH', 'GET', 'DELETE'] as const;
-export const PAYLOAD_FORMATS = ['json', 'mistral', 'cloudevents'] as const;
+export const PAYLOAD_FORMATS = ['json', 'mistral', 'cloudevents', 'template'] as const;
 export const MASKED = '***';
+
+// ---- templates (http and amqp) ----
+
+/**
+ * `callback.template`: any JSON value, checked as a whole by the callback's own refinement
+ * (templateRules). null, as a merge patch writes it, means none.
+ */
+const template = z
+  .unknown()
+  .transform((v) => (v === null ? undefined : v))
+  .optional();
+
+const TEMPLATE_ONLY = 'only the http and amqp transports send a template';
+
+/** A template goes with format "template" and nothing else; it parses; a GET or DELETE sends it as the query string. */
+function templateRules(callback: { format: string; template?: unknown; method?: string }, ctx: z.RefinementCtx): void {
+  const { format, template: value } = callback;
+  if (format !== 'template') {
+    if (value !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['template'], message: `is used only with format "template" (this callback's format is ${format}); set format to "template", or remove the template (null in a PATCH)` });
+    }
+    return;
+  }
+  if (value === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['template'], message: 'is required with format "template": the JSON value to send, whose strings may read the event with <% $.path %>' });
+    return;
+  }
+  const problem = templateProblem(value);
+  if (problem) {
+    ctx.addIssue({ code: 'custom', path: ['template'], message: problem });
+    return;
+  }
+  const bodyless = callback.method === 'GET' || callback.method === 'DELETE';
+  if (bodyless && (typeof value !== 'object' || Array.isArray(value))) {
+    ctx.addIssue({ code: 'custom', path: ['template'], message: `must be an object with method ${callback.method}: its fields become the query string` });
+  }
+}
 
 // RFC 9110 token characters.
 const headerName = z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$/, 'not a valid HTTP header name');
@@ -74,13 +112,14 @@ export const HttpCallbackSchema = z.strictObject({
     })
     .default({}),
   format: z.enum(PAYLOAD_FORMATS).default('json'),
+  template,
   timeout_ms: z.number().int().min(100).max(120_000).default(15_000),
-});
+}).superRefine(templateRules);
 
 
 // ---- amqp ----
 
-export const AMQP_FORMATS = ['oslo', 'json', 'cloudevents'] as const;
+export const AMQP_FORMATS = ['oslo', 'json', 'cloudevents', 'template'] as const;
 export const DEFAULT_AMQP_EXCHANGE = 'openstack';
 
 // AMQP 0-9-1 exchange names; topics and routing keys use the same characters, and no `*` or
@@ -129,6 +168,7 @@ export const AmqpCallbackSchema = z.strictObject({
     .nullable()
     .default(null),
   format: z.enum(AMQP_FORMATS).default('oslo'),
+  template,
   headers: z
     .record(
       z.string().min(1).max(255).refine((k) => !/[\0-\x1f\x7f]/.test(k), 'header names may not contain control characters'),
@@ -138,7 +178,7 @@ export const AmqpCallbackSchema = z.strictObject({
     .refine((h) => !Object.keys(h).some(isReservedHeader), 'webhook-* and content-type are set by the relay')
     .default({}),
   timeout_ms: z.number().int().min(100).max(120_000).default(15_000),
-});
+}).superRefine(templateRules);
 export type AmqpCallbackInput = z.input<typeof AmqpCallbackSchema>;
 export type AmqpCallback = z.output<typeof AmqpCallbackSchema>;
 
@@ -161,7 +201,9 @@ export const ExecCallbackSchema = z.strictObject({
     .array(z.string().min(1).max(256))
     .max(32, 'at most 32 arguments')
     .default([]),
-  format: z.literal('json').default('json'),
+  format: z
+    .literal('json', { error: (issue) => (issue.input === 'template' ? `${TEMPLATE_ONLY}; exec passes the envelope on stdin and picks arguments with args` : undefined) })
+    .default('json'),
   timeout_ms: z.number().int().min(100).max(MAX_EXEC_TIMEOUT_MS).default(60_000),
 });
 
@@ -174,7 +216,9 @@ const TRANSPORT_NAME = /^[a-z][a-z0-9_-]{0,31}$/;
 /** The shared fields of a module's callback; its own fields pass through to its `validate`. */
 export const ModuleCallbackSchema = z.looseObject({
   transport: z.string().regex(TRANSPORT_NAME, 'a transport name: 1-32 of a-z 0-9 _ - starting with a letter'),
-  format: z.enum(MODULE_FORMATS).default('json'),
+  format: z
+    .enum(MODULE_FORMATS, { error: (issue) => (issue.input === 'template' ? `${TEMPLATE_ONLY}; an operator's transport gets ${MODULE_FORMATS.join(', ')}` : undefined) })
+    .default('json'),
   headers: z
     .record(z.string().min(1).max(256), z.string().max(8192))
     .refine((h) => Object.keys(h).length <= 50, 'at most 50 headers')
@@ -249,6 +293,7 @@ export const CallbackView = z.union([
     method: z.enum(HTTP_METHODS),
     headers: headersView,
     format: z.enum(PAYLOAD_FORMATS),
+    template: z.unknown().optional(),
     timeout_ms: z.number().int(),
   }),
   z.object({
@@ -258,6 +303,7 @@ export const CallbackView = z.union([
     topic: z.string(),
     routing_key: z.string().nullable(),
     format: z.enum(AMQP_FORMATS),
+    template: z.unknown().optional(),
     headers: headersView,
     timeout_ms: z.number().int(),
   }),

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { AttemptRecord, DeliveryRecord } from '../store/store.js';
+import type { AttemptRecord, DeliveryRecord } from './states.js';
 
 const iso = (ms: number) => new Date(ms).toISOString();
 const isoOrNull = (ms: number | null) => (ms === null ? null : iso(ms));

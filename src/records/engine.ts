@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { EXECUTION_STATES, TASK_STATES, type ExecutionRecord, type TaskRecord, type WorkbookRecord } from '../store/engine-store.js';
+import { EXECUTION_STATES, TASK_STATES, type ExecutionRecord, type TaskRecord, type WorkbookRecord } from './states.js';
 
 const iso = (ms: number) => new Date(ms).toISOString();
 

@@ -7,6 +7,8 @@ import { eventPatternProblem } from '../fanout/event-pattern.js';
 import { isValidSecret } from '../dispatch/signing.js';
 import { DEFAULT_RETRY_SCHEDULE_MS } from '../dispatch/retry-policy.js';
 
+export const LISTENER_ORDERINGS = ['none', 'execution'] as const;
+
 export const RetrySchema = z.strictObject({
   schedule_ms: z
     .array(z.number().int().min(0).max(7 * 24 * 3600 * 1000))
@@ -38,6 +40,12 @@ export const ListenerInput = z.strictObject({
   retry: RetrySchema.default({ schedule_ms: DEFAULT_RETRY_SCHEDULE_MS }),
   enabled: z.boolean().default(true),
   description: z.string().max(1000).nullable().default(null),
+  /** `execution`: one execution's events reach this listener strictly in `sequence` order. */
+  ordering: z.enum(LISTENER_ORDERINGS).default('none'),
+  /** Attempts in flight at once to this listener. */
+  max_in_flight: z.number().int().min(1).max(10_000).default(32),
+  /** Attempts per second at most, over every relay process; null: no limit. */
+  rate_limit_per_s: z.number().positive().max(100_000).nullable().default(null),
   secret: z.string().refine(isValidSecret, 'must be whsec_ followed by base64 of 24 to 64 bytes').optional(),
 }).superRefine((l, ctx) => {
   // An event outside every listed category could never match: say so instead of storing it.
@@ -70,6 +78,26 @@ export interface StoredListener extends ListenerSpec {
   updated_at: string;
 }
 
+/**
+ * How a listener's endpoint is doing: `disabled` (turned off), `no_transport` (its transport is
+ * not enabled in this relay), the circuit breaker's `open` and `half_open`, otherwise `ok`;
+ * with the last 24 hours of its attempts and its last outcomes. Read-only: the relay computes it.
+ */
+export const HEALTH_STATES = ['ok', 'open', 'half_open', 'disabled', 'no_transport'] as const;
+export type HealthState = (typeof HEALTH_STATES)[number];
+
+export const ListenerHealth = z.object({
+  state: z.enum(HEALTH_STATES),
+  /** succeeded attempts / all attempts of the last 24 h; null without attempts */
+  success_rate_24h: z.number().min(0).max(1).nullable(),
+  p95_ms_24h: z.number().int().nullable(),
+  last_success_at: z.string().nullable(),
+  last_failure: z
+    .object({ at: z.string(), error: z.string().nullable(), status_code: z.number().int().nullable() })
+    .nullable(),
+});
+export type ListenerHealth = z.infer<typeof ListenerHealth>;
+
 /** The listener as the API shows it: no secret, header values masked. */
 export const ListenerView = z.object({
   id: z.string(),
@@ -83,12 +111,16 @@ export const ListenerView = z.object({
   enabled: z.boolean(),
   disabled_reason: z.string().nullable(),
   description: z.string().nullable(),
+  ordering: z.enum(LISTENER_ORDERINGS),
+  max_in_flight: z.number().int(),
+  rate_limit_per_s: z.number().nullable(),
   created_at: z.string(),
   updated_at: z.string(),
+  health: ListenerHealth,
 });
 export type ListenerView = z.infer<typeof ListenerView>;
 
-export function toListenerView(l: StoredListener): ListenerView {
+export function toListenerView(l: StoredListener, health: ListenerHealth): ListenerView {
   return {
     id: l.id,
     workbook: l.workbook,
@@ -101,10 +133,17 @@ export function toListenerView(l: StoredListener): ListenerView {
     enabled: l.enabled,
     disabled_reason: l.disabled_reason,
     description: l.description,
+    ordering: l.ordering,
+    max_in_flight: l.max_in_flight,
+    rate_limit_per_s: l.rate_limit_per_s,
     created_at: l.created_at,
     updated_at: l.updated_at,
+    health,
   };
 }
+
+/** Delivery options of listeners stored before they existed. */
+export const LISTENER_OPTION_DEFAULTS = { ordering: 'none', max_in_flight: 32, rate_limit_per_s: null } as const satisfies Partial<ListenerSpec>;
 
 /** The spec part of a stored listener, unmasked, as the base a merge patch applies to. */
 export function specOf(l: StoredListener): ListenerSpec {
@@ -118,6 +157,9 @@ export function specOf(l: StoredListener): ListenerSpec {
     retry: l.retry,
     enabled: l.enabled,
     description: l.description,
+    ordering: l.ordering,
+    max_in_flight: l.max_in_flight,
+    rate_limit_per_s: l.rate_limit_per_s,
   };
 }
 

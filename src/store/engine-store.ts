@@ -1,70 +1,38 @@
 import type { EventEnvelope } from '../records/event.js';
-import type { FanOut, OrderedPageQuery, PageQuery } from './store.js';
+import type { ExecutionRecord, ExecutionState, TaskRecord, TaskSummary, WorkbookRecord } from '../records/states.js';
+import type { ListenerRouting, OrderedPageQuery, PageQuery } from './store.js';
 
-/** States of an execution (Mistral's, as far as this engine reaches them). */
-export const EXECUTION_STATES = ['IDLE', 'RUNNING', 'PAUSED', 'SUCCESS', 'ERROR', 'CANCELLED'] as const;
-export type ExecutionState = (typeof EXECUTION_STATES)[number];
-
-export const TASK_STATES = ['IDLE', 'WAITING', 'RUNNING', 'DELAYED', 'PAUSED', 'SUCCESS', 'ERROR', 'CANCELLED', 'SKIPPED'] as const;
-export type TaskState = (typeof TASK_STATES)[number];
-
-/** Times are unix ms throughout. Parsed specs are opaque here: the store neither reads nor checks them. */
-export interface WorkbookRecord {
-  project: string;
-  name: string;
-  source: string;
-  spec: unknown;
-  created_at: number;
-  updated_at: number;
-}
-
-export interface ExecutionRecord {
-  id: string;
-  project: string;
-  workbook: string;
-  workflow: string;
-  /** The workflow spec as it was at launch. */
-  spec: unknown;
-  input: Record<string, unknown>;
-  state: ExecutionState;
-  state_info: string | null;
-  /** A cancel or pause that waits for actions in flight to finish before it is complete. */
-  pending_operation: ExecutionOperation | null;
-  created_at: number;
-  updated_at: number;
-}
-
-/** Operations on an execution that can wait for actions in flight. */
-export type ExecutionOperation = 'cancel' | 'pause';
-
-export interface TaskRecord {
-  id: string;
-  project: string;
-  execution_id: string;
-  name: string;
-  action: string;
-  state: TaskState;
-  state_info: string | null;
-  result: unknown;
-  /** Action attempts started so far. */
-  tries: number;
-  /** When the runner next looks at this RUNNING task (start, retry, or end of a wait); null while its action is in flight. */
-  next_run_at: number | null;
-  /** When the current attempt's action started; null before it starts. */
-  action_started_at: number | null;
-  /** Re-run by a client and not yet ended: its end completes the task.rerun operation. */
-  rerun: boolean;
-  created_at: number;
-  updated_at: number;
-}
-
-/** A task without its result: what deciding about a whole execution reads, cheap for every task. */
-export type TaskSummary = Omit<TaskRecord, 'result'>;
+export type { ExecutionOperation, ExecutionRecord, ExecutionState, TaskRecord, TaskState, TaskSummary, WorkbookRecord } from '../records/states.js';
+export { EXECUTION_STATES, TASK_STATES } from '../records/states.js';
 
 /** A task the runner claimed, with what running it needs from its execution. */
 export interface ClaimedTask extends TaskRecord {
   execution: Pick<ExecutionRecord, 'workbook' | 'workflow' | 'spec' | 'input' | 'state'>;
 }
+
+/** A RUNNING task whose action started and has not committed an outcome, with who runs it. */
+export interface InFlightTask extends TaskRecord {
+  /** The runner that claimed it (`host:pid:random`, see src/engine/owner.ts); null for rows from before owners. */
+  owner: string | null;
+  /** unix ms until which its owner is known to be alive; null for rows from before owners. */
+  lease_until: number | null;
+}
+
+export interface TaskClaim {
+  /** This runner's owner id. */
+  owner: string;
+  now: number;
+  limit: number;
+  /** The claimed tasks' lease ends at now + leaseMs; the runner renews it while it runs them. */
+  leaseMs: number;
+}
+
+/**
+ * What one engine transaction works on, so a backend that cannot read synchronously (PostgreSQL)
+ * loads it first, row-locked: an execution (with all its tasks), the execution of one task, or
+ * nothing (a launch, which only inserts).
+ */
+export type EngineScope = { executionId: string } | { taskId: string } | { launch: true };
 
 export interface ExecutionQuery extends OrderedPageQuery {
   workbook?: string;
@@ -113,16 +81,31 @@ export interface EngineStore {
   /** The result of the latest instance of each named task that succeeded; names with none are absent. */
   latestResults(project: string, executionId: string, names: string[]): Promise<Map<string, unknown>>;
 
-  /** Runs one engine state change in one transaction (group-committed); resolves after commit. */
-  engineTransaction<T>(project: string, fanOut: FanOut, fn: (tx: EngineTx) => T): Promise<{ value: T; events: number; deliveries: number }>;
+  /**
+   * Runs one engine state change in one transaction; resolves after commit. `fn` is synchronous
+   * and pure: it reads and changes only what `scope` names (the execution and its tasks, loaded
+   * and locked first where the backend needs it), and its events are routed by `routing` at the
+   * project's listener version read inside the same transaction. A scope whose execution or
+   * task does not exist runs `fn` with nothing loaded (it sees null).
+   */
+  engineTransaction<T>(
+    project: string,
+    scope: EngineScope,
+    routing: ListenerRouting,
+    fn: (tx: EngineTx) => T,
+  ): Promise<{ value: T; events: number; deliveries: number }>;
   /**
    * Claims due RUNNING tasks of RUNNING executions and commits, before any action runs, that
    * their action started: `action_started_at` is set (kept for a wait that ends), `tries` counts
-   * a new attempt, and `next_run_at` becomes null so no one claims them again.
+   * a new attempt, `next_run_at` becomes null so no one claims them again, and the task gets
+   * `claim.owner` with a lease until now + leaseMs. Several processes may claim at once: each
+   * task goes to one of them.
    */
-  claimRunnableTasks(now: number, limit: number): Promise<ClaimedTask[]>;
+  claimRunnableTasks(claim: TaskClaim): Promise<ClaimedTask[]>;
+  /** Extends to `until` the lease of every in-flight task `owner` holds; answers how many. */
+  renewTaskLeases(owner: string, until: number): Promise<number>;
   /** The earliest next_run_at of a task of a RUNNING execution. */
   nextTaskDueAt(): Promise<number | null>;
-  /** RUNNING tasks whose action started and never committed an outcome (for recovery at start). */
-  listInFlightTasks(): Promise<TaskRecord[]>;
+  /** RUNNING tasks whose action started and never committed an outcome, with their owner and lease (recovery decides which are orphans). */
+  listInFlightTasks(): Promise<InFlightTask[]>;
 }

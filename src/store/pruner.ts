@@ -1,8 +1,8 @@
 import type { Logger } from 'pino';
-import type { Store } from './store.js';
+import type { OperationsStore } from './store.js';
 
 export interface PrunerOptions {
-  store: Store;
+  store: Pick<OperationsStore, 'pruneFinished' | 'exclusively'>;
   log: Logger;
   retentionDays: number;
   intervalMs?: number;
@@ -35,7 +35,9 @@ export function startPruner({ store, log, retentionDays, intervalMs = 60_000, ba
   function schedule() {
     if (stopped) return;
     timer = setTimeout(() => {
-      running = pruneOnce()
+      // Once per database at a time: another process pruning now makes this round a no-op.
+      running = store
+        .exclusively('pruner', pruneOnce)
         .then(() => undefined)
         .catch((err) => log.error({ err }, 'pruning failed'))
         .finally(schedule);

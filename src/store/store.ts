@@ -1,6 +1,8 @@
 import type { EventEnvelope, OriginalMessage } from '../records/event.js';
 import type { ListenerSpec, StoredListener } from '../records/listener.js';
+import type { AttemptRecord, DeliveryRecord, DeliveryStatus } from '../records/states.js';
 import type { EngineStore } from './engine-store.js';
+import type { GateAdmission, GateCandidate, GateListener, JudgedAttempt, ListenerGateState } from '../dispatch/listener-gate.js';
 
 /** Keyset pagination: rows after `after` (an id), at most `limit`. */
 export interface PageQuery {
@@ -36,8 +38,26 @@ export interface NewEvent {
   bodyHash: string;
 }
 
-/** Chooses the listeners an event goes to; runs inside the write transaction, so it must not do I/O. */
-export type FanOut = (envelope: EventEnvelope) => readonly string[];
+/**
+ * Chooses the listeners an event goes to; runs inside the write transaction, so it must not do
+ * I/O. `ordered` names the routed listeners whose `ordering` is "execution": their deliveries
+ * of an event with an execution_id wait behind the execution's head (see DeliveryQueue).
+ */
+export type FanOut = ((envelope: EventEnvelope) => readonly string[]) & { readonly ordered?: ReadonlySet<string> };
+
+/**
+ * Fan-out as a write transaction sees it. Every project has a listener version, bumped in the
+ * same transaction as every change to its listeners (create, update, delete, rotation, a
+ * listener the relay turns off). A transaction that appends events reads the version, asks
+ * `at` for the matcher compiled at that version and, when there is none, reads the project's
+ * enabled listeners inside the same transaction and hands them to `compile`. So the very next
+ * event after a listener change, on any process, is routed by the change.
+ * Both calls are synchronous and do no I/O.
+ */
+export interface ListenerRouting {
+  at(project: string, version: number): FanOut | null;
+  compile(project: string, version: number, enabled: StoredListener[]): FanOut;
+}
 
 export interface AppendedEvent {
   id: string;
@@ -58,34 +78,8 @@ export interface EventQuery extends OrderedPageQuery {
   since?: number;
 }
 
-export const DELIVERY_STATUSES = ['pending', 'succeeded', 'failed', 'cancelled'] as const;
-export type DeliveryStatus = (typeof DELIVERY_STATUSES)[number];
-
-export interface DeliveryRecord {
-  id: string;
-  event_id: string;
-  /** The event's type and workbook, read with the delivery so a list needs no lookups per row. */
-  event_type: string;
-  workbook: string | null;
-  listener_id: string;
-  status: DeliveryStatus;
-  attempt_count: number;
-  /** unix ms; null while the listener is disabled or once the delivery is finished */
-  next_attempt_at: number | null;
-  in_flight: boolean;
-  last_error: string | null;
-  created_at: number;
-  updated_at: number;
-}
-
-export interface AttemptRecord {
-  number: number;
-  started_at: number;
-  duration_ms: number;
-  status_code: number | null;
-  error: string | null;
-  response_excerpt: string | null;
-}
+export type { AttemptRecord, DeliveryRecord, DeliveryStatus } from '../records/states.js';
+export { DELIVERY_STATUSES } from '../records/states.js';
 
 export interface DeliveryQuery extends OrderedPageQuery {
   listener_id?: string;
@@ -102,7 +96,9 @@ export interface ClaimedDelivery {
   attemptNumber: number;
   envelopeJson: string;
   original: OriginalMessage | null;
-  listener: Pick<StoredListener, 'callback' | 'retry' | 'secret' | 'previous_secret' | 'previous_secret_expires_at' | 'updated_at'>;
+  listener: Pick<StoredListener, 'callback' | 'retry' | 'secret' | 'previous_secret' | 'previous_secret_expires_at' | 'updated_at' | 'max_in_flight'>;
+  /** Sequences of its execution skipped (failed for good) since the last success of an ordered delivery; null otherwise. */
+  gap: number[] | null;
 }
 
 /** What one attempt came to, recorded with the others of its batch in one write. */
@@ -110,6 +106,9 @@ export interface AttemptResult {
   deliveryId: string;
   listenerId: string;
   project: string;
+  /** The delivered event's id and type (the relay's own events say which delivery failed, never about relay.* events). */
+  eventId: string;
+  eventType: string;
   attempt: AttemptRecord;
   /** pending with nextAttemptAt: retry later; succeeded/failed: finished */
   status: 'pending' | 'succeeded' | 'failed';
@@ -130,6 +129,31 @@ export interface ClaimOptions {
    * that have due work, answers how many deliveries of each to claim. Synchronous, no I/O.
    */
   allot(dueProjects: readonly string[]): ReadonlyMap<string, number>;
+  /**
+   * The listener step of the gate: called inside the claim's transaction with the due
+   * deliveries the allotment selected (oldest first) and the gate state of their listeners
+   * (read, and on PostgreSQL row-locked, in that transaction; initialGateState for a listener
+   * without one; `ratePerS` from its spec). The store claims `take`, moves each deferred
+   * delivery's next_attempt_at to its time (unleased), and writes back `changed`.
+   */
+  admit(candidates: readonly GateCandidate[], listeners: ReadonlyMap<string, GateListener>, now: number): GateAdmission;
+}
+
+/**
+ * What recording a batch of attempts also decides (the listener gate's judgement): called in
+ * the recording transaction with the attempts (built from the results) and the gate states of
+ * their listeners. The store writes the changed states, turns off the listeners in `disable`
+ * (as a 410 does: disabled_reason, pending deliveries held, listener version bumped; they are
+ * answered in disabledListeners) and appends `events` (the relay's own, routed by `routing`)
+ * in the same transaction.
+ */
+export interface RecordJudge {
+  routing: ListenerRouting;
+  judge(attempts: readonly JudgedAttempt[], states: ReadonlyMap<string, ListenerGateState>, now: number): {
+    changed: ReadonlyMap<string, ListenerGateState>;
+    disable: ReadonlyMap<string, string>;
+    events: ReadonlyArray<{ project: string; envelope: EventEnvelope }>;
+  };
 }
 
 export interface QueueDepth {
@@ -146,15 +170,52 @@ export interface ReplayWindow {
 }
 
 /**
- * The storage interface. Everything above it (routes, engine, dispatcher) talks to this and
- * never to a database; each backend keeps all of its SQL in its own module.
+ * Replay of one execution: new deliveries of its events from `fromSequence` on that match, sent
+ * in sequence order (ordered behind one head per listener and execution, whatever the
+ * listener's own `ordering`).
  */
-export interface Store extends EngineStore {
-  readonly backend: 'sqlite';
-  /** Resolves when the database answers a trivial query (readiness). */
-  ping(): Promise<void>;
-  close(): Promise<void>;
+export interface ReplayExecution {
+  executionId: string;
+  fromSequence: number;
+  limit: number;
+}
 
+/**
+ * Latency histogram of the per-minute rollups: the upper bounds in ms of its buckets; the last
+ * bucket counts everything slower. Fixed, so rollups of any age and backend add up.
+ */
+export const LATENCY_BOUNDS_MS = [10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000] as const;
+
+/**
+ * One minute of one listener's attempts (or of a project's, summed over its listeners), added to
+ * in the transaction that records the attempts. `succeeded`: attempts that succeeded; `failed`:
+ * attempts after which the delivery failed for good; `retried`: failed attempts that will be
+ * tried again. `latency` has LATENCY_BOUNDS_MS.length + 1 counts.
+ */
+export interface RollupMinute {
+  /** unix ms, a whole minute */
+  at: number;
+  succeeded: number;
+  failed: number;
+  retried: number;
+  latency: number[];
+}
+
+export interface RollupQuery {
+  /** one listener, or the whole project when absent */
+  listenerId?: string;
+  /** unix ms, inclusive; minutes from `since` on */
+  since: number;
+}
+
+/** The last outcomes of a listener, kept with the attempts that produce them. */
+export interface ListenerOutcomes {
+  last_success_at: number | null;
+  last_failure: { at: number; error: string | null; status_code: number | null } | null;
+}
+
+/** Listener records (the API, fan-out). Every change bumps the project's listener version. */
+export interface ListenerStore {
   createListener(listener: StoredListener): Promise<void>;
   getListener(project: string, id: string): Promise<StoredListener | null>;
   listListeners(project: string, query: ListenerQuery): Promise<StoredListener[]>;
@@ -163,15 +224,32 @@ export interface Store extends EngineStore {
   rotateListenerSecret(project: string, id: string, rotation: SecretRotation, updatedAt: string): Promise<StoredListener | null>;
   /** Removes the listener and cancels its pending deliveries, in one transaction. */
   deleteListener(project: string, id: string): Promise<boolean>;
-  /** Every enabled listener of a project (fan-out compiles and caches them). */
+  /** Every enabled listener of a project. */
   listEnabledListeners(project: string): Promise<StoredListener[]>;
+  /** The last success and failure of each listener asked about (ids of other projects are absent). */
+  listenerOutcomes(project: string, listenerIds: readonly string[]): Promise<Map<string, ListenerOutcomes>>;
+  /** Per-minute rollups from `since` on, oldest first (minutes with no attempts are absent). */
+  rollups(project: string, query: RollupQuery): Promise<RollupMinute[]>;
+  /**
+   * Each listener's minutes from `since` on summed into one (`at`: its first minute), in one
+   * read for a page of listeners; listeners without attempts are absent.
+   */
+  rollupTotals(project: string, listenerIds: readonly string[], since: number): Promise<Map<string, RollupMinute>>;
+  /** The gate state (breaker, bucket, failing streak) of each listener asked about that has one. */
+  listenerGates(project: string, listenerIds: readonly string[]): Promise<Map<string, ListenerGateState>>;
+}
 
+/** The outbox as sources write it (ingest, AMQP notifications) and clients read it. */
+export interface OutboxStore {
   /**
    * Writes events, their sequence numbers and their deliveries in one transaction: all of them
    * or none (a conflict rejects the whole call). Resolves only after commit.
    */
-  appendEvents(project: string, events: NewEvent[], fanOut: FanOut, now: number): Promise<AppendedEvent[]>;
+  appendEvents(project: string, events: NewEvent[], routing: ListenerRouting, now: number): Promise<AppendedEvent[]>;
+  /** `cursor` is a position in the event log, opaque above the store (the API wraps it again). */
   listEvents(project: string, query: EventQuery): Promise<Array<StoredEvent & { cursor: string }>>;
+  /** Whether a text is an event log position this store hands out (a malformed cursor is a 400). */
+  isEventCursor(text: string): boolean;
   getEvent(project: string, id: string): Promise<StoredEvent | null>;
 
   listDeliveries(project: string, query: DeliveryQuery): Promise<DeliveryRecord[]>;
@@ -180,27 +258,87 @@ export interface Store extends EngineStore {
   /** Re-queues one delivery now (same id). */
   retryDelivery(project: string, id: string, now: number): Promise<'queued' | 'in_flight' | 'no_listener' | 'not_found'>;
   /** New deliveries for a listener of the window's events that `matches` (or re-queues its failed ones). */
-  replay(project: string, listenerId: string, window: ReplayWindow, matches: FanOut, now: number): Promise<{ count: number; truncated: boolean }>;
+  replay(project: string, listenerId: string, window: ReplayWindow | ReplayExecution, matches: FanOut, now: number): Promise<{ count: number; truncated: boolean }>;
+}
 
+/**
+ * The delivery queue as dispatchers use it; any number of them may share it.
+ *
+ * Ordering: a delivery to a listener in `FanOut.ordered` (or made by a replay of an execution)
+ * of an event with an execution_id belongs to the (listener, execution) key. The first pending
+ * one of a key is its head and is due as usual; the others are held (pending, next_attempt_at
+ * null, not in the due index, so a blocked execution's backlog costs no claim anything). When
+ * the head finishes (succeeded, or failed for good), the held one with the lowest sequence
+ * becomes the head and is due at once; after a final failure it carries the skipped sequences
+ * in `gap` (the failed head's gap plus its sequence; a success clears it). A key whose head
+ * failed for good with nothing waiting keeps its gap for the execution's next delivery. A
+ * manual retry of a finished delivery (or a re-queue of failed ones by a replay) is sent when
+ * asked, out of order, promotes nothing and carries no gap; a retry of a held delivery keeps its
+ * place in line. Enabling a listener makes its heads and unordered deliveries due, never the
+ * held ones; a listener moved to ordering "none" has its held deliveries made due; deleting it
+ * drops its keys. The judge sees each recorded attempt once (a result reported twice is
+ * recorded, counted and judged once).
+ */
+export interface DeliveryQueue {
   /**
-   * The dispatcher's one write per cycle: records finished attempts (resolving to the listeners
-   * a 410 turned off) and, when `claim` is given, claims the next due deliveries under a lease
-   * that ends at now + leaseMs + the listener's timeout; one transaction, one fsync.
+   * The dispatcher's one write per cycle: records finished attempts (with their rollups and
+   * the listeners' last outcomes, promoting the next head of an ordered key, and the
+   * judgement of `judge` when given; resolving to the listeners a 410 or the judgement turned
+   * off) and, when `claim` is given, claims the next due deliveries the gate admits under a
+   * lease that ends at now + leaseMs + the listener's timeout; one transaction, one fsync.
+   * Deliveries claimed by one dispatcher are never claimed by another while the lease holds.
    */
   recordAndClaim(
     owner: string,
     results: AttemptResult[],
     claim: ClaimOptions | null,
     now: number,
+    judge?: RecordJudge | null,
   ): Promise<{ disabledListeners: string[]; claimed: ClaimedDelivery[]; asked: number }>;
   /** Gives back leases of unsent deliveries (shutdown), due at `now`. */
   releaseLeases(owner: string, deliveryIds: string[], now: number): Promise<void>;
+  /**
+   * Extends the leases `owner` holds on these deliveries to `until` (never shortens one): a
+   * delivery that waits in this process's gate, or whose attempt runs long, or whose outcome
+   * waits to be recorded, stays this process's while it lives.
+   */
+  renewLeases(owner: string, deliveryIds: readonly string[], until: number): Promise<void>;
   /** The earliest next_attempt_at of a pending delivery, for the dispatcher's sleep. */
   nextDueAt(): Promise<number | null>;
   queueDepth(now: number): Promise<QueueDepth>;
-  /** Deletes up to `batch` finished deliveries (with attempts) and unreferenced events older than `before`. */
-  pruneFinished(before: number, batch: number): Promise<{ deliveries: number; events: number }>;
+  /**
+   * Calls `onDue` when another process commits deliveries that are due now (PostgreSQL's
+   * NOTIFY); answers the unsubscribe. A backend with one process only never calls it.
+   */
+  subscribeDue(onDue: () => void): () => void;
 }
+
+/** What operating the database needs: readiness, retention, once-per-database work. */
+export interface OperationsStore {
+  readonly backend: 'sqlite' | 'postgres';
+  /** Where the data lives, for the start-up log (no password). */
+  readonly location: string;
+  /** Migrations this open applied (empty when the database was up to date). */
+  readonly appliedMigrations: readonly string[];
+  /** Resolves when the database answers a trivial query (readiness). */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+  /** Deletes up to `batch` finished deliveries (with attempts), unreferenced events and rollups older than `before`. */
+  pruneFinished(before: number, batch: number): Promise<{ deliveries: number; events: number; rollups: number }>;
+  /**
+   * Runs `fn` unless another process of the database runs work of the same `name` now (an
+   * advisory lock on PostgreSQL); answers undefined when it did not run. For recovery and the
+   * pruner: once per database at a time.
+   */
+  exclusively<T>(name: string, fn: () => Promise<T>): Promise<T | undefined>;
+}
+
+/**
+ * The storage interface, in the parts each consumer uses. Everything above it (routes, engine,
+ * dispatcher) talks to these and never to a database; each backend keeps all of its SQL in its
+ * own module (src/store/sqlite/, src/store/postgres/).
+ */
+export interface Store extends ListenerStore, OutboxStore, DeliveryQueue, EngineStore, OperationsStore {}
 
 /** Raised by a store when the database cannot take a write now (busy past its timeout, disk full). */
 export class StoreUnavailableError extends Error {

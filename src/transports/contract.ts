@@ -23,6 +23,8 @@ export interface TransportAttempt {
   envelope: EventEnvelope;
   /** The rendered body in the listener's format. */
   body: string;
+  /** An HTTP GET or DELETE carries its payload here instead (a query string to append to the URL); null otherwise. */
+  query: string | null;
   contentType: string;
   /** Signature headers (webhook-*), the format's headers and the listener's own headers. */
   headers: Record<string, string>;

@@ -1,13 +1,11 @@
 import type { NetworkGuard } from '../net/network-guard.js';
 import { attemptTimeoutMs, type FieldProblem, type TransportAttempt, type TransportModule, type TransportOutcome } from './contract.js';
 import { createHttpTransport, type HttpTransportOptions } from './http.js';
-import { withEnvelopeQuery } from './http-query.js';
-
-const BODYLESS = new Set(['GET', 'DELETE']);
+import { appendQuery } from './http-query.js';
 
 /**
  * The `http` transport behind the transport contract: the callback's URL and method, the
- * envelope in the query string for GET and DELETE, the whole attempt bounded by its deadline.
+ * payload in the query string for GET and DELETE (rendered by the dispatcher), the whole attempt bounded by its deadline.
  * The callback's shape is checked by the listener schema (records/callback.ts); `check` runs
  * the network guard on the URL at create.
  */
@@ -26,7 +24,7 @@ export function createHttpTransportModule(options: HttpTransportOptions & { guar
       const base = String(attempt.callback.url);
       let url = base;
       try {
-        if (BODYLESS.has(method)) url = withEnvelopeQuery(base, attempt.envelope);
+        if (attempt.query) url = appendQuery(base, attempt.query);
       } catch {
         /* not a URL: the transport reports BAD_URL */
       }

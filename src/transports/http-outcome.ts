@@ -1,5 +1,4 @@
-import { STATUS_CODES } from 'node:http';
-import type { Dispatcher } from 'undici';
+import { type IncomingHttpHeaders, STATUS_CODES } from 'node:http';
 import { isRetryAfterStatus, parseRetryAfter } from '../dispatch/retry-policy.js';
 import type { AttemptErrorCode, AttemptOutcome } from './transport.js';
 
@@ -7,8 +6,11 @@ import type { AttemptErrorCode, AttemptOutcome } from './transport.js';
 // excerpt, Retry-After, and the stable error codes of AttemptOutcome.
 
 export const RESPONSE_EXCERPT_BYTES = 4096;
-/** Past the excerpt, up to this much more is read and dropped so the socket can be reused; beyond, it is closed. */
-const DISCARD_LIMIT_BYTES = 64 * 1024;
+/**
+ * Past the excerpt, up to 64 KiB more is read and dropped, which lets a small answer leave its
+ * socket in the pool; a body longer than this is cut off, which closes the socket.
+ */
+export const BODY_READ_LIMIT_BYTES = RESPONSE_EXCERPT_BYTES + 64 * 1024;
 
 export class TransportError extends Error {
   constructor(
@@ -46,30 +48,9 @@ export class BodyHead {
   }
 
   bytes(): Buffer {
-    return Buffer.concat(this.chunks, this.size);
+    // Most answers come in one chunk: no copy then.
+    return this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks, this.size);
   }
-}
-
-/**
- * Reads the body into `head`. Past the head, up to DISCARD_LIMIT_BYTES more is read and
- * dropped, which lets a small answer leave its socket in the pool; a larger one is cut off,
- * which closes the socket.
- */
-export function readBody(body: Dispatcher.ResponseData['body'], head: BodyHead): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let total = 0;
-    body.on('data', (chunk: Buffer) => {
-      head.add(chunk);
-      total += chunk.length;
-      if (total > RESPONSE_EXCERPT_BYTES + DISCARD_LIMIT_BYTES) {
-        body.on('error', () => {});
-        body.destroy();
-        resolve();
-      }
-    });
-    body.once('end', () => resolve());
-    body.once('error', reject);
-  });
 }
 
 /** The longest prefix of at most `max` bytes that does not end inside a UTF-8 sequence. */
@@ -92,20 +73,19 @@ export function statusLine(status: number): string {
   return reason ? `HTTP ${status} ${reason}` : `HTTP ${status}`;
 }
 
-export function judgeStatus(response: Dispatcher.ResponseData): Partial<AttemptOutcome> {
-  const status = response.statusCode;
+export function judgeStatus(status: number, headers: IncomingHttpHeaders): Partial<AttemptOutcome> {
   if (status >= 200 && status < 300) return { ok: true };
   if (status >= 300 && status < 400) {
-    const location = headerValue(response.headers.location);
+    const location = headerValue(headers.location);
     const target = location ? ` to ${truncate(location, 200)}` : '';
     return { error: 'REDIRECT', message: `${statusLine(status)}${target} (redirects are not followed)` };
   }
   return { error: 'HTTP_ERROR', message: statusLine(status) };
 }
 
-export function retryAfterOf(response: Dispatcher.ResponseData): number | null {
-  if (!isRetryAfterStatus(response.statusCode)) return null;
-  return parseRetryAfter(headerValue(response.headers['retry-after']), Date.now());
+export function retryAfterOf(status: number, headers: IncomingHttpHeaders): number | null {
+  if (!isRetryAfterStatus(status)) return null;
+  return parseRetryAfter(headerValue(headers['retry-after']), Date.now());
 }
 
 function headerValue(value: string | string[] | undefined): string | undefined {

@@ -1,7 +1,8 @@
 import { pino } from 'pino';
-import { loadConfig } from '../../src/config.js';
+import { loadConfig, type DatabaseConfig } from '../../src/config.js';
 import type { RunnerHooks } from '../../src/engine/runner.js';
 import { startRelay, type Relay } from '../../src/relay.js';
+import { relayDatabaseEnv, type TestBackend } from './backend.js';
 import { request, tempDir, TOKEN_A, type ApiResponse } from './relay.js';
 import type { Receiver } from './receiver.js';
 
@@ -109,23 +110,31 @@ export const oneToN = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
 export interface EngineRelay extends Relay {
   api: Api;
   dataDir: string;
+  /** The SQLite file; unused when `backend` is postgres. */
   databasePath: string;
+  /** Which database this relay ran on (RELAY_TEST_BACKEND, or the caller's RELAY_DATABASE_URL). */
+  backend: TestBackend;
+  database: DatabaseConfig;
   /** Every log line the relay wrote (JSON, parsed), from level `debug` up. */
   logs: Array<Record<string, any>>;
 }
 
-/** A real relay in this process (SQLite file, port 0) with engine hooks and its log kept for the test. */
+/**
+ * A real relay in this process (port 0; a SQLite file, or on the postgres run the PostgreSQL
+ * schema of its data folder) with engine hooks and its log kept for the test.
+ */
 export async function startEngineRelay(
   opts: { env?: Record<string, string>; hooks?: RunnerHooks; dataDir?: string } = {},
 ): Promise<EngineRelay> {
   const dataDir = opts.dataDir ?? tempDir('relay-engine-');
-  const config = loadConfig({
+  const base = {
     RELAY_PORT: '0',
     RELAY_DATA_DIR: dataDir,
     RELAY_TOKENS: `${TOKEN_A}=project-a`,
     RELAY_SHUTDOWN_GRACE_MS: '0',
     ...opts.env,
-  });
+  };
+  const config = loadConfig({ ...base, ...(await relayDatabaseEnv(base)) });
   const logs: Array<Record<string, any>> = [];
   const log = pino({ level: 'debug' }, { write: (line: string) => void logs.push(JSON.parse(line)) });
   const relay = await startRelay(config, log, { engineHooks: opts.hooks });
@@ -133,6 +142,8 @@ export async function startEngineRelay(
     ...relay,
     dataDir,
     databasePath: config.databasePath,
+    backend: config.database.kind,
+    database: config.database,
     logs,
     api: (method, pathname, body, o) => request(relay.url, method, pathname, body, o),
   };

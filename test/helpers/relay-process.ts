@@ -5,6 +5,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Webhook } from 'standardwebhooks';
+import { backendOf, relayDatabaseEnv, type TestBackend } from './backend.js';
 
 /*
  * Real relay processes (`node dist/main.js`) and a webhook receiver for crash and restart
@@ -75,6 +76,11 @@ export class RelayProcess {
     return this.child.pid!;
   }
 
+  /** Which database it runs on (RELAY_TEST_BACKEND, or the caller's RELAY_DATABASE_URL). */
+  get backend(): TestBackend {
+    return backendOf(this.env);
+  }
+
   /** stdout and stderr as one text, for "does this secret appear anywhere" checks. */
   get output(): string {
     return this.stdoutLines.join('\n') + '\n' + this.stderr;
@@ -135,8 +141,18 @@ export class RelayProcess {
   }
 }
 
+/**
+ * `env` with the database of this run: on the postgres run, the PostgreSQL schema of the relay's
+ * RELAY_DATA_DIR (the same one for every process started on that folder), unless `env` names
+ * a database itself. `new RelayProcess(env)` takes `env` as it is.
+ */
+export async function withTestDatabase(env: Record<string, string>): Promise<Record<string, string>> {
+  return { ...env, ...(await relayDatabaseEnv(env)) };
+}
+
 /** Spawns a relay and waits for its "listening" line; `url` is read from that line. */
 export async function startRelayProcess(env: Record<string, string>, timeoutMs = 20_000): Promise<RelayProcess> {
+  env = await withTestDatabase(env);
   for (let tries = 1; ; tries++) {
     const relay = new RelayProcess(env);
     try {
@@ -155,7 +171,7 @@ export async function startRelayProcess(env: Record<string, string>, timeoutMs =
 
 /** Spawns a relay expected to refuse to start; resolves with its exit and output. */
 export async function runToExit(env: Record<string, string>, timeoutMs = 15_000): Promise<RelayProcess> {
-  const relay = new RelayProcess(env);
+  const relay = new RelayProcess(await withTestDatabase(env));
   const timer = setTimeout(() => relay.signal('SIGKILL'), timeoutMs);
   await relay.exited;
   clearTimeout(timer);

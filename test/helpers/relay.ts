@@ -3,8 +3,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { pino, type Logger } from 'pino';
-import { loadConfig } from '../../src/config.js';
+import { loadConfig, type DatabaseConfig } from '../../src/config.js';
 import { startRelay, type Relay } from '../../src/relay.js';
+import { relayDatabaseEnv, type TestBackend } from './backend.js';
 import { isJsonMediaType, mediaTypeOf, validateResponse } from './openapi.js';
 
 export const TOKEN_A = 'token-project-a-0123456789';
@@ -16,7 +17,11 @@ export function tempDir(prefix = 'relay-test-'): string {
 
 export interface TestRelay extends Relay {
   dataDir: string;
+  /** The SQLite file; unused when `backend` is postgres. */
   databasePath: string;
+  /** Which database this relay ran on (RELAY_TEST_BACKEND, or the caller's RELAY_DATABASE_URL). */
+  backend: TestBackend;
+  database: DatabaseConfig;
   /**
    * fetch against the relay with project A's token unless `token` says otherwise; the answer is
    * checked against openapi.yaml unless `validate` is false.
@@ -36,20 +41,27 @@ export interface ApiResponse {
   text: string;
 }
 
-/** Starts a real relay in this process on port 0 with its own SQLite file. */
+/**
+ * Starts a real relay in this process on port 0 with its own database: a SQLite file in
+ * `dataDir`, or on the postgres run the PostgreSQL schema of `dataDir` (the same one again when
+ * a test restarts a relay on the same folder).
+ */
 export async function startTestRelay(env: Record<string, string> = {}, dataDir = tempDir()): Promise<TestRelay> {
-  const config = loadConfig({
+  const base = {
     RELAY_PORT: '0',
     RELAY_DATA_DIR: dataDir,
     RELAY_TOKENS: `${TOKEN_A}=project-a,${TOKEN_B}=project-b`,
     RELAY_LOG_LEVEL: 'silent',
     ...env,
-  });
+  };
+  const config = loadConfig({ ...base, ...(await relayDatabaseEnv(base)) });
   const relay = await startRelay(config, pino({ level: 'silent' }));
   return {
     ...relay,
     dataDir,
     databasePath: config.databasePath,
+    backend: config.database.kind,
+    database: config.database,
     api: (method, pathname, body, opts = {}) => request(relay.url, method, pathname, body, opts),
   };
 }

@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { backendOf, relayDatabaseEnv, type TestBackend } from './backend.js';
 
 /*
  * The built relay (`node dist/main.js`) as a child process and the built CLI bins, for tests
@@ -27,16 +28,23 @@ export interface SpawnedRelay {
   url: string;
   token: string;
   dataDir: string;
+  /** Which database it runs on (RELAY_TEST_BACKEND, or the caller's RELAY_DATABASE_URL). */
+  backend: TestBackend;
   /** The last stdout lines, for failure messages. */
   recent: string[];
   /** SIGTERM and wait for the exit (SIGKILL after `timeoutMs`). */
   stop(timeoutMs?: number): Promise<void>;
 }
 
-/** Starts a relay on 127.0.0.1, port 0, with its data in `dataDir`; resolves once it listens. */
+/**
+ * Starts a relay on 127.0.0.1, port 0, with its data in `dataDir` (on the postgres run, its
+ * database in the PostgreSQL schema of `dataDir`); resolves once it listens.
+ */
 export async function spawnRelay(dataDir: string, env: Record<string, string> = {}): Promise<SpawnedRelay> {
+  const base = { RELAY_PORT: '0', RELAY_DATA_DIR: dataDir, RELAY_LOG_LEVEL: 'info', ...env };
+  const relayVars = { ...base, ...(await relayDatabaseEnv(base)) };
   const child = spawn(process.execPath, [path.join(ROOT, 'dist/main.js')], {
-    env: cleanEnv({ RELAY_PORT: '0', RELAY_DATA_DIR: dataDir, RELAY_LOG_LEVEL: 'info', ...env }),
+    env: cleanEnv(relayVars),
     stdio: ['ignore', 'pipe', 'pipe'],
     // Its own process group: in runs beside other sessions a group-wide SIGINT stopped it mid-test.
     detached: true,
@@ -75,6 +83,7 @@ export async function spawnRelay(dataDir: string, env: Record<string, string> = 
     url,
     token,
     dataDir,
+    backend: backendOf(relayVars),
     recent,
     async stop(timeoutMs = 15_000) {
       stopping = true;

@@ -84,6 +84,7 @@ export function osloAttempt(spec: AttemptSpec): TransportAttempt {
   return {
     deliveryId: spec.deliveryId,
     attemptNumber,
+    query: null,
     listenerId: 'listener-1',
     project: 'default',
     callback: { transport: 'amqp', timeout_ms: timeoutMs, ...spec.callback },

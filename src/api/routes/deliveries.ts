@@ -1,10 +1,11 @@
 import { Router } from 'express';
 import { toAttemptView, toDeliveryView } from '../../records/delivery.js';
-import { DELIVERY_STATUSES, type DeliveryStatus, type Store } from '../../store/store.js';
+import { DELIVERY_STATUSES, type DeliveryStatus } from '../../records/states.js';
+import type { OutboxStore } from '../../store/store.js';
 import { conflict, invalidField, notFound } from '../problem.js';
 import { orderedPageParams, page } from '../paging.js';
 
-export function deliveryRoutes({ store, onRequeued }: { store: Store; onRequeued: () => void }): Router {
+export function deliveryRoutes({ store, onRequeued }: { store: OutboxStore; onRequeued: () => void }): Router {
   const router = Router();
 
   router.get('/', async (req, res) => {

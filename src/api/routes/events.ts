@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { EventInput } from '../../records/event.js';
 import { toDeliveryView } from '../../records/delivery.js';
 import type { Ingest } from '../../ingest/ingest.js';
-import type { Store } from '../../store/store.js';
+import type { OutboxStore } from '../../store/store.js';
 import { requireMediaType } from '../media-type.js';
 import { jsonBody } from '../json-body.js';
 import { badRequest, invalidField, notFound, validationProblem, type FieldError } from '../problem.js';
@@ -52,7 +52,7 @@ const stringParam = (value: unknown, field: string): string | undefined => {
   return value;
 };
 
-export function eventRoutes({ store, ingest }: { store: Store; ingest: Ingest }): Router {
+export function eventRoutes({ store, ingest }: { store: OutboxStore; ingest: Ingest }): Router {
   const router = Router();
 
   router.post('/', requireMediaType(), jsonBody(EVENTS_BODY_LIMIT), async (req, res) => {
@@ -64,7 +64,7 @@ export function eventRoutes({ store, ingest }: { store: Store; ingest: Ingest })
   router.get('/', async (req, res) => {
     const { limit, after, order } = orderedPageParams(req.query);
     // An event cursor is a position in the event log; anything else is not one of ours.
-    if (after !== null && !/^\d+$/.test(after)) throw invalidField('cursor', 'not a cursor this API returned');
+    if (after !== null && !store.isEventCursor(after)) throw invalidField('cursor', 'not a cursor this API returned');
     const rows = await store.listEvents(res.locals.project, {
       after,
       order,

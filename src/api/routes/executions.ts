@@ -4,8 +4,8 @@ import { isRefusal, type Engine } from '../../engine/engine.js';
 import { jsonBytes, tooLargeMessage } from '../../engine/limits.js';
 import type { WorkflowSpec } from '../../engine/workbook.js';
 import { ExecutionInput, ExecutionStateInput, toExecutionView, toTaskView } from '../../records/engine.js';
-import { EXECUTION_STATES, type ExecutionState } from '../../store/engine-store.js';
-import type { Store } from '../../store/store.js';
+import { EXECUTION_STATES, type ExecutionState } from '../../records/states.js';
+import type { EngineStore } from '../../store/engine-store.js';
 import { badRequest, conflict, invalidField, notFound, validationProblem, type FieldError } from '../problem.js';
 import { orderedPageParams, page, pageParams } from '../paging.js';
 
@@ -41,7 +41,7 @@ const oneValue = (value: unknown, field: string): string | undefined => {
   return value;
 };
 
-export function executionRoutes({ store, engine }: { store: Store; engine: Engine }): Router {
+export function executionRoutes({ store, engine }: { store: EngineStore; engine: Engine }): Router {
   const router = Router();
 
   async function load(project: string, id: string) {

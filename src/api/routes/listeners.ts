@@ -5,16 +5,17 @@ import {
   MASKED,
   specOf,
   toListenerView,
+  type ListenerHealth,
   type StoredListener,
 } from '../../records/listener.js';
+import { healthSince, listenerHealth, newListenerHealth } from '../../records/health.js';
 import { callbackOrigin, unmaskBrokerUrl, type Callback } from '../../records/callback.js';
 import { generateSecret, isValidSecret } from '../../dispatch/signing.js';
 import { z } from 'zod';
 import { compileListenerRule } from '../../fanout/match.js';
-import type { FanOutCache } from '../../fanout/fanout.js';
 import type { Ingest } from '../../ingest/ingest.js';
 import type { TransportRegistry } from '../../transports/registry.js';
-import { PING_EVENT_TYPE, toEnvelope } from '../../records/event.js';
+import { PING_EVENT_TYPE, toEnvelope, type EventEnvelope } from '../../records/event.js';
 import type { Store } from '../../store/store.js';
 import { applyMergePatch } from '../merge-patch.js';
 import { badRequest, conflict, invalidField, notFound, validationProblem } from '../problem.js';
@@ -23,25 +24,39 @@ import { page, pageParams } from '../paging.js';
 /** How long a rotated-out secret keeps signing beside the new one. */
 export const SECRET_OVERLAP_MS = 24 * 3600 * 1000;
 
+const READ_ONLY = "is read-only: the relay computes it from the listener's attempts";
+
 /** At most this many deliveries one replay call creates. */
 export const MAX_REPLAY = 100_000;
 
 export interface ListenerRouteDeps {
   store: Store;
-  /** The enabled transports: a listener may name only these. */
+  /** The enabled transports: a listener may name only these, and one that is not enabled shows in its health. */
   transports: TransportRegistry;
   ingest: Ingest;
-  fanOut: FanOutCache;
   wakeDispatcher: () => void;
 }
 
+/** A time window of the relay's receive time, or one execution from a sequence on: not both. */
 const ReplayInput = z
   .strictObject({
-    since: z.iso.datetime({ offset: true }),
+    since: z.iso.datetime({ offset: true }).optional(),
     until: z.iso.datetime({ offset: true }).optional(),
-    only_failed: z.boolean().default(false),
+    only_failed: z.boolean().optional(),
+    execution_id: z.string().min(1).max(200).optional(),
+    from_sequence: z.number().int().min(1).optional(),
   })
-  .refine((r) => !r.until || Date.parse(r.until) > Date.parse(r.since), { path: ['until'], message: 'must be after since' });
+  .superRefine((r, ctx) => {
+    if (r.execution_id !== undefined) {
+      for (const field of ['since', 'until', 'only_failed'] as const) {
+        if (r[field] !== undefined) ctx.addIssue({ code: 'custom', path: [field], message: 'replays a time window: give it without execution_id' });
+      }
+      return;
+    }
+    if (r.from_sequence !== undefined) ctx.addIssue({ code: 'custom', path: ['from_sequence'], message: 'goes with execution_id' });
+    if (r.since === undefined) ctx.addIssue({ code: 'custom', path: ['since'], message: 'required: the start of the window (or give execution_id to replay one execution)' });
+    else if (r.until && Date.parse(r.until) <= Date.parse(r.since)) ctx.addIssue({ code: 'custom', path: ['until'], message: 'must be after since' });
+  });
 
 const isPlainObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -98,8 +113,42 @@ function unmaskCallback(merged: Record<string, unknown>, stored: Callback): void
   }
 }
 
-export function listenerRoutes({ store, ingest, fanOut, wakeDispatcher, transports }: ListenerRouteDeps): Router {
+export function listenerRoutes({ store, ingest, wakeDispatcher, transports }: ListenerRouteDeps): Router {
   const router = Router();
+
+  const transportEnabled = (l: StoredListener) => transports.get(l.callback.transport) !== undefined;
+
+  /**
+   * The listeners' health, in the order given: their last outcomes in one read for all of them;
+   * their rollups one read each, as the store answers for one listener or the whole project.
+   */
+  async function healthOf(project: string, listeners: StoredListener[]): Promise<ListenerHealth[]> {
+    if (!listeners.length) return [];
+    const since = healthSince(Date.now());
+    const ids = listeners.map((l) => l.id);
+    // Three reads for a whole page, however many listeners it holds.
+    const [outcomes, totals, gates] = await Promise.all([
+      store.listenerOutcomes(project, ids),
+      store.rollupTotals(project, ids, since),
+      store.listenerGates(project, ids),
+    ]);
+    return listeners.map((l) => {
+      const total = totals.get(l.id);
+      const breaker = gates.get(l.id)?.breaker;
+      return listenerHealth({
+        enabled: l.enabled,
+        transportEnabled: transportEnabled(l),
+        rollups: total ? [total] : [],
+        outcomes: outcomes.get(l.id),
+        breaker: breaker === 'closed' ? undefined : breaker,
+      });
+    });
+  }
+
+  async function viewOf(listener: StoredListener) {
+    const [health] = await healthOf(listener.project, [listener]);
+    return toListenerView(listener, health);
+  }
 
   /** The API's side of the transport contract: enabled, the module's own fields, its I/O checks. */
   async function checkCallback(callback: Callback) {
@@ -133,6 +182,7 @@ export function listenerRoutes({ store, ingest, fanOut, wakeDispatcher, transpor
   }
 
   router.post('/', async (req, res) => {
+    if (isPlainObject(req.body) && 'health' in req.body) throw invalidField('health', READ_ONLY);
     const parsed = ListenerInput.safeParse(req.body ?? {});
     if (!parsed.success) throw validationProblem(parsed.error);
     const { secret, ...spec } = parsed.data;
@@ -150,11 +200,11 @@ export function listenerRoutes({ store, ingest, fanOut, wakeDispatcher, transpor
       updated_at: now,
     };
     await store.createListener(listener);
-    fanOut.invalidate(listener.project);
+    const health = newListenerHealth({ enabled: listener.enabled, transportEnabled: true });
     res
       .status(201)
       .location(`/v1/listeners/${listener.id}`)
-      .json({ ...toListenerView(listener), secret: listener.secret });
+      .json({ ...toListenerView(listener, health), secret: listener.secret });
   });
 
   router.get('/', async (req, res) => {
@@ -164,17 +214,20 @@ export function listenerRoutes({ store, ingest, fanOut, wakeDispatcher, transpor
       throw invalidField('workbook', 'give one workbook name');
     }
     const rows = await store.listListeners(res.locals.project, { workbook, after, limit: limit + 1 });
-    res.json(page(rows, limit, (l) => l.id, toListenerView));
+    const health = await healthOf(res.locals.project, rows.slice(0, limit));
+    const listed = page(rows, limit, (l) => l.id, (l) => l);
+    res.json({ ...listed, items: listed.items.map((l, i) => toListenerView(l, health[i])) });
   });
 
   router.get('/:id', async (req, res) => {
-    res.json(toListenerView(await load(res.locals.project, req.params.id)));
+    res.json(await viewOf(await load(res.locals.project, req.params.id)));
   });
 
   router.patch('/:id', async (req, res) => {
     const patch: unknown = req.body;
     if (!isPlainObject(patch)) throw badRequest('a merge patch must be a JSON object', [{ field: '(body)', message: 'expected an object' }]);
     if ('secret' in patch) throw invalidField('secret', 'use POST /v1/listeners/{id}/rotate-secret to change the secret');
+    if ('health' in patch) throw invalidField('health', READ_ONLY);
     const current = await load(res.locals.project, req.params.id);
     const base = specOf(current);
     const merged = applyMergePatch(base, patch) as Record<string, unknown>;
@@ -191,14 +244,12 @@ export function listenerRoutes({ store, ingest, fanOut, wakeDispatcher, transpor
     refuseHeadersFollowingToNewOrigin(base.callback, spec.callback, patch);
     const updated = await store.updateListener(res.locals.project, current.id, spec, new Date().toISOString());
     if (!updated) throw notFound(`listener ${current.id}`);
-    fanOut.invalidate(current.project);
     if (updated.enabled && !current.enabled) wakeDispatcher();
-    res.json(toListenerView(updated));
+    res.json(await viewOf(updated));
   });
 
   router.delete('/:id', async (req, res) => {
     if (!(await store.deleteListener(res.locals.project, req.params.id))) throw notFound(`listener ${req.params.id}`);
-    fanOut.invalidate(res.locals.project);
     res.status(204).end();
   });
 
@@ -224,7 +275,7 @@ export function listenerRoutes({ store, ingest, fanOut, wakeDispatcher, transpor
     );
     if (!updated) throw notFound(`listener ${current.id}`);
     res.json({
-      ...toListenerView(updated),
+      ...(await viewOf(updated)),
       secret: updated.secret,
       previous_secret_expires_at: updated.previous_secret_expires_at,
     });
@@ -249,16 +300,17 @@ export function listenerRoutes({ store, ingest, fanOut, wakeDispatcher, transpor
     // "Match the listener now": its current rule, whether or not it is enabled at this moment.
     const matches = compileListenerRule({ ...listener, enabled: true });
     const now = Date.now();
+    const r = parsed.data;
     const result = await store.replay(
       listener.project,
       listener.id,
-      {
-        since: Date.parse(parsed.data.since),
-        until: parsed.data.until ? Date.parse(parsed.data.until) : now + 1,
-        onlyFailed: parsed.data.only_failed,
-        limit: MAX_REPLAY,
-      },
-      (envelope) => (matches(envelope) ? [listener.id] : []),
+      r.execution_id !== undefined
+        ? { executionId: r.execution_id, fromSequence: r.from_sequence ?? 1, limit: MAX_REPLAY }
+        : { since: Date.parse(r.since!), until: r.until ? Date.parse(r.until) : now + 1, onlyFailed: r.only_failed ?? false, limit: MAX_REPLAY },
+      // An ordered listener's window replay is ordered too.
+      Object.assign((envelope: EventEnvelope) => (matches(envelope) ? [listener.id] : []), {
+        ordered: new Set(listener.ordering === 'execution' ? [listener.id] : []),
+      }),
       now,
     );
     if (result.count) wakeDispatcher();

@@ -1,10 +1,10 @@
 import { Router } from 'express';
 import { isRefusal, type Engine } from '../../engine/engine.js';
 import { TaskStateInput, toTaskView } from '../../records/engine.js';
-import type { Store } from '../../store/store.js';
+import type { EngineStore } from '../../store/engine-store.js';
 import { conflict, notFound, validationProblem } from '../problem.js';
 
-export function taskRoutes({ store, engine }: { store: Store; engine: Engine }): Router {
+export function taskRoutes({ store, engine }: { store: EngineStore; engine: Engine }): Router {
   const router = Router();
 
   router.get('/:id', async (req, res) => {

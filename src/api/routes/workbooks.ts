@@ -1,7 +1,7 @@
 import express, { Router, type Request } from 'express';
 import { parseWorkbook, WorkbookError, type WorkbookSpec } from '../../engine/workbook.js';
 import { toWorkbookView } from '../../records/engine.js';
-import type { Store } from '../../store/store.js';
+import type { EngineStore } from '../../store/engine-store.js';
 import { BODY_LIMIT } from '../limits.js';
 import { isJsonMediaType } from '../media-type.js';
 import { assertJsonDepth } from '../json-body.js';
@@ -58,7 +58,7 @@ function tryJson(text: string): unknown {
   }
 }
 
-export function workbookRoutes({ store }: { store: Store }): Router {
+export function workbookRoutes({ store }: { store: EngineStore }): Router {
   const router = Router();
 
   router.post('/', ...readDefinition, async (req, res) => {

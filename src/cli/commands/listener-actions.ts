@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import type { DeliveryView } from '../../records/delivery.js';
 import { action, type CliIo, type CommandContext } from '../context.js';
 import { CommandFailedError, UsageError } from '../errors.js';
-import { dateTime, nonEmpty } from '../options.js';
+import { dateTime, intInRange, nonEmpty } from '../options.js';
 import { helpExamples as examples } from '../output.js';
 import type { Page } from '../paging.js';
 import { followPending } from './deliveries.js';
@@ -32,8 +32,10 @@ async function firstAttempt(ctx: CommandContext, listenerId: string, eventId: st
 }
 
 interface ReplayOptions {
-  since: string;
+  since?: string;
   until?: string;
+  execution?: string;
+  fromSequence?: number;
   onlyFailed?: boolean;
   wait?: boolean;
 }
@@ -87,19 +89,23 @@ export function registerListenerActionCommands(program: Command, io: CliIo): voi
 
   program
     .command('listener-replay')
-    .summary("deliver a time window's events to a listener again")
+    .summary("deliver a time window's or an execution's events to a listener again")
     .description(
       'Replay a time window to one listener (POST /v1/listeners/{id}/replay): every event the relay received in ' +
         '[--since, --until) that matches the listener as it is now gets a new delivery (a new webhook-id). ' +
         'With --only-failed, the listener\'s failed deliveries of the window are re-queued instead (same webhook-id). ' +
+        'With --execution instead of a window, the events of that execution (from --from-sequence on) that match ' +
+        'get new deliveries, sent one after the other in sequence order. ' +
         'At most 100 000 per call. It prints how to follow the deliveries; with --wait it polls them until they ' +
         'have all finished, printing "n of m finished" on stderr at most once a second (stdout keeps the result), ' +
         'and exits 1 if any of them did not succeed.',
     )
     .argument('<id>', 'listener id', nonEmpty)
-    .requiredOption('--since <date-time>', 'start of the window, on the relay\'s receive time (e.g. 2026-11-23T10:00:00Z)', dateTime)
+    .option('--since <date-time>', 'start of the window, on the relay\'s receive time (e.g. 2026-11-23T10:00:00Z); required without --execution', dateTime)
     .option('--until <date-time>', 'end of the window, exclusive (default: now)', dateTime)
     .option('--only-failed', 're-queue only the failed deliveries of the window')
+    .option('--execution <id>', 'replay this execution\'s events, in sequence order, instead of a window', nonEmpty)
+    .option('--from-sequence <n>', 'with --execution: start at this sequence (default 1)', intInRange(1, Number.MAX_SAFE_INTEGER))
     .option('--wait', 'wait until the replayed deliveries have finished, showing progress on stderr')
     .addHelpText(
       'after',
@@ -107,14 +113,25 @@ export function registerListenerActionCommands(program: Command, io: CliIo): voi
         'callback-relay listener-replay 01JD3M5Q8X2W9Y7Z6V5T4S3R2Q --since 2026-11-23T10:00:00Z',
         'callback-relay listener-replay 01JD3M5Q8X2W9Y7Z6V5T4S3R2Q --since 2026-11-23T00:00:00Z --until 2026-11-24T00:00:00Z --only-failed',
         'callback-relay listener-replay 01JD3M5Q8X2W9Y7Z6V5T4S3R2Q --since 2026-11-23T10:00:00Z --wait',
+        'callback-relay listener-replay 01JD3M5Q8X2W9Y7Z6V5T4S3R2Q --execution 01JD3M4A7B6C5D4E3F2G1H0J9K --from-sequence 5',
       ]),
     )
     .action(
       action<[string], ReplayOptions>(io, async (ctx, [id], opts) => {
-        if (opts.until !== undefined && Date.parse(opts.until) <= Date.parse(opts.since)) {
-          throw new UsageError(`--until ${opts.until} must be after --since ${opts.since}`);
+        let body: Record<string, unknown>;
+        if (opts.execution !== undefined) {
+          if (opts.since !== undefined || opts.until !== undefined || opts.onlyFailed) {
+            throw new UsageError('--execution replays an execution: give it without --since, --until and --only-failed');
+          }
+          body = { execution_id: opts.execution, ...(opts.fromSequence !== undefined && { from_sequence: opts.fromSequence }) };
+        } else {
+          if (opts.fromSequence !== undefined) throw new UsageError('--from-sequence goes with --execution');
+          if (opts.since === undefined) throw new UsageError('give --since (a time window) or --execution (one execution)');
+          if (opts.until !== undefined && Date.parse(opts.until) <= Date.parse(opts.since)) {
+            throw new UsageError(`--until ${opts.until} must be after --since ${opts.since}`);
+          }
+          body = { since: opts.since, ...(opts.until !== undefined && { until: opts.until }), only_failed: opts.onlyFailed === true };
         }
-        const body = { since: opts.since, ...(opts.until !== undefined && { until: opts.until }), only_failed: opts.onlyFailed === true };
         const before = opts.wait ? await beforeReplay(ctx, id, opts.onlyFailed === true) : null;
         const result = await ctx.client.request<{ count: number; truncated: boolean }>('POST', `${listenerPath(id)}/replay`, { body });
         const table = ctx.output === 'table';

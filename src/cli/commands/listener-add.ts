@@ -1,6 +1,7 @@
-import { Argument, Option, type Command } from 'commander';
+import { Argument, InvalidArgumentError, Option, type Command } from 'commander';
 import { EVENT_CATEGORIES } from '../../records/event.js';
-import { HTTP_METHODS, PAYLOAD_FORMATS } from '../../records/listener.js';
+import { AMQP_FORMATS } from '../../records/callback.js';
+import { HTTP_METHODS, LISTENER_ORDERINGS, PAYLOAD_FORMATS } from '../../records/listener.js';
 import { action, addColumnOption, type CliIo } from '../context.js';
 import { UsageError } from '../errors.js';
 import { collectChoices, collectHeader, collectList, intInRange, jsonObject, retrySchedule, upperChoice } from '../options.js';
@@ -16,6 +17,7 @@ interface AddOptions {
   method?: string;
   header?: Record<string, string>;
   format?: string;
+  template?: unknown;
   filter?: Record<string, unknown>;
   retrySchedule?: number[];
   description?: string;
@@ -25,17 +27,51 @@ interface AddOptions {
   topic?: string;
   routingKey?: string;
   timeoutMs?: number;
+  ordering?: string;
+  maxInFlight?: number;
+  rateLimit?: number;
 }
 
 const AMQP_ONLY = ['exchange', 'topic', 'routingKey'] as const;
+/** What --format offers: the http and the amqp formats (the relay checks which transport takes which). */
+const FORMATS = [...new Set([...PAYLOAD_FORMATS, ...AMQP_FORMATS])];
+
+export const TEMPLATE_HELP =
+  'the body as a JSON value whose strings may read the event with <% $.path %> (sets --format template; with GET or DELETE an object, sent as the query string)';
+export const ORDERING_HELP = 'execution: one execution\'s events arrive strictly in sequence order; none (default): as they come';
+export const MAX_IN_FLIGHT_HELP = 'attempts in flight at once to this listener (default 32)';
+export const RATE_LIMIT_HELP = 'attempts per second at most, over every relay process';
+
+/** --rate-limit: a positive number of attempts per second, or "none" (no limit). */
+export const rateLimitOrNone = (value: string): number | null => {
+  if (value === 'none') return null;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0 || n > 100_000) throw new InvalidArgumentError('a number of attempts per second above 0 (at most 100000), or "none"');
+  return n;
+};
+
+/** --template: any JSON value (an object, a string, ...), sent as the callback's template. */
+export const jsonValue = (value: string): unknown => {
+  try {
+    return JSON.parse(value);
+  } catch (err) {
+    throw new InvalidArgumentError(`not valid JSON (${(err as Error).message}); quote a string template as JSON too: '"Task <% $.task_name %> done"'.`);
+  }
+};
 const FLAG: Record<(typeof AMQP_ONLY)[number], string> = { exchange: '--exchange', topic: '--topic', routingKey: '--routing-key' };
 
 /** The callback object for the chosen transport: http takes a method, amqp an exchange, topic and routing key. */
 function callbackOf(url: string, o: AddOptions): Record<string, unknown> {
   const transport = o.transport ?? 'http';
+  if (o.template !== undefined && o.format !== undefined && o.format !== 'template') {
+    throw new UsageError(`--template goes with --format template, not ${o.format}`);
+  }
+  // A template alone says which format it is for.
+  const format = o.template !== undefined ? 'template' : o.format;
   const common = {
     ...(o.header && { headers: o.header }),
-    ...(o.format && { format: o.format }),
+    ...(format && { format }),
+    ...(o.template !== undefined && { template: o.template }),
     ...(o.timeoutMs !== undefined && { timeout_ms: o.timeoutMs }),
   };
   if (transport === 'amqp') {
@@ -71,6 +107,9 @@ export function listenerAddBody(kind: string, id: string, url: string, o: AddOpt
     callback: callbackOf(url, o),
     ...(o.retrySchedule && { retry: { schedule_ms: o.retrySchedule } }),
     ...(o.description !== undefined && { description: o.description }),
+    ...(o.ordering !== undefined && { ordering: o.ordering }),
+    ...(o.maxInFlight !== undefined && { max_in_flight: o.maxInFlight }),
+    ...(o.rateLimit !== undefined && { rate_limit_per_s: o.rateLimit }),
     ...(o.secret !== undefined && { secret: o.secret }),
   };
 }
@@ -97,7 +136,11 @@ export function configureListenerAdd(cmd: Command, io: CliIo, invocation: string
     .option('--exchange <name>', 'amqp: the topic exchange to publish to (default: openstack)')
     .option('--topic <topic>', 'amqp: the notification topic; messages are routed as <topic>.<priority>, e.g. notifications.info')
     .option('--routing-key <key>', 'amqp: a fixed routing key instead of <topic>.<priority>')
-    .addOption(new Option('--format <format>', 'payload format: json, mistral or cloudevents for http; oslo, json or cloudevents for amqp (default: json for http, oslo for amqp)').choices(PAYLOAD_FORMATS))
+    .addOption(new Option('--format <format>', 'payload format: json, mistral, cloudevents or template for http; oslo, json, cloudevents or template for amqp (default: json for http, oslo for amqp)').choices(FORMATS))
+    .option('--template <json>', TEMPLATE_HELP, jsonValue)
+    .addOption(new Option('--ordering <ordering>', ORDERING_HELP).choices(LISTENER_ORDERINGS))
+    .option('--max-in-flight <n>', MAX_IN_FLIGHT_HELP, intInRange(1, 10_000))
+    .option('--rate-limit <per-second>', RATE_LIMIT_HELP, rateLimitOrNone)
     .option('--timeout-ms <ms>', 'bound on each attempt in milliseconds (default: 15000)', intInRange(100, 3_600_000))
     .option('--filter <json>', 'payload filter, a JSON object of dot paths into the event (see the README)', jsonObject)
     .option('--retry-schedule <ms,...>', `${RETRY_SCHEDULE_HELP} (default: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h)`, retrySchedule)
@@ -111,6 +154,7 @@ export function configureListenerAdd(cmd: Command, io: CliIo, invocation: string
         `${invocation} task 9a1b https://hooks.example.com/t --header 'X-Api-Key: k-123' --format cloudevents -f json`,
         `${invocation} workbook billing http://127.0.0.1:9000/hook --retry-schedule 1000,1000`,
         `${invocation} workbook billing amqp://guest:guest@127.0.0.1:5672/ --transport amqp --topic notifications`,
+        `${invocation} workbook billing https://hooks.example.com/t --method GET --template '{"execution_id": "<% $.execution_id %>", "task_id": "<% $.task_id %>", "event": "<% $.type %>"}'`,
         `SECRET=$(${invocation} workbook billing https://hooks.example.com/wf -f value -c secret)`,
       ]),
     )

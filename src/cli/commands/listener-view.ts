@@ -2,6 +2,7 @@ import type { ListenerView } from '../../records/listener.js';
 import type { CommandContext } from '../context.js';
 import { formatDuration, type Column, type FieldPair } from '../output.js';
 import { timeWithRelative } from '../relative-time.js';
+import { healthSummary } from './health-view.js';
 
 /** A listener as the API answers create and rotate-secret: the view plus the secret. */
 export type ListenerWithSecret = ListenerView & { secret?: string; previous_secret_expires_at?: string | null };
@@ -48,6 +49,7 @@ export const LISTENER_COLUMNS: Array<Column<ListenerView>> = [
   { header: 'TRANSPORT', field: 'callback.transport', cell: (l) => String((l.callback as CallbackFields).transport), optional: true },
   { header: 'DISABLED REASON', field: 'disabled_reason', cell: (l) => l.disabled_reason ?? '-', optional: true },
   { header: 'DESCRIPTION', field: 'description', cell: (l) => l.description ?? '-', optional: true },
+  { header: 'HEALTH', field: 'health.state', cell: (l) => l.health.state, optional: true },
 ];
 
 export function listenerFields(l: ListenerWithSecret, now: number): FieldPair[] {
@@ -67,6 +69,7 @@ export function listenerFields(l: ListenerWithSecret, now: number): FieldPair[] 
     ['description', l.description ?? '-', l.description ?? null],
     ['created_at', timeWithRelative(l.created_at, now), l.created_at],
     ['updated_at', timeWithRelative(l.updated_at, now), l.updated_at],
+    ['health', healthSummary(l.health, now), l.health],
   );
   if (l.secret) fields.push(['secret', l.secret]);
   if (l.previous_secret_expires_at) fields.push(['previous_secret_expires_at', l.previous_secret_expires_at]);

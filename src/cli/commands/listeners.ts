@@ -1,12 +1,24 @@
 import { Option, type Command } from 'commander';
 import { EVENT_CATEGORIES } from '../../records/event.js';
-import { HTTP_METHODS, PAYLOAD_FORMATS, type ListenerView } from '../../records/listener.js';
+import { HTTP_METHODS, LISTENER_ORDERINGS, PAYLOAD_FORMATS, type ListenerView } from '../../records/listener.js';
 import { action, addColumnOption, type CliIo } from '../context.js';
 import { UsageError } from '../errors.js';
-import { collect, collectChoices, collectHeader, collectList, retrySchedule, upperChoice } from '../options.js';
+import { collect, collectChoices, collectHeader, collectList, intInRange, retrySchedule, upperChoice } from '../options.js';
 import { helpExamples as examples } from '../output.js';
 import { addPageOptions, fetchPages, moreLine, type PageOptions } from '../paging.js';
-import { configureListenerAdd, EVENT_HELP, EVENT_TYPE_HELP, HEADER_HELP, RETRY_SCHEDULE_HELP } from './listener-add.js';
+import {
+  configureListenerAdd,
+  EVENT_HELP,
+  EVENT_TYPE_HELP,
+  HEADER_HELP,
+  jsonValue,
+  MAX_IN_FLIGHT_HELP,
+  ORDERING_HELP,
+  RATE_LIMIT_HELP,
+  rateLimitOrNone,
+  RETRY_SCHEDULE_HELP,
+  TEMPLATE_HELP,
+} from './listener-add.js';
 import { LISTENER_COLUMNS, SECRET_NOTE, showListener, type ListenerWithSecret } from './listener-view.js';
 
 const listenerPath = (id: string) => `/v1/listeners/${encodeURIComponent(id)}`;
@@ -29,6 +41,10 @@ interface UpdateOptions {
   disable?: boolean;
   retrySchedule?: number[];
   description?: string;
+  template?: unknown;
+  ordering?: string;
+  maxInFlight?: number;
+  rateLimit?: number | null;
 }
 
 /** The merge patch for listener-update: only what was asked for; null removes. */
@@ -38,9 +54,12 @@ export function listenerUpdatePatch(o: UpdateOptions): Record<string, unknown> {
   const callback = {
     ...(o.callbackUrl !== undefined && { url: o.callbackUrl }),
     ...(o.method && { method: o.method }),
-    ...(o.format && { format: o.format }),
+    ...(o.template !== undefined ? { format: 'template', template: o.template } : o.format && { format: o.format }),
     ...(Object.keys(headers).length && { headers }),
   };
+  if (o.template !== undefined && o.format !== undefined && o.format !== 'template') {
+    throw new UsageError(`--template goes with --format template, not ${o.format}`);
+  }
   const patch = {
     ...(o.workbook !== undefined && { workbook: o.workbook }),
     ...(o.eventType && { event_types: o.eventType }),
@@ -51,6 +70,9 @@ export function listenerUpdatePatch(o: UpdateOptions): Record<string, unknown> {
     ...(o.disable && { enabled: false }),
     ...(o.retrySchedule && { retry: { schedule_ms: o.retrySchedule } }),
     ...(o.description !== undefined && { description: o.description === '' ? null : o.description }),
+    ...(o.ordering !== undefined && { ordering: o.ordering }),
+    ...(o.maxInFlight !== undefined && { max_in_flight: o.maxInFlight }),
+    ...(o.rateLimit !== undefined && { rate_limit_per_s: o.rateLimit }),
   };
   if (!Object.keys(patch).length) throw new UsageError('nothing to change: give at least one option (see listener-update --help)');
   return patch;
@@ -123,11 +145,16 @@ export function registerListenerCommands(program: Command, io: CliIo): void {
     .option('--disable', 'disable the listener; its events are no longer delivered')
     .option('--retry-schedule <ms,...>', RETRY_SCHEDULE_HELP, retrySchedule)
     .option('--description <text>', 'free text ("" removes it)')
+    .option('--template <json>', TEMPLATE_HELP, jsonValue)
+    .addOption(new Option('--ordering <ordering>', ORDERING_HELP).choices(LISTENER_ORDERINGS))
+    .option('--max-in-flight <n>', MAX_IN_FLIGHT_HELP, intInRange(1, 10_000))
+    .option('--rate-limit <per-second>', `${RATE_LIMIT_HELP}; "none" removes the limit`, rateLimitOrNone)
     .addHelpText(
       'after',
       examples([
         'callback-relay listener-update 01JD3M5Q8X2W9Y7Z6V5T4S3R2Q --disable',
         "callback-relay listener-update 01JD3M5Q8X2W9Y7Z6V5T4S3R2Q --header 'X-Api-Key: k-456' --event-type TASK",
+        'callback-relay listener-update 01JD3M5Q8X2W9Y7Z6V5T4S3R2Q --ordering execution --rate-limit 20',
       ]),
     )
     .action(

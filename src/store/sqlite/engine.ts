@@ -6,20 +6,23 @@ import type {
   TaskSummary,
   EngineTx,
   ExecutionRecord,
+  InFlightTask,
   TaskRecord,
   WorkbookRecord,
 } from '../engine-store.js';
-import { StoreConflictError, type FanOut, type ListOrder } from '../store.js';
+import { StoreConflictError, type FanOut, type ListenerRouting, type ListOrder } from '../store.js';
 import type { eventQueries } from './events.js';
 import type { createWriteBatcher } from './write-batcher.js';
 
 interface WorkbookRow { project: string; name: string; source: string; spec: string; created_at: number; updated_at: number }
 type ExecutionRow = Omit<ExecutionRecord, 'spec' | 'input'> & { spec: string; input: string };
 type TaskRow = Omit<TaskRecord, 'result' | 'rerun'> & { result: string | null; rerun: number };
+type InFlightRow = TaskRow & { owner: string | null; lease_until: number | null };
 type ClaimRow = TaskRow & { e_workbook: string; e_workflow: string; e_spec: string; e_input: string; e_state: ExecutionRecord['state'] };
 
 const TASK_COLUMNS = `id, project, execution_id, name, action, state, state_info, result, tries, next_run_at,
   action_started_at, rerun, created_at, updated_at`;
+const CLAIM_COLUMNS = TASK_COLUMNS.split(',').map((c) => `t.${c.trim()}`).join(', ');
 const SUMMARY_COLUMNS = `id, project, execution_id, name, action, state, state_info, tries, next_run_at,
   action_started_at, rerun, created_at, updated_at`;
 
@@ -48,10 +51,12 @@ export interface EngineQueryDeps {
   batcher: ReturnType<typeof createWriteBatcher>;
   /** Runs a read, turning "cannot read now" failures into StoreUnavailableError. */
   guard: <T>(fn: () => T) => T;
+  /** The project's matcher at its listener version, read in the calling transaction. */
+  fanOut: (project: string, routing: ListenerRouting) => FanOut;
 }
 
 /** Every engine statement of the SQLite backend, prepared once, as the EngineStore half of the store. */
-export function engineStore(db: Database, { events, batcher, guard }: EngineQueryDeps): EngineStore {
+export function engineStore(db: Database, { events, batcher, guard, fanOut }: EngineQueryDeps): EngineStore {
   const wb = {
     get: db.prepare('SELECT * FROM workbooks WHERE project = ? AND name = ?') as Statement<[string, string], WorkbookRow>,
     page: db.prepare('SELECT * FROM workbooks WHERE project = ? AND name > ? ORDER BY name LIMIT ?') as Statement<[string, string, number], WorkbookRow>,
@@ -84,22 +89,32 @@ export function engineStore(db: Database, { events, batcher, guard }: EngineQuer
       @state, @state_info, @result, @tries, @next_run_at, @action_started_at, @rerun, @created_at, @updated_at)`),
     save: db.prepare(`UPDATE task_executions SET state = @state, state_info = @state_info, result = @result, tries = @tries,
       next_run_at = @next_run_at, action_started_at = @action_started_at, rerun = @rerun, updated_at = @updated_at WHERE id = @id`),
-    due: db.prepare(`SELECT t.*, e.workbook AS e_workbook, e.workflow AS e_workflow, e.spec AS e_spec, e.input AS e_input,
+    due: db.prepare(`SELECT ${CLAIM_COLUMNS}, e.workbook AS e_workbook, e.workflow AS e_workflow, e.spec AS e_spec, e.input AS e_input,
         e.state AS e_state
       FROM task_executions t JOIN executions e ON e.id = t.execution_id
       WHERE t.state = 'RUNNING' AND t.next_run_at <= ? AND e.state = 'RUNNING'
       ORDER BY t.next_run_at LIMIT ?`) as Statement<[number, number], ClaimRow>,
     // A new attempt counts a try; a wait that ends (std.sleep) keeps its start and its try.
+    // The claim is the task's lease: `owner` runs it while lease_until is ahead (renewTaskLeases).
     claim: db.prepare(`UPDATE task_executions SET tries = tries + (action_started_at IS NULL),
-        action_started_at = COALESCE(action_started_at, @now), next_run_at = NULL, updated_at = @now
+        action_started_at = COALESCE(action_started_at, @now), next_run_at = NULL, updated_at = @now,
+        owner = @owner, lease_until = @lease_until
       WHERE id = @id RETURNING tries, action_started_at`) as Statement<Record<string, unknown>, { tries: number; action_started_at: number }>,
     nextDue: db.prepare(`SELECT MIN(t.next_run_at) FROM task_executions t JOIN executions e ON e.id = t.execution_id
       WHERE t.state = 'RUNNING' AND t.next_run_at IS NOT NULL AND e.state = 'RUNNING'`).pluck() as Statement<[], number | null>,
-    inFlight: db.prepare(`SELECT ${TASK_COLUMNS} FROM task_executions
-      WHERE state = 'RUNNING' AND next_run_at IS NULL ORDER BY action_started_at`) as Statement<[], TaskRow>,
+    // Both read only in-flight rows, through task_executions_runnable at next_run_at IS NULL;
+    // they are few, so the owner is a filter and the order a small sort.
+    inFlight: db.prepare(`SELECT ${TASK_COLUMNS}, owner, lease_until FROM task_executions
+      WHERE state = 'RUNNING' AND next_run_at IS NULL AND action_started_at IS NOT NULL
+      ORDER BY action_started_at`) as Statement<[], InFlightRow>,
+    renew: db.prepare(`UPDATE task_executions SET lease_until = max(coalesce(lease_until, 0), @until)
+      WHERE state = 'RUNNING' AND next_run_at IS NULL AND action_started_at IS NOT NULL AND owner = @owner`),
   };
 
-  function transactionFor(project: string, fanOut: FanOut, now: number, count: { events: number; deliveries: number }): EngineTx {
+  function transactionFor(project: string, routing: ListenerRouting, now: number, count: { events: number; deliveries: number }): EngineTx {
+    // Read at the first event, still inside this transaction: a change that appends none
+    // neither reads the listener version nor compiles.
+    let route: FanOut | null = null;
     return {
       now,
       execution: (id) => {
@@ -126,7 +141,8 @@ export function engineStore(db: Database, { events, batcher, guard }: EngineQuer
       },
       appendEvent: (envelope: EventEnvelope) => {
         // The envelope id is relay-made and unique, so it doubles as the body hash.
-        const appended = events.append(project, { envelope, original: null, bodyHash: envelope.id }, fanOut, now);
+        route ??= fanOut(project, routing);
+        const appended = events.append(project, { envelope, original: null, bodyHash: envelope.id }, route, now);
         count.events++;
         count.deliveries += appended.deliveries;
       },
@@ -188,18 +204,21 @@ export function engineStore(db: Database, { events, batcher, guard }: EngineQuer
       return results;
     },
 
-    engineTransaction(project, fanOut, fn) {
+    // `scope` tells a backend that cannot read synchronously what to load and lock before `fn`
+    // runs. Here `fn` reads through the one connection inside the write transaction, which no
+    // other writer can enter, so nothing needs loading or locking first: the scope is unused.
+    engineTransaction(project, _scope, routing, fn) {
       return batcher.run(() => {
         const count = { events: 0, deliveries: 0 };
-        const value = fn(transactionFor(project, fanOut, Date.now(), count));
+        const value = fn(transactionFor(project, routing, Date.now(), count));
         return { value, ...count };
       });
     },
-    claimRunnableTasks(now, limit) {
+    claimRunnableTasks({ owner, now, limit, leaseMs }) {
       return batcher.run(() =>
         tk.due.all(now, limit).map((row): ClaimedTask => {
           const { e_workbook, e_workflow, e_spec, e_input, e_state, ...task } = row;
-          const claimed = tk.claim.get({ id: task.id, now })!;
+          const claimed = tk.claim.get({ id: task.id, now, owner, lease_until: now + leaseMs })!;
           return {
             ...toTask(task),
             ...claimed,
@@ -213,8 +232,11 @@ export function engineStore(db: Database, { events, batcher, guard }: EngineQuer
     async nextTaskDueAt() {
       return guard(() => tk.nextDue.get() ?? null);
     },
+    renewTaskLeases(owner, until) {
+      return batcher.run(() => tk.renew.run({ owner, until }).changes);
+    },
     async listInFlightTasks() {
-      return guard(() => tk.inFlight.all()).map(toTask);
+      return guard(() => tk.inFlight.all()).map(({ owner, lease_until, ...row }): InFlightTask => ({ ...toTask(row), owner, lease_until }));
     },
   };
 }

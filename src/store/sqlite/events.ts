@@ -2,6 +2,7 @@ import type { Database, Statement } from 'better-sqlite3';
 import { newId } from '../../ids.js';
 import { filteredPage } from './filtered-page.js';
 import type { EventEnvelope } from '../../records/event.js';
+import { isEventCursor, toStoredEvent, type EventRow, type ReplayRow } from '../rows.js';
 import {
   StoreConflictError,
   type AppendedEvent,
@@ -9,19 +10,14 @@ import {
   type FanOut,
   type ListOrder,
   type NewEvent,
+  type ReplayExecution,
   type ReplayWindow,
   type StoredEvent,
 } from '../store.js';
-
-
-interface EventRow {
-  seq: number;
-  envelope: string;
-  received_at: number;
-}
+import type { ExecutionOrder } from './execution-order.js';
 
 /** Every event statement of the SQLite backend, prepared once. */
-export function eventQueries(db: Database) {
+export function eventQueries(db: Database, executionOrder: ExecutionOrder) {
   const existing = db.prepare('SELECT body_hash FROM events WHERE project = ? AND id = ?').pluck() as Statement<[string, string], string>;
   const nextSequence = db
     .prepare(`INSERT INTO execution_sequences (project, execution_id, last_sequence) VALUES (?, ?, 1)
@@ -32,8 +28,8 @@ export function eventQueries(db: Database) {
     (project, id, type, category, workbook, execution_id, sequence, envelope, original_body, original_format, body_hash, received_at)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
   const insertDelivery = db.prepare(`INSERT INTO deliveries
-    (id, project, event_seq, event_id, listener_id, status, attempt_count, next_attempt_at, created_at, updated_at)
-    VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)`);
+    (id, project, event_seq, event_id, listener_id, status, attempt_count, next_attempt_at, held, gap, created_at, updated_at)
+    VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?)`);
   const byId = db.prepare('SELECT seq, envelope, received_at FROM events WHERE project = ? AND id = ?') as Statement<[string, string], EventRow>;
   // One statement set per direction; the cursor bound is a filter, absent on the first page.
   const pageIn = (order: ListOrder) =>
@@ -53,9 +49,14 @@ export function eventQueries(db: Database) {
   const pages = { asc: pageIn('asc'), desc: pageIn('desc') };
   const windowEvents = db.prepare(`SELECT seq, id, envelope FROM events
     WHERE project = ? AND received_at >= ? AND received_at < ? AND seq > ? AND type <> 'PING'
-    ORDER BY seq LIMIT ?`) as Statement<[string, number, number, number, number], { seq: number; id: string; envelope: string }>;
+    ORDER BY seq LIMIT ?`) as Statement<[string, number, number, number, number], ReplayRow>;
+  // Walks events_project_execution: the execution's events in sequence order, from a sequence on.
+  const executionEvents = db.prepare(`SELECT seq, id, envelope, sequence FROM events
+    WHERE project = ? AND execution_id = ? AND sequence >= ?
+    ORDER BY sequence LIMIT ?`) as Statement<[string, string, number, number], ReplayRow & { sequence: number }>;
+  // Like a manual retry: sent when asked, out of order, without the gap it once carried.
   const requeueFailed = db.prepare(`UPDATE deliveries SET status = 'pending', next_attempt_at = @now, updated_at = @now,
-      lease_owner = NULL
+      lease_owner = NULL, gap = NULL
     WHERE id IN (SELECT d.id FROM deliveries d JOIN events e ON e.seq = d.event_seq
       WHERE d.project = @project AND d.listener_id = @listener AND d.status = 'failed'
         AND e.received_at >= @since AND e.received_at < @until LIMIT @limit)`);
@@ -64,16 +65,57 @@ export function eventQueries(db: Database) {
       WHERE d.project = @project AND d.listener_id = @listener AND d.status = 'failed'
         AND e.received_at >= @since AND e.received_at < @until)`).pluck();
 
-  const toStored = (row: EventRow): StoredEvent => ({
-    envelope: JSON.parse(row.envelope) as EventEnvelope,
-    received_at: row.received_at,
-  });
+  /**
+   * One delivery per listener. A delivery that keeps its execution's order (`ordered` says so of
+   * its listener) is its key's head and due now, or held behind the head, unscheduled.
+   */
+  function insertDeliveries(
+    project: string,
+    event: { seq: number | bigint; id: string; executionId: string | null },
+    listenerIds: readonly string[],
+    ordered: (listenerId: string) => boolean,
+    now: number,
+  ) {
+    for (const listenerId of listenerIds) {
+      const id = newId(now);
+      const place = event.executionId !== null && ordered(listenerId) ? executionOrder.place(listenerId, event.executionId, id, now) : null;
+      if (place?.head === false) {
+        insertDelivery.run(id, project, event.seq, event.id, listenerId, null, event.executionId, null, now, now);
+      } else {
+        insertDelivery.run(id, project, event.seq, event.id, listenerId, now, null, place?.gap ?? null, now, now);
+      }
+    }
+  }
 
-  function insertDeliveries(project: string, seq: number | bigint, eventId: string, listenerIds: readonly string[], now: number) {
-    for (const listenerId of listenerIds) insertDelivery.run(newId(now), project, seq, eventId, listenerId, now, now, now);
+  /** Replays the rows `next` pages through (after the last one given), up to `limit` that match. */
+  function replayRows<Row extends ReplayRow>(
+    project: string,
+    listenerId: string,
+    next: (after: Row | null) => Row[],
+    matches: FanOut,
+    ordered: boolean,
+    limit: number,
+    now: number,
+  ): { count: number; truncated: boolean } {
+    let count = 0;
+    let last: Row | null = null;
+    for (;;) {
+      const rows = next(last);
+      if (rows.length === 0) return { count, truncated: false };
+      for (const row of rows) {
+        last = row;
+        const envelope = JSON.parse(row.envelope) as EventEnvelope;
+        if (matches(envelope).length === 0) continue;
+        if (count === limit) return { count, truncated: true };
+        insertDeliveries(project, { seq: row.seq, id: row.id, executionId: envelope.execution_id }, [listenerId], () => ordered, now);
+        count++;
+      }
+    }
   }
 
   return {
+    /** Whether `text` is a cursor `list` hands out: an event's seq, in decimal. */
+    isCursor: isEventCursor,
     /** One event with its deliveries. Call inside a transaction. */
     append(project: string, event: NewEvent, fanOut: FanOut, now: number): AppendedEvent {
       const id = event.envelope.id;
@@ -90,12 +132,13 @@ export function eventQueries(db: Database) {
         JSON.stringify(envelope), event.original?.body ?? null, event.original?.format ?? null, event.bodyHash, now,
       );
       const listenerIds = fanOut(envelope);
-      insertDeliveries(project, lastInsertRowid, id, listenerIds, now);
+      const ordered = fanOut.ordered;
+      insertDeliveries(project, { seq: lastInsertRowid, id, executionId: e.execution_id }, listenerIds, (l) => ordered?.has(l) === true, now);
       return { id, duplicate: false, deliveries: listenerIds.length };
     },
     get(project: string, id: string): StoredEvent | null {
       const row = byId.get(project, id);
-      return row ? toStored(row) : null;
+      return row ? toStoredEvent(row) : null;
     },
     list(project: string, q: EventQuery): Array<StoredEvent & { cursor: string }> {
       return pages[q.order ?? 'asc']({
@@ -107,28 +150,24 @@ export function eventQueries(db: Database) {
           since: q.since ?? null,
           limit: q.limit,
         })
-        .map((row) => ({ ...toStored(row), cursor: String(row.seq) }));
+        .map((row) => ({ ...toStoredEvent(row), cursor: String(row.seq) }));
     },
-    /** Replay for one listener. Call inside a transaction. */
-    replay(project: string, listenerId: string, w: ReplayWindow, matches: FanOut, now: number): { count: number; truncated: boolean } {
+    /**
+     * Replay for one listener. Call inside a transaction. A replay of an execution keeps its
+     * order whatever the listener's `ordering`; one of a window as fan-out says.
+     */
+    replay(project: string, listenerId: string, w: ReplayWindow | ReplayExecution, matches: FanOut, now: number): { count: number; truncated: boolean } {
+      if ('executionId' in w) {
+        const next = (last: { sequence: number } | null) => executionEvents.all(project, w.executionId, last ? last.sequence + 1 : w.fromSequence, 1000);
+        return replayRows(project, listenerId, next, matches, true, w.limit, now);
+      }
       if (w.onlyFailed) {
         const params = { project, listener: listenerId, since: w.since, until: w.until };
         const { changes } = requeueFailed.run({ ...params, now, limit: w.limit });
         return { count: changes, truncated: changes === w.limit && moreFailed.get(params) === 1 };
       }
-      let count = 0;
-      let after = 0;
-      for (;;) {
-        const rows = windowEvents.all(project, w.since, w.until, after, 1000);
-        if (rows.length === 0) return { count, truncated: false };
-        for (const row of rows) {
-          after = row.seq;
-          if (matches(JSON.parse(row.envelope) as EventEnvelope).length === 0) continue;
-          if (count === w.limit) return { count, truncated: true };
-          insertDeliveries(project, row.seq, row.id, [listenerId], now);
-          count++;
-        }
-      }
+      const next = (last: ReplayRow | null) => windowEvents.all(project, w.since, w.until, last?.seq ?? 0, 1000);
+      return replayRows(project, listenerId, next, matches, matches.ordered?.has(listenerId) === true, w.limit, now);
     },
   };
 }

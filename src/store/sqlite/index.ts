@@ -1,9 +1,14 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { StoreUnavailableError, type Store } from '../store.js';
+import { StoreUnavailableError, type ListenerRouting, type NewEvent, type Store } from '../store.js';
 import { migrate } from './migrate.js';
 import { listenerQueries } from './listeners.js';
+import { listenerVersions } from './listener-versions.js';
+import { rollupQueries } from './rollups.js';
+import { gateQueries } from './gates.js';
+import { executionOrder } from './execution-order.js';
+import { applyJudgement } from './judgement.js';
 import { eventQueries } from './events.js';
 import { deliveryQueries } from './deliveries.js';
 import { createWriteBatcher } from './write-batcher.js';
@@ -60,9 +65,20 @@ export function openSqliteStore(options: SqliteOptions): SqliteStore {
   // Ingest inserts into several indexes at random places; a larger page cache keeps them hot.
   db.pragma('cache_size = -65536');
   const appliedMigrations = migrate(db);
-  const listeners = listenerQueries(db);
-  const events = eventQueries(db);
-  const deliveries = deliveryQueries(db);
+  const versions = listenerVersions(db);
+  const rollups = rollupQueries(db);
+  const gates = gateQueries(db);
+  const order = executionOrder(db);
+  const listeners = listenerQueries(db, { versions, rollups, gates, executionOrder: order });
+  const events = eventQueries(db, order);
+  const deliveries = deliveryQueries(db, { versions, rollups, gates, executionOrder: order });
+  const fanOut = (project: string, routing: ListenerRouting) => versions.fanOut(project, routing, listeners.listEnabled);
+  // Call inside the write transaction: routes at the listener version it reads, after every
+  // listener change committed before it.
+  const appendRouted = (project: string, list: NewEvent[], routing: ListenerRouting, now: number) => {
+    const route = fanOut(project, routing);
+    return list.map((e) => events.append(project, e, route, now));
+  };
   const batcher = createWriteBatcher(db, toStoreError, {
     minCommitIntervalMs: options.commitIntervalMs,
     busyTimeoutMs: options.busyTimeoutMs,
@@ -71,10 +87,16 @@ export function openSqliteStore(options: SqliteOptions): SqliteStore {
   // Statements and transactions wait for another process's lock between tries, not inside one.
   const run = <T>(fn: () => T): Promise<T> => retryWhileBusy(fn, options.busyTimeoutMs, toStoreError);
   const tx = <T>(fn: () => T): Promise<T> => run(() => db.transaction(fn).immediate());
+  // Work of one name runs once at a time in this process. SQLite has no advisory locks, and a
+  // file normally has one relay process; where roles are split over several, the work guarded
+  // (recovery, pruning) re-checks what it changes inside its own write transactions, so a
+  // second process running it too costs time, not correctness.
+  const exclusive = new Set<string>();
 
   return {
-    ...engineStore(db, { events, batcher, guard }),
+    ...engineStore(db, { events, batcher, guard, fanOut }),
     backend: 'sqlite',
+    location: options.path,
     appliedMigrations,
     async ping() {
       await run(() => ping.get());
@@ -82,9 +104,18 @@ export function openSqliteStore(options: SqliteOptions): SqliteStore {
     async close() {
       if (db.open) db.close();
     },
+    async exclusively(name, fn) {
+      if (exclusive.has(name)) return undefined;
+      exclusive.add(name);
+      try {
+        return await fn();
+      } finally {
+        exclusive.delete(name);
+      }
+    },
 
     async createListener(l) {
-      await run(() => listeners.create(l));
+      await tx(() => listeners.create(l));
     },
     async getListener(project, id) {
       return run(() => listeners.get(project, id));
@@ -96,7 +127,7 @@ export function openSqliteStore(options: SqliteOptions): SqliteStore {
       return tx(() => listeners.update(project, id, spec, updatedAt));
     },
     async rotateListenerSecret(project, id, rotation, updatedAt) {
-      return run(() => listeners.rotate(project, id, rotation, updatedAt));
+      return tx(() => listeners.rotate(project, id, rotation, updatedAt));
     },
     async deleteListener(project, id) {
       return tx(() => listeners.remove(project, id, Date.now()));
@@ -104,12 +135,28 @@ export function openSqliteStore(options: SqliteOptions): SqliteStore {
     async listEnabledListeners(project) {
       return run(() => listeners.listEnabled(project));
     },
+    async listenerOutcomes(project, ids) {
+      return run(() => rollups.outcomes(project, ids));
+    },
+    async rollups(project, q) {
+      return run(() => rollups.read(project, q));
+    },
+    async rollupTotals(project, ids, since) {
+      return run(() => rollups.totals(project, ids, since));
+    },
+    async listenerGates(project, ids) {
+      return run(() => gates.ofProject(project, ids));
+    },
 
-    appendEvents(project, list, fanOut, now) {
-      return batcher.run(() => list.map((e) => events.append(project, e, fanOut, now)));
+    // Several calls share one commit (write-batcher), each in its own savepoint.
+    appendEvents(project, list, routing, now) {
+      return batcher.run(() => appendRouted(project, list, routing, now));
     },
     async listEvents(project, q) {
       return run(() => events.list(project, q));
+    },
+    isEventCursor(text) {
+      return events.isCursor(text);
     },
     async getEvent(project, id) {
       return run(() => events.get(project, id));
@@ -131,21 +178,31 @@ export function openSqliteStore(options: SqliteOptions): SqliteStore {
       return batcher.run(() => events.replay(project, listenerId, window, matches, now));
     },
 
-    async recordAndClaim(owner, results, claim, now) {
+    async recordAndClaim(owner, results, claim, now, judge) {
       return tx(() => {
-        const disabledListeners = results.length ? deliveries.record(owner, results, now) : [];
+        const { recorded, disabled } = results.length ? deliveries.record(owner, results, now) : { recorded: [], disabled: [] };
+        if (judge) disabled.push(...applyJudgement({ gates, disable: deliveries.disable, append: appendRouted }, recorded, judge, now));
         const { claimed, asked } = claim ? deliveries.claim(claim) : { claimed: [], asked: 0 };
-        return { disabledListeners, claimed, asked };
+        return { disabledListeners: disabled, claimed, asked };
       });
     },
     async releaseLeases(owner, ids, now) {
       await tx(() => deliveries.release(owner, ids, now));
+    },
+    async renewLeases(owner, ids, until) {
+      if (ids.length) await tx(() => deliveries.renew(owner, ids, until));
     },
     async nextDueAt() {
       return run(() => deliveries.nextDueAt());
     },
     async queueDepth(now) {
       return run(() => deliveries.depth(now));
+    },
+    // SQLite cannot tell one process of another's commit. The process that commits wakes its
+    // own dispatcher (one process per file, the usual case, dispatches all it commits); a
+    // dispatcher of another process on the same file finds the work at its next poll.
+    subscribeDue() {
+      return () => {};
     },
     async pruneFinished(before, batch) {
       return tx(() => deliveries.prune(before, batch));

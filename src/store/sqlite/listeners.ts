@@ -1,47 +1,26 @@
 import type { Database, Statement } from 'better-sqlite3';
 import type { ListenerSpec, StoredListener } from '../../records/listener.js';
+import { parseSpec, specColumn, toStoredListener, type ListenerColumns } from '../rows.js';
 import type { ListenerQuery, SecretRotation } from '../store.js';
+import type { ExecutionOrder } from './execution-order.js';
+import type { GateQueries } from './gates.js';
+import type { ListenerVersions } from './listener-versions.js';
+import type { RollupQueries } from './rollups.js';
 
-interface ListenerRow {
-  id: string;
-  project: string;
-  workbook: string;
-  spec: string;
+interface ListenerRow extends ListenerColumns {
   enabled: number;
-  disabled_reason: string | null;
-  secret: string;
-  previous_secret: string | null;
-  previous_secret_expires_at: string | null;
-  created_at: string;
-  updated_at: string;
 }
 
-type SpecColumn = Omit<ListenerSpec, 'workbook' | 'enabled'>;
+const toRecord = (row: ListenerRow): StoredListener => toStoredListener(row, row.enabled === 1);
 
-function toRecord(row: ListenerRow): StoredListener {
-  const spec = JSON.parse(row.spec) as SpecColumn;
-  return {
-    id: row.id,
-    project: row.project,
-    workbook: row.workbook,
-    ...spec,
-    enabled: row.enabled === 1,
-    disabled_reason: row.disabled_reason,
-    secret: row.secret,
-    previous_secret: row.previous_secret,
-    previous_secret_expires_at: row.previous_secret_expires_at,
-    created_at: row.created_at,
-    updated_at: row.updated_at,
-  };
-}
-
-function specColumn(s: ListenerSpec): string {
-  const { workbook: _w, enabled: _e, ...rest } = s;
-  return JSON.stringify(rest satisfies SpecColumn);
-}
-
-/** Every listener statement of the SQLite backend, prepared once. */
-export function listenerQueries(db: Database) {
+/**
+ * Every listener statement of the SQLite backend, prepared once. Each change bumps the
+ * project's listener version in its own transaction, so the next event routes by it.
+ */
+export function listenerQueries(
+  db: Database,
+  { versions, rollups, gates, executionOrder }: { versions: ListenerVersions; rollups: RollupQueries; gates: GateQueries; executionOrder: ExecutionOrder },
+) {
   const insert = db.prepare(`INSERT INTO listeners
     (id, project, workbook, spec, enabled, disabled_reason, secret, previous_secret,
      previous_secret_expires_at, created_at, updated_at)
@@ -61,16 +40,17 @@ export function listenerQueries(db: Database) {
   const remove = db.prepare('DELETE FROM listeners WHERE project = ? AND id = ?');
   const enabledOnes = db.prepare('SELECT * FROM listeners WHERE project = ? AND enabled = 1') as Statement<[string], ListenerRow>;
   const cancelPending = db.prepare(`UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, lease_owner = NULL,
-      last_error = 'listener deleted', updated_at = ?
+      held = NULL, last_error = 'listener deleted', updated_at = ?
     WHERE project = ? AND listener_id = ? AND status = 'pending'`);
   // Disabling holds what waits (deliveries in flight finish and are held when they come back);
-  // enabling makes every held delivery due now.
+  // enabling makes due now what it held, never a delivery held behind its execution's head.
   const holdPending = db.prepare(`UPDATE deliveries SET next_attempt_at = NULL
     WHERE project = ? AND listener_id = ? AND status = 'pending' AND lease_owner IS NULL`);
   const releaseHeld = db.prepare(`UPDATE deliveries SET next_attempt_at = ?
-    WHERE project = ? AND listener_id = ? AND status = 'pending' AND next_attempt_at IS NULL`);
+    WHERE project = ? AND listener_id = ? AND status = 'pending' AND next_attempt_at IS NULL AND held IS NULL`);
 
   return {
+    /** Call inside a transaction. */
     create(l: StoredListener): void {
       insert.run({
         id: l.id,
@@ -85,6 +65,7 @@ export function listenerQueries(db: Database) {
         created_at: l.created_at,
         updated_at: l.updated_at,
       });
+      versions.bump(l.project);
     },
     get(project: string, id: string): StoredListener | null {
       const row = byId.get(project, id);
@@ -108,11 +89,17 @@ export function listenerQueries(db: Database) {
         updated_at: updatedAt,
       });
       if (!r.changes) return null;
+      versions.bump(project);
+      const now = Date.parse(updatedAt);
       const wasEnabled = before.enabled === 1;
       if (wasEnabled && !spec.enabled) holdPending.run(project, id);
-      if (!wasEnabled && spec.enabled) releaseHeld.run(Date.parse(updatedAt), project, id);
+      if (!wasEnabled && spec.enabled) releaseHeld.run(now, project, id);
+      if (parseSpec(before.spec).ordering === 'execution' && spec.ordering === 'none') {
+        executionOrder.release(id, spec.enabled ? now : null, now);
+      }
       return this.get(project, id);
     },
+    /** Call inside a transaction. */
     rotate(project: string, id: string, rot: SecretRotation, updatedAt: string): StoredListener | null {
       const r = rotate.run({
         project,
@@ -122,12 +109,18 @@ export function listenerQueries(db: Database) {
         previous_secret_expires_at: rot.previousSecretExpiresAt,
         updated_at: updatedAt,
       });
-      return r.changes ? this.get(project, id) : null;
+      if (!r.changes) return null;
+      versions.bump(project);
+      return this.get(project, id);
     },
     /** Call inside a transaction. */
     remove(project: string, id: string, now: number): boolean {
       if (remove.run(project, id).changes === 0) return false;
       cancelPending.run(now, project, id);
+      executionOrder.forget(id);
+      gates.forget(id);
+      rollups.forget(id);
+      versions.bump(project);
       return true;
     },
     listEnabled(project: string): StoredListener[] {

@@ -1,31 +1,13 @@
-import fs from 'node:fs';
 import type { Database } from 'better-sqlite3';
+import { readMigrations, type Migration } from '../migrations.js';
 
 export const SQLITE_MIGRATIONS_DIR = new URL('../../../db/sqlite/', import.meta.url);
-
-export interface Migration {
-  version: number;
-  name: string;
-  sql: string;
-}
-
-export function readMigrations(dir: URL = SQLITE_MIGRATIONS_DIR): Migration[] {
-  return fs
-    .readdirSync(dir)
-    .filter((f) => /^\d+_.+\.sql$/.test(f))
-    .map((f) => ({
-      version: Number.parseInt(f, 10),
-      name: f,
-      sql: fs.readFileSync(new URL(f, dir), 'utf8'),
-    }))
-    .sort((a, b) => a.version - b.version);
-}
 
 /**
  * Applies, in order, the migrations not yet recorded. Each runs in its own transaction with
  * its bookkeeping row, so a crash mid-way leaves either all of a migration or none of it.
  */
-export function migrate(db: Database, migrations: Migration[] = readMigrations()): string[] {
+export function migrate(db: Database, migrations: Migration[] = readMigrations(SQLITE_MIGRATIONS_DIR)): string[] {
   db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
     version INTEGER PRIMARY KEY,
     name TEXT NOT NULL,

@@ -1,0 +1,38 @@
+import { Router } from 'express';
+import { resolveStatsRange, seriesStart, toStatsView, type StatsRange } from '../../records/health.js';
+import type { ListenerStore } from '../../store/store.js';
+import { invalidField, notFound } from '../problem.js';
+
+/** `window` and `bucket` from a query; a bad one is a 400 naming it. */
+function statsRange(query: Record<string, unknown>): StatsRange {
+  for (const field of ['window', 'bucket'] as const) {
+    const value = query[field];
+    if (value !== undefined && (typeof value !== 'string' || value === '')) throw invalidField(field, 'give one value, such as 24h');
+  }
+  const result = resolveStatsRange(query.window as string | undefined, query.bucket as string | undefined);
+  if (!result.ok) throw invalidField(result.field, result.message);
+  return result.range;
+}
+
+/** Delivery statistics from the per-minute rollups: the whole project's, or one listener's. */
+export function statsRoutes({ store }: { store: Pick<ListenerStore, 'getListener' | 'rollups'> }): Router {
+  const router = Router();
+
+  router.get('/stats', async (req, res) => {
+    const range = statsRange(req.query);
+    const now = Date.now();
+    const minutes = await store.rollups(res.locals.project, { since: seriesStart(range, now) });
+    res.json(toStatsView(range, minutes, now));
+  });
+
+  router.get('/listeners/:id/stats', async (req, res) => {
+    const range = statsRange(req.query);
+    const listener = await store.getListener(res.locals.project, req.params.id);
+    if (!listener) throw notFound(`listener ${req.params.id}`);
+    const now = Date.now();
+    const minutes = await store.rollups(listener.project, { listenerId: listener.id, since: seriesStart(range, now) });
+    res.json(toStatsView(range, minutes, now));
+  });
+
+  return router;
+}

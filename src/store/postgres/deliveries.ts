@@ -1,0 +1,148 @@
+import { encodeTime } from 'ulid';
+import { toDeliveryRecord, type DeliveryRow } from '../rows.js';
+import type { AttemptRecord, DeliveryQuery, DeliveryRecord, ListOrder, QueueDepth } from '../store.js';
+import { statement, type Database } from './database.js';
+import { filteredPage } from './filtered-page.js';
+import type { DueNotice } from './notify.js';
+import { pruneOrder } from './order.js';
+import { pruneRollups } from './rollups.js';
+
+// With the event's type and workbook through event_seq, the events primary key: one lookup per row.
+const COLUMNS = `d.id, d.event_id, e.type AS event_type, e.workbook, d.listener_id, d.status, d.attempt_count, d.next_attempt_at,
+  d.lease_owner, d.held, d.last_error, d.created_at, d.updated_at`;
+const FROM = 'deliveries d JOIN events e ON e.seq = d.event_seq';
+
+const pageIn = (order: ListOrder) =>
+  filteredPage(
+    (clauses, limit) => `SELECT ${COLUMNS} FROM ${FROM}
+      WHERE d.project = $1 ${clauses.map((c) => `AND ${c}`).join(' ')}
+      ORDER BY d.id ${order === 'desc' ? 'DESC' : 'ASC'} LIMIT ${limit}`,
+    {
+      after: (p) => (order === 'desc' ? `d.id < ${p}` : `d.id > ${p}`),
+      listener_id: (p) => `d.listener_id = ${p}`,
+      // Through the event's row number, which deliveries_event_seq indexes.
+      event_id: (p) => `d.event_seq = (SELECT seq FROM events WHERE project = $1 AND id = ${p})`,
+      status: (p) => `d.status = ${p}`,
+    },
+  );
+const pages = { asc: pageIn('asc'), desc: pageIn('desc') };
+
+const byId = statement(`SELECT ${COLUMNS} FROM ${FROM} WHERE d.project = $1 AND d.id = $2`);
+const lockById = statement(`SELECT ${COLUMNS} FROM ${FROM} WHERE d.project = $1 AND d.id = $2 FOR UPDATE OF d`);
+const attempts = statement(`SELECT a.number, a.started_at, a.duration_ms, a.status_code, a.error, a.response_excerpt
+  FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
+  WHERE d.project = $1 AND a.delivery_id = $2 ORDER BY a.number`);
+const listenerExists = statement('SELECT 1 FROM listeners WHERE project = $1 AND id = $2');
+// A manual retry is sent when asked, out of order: it is no head and carries no gap.
+const requeue = statement(`UPDATE deliveries SET status = 'pending', next_attempt_at = $2, lease_owner = NULL, gap = NULL,
+    updated_at = $2 WHERE id = $1`);
+const release = statement(`UPDATE deliveries SET lease_owner = NULL, next_attempt_at = $3
+  WHERE id = ANY($1::text[]) AND lease_owner = $2`);
+const renew = statement(`UPDATE deliveries SET next_attempt_at = greatest(next_attempt_at, $3)
+  WHERE id = ANY($1::text[]) AND lease_owner = $2 AND status = 'pending' AND next_attempt_at IS NOT NULL`);
+
+/**
+ * The projects with pending due-index deliveries, as a recursive CTE `projects` (a query using
+ * it says WITH RECURSIVE): found by skipping through deliveries_due's leading column, one index
+ * probe per project however many deliveries each has. `when` may switch it off.
+ */
+export const pendingProjectsCte = (when = 'true') => `projects AS (
+    (SELECT project FROM deliveries WHERE status = 'pending' AND held IS NULL AND ${when} ORDER BY project LIMIT 1)
+    UNION ALL
+    SELECT (SELECT d.project FROM deliveries d WHERE d.status = 'pending' AND d.held IS NULL AND d.project > p.project
+      ORDER BY d.project LIMIT 1)
+    FROM projects p WHERE p.project IS NOT NULL
+  )`;
+// Each project's earliest due time, read from the front of its part of the index.
+const nextDue = statement(`WITH RECURSIVE ${pendingProjectsCte()}
+  SELECT min((SELECT d.next_attempt_at FROM deliveries d
+    WHERE d.status = 'pending' AND d.held IS NULL AND d.project = p.project AND d.next_attempt_at IS NOT NULL
+    ORDER BY d.next_attempt_at LIMIT 1)) AS at
+  FROM projects p WHERE p.project IS NOT NULL`);
+
+// A claimed delivery's next_attempt_at is its lease's end: count it as due (in flight), not
+// scheduled. An expired lease (its process died) is due again and may be the oldest.
+const depth = statement(`SELECT
+    count(*) FILTER (WHERE next_attempt_at <= $1 OR lease_owner IS NOT NULL)::int AS due,
+    count(*) FILTER (WHERE next_attempt_at > $1 AND lease_owner IS NULL)::int AS scheduled,
+    min(next_attempt_at) FILTER (WHERE next_attempt_at <= $1) AS oldest
+  FROM deliveries WHERE status = 'pending' AND held IS NULL`);
+
+// Delivery ids are ULIDs: ids below a cutoff id are deliveries created before that time. Their
+// attempts go with them.
+const pruneDeliveries = statement(`WITH gone AS (
+    DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries WHERE id < $1 AND status <> 'pending' LIMIT $2)
+    RETURNING id
+  ), attempts_gone AS (
+    DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM gone)
+  )
+  SELECT count(*)::int AS n FROM gone`);
+const pruneEvents = statement(`DELETE FROM events WHERE seq IN (
+  SELECT seq FROM events e WHERE received_at < $1
+    AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq) LIMIT $2)`);
+
+/** Every delivery statement of the PostgreSQL backend but the dispatcher's cycle (queue.ts). */
+export function deliveryQueries(db: Database, notice: DueNotice) {
+  return {
+    async list(project: string, q: DeliveryQuery): Promise<DeliveryRecord[]> {
+      const now = Date.now();
+      const { statement: s, values } = pages[q.order ?? 'asc'](
+        [project],
+        { after: q.after, listener_id: q.listener_id, event_id: q.event_id, status: q.status },
+        q.limit,
+      );
+      return (await db.rows<DeliveryRow>(s, values)).map((r) => toDeliveryRecord(r, now));
+    },
+    async get(project: string, id: string): Promise<DeliveryRecord | null> {
+      const [row] = await db.rows<DeliveryRow>(byId, [project, id]);
+      return row ? toDeliveryRecord(row, Date.now()) : null;
+    },
+    async attempts(project: string, id: string): Promise<AttemptRecord[]> {
+      return db.rows<AttemptRecord>(attempts, [project, id]);
+    },
+    /** Re-queues one delivery now, unless a dispatcher holds it; the row lock keeps a claim from slipping in between. */
+    retry(project: string, id: string, now: number): Promise<'queued' | 'in_flight' | 'no_listener' | 'not_found'> {
+      return db.transaction(async (c) => {
+        const [row] = await c.rows<DeliveryRow>(lockById, [project, id]);
+        if (!row) return 'not_found' as const;
+        if (toDeliveryRecord(row, now).in_flight) return 'in_flight' as const;
+        if ((await c.rows(listenerExists, [project, row.listener_id])).length === 0) return 'no_listener' as const;
+        // Held behind its execution's head, it is queued already and keeps its place.
+        if (row.held === null) {
+          await c.count(requeue, [id, now]);
+          await notice.send(c);
+        }
+        return 'queued' as const;
+      });
+    },
+    /** Gives back unsent deliveries' leases, due at `now`; other processes' dispatchers are told. */
+    async renew(owner: string, ids: readonly string[], until: number): Promise<void> {
+      if (ids.length === 0) return;
+      await db.count(renew, [ids, owner, until]);
+    },
+    async release(owner: string, ids: string[], now: number): Promise<void> {
+      if (ids.length === 0) return;
+      await db.transaction(async (c) => {
+        if ((await c.count(release, [ids, owner, now])) > 0) await notice.send(c);
+      });
+    },
+    async nextDueAt(): Promise<number | null> {
+      const [row] = await db.rows<{ at: number | null }>(nextDue);
+      return row?.at ?? null;
+    },
+    async depth(now: number): Promise<QueueDepth> {
+      const [r] = await db.rows<{ due: number; scheduled: number; oldest: number | null }>(depth, [now]);
+      return { due: r.due, scheduled: r.scheduled, oldestDueAt: r.oldest };
+    },
+    /** One small batch of each: finished deliveries (attempts go with them), unreferenced events, rollup minutes. */
+    prune(before: number, batch: number): Promise<{ deliveries: number; events: number; rollups: number }> {
+      return db.transaction(async (c) => {
+        const [{ n: deliveries }] = await c.rows<{ n: number }>(pruneDeliveries, [encodeTime(before, 10), batch]);
+        const events = await c.count(pruneEvents, [before, batch]);
+        // Ordered keys left without a head keep a gap for a next delivery that never came.
+        await pruneOrder(c, before, batch);
+        return { deliveries, events, rollups: await pruneRollups(c, before, batch) };
+      });
+    },
+  };
+}

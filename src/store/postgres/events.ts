@@ -1,0 +1,242 @@
+import { newId } from '../../ids.js';
+import type { EventEnvelope } from '../../records/event.js';
+import { isEventCursor, toStoredEvent, type EventRow, type ReplayRow } from '../rows.js';
+import {
+  StoreConflictError,
+  type AppendedEvent,
+  type EventQuery,
+  type FanOut,
+  type ListenerRouting,
+  type ListOrder,
+  type NewEvent,
+  type ReplayExecution,
+  type ReplayWindow,
+  type StoredEvent,
+} from '../store.js';
+import { statement, type Conn, type Database } from './database.js';
+import { filteredPage } from './filtered-page.js';
+import { fanOutAt } from './listeners.js';
+import type { DueNotice } from './notify.js';
+import { placeDeliveries } from './order.js';
+import { arrayLiteral, writeOutbox, type OutboxEvent } from './outbox.js';
+
+/*
+ * The first statement of an append, one round trip: the project's listener version, which of
+ * the ids exist already (with their body digests), and the next sequence numbers of the
+ * executions of the new ones. The counter rows stay locked until commit, so sequences are
+ * given out without gaps in commit order; they are taken in execution id order, so two
+ * appends never wait for each other in a circle.
+ */
+const prepareAppend = statement(`WITH existing AS (
+    SELECT id, body_hash FROM events WHERE project = $1 AND id = ANY($2::text[])
+  ), bumped AS (
+    INSERT INTO execution_sequences AS s (project, execution_id, last_sequence)
+    SELECT $1, x.execution_id, count(*) FROM unnest($2::text[], $3::text[]) AS x(id, execution_id)
+    WHERE x.execution_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM existing e WHERE e.id = x.id)
+    GROUP BY x.execution_id ORDER BY x.execution_id
+    ON CONFLICT (project, execution_id) DO UPDATE SET last_sequence = s.last_sequence + excluded.last_sequence
+    RETURNING execution_id, last_sequence
+  )
+  SELECT 'version' AS kind, NULL::text AS key, coalesce((SELECT version FROM listener_versions WHERE project = $1), 0) AS value,
+    NULL::text AS hash
+  UNION ALL SELECT 'existing', id, NULL, body_hash FROM existing
+  UNION ALL SELECT 'sequence', execution_id, last_sequence, NULL FROM bumped`);
+
+const byId = statement('SELECT seq, envelope, received_at FROM events WHERE project = $1 AND id = $2');
+const windowEvents = statement(`SELECT seq, id, envelope FROM events
+  WHERE project = $1 AND received_at >= $2 AND received_at < $3 AND seq > $4 AND type <> 'PING'
+  ORDER BY seq LIMIT $5`);
+// Walks events_project_execution: the execution's events in sequence order, from a sequence on.
+const executionEvents = statement(`SELECT seq, id, envelope, sequence FROM events
+  WHERE project = $1 AND execution_id = $2 AND sequence >= $3
+  ORDER BY sequence LIMIT $4`);
+const insertReplayed = statement(`INSERT INTO deliveries
+    (id, project, event_seq, event_id, listener_id, status, attempt_count, next_attempt_at, held, gap, created_at, updated_at)
+  SELECT d.id, $1, d.seq, d.event_id, $2, 'pending', 0, CASE WHEN d.held IS NULL THEN $3::bigint END, d.held, d.gap::bigint[], $3, $3
+  FROM unnest($4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[]) AS d(id, seq, event_id, held, gap)`);
+// Like a manual retry: sent when asked, out of order, without the gap it once carried.
+const requeueFailed = statement(`UPDATE deliveries SET status = 'pending', next_attempt_at = $5, updated_at = $5, lease_owner = NULL,
+    gap = NULL
+  WHERE id IN (SELECT d.id FROM deliveries d JOIN events e ON e.seq = d.event_seq
+    WHERE d.project = $1 AND d.listener_id = $2 AND d.status = 'failed'
+      AND e.received_at >= $3 AND e.received_at < $4 LIMIT $6)`);
+const moreFailed = statement(`SELECT EXISTS (SELECT 1 FROM deliveries d JOIN events e ON e.seq = d.event_seq
+    WHERE d.project = $1 AND d.listener_id = $2 AND d.status = 'failed'
+      AND e.received_at >= $3 AND e.received_at < $4) AS more`);
+
+const pageIn = (order: ListOrder) =>
+  filteredPage(
+    (clauses, limit) => `SELECT seq, envelope, received_at FROM events
+      WHERE project = $1 ${clauses.map((c) => `AND ${c}`).join(' ')}
+      ORDER BY seq ${order === 'desc' ? 'DESC' : 'ASC'} LIMIT ${limit}`,
+    {
+      after: (p) => (order === 'desc' ? `seq < ${p}` : `seq > ${p}`),
+      workbook: (p) => `workbook = ${p}`,
+      execution_id: (p) => `execution_id = ${p}`,
+      type: (p) => `type = ${p}`,
+      since: (p) => `received_at >= ${p}`,
+    },
+  );
+const pages = { asc: pageIn('asc'), desc: pageIn('desc') };
+
+const REPLAY_PAGE = 1000;
+
+/** Every event statement of the PostgreSQL backend. */
+export function eventQueries(db: Database, notice: DueNotice) {
+  /**
+   * An append inside a transaction; `last`: it ends the transaction (and commits it). A
+   * concurrent append that took one of the ids fails it with raise_retry: it runs again.
+   */
+  async function append(c: Conn, project: string, list: NewEvent[], routing: ListenerRouting, now: number, last: boolean): Promise<AppendedEvent[]> {
+    // The same id twice in one call: the later one is a duplicate of the earlier (or a conflict).
+    const firsts = new Map<string, NewEvent>();
+    for (const e of list) {
+      const first = firsts.get(e.envelope.id);
+      if (!first) firsts.set(e.envelope.id, e);
+      else if (first.bodyHash !== e.bodyHash) throw new StoreConflictError(`event ${e.envelope.id} already exists with a different body`);
+    }
+    const unique = [...firsts.values()];
+    const rows = await c.rows<{ kind: string; key: string | null; value: number | null; hash: string | null }>(prepareAppend, [
+      project,
+      unique.map((e) => e.envelope.id),
+      unique.map((e) => e.envelope.execution_id),
+    ]);
+    let version = 0;
+    const existing = new Map<string, string>();
+    const lastSequence = new Map<string, number>();
+    for (const r of rows) {
+      if (r.kind === 'version') version = r.value!;
+      else if (r.kind === 'existing') existing.set(r.key!, r.hash!);
+      else lastSequence.set(r.key!, r.value!);
+    }
+    for (const e of unique) {
+      const hash = existing.get(e.envelope.id);
+      if (hash !== undefined && hash !== e.bodyHash) throw new StoreConflictError(`event ${e.envelope.id} already exists with a different body`);
+    }
+    const fresh = unique.filter((e) => !existing.has(e.envelope.id));
+    const outbox: OutboxEvent[] = [];
+    if (fresh.length) {
+      // Each execution's new events take the numbers just reserved, in the call's order.
+      const next = new Map<string, number>();
+      for (const e of fresh) {
+        const x = e.envelope.execution_id;
+        if (x) next.set(x, (next.get(x) ?? lastSequence.get(x)! + 1) - 1);
+      }
+      const route = await fanOutAt(c, project, version, routing);
+      for (const e of fresh) {
+        const x = e.envelope.execution_id;
+        const sequence = x ? next.get(x)! : null;
+        if (x) next.set(x, sequence! + 1);
+        const envelope: EventEnvelope = { ...e.envelope, sequence };
+        outbox.push({ envelope, original: e.original, bodyHash: e.bodyHash, listenerIds: route(envelope), ordered: route.ordered });
+      }
+      await writeOutbox(c, project, outbox, now, notice, last);
+    }
+    const deliveries = new Map(outbox.map((o) => [o.envelope.id, o.listenerIds.length]));
+    const answered = new Set<string>();
+    return list.map((e) => {
+      const id = e.envelope.id;
+      const made = deliveries.get(id);
+      if (made === undefined || answered.has(id)) return { id, duplicate: true, deliveries: 0 };
+      answered.add(id);
+      return { id, duplicate: false, deliveries: made };
+    });
+  }
+
+  /** Replays the rows `next` pages through (after the last one given), up to `limit` that match, a page per insert. */
+  async function replayRows<Row extends ReplayRow>(
+    c: Conn,
+    project: string,
+    listenerId: string,
+    next: (after: Row | null) => Promise<Row[]>,
+    matches: FanOut,
+    ordered: boolean,
+    limit: number,
+    now: number,
+  ): Promise<{ count: number; truncated: boolean; due: boolean }> {
+    let count = 0;
+    let due = false;
+    let last: Row | null = null;
+    for (;;) {
+      const rows = await next(last);
+      const page: Array<{ row: Row; execution: string | null }> = [];
+      let truncated = false;
+      for (const row of rows) {
+        last = row;
+        const envelope = JSON.parse(row.envelope) as EventEnvelope;
+        if (matches(envelope).length === 0) continue;
+        if (count === limit) {
+          truncated = true;
+          break;
+        }
+        page.push({ row, execution: ordered ? envelope.execution_id : null });
+        count++;
+      }
+      if (page.length) {
+        const placing = page.map((p) => ({ id: newId(now), listenerId, execution: p.execution }));
+        const placed = await placeDeliveries(c, placing, now);
+        await c.count(insertReplayed, [
+          project, listenerId, now,
+          placing.map((p) => p.id), page.map((p) => p.row.seq), page.map((p) => p.row.id),
+          placed.map((p) => p.held), placed.map((p) => arrayLiteral(p.gap)),
+        ]);
+        due ||= placed.some((p) => p.held === null);
+      }
+      if (truncated || rows.length < REPLAY_PAGE) return { count, truncated, due };
+    }
+  }
+
+  return {
+    /** As appendEvents, inside the caller's transaction (the relay's own events, recorded with attempts). */
+    appendIn: (c: Conn, project: string, list: NewEvent[], routing: ListenerRouting, now: number) => append(c, project, list, routing, now, false),
+    /** Writes the events with their sequences and deliveries in one transaction: all or none. */
+    appendEvents(project: string, list: NewEvent[], routing: ListenerRouting, now: number): Promise<AppendedEvent[]> {
+      return db.transaction((c) => append(c, project, list, routing, now, true));
+    },
+    /** Whether `text` is a cursor `list` hands out: an event's seq, in decimal. */
+    isCursor: isEventCursor,
+    async get(project: string, id: string): Promise<StoredEvent | null> {
+      const [row] = await db.rows<EventRow>(byId, [project, id]);
+      return row ? toStoredEvent(row) : null;
+    },
+    async list(project: string, q: EventQuery): Promise<Array<StoredEvent & { cursor: string }>> {
+      const { statement: s, values } = pages[q.order ?? 'asc'](
+        [project],
+        { after: q.after ? Number(q.after) : null, workbook: q.workbook, execution_id: q.execution_id, type: q.type, since: q.since },
+        q.limit,
+      );
+      return (await db.rows<EventRow>(s, values)).map((row) => ({ ...toStoredEvent(row), cursor: String(row.seq) }));
+    },
+    /**
+     * New deliveries for one listener of the window's events it matches, or its failed ones
+     * re-queued. A replay of an execution keeps its order whatever the listener's `ordering`;
+     * one of a window as fan-out says.
+     */
+    replay(
+      project: string,
+      listenerId: string,
+      w: ReplayWindow | ReplayExecution,
+      matches: FanOut,
+      now: number,
+    ): Promise<{ count: number; truncated: boolean }> {
+      return db.transaction(async (c) => {
+        let answer: { count: number; truncated: boolean; due: boolean };
+        if ('executionId' in w) {
+          const next = (last: (ReplayRow & { sequence: number }) | null) =>
+            c.rows<ReplayRow & { sequence: number }>(executionEvents, [project, w.executionId, last ? last.sequence + 1 : w.fromSequence, REPLAY_PAGE]);
+          answer = await replayRows(c, project, listenerId, next, matches, true, w.limit, now);
+        } else if (w.onlyFailed) {
+          const params = [project, listenerId, w.since, w.until];
+          const count = await c.count(requeueFailed, [...params, now, w.limit]);
+          const truncated = count === w.limit && (await c.rows<{ more: boolean }>(moreFailed, params))[0].more;
+          answer = { count, truncated, due: count > 0 };
+        } else {
+          const next = (last: ReplayRow | null) => c.rows<ReplayRow>(windowEvents, [project, w.since, w.until, last?.seq ?? 0, REPLAY_PAGE]);
+          answer = await replayRows(c, project, listenerId, next, matches, matches.ordered?.has(listenerId) === true, w.limit, now);
+        }
+        if (answer.due) await notice.send(c);
+        return { count: answer.count, truncated: answer.truncated };
+      });
+    },
+  };
+}

@@ -1,0 +1,61 @@
+import type { ListenerGateState } from '../../dispatch/listener-gate.js';
+import { statement, type Database } from './database.js';
+
+const STATE_COLUMNS = 'breaker, probe_at, window_start, window_attempts, window_failures, failing_since, tokens, tokens_at';
+
+export type GateRow = ListenerGateState & { listener_id: string };
+
+export const toState = ({ listener_id: _id, ...state }: GateRow): ListenerGateState => state;
+const toMap = (rows: GateRow[]) => new Map(rows.map((r) => [r.listener_id, toState(r)]));
+
+export const GATE_COLUMNS = `listener_id, ${STATE_COLUMNS}`;
+
+const ofProject = statement(`SELECT listener_id, ${STATE_COLUMNS} FROM listener_gates
+  WHERE listener_id = ANY($1::text[]) AND project = $2`);
+
+/**
+ * Writes gate states, as a CTE named `name` whose parameters are numbered from `$first` (see
+ * gateValues). The listener row supplies the project, and a listener deleted meanwhile gets
+ * no state back.
+ */
+export function gateUpsertCte(name: string, first: number): string {
+  const p = (i: number) => `$${first + i}`;
+  return `${name} AS (
+    INSERT INTO listener_gates AS g (listener_id, project, ${STATE_COLUMNS})
+    SELECT l.id, l.project, x.breaker, x.probe_at, x.window_start, x.window_attempts, x.window_failures, x.failing_since, x.tokens, x.tokens_at
+    FROM unnest(${p(0)}::text[], ${p(1)}::text[], ${p(2)}::bigint[], ${p(3)}::bigint[], ${p(4)}::int[], ${p(5)}::int[], ${p(6)}::bigint[],
+        ${p(7)}::float8[], ${p(8)}::bigint[])
+      AS x(listener_id, breaker, probe_at, window_start, window_attempts, window_failures, failing_since, tokens, tokens_at)
+    JOIN listeners l ON l.id = x.listener_id
+    ORDER BY l.id
+    ON CONFLICT (listener_id) DO UPDATE SET breaker = excluded.breaker, probe_at = excluded.probe_at,
+      window_start = excluded.window_start, window_attempts = excluded.window_attempts,
+      window_failures = excluded.window_failures, failing_since = excluded.failing_since,
+      tokens = excluded.tokens, tokens_at = excluded.tokens_at
+  )`;
+}
+
+/** How many parameters gateUpsertCte takes. */
+export const GATE_PARAMS = 9;
+
+/** The parameters of gateUpsertCte for the states a claim or a record decided. */
+export function gateValues(changed: ReadonlyMap<string, ListenerGateState>): unknown[] {
+  const rows = [...changed];
+  return [
+    rows.map(([id]) => id),
+    rows.map(([, s]) => s.breaker),
+    rows.map(([, s]) => s.probe_at),
+    rows.map(([, s]) => s.window_start),
+    rows.map(([, s]) => s.window_attempts),
+    rows.map(([, s]) => s.window_failures),
+    rows.map(([, s]) => s.failing_since),
+    rows.map(([, s]) => s.tokens),
+    rows.map(([, s]) => s.tokens_at),
+  ];
+}
+
+/** For the API: the states of the listeners asked about that have one (other projects' are absent). */
+export async function readGates(db: Database, project: string, listenerIds: readonly string[]): Promise<Map<string, ListenerGateState>> {
+  if (listenerIds.length === 0) return new Map();
+  return toMap(await db.rows<GateRow>(ofProject, [listenerIds, project]));
+}

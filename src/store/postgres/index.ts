@@ -1,0 +1,110 @@
+import crypto from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Store } from '../store.js';
+import { openDatabase } from './database.js';
+import { deliveryQueries } from './deliveries.js';
+import { engineStore } from './engine.js';
+import { eventQueries } from './events.js';
+import { listenerQueries } from './listeners.js';
+import { readGates } from './gates.js';
+import { exclusively } from './locks.js';
+import { migrate } from './migrate.js';
+import { createDueListener, dueNotice } from './notify.js';
+import { queueQueries } from './queue.js';
+import { rollupQueries } from './rollups.js';
+
+export interface PostgresOptions {
+  /** postgres://user:pass@host:5432/db */
+  url: string;
+  /** The schema every table lives in; created when missing. */
+  schema: string;
+  /** Connections in the pool. */
+  pool: number;
+  log: Logger;
+}
+
+// The schema is set as each connection's search path at start-up, where it is not quoted.
+const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+
+/** The URL as the start-up log may show it: no password, and the schema. */
+function locationOf(url: string, schema: string): string {
+  let shown = url;
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '';
+    shown = u.toString();
+  } catch {
+    shown = url.replace(/:\/\/([^:@/]*):[^@/]*@/, '://$1@');
+  }
+  return `${shown} (schema ${schema})`;
+}
+
+/**
+ * Opens the PostgreSQL store: applies the migrations (under an advisory lock, so processes
+ * starting together apply each once), then serves the store contract from a connection pool.
+ * Any number of relay processes may open the same database and schema and share its queue.
+ */
+export async function openPostgresStore(o: PostgresOptions): Promise<Store> {
+  if (!SCHEMA_NAME.test(o.schema)) {
+    throw new Error(`PostgreSQL schema name ${JSON.stringify(o.schema)}: use lower-case letters, digits and _, not starting with a digit`);
+  }
+  const settings = { url: o.url, schema: o.schema };
+  const appliedMigrations = await migrate(settings);
+  const db = openDatabase({ ...settings, pool: o.pool, log: o.log });
+  // This store's NOTIFYs carry its token, so its own LISTEN connection can skip them.
+  const self = crypto.randomBytes(8).toString('hex');
+  const notice = dueNotice(o.schema, self);
+  const due = createDueListener(settings, self, o.log);
+  const listeners = listenerQueries(db, notice);
+  const events = eventQueries(db, notice);
+  const deliveries = deliveryQueries(db, notice);
+  const queue = queueQueries(db, { notice, append: events.appendIn });
+  const rollups = rollupQueries(db);
+  let closed: Promise<void> | null = null;
+
+  return {
+    ...engineStore(db, notice),
+    backend: 'postgres',
+    location: locationOf(o.url, o.schema),
+    appliedMigrations,
+    async ping() {
+      await db.rows('SELECT 1');
+    },
+    close() {
+      closed ??= due.close().then(() => db.end());
+      return closed;
+    },
+    exclusively: (name, fn) => exclusively(settings, name, fn),
+
+    createListener: (l) => listeners.create(l),
+    getListener: (project, id) => listeners.get(project, id),
+    listListeners: (project, q) => listeners.list(project, q),
+    updateListener: (project, id, spec, updatedAt) => listeners.update(project, id, spec, updatedAt),
+    rotateListenerSecret: (project, id, rotation, updatedAt) => listeners.rotate(project, id, rotation, updatedAt),
+    deleteListener: (project, id) => listeners.remove(project, id, Date.now()),
+    listEnabledListeners: (project) => listeners.listEnabled(project),
+    listenerOutcomes: (project, ids) => rollups.outcomes(project, ids),
+    rollups: (project, q) => rollups.read(project, q),
+    rollupTotals: (project, ids, since) => rollups.totals(project, ids, since),
+    listenerGates: (project, ids) => readGates(db, project, ids),
+
+    appendEvents: (project, list, routing, now) => events.appendEvents(project, list, routing, now),
+    listEvents: (project, q) => events.list(project, q),
+    isEventCursor: (text) => events.isCursor(text),
+    getEvent: (project, id) => events.get(project, id),
+
+    listDeliveries: (project, q) => deliveries.list(project, q),
+    getDelivery: (project, id) => deliveries.get(project, id),
+    listAttempts: (project, id) => deliveries.attempts(project, id),
+    retryDelivery: (project, id, now) => deliveries.retry(project, id, now),
+    replay: (project, listenerId, window, matches, now) => events.replay(project, listenerId, window, matches, now),
+
+    recordAndClaim: (owner, results, claim, now, judge) => queue.recordAndClaim(owner, results, claim, now, judge),
+    releaseLeases: (owner, ids, now) => deliveries.release(owner, ids, now),
+    renewLeases: (owner, ids, until) => deliveries.renew(owner, ids, until),
+    nextDueAt: () => deliveries.nextDueAt(),
+    queueDepth: (now) => deliveries.depth(now),
+    subscribeDue: (onDue) => due.subscribe(onDue),
+    pruneFinished: (before, batch) => deliveries.prune(before, batch),
+  };
+}

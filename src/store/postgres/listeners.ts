@@ -1,0 +1,144 @@
+import type { ListenerSpec, StoredListener } from '../../records/listener.js';
+import { parseSpec, specColumn, toStoredListener, type ListenerColumns } from '../rows.js';
+import { StoreConflictError, type FanOut, type ListenerQuery, type ListenerRouting, type SecretRotation } from '../store.js';
+import { statement, type Conn, type Database } from './database.js';
+import { isUniqueViolation } from './errors.js';
+import { filteredPage } from './filtered-page.js';
+import type { DueNotice } from './notify.js';
+import { forgetOrder, releaseOrder } from './order.js';
+
+interface ListenerRow extends ListenerColumns {
+  enabled: boolean;
+}
+
+const COLUMNS = `id, project, workbook, spec, enabled, disabled_reason, secret, previous_secret,
+  previous_secret_expires_at, created_at, updated_at`;
+
+const toListener = (row: ListenerRow): StoredListener => toStoredListener(row, row.enabled);
+
+// Every listener change runs this in its own transaction: the next event routes by the change.
+const bumpVersion = statement(`INSERT INTO listener_versions (project, version) VALUES ($1, 1)
+  ON CONFLICT (project) DO UPDATE SET version = listener_versions.version + 1`);
+
+// Version and enabled listeners in one statement, so both are read from one snapshot: the
+// matcher compiled from these rows is the one of this version. A project without listeners
+// still answers one row (with nulls) for its version.
+const enabledAtVersion = statement(`SELECT v.version, ${COLUMNS.split(',').map((c) => `l.${c.trim()}`).join(', ')}
+  FROM (SELECT coalesce((SELECT version FROM listener_versions WHERE project = $1), 0) AS version) v
+  LEFT JOIN listeners l ON l.project = $1 AND l.enabled
+  ORDER BY l.id`);
+
+/**
+ * The matcher for a project's listeners as the calling transaction sees them: the one compiled
+ * at `version` (read by the caller in this transaction), or one compiled now from the enabled
+ * listeners read here, at the version read with them.
+ */
+export async function fanOutAt(c: Conn, project: string, version: number, routing: ListenerRouting): Promise<FanOut> {
+  const kept = routing.at(project, version);
+  if (kept) return kept;
+  const rows = await c.rows<ListenerRow & { version: number }>(enabledAtVersion, [project]);
+  const enabled = rows.filter((r) => r.id !== null).map(toListener);
+  return routing.compile(project, rows[0].version, enabled);
+}
+
+const insert = statement(`INSERT INTO listeners (${COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`);
+const byId = statement(`SELECT ${COLUMNS} FROM listeners WHERE project = $1 AND id = $2`);
+const lockById = statement(`SELECT enabled, spec FROM listeners WHERE project = $1 AND id = $2 FOR UPDATE`);
+// Turning a listener back on clears the reason the relay had turned it off.
+const update = statement(`UPDATE listeners SET workbook = $3, spec = $4, enabled = $5,
+    disabled_reason = CASE WHEN $5 THEN NULL ELSE disabled_reason END, updated_at = $6
+  WHERE project = $1 AND id = $2 RETURNING ${COLUMNS}`);
+const rotate = statement(`UPDATE listeners SET secret = $3, previous_secret = $4, previous_secret_expires_at = $5, updated_at = $6
+  WHERE project = $1 AND id = $2 RETURNING ${COLUMNS}`);
+const remove = statement('DELETE FROM listeners WHERE project = $1 AND id = $2');
+const cancelPending = statement(`UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, lease_owner = NULL,
+    held = NULL, last_error = 'listener deleted', updated_at = $3
+  WHERE project = $1 AND listener_id = $2 AND status = 'pending'`);
+// A deleted listener's minutes and outcomes go with it; they must not come back.
+const forgetRollups = statement('DELETE FROM listener_rollups WHERE listener_id = $1');
+const forgetOutcomes = statement('DELETE FROM listener_outcomes WHERE listener_id = $1');
+const forgetGate = statement('DELETE FROM listener_gates WHERE listener_id = $1');
+// Disabling holds what waits (deliveries in flight finish and are held when they come back);
+// enabling makes due now what it held, never a delivery held behind its execution's head.
+const holdPending = statement(`UPDATE deliveries SET next_attempt_at = NULL
+  WHERE project = $1 AND listener_id = $2 AND status = 'pending' AND lease_owner IS NULL`);
+const releaseHeld = statement(`UPDATE deliveries SET next_attempt_at = $3
+  WHERE project = $1 AND listener_id = $2 AND status = 'pending' AND next_attempt_at IS NULL AND held IS NULL`);
+const page = filteredPage(
+  (clauses, limit) => `SELECT ${COLUMNS} FROM listeners WHERE project = $1 ${clauses.map((c) => `AND ${c}`).join(' ')}
+    ORDER BY id LIMIT ${limit}`,
+  {
+    after: (p) => `id > ${p}`,
+    workbook: (p) => `workbook = ${p}`,
+  },
+);
+const enabledOnes = statement(`SELECT ${COLUMNS} FROM listeners WHERE project = $1 AND enabled ORDER BY id`);
+
+/** Every listener statement of the PostgreSQL backend. */
+export function listenerQueries(db: Database, notice: DueNotice) {
+  return {
+    async create(l: StoredListener): Promise<void> {
+      try {
+        await db.transaction(async (c) => {
+          await c.count(insert, [
+            l.id, l.project, l.workbook, specColumn(l), l.enabled, l.disabled_reason, l.secret,
+            l.previous_secret, l.previous_secret_expires_at, l.created_at, l.updated_at,
+          ]);
+          await c.count(bumpVersion, [l.project]);
+        });
+      } catch (err) {
+        if (isUniqueViolation(err, 'listeners_pkey')) throw new StoreConflictError(`listener ${l.id} already exists`);
+        throw err;
+      }
+    },
+    async get(project: string, id: string): Promise<StoredListener | null> {
+      const [row] = await db.rows<ListenerRow>(byId, [project, id]);
+      return row ? toListener(row) : null;
+    },
+    async list(project: string, q: ListenerQuery): Promise<StoredListener[]> {
+      const { statement: s, values } = page([project], { after: q.after ?? '', workbook: q.workbook }, q.limit);
+      return (await db.rows<ListenerRow>(s, values)).map(toListener);
+    },
+    async update(project: string, id: string, spec: ListenerSpec, updatedAt: string): Promise<StoredListener | null> {
+      return db.transaction(async (c) => {
+        const [before] = await c.rows<{ enabled: boolean; spec: string }>(lockById, [project, id]);
+        if (!before) return null;
+        const [row] = await c.rows<ListenerRow>(update, [project, id, spec.workbook, specColumn(spec), spec.enabled, updatedAt]);
+        await c.count(bumpVersion, [project]);
+        const now = Date.parse(updatedAt);
+        let due = 0;
+        if (before.enabled && !spec.enabled) await c.count(holdPending, [project, id]);
+        if (!before.enabled && spec.enabled) due += await c.count(releaseHeld, [project, id, now]);
+        if (parseSpec(before.spec).ordering === 'execution' && spec.ordering === 'none') {
+          const released = await releaseOrder(c, id, spec.enabled ? now : null, now);
+          if (spec.enabled) due += released;
+        }
+        if (due > 0) await notice.send(c);
+        return toListener(row);
+      });
+    },
+    async rotate(project: string, id: string, rot: SecretRotation, updatedAt: string): Promise<StoredListener | null> {
+      return db.transaction(async (c) => {
+        const [row] = await c.rows<ListenerRow>(rotate, [project, id, rot.secret, rot.previousSecret, rot.previousSecretExpiresAt, updatedAt]);
+        if (!row) return null;
+        await c.count(bumpVersion, [project]);
+        return toListener(row);
+      });
+    },
+    async remove(project: string, id: string, now: number): Promise<boolean> {
+      return db.transaction(async (c) => {
+        if ((await c.count(remove, [project, id])) === 0) return false;
+        await c.count(cancelPending, [project, id, now]);
+        await forgetOrder(c, id);
+        await c.count(forgetGate, [id]);
+        await c.count(forgetRollups, [id]);
+        await c.count(forgetOutcomes, [id]);
+        await c.count(bumpVersion, [project]);
+        return true;
+      });
+    },
+    async listEnabled(project: string): Promise<StoredListener[]> {
+      return (await db.rows<ListenerRow>(enabledOnes, [project])).map(toListener);
+    },
+  };
+}

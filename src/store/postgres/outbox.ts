@@ -1,0 +1,112 @@
+import { newId } from '../../ids.js';
+import type { EventEnvelope, OriginalMessage } from '../../records/event.js';
+import { statement, type Conn } from './database.js';
+import type { DueNotice } from './notify.js';
+import { placeDeliveries, type Placing } from './order.js';
+
+/** An event ready to insert: its sequence assigned, its listeners chosen. */
+export interface OutboxEvent {
+  envelope: EventEnvelope;
+  original: OriginalMessage | null;
+  bodyHash: string;
+  listenerIds: readonly string[];
+  /** The chosen listeners that keep an execution's order (FanOut.ordered). */
+  ordered?: ReadonlySet<string>;
+}
+
+/** A bigint[] as a text element of a text[] parameter (unnest cannot take an array of arrays). */
+export const arrayLiteral = (values: readonly number[] | null) => (values === null ? null : `{${values.join(',')}}`);
+
+/**
+ * Events and their deliveries, as CTEs (`ev`, `dl`, `woke`) of one statement whatever their
+ * number, parameters numbered from `$first` (see outboxValues): the events' rows go in as
+ * arrays (in order, so seq follows the call's order), each delivery joins the seq its event
+ * got, and when due deliveries were made one NOTIFY tells the other processes' dispatchers
+ * (sent at commit). A delivery held behind its execution's head is not due, and alone wakes no
+ * one. An id taken meanwhile by a concurrent transaction is skipped and the statement then
+ * fails with raise_retry (see outboxResult), so the transaction runs again and finds it stored.
+ */
+export function outboxCtes(first: number): string {
+  const p = (i: number) => `$${first + i}`;
+  return `ev AS (
+    INSERT INTO events (project, id, type, category, workbook, execution_id, sequence, envelope, original_body,
+      original_format, body_hash, received_at)
+    SELECT ${p(0)}, x.id, x.type, x.category, x.workbook, x.execution_id, x.sequence, x.envelope, x.original_body,
+      x.original_format, x.body_hash, ${p(1)}
+    FROM unnest(${p(2)}::text[], ${p(3)}::text[], ${p(4)}::text[], ${p(5)}::text[], ${p(6)}::text[], ${p(7)}::bigint[], ${p(8)}::text[],
+        ${p(9)}::text[], ${p(10)}::text[], ${p(11)}::text[])
+      WITH ORDINALITY AS x(id, type, category, workbook, execution_id, sequence, envelope, original_body, original_format, body_hash, n)
+    ORDER BY x.n
+    ON CONFLICT (project, id) DO NOTHING
+    RETURNING id, seq
+  ), dl AS (
+    INSERT INTO deliveries (id, project, event_seq, event_id, listener_id, status, attempt_count, next_attempt_at, held, gap,
+      created_at, updated_at)
+    SELECT d.id, ${p(0)}, ev.seq, d.event_id, d.listener_id, 'pending', 0, CASE WHEN d.held IS NULL THEN ${p(1)}::bigint END, d.held,
+      d.gap::bigint[], ${p(1)}, ${p(1)}
+    FROM unnest(${p(12)}::text[], ${p(13)}::text[], ${p(14)}::text[], ${p(15)}::text[], ${p(16)}::text[])
+      AS d(id, event_id, listener_id, held, gap)
+    JOIN ev ON ev.id = d.event_id
+    RETURNING held
+  ), woke AS (
+    SELECT pg_notify(${p(17)}, ${p(18)}) WHERE EXISTS (SELECT 1 FROM dl WHERE held IS NULL)
+  )`;
+}
+
+/** The select list that answers what outboxCtes inserted (making its NOTIFY happen), or fails the statement when an id was taken. */
+export function outboxResult(first: number): string {
+  return `(SELECT count(*) FROM dl)::int AS deliveries, (SELECT count(*) FROM woke)::int AS woke,
+  CASE WHEN (SELECT count(*) FROM ev) <> cardinality($${first + 2}::text[])
+    THEN raise_retry('an event id was stored by a concurrent transaction') END AS checked`;
+}
+
+const insertOutbox = statement(`WITH ${outboxCtes(1)} SELECT ${outboxResult(1)}`);
+
+/**
+ * The parameters of outboxCtes: the events (due at `now`) and their deliveries, each placed
+ * first when it keeps its execution's order (a statement of its own, only then).
+ */
+export async function outboxValues(c: Conn, project: string, list: readonly OutboxEvent[], now: number, notice: DueNotice): Promise<unknown[]> {
+  const events = list.map((e) => e.envelope);
+  const placing: Placing[] = [];
+  const eventOf: string[] = [];
+  for (const e of list) {
+    const x = e.envelope.execution_id;
+    for (const listenerId of e.listenerIds) {
+      placing.push({ id: newId(now), listenerId, execution: x !== null && e.ordered?.has(listenerId) ? x : null });
+      eventOf.push(e.envelope.id);
+    }
+  }
+  const placed = await placeDeliveries(c, placing, now);
+  return [
+    project,
+    now,
+    events.map((v) => v.id),
+    events.map((v) => v.type),
+    events.map((v) => v.category),
+    events.map((v) => v.workbook),
+    events.map((v) => v.execution_id),
+    events.map((v) => v.sequence),
+    events.map((v) => JSON.stringify(v)),
+    list.map((e) => e.original?.body ?? null),
+    list.map((e) => e.original?.format ?? null),
+    list.map((e) => e.bodyHash),
+    placing.map((p) => p.id),
+    eventOf,
+    placing.map((p) => p.listenerId),
+    placed.map((p) => p.held),
+    placed.map((p) => arrayLiteral(p.gap)),
+    notice.channel,
+    notice.self,
+  ];
+}
+
+/**
+ * Inserts events and their deliveries; answers how many deliveries were made. `last`: this is
+ * the transaction's last statement, sent with its COMMIT.
+ */
+export async function writeOutbox(c: Conn, project: string, list: readonly OutboxEvent[], now: number, notice: DueNotice, last: boolean): Promise<number> {
+  const values = await outboxValues(c, project, list, now, notice);
+  const [row] = last ? await c.commitWith<{ deliveries: number }>(insertOutbox, values) : await c.rows<{ deliveries: number }>(insertOutbox, values);
+  return row.deliveries;
+}

@@ -1,0 +1,50 @@
+import type { ListenerGateState } from '../../dispatch/listener-gate.js';
+import type { AttemptResult, ClaimOptions, RecordJudge } from '../store.js';
+import type { Database } from './database.js';
+import { claimQueries } from './claim.js';
+import type { DueNotice } from './notify.js';
+import { judgeBatch, recordBatch, type AppendIn } from './record.js';
+
+/*
+ * A dispatcher cycle is one transaction of three statements, each one round trip, with the
+ * callbacks of the gate between them:
+ *   1. (record.ts) the attempts, the deliveries' outcomes, listeners a 410 turned off, ordered
+ *      keys handed on; the gate states to judge by (locked); the projects with due work.
+ *   2. (judge, allot; claim.ts) the rollups and the judged gate states written; the candidates
+ *      picked (locked), with their listeners' gate states (locked).
+ *   3. (admit; claim.ts) the candidates settled: leased, deferred, held or cancelled; the
+ *      states the gate changed written.
+ * Rare work goes in statements of its own between 1 and 2: listeners the judgement turns off,
+ * the relay's own events. The last statement carries the COMMIT along.
+ */
+export function queueQueries(db: Database, { notice, append }: { notice: DueNotice; append: AppendIn }) {
+  const claims = claimQueries();
+
+  async function cycle(owner: string, results: AttemptResult[], claim: ClaimOptions | null, now: number, judge: RecordJudge | null) {
+    return db.transaction(async (c) => {
+      const batch = await recordBatch(c, owner, results, now, judge !== null, claim?.now ?? null);
+      // Held deliveries that became due may belong to a listener another process serves.
+      if (batch.promoted > 0) await notice.send(c);
+      const disabled = batch.disabled;
+      let judged: ReadonlyMap<string, ListenerGateState> = new Map();
+      if (judge && batch.recorded.length) {
+        const verdict = await judgeBatch(c, batch.recorded, batch.states, judge, now, append);
+        judged = verdict.changed;
+        disabled.push(...verdict.disabled);
+      }
+      const shares = claim && batch.due.length ? [...claim.allot(batch.due)].filter(([, n]) => n > 0) : [];
+      const asked = shares.reduce((sum, [, n]) => sum + n, 0);
+      if (batch.recorded.length === 0 && judged.size === 0 && shares.length === 0) return { disabledListeners: disabled, claimed: [], asked };
+      const candidates = await claims.pick(c, batch.recorded, judged, shares, claim, now);
+      const claimed = claim && candidates.length ? await claims.admitAndSettle(c, candidates, judged, claim) : [];
+      return { disabledListeners: disabled, claimed, asked };
+    });
+  }
+
+  return {
+    /** One transaction, one commit: what finished is recorded (and judged), what is due is claimed. */
+    recordAndClaim(owner: string, results: AttemptResult[], claim: ClaimOptions | null, now: number, judge?: RecordJudge | null) {
+      return cycle(owner, results, claim, now, judge ?? null);
+    },
+  };
+}

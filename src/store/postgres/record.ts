@@ -1,0 +1,158 @@
+import { initialGateState, type ListenerGateState } from '../../dispatch/listener-gate.js';
+import { toJudgedAttempt } from '../rows.js';
+import type { AttemptResult, ListenerRouting, NewEvent, RecordJudge } from '../store.js';
+import { statement, type Conn } from './database.js';
+import { pendingProjectsCte } from './deliveries.js';
+import { GATE_COLUMNS, toState, type GateRow } from './gates.js';
+import { handOnCtes } from './order.js';
+
+/** Turns listeners off as a 410 does: disabled_reason, waiting deliveries held (but `spare`), listener version bumped. */
+const disableCtes = (ids: string, reasons: string, nowIso: string, spare: string | null) => `disabled AS (
+    UPDATE listeners l SET enabled = false, disabled_reason = x.reason, updated_at = ${nowIso}
+    FROM (SELECT DISTINCT ON (listener_id) listener_id, reason
+      FROM unnest(${ids}::text[], ${reasons}::text[]) WITH ORDINALITY AS x(listener_id, reason, n) ORDER BY listener_id, n) x
+    WHERE l.id = x.listener_id AND l.enabled
+    RETURNING l.id, l.project
+  ), held AS (
+    UPDATE deliveries d SET next_attempt_at = NULL FROM disabled x
+    WHERE d.project = x.project AND d.listener_id = x.id AND d.status = 'pending' AND d.lease_owner IS NULL
+      ${spare ? `AND d.id NOT IN (SELECT id FROM ${spare})` : ''}
+  ), bumped AS (
+    INSERT INTO listener_versions AS v (project, version) SELECT project, 1 FROM disabled GROUP BY project ORDER BY project
+    ON CONFLICT (project) DO UPDATE SET version = v.version + 1
+  )`;
+
+/*
+ * The first statement of a cycle (see queue.ts). The attempts go in (one reported twice is kept
+ * once); each delivery takes its outcome while this dispatcher still holds its lease (so only
+ * the lease's owner finishes one, and hands its ordered key on); listeners that answered 410
+ * are turned off (the head a finish promotes for one of them is made head but not due). The
+ * gate states of the batch's listeners are read locked in id order, so two dispatchers judging
+ * one listener take turns. The projects with due work are found by skipping through
+ * deliveries_due (see deliveries.ts).
+ */
+const record = statement(`WITH RECURSIVE input AS (
+    SELECT * FROM unnest($3::text[], $4::int[], $5::bigint[], $6::bigint[], $7::int[], $8::text[], $9::text[], $10::text[],
+      $11::bigint[], $12::text[])
+      AS r(delivery_id, number, started_at, duration_ms, status_code, error, response_excerpt, status, next_attempt_at, last_error)
+  ), recorded AS (
+    INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error, response_excerpt)
+    SELECT delivery_id, number, started_at, duration_ms, status_code, error, response_excerpt FROM input
+    ON CONFLICT (delivery_id, number) DO NOTHING
+    RETURNING delivery_id, number
+  ), completed AS (
+    UPDATE deliveries d SET status = r.status, attempt_count = r.number, next_attempt_at = r.next_attempt_at,
+      lease_owner = NULL, last_error = r.last_error, updated_at = $2
+    FROM input r WHERE d.id = r.delivery_id AND d.lease_owner = $1
+    RETURNING d.id, d.status, d.gap, d.event_seq
+  ), finished AS (
+    SELECT * FROM completed WHERE status <> 'pending'
+  ), ${disableCtes('$14', '$15', '$13', 'promoted')}, ${handOnCtes('finished', 'disabled', '$2')}, gates AS (
+    SELECT ${GATE_COLUMNS} FROM listener_gates WHERE listener_id = ANY($16::text[]) ORDER BY listener_id FOR UPDATE
+  ), ${pendingProjectsCte('$17::boolean')}
+  SELECT 'recorded' AS kind, delivery_id AS id, number, NULL::text AS data FROM recorded
+  UNION ALL SELECT 'disabled', id, NULL, NULL FROM disabled
+  UNION ALL SELECT 'gate', listener_id, NULL, row_to_json(gates)::text FROM gates
+  UNION ALL SELECT 'promoted', id, NULL, NULL FROM promoted WHERE next_attempt_at IS NOT NULL
+  UNION ALL SELECT 'due', p.project, NULL, NULL FROM projects p
+    WHERE p.project IS NOT NULL AND (SELECT d.next_attempt_at FROM deliveries d
+      WHERE d.status = 'pending' AND d.held IS NULL AND d.project = p.project ORDER BY d.next_attempt_at LIMIT 1) <= $18`);
+
+/** Listeners the judgement turns off, as a 410 does. */
+const disableListeners = statement(`WITH ${disableCtes('$1', '$2', '$3', null)}
+  SELECT id FROM disabled`);
+
+/** What the first statement of a cycle found. */
+export interface RecordedBatch {
+  /** The results whose attempts were new (a try reported twice counts once, like its row). */
+  recorded: AttemptResult[];
+  /** Listeners a 410 turned off, in the order of the results. */
+  disabled: string[];
+  /** The gate states of the batch's listeners that have one, locked (when judging). */
+  states: Map<string, ListenerGateState>;
+  /** Projects with due work (when claiming). */
+  due: string[];
+  /** Held deliveries that became heads, due now. */
+  promoted: number;
+}
+
+/** The first statement of a cycle (see queue.ts); `claimNow` asks for the projects due then. */
+export async function recordBatch(
+  c: Conn,
+  owner: string,
+  results: readonly AttemptResult[],
+  now: number,
+  judging: boolean,
+  claimNow: number | null,
+): Promise<RecordedBatch> {
+  const off = results.filter((r) => r.disableListener);
+  const rows = await c.rows<{ kind: string; id: string; number: number | null; data: string | null }>(record, [
+    owner,
+    now,
+    results.map((r) => r.deliveryId),
+    results.map((r) => r.attempt.number),
+    results.map((r) => r.attempt.started_at),
+    results.map((r) => r.attempt.duration_ms),
+    results.map((r) => r.attempt.status_code),
+    results.map((r) => r.attempt.error),
+    results.map((r) => r.attempt.response_excerpt),
+    results.map((r) => r.status),
+    results.map((r) => r.nextAttemptAt),
+    results.map((r) => r.lastError),
+    new Date(now).toISOString(),
+    off.map((r) => r.listenerId),
+    off.map((r) => r.disableListener),
+    judging ? [...new Set(results.map((r) => r.listenerId))] : [],
+    claimNow !== null,
+    claimNow ?? now,
+  ]);
+  const recordedKeys = new Set<string>();
+  const turnedOff = new Set<string>();
+  const batch: RecordedBatch = { recorded: [], disabled: [], states: new Map(), due: [], promoted: 0 };
+  for (const row of rows) {
+    if (row.kind === 'recorded') recordedKeys.add(`${row.id}\n${row.number}`);
+    else if (row.kind === 'disabled') turnedOff.add(row.id);
+    else if (row.kind === 'gate') batch.states.set(row.id, toState(JSON.parse(row.data!) as GateRow));
+    else if (row.kind === 'promoted') batch.promoted++;
+    else batch.due.push(row.id);
+  }
+  batch.recorded = results.filter((r) => recordedKeys.has(`${r.deliveryId}\n${r.attempt.number}`));
+  batch.disabled = [...new Set(off.map((r) => r.listenerId))].filter((id) => turnedOff.has(id));
+  batch.due.sort();
+  return batch;
+}
+
+/** Appends events as appendEvents does, inside the calling transaction. */
+export type AppendIn = (c: Conn, project: string, events: NewEvent[], routing: ListenerRouting, now: number) => Promise<unknown>;
+
+/**
+ * The gate's judgement of the attempts just recorded: answers the listeners' changed states (to
+ * write with the rollups) and the listeners it turned off; appends the relay's own events
+ * (after the turning off, so they are routed by it).
+ */
+export async function judgeBatch(
+  c: Conn,
+  recorded: readonly AttemptResult[],
+  states: ReadonlyMap<string, ListenerGateState>,
+  judge: RecordJudge,
+  now: number,
+  append: AppendIn,
+): Promise<{ changed: ReadonlyMap<string, ListenerGateState>; disabled: string[] }> {
+  const attempts = recorded.map(toJudgedAttempt);
+  const ids = [...new Set(attempts.map((a) => a.listenerId))];
+  const verdict = judge.judge(attempts, new Map(ids.map((id) => [id, states.get(id) ?? initialGateState(now)])), now);
+  let disabled: string[] = [];
+  if (verdict.disable.size) {
+    const list = [...verdict.disable];
+    const rows = await c.rows<{ id: string }>(disableListeners, [list.map(([id]) => id), list.map(([, why]) => why), new Date(now).toISOString()]);
+    const turnedOff = new Set(rows.map((r) => r.id));
+    disabled = list.map(([id]) => id).filter((id) => turnedOff.has(id));
+  }
+  const byProject = new Map<string, NewEvent[]>();
+  for (const { project, envelope } of verdict.events) {
+    // The relay makes the envelope and its unique id, which doubles as the body hash.
+    byProject.set(project, [...(byProject.get(project) ?? []), { envelope, original: null, bodyHash: envelope.id }]);
+  }
+  for (const [project, list] of byProject) await append(c, project, list, judge.routing, now);
+  return { changed: verdict.changed, disabled };
+}

@@ -1,0 +1,180 @@
+import type { JudgedAttempt } from '../dispatch/listener-gate.js';
+import type { EventEnvelope, SourceFormat } from '../records/event.js';
+import { LISTENER_OPTION_DEFAULTS, type ListenerSpec, type StoredListener } from '../records/listener.js';
+import type { AttemptResult, ClaimedDelivery, DeliveryRecord, StoredEvent } from './store.js';
+
+/*
+ * Rows as both backends read them, and the records they become. The columns and their names are
+ * the same in SQLite and PostgreSQL; what differs (booleans, JSON arrays) each backend converts
+ * before calling these. No SQL here: every statement stays in its backend's module.
+ */
+
+/** A delivery with its event's type and workbook. */
+export interface DeliveryRow {
+  id: string;
+  event_id: string;
+  event_type: string;
+  workbook: string | null;
+  listener_id: string;
+  status: DeliveryRecord['status'];
+  attempt_count: number;
+  next_attempt_at: number | null;
+  lease_owner: string | null;
+  held: string | null;
+  last_error: string | null;
+  created_at: number;
+  updated_at: number;
+}
+
+export function toDeliveryRecord(row: DeliveryRow, now: number): DeliveryRecord {
+  return {
+    id: row.id,
+    event_id: row.event_id,
+    event_type: row.event_type,
+    workbook: row.workbook,
+    listener_id: row.listener_id,
+    status: row.status,
+    attempt_count: row.attempt_count,
+    next_attempt_at: row.next_attempt_at,
+    in_flight: row.status === 'pending' && row.lease_owner !== null && (row.next_attempt_at ?? 0) > now,
+    last_error: row.last_error,
+    created_at: row.created_at,
+    updated_at: row.updated_at,
+  };
+}
+
+/** A listener's columns but `enabled`, which each driver answers in its own type. */
+export interface ListenerColumns {
+  id: string;
+  project: string;
+  workbook: string;
+  spec: string;
+  disabled_reason: string | null;
+  secret: string;
+  previous_secret: string | null;
+  previous_secret_expires_at: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export type SpecColumn = Omit<ListenerSpec, 'workbook' | 'enabled'>;
+
+/** The spec column, with the delivery options of listeners stored before they existed. */
+export function parseSpec(json: string): SpecColumn {
+  return { ...LISTENER_OPTION_DEFAULTS, ...(JSON.parse(json) as Partial<SpecColumn>) } as SpecColumn;
+}
+
+/** What the spec column keeps of a spec: all but the workbook and enabled, which have columns. */
+export function specColumn(s: ListenerSpec): string {
+  const { workbook: _w, enabled: _e, ...rest } = s;
+  return JSON.stringify(rest satisfies SpecColumn);
+}
+
+export function toStoredListener(row: ListenerColumns, enabled: boolean): StoredListener {
+  const spec = parseSpec(row.spec);
+  return {
+    id: row.id,
+    project: row.project,
+    workbook: row.workbook,
+    ...spec,
+    enabled,
+    disabled_reason: row.disabled_reason,
+    secret: row.secret,
+    previous_secret: row.previous_secret,
+    previous_secret_expires_at: row.previous_secret_expires_at,
+    created_at: row.created_at,
+    updated_at: row.updated_at,
+  };
+}
+
+/** Parsed listener specs by id and version, so a claim does not parse one listener's JSON twice. */
+export function specCache(): (id: string, version: string, json: string) => SpecColumn {
+  const cache = new Map<string, { version: string; spec: SpecColumn }>();
+  return (id, version, json) => {
+    const cached = cache.get(id);
+    if (cached && cached.version === version) return cached.spec;
+    if (cache.size > 10_000) cache.clear();
+    const spec = parseSpec(json);
+    cache.set(id, { version, spec });
+    return spec;
+  };
+}
+
+/** What a claim reads of a due delivery and its listener. */
+export interface ClaimRow {
+  id: string;
+  project: string;
+  listener_id: string;
+  attempt_count: number;
+  secret: string | null;
+  previous_secret: string | null;
+  previous_secret_expires_at: string | null;
+  listener_updated_at: string | null;
+}
+
+/** The event a claimed delivery sends. */
+export interface ClaimEvent {
+  envelope: string;
+  original_body: string | null;
+  original_format: SourceFormat | null;
+}
+
+/** A leased delivery with what sending it needs; its listener exists (`secret`, `listener_updated_at` are set). */
+export function toClaimedDelivery(row: ClaimRow, event: ClaimEvent, spec: SpecColumn, gap: number[] | null): ClaimedDelivery {
+  return {
+    id: row.id,
+    project: row.project,
+    listenerId: row.listener_id,
+    attemptNumber: row.attempt_count + 1,
+    envelopeJson: event.envelope,
+    original: event.original_body !== null && event.original_format !== null ? { format: event.original_format, body: event.original_body } : null,
+    listener: {
+      callback: spec.callback,
+      retry: spec.retry,
+      secret: row.secret!,
+      previous_secret: row.previous_secret,
+      previous_secret_expires_at: row.previous_secret_expires_at,
+      updated_at: row.listener_updated_at!,
+      max_in_flight: spec.max_in_flight,
+    },
+    gap,
+  };
+}
+
+/** A recorded attempt as the listener gate judges it. */
+export function toJudgedAttempt(r: AttemptResult): JudgedAttempt {
+  return {
+    listenerId: r.listenerId,
+    project: r.project,
+    deliveryId: r.deliveryId,
+    eventId: r.eventId,
+    eventType: r.eventType,
+    ok: r.status === 'succeeded',
+    finalFailure: r.status === 'failed',
+    attempts: r.attempt.number,
+    lastError: r.lastError,
+    disabledReason: r.disableListener,
+  };
+}
+
+export interface EventRow {
+  seq: number;
+  envelope: string;
+  received_at: number;
+}
+
+/** An event a replay walks through. */
+export interface ReplayRow {
+  seq: number;
+  id: string;
+  envelope: string;
+}
+
+export function toStoredEvent(row: EventRow): StoredEvent {
+  return { envelope: JSON.parse(row.envelope) as EventEnvelope, received_at: row.received_at };
+}
+
+/** Whether `text` is a cursor an event list hands out: an event's seq, in decimal. */
+export function isEventCursor(text: string): boolean {
+  return /^[1-9][0-9]{0,15}$/.test(text) && Number.isSafeInteger(Number(text));
+}

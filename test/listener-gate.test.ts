@@ -1,0 +1,163 @@
+import { describe, expect, it } from 'vitest';
+import {
+  admitCandidates,
+  HALF_OPEN_RECHECK_MS,
+  initialGateState,
+  judgeAttempts,
+  type BreakerSettings,
+  type GateListener,
+  type JudgedAttempt,
+  type ListenerGateState,
+} from '../src/dispatch/listener-gate.js';
+
+const S: BreakerSettings = { failureRatio: 0.7, minAttempts: 10, windowMs: 300_000, cooldownMs: 30_000, disableAfterMs: 3600_000 };
+
+const attempt = (over: Partial<JudgedAttempt> = {}): JudgedAttempt => ({
+  listenerId: 'l1',
+  project: 'p',
+  deliveryId: 'd1',
+  eventId: 'e1',
+  eventType: 'TASK_SUCCEEDED',
+  ok: false,
+  finalFailure: false,
+  attempts: 1,
+  lastError: 'HTTP 503',
+  disabledReason: null,
+  ...over,
+});
+
+/** Runs attempts one at a time through the judge, as batches of one, under a clock we move. */
+function judgeEach(state: ListenerGateState, outcomes: boolean[], start: number, stepMs = 1_000) {
+  let s = state;
+  const events: string[] = [];
+  outcomes.forEach((ok, i) => {
+    const j = judgeAttempts([attempt({ ok })], new Map([['l1', s]]), start + i * stepMs, S);
+    s = j.changed.get('l1')!;
+    events.push(...j.events.map((e) => e.type));
+  });
+  return { state: s, events };
+}
+
+describe('circuit breaker', () => {
+  it('opens at the failure ratio once there are enough attempts, not before', () => {
+    const nine = judgeEach(initialGateState(0), Array(9).fill(false), 0);
+    expect(nine.state.breaker).toBe('closed');
+    expect(nine.events).toEqual([]);
+    const ten = judgeEach(nine.state, [false], 9_000);
+    expect(ten.state).toMatchObject({ breaker: 'open', probe_at: 9_000 + S.cooldownMs });
+    expect(ten.events).toEqual(['relay.circuit.opened']);
+  });
+
+  it('stays closed below the ratio (6 of 10 failed)', () => {
+    const r = judgeEach(initialGateState(0), [false, true, false, true, false, true, false, true, false, false], 0);
+    expect(r.state.breaker).toBe('closed');
+  });
+
+  it('counts only the current window', () => {
+    const old = judgeEach(initialGateState(0), Array(9).fill(false), 0);
+    // The window has passed: the count starts again, so one more failure does not open it.
+    const later = judgeEach(old.state, [false], S.windowMs + 10_000);
+    expect(later.state).toMatchObject({ breaker: 'closed', window_attempts: 1, window_failures: 1 });
+  });
+
+  it('holds deliveries while open, lets one probe through after the cool-down, and closes on its success', () => {
+    const open = judgeEach(initialGateState(0), Array(10).fill(false), 0).state;
+    const listeners = new Map<string, GateListener>([['l1', { state: open, ratePerS: null }]]);
+    const cands = [
+      { id: 'a', listenerId: 'l1' },
+      { id: 'b', listenerId: 'l1' },
+      { id: 'c', listenerId: 'other' },
+    ];
+    const during = admitCandidates(cands, listeners, open.probe_at! - 1, S);
+    expect(during.take).toEqual(['c']);
+    expect([...during.defer]).toEqual([
+      ['a', open.probe_at],
+      ['b', open.probe_at],
+    ]);
+
+    const after = admitCandidates(cands, listeners, open.probe_at!, S);
+    expect(after.take).toEqual(['a', 'c']);
+    // The others look again a second later: a successful probe lets them go then.
+    expect(after.defer.get('b')).toBe(open.probe_at! + HALF_OPEN_RECHECK_MS);
+    const probing = after.changed.get('l1')!;
+    expect(probing).toMatchObject({ breaker: 'half_open', probe_at: open.probe_at });
+
+    // While the probe is out nothing else goes.
+    const meanwhile = admitCandidates([{ id: 'b', listenerId: 'l1' }], new Map([['l1', { state: probing, ratePerS: null }]]), open.probe_at! + 5, S);
+    expect(meanwhile.take).toEqual([]);
+
+    const closed = judgeAttempts([attempt({ ok: true })], new Map([['l1', probing]]), open.probe_at! + 100, S);
+    expect(closed.changed.get('l1')).toMatchObject({ breaker: 'closed', probe_at: null, window_attempts: 0, failing_since: null });
+    expect(closed.events.map((e) => e.type)).toEqual(['relay.circuit.closed']);
+  });
+
+  it('opens again for another cool-down when the probe fails, without a second opened event', () => {
+    const open = judgeEach(initialGateState(0), Array(10).fill(false), 0).state;
+    const probing = admitCandidates([{ id: 'a', listenerId: 'l1' }], new Map([['l1', { state: open, ratePerS: null }]]), open.probe_at!, S).changed.get('l1')!;
+    const failed = judgeAttempts([attempt({ ok: false })], new Map([['l1', probing]]), open.probe_at! + 50, S);
+    expect(failed.changed.get('l1')).toMatchObject({ breaker: 'open', probe_at: open.probe_at! + 50 + S.cooldownMs });
+    expect(failed.events).toEqual([]);
+  });
+
+  it('sends another probe a cool-down later when the first never reported (its process died)', () => {
+    const halfOpen: ListenerGateState = { ...initialGateState(0), breaker: 'half_open', probe_at: 1_000 };
+    const l = new Map([['l1', { state: halfOpen, ratePerS: null }]]);
+    expect(admitCandidates([{ id: 'a', listenerId: 'l1' }], l, 1_000 + S.cooldownMs - 1, S).take).toEqual([]);
+    expect(admitCandidates([{ id: 'a', listenerId: 'l1' }], l, 1_000 + S.cooldownMs, S).take).toEqual(['a']);
+  });
+});
+
+describe('failing streak, final failures and 410', () => {
+  it('turns a listener off once it has failed and nothing else for the configured time', () => {
+    const first = judgeAttempts([attempt()], new Map(), 1_000, S);
+    expect(first.changed.get('l1')!.failing_since).toBe(1_000);
+    expect(first.disable.size).toBe(0);
+    const later = judgeAttempts([attempt()], first.changed, 1_000 + S.disableAfterMs, S);
+    expect(later.disable.get('l1')).toMatch(/every attempt failed for 1 hours/);
+    expect(later.events.map((e) => e.type)).toEqual(['relay.listener.disabled']);
+    // A success in between starts the streak again.
+    const ok = judgeAttempts([attempt({ ok: true })], first.changed, 2_000, S);
+    const after = judgeAttempts([attempt()], ok.changed, 1_000 + S.disableAfterMs, S);
+    expect(after.disable.size).toBe(0);
+  });
+
+  it('says relay.delivery.failed after a last try, except about the relay\'s own events', () => {
+    const j = judgeAttempts(
+      [
+        attempt({ deliveryId: 'd1', eventId: 'e1', finalFailure: true, attempts: 8 }),
+        attempt({ deliveryId: 'd2', eventId: 'e2', eventType: 'relay.delivery.failed', finalFailure: true, attempts: 3 }),
+      ],
+      new Map(),
+      5_000,
+      S,
+    );
+    expect(j.events).toEqual([
+      { project: 'p', type: 'relay.delivery.failed', data: { listener_id: 'l1', delivery_id: 'd1', event_id: 'e1', attempts: 8, last_error: 'HTTP 503' } },
+    ]);
+  });
+
+  it('says relay.listener.disabled for a 410', () => {
+    const j = judgeAttempts([attempt({ disabledReason: 'the receiver answered 410 Gone' })], new Map(), 5_000, S);
+    expect(j.events).toEqual([{ project: 'p', type: 'relay.listener.disabled', data: { listener_id: 'l1', reason: 'the receiver answered 410 Gone' } }]);
+  });
+});
+
+describe('rate limit', () => {
+  it('takes what the bucket holds and spreads the rest at the rate', () => {
+    const state = initialGateState(0);
+    const listeners = new Map<string, GateListener>([['l1', { state, ratePerS: 2 }]]);
+    const cands = ['a', 'b', 'c', 'd'].map((id) => ({ id, listenerId: 'l1' }));
+    const first = admitCandidates(cands, listeners, 10_000, S);
+    expect(first.take).toEqual(['a', 'b']);
+    expect([...first.defer]).toEqual([
+      ['c', 10_500],
+      ['d', 11_000],
+    ]);
+    const s = first.changed.get('l1')!;
+    expect(s).toMatchObject({ tokens: 0, tokens_at: 10_000 });
+    // Half a second later one token has come back.
+    const next = admitCandidates([{ id: 'c', listenerId: 'l1' }, { id: 'd', listenerId: 'l1' }], new Map([['l1', { state: s, ratePerS: 2 }]]), 10_500, S);
+    expect(next.take).toEqual(['c']);
+    expect(next.defer.get('d')).toBe(11_000);
+  });
+});
