@@ -547,6 +547,7 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
           previous_secret_expires_at: null,
           updated_at: l1.updated_at,
           max_in_flight: l1.max_in_flight,
+          ordering: l1.ordering,
         },
         gap: null,
       });

@@ -136,6 +136,7 @@ export function toClaimedDelivery(row: ClaimRow, event: ClaimEvent, spec: SpecCo
       previous_secret_expires_at: row.previous_secret_expires_at,
       updated_at: row.listener_updated_at!,
       max_in_flight: spec.max_in_flight,
+      ordering: spec.ordering,
     },
     gap,
   };

@@ -96,7 +96,7 @@ export interface ClaimedDelivery {
   attemptNumber: number;
   envelopeJson: string;
   original: OriginalMessage | null;
-  listener: Pick<StoredListener, 'callback' | 'retry' | 'secret' | 'previous_secret' | 'previous_secret_expires_at' | 'updated_at' | 'max_in_flight'>;
+  listener: Pick<StoredListener, 'callback' | 'retry' | 'secret' | 'previous_secret' | 'previous_secret_expires_at' | 'updated_at' | 'max_in_flight' | 'ordering'>;
   /** Sequences of its execution skipped (failed for good) since the last success of an ordered delivery; null otherwise. */
   gap: number[] | null;
 }

@@ -50,6 +50,9 @@ export const LISTENER_COLUMNS: Array<Column<ListenerView>> = [
   { header: 'DISABLED REASON', field: 'disabled_reason', cell: (l) => l.disabled_reason ?? '-', optional: true },
   { header: 'DESCRIPTION', field: 'description', cell: (l) => l.description ?? '-', optional: true },
   { header: 'HEALTH', field: 'health.state', cell: (l) => l.health.state, optional: true },
+  { header: 'ORDERING', field: 'ordering', cell: (l) => l.ordering, optional: true },
+  { header: 'MAX IN FLIGHT', field: 'max_in_flight', cell: (l) => String(l.max_in_flight), optional: true },
+  { header: 'RATE LIMIT', field: 'rate_limit_per_s', cell: (l) => (l.rate_limit_per_s === null ? '-' : `${l.rate_limit_per_s}/s`), optional: true },
 ];
 
 export function listenerFields(l: ListenerWithSecret, now: number): FieldPair[] {
@@ -63,6 +66,9 @@ export function listenerFields(l: ListenerWithSecret, now: number): FieldPair[] 
     ...callbackFields(l.callback),
     ['retry.schedule', l.retry.schedule_ms.map(formatDuration).join(' ') || '(no retries)', l.retry.schedule_ms],
     ['enabled', l.enabled ? 'yes' : 'no', l.enabled],
+    ['ordering', l.ordering, l.ordering],
+    ['max_in_flight', String(l.max_in_flight), l.max_in_flight],
+    ['rate_limit_per_s', l.rate_limit_per_s === null ? '(no limit)' : `${l.rate_limit_per_s}/s`, l.rate_limit_per_s],
   ];
   if (l.disabled_reason) fields.push(['disabled_reason', l.disabled_reason]);
   fields.push(
