@@ -121,11 +121,10 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
   const { wake, sleep } = signal;
 
   // A full batch of outcomes wakes the loop at once; fewer wait up to flushDelayMs, so that one
-  // commit records many. The outcome of an ordered delivery is recorded at once: the next of
-  // its execution waits for it.
-  function resultReady(result: AttemptResult, urgent: boolean) {
+  // commit records many.
+  function resultReady(result: AttemptResult) {
     results.push(result);
-    if (urgent || results.length >= batchSize || !running) {
+    if (results.length >= batchSize || !running) {
       if (flushTimer) clearTimeout(flushTimer);
       flushTimer = null;
       wake();
@@ -341,7 +340,7 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
         if (result === null || !inFlight.has(d.id)) return;
         failures.attemptFinished(d, result);
         o.onAttempt?.(result);
-        resultReady(result, d.listener.ordering === 'execution');
+        resultReady(result);
       });
   }
 
