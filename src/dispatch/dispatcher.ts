@@ -120,11 +120,17 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
   const signal = createWakeSignal();
   const { wake, sleep } = signal;
 
+  /** Finished attempts waiting to be recorded whose recording lets held work go (ordered heads). */
+  let unblocking = 0;
+
   // A full batch of outcomes wakes the loop at once; fewer wait up to flushDelayMs, so that one
-  // commit records many.
-  function resultReady(result: AttemptResult) {
+  // commit records many. Outcomes that hand an ordered execution on are recorded as soon as
+  // every attempt this process holds has finished: waiting longer could batch nothing more, and
+  // the execution's next delivery waits for that record.
+  function resultReady(result: AttemptResult, handsOn: boolean) {
     results.push(result);
-    if (results.length >= batchSize || !running) {
+    if (handsOn) unblocking++;
+    if (results.length >= batchSize || !running || (unblocking > 0 && results.length >= inFlight.size)) {
       if (flushTimer) clearTimeout(flushTimer);
       flushTimer = null;
       wake();
@@ -144,8 +150,8 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
     dueProjects: number;
     /** Whether the gate had room to claim at all. */
     hadRoom: boolean;
-    /** Attempts this cycle recorded. */
-    recorded: number;
+    /** The time the claim looked at: deliveries due later than this were not yet due to it. */
+    at: number;
     failed: boolean;
   }
 
@@ -153,10 +159,11 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
   async function cycle(claim: boolean): Promise<CycleResult> {
     const batch = results;
     results = [];
+    unblocking = 0;
     let dueProjects = 0;
     const hasRoom = claim && gate.inFlight < maxInFlight;
-    if (batch.length === 0 && !hasRoom) return { claimed: 0, asked: 0, dueProjects, hadRoom: hasRoom, recorded: 0, failed: false };
     const now = Date.now();
+    if (batch.length === 0 && !hasRoom) return { claimed: 0, asked: 0, dueProjects, hadRoom: hasRoom, at: now, failed: false };
     let outcome;
     try {
       outcome = await store.recordAndClaim(
@@ -193,7 +200,7 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
       results = [...batch, ...results];
       storeFailures++;
       log.error({ err, results: batch.length, failures: storeFailures }, 'recording attempts or claiming failed; backing off');
-      return { claimed: 0, asked: 0, dueProjects, hadRoom: hasRoom, recorded: 0, failed: true };
+      return { claimed: 0, asked: 0, dueProjects, hadRoom: hasRoom, at: now, failed: true };
     }
     if (storeFailures > 0) log.info({ failures: storeFailures }, 'the store answers again; dispatching resumes');
     storeFailures = 0;
@@ -206,7 +213,7 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
       o.onListenersDisabled?.(outcome.disabledListeners);
     }
     for (const d of outcome.claimed) launch(d);
-    return { claimed: outcome.claimed.length, asked: outcome.asked, dueProjects, hadRoom: hasRoom, recorded: batch.length, failed: false };
+    return { claimed: outcome.claimed.length, asked: outcome.asked, dueProjects, hadRoom: hasRoom, at: now, failed: false };
   }
 
   async function attempt(d: ClaimedDelivery): Promise<AttemptResult | null> {
@@ -340,7 +347,7 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
         if (result === null || !inFlight.has(d.id)) return;
         failures.attemptFinished(d, result);
         o.onAttempt?.(result);
-        resultReady(result);
+        resultReady(result, d.listener.ordering === 'execution' && result.status !== 'pending');
       });
   }
 
@@ -389,10 +396,10 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
         const next = await store.nextDueAt().catch(() => null);
         const now = Date.now();
         if (next !== null && next > now) wait = Math.min(idlePollMs, next - now);
-        // Recording may itself have made deliveries due (the next head of an ordered execution,
-        // the relay's own events) after the claim's view of what was due: look again at once.
-        // Otherwise a due time in the past belongs to a project the gate holds back: wait for a wake.
-        else if (next !== null && r.recorded > 0) wait = 0;
+        // Due since the claim looked (its try came while the cycle ran): look again at once.
+        // Due before, yet not claimed: the gate holds it back (or another process has it, or
+        // its transport is not this process's); the next wake or poll looks again.
+        else if (next !== null && next > r.at) wait = 0;
       }
       if (wait > 0) await sleep(wait);
     }

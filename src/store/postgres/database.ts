@@ -19,6 +19,11 @@ export interface Conn {
    * that must undo the transaction belongs in the statement (raise_retry).
    */
   commitWith<R>(statement: Statement | string, values?: readonly unknown[]): Promise<R[]>;
+  /**
+   * Runs `fn` once the transaction has committed (at once when it has already), never when it
+   * rolls back; the same function asked for twice runs once.
+   */
+  afterCommit(fn: () => void): void;
 }
 
 export interface ConnectionSettings {
@@ -81,9 +86,20 @@ async function committed(commit: Promise<pg.QueryResult>): Promise<void> {
 }
 
 /** A transaction's connection; `committed` is set once commitWith has committed. */
-function connOf(client: pg.PoolClient): Conn & { committed: boolean } {
+function connOf(client: pg.PoolClient): Conn & { committed: boolean; commitDone(): void } {
+  const after = new Set<() => void>();
   return {
     committed: false,
+    afterCommit(fn: () => void) {
+      if (this.committed) fn();
+      else after.add(fn);
+    },
+    /** Marks the transaction committed and runs what waited for that. */
+    commitDone() {
+      this.committed = true;
+      for (const fn of after) fn();
+      after.clear();
+    },
     async rows<R>(s: Statement | string, values: readonly unknown[] = []) {
       return (await client.query(asQuery(s, values))).rows as R[];
     },
@@ -98,7 +114,7 @@ function connOf(client: pg.PoolClient): Conn & { committed: boolean } {
       commit.catch(() => {});
       const { rows } = await result;
       await committed(commit);
-      this.committed = true;
+      this.commitDone();
       return rows as R[];
     },
   };
@@ -184,7 +200,10 @@ export function openDatabase(settings: ConnectionSettings & { pool: number; log:
           const conn = connOf(client);
           value = await fn(conn);
           await begun;
-          if (!conn.committed) await committed(client.query('COMMIT'));
+          if (!conn.committed) {
+            await committed(client.query('COMMIT'));
+            conn.commitDone();
+          }
         } catch (err) {
           await settle(client, err, true);
           if (isTransient(err) && run < TRANSACTION_RUNS) continue;

@@ -110,7 +110,7 @@ export function deliveryQueries(db: Database, notice: DueNotice) {
         // Held behind its execution's head, it is queued already and keeps its place.
         if (row.held === null) {
           await c.count(requeue, [id, now]);
-          await notice.send(c);
+          notice.afterCommit(c);
         }
         return 'queued' as const;
       });
@@ -123,7 +123,7 @@ export function deliveryQueries(db: Database, notice: DueNotice) {
     async release(owner: string, ids: string[], now: number): Promise<void> {
       if (ids.length === 0) return;
       await db.transaction(async (c) => {
-        if ((await c.count(release, [ids, owner, now])) > 0) await notice.send(c);
+        if ((await c.count(release, [ids, owner, now])) > 0) notice.afterCommit(c);
       });
     },
     async nextDueAt(): Promise<number | null> {

@@ -2,7 +2,7 @@ import type { ExecutionRecord, TaskRecord } from '../../records/states.js';
 import { statement, type Conn } from './database.js';
 import { EXECUTION_COLUMNS, TASK_COLUMNS } from './engine-load.js';
 import type { DueNotice } from './notify.js';
-import { outboxCtes, outboxResult, outboxValues, type OutboxEvent } from './outbox.js';
+import { outboxCtes, outboxResult, outboxValues, type OutboxCounts, type OutboxEvent } from './outbox.js';
 
 /*
  * What an engine transaction changed, written by its last statement (sent with its COMMIT):
@@ -75,7 +75,7 @@ export async function writeAndCommit(c: Conn, project: string, now: number, w: E
   const nt = w.newTasks;
   // In id order, as lease renewals lock them.
   const st = [...w.savedTasks].sort(byId);
-  const [{ deliveries }] = await c.commitWith<{ deliveries: number }>(writeChanges, [
+  const [{ deliveries, due }] = await c.commitWith<OutboxCounts>(writeChanges, [
     project, now,
     ne.map((e) => e.id), ne.map((e) => e.workbook), ne.map((e) => e.workflow), ne.map((e) => JSON.stringify(e.spec)),
     ne.map((e) => JSON.stringify(e.input)), ne.map((e) => e.state), ne.map((e) => e.state_info), ne.map((e) => e.pending_operation),
@@ -88,7 +88,8 @@ export async function writeAndCommit(c: Conn, project: string, now: number, w: E
     st.map((t) => t.id), st.map((t) => t.state), st.map((t) => t.state_info), st.map((t) => resultColumn(t.result)),
     st.map((t) => t.tries), st.map((t) => t.next_run_at), st.map((t) => t.action_started_at), st.map((t) => t.rerun),
     w.counters.map((x) => x.executionId), w.counters.map((x) => x.added), w.counters.map((x) => x.last),
-    ...(await outboxValues(c, project, w.outbox, now, notice)),
+    ...(await outboxValues(c, project, w.outbox, now)),
   ]);
+  if (due > 0) notice.afterCommit(c);
   return deliveries;
 }

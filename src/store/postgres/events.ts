@@ -234,7 +234,7 @@ export function eventQueries(db: Database, notice: DueNotice) {
           const next = (last: ReplayRow | null) => c.rows<ReplayRow>(windowEvents, [project, w.since, w.until, last?.seq ?? 0, REPLAY_PAGE]);
           answer = await replayRows(c, project, listenerId, next, matches, matches.ordered?.has(listenerId) === true, w.limit, now);
         }
-        if (answer.due) await notice.send(c);
+        if (answer.due) notice.afterCommit(c);
         return { count: answer.count, truncated: answer.truncated };
       });
     },

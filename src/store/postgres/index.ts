@@ -53,7 +53,7 @@ export async function openPostgresStore(o: PostgresOptions): Promise<Store> {
   const db = openDatabase({ ...settings, pool: o.pool, log: o.log });
   // This store's NOTIFYs carry its token, so its own LISTEN connection can skip them.
   const self = crypto.randomBytes(8).toString('hex');
-  const notice = dueNotice(o.schema, self);
+  const notice = dueNotice(db, o.schema, self, o.log);
   const due = createDueListener(settings, self, o.log);
   const listeners = listenerQueries(db, notice);
   const events = eventQueries(db, notice);

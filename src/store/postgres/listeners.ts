@@ -113,7 +113,7 @@ export function listenerQueries(db: Database, notice: DueNotice) {
           const released = await releaseOrder(c, id, spec.enabled ? now : null, now);
           if (spec.enabled) due += released;
         }
-        if (due > 0) await notice.send(c);
+        if (due > 0) notice.afterCommit(c);
         return toListener(row);
       });
     },

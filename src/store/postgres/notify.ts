@@ -2,7 +2,7 @@ import crypto from 'node:crypto';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { backoffDelay } from '../../backoff.js';
-import { clientConfig, statement, type Conn, type ConnectionSettings } from './database.js';
+import { clientConfig, statement, type Conn, type ConnectionSettings, type Database } from './database.js';
 
 /**
  * The NOTIFY channel of deliveries made due in `schema`: each relay database (a schema) has its
@@ -15,26 +15,50 @@ export function dueChannel(schema: string): string {
 }
 
 /**
- * How a transaction that made deliveries due tells the dispatchers of other processes: a
- * NOTIFY on the schema's channel, sent by the server at commit (and only if it commits). The
- * payload names this store, so its own listener can skip it.
+ * How a transaction that made deliveries due tells the dispatchers of other processes: once it
+ * has committed, a NOTIFY on the schema's channel, sent on its own. PostgreSQL serialises the
+ * commits of transactions that notify, so the NOTIFY is kept out of them, and the requests of
+ * all this process's commits are coalesced: while one NOTIFY is on its way, any number of
+ * further commits make one more. The payload names this store, so its own listener can skip
+ * it. A process that dies between a commit and its NOTIFY leaves the work to the others' next
+ * poll.
  */
 export interface DueNotice {
   readonly channel: string;
   readonly self: string;
-  /** Sends the notification inside the transaction of `c`. */
-  send(c: Conn): Promise<void>;
+  /** The transaction of `c` makes deliveries due: notify once it has committed. */
+  afterCommit(c: Conn): void;
 }
 
 const notifyDue = statement('SELECT pg_notify($1, $2)');
 
-export function dueNotice(schema: string, self: string): DueNotice {
+export function dueNotice(db: Pick<Database, 'rows'>, schema: string, self: string, log: Logger): DueNotice {
   const channel = dueChannel(schema);
+  let sending = false;
+  let again = false;
+  async function send() {
+    sending = true;
+    try {
+      do {
+        again = false;
+        await db.rows(notifyDue, [channel, self]);
+      } while (again);
+    } catch (err) {
+      // The other processes find the work at their next poll.
+      log.debug({ err }, 'could not notify other processes of due deliveries');
+    } finally {
+      sending = false;
+    }
+  }
+  const notify = () => {
+    if (sending) again = true;
+    else void send();
+  };
   return {
     channel,
     self,
-    async send(c) {
-      await c.rows(notifyDue, [channel, self]);
+    afterCommit(c) {
+      c.afterCommit(notify);
     },
   };
 }

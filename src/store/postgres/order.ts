@@ -50,7 +50,7 @@ export function handOnCtes(finished: string, disabled: string, now: string): str
     UPDATE deliveries d SET held = NULL, gap = n.gap, updated_at = ${now},
       next_attempt_at = CASE WHEN n.listener_id IN (SELECT id FROM ${disabled}) THEN NULL ELSE ${now} END
     FROM nxt n WHERE d.id = n.next_id
-    RETURNING d.id, d.next_attempt_at
+    RETURNING d.id, d.project, d.next_attempt_at
   ), moved AS (
     UPDATE delivery_heads h SET delivery_id = n.next_id, gap = CASE WHEN n.next_id IS NULL THEN n.gap END, updated_at = ${now}
     FROM nxt n WHERE h.listener_id = n.listener_id AND h.execution_id = n.execution_id AND (n.next_id IS NOT NULL OR n.gap IS NOT NULL)

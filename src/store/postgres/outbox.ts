@@ -18,12 +18,10 @@ export interface OutboxEvent {
 export const arrayLiteral = (values: readonly number[] | null) => (values === null ? null : `{${values.join(',')}}`);
 
 /**
- * Events and their deliveries, as CTEs (`ev`, `dl`, `woke`) of one statement whatever their
- * number, parameters numbered from `$first` (see outboxValues): the events' rows go in as
- * arrays (in order, so seq follows the call's order), each delivery joins the seq its event
- * got, and when due deliveries were made one NOTIFY tells the other processes' dispatchers
- * (sent at commit). A delivery held behind its execution's head is not due, and alone wakes no
- * one. An id taken meanwhile by a concurrent transaction is skipped and the statement then
+ * Events and their deliveries, as CTEs (`ev`, `dl`) of one statement whatever their number,
+ * parameters numbered from `$first` (see outboxValues): the events' rows go in as arrays (in
+ * order, so seq follows the call's order), and each delivery joins the seq its event got. A
+ * delivery held behind its execution's head is not due. An id taken meanwhile by a concurrent transaction is skipped and the statement then
  * fails with raise_retry (see outboxResult), so the transaction runs again and finds it stored.
  */
 export function outboxCtes(first: number): string {
@@ -48,14 +46,15 @@ export function outboxCtes(first: number): string {
       AS d(id, event_id, listener_id, held, gap)
     JOIN ev ON ev.id = d.event_id
     RETURNING held
-  ), woke AS (
-    SELECT pg_notify(${p(17)}, ${p(18)}) WHERE EXISTS (SELECT 1 FROM dl WHERE held IS NULL)
   )`;
 }
 
-/** The select list that answers what outboxCtes inserted (making its NOTIFY happen), or fails the statement when an id was taken. */
+/**
+ * The select list that answers what outboxCtes inserted (`deliveries`, of which `due` are due
+ * now), or fails the statement when an id was taken.
+ */
 export function outboxResult(first: number): string {
-  return `(SELECT count(*) FROM dl)::int AS deliveries, (SELECT count(*) FROM woke)::int AS woke,
+  return `(SELECT count(*) FROM dl)::int AS deliveries, (SELECT count(*) FROM dl WHERE held IS NULL)::int AS due,
   CASE WHEN (SELECT count(*) FROM ev) <> cardinality($${first + 2}::text[])
     THEN raise_retry('an event id was stored by a concurrent transaction') END AS checked`;
 }
@@ -66,7 +65,7 @@ const insertOutbox = statement(`WITH ${outboxCtes(1)} SELECT ${outboxResult(1)}`
  * The parameters of outboxCtes: the events (due at `now`) and their deliveries, each placed
  * first when it keeps its execution's order (a statement of its own, only then).
  */
-export async function outboxValues(c: Conn, project: string, list: readonly OutboxEvent[], now: number, notice: DueNotice): Promise<unknown[]> {
+export async function outboxValues(c: Conn, project: string, list: readonly OutboxEvent[], now: number): Promise<unknown[]> {
   const events = list.map((e) => e.envelope);
   const placing: Placing[] = [];
   const eventOf: string[] = [];
@@ -96,17 +95,23 @@ export async function outboxValues(c: Conn, project: string, list: readonly Outb
     placing.map((p) => p.listenerId),
     placed.map((p) => p.held),
     placed.map((p) => arrayLiteral(p.gap)),
-    notice.channel,
-    notice.self,
   ];
 }
 
 /**
  * Inserts events and their deliveries; answers how many deliveries were made. `last`: this is
- * the transaction's last statement, sent with its COMMIT.
+ * the transaction's last statement, sent with its COMMIT. When some are due, the other
+ * processes' dispatchers are told after the commit.
  */
 export async function writeOutbox(c: Conn, project: string, list: readonly OutboxEvent[], now: number, notice: DueNotice, last: boolean): Promise<number> {
-  const values = await outboxValues(c, project, list, now, notice);
-  const [row] = last ? await c.commitWith<{ deliveries: number }>(insertOutbox, values) : await c.rows<{ deliveries: number }>(insertOutbox, values);
+  const values = await outboxValues(c, project, list, now);
+  const [row] = last ? await c.commitWith<OutboxCounts>(insertOutbox, values) : await c.rows<OutboxCounts>(insertOutbox, values);
+  if (row.due > 0) notice.afterCommit(c);
   return row.deliveries;
+}
+
+/** What outboxResult answers. */
+export interface OutboxCounts {
+  deliveries: number;
+  due: number;
 }

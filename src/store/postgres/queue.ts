@@ -24,13 +24,16 @@ export function queueQueries(db: Database, { notice, append }: { notice: DueNoti
     return db.transaction(async (c) => {
       const batch = await recordBatch(c, owner, results, now, judge !== null, claim?.now ?? null);
       // Held deliveries that became due may belong to a listener another process serves.
-      if (batch.promoted > 0) await notice.send(c);
+      if (batch.promoted > 0) notice.afterCommit(c);
       const disabled = batch.disabled;
       let judged: ReadonlyMap<string, ListenerGateState> = new Map();
       if (judge && batch.recorded.length) {
         const verdict = await judgeBatch(c, batch.recorded, batch.states, judge, now, append);
         judged = verdict.changed;
         disabled.push(...verdict.disabled);
+        // The relay's own events may have made deliveries due that the first statement could not see.
+        for (const project of verdict.appendedTo) if (!batch.due.includes(project)) batch.due.push(project);
+        batch.due.sort();
       }
       const shares = claim && batch.due.length ? [...claim.allot(batch.due)].filter(([, n]) => n > 0) : [];
       const asked = shares.reduce((sum, [, n]) => sum + n, 0);

@@ -53,7 +53,7 @@ const record = statement(`WITH RECURSIVE input AS (
   SELECT 'recorded' AS kind, delivery_id AS id, number, NULL::text AS data FROM recorded
   UNION ALL SELECT 'disabled', id, NULL, NULL FROM disabled
   UNION ALL SELECT 'gate', listener_id, NULL, row_to_json(gates)::text FROM gates
-  UNION ALL SELECT 'promoted', id, NULL, NULL FROM promoted WHERE next_attempt_at IS NOT NULL
+  UNION ALL SELECT 'promoted', id, NULL, project FROM promoted WHERE next_attempt_at IS NOT NULL
   UNION ALL SELECT 'due', p.project, NULL, NULL FROM projects p
     WHERE p.project IS NOT NULL AND (SELECT d.next_attempt_at FROM deliveries d
       WHERE d.status = 'pending' AND d.held IS NULL AND d.project = p.project ORDER BY d.next_attempt_at LIMIT 1) <= $18`);
@@ -70,7 +70,10 @@ export interface RecordedBatch {
   disabled: string[];
   /** The gate states of the batch's listeners that have one, locked (when judging). */
   states: Map<string, ListenerGateState>;
-  /** Projects with due work (when claiming). */
+  /**
+   * Projects with due work (when claiming), the projects of heads this statement promoted
+   * among them: the statement's own view of the queue cannot see those.
+   */
   due: string[];
   /** Held deliveries that became heads, due now. */
   promoted: number;
@@ -109,16 +112,20 @@ export async function recordBatch(
   const recordedKeys = new Set<string>();
   const turnedOff = new Set<string>();
   const batch: RecordedBatch = { recorded: [], disabled: [], states: new Map(), due: [], promoted: 0 };
+  const promotedIn = new Set<string>();
   for (const row of rows) {
     if (row.kind === 'recorded') recordedKeys.add(`${row.id}\n${row.number}`);
     else if (row.kind === 'disabled') turnedOff.add(row.id);
     else if (row.kind === 'gate') batch.states.set(row.id, toState(JSON.parse(row.data!) as GateRow));
-    else if (row.kind === 'promoted') batch.promoted++;
-    else batch.due.push(row.id);
+    else if (row.kind === 'promoted') {
+      batch.promoted++;
+      if (claimNow !== null && now <= claimNow) promotedIn.add(row.data!);
+    } else batch.due.push(row.id);
   }
+  for (const project of promotedIn) if (!batch.due.includes(project)) batch.due.push(project);
+  batch.due.sort();
   batch.recorded = results.filter((r) => recordedKeys.has(`${r.deliveryId}\n${r.attempt.number}`));
   batch.disabled = [...new Set(off.map((r) => r.listenerId))].filter((id) => turnedOff.has(id));
-  batch.due.sort();
   return batch;
 }
 
@@ -128,7 +135,7 @@ export type AppendIn = (c: Conn, project: string, events: NewEvent[], routing: L
 /**
  * The gate's judgement of the attempts just recorded: answers the listeners' changed states (to
  * write with the rollups) and the listeners it turned off; appends the relay's own events
- * (after the turning off, so they are routed by it).
+ * (after the turning off, so they are routed by it) and names the projects they went to.
  */
 export async function judgeBatch(
   c: Conn,
@@ -137,7 +144,7 @@ export async function judgeBatch(
   judge: RecordJudge,
   now: number,
   append: AppendIn,
-): Promise<{ changed: ReadonlyMap<string, ListenerGateState>; disabled: string[] }> {
+): Promise<{ changed: ReadonlyMap<string, ListenerGateState>; disabled: string[]; appendedTo: string[] }> {
   const attempts = recorded.map(toJudgedAttempt);
   const ids = [...new Set(attempts.map((a) => a.listenerId))];
   const verdict = judge.judge(attempts, new Map(ids.map((id) => [id, states.get(id) ?? initialGateState(now)])), now);
@@ -154,5 +161,5 @@ export async function judgeBatch(
     byProject.set(project, [...(byProject.get(project) ?? []), { envelope, original: null, bodyHash: envelope.id }]);
   }
   for (const [project, list] of byProject) await append(c, project, list, judge.routing, now);
-  return { changed: verdict.changed, disabled };
+  return { changed: verdict.changed, disabled, appendedTo: [...byProject.keys()] };
 }
