@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   admitCandidates,
+  bucketCapacity,
   HALF_OPEN_RECHECK_MS,
   initialGateState,
   judgeAttempts,
@@ -145,19 +146,31 @@ describe('failing streak, final failures and 410', () => {
 describe('rate limit', () => {
   it('takes what the bucket holds and spreads the rest at the rate', () => {
     const state = initialGateState(0);
-    const listeners = new Map<string, GateListener>([['l1', { state, ratePerS: 2 }]]);
+    // 20 a second: a bucket of 2 tokens (a tenth of a second's worth), one token every 50 ms.
+    const listeners = new Map<string, GateListener>([['l1', { state, ratePerS: 20 }]]);
     const cands = ['a', 'b', 'c', 'd'].map((id) => ({ id, listenerId: 'l1' }));
     const first = admitCandidates(cands, listeners, 10_000, S);
     expect(first.take).toEqual(['a', 'b']);
     expect([...first.defer]).toEqual([
-      ['c', 10_500],
-      ['d', 11_000],
+      ['c', 10_050],
+      ['d', 10_100],
     ]);
     const s = first.changed.get('l1')!;
     expect(s).toMatchObject({ tokens: 0, tokens_at: 10_000 });
-    // Half a second later one token has come back.
-    const next = admitCandidates([{ id: 'c', listenerId: 'l1' }, { id: 'd', listenerId: 'l1' }], new Map([['l1', { state: s, ratePerS: 2 }]]), 10_500, S);
+    // 50 ms later one token has come back.
+    const next = admitCandidates([{ id: 'c', listenerId: 'l1' }, { id: 'd', listenerId: 'l1' }], new Map([['l1', { state: s, ratePerS: 20 }]]), 10_050, S);
     expect(next.take).toEqual(['c']);
-    expect(next.defer.get('d')).toBe(11_000);
+    expect(next.defer.get('d')).toBe(10_100);
+  });
+
+  it('holds a tenth of a second of tokens however long the listener was quiet, and at least one', () => {
+    const quiet = { ...initialGateState(0), tokens: 0, tokens_at: 0 };
+    const many = Array.from({ length: 20 }, (_, i) => ({ id: `c${i}`, listenerId: 'l1' }));
+    const fast = admitCandidates(many, new Map([['l1', { state: quiet, ratePerS: 50 }]]), 3600_000, S);
+    expect(fast.take).toHaveLength(5);
+    const slow = admitCandidates(many, new Map([['l1', { state: quiet, ratePerS: 0.5 }]]), 3600_000, S);
+    expect(slow.take).toEqual(['c0']);
+    expect(bucketCapacity(50)).toBe(5);
+    expect(bucketCapacity(0.5)).toBe(1);
   });
 });

@@ -53,6 +53,9 @@ export function initialGateState(now: number): ListenerGateState {
   return { breaker: 'closed', probe_at: null, window_start: now, window_attempts: 0, window_failures: 0, failing_since: null, tokens: null, tokens_at: null };
 }
 
+/** The most tokens a rate limit's bucket holds: a tenth of a second's worth, at least one. */
+export const bucketCapacity = (ratePerS: number) => Math.max(1, ratePerS / 10);
+
 /** A due delivery the claim may take, and what its listener's gate needs to know. */
 export interface GateCandidate {
   id: string;
@@ -97,9 +100,10 @@ export function admitCandidates(
       const l = listeners.get(id);
       if (!l) return null;
       s = { ...l.state };
-      // A bucket refills at the rate, up to one second's worth (at least one token).
+      // A bucket refills at the rate, up to a tenth of a second's worth (at least one token):
+      // no second sees much more than the rate, even right after a quiet spell.
       if (l.ratePerS !== null) {
-        const capacity = Math.max(1, l.ratePerS);
+        const capacity = bucketCapacity(l.ratePerS);
         const elapsed = s.tokens_at === null ? Infinity : Math.max(0, now - s.tokens_at);
         s.tokens = Math.min(capacity, (s.tokens ?? capacity) + (elapsed * l.ratePerS) / 1000);
         s.tokens_at = now;
