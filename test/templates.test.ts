@@ -13,8 +13,8 @@ import {
   templateQuery,
   withTemplateQuery,
 } from '../src/dispatch/template.js';
-import type { EventEnvelope } from '../src/records/event.js';
 import { connectTestBroker, BROKER_URL, uniqueName, type TestBroker } from './interop/broker.js';
+import { taskEnvelope } from './helpers/envelopes.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { startTestRelay, type TestRelay } from './helpers/relay.js';
 
@@ -23,24 +23,10 @@ import { startTestRelay, type TestRelay } from './helpers/relay.js';
  * end to end through a real relay to a real HTTP receiver and a real RabbitMQ.
  */
 
-const event: EventEnvelope = {
+const event = taskEnvelope({
   id: 'evt-1',
-  type: 'TASK_SUCCEEDED',
-  category: 'TASK',
-  workbook: 'billing',
-  workflow: 'charge',
   execution_id: 'ex-1',
   task_id: 't-1',
-  task_name: 'charge_card',
-  state: 'SUCCESS',
-  previous_state: 'RUNNING',
-  state_info: null,
-  sequence: 7,
-  occurred_at: '2026-11-23T10:00:00.123Z',
-  source: 'engine',
-  priority: null,
-  data_schema: null,
-  source_format: null,
   data: {
     node_name: 'node-7',
     amount: 12.5,
@@ -49,7 +35,7 @@ const event: EventEnvelope = {
     hosts: [{ name: 'h0' }, { name: 'h1' }],
     'nova_object.data': { host: 'compute-1' },
   },
-};
+});
 
 const LIMIT = MIN_RENDERED_LIMIT_BYTES;
 const render = (template: unknown, envelope: unknown = event) => compileTemplate(template).render(envelope, LIMIT);
