@@ -4,15 +4,14 @@ import { listenerAddBody } from '../src/cli/commands/listener-add.js';
 import { renderPayload } from '../src/dispatch/formats.js';
 import {
   compileTemplate,
-  MAX_TEMPLATE_BYTES,
   MIN_RENDERED_LIMIT_BYTES,
   renderLimitBytes,
   renderTemplateBody,
   TemplateTooLargeError,
-  templateProblem,
   templateQuery,
   withTemplateQuery,
 } from '../src/dispatch/template.js';
+import { MAX_TEMPLATE_BYTES, templateProblem } from '../src/records/template.js';
 import { connectTestBroker, BROKER_URL, uniqueName, type TestBroker } from './interop/broker.js';
 import { taskEnvelope } from './helpers/envelopes.js';
 import { httpDelivery } from './helpers/http-delivery.js';
