@@ -2,15 +2,8 @@ import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { evaluate } from '../src/engine/expressions.js';
-import {
-  boundedOutcome,
-  describeBytes,
-  jsonBytes,
-  jsonBytesWithin,
-  ResultTooLargeError,
-  taskRunLimitMessage,
-  tooLargeMessage,
-} from '../src/engine/limits.js';
+import { boundedOutcome, ResultTooLargeError, taskRunLimitMessage, tooLargeMessage } from '../src/engine/limits.js';
+import { describeBytes, jsonBytes, jsonBytesWithin } from '../src/json-size.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { startTestRelay, type TestRelay } from './helpers/relay.js';
 import { createEngineListener, createWorkbook, eventsOf, startExecution, tasksOf, waitForEvents, waitForState, workbook } from './helpers/engine.js';

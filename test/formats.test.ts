@@ -4,13 +4,13 @@ import { readFileSync } from 'node:fs';
 import type { EventEnvelope } from '../src/records/event.js';
 import { taskEnvelope } from './helpers/envelopes.js';
 import {
-  renderDelivery,
   renderPayload,
   toMistralTime,
   withEnvelopeQuery,
   USER_AGENT,
   userAgent,
 } from '../src/dispatch/formats.js';
+import { httpDelivery } from './helpers/http-delivery.js';
 import { MISTRAL_TASK_BODY as MISTRAL_SAMPLE } from './helpers/mistral-bodies.js';
 
 const taskEvent = taskEnvelope();
@@ -43,7 +43,7 @@ const post = { method: 'POST', url: 'https://hooks.example.com/wf', project: 'de
 
 describe('json format', () => {
   it('sends the envelope as JSON', () => {
-    const out = renderDelivery({ ...post, envelope: taskEvent, format: 'json' });
+    const out = httpDelivery({ ...post, envelope: taskEvent, format: 'json' });
     expect(out.url).toBe(post.url);
     expect(out.headers).toEqual({ 'content-type': 'application/json' });
     expect(JSON.parse(out.body)).toEqual(taskEvent);
@@ -51,14 +51,14 @@ describe('json format', () => {
 
   it('reuses an already serialised envelope', () => {
     const envelopeJson = JSON.stringify(taskEvent, null, 1);
-    const out = renderDelivery({ ...post, envelope: taskEvent, envelopeJson, format: 'json' });
+    const out = httpDelivery({ ...post, envelope: taskEvent, envelopeJson, format: 'json' });
     expect(out.body).toBe(envelopeJson);
   });
 });
 
 describe('cloudevents format', () => {
   it('is read by the cloudevents SDK as a binary-mode event', () => {
-    const out = renderDelivery({ ...post, envelope: taskEvent, format: 'cloudevents' });
+    const out = httpDelivery({ ...post, envelope: taskEvent, format: 'cloudevents' });
     expect(out.headers['content-type']).toBe('application/json');
     expect(out.headers['ce-specversion']).toBe('1.0');
     const event = HTTP.toEvent({ headers: out.headers, body: out.body });
@@ -74,11 +74,11 @@ describe('cloudevents format', () => {
   });
 
   it('encodes the workbook, omits the subject without an execution, and falls back without a workbook', () => {
-    const named = renderDelivery({ ...post, envelope: { ...taskEvent, workbook: 'a b/c' }, format: 'cloudevents' });
+    const named = httpDelivery({ ...post, envelope: { ...taskEvent, workbook: 'a b/c' }, format: 'cloudevents' });
     expect(named.headers['ce-source']).toBe('/callback-relay/workbooks/a%20b%2Fc');
 
     const bare = { ...taskEvent, workbook: null, execution_id: null, category: 'NOTIFICATION' as const, type: 'PING' };
-    const out = renderDelivery({ ...post, envelope: bare, format: 'cloudevents' });
+    const out = httpDelivery({ ...post, envelope: bare, format: 'cloudevents' });
     expect(out.headers['ce-source']).toBe('/callback-relay');
     expect(out.headers).not.toHaveProperty('ce-subject');
     const event = HTTP.toEvent({ headers: out.headers, body: out.body });
@@ -89,21 +89,21 @@ describe('cloudevents format', () => {
   });
 
   it('percent-encodes attribute values that are not valid in a header', () => {
-    const out = renderDelivery({ ...post, envelope: { ...taskEvent, execution_id: 'ex 1\r\n"é"' }, format: 'cloudevents' });
+    const out = httpDelivery({ ...post, envelope: { ...taskEvent, execution_id: 'ex 1\r\n"é"' }, format: 'cloudevents' });
     expect(out.headers['ce-subject']).toBe('ex%201%0D%0A%22%C3%A9%22');
   });
 });
 
 describe('mistral format', () => {
   it('sends the original body of a Mistral event byte for byte', () => {
-    const out = renderDelivery({ ...post, envelope: taskEvent, format: 'mistral', original: { format: 'mistral', body: MISTRAL_SAMPLE } });
+    const out = httpDelivery({ ...post, envelope: taskEvent, format: 'mistral', original: { format: 'mistral', body: MISTRAL_SAMPLE } });
     expect(out.body).toBe(MISTRAL_SAMPLE);
     expect(out.headers).toEqual({ 'content-type': 'application/json' });
   });
 
   it('builds a task body with exactly the Mistral task keys', () => {
     const envelope = { ...taskEvent, data: { workflow_id: 'wf-def-1' } };
-    const out = renderDelivery({ ...post, envelope, format: 'mistral', original: null });
+    const out = httpDelivery({ ...post, envelope, format: 'mistral', original: null });
     const body = JSON.parse(out.body);
     expect(Object.keys(body)).toEqual(TASK_KEYS);
     expect(Object.keys(body)).toEqual(Object.keys(JSON.parse(MISTRAL_SAMPLE)));
@@ -133,7 +133,7 @@ describe('mistral format', () => {
       state: 'RUNNING',
       data: { created_at: '2026-11-23T09:59:58Z', started_at: '2026-11-23 09:59:59' },
     };
-    const body = JSON.parse(renderDelivery({ ...post, envelope, format: 'mistral' }).body);
+    const body = JSON.parse(httpDelivery({ ...post, envelope, format: 'mistral' }).body);
     expect(Object.keys(body)).toEqual(TASK_KEYS);
     expect(body.created_at).toBe('2026-11-23 09:59:58');
     expect(body.started_at).toBe('2026-11-23 09:59:59');
@@ -144,7 +144,7 @@ describe('mistral format', () => {
   });
 
   it('builds a workflow body with exactly the Mistral workflow keys', () => {
-    const body = JSON.parse(renderDelivery({ ...post, envelope: workflowEvent, format: 'mistral' }).body);
+    const body = JSON.parse(httpDelivery({ ...post, envelope: workflowEvent, format: 'mistral' }).body);
     expect(Object.keys(body)).toEqual(WORKFLOW_KEYS);
     expect(body).toEqual({
       id: 'exec-1',
@@ -173,7 +173,7 @@ describe('mistral format', () => {
       state: null,
       occurred_at: '2026-11-23T12:30:45+02:00',
     };
-    const body = JSON.parse(renderDelivery({ ...post, envelope, format: 'mistral' }).body);
+    const body = JSON.parse(httpDelivery({ ...post, envelope, format: 'mistral' }).body);
     expect(Object.keys(body)).toEqual(WORKFLOW_KEYS);
     expect(body.id).toBe(envelope.id);
     expect(body.event).toBe('PING');
@@ -191,7 +191,7 @@ describe('mistral format', () => {
 describe('GET and DELETE', () => {
   it('send no body and put the scalar envelope fields in the query string', () => {
     for (const method of ['GET', 'DELETE', 'get']) {
-      const out = renderDelivery({ ...post, method, envelope: taskEvent, format: 'json' });
+      const out = httpDelivery({ ...post, method, envelope: taskEvent, format: 'json' });
       expect(out.body).toBe('');
       expect(out.headers).toEqual({});
       const url = new URL(out.url);
@@ -226,14 +226,14 @@ describe('GET and DELETE', () => {
 
   it('encodes values and keeps the ce-* headers for cloudevents, without a content type', () => {
     const envelope = { ...taskEvent, task_name: 'a&b=c d' };
-    const out = renderDelivery({ ...post, method: 'GET', envelope, format: 'cloudevents' });
+    const out = httpDelivery({ ...post, method: 'GET', envelope, format: 'cloudevents' });
     expect(new URL(out.url).searchParams.get('task_name')).toBe('a&b=c d');
     expect(out.headers['ce-id']).toBe(taskEvent.id);
     expect(out.headers).not.toHaveProperty('content-type');
   });
 
   it('use the envelope for the query even when a Mistral original body exists', () => {
-    const out = renderDelivery({ ...post, method: 'DELETE', envelope: taskEvent, format: 'mistral', original: { format: 'mistral', body: MISTRAL_SAMPLE } });
+    const out = httpDelivery({ ...post, method: 'DELETE', envelope: taskEvent, format: 'mistral', original: { format: 'mistral', body: MISTRAL_SAMPLE } });
     expect(out.body).toBe('');
     expect(new URL(out.url).searchParams.get('execution_id')).toBe('exec-1');
   });

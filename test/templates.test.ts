@@ -1,20 +1,20 @@
 import { Webhook } from 'standardwebhooks';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { listenerAddBody } from '../src/cli/commands/listener-add.js';
-import { deliveryUrl, renderDelivery, renderPayload } from '../src/dispatch/formats.js';
+import { renderPayload } from '../src/dispatch/formats.js';
 import {
   compileTemplate,
-  MAX_TEMPLATE_BYTES,
   MIN_RENDERED_LIMIT_BYTES,
   renderLimitBytes,
   renderTemplateBody,
   TemplateTooLargeError,
-  templateProblem,
   templateQuery,
   withTemplateQuery,
 } from '../src/dispatch/template.js';
-import type { EventEnvelope } from '../src/records/event.js';
+import { MAX_TEMPLATE_BYTES, templateProblem } from '../src/records/template.js';
 import { connectTestBroker, BROKER_URL, uniqueName, type TestBroker } from './interop/broker.js';
+import { taskEnvelope } from './helpers/envelopes.js';
+import { httpDelivery } from './helpers/http-delivery.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { startTestRelay, type TestRelay } from './helpers/relay.js';
 
@@ -23,24 +23,10 @@ import { startTestRelay, type TestRelay } from './helpers/relay.js';
  * end to end through a real relay to a real HTTP receiver and a real RabbitMQ.
  */
 
-const event: EventEnvelope = {
+const event = taskEnvelope({
   id: 'evt-1',
-  type: 'TASK_SUCCEEDED',
-  category: 'TASK',
-  workbook: 'billing',
-  workflow: 'charge',
   execution_id: 'ex-1',
   task_id: 't-1',
-  task_name: 'charge_card',
-  state: 'SUCCESS',
-  previous_state: 'RUNNING',
-  state_info: null,
-  sequence: 7,
-  occurred_at: '2026-11-23T10:00:00.123Z',
-  source: 'engine',
-  priority: null,
-  data_schema: null,
-  source_format: null,
   data: {
     node_name: 'node-7',
     amount: 12.5,
@@ -49,7 +35,7 @@ const event: EventEnvelope = {
     hosts: [{ name: 'h0' }, { name: 'h1' }],
     'nova_object.data': { host: 'compute-1' },
   },
-};
+});
 
 const LIMIT = MIN_RENDERED_LIMIT_BYTES;
 const render = (template: unknown, envelope: unknown = event) => compileTemplate(template).render(envelope, LIMIT);
@@ -199,20 +185,20 @@ describe('the template format', () => {
   const base = { envelope: event, project: 'p', url: 'https://hooks.example.com/wf' };
 
   it('renders an HTTP body with its content type', () => {
-    const json = renderDelivery({ ...base, method: 'POST', format: 'template', template: { task: '<% $.task_name %>' } });
+    const json = httpDelivery({ ...base, method: 'POST', format: 'template', template: { task: '<% $.task_name %>' } });
     expect(json).toEqual({ url: base.url, body: '{"task":"charge_card"}', headers: { 'content-type': 'application/json' } });
-    const text = renderDelivery({ ...base, method: 'PUT', format: 'template', template: '<% $.type %> <% $.task_id %>' });
+    const text = httpDelivery({ ...base, method: 'PUT', format: 'template', template: '<% $.type %> <% $.task_id %>' });
     expect(text).toEqual({ url: base.url, body: 'TASK_SUCCEEDED t-1', headers: { 'content-type': 'text/plain; charset=utf-8' } });
   });
 
   it('sends a GET or DELETE with the template in the query and no body', () => {
     for (const method of ['GET', 'DELETE']) {
-      const out = renderDelivery({ ...base, method, format: 'template', template: MISTRAL_SKETCH });
+      const out = httpDelivery({ ...base, method, format: 'template', template: MISTRAL_SKETCH });
       expect(out).toEqual({ url: `${base.url}?execution_id=ex-1&task_id=t-1&event=TASK_SUCCEEDED`, body: '', headers: {} });
     }
     // Other formats keep the envelope's scalar fields.
-    expect(deliveryUrl({ ...base, method: 'GET', format: 'json' })).toMatch(/\?id=evt-1&type=TASK_SUCCEEDED&/);
-    expect(deliveryUrl({ ...base, method: 'POST', format: 'template', template: MISTRAL_SKETCH })).toBe(base.url);
+    expect(httpDelivery({ ...base, method: 'GET', format: 'json' }).url).toMatch(/\?id=evt-1&type=TASK_SUCCEEDED&/);
+    expect(httpDelivery({ ...base, method: 'POST', format: 'template', template: MISTRAL_SKETCH }).url).toBe(base.url);
   });
 
   it('renders the same body for amqp', () => {

@@ -1,21 +1,17 @@
+import type { ListenerHealth } from '../src/records/listener-health.js';
+import type { DeliveryStatus } from '../src/records/states.js';
+
 /*
  * The fields of the API's answers that the dashboard reads. openapi.yaml is the contract;
- * these mirror it for the compiler, like any other client's would.
+ * these mirror it for the compiler, like any other client's would. Record states whose shape
+ * the API shows as they are come from src/records (types only: nothing of the relay is bundled).
  */
+
+export type { DeliveryStatus };
 
 export interface Page<T> {
   items: T[];
   next_cursor: string | null;
-}
-
-export type HealthState = 'ok' | 'open' | 'half_open' | 'disabled' | 'no_transport';
-
-export interface Health {
-  state: HealthState;
-  success_rate_24h: number | null;
-  p95_ms_24h: number | null;
-  last_success_at: string | null;
-  last_failure: { at: string; error: string | null; status_code: number | null } | null;
 }
 
 export interface Callback {
@@ -51,15 +47,13 @@ export interface Listener {
   max_in_flight?: number;
   rate_limit_per_s?: number | null;
   /** Read-only; absent from relays older than the rollups. */
-  health?: Health;
+  health?: ListenerHealth;
 }
 
 export interface ListenerRotated extends Listener {
   secret: string;
   previous_secret_expires_at: string;
 }
-
-export type DeliveryStatus = 'pending' | 'succeeded' | 'failed' | 'cancelled';
 
 export interface Delivery {
   id: string;

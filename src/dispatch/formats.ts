@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import type { EventEnvelope, OriginalMessage } from '../records/event.js';
-import { appendQuery, envelopeQuery, withEnvelopeQuery } from '../transports/http-query.js';
+import { envelopeQuery, withEnvelopeQuery } from '../transports/http-query.js';
 import { cloudEventSource, CLOUDEVENTS_STRUCTURED_CONTENT_TYPE, renderCloudEventStructured } from './cloudevents-structured.js';
 import { renderOslo } from './oslo-format.js';
 import { renderLimitBytes, renderTemplateBody, templateQuery } from './template.js';
@@ -20,49 +20,8 @@ export function userAgent(): string {
 
 export const JSON_CONTENT_TYPE = 'application/json';
 
-export interface DeliveryRenderInput {
-  envelope: EventEnvelope;
-  /** JSON.stringify(envelope), when the caller already has it. */
-  envelopeJson?: string;
-  format: CallbackFormat;
-  method: string;
-  url: string;
-  /** The message the event was made from; a Mistral original is sent unchanged by the `mistral` format. */
-  original?: OriginalMessage | null;
-  /** The relay project that owns the event (Mistral's `project_id`). */
-  project: string;
-  /** The listener's `callback.template`, for the `template` format. */
-  template?: unknown;
-}
-
-export interface RenderedDelivery {
-  url: string;
-  body: string;
-  headers: Record<string, string>;
-}
-
-export function isBodylessMethod(method: string): boolean {
-  const m = method.toUpperCase();
-  return m === 'GET' || m === 'DELETE';
-}
-
-/** An HTTP delivery as the `http` transport sends it: GET and DELETE carry the envelope (or the template) in the query. */
-export function renderDelivery(input: DeliveryRenderInput): RenderedDelivery {
-  const payload = renderPayload({ ...input, transport: 'http', bodyless: isBodylessMethod(input.method), deliveryId: input.envelope.id });
-  return { url: deliveryUrl(input), body: payload.body, headers: payload.headers };
-}
-
-/**
- * Where an HTTP delivery goes: GET and DELETE carry the envelope's scalar fields in the query,
- * or with the `template` format the rendered template's fields; other methods send to `url` as it is.
- */
-export function deliveryUrl(input: { url: string; method: string; envelope: EventEnvelope; envelopeJson?: string; format?: unknown; template?: unknown }): string {
-  if (!isBodylessMethod(input.method)) return input.url;
-  return appendQuery(input.url, bodylessQuery(input));
-}
-
 /** The query a GET or DELETE delivery carries: the envelope's scalar fields, or the rendered template's. */
-function bodylessQuery(input: { envelope: EventEnvelope; envelopeJson?: string; format?: unknown; template?: unknown }): string {
+function bodylessQuery(input: PayloadRenderInput): string {
   if (input.format !== 'template') return envelopeQuery(input.envelope);
   return templateQuery(input.template, input.envelope, renderLimitBytes(envelopeBytes(input))).toString();
 }
@@ -140,7 +99,7 @@ function renderBody({ envelope, envelopeJson, format, original, project, deliver
 
 /**
  * The `template` format: the rendered template as the body (text for a string, else JSON). A
- * GET or DELETE sends it in the query instead (deliveryUrl); it is rendered here all the same,
+ * GET or DELETE sends it in the query instead (bodylessQuery); it is rendered here all the same,
  * so one that cannot be rendered fails before anything is sent, and the signature covers the
  * empty body.
  */

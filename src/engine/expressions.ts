@@ -1,4 +1,6 @@
-import { jsonBytes, ResultTooLargeError } from './limits.js';
+import { CLOSE, OPEN, splitExpressions } from '../expression-text.js';
+import { jsonBytes } from '../json-size.js';
+import { ResultTooLargeError } from './limits.js';
 
 /**
  * The two expression forms a workbook may use: `<% $.path %>` (execution input) and
@@ -12,8 +14,6 @@ export interface ExpressionContext {
 type Expression = { kind: 'input'; path: string[] } | { kind: 'task'; task: string; path: string[] };
 type Piece = string | Expression;
 
-const OPEN = '<%';
-const CLOSE = '%>';
 const INPUT_FORM = /^\$((?:\.[A-Za-z0-9_-]+)+)$/;
 const TASK_FORM = /^task\(\s*(?:'([A-Za-z0-9_.-]{1,100})'|"([A-Za-z0-9_.-]{1,100})")\s*\)\.result((?:\.[A-Za-z0-9_-]+)*)$/;
 
@@ -40,21 +40,7 @@ function parseExpression(body: string): Expression {
 
 /** Splits a string into literal text and expressions; throws ExpressionError. */
 function parseTemplate(text: string): Piece[] {
-  const pieces: Piece[] = [];
-  let at = 0;
-  while (at < text.length) {
-    const open = text.indexOf(OPEN, at);
-    if (open === -1) {
-      pieces.push(text.slice(at));
-      break;
-    }
-    if (open > at) pieces.push(text.slice(at, open));
-    const close = text.indexOf(CLOSE, open + OPEN.length);
-    if (close === -1) throw new ExpressionError(`unterminated expression "${text.slice(open)}" (missing ${CLOSE})`);
-    pieces.push(parseExpression(text.slice(open + OPEN.length, close)));
-    at = close + CLOSE.length;
-  }
-  return pieces;
+  return splitExpressions(text, parseExpression, (open) => new ExpressionError(`unterminated expression "${text.slice(open)}" (missing ${CLOSE})`));
 }
 
 function readPath(root: unknown, path: string[]): unknown {

@@ -1,3 +1,4 @@
+import { describeBytes, jsonBytes } from '../json-size.js';
 import type { Outcome } from './transitions.js';
 
 /*
@@ -14,20 +15,6 @@ export interface EngineLimits {
 }
 
 export const DEFAULT_ENGINE_LIMITS: EngineLimits = { maxResultBytes: 1024 * 1024, maxTasksPerExecution: 1000 };
-
-/** Bytes of `value` as JSON (UTF-8); undefined counts as null. */
-export function jsonBytes(value: unknown): number {
-  return Buffer.byteLength(JSON.stringify(value) ?? 'null', 'utf8');
-}
-
-const trim = (n: number) => n.toFixed(1).replace(/\.0$/, '');
-
-/** `900 bytes`, `12.5 KiB`, `1.3 MiB`. */
-export function describeBytes(bytes: number): string {
-  if (bytes < 1024) return `${bytes} bytes`;
-  if (bytes < 1024 * 1024) return `${trim(bytes / 1024)} KiB`;
-  return `${trim(bytes / (1024 * 1024))} MiB`;
-}
 
 /**
  * "result is 1.3 MiB, larger than RELAY_MAX_RESULT_BYTES (1 MiB)"; `bytes` is null when the
@@ -64,32 +51,6 @@ export function boundedOutcome(outcome: Outcome, maxBytes: number): Outcome {
   if (!outcome.ok) return outcome;
   const bytes = jsonBytes(outcome.result);
   return bytes > maxBytes ? { ok: false, error: tooLargeMessage('result', bytes, maxBytes), retryable: false } : outcome;
-}
-
-/**
- * Bytes of `value` as JSON, counting a value reached twice (a YAML alias) each time; stops
- * counting once past `maxBytes` and answers null, so the walk costs at most about `maxBytes`
- * steps however far the value would expand.
- */
-export function jsonBytesWithin(value: unknown, maxBytes: number): number | null {
-  let total = 0;
-  const stack: unknown[] = [value];
-  while (stack.length > 0) {
-    const v = stack.pop();
-    if (Array.isArray(v)) {
-      total += 2 + Math.max(0, v.length - 1);
-      for (let i = v.length - 1; i >= 0; i--) stack.push(v[i]);
-    } else if (v !== null && typeof v === 'object') {
-      const entries = Object.entries(v);
-      total += 2 + Math.max(0, entries.length - 1);
-      for (const [k, item] of entries) {
-        total += jsonBytes(k) + 1;
-        stack.push(item);
-      }
-    } else total += jsonBytes(v);
-    if (total > maxBytes) return null;
-  }
-  return total;
 }
 
 /** state_info of an execution that would pass RELAY_MAX_TASKS_PER_EXECUTION. */

@@ -1,8 +1,8 @@
 import type { Logger } from 'pino';
-import type { EngineStore, EngineTx, InFlightTask } from '../store/engine-store.js';
+import type { EngineStore, InFlightTask } from '../store/engine-store.js';
 import { ownerIsDeadHere } from './owner.js';
 import type { Commit } from './runner.js';
-import { failPendingOperation, finishTask, rearmWait } from './state-changes.js';
+import { failPendingOperation, finishTask, isAttemptInFlight, rearmWait } from './state-changes.js';
 
 export const INTERRUPTED = 'interrupted by restart';
 
@@ -47,13 +47,9 @@ export async function recoverInterruptedTasks({
   let waits = 0;
   await Promise.all(
     tasks.map(async (t) => {
-      // A task whose outcome committed meanwhile (its runner was slow, not dead) is left as it is.
-      const stillInFlight = (tx: EngineTx) => {
-        const current = tx.task(t.id);
-        return !!current && current.state === 'RUNNING' && current.next_run_at === null && current.action_started_at === t.action_started_at;
-      };
       const end = await commit(t.project, { executionId: t.execution_id }, (tx) => {
-        if (!stillInFlight(tx)) return 'stale';
+        // A task whose outcome committed meanwhile (its runner was slow, not dead) is left as it is.
+        if (!isAttemptInFlight(tx.task(t.id), t.action_started_at)) return 'stale';
         // An operation that waited for this action is reported failed first; recovery then
         // completes the state change as it would have.
         failPendingOperation(tx, t.execution_id, INTERRUPTED);

@@ -210,6 +210,15 @@ export function launchExecution(tx: EngineTx, n: NewExecution, maxTasks: number)
 export type TaskEnd = 'stale' | 'retrying' | 'finished';
 
 /**
+ * Whether the attempt that started at `startedAt` is still the task's action in flight: the task
+ * is RUNNING with no wait or retry due, under that same start. Once it moved on (ended,
+ * cancelled, recovered, or started again) whatever that attempt came to is stale.
+ */
+export function isAttemptInFlight(t: TaskRecord | null, startedAt: number | null): t is TaskRecord {
+  return !!t && t.state === 'RUNNING' && t.next_run_at === null && t.action_started_at === startedAt;
+}
+
+/**
  * Commits what an attempt came to. `startedAt` is the claim the attempt ran under: a task that
  * moved on meanwhile (cancelled, recovered) is left alone. A failure with tries left keeps the
  * task RUNNING and due after its delay, with no event; otherwise the task ends with its event,
@@ -223,7 +232,7 @@ export function finishTask(
   maxTasks: number,
 ): { end: TaskEnd; launched: number } {
   const t = tx.task(taskId);
-  if (!t || t.state !== 'RUNNING' || t.next_run_at !== null || t.action_started_at !== startedAt) return { end: 'stale', launched: 0 };
+  if (!isAttemptInFlight(t, startedAt)) return { end: 'stale', launched: 0 };
   const e = tx.execution(t.execution_id)!;
   const spec = specOf(e).tasks[t.name];
   const live = e.state === 'RUNNING' || e.state === 'PAUSED';
@@ -254,7 +263,7 @@ export function finishTask(
 /** A std.sleep that started waits until `due`: the wait is the task's next_run_at, a row that outlives the process. */
 export function scheduleWake(tx: EngineTx, taskId: string, startedAt: number, due: number): boolean {
   const t = tx.task(taskId);
-  if (!t || t.state !== 'RUNNING' || t.next_run_at !== null || t.action_started_at !== startedAt) return false;
+  if (!isAttemptInFlight(t, startedAt)) return false;
   const e = tx.execution(t.execution_id)!;
   if (e.state !== 'RUNNING' && e.state !== 'PAUSED') {
     // Cancelled while this wait was being set up: a wait has not started anything, so it is cancelled too.

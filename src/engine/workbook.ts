@@ -1,5 +1,5 @@
 import { isAlias, isMap, isNode, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
-import { describeBytes, jsonBytesWithin } from './limits.js';
+import { describeBytes, jsonBytesWithin } from '../json-size.js';
 import { validateWorkbook, type LineOf } from './workbook-validate.js';
 
 export const ACTIONS = ['std.noop', 'std.echo', 'std.fail', 'std.sleep', 'std.http'] as const;

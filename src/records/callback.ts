@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { AMQP_DEFAULT_PORTS, AMQP_MASK, maskAmqpUrl, parseBrokerUrl } from './amqp-url.js';
-import { templateProblem } from '../dispatch/template.js';
+import { templateProblem } from './template.js';
 
 export { maskAmqpUrl };
 

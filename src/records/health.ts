@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { LATENCY_BOUNDS_MS, type ListenerOutcomes, type RollupMinute } from '../store/store.js';
-import type { HealthState, ListenerHealth } from './listener.js';
+import type { HealthState, ListenerHealth } from './listener-health.js';
 
 /*
  * Endpoint health and delivery statistics, computed from the per-minute rollups the store keeps

@@ -1,11 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import readline from 'node:readline';
 import { Webhook } from 'standardwebhooks';
 import { request, type ApiResponse } from './relay.js';
-import { MAIN_JS, relayEnv, ROOT, type Exit, type LogLine } from './relay-process.js';
+import { RelayProcess, untilListening, type Exit, type LogLine } from './relay-process.js';
 
 /*
  * Several relay processes (`node dist/main.js`; run `npm run build` first) on one PostgreSQL
@@ -22,80 +20,26 @@ process.once('exit', () => {
   for (const relay of live) relay.child.kill('SIGKILL');
 });
 
-export class RelayChild {
-  readonly child: ChildProcess;
-  readonly logs: LogLine[] = [];
-  readonly stdoutLines: string[] = [];
-  stderr = '';
-  exit: Exit | null = null;
-  readonly exited: Promise<Exit>;
-  url = '';
-  /** Set when this test signals it, so that any other exit is reported. */
-  private stopping = false;
-  private waiters: Array<() => void> = [];
-
+export class RelayChild extends RelayProcess {
   /** `host`: run in a UTS namespace of its own with this hostname (needs root, as the test machine has). */
   constructor(
-    readonly env: Record<string, string>,
+    env: Record<string, string>,
     readonly host?: string,
   ) {
-    const [command, args] = host
-      ? ['unshare', ['--uts', 'sh', '-c', 'hostname "$0" && exec "$@"', host, process.execPath, MAIN_JS]]
-      : [process.execPath, [MAIN_JS]];
     // unshare and sh exec into node: the pid is the relay's own.
-    this.child = spawn(command, args, { cwd: ROOT, env: relayEnv(env), stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    super(env, { via: host ? ['unshare', '--uts', 'sh', '-c', 'hostname "$0" && exec "$@"', host] : [], detached: true });
     live.add(this);
-    readline.createInterface({ input: this.child.stdout! }).on('line', (line) => {
-      this.stdoutLines.push(line);
-      try {
-        const parsed = JSON.parse(line) as LogLine;
-        if (parsed && typeof parsed.msg === 'string') this.logs.push(parsed);
-      } catch {
-        /* not a log line */
-      }
-      this.notify();
-    });
-    this.child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (this.stderr += chunk));
-    this.exited = new Promise<Exit>((resolve) => {
-      this.child.once('exit', (code, signal) => {
-        this.exit = { code, signal };
-        if (!this.stopping) process.stderr.write(`relay ${this.pid} exited unexpectedly (${code ?? signal}):\n${this.stdoutLines.slice(-20).join('\n')}\n${this.stderr}\n`);
-        live.delete(this);
-        this.notify();
-        resolve(this.exit);
-      });
+    void this.exited.then((exit) => {
+      // Only an exit this test did not signal is reported.
+      if (this.sent.size === 0) process.stderr.write(`relay ${this.pid} exited unexpectedly (${exit.code ?? exit.signal}):\n${this.stdoutLines.slice(-20).join('\n')}\n${this.stderr}\n`);
+      live.delete(this);
     });
   }
 
-  get pid(): number {
-    return this.child.pid!;
-  }
+  protected override readonly stdoutLinesInFailures = 40;
 
-  private notify() {
-    const waiters = this.waiters;
-    this.waiters = [];
-    for (const w of waiters) w();
-  }
-
-  /** Resolves with the first log line `match` accepts; rejects on timeout or exit. */
-  waitForLog(match: (l: LogLine) => boolean, timeoutMs = 20_000): Promise<LogLine> {
-    return new Promise((resolve, reject) => {
-      const output = () => `stdout:\n${this.stdoutLines.slice(-40).join('\n')}\nstderr:\n${this.stderr}`;
-      const timer = setTimeout(() => reject(new Error(`relay ${this.pid}: no matching log line within ${timeoutMs} ms; ${output()}`)), timeoutMs);
-      const check = () => {
-        const found = this.logs.find(match);
-        if (found) {
-          clearTimeout(timer);
-          resolve(found);
-        } else if (this.exit) {
-          clearTimeout(timer);
-          reject(new Error(`relay ${this.pid} exited (${JSON.stringify(this.exit)}) before the log line; ${output()}`));
-        } else {
-          this.waiters.push(check);
-        }
-      };
-      check();
-    });
+  override waitForLog(match: (l: LogLine) => boolean, timeoutMs = 20_000): Promise<LogLine> {
+    return super.waitForLog(match, timeoutMs);
   }
 
   /** Its warnings and errors, counted by message (with the error's text), for failure messages. */
@@ -112,21 +56,9 @@ export class RelayChild {
     return request(this.url, method, pathname, body, { token: MULTI_TOKEN, ...opts });
   }
 
-  kill9(): Promise<Exit> {
-    this.stopping = true;
-    if (!this.exit) this.child.kill('SIGKILL');
-    return this.exited;
-  }
-
-  /** SIGTERM and wait (SIGKILL after `timeoutMs`). */
-  async stop(timeoutMs = 15_000): Promise<Exit> {
-    if (this.exit) return this.exit;
-    this.stopping = true;
-    this.child.kill('SIGTERM');
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), timeoutMs);
-    const exit = await this.exited;
-    clearTimeout(timer);
-    return exit;
+  /** SIGTERM and wait (SIGKILL after `timeoutMs`); a relay that needed the SIGKILL is no error here. */
+  override stop(timeoutMs = 15_000): Promise<Exit> {
+    return this.terminate(timeoutMs);
   }
 }
 
@@ -146,9 +78,7 @@ export async function startRelayChild(env: Record<string, string>, opts: { host?
     },
     opts.host,
   );
-  const line = await relay.waitForLog((l) => l.msg.startsWith('callback-relay listening on'));
-  relay.url = String(line.url);
-  return relay;
+  return untilListening(relay);
 }
 
 /** SIGKILLs every relay this file started that still runs (for afterAll, also after failures). */

@@ -35,6 +35,13 @@ export function relayEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
 
 const children = new Set<RelayProcess>();
 
+export interface SpawnOptions {
+  /** A command line that runs `node dist/main.js` for it (e.g. `unshare …`); it must exec into node, so that the pid is the relay's own. */
+  via?: string[];
+  /** In a process group of its own. */
+  detached?: boolean;
+}
+
 export class RelayProcess {
   readonly child: ChildProcess;
   readonly logs: LogLine[] = [];
@@ -46,8 +53,12 @@ export class RelayProcess {
   url = '';
   private waiters: Array<() => void> = [];
 
-  constructor(readonly env: Record<string, string>) {
-    this.child = spawn(process.execPath, [MAIN_JS], { cwd: ROOT, env: relayEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+  constructor(
+    readonly env: Record<string, string>,
+    { via = [], detached = false }: SpawnOptions = {},
+  ) {
+    const [command, ...args] = [...via, process.execPath, MAIN_JS];
+    this.child = spawn(command, args, { cwd: ROOT, env: relayEnv(env), stdio: ['ignore', 'pipe', 'pipe'], detached });
     children.add(this);
     readline.createInterface({ input: this.child.stdout! }).on('line', (line) => {
       this.stdoutLines.push(line);
@@ -92,11 +103,18 @@ export class RelayProcess {
     for (const w of waiters) w();
   }
 
+  /** How many of its last stdout lines a failure message shows. */
+  protected readonly stdoutLinesInFailures: number = Infinity;
+
+  private outputForFailure(): string {
+    return `stdout:\n${this.stdoutLines.slice(-this.stdoutLinesInFailures).join('\n')}\nstderr:\n${this.stderr}`;
+  }
+
   /** Resolves with the first log line `match` accepts; rejects on timeout or exit. */
   waitForLog(match: (l: LogLine) => boolean, timeoutMs = 15_000): Promise<LogLine> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(
-        () => reject(new Error(`no matching log line within ${timeoutMs} ms; stdout:\n${this.stdoutLines.join('\n')}\nstderr:\n${this.stderr}`)),
+        () => reject(new Error(`relay ${this.pid}: no matching log line within ${timeoutMs} ms; ${this.outputForFailure()}`)),
         timeoutMs,
       );
       const check = () => {
@@ -106,7 +124,7 @@ export class RelayProcess {
           resolve(found);
         } else if (this.exit) {
           clearTimeout(timer);
-          reject(new Error(`relay exited (${JSON.stringify(this.exit)}) before the log line; stdout:\n${this.stdoutLines.join('\n')}\nstderr:\n${this.stderr}`));
+          reject(new Error(`relay ${this.pid} exited (${JSON.stringify(this.exit)}) before the log line; ${this.outputForFailure()}`));
         } else {
           this.waiters.push(check);
         }
@@ -130,12 +148,18 @@ export class RelayProcess {
     return this.exited;
   }
 
-  /** SIGTERM and wait (at most `timeoutMs`, then SIGKILL and throw). */
-  async stop(timeoutMs = 15_000): Promise<Exit> {
+  /** SIGTERM and wait (SIGKILL after `timeoutMs`). */
+  async terminate(timeoutMs = 15_000): Promise<Exit> {
     this.signal('SIGTERM');
     const timer = setTimeout(() => this.signal('SIGKILL'), timeoutMs);
     const exit = await this.exited;
     clearTimeout(timer);
+    return exit;
+  }
+
+  /** SIGTERM and wait (at most `timeoutMs`, then SIGKILL and throw). */
+  async stop(timeoutMs = 15_000): Promise<Exit> {
+    const exit = await this.terminate(timeoutMs);
     if (exit.signal === 'SIGKILL') throw new Error(`relay ${this.pid} did not stop within ${timeoutMs} ms of SIGTERM`);
     return exit;
   }
@@ -150,15 +174,20 @@ export async function withTestDatabase(env: Record<string, string>): Promise<Rec
   return { ...env, ...(await relayDatabaseEnv(env)) };
 }
 
+/** Waits for the relay's "listening" line and reads its `url` from it. */
+export async function untilListening<R extends RelayProcess>(relay: R, timeoutMs?: number): Promise<R> {
+  const line = await relay.waitForLog((l) => l.msg.startsWith('callback-relay listening on'), timeoutMs);
+  relay.url = String(line.url);
+  return relay;
+}
+
 /** Spawns a relay and waits for its "listening" line; `url` is read from that line. */
 export async function startRelayProcess(env: Record<string, string>, timeoutMs = 20_000): Promise<RelayProcess> {
   env = await withTestDatabase(env);
   for (let tries = 1; ; tries++) {
     const relay = new RelayProcess(env);
     try {
-      const line = await relay.waitForLog((l) => l.msg.startsWith('callback-relay listening on'), timeoutMs);
-      relay.url = String(line.url);
-      return relay;
+      return await untilListening(relay, timeoutMs);
     } catch (err) {
       // A relay never signals itself: a signal this test did not send came from another
       // process on the machine (a stray pkill). Start once more rather than fail on that.

@@ -1,7 +1,8 @@
 import { Router } from 'express';
 import { closestName } from '../../closest-name.js';
 import { isRefusal, type Engine } from '../../engine/engine.js';
-import { jsonBytes, tooLargeMessage } from '../../engine/limits.js';
+import { tooLargeMessage } from '../../engine/limits.js';
+import { jsonBytes } from '../../json-size.js';
 import type { WorkflowSpec } from '../../engine/workbook.js';
 import { ExecutionInput, ExecutionStateInput, toExecutionView, toTaskView } from '../../records/engine.js';
 import { EXECUTION_STATES, type ExecutionState } from '../../records/states.js';

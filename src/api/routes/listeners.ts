@@ -5,9 +5,9 @@ import {
   MASKED,
   specOf,
   toListenerView,
-  type ListenerHealth,
   type StoredListener,
 } from '../../records/listener.js';
+import type { ListenerHealth } from '../../records/listener-health.js';
 import { healthSince, listenerHealth, newListenerHealth } from '../../records/health.js';
 import { callbackOrigin, unmaskBrokerUrl, type Callback } from '../../records/callback.js';
 import { generateSecret, isValidSecret } from '../../dispatch/signing.js';

@@ -1,5 +1,5 @@
 import type { StatsPoint } from '../../records/health.js';
-import type { ListenerHealth } from '../../records/listener.js';
+import type { ListenerHealth } from '../../records/listener-health.js';
 import { dash, type Column, type FieldPair } from '../output.js';
 import { relativeTime, timeWithRelative } from '../relative-time.js';
 
