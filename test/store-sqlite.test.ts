@@ -622,7 +622,7 @@ describe('ordered deliveries', () => {
 
 describe('the listener gate in claims', () => {
   it('claims what admit takes, defers the rest to their time, and writes the states it changed', async () => {
-    await store.createListener(listener('r1', { rate_limit_per_s: 2 }));
+    await store.createListener(listener('r1', { rate_limit_per_s: 20 }));
     await store.createListener(listener('b1'));
     await store.appendEvents(P, ['a', 'b', 'c'].map((id) => event(id)), toAll(['r1', 'b1']), 1_000);
     const asked: Array<{ candidates: string[]; listeners: Record<string, GateListener> }> = [];
@@ -632,12 +632,13 @@ describe('the listener gate in claims', () => {
     };
     const byEvent = (listenerId: string) => queueOf(listenerId).map(([e, , at]) => [e, at]);
 
-    // The bucket holds 2: a and b of r1 go, c of r1 waits half a second; b1 has no limit.
+    // The bucket holds 2 (a tenth of a second at 20/s): a and b of r1 go, c of r1 waits for the
+    // next token, 50 ms; b1 has no limit.
     const first = await claim({ owner: 'w1', now: 1_000, leaseMs: 60_000, limit: 10, admit });
     expect(sent(first).map(([e, l]) => `${l}:${e}`).sort()).toEqual(['b1:a', 'b1:b', 'b1:c', 'r1:a', 'r1:b']);
     expect(asked[0].candidates).toHaveLength(6);
-    expect(asked[0].listeners).toEqual({ r1: { state: initialGateState(1_000), ratePerS: 2 }, b1: { state: initialGateState(1_000), ratePerS: null } });
-    expect(byEvent('r1')[2]).toEqual(['c', 1_500]);
+    expect(asked[0].listeners).toEqual({ r1: { state: initialGateState(1_000), ratePerS: 20 }, b1: { state: initialGateState(1_000), ratePerS: null } });
+    expect(byEvent('r1')[2]).toEqual(['c', 1_050]);
     expect(Object.fromEntries(await store.listenerGates(P, ['r1', 'b1']))).toEqual({ r1: { ...initialGateState(1_000), tokens: 0, tokens_at: 1_000 } });
 
     // Recording b1's failures opens its breaker (the judgement is the test's: the store writes it).
@@ -646,7 +647,7 @@ describe('the listener gate in claims', () => {
     await store.recordAndClaim('w1', first.filter((d) => d.listenerId === 'b1').map((d) => outcome(d, 'pending', 1_010)), null, 1_010, judge);
     expect(byEvent('b1')).toEqual([['a', 2_010], ['b', 2_010], ['c', 2_010]]);
 
-    // At 2_010 r1's bucket has refilled by 2.02 tokens (to its capacity, 2): c goes. b1's breaker
+    // At 2_010 r1's bucket has refilled by 20.2 tokens (to its capacity, 2): c goes. b1's breaker
     // holds all three until the probe time.
     const second = await claim({ owner: 'w1', now: 2_010, leaseMs: 60_000, limit: 10, admit });
     expect(sent(second)).toEqual([['c', 'r1', null]]);

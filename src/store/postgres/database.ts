@@ -85,6 +85,21 @@ async function committed(commit: Promise<pg.QueryResult>): Promise<void> {
   if ((await commit).command === 'ROLLBACK') throw new Error('the transaction was rolled back at its commit');
 }
 
+/**
+ * Runs `send` with the connection's socket corked, so the queries it starts leave in one write:
+ * each write to the server wakes its backend, and a transaction's BEGIN and first statement
+ * (or its last statement and COMMIT) need only one.
+ */
+function inOneWrite<T>(client: pg.PoolClient, send: () => T): T {
+  const stream = (client as unknown as { connection?: { stream?: { cork?(): void; uncork?(): void } } }).connection?.stream;
+  stream?.cork?.();
+  try {
+    return send();
+  } finally {
+    stream?.uncork?.();
+  }
+}
+
 /** A transaction's connection; `committed` is set once commitWith has committed. */
 function connOf(client: pg.PoolClient): Conn & { committed: boolean; commitDone(): void } {
   const after = new Set<() => void>();
@@ -107,8 +122,7 @@ function connOf(client: pg.PoolClient): Conn & { committed: boolean; commitDone(
       return (await client.query(asQuery(s, values))).rowCount ?? 0;
     },
     async commitWith<R>(s: Statement | string, values: readonly unknown[] = []) {
-      const result = client.query(asQuery(s, values));
-      const commit = client.query('COMMIT');
+      const [result, commit] = inOneWrite(client, () => [client.query(asQuery(s, values)), client.query('COMMIT')] as const);
       // Both are settled below; neither may reject unobserved meanwhile.
       result.catch(() => {});
       commit.catch(() => {});
@@ -194,11 +208,15 @@ export function openDatabase(settings: ConnectionSettings & { pool: number; log:
         const client = await connect();
         let value: T;
         try {
-          const begun = client.query('BEGIN');
-          // Its failure, if any, is the first statement's too; it is awaited before COMMIT.
-          begun.catch(() => {});
           const conn = connOf(client);
-          value = await fn(conn);
+          // BEGIN leaves with the statement `fn` starts first (when it starts one at once). Its
+          // failure, if any, is that statement's too; it is awaited before COMMIT.
+          const [begun, done] = inOneWrite(client, () => {
+            const begin = client.query('BEGIN');
+            begin.catch(() => {});
+            return [begin, fn(conn)] as const;
+          });
+          value = await done;
           await begun;
           if (!conn.committed) {
             await committed(client.query('COMMIT'));
