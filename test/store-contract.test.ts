@@ -430,6 +430,32 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       expect((await store.getEvent(P, 'a'))!.received_at).toBe(T);
     });
 
+    it('answers concurrent calls as if they ran one by one: a conflicting call alone fails, a repeated id is a duplicate, numbers have no gap', async () => {
+      await seed(['a']);
+      // The calls after the first few wait for those and may share a transaction (a store may
+      // commit concurrent calls together): the conflicting ones come last, among them.
+      const calls = [
+        ...Array.from({ length: 20 }, (_, i) => [event(`s${i}`)]),
+        [event('b'), event('c')],
+        [event('d'), event('a', {}, 'another body')],
+        [event('c'), event('e')],
+        [event('f', {}, 'first'), event('f', {}, 'second')],
+      ];
+      const settled = await Promise.allSettled(calls.map((list) => store.appendEvents(P, list, routing, T + 1)));
+      expect(settled.map((r) => r.status)).toEqual([...calls.slice(0, 20).map(() => 'fulfilled'), 'fulfilled', 'rejected', 'fulfilled', 'rejected']);
+      expect((settled[21] as PromiseRejectedResult).reason).toBeInstanceOf(StoreConflictError);
+      expect((settled[23] as PromiseRejectedResult).reason).toBeInstanceOf(StoreConflictError);
+      const answered = settled.map((r) => (r.status === 'fulfilled' ? r.value.map((x) => [x.id, x.duplicate]) : null));
+      expect(answered.slice(20, 23)).toEqual([[['b', false], ['c', false]], null, [['c', true], ['e', false]]]);
+      // Nothing of a refused call is stored, and exec-1's numbers run on without a gap.
+      expect(await store.getEvent(P, 'd')).toBeNull();
+      expect(await store.getEvent(P, 'f')).toBeNull();
+      const sequences = (await store.listEvents(P, { limit: 100, execution_id: 'exec-1' })).map((e) => [e.envelope.id, e.envelope.sequence]);
+      expect(sequences.map(([, n]) => n)).toEqual(Array.from({ length: 24 }, (_, i) => i + 1));
+      expect(new Set(sequences.map(([id]) => id))).toEqual(new Set(['a', 'b', 'c', 'e', ...Array.from({ length: 20 }, (_, i) => `s${i}`)]));
+      expect(await store.listDeliveries(P, { limit: 100 })).toHaveLength(24);
+    });
+
     it('numbers concurrent appends to one execution 1..n, from two processes', async () => {
       const other = await db.open();
       await store.createListener(listener('l1'));

@@ -82,19 +82,52 @@ const pages = { asc: pageIn('asc'), desc: pageIn('desc') };
 const REPLAY_PAGE = 1000;
 
 /** Every event statement of the PostgreSQL backend. */
-export function eventQueries(db: Database, notice: DueNotice) {
+/** Calls of a batch refused for a conflict (by their place in the batch), so that the others run again without them. */
+class CallsRefused extends Error {
+  constructor(readonly refused: ReadonlyMap<number, StoreConflictError>) {
+    super(`${refused.size} call(s) of the batch refused`);
+  }
+}
+
+const conflict = (id: string) => new StoreConflictError(`event ${id} already exists with a different body`);
+
+/** One appendEvents call waiting for its batch. */
+interface Call {
+  project: string;
+  list: NewEvent[];
+  routing: ListenerRouting;
+  now: number;
+  resolve(results: AppendedEvent[]): void;
+  reject(err: unknown): void;
+}
+
+/** Events one batched transaction takes at most (a batch API request alone may bring 1000). */
+const BATCH_EVENTS = 1000;
+
+export function eventQueries(db: Database, notice: DueNotice, { appendsAtOnce = 4 }: { appendsAtOnce?: number } = {}) {
   /**
-   * An append inside a transaction; `last`: it ends the transaction (and commits it). A
-   * concurrent append that took one of the ids fails it with raise_retry: it runs again.
+   * Appends inside a transaction the events of one or more calls, as if the calls ran one
+   * after the other: an id an earlier call (or the same call) brought is a duplicate, or a
+   * conflict when its body differs. A call with a conflict fails the transaction with
+   * CallsRefused before anything is written for it. `last`: the append ends the transaction (and
+   * commits it). A concurrent append that took one of the ids fails it with raise_retry: it runs again.
    */
-  async function append(c: Conn, project: string, list: NewEvent[], routing: ListenerRouting, now: number, last: boolean): Promise<AppendedEvent[]> {
-    // The same id twice in one call: the later one is a duplicate of the earlier (or a conflict).
+  async function appendCalls(c: Conn, project: string, calls: NewEvent[][], routing: ListenerRouting, now: number, last: boolean): Promise<AppendedEvent[][]> {
+    const refused = new Map<number, StoreConflictError>();
     const firsts = new Map<string, NewEvent>();
-    for (const e of list) {
-      const first = firsts.get(e.envelope.id);
-      if (!first) firsts.set(e.envelope.id, e);
-      else if (first.bodyHash !== e.bodyHash) throw new StoreConflictError(`event ${e.envelope.id} already exists with a different body`);
-    }
+    calls.forEach((list, i) => {
+      const mine = new Map<string, NewEvent>();
+      for (const e of list) {
+        const first = mine.get(e.envelope.id) ?? firsts.get(e.envelope.id);
+        if (!first) mine.set(e.envelope.id, e);
+        else if (first.bodyHash !== e.bodyHash) {
+          refused.set(i, conflict(e.envelope.id));
+          return;
+        }
+      }
+      for (const [id, e] of mine) firsts.set(id, e);
+    });
+    if (refused.size) throw new CallsRefused(refused);
     const unique = [...firsts.values()];
     const rows = await c.rows<{ kind: string; key: string | null; value: number | null; hash: string | null }>(prepareAppend, [
       project,
@@ -109,14 +142,16 @@ export function eventQueries(db: Database, notice: DueNotice) {
       else if (r.kind === 'existing') existing.set(r.key!, r.hash!);
       else lastSequence.set(r.key!, r.value!);
     }
-    for (const e of unique) {
-      const hash = existing.get(e.envelope.id);
-      if (hash !== undefined && hash !== e.bodyHash) throw new StoreConflictError(`event ${e.envelope.id} already exists with a different body`);
-    }
+    calls.forEach((list, i) => {
+      const clash = list.find((e) => existing.has(e.envelope.id) && existing.get(e.envelope.id) !== e.bodyHash);
+      if (clash) refused.set(i, conflict(clash.envelope.id));
+    });
+    // The sequences just reserved counted the refused calls' events too: run again without them.
+    if (refused.size) throw new CallsRefused(refused);
     const fresh = unique.filter((e) => !existing.has(e.envelope.id));
     const outbox: OutboxEvent[] = [];
     if (fresh.length) {
-      // Each execution's new events take the numbers just reserved, in the call's order.
+      // Each execution's new events take the numbers just reserved, in the calls' order.
       const next = new Map<string, number>();
       for (const e of fresh) {
         const x = e.envelope.execution_id;
@@ -134,13 +169,76 @@ export function eventQueries(db: Database, notice: DueNotice) {
     }
     const deliveries = new Map(outbox.map((o) => [o.envelope.id, o.listenerIds.length]));
     const answered = new Set<string>();
-    return list.map((e) => {
-      const id = e.envelope.id;
-      const made = deliveries.get(id);
-      if (made === undefined || answered.has(id)) return { id, duplicate: true, deliveries: 0 };
-      answered.add(id);
-      return { id, duplicate: false, deliveries: made };
-    });
+    return calls.map((list) =>
+      list.map((e) => {
+        const id = e.envelope.id;
+        const made = deliveries.get(id);
+        if (made === undefined || answered.has(id)) return { id, duplicate: true, deliveries: 0 };
+        answered.add(id);
+        return { id, duplicate: false, deliveries: made };
+      }),
+    );
+  }
+
+  /** An append of one call inside the caller's transaction. */
+  async function append(c: Conn, project: string, list: NewEvent[], routing: ListenerRouting, now: number, last: boolean): Promise<AppendedEvent[]> {
+    try {
+      return (await appendCalls(c, project, [list], routing, now, last))[0];
+    } catch (err) {
+      if (err instanceof CallsRefused) throw err.refused.get(0);
+      throw err;
+    }
+  }
+
+  /*
+   * Group commit for appends. At most `appendsAtOnce` append transactions run at once; calls
+   * that come meanwhile wait, and the next transaction takes every waiting call of the first
+   * one's project (up to BATCH_EVENTS events), so a stream of single-event requests costs a
+   * transaction per several events, not one each. A call alone is written at once. Each call
+   * is answered after the commit that stored its events, as if the calls had run one by one.
+   */
+  const waiting: Call[] = [];
+  let running = 0;
+
+  async function runBatch(batch: Call[]): Promise<void> {
+    let calls = batch;
+    while (calls.length) {
+      // The calls' receive times differ by the moments they waited: the batch takes the latest.
+      const now = Math.max(...calls.map((x) => x.now));
+      try {
+        const results = await db.transaction((c) => appendCalls(c, calls[0].project, calls.map((x) => x.list), calls[0].routing, now, true));
+        calls.forEach((x, i) => x.resolve(results[i]));
+        return;
+      } catch (err) {
+        if (!(err instanceof CallsRefused)) {
+          for (const x of calls) x.reject(err);
+          return;
+        }
+        for (const [i, e] of err.refused) calls[i].reject(e);
+        calls = calls.filter((_, i) => !err.refused.has(i));
+      }
+    }
+  }
+
+  function pump() {
+    while (running < appendsAtOnce && waiting.length) {
+      const first = waiting[0];
+      const batch: Call[] = [];
+      let events = 0;
+      for (let i = 0; i < waiting.length; ) {
+        const x = waiting[i];
+        if (x.project === first.project && x.routing === first.routing && (batch.length === 0 || events + x.list.length <= BATCH_EVENTS)) {
+          batch.push(x);
+          events += x.list.length;
+          waiting.splice(i, 1);
+        } else i++;
+      }
+      running++;
+      void runBatch(batch).finally(() => {
+        running--;
+        pump();
+      });
+    }
   }
 
   /** Replays the rows `next` pages through (after the last one given), up to `limit` that match, a page per insert. */
@@ -189,9 +287,15 @@ export function eventQueries(db: Database, notice: DueNotice) {
   return {
     /** As appendEvents, inside the caller's transaction (the relay's own events, recorded with attempts). */
     appendIn: (c: Conn, project: string, list: NewEvent[], routing: ListenerRouting, now: number) => append(c, project, list, routing, now, false),
-    /** Writes the events with their sequences and deliveries in one transaction: all or none. */
+    /**
+     * Writes the events with their sequences and deliveries in one transaction, all or none
+     * (possibly together with other calls' events: see pump).
+     */
     appendEvents(project: string, list: NewEvent[], routing: ListenerRouting, now: number): Promise<AppendedEvent[]> {
-      return db.transaction((c) => append(c, project, list, routing, now, true));
+      return new Promise<AppendedEvent[]>((resolve, reject) => {
+        waiting.push({ project, list, routing, now, resolve, reject });
+        pump();
+      });
     },
     /** Whether `text` is a cursor `list` hands out: an event's seq, in decimal. */
     isCursor: isEventCursor,

@@ -56,7 +56,7 @@ export async function openPostgresStore(o: PostgresOptions): Promise<Store> {
   const notice = dueNotice(db, o.schema, self, o.log);
   const due = createDueListener(settings, self, o.log);
   const listeners = listenerQueries(db, notice);
-  const events = eventQueries(db, notice);
+  const events = eventQueries(db, notice, { appendsAtOnce: Math.max(1, Math.floor(o.pool / 2)) });
   const deliveries = deliveryQueries(db, notice);
   const queue = queueQueries(db, { notice, append: events.appendIn });
   const rollups = rollupQueries(db);
