@@ -125,12 +125,13 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
 
   // A full batch of outcomes wakes the loop at once; fewer wait up to flushDelayMs, so that one
   // commit records many. Outcomes that hand an ordered execution on are recorded as soon as
-  // every attempt this process holds has finished: waiting longer could batch nothing more, and
-  // the execution's next delivery waits for that record.
+  // half the attempts this process holds have finished: the execution's next delivery waits
+  // for that record, and the other half's attempts finish while it is written, to be recorded
+  // (and their executions' next deliveries claimed) by the cycle after.
   function resultReady(result: AttemptResult, handsOn: boolean) {
     results.push(result);
     if (handsOn) unblocking++;
-    if (results.length >= batchSize || !running || (unblocking > 0 && results.length >= inFlight.size)) {
+    if (results.length >= batchSize || !running || (unblocking > 0 && results.length * 2 >= inFlight.size)) {
       if (flushTimer) clearTimeout(flushTimer);
       flushTimer = null;
       wake();
