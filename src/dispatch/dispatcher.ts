@@ -120,8 +120,8 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
   const signal = createWakeSignal();
   const { wake, sleep } = signal;
 
-  /** Finished attempts waiting to be recorded whose recording lets held work go (ordered heads). */
-  let unblocking = 0;
+  /** Whether a finished attempt waiting to be recorded lets held work go (an ordered head). */
+  let handingOn = false;
 
   // A full batch of outcomes wakes the loop at once; fewer wait up to flushDelayMs, so that one
   // commit records many. Outcomes that hand an ordered execution on are recorded as soon as
@@ -130,8 +130,8 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
   // (and their executions' next deliveries claimed) by the cycle after.
   function resultReady(result: AttemptResult, handsOn: boolean) {
     results.push(result);
-    if (handsOn) unblocking++;
-    if (results.length >= batchSize || !running || (unblocking > 0 && results.length * 2 >= inFlight.size)) {
+    handingOn ||= handsOn;
+    if (results.length >= batchSize || !running || (handingOn && results.length * 2 >= inFlight.size)) {
       if (flushTimer) clearTimeout(flushTimer);
       flushTimer = null;
       wake();
@@ -160,7 +160,7 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
   async function cycle(claim: boolean): Promise<CycleResult> {
     const batch = results;
     results = [];
-    unblocking = 0;
+    handingOn = false;
     let dueProjects = 0;
     const hasRoom = claim && gate.inFlight < maxInFlight;
     const now = Date.now();

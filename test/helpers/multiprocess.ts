@@ -3,7 +3,7 @@ import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { Webhook } from 'standardwebhooks';
 import { request, type ApiResponse } from './relay.js';
-import { RelayProcess, untilListening, type Exit, type LogLine } from './relay-process.js';
+import { bodyServer, RelayProcess, untilListening, type Exit, type LogLine } from './relay-process.js';
 
 /*
  * Several relay processes (`node dist/main.js`; run `npm run build` first) on one PostgreSQL
@@ -176,14 +176,7 @@ export class HookReceiver {
 
   /** `pids()`: the relay processes a request may come from. */
   constructor(private readonly pids: () => number[]) {
-    this.server = http.createServer((req, res) => {
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => void this.handle(req, res, Buffer.concat(chunks).toString('utf8')));
-      req.on('error', () => {});
-      res.on('error', () => {});
-    });
-    this.server.keepAliveTimeout = 65_000;
+    this.server = bodyServer((req, res, body) => this.handle(req, res, body));
     // Looked up as the connection is accepted, the earliest moment: a sender that gives up on
     // a slow answer closes its end, and then /proc no longer tells whose it was.
     this.server.on('connection', (socket: Socket) => {

@@ -27,6 +27,22 @@ export interface Exit {
 }
 
 /** The parent's environment without any RELAY_ variable, plus `extra`. */
+/**
+ * A receiver's server: `handle` gets each request with its whole body as text. Aborted requests
+ * and answers are ignored, and connections stay open longer than the relay's keep-alive.
+ */
+export function bodyServer(handle: (req: http.IncomingMessage, res: http.ServerResponse, body: string) => unknown): http.Server {
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => void handle(req, res, Buffer.concat(chunks).toString('utf8')));
+    req.on('error', () => {});
+    res.on('error', () => {});
+  });
+  server.keepAliveTimeout = 65_000;
+  return server;
+}
+
 export function relayEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('RELAY_')) env[k] = v;
@@ -250,14 +266,7 @@ export class Receiver {
 
   constructor(options: ReceiverOptions = {}) {
     this.delayMs = options.delayMs ?? (() => Math.random() * 5);
-    this.server = http.createServer((req, res) => {
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => void this.handle(req, res, Buffer.concat(chunks).toString('utf8')));
-      req.on('error', () => {});
-      res.on('error', () => {});
-    });
-    this.server.keepAliveTimeout = 65_000;
+    this.server = bodyServer((req, res, body) => this.handle(req, res, body));
   }
 
   async listen(): Promise<this> {
