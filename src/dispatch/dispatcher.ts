@@ -388,7 +388,14 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
         await backOff(backoffDelay(storeFailures, { baseMs: 100, maxMs: 30_000 }));
         continue;
       }
-      if (r.asked > 0 && r.claimed === r.asked) continue; // more may be due right now
+      if (r.asked > 0 && r.claimed === r.asked) {
+        // More may be due. A full batch leaves room for more: claim again at once. When the
+        // room ran out first, the attempts in flight free it as they finish, and their outcomes
+        // wake the loop (a batch of them, or flushDelayMs after the first): one cycle then
+        // records them and refills, instead of a small cycle for each few that finished.
+        if (r.asked < batchSize) await sleep(idlePollMs);
+        continue;
+      }
       let wait = idlePollMs;
       // No room, or work is due but no project had room: the next finished attempt wakes the
       // loop. Otherwise everything due was claimed: sleep until the next try is due.
