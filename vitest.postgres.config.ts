@@ -24,6 +24,7 @@ export const POSTGRES_RUN = [
   'cli-verify',
   'delivery',
   'delivery-options',
+  'dispatch-thread',
   'engine',
   'engine-crash',
   'engine-http-credentials',

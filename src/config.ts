@@ -48,6 +48,7 @@ const variables = {
     .default('public'),
   RELAY_DATABASE_POOL: int(1, 1000).default(10),
   RELAY_ROLE: z.enum(['all', 'api', 'dispatcher', 'engine']).default('all'),
+  RELAY_DISPATCH_THREAD: z.enum(['on', 'off']).default('on'),
   RELAY_TOKENS: z.string().default(''),
   RELAY_ALLOW_NETWORKS: z.string().default(''),
   RELAY_ALLOW_LOOPBACK: z.enum(LOOPBACK_MODES).default('auto'),
@@ -108,6 +109,8 @@ export interface Config {
   database: DatabaseConfig;
   /** RELAY_ROLE (the --role flag overrides it). */
   role: 'all' | 'api' | 'dispatcher' | 'engine';
+  /** RELAY_DISPATCH_THREAD: role `all` dispatches in a worker thread of its own (`node dist/main.js`). */
+  dispatchThread: boolean;
   /** token → project, from RELAY_TOKENS; empty means "generate admin.token". */
   tokens: Map<string, string>;
   allowNetworks: Cidr[];
@@ -279,6 +282,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, stdoutIsTTY = p
     databasePath,
     database,
     role: r.RELAY_ROLE,
+    dispatchThread: r.RELAY_DISPATCH_THREAD === 'on',
     tokens: guarded('RELAY_TOKENS', () => parseTokens(r.RELAY_TOKENS)),
     allowNetworks: guarded('RELAY_ALLOW_NETWORKS', () => parseAllowNetworks(r.RELAY_ALLOW_NETWORKS)),
     allowLoopback: r.RELAY_ALLOW_LOOPBACK,

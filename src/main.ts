@@ -8,7 +8,9 @@ import { TransportLoadError } from './transports/registry.js';
 const USAGE = `usage: callback-relay-server [--role all|api|dispatcher|engine]
 
 Runs the relay: the REST API, the workflow engine, the dispatcher and the background pruner.
-  --role all         everything in one process (default, or RELAY_ROLE)
+  --role all         everything in one process (default, or RELAY_ROLE); the
+                     dispatcher runs in a thread of its own (RELAY_DISPATCH_THREAD=off:
+                     one thread)
   --role api         the REST API and ingest; engine state changes commit here, other
                      processes run tasks and dispatch
   --role dispatcher  the dispatcher only, with /healthz, /readyz and /metrics
@@ -58,7 +60,7 @@ for (const event of ['uncaughtException', 'unhandledRejection'] as const) {
 // Everything this process creates holds secrets (the database, admin.token): owner-only.
 process.umask(0o077);
 try {
-  const relay = await startRelay(config, log, { role });
+  const relay = await startRelay(config, log, { role, dispatchThread: config.dispatchThread });
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;

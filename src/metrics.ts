@@ -1,46 +1,60 @@
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 import type { AttemptResult, Store } from './store/store.js';
 
-/** One registry per relay instance, so tests can run several relays in one process. */
+/** Metrics as prom-client exports them to another thread (`Registry.getMetricsAsJSON`). */
+export type MetricsJson = MetricObjectWithValues<MetricValue<string>>[];
+
+/** What `GET /metrics` serves. */
+export interface MetricsSource {
+  contentType: string;
+  metrics(): Promise<string>;
+}
+
+/**
+ * One registry per relay instance, so tests can run several relays in one process. The
+ * dispatcher's metrics are also kept apart (`dispatchRegistry`): a dispatcher in a worker
+ * thread has its own, which the main thread adds to what it serves (`withThreadMetrics`).
+ */
 export function createMetrics(store: Store) {
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'relay_' });
+  const base = new Registry();
+  const dispatchRegistry = new Registry();
+  collectDefaultMetrics({ register: base, prefix: 'relay_' });
 
   const eventsIngested = new Counter({
     name: 'relay_events_ingested_total',
     help: 'Events stored in the outbox (duplicates not counted), by source',
     labelNames: ['source'] as const,
-    registers: [registry],
+    registers: [base],
   });
   const attempts = new Counter({
     name: 'relay_delivery_attempts_total',
     help: 'Delivery attempts by outcome: succeeded, retry (another try is scheduled), failed (no tries left), held (410 turned the listener off)',
     labelNames: ['outcome'] as const,
-    registers: [registry],
+    registers: [dispatchRegistry],
   });
   const attemptSeconds = new Histogram({
     name: 'relay_delivery_attempt_duration_seconds',
     help: 'Duration of delivery attempts, from sending to the end of the answer',
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
-    registers: [registry],
+    registers: [dispatchRegistry],
   });
   const amqpConsumed = new Counter({
     name: 'relay_amqp_messages_consumed_total',
     help: 'Notifications taken from RabbitMQ and acknowledged after their event committed (a redelivery stored once included), by queue',
     labelNames: ['queue'] as const,
-    registers: [registry],
+    registers: [base],
   });
   const amqpRejected = new Counter({
     name: 'relay_amqp_messages_rejected_total',
     help: 'Notifications rejected without requeue (too_large, not_json, bad_envelope, no_event_type, invalid_field, id_conflict), by reason',
     labelNames: ['reason'] as const,
-    registers: [registry],
+    registers: [base],
   });
   const depth = async () => store.queueDepth(Date.now());
   new Gauge({
     name: 'relay_deliveries_due',
     help: 'Pending deliveries due now (in flight ones included)',
-    registers: [registry],
+    registers: [base],
     async collect() {
       this.set((await depth()).due);
     },
@@ -48,7 +62,7 @@ export function createMetrics(store: Store) {
   new Gauge({
     name: 'relay_deliveries_scheduled',
     help: 'Pending deliveries waiting for a later try',
-    registers: [registry],
+    registers: [base],
     async collect() {
       this.set((await depth()).scheduled);
     },
@@ -56,7 +70,7 @@ export function createMetrics(store: Store) {
   new Gauge({
     name: 'relay_oldest_due_delivery_age_seconds',
     help: 'How long the oldest due, unclaimed delivery has been waiting (0 when none)',
-    registers: [registry],
+    registers: [base],
     async collect() {
       const { oldestDueAt } = await depth();
       this.set(oldestDueAt === null ? 0 : Math.max(0, (Date.now() - oldestDueAt) / 1000));
@@ -64,7 +78,8 @@ export function createMetrics(store: Store) {
   });
 
   return {
-    registry,
+    registry: Registry.merge([base, dispatchRegistry]),
+    dispatchRegistry,
     eventStored(source: string) {
       eventsIngested.inc({ source });
     },
@@ -85,3 +100,20 @@ export function createMetrics(store: Store) {
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
+
+/**
+ * What this thread's registry holds, plus what `fromThreads` answers (each thread's dispatch
+ * metrics, summed by name). A thread that does not answer is left out rather than failing
+ * the scrape.
+ */
+export function withThreadMetrics(registry: Registry, fromThreads: () => Promise<MetricsJson[]>): MetricsSource {
+  return {
+    contentType: registry.contentType,
+    async metrics() {
+      const others = await fromThreads().catch(() => []);
+      if (others.length === 0) return registry.metrics();
+      const own = (await registry.getMetricsAsJSON()) as MetricsJson;
+      return AggregatorRegistry.aggregate([own, ...others]).metrics();
+    },
+  };
+}

@@ -6,12 +6,13 @@ import { createApp } from './api/app.js';
 import type { ReadinessCheck } from './api/routes/operations.js';
 import { ensureAdminToken, tokenRegistry } from './api/auth.js';
 import { createDispatcher } from './dispatch/dispatcher.js';
+import { startDispatchThread, type DispatchThread } from './dispatch/thread.js';
 import { createEngine } from './engine/engine.js';
 import type { RunnerHooks } from './engine/runner.js';
 import { createFanOut } from './fanout/fanout.js';
 import { createAmqpConsumer } from './ingest/amqp-consumer.js';
 import { createIngest } from './ingest/ingest.js';
-import { createMetrics } from './metrics.js';
+import { createMetrics, withThreadMetrics, type MetricsJson } from './metrics.js';
 import { createNetworkGuard, describeLoopbackPolicy, loopbackAllowed, type NetworkGuard } from './net/network-guard.js';
 import { startPruner } from './store/pruner.js';
 import { openStore } from './store/open.js';
@@ -26,6 +27,10 @@ export interface Relay {
   port: number;
   /** Stops accepting, lets work in flight finish, closes the database. Safe to call twice. */
   close(): Promise<void>;
+  /** Tells this process's dispatcher that deliveries were committed (none where it does not dispatch). */
+  wakeDispatcher(): void;
+  /** The dispatcher's metrics, for the main thread when this relay is its dispatch thread. */
+  dispatchMetrics(): Promise<MetricsJson>;
 }
 
 export const ROLES = ['all', 'api', 'dispatcher', 'engine'] as const;
@@ -40,6 +45,15 @@ export interface RelayOptions {
   role?: Role;
   /** Test hooks of the engine's runner (a failure injected between an action's result and its commit). */
   engineHooks?: RunnerHooks;
+  /**
+   * Role `all` only: the dispatcher runs in a worker thread with its own database connection
+   * (src/dispatch/thread.ts), so that the API and the dispatcher each have a core. Needs the
+   * compiled code (`dist/`) and a configuration from the environment, as `node dist/main.js`
+   * has; a thread that dies stops the process (exit 70), as an uncaught error does.
+   */
+  dispatchThread?: boolean;
+  /** This relay is that thread: no HTTP server, no API token, no pruner (the main thread has them). */
+  inDispatchThread?: boolean;
 }
 
 /**
@@ -60,25 +74,30 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
 
   try {
     const role = options.role ?? config.role;
+    const threaded = role === 'all' && options.dispatchThread === true;
     const serves = {
       api: role === 'all' || role === 'api',
       engine: role === 'all' || role === 'engine',
-      dispatcher: role === 'all' || role === 'dispatcher',
+      dispatcher: (role === 'all' && !threaded) || role === 'dispatcher',
+      http: options.inDispatchThread !== true,
     };
     const store = await openStore(config, log);
     cleanups.push(() => store.close());
-    log.info(
-      {
-        backend: store.backend,
-        database: store.location,
-        migrations: store.appliedMigrations,
-        ...(store.backend === 'sqlite' ? { synchronous: config.durability } : {}),
-      },
-      store.appliedMigrations.length ? 'database migrated' : 'database up to date',
-    );
+    // The dispatch thread's lines would repeat the main thread's.
+    if (serves.http) {
+      log.info(
+        {
+          backend: store.backend,
+          database: store.location,
+          migrations: store.appliedMigrations,
+          ...(store.backend === 'sqlite' ? { synchronous: config.durability } : {}),
+        },
+        store.appliedMigrations.length ? 'database migrated' : 'database up to date',
+      );
+    }
 
     let tokens = config.tokens;
-    if (tokens.size === 0) {
+    if (tokens.size === 0 && serves.http) {
       const admin = ensureAdminToken(config.dataDir);
       tokens = new Map([[admin.token, 'default']]);
       log.info({ file: admin.file, project: 'default', created: admin.created }, 'no RELAY_TOKENS set: the API token is in this file');
@@ -90,10 +109,12 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
       allowLoopback,
       ownPort: config.port === 0 ? undefined : config.port,
     });
-    log.info(
-      { allow_loopback: config.allowLoopback, loopback_allowed: allowLoopback },
-      describeLoopbackPolicy(config.allowLoopback, config.host, guard),
-    );
+    if (serves.http) {
+      log.info(
+        { allow_loopback: config.allowLoopback, loopback_allowed: allowLoopback },
+        describeLoopbackPolicy(config.allowLoopback, config.host, guard),
+      );
+    }
     const metrics = createMetrics(store);
     const fanOut = createFanOut({
       onUncompilable: (listener, err) =>
@@ -103,7 +124,7 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
     // The API checks a listener's transport against the enabled ones; the engine needs none.
     const transports = serves.api || serves.dispatcher ? await openTransports(config, guard, log) : createTransportRegistry([]);
     cleanups.push(() => transports.close());
-    if (serves.api || serves.dispatcher) {
+    if ((serves.api || serves.dispatcher) && !options.inDispatchThread) {
       log.info({ transports: transports.names }, `transports enabled: ${transports.names.join(', ') || 'none'}`);
     }
     const dispatcher = serves.dispatcher
@@ -123,13 +144,22 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
       dispatcher.start();
       cleanups.push(() => dispatcher.stop());
     }
+    // The dispatch thread starts once the server listens (it must know the port to refuse
+    // callbacks to it); it stops here, after the server has closed and before the store.
+    let thread: DispatchThread | null = null;
+    if (threaded) cleanups.push(() => thread?.stop());
     // Deliveries committed here start at once where this process dispatches; elsewhere the
     // dispatchers hear of them from the database (PostgreSQL) or their next poll.
-    const wakeDispatcher = () => dispatcher?.wake();
+    const wakeDispatcher = () => {
+      if (dispatcher) dispatcher.wake();
+      else thread?.wake();
+    };
 
     // Once per database at a time, whichever process holds the lock.
-    const pruner = startPruner({ store, log: log.child({ component: 'pruner' }), retentionDays: config.retentionDays });
-    cleanups.push(() => pruner.stop());
+    if (serves.http) {
+      const pruner = startPruner({ store, log: log.child({ component: 'pruner' }), retentionDays: config.retentionDays });
+      cleanups.push(() => pruner.stop());
+    }
 
     // State changes commit wherever the API runs; the runner (and its recovery of tasks whose
     // runner died, before the API takes requests) only in the engine's roles.
@@ -171,12 +201,20 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
       cleanups.push(() => consumer.stop());
       readiness.push(consumer.status);
     }
+    if (threaded) {
+      readiness.push(() => (thread?.alive === false ? { ready: false, detail: 'the dispatch thread has stopped' } : { ready: true, detail: 'the dispatch thread runs' }));
+    }
+    let closing: Promise<void> | undefined;
+    const closeRelay = () => (closing ??= runCleanups());
+    const dispatchMetrics = async () => (await metrics.dispatchRegistry.getMetricsAsJSON()) as MetricsJson;
+    if (!serves.http) return { url: '', port: 0, close: closeRelay, wakeDispatcher, dispatchMetrics };
+
     const app = createApp({
       store,
       tokens: tokenRegistry(tokens),
       transports,
       log,
-      metrics: metrics.registry,
+      metrics: withThreadMetrics(metrics.registry, async () => (thread ? [await thread.metrics()] : [])),
       ingest,
       fanOut,
       wakeDispatcher,
@@ -206,10 +244,20 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
     guard.setOwnPort(port);
     const host = config.host.includes(':') ? `[${config.host}]` : config.host;
     const url = `http://${host}:${port}`;
+    if (threaded) {
+      thread = await startDispatchThread({
+        data: { port, logFormat: config.logFormat },
+        log,
+        shutdownGraceMs: config.shutdownGraceMs,
+        onDied: (err) => {
+          log.fatal({ err }, 'the dispatch thread stopped: the relay stops rather than run without its dispatcher');
+          process.exit(70);
+        },
+      });
+      log.info('the dispatcher runs in its own thread');
+    }
     log.info({ url, port, role }, `callback-relay listening on ${url}`);
-
-    let closing: Promise<void> | undefined;
-    return { url, port, close: () => (closing ??= runCleanups()) };
+    return { url, port, close: closeRelay, wakeDispatcher, dispatchMetrics };
   } catch (err) {
     await runCleanups();
     throw err;

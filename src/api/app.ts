@@ -1,6 +1,6 @@
 import express from 'express';
 import type { Logger } from 'pino';
-import type { Registry } from 'prom-client';
+import type { MetricsSource } from '../metrics.js';
 import type { Engine } from '../engine/engine.js';
 import type { FanOutCache } from '../fanout/fanout.js';
 import type { Ingest } from '../ingest/ingest.js';
@@ -30,7 +30,7 @@ export interface AppDeps {
   /** The enabled transports, which listeners may name. */
   transports: TransportRegistry;
   log: Logger;
-  metrics: Registry;
+  metrics: MetricsSource;
   ingest: Ingest;
   fanOut: FanOutCache;
   /** Wakes the dispatcher after something became due. */

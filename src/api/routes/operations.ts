@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { Router } from 'express';
-import type { Registry } from 'prom-client';
+import type { MetricsSource } from '../../metrics.js';
 import type { OperationsStore } from '../../store/store.js';
 import { Problem } from '../problem.js';
 
@@ -10,7 +10,7 @@ export const OPENAPI_FILE = new URL('../../../openapi.yaml', import.meta.url);
 export type ReadinessCheck = () => { ready: boolean; detail: string };
 
 /** Routes for operators and load balancers; no token. */
-export function operationRoutes({ store, metrics, readiness = [] }: { store: OperationsStore; metrics: Registry; readiness?: ReadinessCheck[] }): Router {
+export function operationRoutes({ store, metrics, readiness = [] }: { store: OperationsStore; metrics: MetricsSource; readiness?: ReadinessCheck[] }): Router {
   const router = Router();
   const openapi = fs.readFileSync(OPENAPI_FILE, 'utf8');
 

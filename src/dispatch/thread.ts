@@ -1,0 +1,126 @@
+import { Worker } from 'node:worker_threads';
+import type { Logger } from 'pino';
+import type { MetricsJson } from '../metrics.js';
+
+/*
+ * The dispatcher on a core of its own: `npm start` (role `all`) runs the dispatcher and its
+ * transports in a worker thread with its own database connection, while the main thread serves
+ * the API and runs the engine. The thread is a `--role dispatcher` relay without an HTTP server
+ * (src/dispatch-worker.ts); the two threads speak only through these messages.
+ */
+
+/** Main thread → dispatch thread. */
+export type ToDispatchThread = { type: 'wake' } | { type: 'stop' } | { type: 'metrics'; id: number };
+/** Dispatch thread → main thread. */
+export type FromDispatchThread =
+  | { type: 'ready' }
+  | { type: 'failed'; message: string }
+  | { type: 'metrics'; id: number; metrics: MetricsJson };
+
+/** What the thread needs besides the environment it shares with the process. */
+export interface DispatchThreadData {
+  /** The port the main thread's server listens on: callbacks to it are refused. */
+  port: number;
+  logFormat: 'json' | 'pretty';
+}
+
+export interface DispatchThread {
+  /** New deliveries committed in the main thread. */
+  wake(): void;
+  /** The thread's dispatch metrics (attempts, their durations). */
+  metrics(): Promise<MetricsJson>;
+  /** Whether the thread still runs. */
+  readonly alive: boolean;
+  /** Stops it as `Dispatcher.stop` does (attempts in flight finish within the grace) and waits for its end. */
+  stop(): Promise<void>;
+}
+
+const WORKER_FILE = new URL('../dispatch-worker.js', import.meta.url);
+/** A scrape waits this long for the thread's metrics, then is served without them. */
+const METRICS_TIMEOUT_MS = 2_000;
+/** Added to the shutdown grace before a thread that does not end is terminated. */
+const STOP_MARGIN_MS = 15_000;
+
+/**
+ * Starts the thread and resolves once its dispatcher runs (or rejects with why it could not
+ * start). `onDied` hears of a thread that ended without being asked to: the process is then
+ * no longer whole.
+ */
+export function startDispatchThread(options: {
+  data: DispatchThreadData;
+  log: Logger;
+  shutdownGraceMs: number;
+  onDied: (err: Error) => void;
+}): Promise<DispatchThread> {
+  const { log } = options;
+  const worker = new Worker(WORKER_FILE, { workerData: options.data });
+  let alive = true;
+  let stopping = false;
+  let nextId = 0;
+  const waiting = new Map<number, (m: MetricsJson) => void>();
+  const send = (m: ToDispatchThread) => worker.postMessage(m);
+
+  return new Promise((resolve, reject) => {
+    let started = false;
+    const ended = new Promise<void>((done) => worker.once('exit', () => done()));
+    worker.on('message', (m: FromDispatchThread) => {
+      if (m.type === 'ready') {
+        started = true;
+        resolve(thread);
+      } else if (m.type === 'failed') {
+        reject(new Error(`the dispatch thread could not start: ${m.message}`));
+      } else if (m.type === 'metrics') {
+        waiting.get(m.id)?.(m.metrics);
+        waiting.delete(m.id);
+      }
+    });
+    worker.on('error', (err) => {
+      alive = false;
+      if (!started) reject(err);
+      else if (!stopping) options.onDied(err);
+    });
+    worker.on('exit', (code) => {
+      alive = false;
+      for (const answer of waiting.values()) answer([]);
+      waiting.clear();
+      if (!started) reject(new Error(`the dispatch thread ended before it started (exit code ${code})`));
+      else if (!stopping) options.onDied(new Error(`the dispatch thread ended (exit code ${code})`));
+    });
+
+    const thread: DispatchThread = {
+      wake() {
+        if (alive && !stopping) send({ type: 'wake' });
+      },
+      metrics() {
+        if (!alive) return Promise.resolve([]);
+        const id = ++nextId;
+        return new Promise<MetricsJson>((answer) => {
+          const timer = setTimeout(() => {
+            waiting.delete(id);
+            answer([]);
+          }, METRICS_TIMEOUT_MS);
+          waiting.set(id, (m) => {
+            clearTimeout(timer);
+            answer(m);
+          });
+          send({ type: 'metrics', id });
+        });
+      },
+      get alive() {
+        return alive;
+      },
+      async stop() {
+        if (stopping) return ended;
+        stopping = true;
+        if (!alive) return;
+        send({ type: 'stop' });
+        const limit = setTimeout(() => {
+          log.error({ graceMs: options.shutdownGraceMs }, 'the dispatch thread did not stop in time; terminating it (its leases expire by themselves)');
+          void worker.terminate();
+        }, options.shutdownGraceMs + STOP_MARGIN_MS);
+        await ended;
+        clearTimeout(limit);
+      },
+    };
+  });
+}
