@@ -81,7 +81,7 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
       dispatcher: (role === 'all' && !threaded) || role === 'dispatcher',
       http: options.inDispatchThread !== true,
     };
-    const store = await openStore(config, log);
+    const store = await openStore(config, log, options.inDispatchThread ? 'dispatch-thread' : threaded ? 'beside-dispatch-thread' : 'process');
     cleanups.push(() => store.close());
     // The dispatch thread's lines would repeat the main thread's.
     if (serves.http) {
@@ -249,6 +249,7 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
         data: { port, logFormat: config.logFormat },
         log,
         shutdownGraceMs: config.shutdownGraceMs,
+        maxInFlight: config.maxInFlight,
         onDied: (err) => {
           log.fatal({ err }, 'the dispatch thread stopped: the relay stops rather than run without its dispatcher');
           process.exit(70);

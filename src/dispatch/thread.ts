@@ -36,6 +36,17 @@ export interface DispatchThread {
 }
 
 const WORKER_FILE = new URL('../dispatch-worker.js', import.meta.url);
+/**
+ * The thread's heap limit. V8 sizes an isolate's first collections from its limit: with the
+ * default one (a quarter of the machine's memory, up to 4 GiB) the thread lets about 100 MB of
+ * garbage pile up before collecting, which the process's resident memory shows. 3 MiB per
+ * delivery in flight (1.5 GiB for the default 512) keeps that near 40 MB and still holds the
+ * worst the dispatcher can hold: that many deliveries of the largest event (1 MiB), each as its
+ * envelope and its rendered body.
+ */
+export function dispatchHeapLimitMb(maxInFlight: number): number {
+  return Math.max(1536, maxInFlight * 3);
+}
 /** A scrape waits this long for the thread's metrics, then is served without them. */
 const METRICS_TIMEOUT_MS = 2_000;
 /** Added to the shutdown grace before a thread that does not end is terminated. */
@@ -50,10 +61,12 @@ export function startDispatchThread(options: {
   data: DispatchThreadData;
   log: Logger;
   shutdownGraceMs: number;
+  /** RELAY_MAX_IN_FLIGHT: what the thread may hold at once sizes its heap. */
+  maxInFlight: number;
   onDied: (err: Error) => void;
 }): Promise<DispatchThread> {
   const { log } = options;
-  const worker = new Worker(WORKER_FILE, { workerData: options.data });
+  const worker = new Worker(WORKER_FILE, { workerData: options.data, resourceLimits: { maxOldGenerationSizeMb: dispatchHeapLimitMb(options.maxInFlight) } });
   let alive = true;
   let stopping = false;
   let nextId = 0;

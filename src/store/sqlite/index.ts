@@ -21,6 +21,8 @@ export interface SqliteOptions {
   busyTimeoutMs: number;
   /** Group commit: the shortest time between two ingest commits (see write-batcher). */
   commitIntervalMs?: number;
+  /** The connection's page cache in MiB (default 64). */
+  cacheMiB?: number;
 }
 
 // SQLite result codes that mean "cannot take the write now", not "the request was wrong".
@@ -63,7 +65,7 @@ export function openSqliteStore(options: SqliteOptions): SqliteStore {
   db.pragma(`synchronous = ${options.durability === 'full' ? 'FULL' : 'NORMAL'}`);
   db.pragma('foreign_keys = ON');
   // Ingest inserts into several indexes at random places; a larger page cache keeps them hot.
-  db.pragma('cache_size = -65536');
+  db.pragma(`cache_size = -${(options.cacheMiB ?? 64) * 1024}`);
   const appliedMigrations = migrate(db);
   const versions = listenerVersions(db);
   const rollups = rollupQueries(db);
