@@ -73,12 +73,16 @@ describe('the dispatch thread', () => {
     expect(attempts).toMatchObject({ thread: 'dispatch', component: 'dispatcher' });
     expect(relay.logs.filter((l) => l.msg.startsWith('callback-relay listening')).every((l) => l.thread === undefined)).toBe(true);
 
-    // Outcomes are recorded a cycle after the attempts: wait until the metrics have all 30.
+    // Attempts are counted as they finish and recorded (no longer due) by a later cycle: wait
+    // until the page shows both.
     let text = '';
     await waitUntil(
-      async () => series((text = await metricsOf(relay)), 'relay_delivery_attempts_total{outcome="succeeded"}')[0] === 30,
+      async () => {
+        text = await metricsOf(relay);
+        return series(text, 'relay_delivery_attempts_total{outcome="succeeded"}')[0] === 30 && series(text, 'relay_deliveries_due')[0] === 0;
+      },
       10_000,
-      () => `attempt metrics: ${text.split('\n').filter((l) => l.startsWith('relay_delivery_attempts_total')).join(' | ')}`,
+      () => `metrics: ${text.split('\n').filter((l) => /^relay_(delivery_attempts_total|deliveries_due) /.test(l) || l.startsWith('relay_delivery_attempts_total{')).join(' | ')}`,
     );
     expect(series(text, 'relay_delivery_attempts_total{outcome="succeeded"}')).toEqual([30]);
     expect(series(text, 'relay_delivery_attempt_duration_seconds_count')).toEqual([30]);
