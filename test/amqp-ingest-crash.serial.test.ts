@@ -127,7 +127,9 @@ describe('consumer in a relay process', () => {
     await consumerConnected(relay);
 
     // Killed while the messages pour in: some stored, some being stored, some not yet delivered.
-    const publishing = publish(s, 0, total);
+    // They come in over a few hundred milliseconds (a pause every 5), so that a backend that
+    // commits a whole burst at once (PostgreSQL's group commit) still has some left to take.
+    const publishing = publish(s, 0, total, 5);
     const storedAtKill = await waitUntil(async () => (await eventIds(relay, s.type)).length, 10_000, () => 'nothing was stored before the kill', 5);
     await relay.kill9();
     await publishing;
