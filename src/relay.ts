@@ -124,7 +124,7 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
     // The API checks a listener's transport against the enabled ones; the engine needs none.
     const transports = serves.api || serves.dispatcher ? await openTransports(config, guard, log) : createTransportRegistry([]);
     cleanups.push(() => transports.close());
-    if ((serves.api || serves.dispatcher) && !options.inDispatchThread) {
+    if ((serves.api || serves.dispatcher) && serves.http) {
       log.info({ transports: transports.names }, `transports enabled: ${transports.names.join(', ') || 'none'}`);
     }
     const dispatcher = serves.dispatcher
@@ -200,9 +200,6 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
       consumer.start();
       cleanups.push(() => consumer.stop());
       readiness.push(consumer.status);
-    }
-    if (threaded) {
-      readiness.push(() => (thread?.alive === false ? { ready: false, detail: 'the dispatch thread has stopped' } : { ready: true, detail: 'the dispatch thread runs' }));
     }
     let closing: Promise<void> | undefined;
     const closeRelay = () => (closing ??= runCleanups());

@@ -29,8 +29,6 @@ export interface DispatchThread {
   wake(): void;
   /** The thread's dispatch metrics (attempts, their durations). */
   metrics(): Promise<MetricsJson>;
-  /** Whether the thread still runs. */
-  readonly alive: boolean;
   /** Stops it as `Dispatcher.stop` does (attempts in flight finish within the grace) and waits for its end. */
   stop(): Promise<void>;
 }
@@ -118,9 +116,6 @@ export function startDispatchThread(options: {
           });
           send({ type: 'metrics', id });
         });
-      },
-      get alive() {
-        return alive;
       },
       async stop() {
         if (stopping) return ended;
