@@ -15,7 +15,7 @@ const data = workerData as DispatchThreadData;
 const send = (m: FromDispatchThread) => port.postMessage(m);
 
 const config = { ...loadConfig(process.env, false), port: data.port, logFormat: data.logFormat };
-const log = createLogger(config.logLevel, config.logFormat).child({ thread: 'dispatch' });
+const log = createLogger(config.logLevel, config.logFormat, { sync: true }).child({ thread: 'dispatch' });
 
 try {
   const relay = await startRelay(config, log, { role: 'dispatcher', inDispatchThread: true });

@@ -2,7 +2,12 @@ import { pino, type DestinationStream, type Logger } from 'pino';
 import { prettyFactory } from 'pino-pretty';
 import type { LogFormat } from './config.js';
 
-export function createLogger(level: string, format: LogFormat = 'json'): Logger {
+/**
+ * `sync` writes every line before the call returns. The dispatch thread logs that way: a worker
+ * thread that ends drops what an asynchronous write still holds, and its lines are few (failures
+ * are summarised, not logged one by one).
+ */
+export function createLogger(level: string, format: LogFormat = 'json', options: { sync?: boolean } = {}): Logger {
   return pino(
     {
       level,
@@ -11,11 +16,12 @@ export function createLogger(level: string, format: LogFormat = 'json'): Logger 
       // Bearer tokens and callback headers are secrets; never let a log line carry them.
       redact: { paths: ['req.headers.authorization', 'headers.authorization', 'callback.headers.*'], censor: '***' },
     },
-    format === 'pretty' ? prettyDestination() : jsonDestination(),
+    format === 'pretty' ? prettyDestination() : jsonDestination(options.sync === true),
   );
 }
 
-function jsonDestination(): DestinationStream {
+function jsonDestination(sync: boolean): DestinationStream {
+  if (sync) return pino.destination({ dest: 1, sync: true });
   // Asynchronous writes: under load, log lines are coalesced into few writes instead of one
   // blocking write per request. What is still buffered is written out when the process exits.
   const destination = pino.destination({ dest: 1, sync: false });
