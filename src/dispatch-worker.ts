@@ -18,9 +18,11 @@ const config = { ...loadConfig(process.env, false), port: data.port, logFormat: 
 const log = createLogger(config.logLevel, config.logFormat, { sync: true }).child({ thread: 'dispatch' });
 
 try {
-  const relay = await startRelay(config, log, { role: 'dispatcher', inDispatchThread: true });
+  const relay = await startRelay(config, log, { role: 'dispatcher', inDispatchThread: true, handoffRoom: data.handoffRoom });
+  const dispatcher = relay.dispatcher!;
   port.on('message', (m: ToDispatchThread) => {
     if (m.type === 'wake') relay.wakeDispatcher();
+    else if (m.type === 'handed') dispatcher.accept(m.deliveries);
     else if (m.type === 'metrics') {
       relay.dispatchMetrics().then(
         (metrics) => send({ type: 'metrics', id: m.id, metrics }),
@@ -30,7 +32,7 @@ try {
       void relay.close().finally(() => process.exit(0));
     }
   });
-  send({ type: 'ready' });
+  send({ type: 'ready', handoff: { owner: dispatcher.handoff.owner, leaseMs: dispatcher.handoff.leaseMs } });
 } catch (err) {
   log.fatal({ err }, 'the dispatch thread could not start');
   send({ type: 'failed', message: (err as Error).message });

@@ -32,6 +32,12 @@ export function createMetrics(store: Store) {
     labelNames: ['outcome'] as const,
     registers: [dispatchRegistry],
   });
+  const handedOver = new Counter({
+    name: 'relay_deliveries_handed_over_total',
+    help: 'Fresh deliveries handed to the dispatcher as they committed, without a claim: sent (as they came), or queued (given back to the queue for the claim to admit)',
+    labelNames: ['outcome'] as const,
+    registers: [dispatchRegistry],
+  });
   const attemptSeconds = new Histogram({
     name: 'relay_delivery_attempt_duration_seconds',
     help: 'Duration of delivery attempts, from sending to the end of the answer',
@@ -87,6 +93,9 @@ export function createMetrics(store: Store) {
       const outcome = r.status === 'pending' ? (r.disableListener ? 'held' : 'retry') : r.status;
       attempts.inc({ outcome });
       attemptSeconds.observe(r.attempt.duration_ms / 1000);
+    },
+    handedOver(outcome: 'sent' | 'queued') {
+      handedOver.inc({ outcome });
     },
     amqpIngest: {
       messageConsumed(queue: string) {

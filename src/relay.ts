@@ -5,7 +5,8 @@ import type { Config } from './config.js';
 import { createApp } from './api/app.js';
 import type { ReadinessCheck } from './api/routes/operations.js';
 import { ensureAdminToken, tokenRegistry } from './api/auth.js';
-import { createDispatcher } from './dispatch/dispatcher.js';
+import { createDispatcher, type Dispatcher } from './dispatch/dispatcher.js';
+import { handoffThrough, newHandoffBuffer } from './dispatch/handoff-room.js';
 import { startDispatchThread, type DispatchThread } from './dispatch/thread.js';
 import { createEngine } from './engine/engine.js';
 import type { RunnerHooks } from './engine/runner.js';
@@ -31,6 +32,8 @@ export interface Relay {
   wakeDispatcher(): void;
   /** The dispatcher's metrics, for the main thread when this relay is its dispatch thread. */
   dispatchMetrics(): Promise<MetricsJson>;
+  /** Where this process dispatches: how its appends hand fresh deliveries over (see Dispatcher.handoff, accept). */
+  dispatcher: Pick<Dispatcher, 'handoff' | 'accept'> | null;
 }
 
 export const ROLES = ['all', 'api', 'dispatcher', 'engine'] as const;
@@ -54,6 +57,8 @@ export interface RelayOptions {
   dispatchThread?: boolean;
   /** This relay is that thread: no HTTP server, no API token, no pruner (the main thread has them). */
   inDispatchThread?: boolean;
+  /** The dispatch thread's room for hand-overs, made by the main thread (handoff-room.ts). */
+  handoffRoom?: SharedArrayBuffer;
 }
 
 /**
@@ -136,13 +141,18 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
           maxInFlight: config.maxInFlight,
           slotsPerOrigin: config.connectionsPerOrigin,
           onAttempt: metrics.attemptRecorded,
+          onHandedOver: metrics.handedOver,
           breaker: config.breaker,
           routing: fanOut,
+          handoffRoom: options.handoffRoom,
         })
       : null;
     if (dispatcher) {
       dispatcher.start();
       cleanups.push(() => dispatcher.stop());
+      // What this process appends goes to its dispatcher as it commits (the thread's relay
+      // appends only the relay's own events, recorded with attempts, which are never handed over).
+      if (!options.inDispatchThread) store.handOffTo(handoffThrough(dispatcher.handoff, (d) => dispatcher.accept(d)));
     }
     // The dispatch thread starts once the server listens (it must know the port to refuse
     // callbacks to it); it stops here, after the server has closed and before the store.
@@ -204,7 +214,7 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
     let closing: Promise<void> | undefined;
     const closeRelay = () => (closing ??= runCleanups());
     const dispatchMetrics = async () => (await metrics.dispatchRegistry.getMetricsAsJSON()) as MetricsJson;
-    if (!serves.http) return { url: '', port: 0, close: closeRelay, wakeDispatcher, dispatchMetrics };
+    if (!serves.http) return { url: '', port: 0, close: closeRelay, wakeDispatcher, dispatchMetrics, dispatcher };
 
     const app = createApp({
       store,
@@ -242,8 +252,9 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
     const host = config.host.includes(':') ? `[${config.host}]` : config.host;
     const url = `http://${host}:${port}`;
     if (threaded) {
+      const room = newHandoffBuffer();
       thread = await startDispatchThread({
-        data: { port, logFormat: config.logFormat },
+        data: { port, logFormat: config.logFormat, handoffRoom: room },
         log,
         shutdownGraceMs: config.shutdownGraceMs,
         maxInFlight: config.maxInFlight,
@@ -252,10 +263,12 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
           process.exit(70);
         },
       });
+      const handOver = thread.handOver;
+      store.handOffTo(handoffThrough({ ...thread.handoff, room }, handOver));
       log.info('the dispatcher runs in its own thread');
     }
     log.info({ url, port, role }, `callback-relay listening on ${url}`);
-    return { url, port, close: closeRelay, wakeDispatcher, dispatchMetrics };
+    return { url, port, close: closeRelay, wakeDispatcher, dispatchMetrics, dispatcher };
   } catch (err) {
     await runCleanups();
     throw err;

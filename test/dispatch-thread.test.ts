@@ -100,6 +100,78 @@ describe('the dispatch thread', () => {
     expect(relay.logs.filter((l) => l.level >= 50)).toEqual([]);
   }, 60_000);
 
+  it('hands what the main thread commits to the thread as it commits, each sent once; the first to a listener goes through the claim', async () => {
+    const rcv = await receiver();
+    const relay = await startRelayProcess(env());
+    const created = await api(relay, 'POST', '/v1/listeners', { workbook: '*', event_types: ['NOTIFICATION'], callback: { url: rcv.url } });
+    expect(created.status, created.text).toBe(201);
+    rcv.secret = created.body.secret;
+    // One event at a time, each awaited at the receiver: the dispatcher has room and nothing waits in the queue.
+    for (let i = 1; i <= 11; i++) {
+      const res = await api(relay, 'POST', '/v1/events', { events: [{ type: 'thread.test', data: { i } }] });
+      expect(res.status, res.text).toBe(202);
+      await waitUntil(() => rcv.byWebhookId.size === i, 10_000, () => `${rcv.byWebhookId.size}/${i} arrived`);
+    }
+    expect(rcv.received).toHaveLength(11);
+    expect(rcv.badSignatures).toEqual([]);
+    let text = '';
+    await waitUntil(
+      async () => series((text = await metricsOf(relay)), 'relay_delivery_attempts_total{outcome="succeeded"}')[0] === 11,
+      10_000,
+      () => `attempt metrics: ${text.split('\n').filter((l) => l.startsWith('relay_delivery')).join(' | ')}`,
+    );
+    // The first delivery to a listener whose circuit the dispatcher has not seen yet goes back
+    // to the queue, for the claim's gate; the rest go out as they were handed over.
+    expect(series(text, 'relay_deliveries_handed_over_total{outcome="queued"}')).toEqual([1]);
+    expect(series(text, 'relay_deliveries_handed_over_total{outcome="sent"}')).toEqual([10]);
+    const list = await api(relay, 'GET', '/v1/deliveries?limit=50');
+    expect(list.body.items.map((d: { status: string; attempt_count: number }) => [d.status, d.attempt_count])).toEqual(Array(11).fill(['succeeded', 1]));
+    await relay.stop();
+  }, 60_000);
+
+  it('kill -9 while handed-over deliveries are in flight loses none: the next process sends them when their leases end', async () => {
+    const rcv = await receiver();
+    const e = env({ RELAY_SHUTDOWN_GRACE_MS: '500' });
+    const relay = await startRelayProcess(e);
+    const created = await api(relay, 'POST', '/v1/listeners', {
+      workbook: '*',
+      event_types: ['NOTIFICATION'],
+      callback: { url: rcv.url, timeout_ms: 1000 },
+      retry: { schedule_ms: [100, 100, 100] },
+    });
+    expect(created.status, created.text).toBe(201);
+    rcv.secret = created.body.secret;
+    const first = await api(relay, 'POST', '/v1/events', { events: [{ type: 'thread.test', data: { i: 0 } }] });
+    expect(first.status, first.text).toBe(202);
+    await waitUntil(() => rcv.byWebhookId.size === 1, 10_000, () => `${rcv.byWebhookId.size}/1 arrived`);
+    // The receiver holds what comes next; the relay is killed while sending it.
+    let open!: () => void;
+    rcv.gate = new Promise<void>((resolve) => (open = resolve));
+    const res = await api(relay, 'POST', '/v1/events', { events: Array.from({ length: 5 }, (_, i) => ({ type: 'thread.test', data: { i: i + 1 } })) });
+    expect(res.status, res.text).toBe(202);
+    await waitUntil(() => rcv.received.length >= 6, 10_000, () => `${rcv.received.length}/6 requests`);
+    const text = await metricsOf(relay);
+    expect(series(text, 'relay_deliveries_handed_over_total{outcome="sent"}')[0]).toBeGreaterThanOrEqual(1);
+    await relay.kill9();
+    open();
+
+    const held = rcv.received.slice(1).map((r) => r.webhookId);
+    const again = await startRelayProcess(e);
+    let statuses: string[] = [];
+    await waitUntil(
+      async () => {
+        const list = await api(again, 'GET', '/v1/deliveries?limit=50');
+        statuses = list.body.items.map((d: { status: string }) => d.status);
+        return statuses.length === 6 && statuses.every((status) => status === 'succeeded');
+      },
+      30_000,
+      () => `deliveries: ${statuses.join(', ')}`,
+    );
+    // Each held one was sent again, with the same webhook-id.
+    expect(held.map((id) => rcv.byWebhookId.get(id)! >= 2)).toEqual(Array(5).fill(true));
+    await again.stop();
+  }, 60_000);
+
   it('RELAY_DISPATCH_THREAD=off sends from the main thread, with the same metrics', async () => {
     const rcv = await receiver();
     const relay = await startRelayProcess(env({ RELAY_DISPATCH_THREAD: 'off' }));

@@ -32,6 +32,7 @@ import { createTestSchema, TEST_BACKENDS, TEST_DATABASE_URL, type TestBackend } 
 import { storedListener, taskEnvelope } from './helpers/envelopes.js';
 import { tempDir } from './helpers/relay.js';
 import { ROOT } from './helpers/spawn-relay.js';
+import { createFanOut } from '../src/fanout/fanout.js';
 
 /*
  * The store contract (src/store/store.ts, src/store/engine-store.ts), run against every
@@ -104,6 +105,26 @@ function attempt(number: number, startedAt: number, over: Partial<AttemptRecord>
 type Outcome = Pick<AttemptResult, 'status' | 'nextAttemptAt' | 'lastError' | 'disableListener'>;
 const SUCCEEDED: Outcome = { status: 'succeeded', nextAttemptAt: null, lastError: null, disableListener: null };
 
+/** The first attempt of a delivery to this listener, as a claim or a hand-over gives it to the dispatcher. */
+const firstAttemptOf = (l: StoredListener, deliveryId: string): ClaimedDelivery => ({
+  id: deliveryId,
+  project: P,
+  listenerId: l.id,
+  attemptNumber: 1,
+  envelopeJson: expect.any(String),
+  original: null,
+  listener: {
+    callback: l.callback,
+    retry: l.retry,
+    secret: l.secret,
+    previous_secret: null,
+    previous_secret_expires_at: null,
+    updated_at: l.updated_at,
+    max_in_flight: l.max_in_flight,
+    ordering: l.ordering,
+  },
+  gap: null,
+});
 /** The event a claimed delivery carries. */
 const envelopeOf = (d: ClaimedDelivery) => JSON.parse(d.envelopeJson) as EventEnvelope;
 
@@ -329,8 +350,8 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       const l1 = listener('l1');
       const l2 = listener('l2');
       await store.createListener(l1);
-      expect(await append('e1')).toEqual({ id: 'e1', duplicate: false, deliveries: 1 });
-      expect(await append('e2')).toEqual({ id: 'e2', duplicate: false, deliveries: 1 });
+      expect(await append('e1')).toEqual({ id: 'e1', duplicate: false, deliveries: 1, handed: 0 });
+      expect(await append('e2')).toEqual({ id: 'e2', duplicate: false, deliveries: 1, handed: 0 });
       expect(compiles).toHaveLength(1); // the same version: the compiled matcher is reused
 
       await store.createListener(storedListener('q1', { project: Q }));
@@ -377,7 +398,7 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       await store.createListener(listener('l1'));
       const first = await store.appendEvents(P, [event('a'), event('b', { execution_id: 'exec-2' }), event('c')], routing, T);
       const second = await store.appendEvents(P, [event('n', { execution_id: null }), event('d')], routing, T + 5);
-      expect([...first, ...second]).toEqual(['a', 'b', 'c', 'n', 'd'].map((id) => ({ id, duplicate: false, deliveries: 1 })));
+      expect([...first, ...second]).toEqual(['a', 'b', 'c', 'n', 'd'].map((id) => ({ id, duplicate: false, deliveries: 1, handed: 0 })));
 
       const listed = await store.listEvents(P, { limit: 10 });
       expect(listed.map((e) => [e.envelope.id, e.envelope.sequence, e.received_at])).toEqual([
@@ -421,11 +442,11 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
     it('stores a duplicate once and refuses the same id with another body', async () => {
       await store.createListener(listener('l1'));
       await store.createListener(storedListener('q1', { project: Q }));
-      expect(await store.appendEvents(P, [event('a')], routing, T)).toEqual([{ id: 'a', duplicate: false, deliveries: 1 }]);
-      expect(await store.appendEvents(P, [event('a')], routing, T + 1)).toEqual([{ id: 'a', duplicate: true, deliveries: 0 }]);
+      expect(await store.appendEvents(P, [event('a')], routing, T)).toEqual([{ id: 'a', duplicate: false, deliveries: 1, handed: 0 }]);
+      expect(await store.appendEvents(P, [event('a')], routing, T + 1)).toEqual([{ id: 'a', duplicate: true, deliveries: 0, handed: 0 }]);
       await expect(store.appendEvents(P, [event('a', {}, 'another body')], routing, T + 2)).rejects.toBeInstanceOf(StoreConflictError);
       // Event ids belong to their project.
-      expect(await store.appendEvents(Q, [event('a')], routing, T)).toEqual([{ id: 'a', duplicate: false, deliveries: 1 }]);
+      expect(await store.appendEvents(Q, [event('a')], routing, T)).toEqual([{ id: 'a', duplicate: false, deliveries: 1, handed: 0 }]);
       expect(await store.listDeliveries(P, { limit: 10 })).toHaveLength(1);
       expect((await store.getEvent(P, 'a'))!.received_at).toBe(T);
     });
@@ -558,25 +579,7 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       expect(first).toHaveLength(2);
       const [one] = first;
       const eventId = envelopeOf(one).id;
-      expect(one).toEqual({
-        id: (await deliveryOf(eventId)).id,
-        project: P,
-        listenerId: 'l1',
-        attemptNumber: 1,
-        envelopeJson: expect.any(String),
-        original: null,
-        listener: {
-          callback: l1.callback,
-          retry: l1.retry,
-          secret: l1.secret,
-          previous_secret: null,
-          previous_secret_expires_at: null,
-          updated_at: l1.updated_at,
-          max_in_flight: l1.max_in_flight,
-          ordering: l1.ordering,
-        },
-        gap: null,
-      });
+      expect(one).toEqual(firstAttemptOf(l1, (await deliveryOf(eventId)).id));
       expect(envelopeOf(one)).toEqual({ ...event(eventId).envelope, sequence: ['a', 'b', 'c'].indexOf(eventId) + 1 });
 
       const second = await claim(store, 'w2', T + 100);
@@ -595,6 +598,82 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       await store.appendEvents(P, [{ ...event('a'), original }], routing, T);
       const [d] = await claim(store, 'w1', T);
       expect(d.original).toEqual(original);
+    });
+
+    /** A Handoff with `slots` free slots that keeps what it is given and given back. */
+    function handoffWith(slots: number) {
+      const h = {
+        owner: 'local',
+        leaseMs: 500,
+        taken: 0,
+        givenBack: 0,
+        delivered: [] as ClaimedDelivery[],
+        take: () => (h.taken - h.givenBack < slots ? (h.taken++, true) : false),
+        giveBack: (n: number) => void (h.givenBack += n),
+        deliver: (list: ClaimedDelivery[]) => void h.delivered.push(...list),
+      };
+      return h;
+    }
+
+    it('hands fresh deliveries to the local dispatcher already leased, where no claim takes them', async () => {
+      const h = handoffWith(10);
+      store.handOffTo(h);
+      const fanOut = createFanOut();
+      const l1 = listener('l1');
+      await store.createListener(l1);
+      // A rate limit and an execution's order need the gate's state: those go to the queue.
+      await store.createListener(listener('l2', { rate_limit_per_s: 5 }));
+      await store.createListener(listener('l3', { ordering: 'execution' }));
+      const appended = await store.appendEvents(P, [event('a', { execution_id: 'x1' })], fanOut, T);
+      expect(appended).toEqual([{ id: 'a', duplicate: false, deliveries: 3, handed: 1 }]);
+      expect(h.delivered).toHaveLength(1);
+      const [handed] = h.delivered;
+      expect(handed).toEqual(firstAttemptOf(l1, (await deliveryOf('a', 'l1')).id));
+      expect(envelopeOf(handed)).toEqual((await store.getEvent(P, 'a'))!.envelope);
+      // Leased until now + leaseMs + the listener's timeout.
+      expect((await deliveryOf('a', 'l1')).next_attempt_at).toBe(T + 1_500);
+
+      // A claim finds only the others; the handed one is due again only when its lease ends,
+      // as a claimed one is.
+      expect(sorted((await claim(store, 'w1', T)).map((d) => d.listenerId))).toEqual(['l2', 'l3']);
+      expect(await claim(store, 'w1', T + 1_499)).toEqual([]);
+      expect(ids(await claim(store, 'w2', T + 1_501))).toContain(handed.id);
+    });
+
+    it('lets the owner of a handed delivery record it, and no one else', async () => {
+      const h = handoffWith(10);
+      store.handOffTo(h);
+      await store.createListener(listener('l1'));
+      await store.appendEvents(P, [event('a')], createFanOut(), T);
+      const [handed] = h.delivered;
+      await record('someone-else', [result(handed, attempt(1, T + 1))], T + 2);
+      expect((await deliveryOf('a')).status).toBe('pending');
+      await record('local', [result(handed, attempt(1, T + 1))], T + 2);
+      expect(await deliveryOf('a')).toMatchObject({ status: 'succeeded', attempt_count: 1 });
+    });
+
+    it('queues what the dispatcher has no room for, and gives back the slots of an append that did not commit', async () => {
+      const h = handoffWith(1);
+      store.handOffTo(h);
+      const fanOut = createFanOut();
+      await store.createListener(listener('l1'));
+      const appended = await store.appendEvents(P, [event('a'), event('b')], fanOut, T);
+      expect(appended.map((a) => a.handed)).toEqual([1, 0]);
+      expect(h.delivered.map((d) => envelopeOf(d).id)).toEqual(['a']);
+      expect(ids(await claim(store, 'w1', T))).toEqual([(await deliveryOf('b')).id]);
+
+      // A conflict refuses the whole call: nothing of it stays handed over.
+      h.delivered.length = 0;
+      await record('local', [], T);
+      const refused = store.appendEvents(P, [event('c'), event('a', {}, 'another body')], fanOut, T + 1);
+      await expect(refused).rejects.toThrow(/already exists with a different body/);
+      expect(h.delivered).toEqual([]);
+      expect(h.taken - h.givenBack).toBe(1);
+      expect(await store.getEvent(P, 'c')).toBeNull();
+
+      // Without a hand-over every delivery waits for a claim.
+      store.handOffTo(null);
+      expect(await store.appendEvents(P, [event('d')], fanOut, T + 2)).toEqual([{ id: 'd', duplicate: false, deliveries: 1, handed: 0 }]);
     });
 
     it('records outcomes: a retry is scheduled, success and failure finish the delivery', async () => {
@@ -678,7 +757,7 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       const due = await claim(store, 'w2', T + 999_999);
       expect(due.map((d) => d.listenerId)).toEqual(['l2', 'l2']);
 
-      expect(await store.appendEvents(P, [event('c')], routing, T + 40)).toEqual([{ id: 'c', duplicate: false, deliveries: 1 }]);
+      expect(await store.appendEvents(P, [event('c')], routing, T + 40)).toEqual([{ id: 'c', duplicate: false, deliveries: 1, handed: 0 }]);
       expect(compiles.at(-1)!.listeners).toEqual(['l2']);
     });
 

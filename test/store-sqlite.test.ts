@@ -114,8 +114,8 @@ describe('group commit', () => {
   it('stores a duplicate once', async () => {
     const [first] = await store.appendEvents(P, [event('a')], toAll(['l1']), 1);
     const [again] = await store.appendEvents(P, [event('a')], toAll(['l1']), 2);
-    expect(first).toEqual({ id: 'a', duplicate: false, deliveries: 1 });
-    expect(again).toEqual({ id: 'a', duplicate: true, deliveries: 0 });
+    expect(first).toEqual({ id: 'a', duplicate: false, deliveries: 1, handed: 0 });
+    expect(again).toEqual({ id: 'a', duplicate: true, deliveries: 0, handed: 0 });
     expect(await store.listDeliveries(P, { limit: 10 })).toHaveLength(1);
   });
 });

@@ -2,12 +2,13 @@ import crypto from 'node:crypto';
 import type { Logger } from 'pino';
 import type { EventEnvelope } from '../records/event.js';
 import type { AttemptResult, ClaimedDelivery, DeliveryQueue, ListenerRouting, RecordJudge } from '../store/store.js';
-import { admitCandidates, DEFAULT_BREAKER, judgeAttempts, type BreakerSettings } from './listener-gate.js';
+import { admitCandidates, DEFAULT_BREAKER, judgeAttempts, type BreakerSettings, type ListenerGateState } from './listener-gate.js';
 import { relayEventEnvelope } from './relay-events.js';
 import type { TransportAttempt } from '../transports/contract.js';
 import type { TransportRegistry } from '../transports/registry.js';
 import { backoffDelay } from '../backoff.js';
-import { createAdmissionGate } from './admission.js';
+import { createAdmissionGate, reserveFor } from './admission.js';
+import { handoffRoomOf, newHandoffBuffer } from './handoff-room.js';
 import { createFailureLog } from './failure-log.js';
 import { renderPayload, USER_AGENT, type CallbackFormat } from './formats.js';
 import { decideOutcome, normalizeOutcome } from './outcome.js';
@@ -38,6 +39,13 @@ export interface DispatcherOptions {
   breaker?: BreakerSettings;
   /** Routes the relay's own events (relay.circuit.*, relay.delivery.failed, relay.listener.disabled). */
   routing: ListenerRouting;
+  /**
+   * The room for deliveries handed over at commit (handoff-room.ts), when the thread that
+   * commits them made it; else the dispatcher makes its own.
+   */
+  handoffRoom?: SharedArrayBuffer;
+  /** Told of each delivery handed over at commit: sent as it came, or given back to the queue. */
+  onHandedOver?: (outcome: 'sent' | 'queued') => void;
 }
 
 export interface Dispatcher {
@@ -46,6 +54,15 @@ export interface Dispatcher {
   wake(): void;
   /** Stops claiming, lets attempts in flight finish within the grace, releases the rest. */
   stop(): Promise<void>;
+  /** What a store needs to hand this dispatcher fresh deliveries (Handoff): its lease owner, lease and room. */
+  readonly handoff: { owner: string; leaseMs: number; room: SharedArrayBuffer };
+  /**
+   * Fresh deliveries handed over at commit, already leased to this dispatcher: they pass the
+   * rest of the gate (origin and listener slots, the circuit) as claimed ones do. Those whose
+   * listener's circuit this dispatcher has not seen closed go back to the queue, for the claim
+   * to admit.
+   */
+  accept(deliveries: ClaimedDelivery[]): void;
 }
 
 const isBodyless = (method: unknown) => method === 'GET' || method === 'DELETE';
@@ -90,11 +107,26 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
   const gate = createAdmissionGate({ maxInFlight, slotsPerOrigin: o.slotsPerOrigin ?? 32 });
   const failures = createFailureLog({ log });
   const breaker = o.breaker ?? DEFAULT_BREAKER;
+  const room = handoffRoomOf(o.handoffRoom ?? newHandoffBuffer());
+  /**
+   * Listeners whose circuit the last record or claim of this dispatcher found closed: their
+   * handed-over deliveries go out as they come. (With several processes another one may open a
+   * circuit meanwhile; this one learns it when it records its next attempt to that listener.)
+   */
+  const closedCircuits = new Set<string>();
+  const learnCircuits = (ids: Iterable<string>, stateOf: (id: string) => ListenerGateState | undefined) => {
+    for (const id of ids) {
+      const state = stateOf(id);
+      if (state === undefined || state.breaker === 'closed') closedCircuits.add(id);
+      else closedCircuits.delete(id);
+    }
+  };
   // Recording attempts also judges them: breakers, failing streaks and the relay's own events.
   const judge: RecordJudge = {
     routing: o.routing,
     judge(attempts, states, now) {
       const j = judgeAttempts(attempts, states, now, breaker);
+      learnCircuits(new Set(attempts.map((a) => a.listenerId)), (id) => j.changed.get(id) ?? states.get(id));
       // Final failures and listeners turned off have their lines in the failure log already.
       for (const e of j.events) {
         if (e.type === 'relay.circuit.opened') log.warn({ listener: e.data.listener_id, project: e.project, lastError: e.data.last_error }, 'circuit opened: deliveries to this listener wait for a probe');
@@ -189,7 +221,11 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
                 }
                 return allotment;
               },
-              admit: (candidates, listeners, at) => admitCandidates(candidates, listeners, at, breaker),
+              admit: (candidates, listeners, at) => {
+                const admission = admitCandidates(candidates, listeners, at, breaker);
+                learnCircuits(listeners.keys(), (id) => admission.changed.get(id) ?? listeners.get(id)?.state);
+                return admission;
+              },
             }
           : null,
         now,
@@ -205,10 +241,12 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
     }
     if (storeFailures > 0) log.info({ failures: storeFailures }, 'the store answers again; dispatching resumes');
     storeFailures = 0;
+    let finished = 0;
     for (const r of batch) {
-      inFlight.delete(r.deliveryId);
+      if (inFlight.delete(r.deliveryId)) finished++;
       leases.delete(r.deliveryId);
     }
+    room.add(finished);
     if (outcome.disabledListeners.length) {
       failures.listenersDisabled(outcome.disabledListeners, batch);
       o.onListenersDisabled?.(outcome.disabledListeners);
@@ -308,11 +346,13 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
     }
   }
 
-  function launch(d: ClaimedDelivery) {
+  function launch(d: ClaimedDelivery, handedOver = false) {
     // Still being sent by this process (its lease ran out while it waited for a slow
     // receiver): the claim just extended the lease; sending it twice would help no one.
     if (inFlight.has(d.id)) return;
     inFlight.add(d.id);
+    // A hand-over took its slot when it was committed.
+    if (!handedOver) room.add(-1);
     leases.set(d.id, { until: Date.now() + leaseMs + d.listener.callback.timeout_ms, timeoutMs: d.listener.callback.timeout_ms });
     gate.admit(d.project);
     attempt(d)
@@ -384,6 +424,9 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
     while (running) {
       failures.summarize();
       const r = await cycle(true);
+      // Hand-overs are taken while this claim left nothing due waiting: not when it filled what
+      // it asked for (more may be due), nor when due work found no room.
+      room.open(running && !r.failed && r.hadRoom && !(r.asked > 0 && r.claimed === r.asked) && !(r.dueProjects > 0 && r.asked === 0));
       if (r.failed) {
         await backOff(backoffDelay(storeFailures, { baseMs: 100, maxMs: 30_000 }));
         continue;
@@ -415,10 +458,34 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
 
   let unsubscribe: () => void = () => {};
 
+  /** Handed-over deliveries given back to the queue, still being written. */
+  const givingBack = new Set<Promise<void>>();
+  function giveBack(ids: string[]) {
+    room.add(ids.length);
+    for (const _ of ids) o.onHandedOver?.('queued');
+    const done = store
+      .releaseLeases(owner, ids, Date.now())
+      .then(wake, (err) => log.error({ err, deliveries: ids.length }, 'could not give handed-over deliveries back to the queue; they are due when their leases end'))
+      .finally(() => givingBack.delete(done));
+    givingBack.add(done);
+  }
+
   return {
+    handoff: { owner, leaseMs, room: room.buffer },
+    accept(deliveries) {
+      const back: string[] = [];
+      for (const d of deliveries) {
+        if (running && closedCircuits.has(d.listenerId) && transports.get(d.listener.callback.transport) !== undefined) {
+          o.onHandedOver?.('sent');
+          launch(d, true);
+        } else back.push(d.id);
+      }
+      if (back.length) giveBack(back);
+    },
     start() {
       if (running) return;
       running = true;
+      room.add(maxInFlight - reserveFor(maxInFlight));
       // Deliveries other processes commit wake this one at once (polling stays the fallback).
       unsubscribe = store.subscribeDue(wake);
       renewTimer = setInterval(() => {
@@ -431,6 +498,7 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
     async stop() {
       if (!running) return;
       running = false;
+      room.open(false);
       unsubscribe();
       wake();
       await loopDone;
@@ -460,6 +528,7 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
       }
       clearInterval(renewTimer);
       await renewing;
+      await Promise.all(givingBack);
     },
   };
 }

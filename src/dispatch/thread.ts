@@ -1,6 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import type { MetricsJson } from '../metrics.js';
+import type { ClaimedDelivery } from '../store/store.js';
 
 /*
  * The dispatcher on a core of its own: `npm start` (role `all`) runs the dispatcher and its
@@ -10,10 +11,15 @@ import type { MetricsJson } from '../metrics.js';
  */
 
 /** Main thread → dispatch thread. */
-export type ToDispatchThread = { type: 'wake' } | { type: 'stop' } | { type: 'metrics'; id: number };
+export type ToDispatchThread =
+  | { type: 'wake' }
+  | { type: 'stop' }
+  | { type: 'metrics'; id: number }
+  /** Fresh deliveries committed in the main thread, leased to the thread's dispatcher (Dispatcher.accept). */
+  | { type: 'handed'; deliveries: ClaimedDelivery[] };
 /** Dispatch thread → main thread. */
 export type FromDispatchThread =
-  | { type: 'ready' }
+  | { type: 'ready'; handoff: { owner: string; leaseMs: number } }
   | { type: 'failed'; message: string }
   | { type: 'metrics'; id: number; metrics: MetricsJson };
 
@@ -22,11 +28,17 @@ export interface DispatchThreadData {
   /** The port the main thread's server listens on: callbacks to it are refused. */
   port: number;
   logFormat: 'json' | 'pretty';
+  /** The room the main thread's appends take slots of to hand deliveries over (handoff-room.ts). */
+  handoffRoom: SharedArrayBuffer;
 }
 
 export interface DispatchThread {
   /** New deliveries committed in the main thread. */
   wake(): void;
+  /** The thread's dispatcher's lease owner and lease, for hand-overs. */
+  readonly handoff: { owner: string; leaseMs: number };
+  /** Deliveries handed over at commit in the main thread, to the thread's dispatcher. */
+  handOver(deliveries: ClaimedDelivery[]): void;
   /** The thread's dispatch metrics (attempts, their durations). */
   metrics(): Promise<MetricsJson>;
   /** Stops it as `Dispatcher.stop` does (attempts in flight finish within the grace) and waits for its end. */
@@ -74,9 +86,11 @@ export function startDispatchThread(options: {
   return new Promise((resolve, reject) => {
     let started = false;
     const ended = new Promise<void>((done) => worker.once('exit', () => done()));
+    let handoff = { owner: '', leaseMs: 0 };
     worker.on('message', (m: FromDispatchThread) => {
       if (m.type === 'ready') {
         started = true;
+        handoff = m.handoff;
         resolve(thread);
       } else if (m.type === 'failed') {
         reject(new Error(`the dispatch thread could not start: ${m.message}`));
@@ -101,6 +115,14 @@ export function startDispatchThread(options: {
     const thread: DispatchThread = {
       wake() {
         if (alive && !stopping) send({ type: 'wake' });
+      },
+      get handoff() {
+        return handoff;
+      },
+      // Sent while the thread is stopping too: its dispatcher gives them back to the queue. A
+      // thread that is gone has their leases end by themselves.
+      handOver(deliveries) {
+        if (alive) send({ type: 'handed', deliveries });
       },
       metrics() {
         if (!alive) return Promise.resolve([]);

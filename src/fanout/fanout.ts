@@ -1,6 +1,6 @@
 import type { EventEnvelope } from '../records/event.js';
 import type { StoredListener } from '../records/listener.js';
-import type { FanOut, ListenerRouting } from '../store/store.js';
+import type { ClaimedDelivery, FanOut, ListenerRouting } from '../store/store.js';
 import { compileListenerRule, type ListenerMatcher, type ListenerRule } from './match.js';
 
 interface CompiledListener {
@@ -26,6 +26,29 @@ const NEVER: ListenerMatcher = () => false;
 /** Everything the matcher reads, as one string: equal strings compile to the same matcher. */
 function ruleKey(l: StoredListener): string {
   return JSON.stringify([l.workbook, l.event_types, l.events, l.target, l.filter, l.enabled]);
+}
+
+/**
+ * The listeners whose fresh deliveries may go straight to this process's dispatcher at commit:
+ * those whose admission needs no state of the database (no execution order to keep, no rate
+ * limit), with what sending needs of them.
+ */
+function handOffListeners(enabled: readonly StoredListener[]): ReadonlyMap<string, ClaimedDelivery['listener']> {
+  const out = new Map<string, ClaimedDelivery['listener']>();
+  for (const l of enabled) {
+    if (l.ordering === 'execution' || l.rate_limit_per_s != null) continue;
+    out.set(l.id, {
+      callback: l.callback,
+      retry: l.retry,
+      secret: l.secret,
+      previous_secret: l.previous_secret,
+      previous_secret_expires_at: l.previous_secret_expires_at,
+      updated_at: l.updated_at,
+      max_in_flight: l.max_in_flight,
+      ordering: l.ordering,
+    });
+  }
+  return out;
 }
 
 /**
@@ -75,7 +98,7 @@ export function createFanOut(options: FanOutOptions = {}): FanOutCache {
           for (const l of listeners) if (l.matches(envelope)) ids.push(l.id);
           return ids;
         },
-        { ordered },
+        { ordered, handOff: handOffListeners(enabled) },
       );
       projects.set(project, { version, route, matchers });
       return route;

@@ -33,7 +33,8 @@ export function createIngest({ store, fanOut, onDeliveriesCommitted, onEventsSto
     results.forEach((r, i) => {
       if (!r.duplicate) onEventsStored?.(events[i].envelope.source, 1);
     });
-    if (results.some((r) => r.deliveries > 0)) onDeliveriesCommitted();
+    // Deliveries handed over at commit are on their way already; the others wait to be claimed.
+    if (results.some((r) => r.deliveries > r.handed)) onDeliveriesCommitted();
     return results;
   }
 

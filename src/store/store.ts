@@ -43,7 +43,14 @@ export interface NewEvent {
  * I/O. `ordered` names the routed listeners whose `ordering` is "execution": their deliveries
  * of an event with an execution_id wait behind the execution's head (see DeliveryQueue).
  */
-export type FanOut = ((envelope: EventEnvelope) => readonly string[]) & { readonly ordered?: ReadonlySet<string> };
+export type FanOut = ((envelope: EventEnvelope) => readonly string[]) & {
+  readonly ordered?: ReadonlySet<string>;
+  /**
+   * The routed listeners whose fresh deliveries may be handed over at commit (see Handoff), with
+   * what sending needs of them: those that keep no execution order and have no rate limit.
+   */
+  readonly handOff?: ReadonlyMap<string, ClaimedDelivery['listener']>;
+};
 
 /**
  * Fan-out as a write transaction sees it. Every project has a listener version, bumped in the
@@ -63,6 +70,26 @@ export interface AppendedEvent {
   id: string;
   duplicate: boolean;
   deliveries: number;
+  /** Of `deliveries`, those handed over to this process's dispatcher at commit (see Handoff). */
+  handed: number;
+}
+
+/**
+ * Fresh deliveries handed to this process's own dispatcher as they commit (DESIGN.md, "one
+ * admission gate": a hand-over skips the claim query, never the gate). While appending, the
+ * store offers each delivery that is due now and whose listener is in `FanOut.handOff`; `take`
+ * answers whether the dispatcher has room for one more (synchronous, no I/O). A delivery taken
+ * is written already leased to `owner`, until now + leaseMs + its listener's timeout, so no
+ * claim picks it; after the commit `deliver` gets those of the commit. A transaction that does
+ * not commit gives its slots back. A process that dies leaves them leased: they are due again
+ * when the lease ends, as claimed ones are.
+ */
+export interface Handoff {
+  readonly owner: string;
+  readonly leaseMs: number;
+  take(): boolean;
+  giveBack(count: number): void;
+  deliver(deliveries: ClaimedDelivery[]): void;
 }
 
 export interface StoredEvent {
@@ -246,6 +273,8 @@ export interface OutboxStore {
    * or none (a conflict rejects the whole call). Resolves only after commit.
    */
   appendEvents(project: string, events: NewEvent[], routing: ListenerRouting, now: number): Promise<AppendedEvent[]>;
+  /** From now on appendEvents hands fresh deliveries over to this dispatcher (null: none). */
+  handOffTo(handoff: Handoff | null): void;
   /** `cursor` is a position in the event log, opaque above the store (the API wraps it again). */
   listEvents(project: string, query: EventQuery): Promise<Array<StoredEvent & { cursor: string }>>;
   /** Whether a text is an event log position this store hands out (a malformed cursor is a 400). */

@@ -6,6 +6,7 @@ import {
   type AppendedEvent,
   type EventQuery,
   type FanOut,
+  type Handoff,
   type ListenerRouting,
   type ListOrder,
   type NewEvent,
@@ -19,6 +20,7 @@ import { fanOutAt } from './listeners.js';
 import type { DueNotice } from './notify.js';
 import { placeDeliveries } from './order.js';
 import { arrayLiteral, writeOutbox, type OutboxEvent } from './outbox.js';
+import { startHanding, type Handing } from '../handing.js';
 
 /*
  * The first statement of an append, one round trip: the project's listener version, which of
@@ -112,7 +114,15 @@ export function eventQueries(db: Database, notice: DueNotice, { appendsAtOnce = 
    * CallsRefused before anything is written for it. `last`: the append ends the transaction (and
    * commits it). A concurrent append that took one of the ids fails it with raise_retry: it runs again.
    */
-  async function appendCalls(c: Conn, project: string, calls: NewEvent[][], routing: ListenerRouting, now: number, last: boolean): Promise<AppendedEvent[][]> {
+  async function appendCalls(
+    c: Conn,
+    project: string,
+    calls: NewEvent[][],
+    routing: ListenerRouting,
+    now: number,
+    last: boolean,
+    handing: Handing | null,
+  ): Promise<AppendedEvent[][]> {
     const refused = new Map<number, StoreConflictError>();
     const firsts = new Map<string, NewEvent>();
     calls.forEach((list, i) => {
@@ -150,6 +160,7 @@ export function eventQueries(db: Database, notice: DueNotice, { appendsAtOnce = 
     if (refused.size) throw new CallsRefused(refused);
     const fresh = unique.filter((e) => !existing.has(e.envelope.id));
     const outbox: OutboxEvent[] = [];
+    let handed = new Map<string, number>();
     if (fresh.length) {
       // Each execution's new events take the numbers just reserved, in the calls' order.
       const next = new Map<string, number>();
@@ -163,9 +174,9 @@ export function eventQueries(db: Database, notice: DueNotice, { appendsAtOnce = 
         const sequence = x ? next.get(x)! : null;
         if (x) next.set(x, sequence! + 1);
         const envelope: EventEnvelope = { ...e.envelope, sequence };
-        outbox.push({ envelope, original: e.original, bodyHash: e.bodyHash, listenerIds: route(envelope), ordered: route.ordered });
+        outbox.push({ envelope, original: e.original, bodyHash: e.bodyHash, listenerIds: route(envelope), ordered: route.ordered, fanOut: route });
       }
-      await writeOutbox(c, project, outbox, now, notice, last);
+      handed = (await writeOutbox(c, project, outbox, now, notice, last, handing)).handedByEvent;
     }
     const deliveries = new Map(outbox.map((o) => [o.envelope.id, o.listenerIds.length]));
     const answered = new Set<string>();
@@ -173,9 +184,9 @@ export function eventQueries(db: Database, notice: DueNotice, { appendsAtOnce = 
       list.map((e) => {
         const id = e.envelope.id;
         const made = deliveries.get(id);
-        if (made === undefined || answered.has(id)) return { id, duplicate: true, deliveries: 0 };
+        if (made === undefined || answered.has(id)) return { id, duplicate: true, deliveries: 0, handed: 0 };
         answered.add(id);
-        return { id, duplicate: false, deliveries: made };
+        return { id, duplicate: false, deliveries: made, handed: handed.get(id) ?? 0 };
       }),
     );
   }
@@ -183,7 +194,7 @@ export function eventQueries(db: Database, notice: DueNotice, { appendsAtOnce = 
   /** An append of one call inside the caller's transaction. */
   async function append(c: Conn, project: string, list: NewEvent[], routing: ListenerRouting, now: number, last: boolean): Promise<AppendedEvent[]> {
     try {
-      return (await appendCalls(c, project, [list], routing, now, last))[0];
+      return (await appendCalls(c, project, [list], routing, now, last, null))[0];
     } catch (err) {
       if (err instanceof CallsRefused) throw err.refused.get(0);
       throw err;
@@ -199,17 +210,25 @@ export function eventQueries(db: Database, notice: DueNotice, { appendsAtOnce = 
    */
   const waiting: Call[] = [];
   let running = 0;
+  let handoff: Handoff | null = null;
 
   async function runBatch(batch: Call[]): Promise<void> {
     let calls = batch;
+    // What a transaction that did not commit (or runs again) handed over goes back.
+    const handing = startHanding(handoff);
     while (calls.length) {
       // The calls' receive times differ by the moments they waited: the batch takes the latest.
       const now = Math.max(...calls.map((x) => x.now));
       try {
-        const results = await db.transaction((c) => appendCalls(c, calls[0].project, calls.map((x) => x.list), calls[0].routing, now, true));
+        const results = await db.transaction((c) => {
+          handing.abandoned();
+          return appendCalls(c, calls[0].project, calls.map((x) => x.list), calls[0].routing, now, true, handing);
+        });
+        handing.committed();
         calls.forEach((x, i) => x.resolve(results[i]));
         return;
       } catch (err) {
+        handing.abandoned();
         if (!(err instanceof CallsRefused)) {
           for (const x of calls) x.reject(err);
           return;
@@ -296,6 +315,10 @@ export function eventQueries(db: Database, notice: DueNotice, { appendsAtOnce = 
         waiting.push({ project, list, routing, now, resolve, reject });
         pump();
       });
+    },
+    /** From now on appendEvents hands fresh deliveries over to this dispatcher. */
+    handOffTo(h: Handoff | null) {
+      handoff = h;
     },
     /** Whether `text` is a cursor `list` hands out: an event's seq, in decimal. */
     isCursor: isEventCursor,

@@ -89,6 +89,7 @@ export async function openPostgresStore(o: PostgresOptions): Promise<Store> {
     listenerGates: (project, ids) => readGates(db, project, ids),
 
     appendEvents: (project, list, routing, now) => events.appendEvents(project, list, routing, now),
+    handOffTo: (h) => events.handOffTo(h),
     listEvents: (project, q) => events.list(project, q),
     isEventCursor: (text) => events.isCursor(text),
     getEvent: (project, id) => events.get(project, id),

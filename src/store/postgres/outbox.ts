@@ -1,5 +1,7 @@
 import { newId } from '../../ids.js';
 import type { EventEnvelope, OriginalMessage } from '../../records/event.js';
+import type { Handing } from '../handing.js';
+import type { FanOut } from '../store.js';
 import { statement, type Conn } from './database.js';
 import type { DueNotice } from './notify.js';
 import { placeDeliveries, type Placing } from './order.js';
@@ -12,6 +14,8 @@ export interface OutboxEvent {
   listenerIds: readonly string[];
   /** The chosen listeners that keep an execution's order (FanOut.ordered). */
   ordered?: ReadonlySet<string>;
+  /** The fan-out that chose them, whose `handOff` says which deliveries may be handed over. */
+  fanOut?: FanOut;
 }
 
 /** A bigint[] as a text element of a text[] parameter (unnest cannot take an array of arrays). */
@@ -38,14 +42,15 @@ export function outboxCtes(first: number): string {
     ON CONFLICT (project, id) DO NOTHING
     RETURNING id, seq
   ), dl AS (
-    INSERT INTO deliveries (id, project, event_seq, event_id, listener_id, status, attempt_count, next_attempt_at, held, gap,
+    INSERT INTO deliveries (id, project, event_seq, event_id, listener_id, status, attempt_count, next_attempt_at, lease_owner, held, gap,
       created_at, updated_at)
-    SELECT d.id, ${p(0)}, ev.seq, d.event_id, d.listener_id, 'pending', 0, CASE WHEN d.held IS NULL THEN ${p(1)}::bigint END, d.held,
-      d.gap::bigint[], ${p(1)}, ${p(1)}
-    FROM unnest(${p(12)}::text[], ${p(13)}::text[], ${p(14)}::text[], ${p(15)}::text[], ${p(16)}::text[])
-      AS d(id, event_id, listener_id, held, gap)
+    SELECT d.id, ${p(0)}, ev.seq, d.event_id, d.listener_id, 'pending', 0,
+      CASE WHEN d.leased_until IS NOT NULL THEN d.leased_until WHEN d.held IS NULL THEN ${p(1)}::bigint END,
+      CASE WHEN d.leased_until IS NOT NULL THEN ${p(18)}::text END, d.held, d.gap::bigint[], ${p(1)}, ${p(1)}
+    FROM unnest(${p(12)}::text[], ${p(13)}::text[], ${p(14)}::text[], ${p(15)}::text[], ${p(16)}::text[], ${p(17)}::bigint[])
+      AS d(id, event_id, listener_id, held, gap, leased_until)
     JOIN ev ON ev.id = d.event_id
-    RETURNING held
+    RETURNING held, lease_owner
   )`;
 }
 
@@ -54,7 +59,7 @@ export function outboxCtes(first: number): string {
  * now), or fails the statement when an id was taken.
  */
 export function outboxResult(first: number): string {
-  return `(SELECT count(*) FROM dl)::int AS deliveries, (SELECT count(*) FROM dl WHERE held IS NULL)::int AS due,
+  return `(SELECT count(*) FROM dl)::int AS deliveries, (SELECT count(*) FROM dl WHERE held IS NULL AND lease_owner IS NULL)::int AS due,
   CASE WHEN (SELECT count(*) FROM ev) <> cardinality($${first + 2}::text[])
     THEN raise_retry('an event id was stored by a concurrent transaction') END AS checked`;
 }
@@ -65,17 +70,33 @@ const insertOutbox = statement(`WITH ${outboxCtes(1)} SELECT ${outboxResult(1)}`
  * The parameters of outboxCtes: the events (due at `now`) and their deliveries, each placed
  * first when it keeps its execution's order (a statement of its own, only then).
  */
-export async function outboxValues(c: Conn, project: string, list: readonly OutboxEvent[], now: number): Promise<unknown[]> {
+export async function outboxValues(
+  c: Conn,
+  project: string,
+  list: readonly OutboxEvent[],
+  now: number,
+  handing: Handing | null = null,
+  /** Filled with how many deliveries of each event (by id) were handed over. */
+  handedByEvent?: Map<string, number>,
+): Promise<unknown[]> {
   const events = list.map((e) => e.envelope);
+  const envelopes = events.map((v) => JSON.stringify(v));
   const placing: Placing[] = [];
   const eventOf: string[] = [];
-  for (const e of list) {
+  const leasedUntil: Array<number | null> = [];
+  list.forEach((e, i) => {
     const x = e.envelope.execution_id;
     for (const listenerId of e.listenerIds) {
-      placing.push({ id: newId(now), listenerId, execution: x !== null && e.ordered?.has(listenerId) ? x : null });
+      const id = newId(now);
+      const execution = x !== null && e.ordered?.has(listenerId) ? x : null;
+      placing.push({ id, listenerId, execution });
       eventOf.push(e.envelope.id);
+      const offered = { id, project, listenerId, envelopeJson: envelopes[i], original: e.original };
+      const until = execution === null && handing && e.fanOut ? handing.offer(offered, e.fanOut, now) : null;
+      leasedUntil.push(until);
+      if (until !== null) handedByEvent?.set(e.envelope.id, (handedByEvent.get(e.envelope.id) ?? 0) + 1);
     }
-  }
+  });
   const placed = await placeDeliveries(c, placing, now);
   return [
     project,
@@ -86,7 +107,7 @@ export async function outboxValues(c: Conn, project: string, list: readonly Outb
     events.map((v) => v.workbook),
     events.map((v) => v.execution_id),
     events.map((v) => v.sequence),
-    events.map((v) => JSON.stringify(v)),
+    envelopes,
     list.map((e) => e.original?.body ?? null),
     list.map((e) => e.original?.format ?? null),
     list.map((e) => e.bodyHash),
@@ -95,19 +116,31 @@ export async function outboxValues(c: Conn, project: string, list: readonly Outb
     placing.map((p) => p.listenerId),
     placed.map((p) => p.held),
     placed.map((p) => arrayLiteral(p.gap)),
+    leasedUntil,
+    handing?.owner ?? null,
   ];
 }
 
 /**
- * Inserts events and their deliveries; answers how many deliveries were made. `last`: this is
- * the transaction's last statement, sent with its COMMIT. When some are due, the other
- * processes' dispatchers are told after the commit.
+ * Inserts events and their deliveries; answers how many deliveries were made, and how many of
+ * each event's were handed over. `last`: this is
+ * the transaction's last statement, sent with its COMMIT. When some are due (not handed over to
+ * `handing`), the other processes' dispatchers are told after the commit.
  */
-export async function writeOutbox(c: Conn, project: string, list: readonly OutboxEvent[], now: number, notice: DueNotice, last: boolean): Promise<number> {
-  const values = await outboxValues(c, project, list, now);
+export async function writeOutbox(
+  c: Conn,
+  project: string,
+  list: readonly OutboxEvent[],
+  now: number,
+  notice: DueNotice,
+  last: boolean,
+  handing: Handing | null,
+): Promise<{ deliveries: number; handedByEvent: Map<string, number> }> {
+  const handedByEvent = new Map<string, number>();
+  const values = await outboxValues(c, project, list, now, handing, handedByEvent);
   const [row] = last ? await c.commitWith<OutboxCounts>(insertOutbox, values) : await c.rows<OutboxCounts>(insertOutbox, values);
   if (row.due > 0) notice.afterCommit(c);
-  return row.deliveries;
+  return { deliveries: row.deliveries, handedByEvent };
 }
 
 /** What outboxResult answers. */

@@ -1,7 +1,8 @@
 import type { Database, Statement } from 'better-sqlite3';
 import { newId } from '../../ids.js';
 import { filteredPage } from './filtered-page.js';
-import type { EventEnvelope } from '../../records/event.js';
+import type { EventEnvelope, OriginalMessage } from '../../records/event.js';
+import type { Handing } from '../handing.js';
 import { isEventCursor, toStoredEvent, type EventRow, type ReplayRow } from '../rows.js';
 import {
   StoreConflictError,
@@ -28,8 +29,8 @@ export function eventQueries(db: Database, executionOrder: ExecutionOrder) {
     (project, id, type, category, workbook, execution_id, sequence, envelope, original_body, original_format, body_hash, received_at)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
   const insertDelivery = db.prepare(`INSERT INTO deliveries
-    (id, project, event_seq, event_id, listener_id, status, attempt_count, next_attempt_at, held, gap, created_at, updated_at)
-    VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?)`);
+    (id, project, event_seq, event_id, listener_id, status, attempt_count, next_attempt_at, lease_owner, held, gap, created_at, updated_at)
+    VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?, ?)`);
   const byId = db.prepare('SELECT seq, envelope, received_at FROM events WHERE project = ? AND id = ?') as Statement<[string, string], EventRow>;
   // One statement set per direction; the cursor bound is a filter, absent on the first page.
   const pageIn = (order: ListOrder) =>
@@ -67,7 +68,8 @@ export function eventQueries(db: Database, executionOrder: ExecutionOrder) {
 
   /**
    * One delivery per listener. A delivery that keeps its execution's order (`ordered` says so of
-   * its listener) is its key's head and due now, or held behind the head, unscheduled.
+   * its listener) is its key's head and due now, or held behind the head, unscheduled. Any other
+   * is due now, or leased to this process's dispatcher when `handing` takes it.
    */
   function insertDeliveries(
     project: string,
@@ -75,15 +77,19 @@ export function eventQueries(db: Database, executionOrder: ExecutionOrder) {
     listenerIds: readonly string[],
     ordered: (listenerId: string) => boolean,
     now: number,
+    handing?: { to: Handing; fanOut: FanOut; envelopeJson: string; original: OriginalMessage | null },
   ) {
     for (const listenerId of listenerIds) {
       const id = newId(now);
       const place = event.executionId !== null && ordered(listenerId) ? executionOrder.place(listenerId, event.executionId, id, now) : null;
       if (place?.head === false) {
-        insertDelivery.run(id, project, event.seq, event.id, listenerId, null, event.executionId, null, now, now);
-      } else {
-        insertDelivery.run(id, project, event.seq, event.id, listenerId, now, null, place?.gap ?? null, now, now);
+        insertDelivery.run(id, project, event.seq, event.id, listenerId, null, null, event.executionId, null, now, now);
+        continue;
       }
+      const leasedUntil =
+        place === null && handing ? handing.to.offer({ id, project, listenerId, envelopeJson: handing.envelopeJson, original: handing.original }, handing.fanOut, now) : null;
+      if (leasedUntil !== null) insertDelivery.run(id, project, event.seq, event.id, listenerId, leasedUntil, handing!.to.owner, null, null, now, now);
+      else insertDelivery.run(id, project, event.seq, event.id, listenerId, now, null, null, place?.gap ?? null, now, now);
     }
   }
 
@@ -116,25 +122,34 @@ export function eventQueries(db: Database, executionOrder: ExecutionOrder) {
   return {
     /** Whether `text` is a cursor `list` hands out: an event's seq, in decimal. */
     isCursor: isEventCursor,
-    /** One event with its deliveries. Call inside a transaction. */
-    append(project: string, event: NewEvent, fanOut: FanOut, now: number): AppendedEvent {
+    /** One event with its deliveries (handed over to `handing` where it takes them). Call inside a transaction. */
+    append(project: string, event: NewEvent, fanOut: FanOut, now: number, handing?: Handing): AppendedEvent {
       const id = event.envelope.id;
       const hash = existing.get(project, id);
       if (hash !== undefined) {
         if (hash !== event.bodyHash) throw new StoreConflictError(`event ${id} already exists with a different body`);
-        return { id, duplicate: true, deliveries: 0 };
+        return { id, duplicate: true, deliveries: 0, handed: 0 };
       }
       const e = event.envelope;
       const sequence = e.execution_id ? nextSequence.get(project, e.execution_id)! : null;
       const envelope: EventEnvelope = { ...e, sequence };
+      const envelopeJson = JSON.stringify(envelope);
       const { lastInsertRowid } = insertEvent.run(
         project, id, e.type, e.category, e.workbook, e.execution_id, sequence,
-        JSON.stringify(envelope), event.original?.body ?? null, event.original?.format ?? null, event.bodyHash, now,
+        envelopeJson, event.original?.body ?? null, event.original?.format ?? null, event.bodyHash, now,
       );
       const listenerIds = fanOut(envelope);
       const ordered = fanOut.ordered;
-      insertDeliveries(project, { seq: lastInsertRowid, id, executionId: e.execution_id }, listenerIds, (l) => ordered?.has(l) === true, now);
-      return { id, duplicate: false, deliveries: listenerIds.length };
+      const before = handing?.count ?? 0;
+      insertDeliveries(
+        project,
+        { seq: lastInsertRowid, id, executionId: e.execution_id },
+        listenerIds,
+        (l) => ordered?.has(l) === true,
+        now,
+        handing && { to: handing, fanOut, envelopeJson, original: event.original },
+      );
+      return { id, duplicate: false, deliveries: listenerIds.length, handed: (handing?.count ?? 0) - before };
     },
     get(project: string, id: string): StoredEvent | null {
       const row = byId.get(project, id);

@@ -1,7 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { StoreUnavailableError, type ListenerRouting, type NewEvent, type Store } from '../store.js';
+import { StoreUnavailableError, type Handoff, type ListenerRouting, type NewEvent, type Store } from '../store.js';
+import { startHanding, type Handing } from '../handing.js';
 import { migrate } from './migrate.js';
 import { listenerQueries } from './listeners.js';
 import { listenerVersions } from './listener-versions.js';
@@ -77,10 +78,11 @@ export function openSqliteStore(options: SqliteOptions): SqliteStore {
   const fanOut = (project: string, routing: ListenerRouting) => versions.fanOut(project, routing, listeners.listEnabled);
   // Call inside the write transaction: routes at the listener version it reads, after every
   // listener change committed before it.
-  const appendRouted = (project: string, list: NewEvent[], routing: ListenerRouting, now: number) => {
+  const appendRouted = (project: string, list: NewEvent[], routing: ListenerRouting, now: number, handing?: Handing) => {
     const route = fanOut(project, routing);
-    return list.map((e) => events.append(project, e, route, now));
+    return list.map((e) => events.append(project, e, route, now, handing));
   };
+  let handoff: Handoff | null = null;
   const batcher = createWriteBatcher(db, toStoreError, {
     minCommitIntervalMs: options.commitIntervalMs,
     busyTimeoutMs: options.busyTimeoutMs,
@@ -150,9 +152,28 @@ export function openSqliteStore(options: SqliteOptions): SqliteStore {
       return run(() => gates.ofProject(project, ids));
     },
 
-    // Several calls share one commit (write-batcher), each in its own savepoint.
+    // Several calls share one commit (write-batcher), each in its own savepoint. What was handed
+    // over goes to the dispatcher once committed; a call rolled back gives its slots back.
     appendEvents(project, list, routing, now) {
-      return batcher.run(() => appendRouted(project, list, routing, now));
+      const handing = startHanding(handoff);
+      return batcher
+        .run(() => {
+          handing.abandoned();
+          return appendRouted(project, list, routing, now, handing);
+        })
+        .then(
+          (appended) => {
+            handing.committed();
+            return appended;
+          },
+          (err: unknown) => {
+            handing.abandoned();
+            throw err;
+          },
+        );
+    },
+    handOffTo(h) {
+      handoff = h;
     },
     async listEvents(project, q) {
       return run(() => events.list(project, q));
