@@ -13,7 +13,7 @@ import { requestLog } from './request-log.js';
 import { requireMediaType } from './media-type.js';
 import { notFound, problemHandler } from './problem.js';
 import { deliveryRoutes } from './routes/deliveries.js';
-import { eventRoutes } from './routes/events.js';
+import { eventRoutes, postEvents } from './routes/events.js';
 import { executionRoutes } from './routes/executions.js';
 import { listenerRoutes } from './routes/listeners.js';
 import { mistralRoutes } from './routes/mistral.js';
@@ -52,13 +52,18 @@ export function createApp(deps: AppDeps): express.Express {
 
   app.use(requestLog(deps.log));
 
+  // Ingest, mounted ahead of the routers: a single-event request passes one route match, the
+  // token check and its own body parsing, not the operations and /v1 routers' layers.
+  const requireApiToken = requireToken(deps.tokens);
+  if (deps.serveApi !== false) app.post('/v1/events', requireApiToken, ...postEvents({ ingest: deps.ingest }));
+
   app.use(operationRoutes({ store: deps.store, metrics: deps.metrics, readiness: deps.readiness }));
 
   const v1 = express.Router();
-  v1.use(requireToken(deps.tokens));
+  v1.use(requireApiToken);
   // Routes with bodies of their own kind and size parse them themselves, before the JSON default.
   v1.use('/ingest/mistral', mistralRoutes({ ingest: deps.ingest }));
-  v1.use('/events', eventRoutes({ store: deps.store, ingest: deps.ingest }));
+  v1.use('/events', eventRoutes({ store: deps.store }));
   v1.use('/workbooks', workbookRoutes({ store: deps.store }));
   v1.use(requireMediaType());
   v1.use(jsonBody(BODY_LIMIT));
