@@ -263,8 +263,7 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
           process.exit(70);
         },
       });
-      const handOver = thread.handOver;
-      store.handOffTo(handoffThrough({ ...thread.handoff, room }, handOver));
+      store.handOffTo(handoffThrough({ ...thread.handoff, room }, thread.handOver));
       log.info('the dispatcher runs in its own thread');
     }
     log.info({ url, port, role }, `callback-relay listening on ${url}`);

@@ -22,8 +22,6 @@ export interface HandoffRoom {
   /** Gives `count` slots back (or takes them, when negative). */
   add(count: number): void;
   open(yes: boolean): void;
-  readonly free: number;
-  readonly isOpen: boolean;
 }
 
 /** A closed room with no slots; the dispatcher that uses it gives it its slots when it starts. */
@@ -49,12 +47,6 @@ export function handoffRoomOf(buffer: SharedArrayBuffer): HandoffRoom {
     },
     open(yes) {
       Atomics.store(a, OPEN, yes ? 1 : 0);
-    },
-    get free() {
-      return Atomics.load(a, FREE);
-    },
-    get isOpen() {
-      return Atomics.load(a, OPEN) === 1;
     },
   };
 }

@@ -101,7 +101,7 @@ export function engineTransactions(db: Database, notice: DueNotice) {
           }
           const stored = { ...envelope, sequence };
           // The envelope id is relay-made and unique, so it doubles as the body hash.
-          outbox.push({ envelope: stored, original: null, bodyHash: envelope.id, listenerIds: route(stored), ordered: route.ordered });
+          outbox.push({ envelope: stored, original: null, bodyHash: envelope.id, listenerIds: route(stored), fanOut: route });
         },
       };
 

@@ -174,7 +174,7 @@ export function eventQueries(db: Database, notice: DueNotice, { appendsAtOnce = 
         const sequence = x ? next.get(x)! : null;
         if (x) next.set(x, sequence! + 1);
         const envelope: EventEnvelope = { ...e.envelope, sequence };
-        outbox.push({ envelope, original: e.original, bodyHash: e.bodyHash, listenerIds: route(envelope), ordered: route.ordered, fanOut: route });
+        outbox.push({ envelope, original: e.original, bodyHash: e.bodyHash, listenerIds: route(envelope), fanOut: route });
       }
       handed = (await writeOutbox(c, project, outbox, now, notice, last, handing)).handedByEvent;
     }

@@ -12,10 +12,8 @@ export interface OutboxEvent {
   original: OriginalMessage | null;
   bodyHash: string;
   listenerIds: readonly string[];
-  /** The chosen listeners that keep an execution's order (FanOut.ordered). */
-  ordered?: ReadonlySet<string>;
-  /** The fan-out that chose them, whose `handOff` says which deliveries may be handed over. */
-  fanOut?: FanOut;
+  /** The fan-out that chose them: its `ordered` keep an execution's order, its `handOff` may be handed over. */
+  fanOut: FanOut;
 }
 
 /** A bigint[] as a text element of a text[] parameter (unnest cannot take an array of arrays). */
@@ -88,11 +86,11 @@ export async function outboxValues(
     const x = e.envelope.execution_id;
     for (const listenerId of e.listenerIds) {
       const id = newId(now);
-      const execution = x !== null && e.ordered?.has(listenerId) ? x : null;
+      const execution = x !== null && e.fanOut.ordered?.has(listenerId) ? x : null;
       placing.push({ id, listenerId, execution });
       eventOf.push(e.envelope.id);
       const offered = { id, project, listenerId, envelopeJson: envelopes[i], original: e.original };
-      const until = execution === null && handing && e.fanOut ? handing.offer(offered, e.fanOut, now) : null;
+      const until = execution === null && handing ? handing.offer(offered, e.fanOut, now) : null;
       leasedUntil.push(until);
       if (until !== null) handedByEvent?.set(e.envelope.id, (handedByEvent.get(e.envelope.id) ?? 0) + 1);
     }

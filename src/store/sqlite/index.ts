@@ -157,10 +157,7 @@ export function openSqliteStore(options: SqliteOptions): SqliteStore {
     appendEvents(project, list, routing, now) {
       const handing = startHanding(handoff);
       return batcher
-        .run(() => {
-          handing.abandoned();
-          return appendRouted(project, list, routing, now, handing);
-        })
+        .run(() => appendRouted(project, list, routing, now, handing))
         .then(
           (appended) => {
             handing.committed();
