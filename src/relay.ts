@@ -1,8 +1,8 @@
-import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { createApp } from './api/app.js';
+import { createHttpServer } from './api/server.js';
 import type { ReadinessCheck } from './api/routes/operations.js';
 import { ensureAdminToken, tokenRegistry } from './api/auth.js';
 import { createDispatcher, type Dispatcher } from './dispatch/dispatcher.js';
@@ -230,7 +230,7 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
       readiness,
     });
 
-    const server = http.createServer(app);
+    const server = createHttpServer(app);
     server.keepAliveTimeout = 65_000;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
