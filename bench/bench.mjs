@@ -21,7 +21,9 @@ const HELP = `usage: npm run bench [-- OPTIONS]
 
 The relay runs as its own process (dist/main.js, so build first: npm run bench does) with
 production settings, a receiver in another process answers 200 at once, and the benchmark
-process generates the load. Every relay run gets a fresh database, removed afterwards.
+process generates the load. Every relay run gets a fresh database, removed afterwards; when a
+PostgreSQL is in use it checkpoints before every run (either backend), so that no run pays for
+the checkpoint the run before it asked for.
 
 options
   --backend sqlite|postgres|both   where the relay keeps its data (default sqlite). postgres:
@@ -126,8 +128,12 @@ process.on('SIGINT', () => {
 });
 for (const name of backendNames) backends.push(await openBackend(name));
 
-/** A fresh database for one run, dropped afterwards whether the run succeeded or not. */
+/**
+ * A fresh database for one run, dropped afterwards whether the run succeeded or not. Every
+ * backend settles first, so no run pays for what the one before it left to write.
+ */
 async function withDatabase(backend, label, run) {
+  for (const b of backends) await b.settle();
   const database = await backend.fresh(label);
   try {
     return await run(database);

@@ -12,7 +12,8 @@ const redacted = (url) => url.replace(/:[^:@/]*@/, ':***@');
 
 /**
  * A backend hands out fresh databases: `fresh(label)` → { backend, location, env (for the
- * relay), url and schema (PostgreSQL), drop() }. `close()` drops whatever is still there.
+ * relay), url and schema (PostgreSQL), drop() }. `settle()` finishes what the runs before left
+ * the server to write (see openPostgres). `close()` drops whatever is still there.
  */
 export async function openBackend(name) {
   return name === 'postgres' ? openPostgres() : openSqlite();
@@ -36,6 +37,8 @@ function openSqlite() {
       live.add(database);
       return database;
     },
+    // A run's SQLite database is its own folder, removed after it: nothing carries over.
+    settle: async () => {},
     close: () => Promise.all([...live].map((d) => d.drop())),
   };
 }
@@ -49,8 +52,23 @@ async function openPostgres() {
   }
   const live = new Set();
   let seq = 0;
+  let settleRefused = false;
   return {
     name: 'postgres',
+    /**
+     * A checkpoint: a run writes hundreds of megabytes of WAL, and the checkpoint that asks for
+     * (with the full-page images after it) would otherwise fall in whichever run comes next,
+     * on either backend, since the server shares the machine. Needs superuser or pg_checkpoint.
+     */
+    async settle() {
+      if (settleRefused) return;
+      try {
+        await admin.query('CHECKPOINT');
+      } catch (err) {
+        settleRefused = true;
+        console.error(`bench: CHECKPOINT refused (${err.message}); runs may pay for the writes of the run before them`);
+      }
+    },
     async fresh(label) {
       const schema = `bench_${process.pid}_${++seq}_${label.replace(/[^a-z0-9]+/gi, '_').toLowerCase()}`.slice(0, 63);
       await admin.query(`CREATE SCHEMA ${pg.escapeIdentifier(schema)}`);
