@@ -22,8 +22,8 @@ const HELP = `usage: npm run bench [-- OPTIONS]
 The relay runs as its own process (dist/main.js, so build first: npm run bench does) with
 production settings, a receiver in another process answers 200 at once, and the benchmark
 process generates the load. Every relay run gets a fresh database, removed afterwards; when a
-PostgreSQL is in use it checkpoints before every run (either backend), so that no run pays for
-the checkpoint the run before it asked for.
+PostgreSQL is in use it checkpoints before every run (either backend, and the ceiling), so that
+no run pays for the checkpoint the run before it asked for.
 
 options
   --backend sqlite|postgres|both   where the relay keeps its data (default sqlite). postgres:
@@ -128,12 +128,14 @@ process.on('SIGINT', () => {
 });
 for (const name of backendNames) backends.push(await openBackend(name));
 
-/**
- * A fresh database for one run, dropped afterwards whether the run succeeded or not. Every
- * backend settles first, so no run pays for what the one before it left to write.
- */
-async function withDatabase(backend, label, run) {
+/** Every backend settles, so that what is measured next does not pay for what ran before it. */
+async function settleBackends() {
   for (const b of backends) await b.settle();
+}
+
+/** A fresh database for one run, settled first, dropped afterwards whether the run succeeded or not. */
+async function withDatabase(backend, label, run) {
+  await settleBackends();
   const database = await backend.fresh(label);
   try {
     return await run(database);
@@ -328,6 +330,7 @@ try {
   // Scenario by scenario, each backend in turn: the columns are measured close together in time.
   for (const scenario of SCENARIOS.filter(want)) {
     if (scenario === 'ceiling') {
+      await settleBackends();
       const ceiling = await ceilingBench();
       for (const f of Object.values(byBackend)) f.ceiling_requests_per_s = ceiling;
       continue;
