@@ -202,17 +202,14 @@ export function eventQueries(db: Database, notice: DueNotice, { appendsAtOnce = 
   }
 
   /*
-   * Group commit for appends. One append transaction per project runs at a time, and at most
-   * `appendsAtOnce` of different projects; calls that come meanwhile wait, and the project's
-   * next transaction takes every one of them (up to BATCH_EVENTS events), so a stream of
-   * single-event requests costs a transaction per several events, not one each. A call alone
-   * is written at once. Each call is answered after the commit that stored its events, as if
-   * the calls had run one by one. (Two transactions of one project would mostly wait for each
-   * other: each holds its executions' sequence counters until it commits. Run side by side
-   * they only made more, smaller transactions, each planned, written and flushed on its own.)
+   * Group commit for appends. At most `appendsAtOnce` append transactions run at once; calls
+   * that come meanwhile wait, and the next transaction takes every waiting call of the first
+   * one's project (up to BATCH_EVENTS events), so a stream of single-event requests costs a
+   * transaction per several events, not one each. A call alone is written at once. Each call
+   * is answered after the commit that stored its events, as if the calls had run one by one.
    */
   const waiting: Call[] = [];
-  const running = new Set<string>();
+  let running = 0;
   let handoff: Handoff | null = null;
 
   async function runBatch(batch: Call[]): Promise<void> {
@@ -243,10 +240,8 @@ export function eventQueries(db: Database, notice: DueNotice, { appendsAtOnce = 
   }
 
   function pump() {
-    while (running.size < appendsAtOnce) {
-      // The longest waiting call of a project with no append running starts the next batch.
-      const first = waiting.find((x) => !running.has(x.project));
-      if (!first) return;
+    while (running < appendsAtOnce && waiting.length) {
+      const first = waiting[0];
       const batch: Call[] = [];
       let events = 0;
       for (let i = 0; i < waiting.length; ) {
@@ -257,9 +252,9 @@ export function eventQueries(db: Database, notice: DueNotice, { appendsAtOnce = 
           waiting.splice(i, 1);
         } else i++;
       }
-      running.add(first.project);
+      running++;
       void runBatch(batch).finally(() => {
-        running.delete(first.project);
+        running--;
         pump();
       });
     }
