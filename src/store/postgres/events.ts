@@ -105,6 +105,8 @@ interface Call {
 
 /** Events one batched transaction takes at most (a batch API request alone may bring 1000). */
 const BATCH_EVENTS = 1000;
+/** Events a project's waiting calls hold at least to start a transaction beside its running append. */
+const SIDE_BY_SIDE = 100;
 
 export function eventQueries(db: Database, notice: DueNotice, { appendsAtOnce = 4 }: { appendsAtOnce?: number } = {}) {
   /**
@@ -202,13 +204,19 @@ export function eventQueries(db: Database, notice: DueNotice, { appendsAtOnce = 
   }
 
   /*
-   * Group commit for appends. At most `appendsAtOnce` append transactions run at once; calls
-   * that come meanwhile wait, and the next transaction takes every waiting call of the first
-   * one's project (up to BATCH_EVENTS events), so a stream of single-event requests costs a
-   * transaction per several events, not one each. A call alone is written at once. Each call
-   * is answered after the commit that stored its events, as if the calls had run one by one.
+   * Group commit for appends. At most `appendsAtOnce` append transactions run at once. Calls
+   * that come meanwhile wait, and the next transaction of a project takes its waiting calls (up
+   * to BATCH_EVENTS events), so a stream of single-event requests costs a transaction per
+   * several events, not one each. While a project's append runs, its waiting calls gather
+   * until they are worth a transaction of their own (SIDE_BY_SIDE events): small appends of one
+   * project side by side would mostly wait for each other, as each holds its executions'
+   * sequence counters until it commits, and each is planned, written and flushed on its own;
+   * large ones overlap one's flush with the next one's work. A call alone is written at once.
+   * Each call is answered after the commit that stored its events, as if the calls had run one
+   * by one.
    */
-  const waiting: Call[] = [];
+  const waiting = new Map<string, Call[]>();
+  const busy = new Map<string, number>();
   let running = 0;
   let handoff: Handoff | null = null;
 
@@ -239,22 +247,38 @@ export function eventQueries(db: Database, notice: DueNotice, { appendsAtOnce = 
     }
   }
 
+  /** Whether a project's waiting calls hold at least `n` events. */
+  const holds = (queue: Call[], n: number) => {
+    let events = 0;
+    for (const x of queue) if ((events += x.list.length) >= n) return true;
+    return false;
+  };
+
   function pump() {
-    while (running < appendsAtOnce && waiting.length) {
-      const first = waiting[0];
+    for (const [project, queue] of waiting) {
+      if (running >= appendsAtOnce) return;
+      if (busy.has(project) && !holds(queue, SIDE_BY_SIDE)) continue;
+      const first = queue[0];
       const batch: Call[] = [];
       let events = 0;
-      for (let i = 0; i < waiting.length; ) {
-        const x = waiting[i];
-        if (x.project === first.project && x.routing === first.routing && (batch.length === 0 || events + x.list.length <= BATCH_EVENTS)) {
+      for (let i = 0; i < queue.length; ) {
+        const x = queue[i];
+        if (x.routing === first.routing && (batch.length === 0 || events + x.list.length <= BATCH_EVENTS)) {
           batch.push(x);
           events += x.list.length;
-          waiting.splice(i, 1);
+          queue.splice(i, 1);
         } else i++;
       }
+      // The project's next turn comes after the other projects' waiting now.
+      waiting.delete(project);
+      if (queue.length) waiting.set(project, queue);
       running++;
+      busy.set(project, (busy.get(project) ?? 0) + 1);
       void runBatch(batch).finally(() => {
         running--;
+        const left = busy.get(project)! - 1;
+        if (left) busy.set(project, left);
+        else busy.delete(project);
         pump();
       });
     }
@@ -312,7 +336,9 @@ export function eventQueries(db: Database, notice: DueNotice, { appendsAtOnce = 
      */
     appendEvents(project: string, list: NewEvent[], routing: ListenerRouting, now: number): Promise<AppendedEvent[]> {
       return new Promise<AppendedEvent[]>((resolve, reject) => {
-        waiting.push({ project, list, routing, now, resolve, reject });
+        const queue = waiting.get(project);
+        if (queue) queue.push({ project, list, routing, now, resolve, reject });
+        else waiting.set(project, [{ project, list, routing, now, resolve, reject }]);
         pump();
       });
     },
