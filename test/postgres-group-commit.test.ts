@@ -6,6 +6,7 @@ import type { AppendedEvent, NewEvent, Store } from '../src/store/store.js';
 import { openPostgresStore } from '../src/store/postgres/index.js';
 import { createTestSchema, TEST_DATABASE_URL, type TestSchema } from './helpers/backend.js';
 import { storedListener, taskEnvelope } from './helpers/envelopes.js';
+import { eventually } from './helpers/spawn-relay.js';
 
 /*
  * The PostgreSQL store's group commit: while an append of a project runs, the project's small
@@ -45,14 +46,6 @@ async function waitingFor(watcher: pg.Client, blocker: number): Promise<number> 
   return rows[0].n;
 }
 
-async function until(what: string, check: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 /**
  * A store of a fresh schema with listeners of projects pa and pb, and the test's transaction
  * holding project pa's (uncommitted) sequence counter of execution x1. The first append of pa
@@ -73,7 +66,7 @@ async function heldCounter() {
   const waitingOnLocks = () => waitingFor(watcher, rows[0].pid);
   const routing = createFanOut();
   const first = s.appendEvents('pa', [event('a-1', 'x1')], routing, 1_000);
-  await until('the first append waits for the counter', async () => (await waitingOnLocks()) === 1);
+  await eventually(async () => (await waitingOnLocks()) === 1, 10_000, 'the first append to wait for the counter');
   return { s, routing, admin, waitingOnLocks, first };
 }
 
