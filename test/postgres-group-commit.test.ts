@@ -9,7 +9,7 @@ import { storedListener, taskEnvelope } from './helpers/envelopes.js';
 import { eventually } from './helpers/spawn-relay.js';
 
 /*
- * The PostgreSQL store's group commit: while an append of a project runs, the project's small
+ * The PostgreSQL store's appends. Group commit: while an append of a project runs, the project's small
  * calls wait and share its next transaction, a call of many events starts beside it, and
  * appends of other projects go on at the same time. The local server, a schema of its own; an
  * append is held up by a transaction of the test's that holds the sequence counter it needs.
@@ -19,10 +19,13 @@ let schema: TestSchema | null = null;
 let store: Store | null = null;
 let blocker: pg.Client | null = null;
 let watching: pg.Client | null = null;
+let otherStore: Store | null = null;
 
 afterEach(async () => {
   await watching?.end().catch(() => {});
   await blocker?.end().catch(() => {});
+  await otherStore?.close();
+  otherStore = null;
   await store?.close();
   await schema?.drop();
   blocker = null;
@@ -53,7 +56,8 @@ async function waitingFor(watcher: pg.Client, blocker: number): Promise<number> 
  */
 async function heldCounter() {
   schema = await createTestSchema('groupcommit');
-  const s = (store = await openPostgresStore({ url: TEST_DATABASE_URL, schema: schema.schema, pool: 10, log: pino({ level: 'silent' }) }));
+  const open = () => openPostgresStore({ url: TEST_DATABASE_URL, schema: schema!.schema, pool: 10, log: pino({ level: 'silent' }) });
+  const s = (store = await open());
   await s.createListener(storedListener('la', { project: 'pa' }));
   await s.createListener(storedListener('lb', { project: 'pb' }));
   const admin = (blocker = new pg.Client({ connectionString: TEST_DATABASE_URL, options: `-c search_path=${schema.schema}` }));
@@ -67,7 +71,7 @@ async function heldCounter() {
   const routing = createFanOut();
   const first = s.appendEvents('pa', [event('a-1', 'x1')], routing, 1_000);
   await eventually(async () => (await waitingOnLocks()) === 1, 10_000, 'the first append to wait for the counter');
-  return { s, routing, admin, waitingOnLocks, first };
+  return { s, routing, admin, waitingOnLocks, first, open };
 }
 
 describe('PostgreSQL group commit of appends', () => {
@@ -113,5 +117,27 @@ describe('PostgreSQL group commit of appends', () => {
     expect((await first)[0].duplicate).toBe(false);
     expect((await s.getEvent('pa', 'a-1'))!.received_at).toBe(1_000);
     expect((await s.getEvent('pa', 'm-149'))!.envelope.sequence).toBe(22);
+  });
+});
+
+describe('PostgreSQL appends of one event id from two processes', () => {
+  it('stores the event once: the append that finds it stored meanwhile runs again and answers a duplicate', async () => {
+    const { routing, admin, waitingOnLocks, first, open } = await heldCounter();
+    // Another process appends the same event. Its append looks the id up before it waits for
+    // the counter, so it finds it new, and the first append stores it meanwhile.
+    const other = (otherStore = await open());
+    const second = other.appendEvents('pa', [event('a-1', 'x1')], routing, 2_000);
+    await eventually(async () => (await waitingOnLocks()) === 2, 10_000, 'both appends to wait for the counter');
+
+    await admin.query('COMMIT');
+    const answers = await Promise.all([first, second]);
+    expect(answers.map((a) => a[0].duplicate).sort()).toEqual([false, true]);
+    expect(answers.map((a) => a[0].deliveries).sort()).toEqual([0, 1]);
+    const stored = await other.listEvents('pa', { limit: 10 });
+    expect(stored.map((e) => [e.envelope.id, e.envelope.sequence])).toEqual([['a-1', 1]]);
+    expect(await other.listDeliveries('pa', { limit: 10 })).toHaveLength(1);
+    // The append that ran again gave back the number it took: the next event of x1 is 2.
+    await other.appendEvents('pa', [event('a-2', 'x1')], routing, 3_000);
+    expect((await other.getEvent('pa', 'a-2'))!.envelope.sequence).toBe(2);
   });
 });

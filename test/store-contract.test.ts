@@ -652,6 +652,18 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       expect(await deliveryOf('a')).toMatchObject({ status: 'succeeded', attempt_count: 1 });
     });
 
+    it('keeps an attempt reported twice once, in one batch or in two', async () => {
+      await seed(['a', 'b']);
+      const [da, db] = await claim(store, 'w1', T);
+      const ra = result(da, attempt(1, T + 1));
+      await record('w1', [ra, ra], T + 2);
+      await record('w1', [ra, result(db, attempt(1, T + 3))], T + 4);
+      for (const d of [da, db]) {
+        expect(await store.listAttempts(P, d.id)).toHaveLength(1);
+        expect(await store.getDelivery(P, d.id)).toMatchObject({ status: 'succeeded', attempt_count: 1 });
+      }
+    });
+
     it('queues what the dispatcher has no room for, and gives back the slots of an append that did not commit', async () => {
       const h = handoffWith(1);
       store.handOffTo(h);

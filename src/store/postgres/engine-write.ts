@@ -44,7 +44,7 @@ const writeChanges = statement(`WITH new_executions AS (
     ON CONFLICT (project, execution_id) DO UPDATE SET last_sequence = s.last_sequence + excluded.last_sequence
     RETURNING execution_id, last_sequence
   ), ${outboxCtes(42)}
-  SELECT ${outboxResult(42)},
+  SELECT ${outboxResult},
     CASE WHEN EXISTS (SELECT 1 FROM counters c JOIN unnest($39::text[], $41::bigint[]) AS x(execution_id, last_sequence)
         ON x.execution_id = c.execution_id WHERE c.last_sequence <> x.last_sequence)
       THEN raise_retry('a sequence counter was created by a concurrent transaction') END AS counted`);

@@ -34,9 +34,17 @@ function isUnavailable(err: unknown): boolean {
 /** SQLSTATE of raise_retry() (db/postgres/001_schema.sql): a statement found that a concurrent transaction got in first. */
 const RETRY_STATE = 'RR001';
 
+/**
+ * The unique keys of rows a statement inserts only when it found them new (a plain insert: ON
+ * CONFLICT's speculative insertion costs every row an index probe and a WAL record more). A
+ * concurrent transaction that stored one meanwhile fails the statement on the key.
+ */
+const INSERTED_WHEN_NEW = ['events_project_id_key', 'attempts_pkey'];
+
 /** Deadlocks, serialization failures, a concurrent transaction that got in first: the transaction may simply run again. */
 export function isTransient(err: unknown): boolean {
   const code = codeOf(err);
+  if (code === '23505') return INSERTED_WHEN_NEW.includes((err as { constraint?: string }).constraint ?? '');
   return err instanceof RetryTransaction || code === '40P01' || code === '40001' || code === RETRY_STATE;
 }
 

@@ -114,7 +114,7 @@ export function eventQueries(db: Database, notice: DueNotice, { appendsAtOnce = 
    * after the other: an id an earlier call (or the same call) brought is a duplicate, or a
    * conflict when its body differs. A call with a conflict fails the transaction with
    * CallsRefused before anything is written for it. `last`: the append ends the transaction (and
-   * commits it). A concurrent append that took one of the ids fails it with raise_retry: it runs again.
+   * commits it). A concurrent append that took one of the ids fails it on the events' unique key: it runs again.
    */
   async function appendCalls(
     c: Conn,

@@ -24,7 +24,8 @@ const disableCtes = (ids: string, reasons: string, nowIso: string, spare: string
 
 /*
  * The first statement of a cycle (see queue.ts). The attempts go in (one reported twice is kept
- * once); each delivery takes its outcome while this dispatcher still holds its lease (so only
+ * once: an attempt stored meanwhile by a concurrent transaction fails the statement on the
+ * primary key, which is transient (errors.ts), and the cycle runs again); each delivery takes its outcome while this dispatcher still holds its lease (so only
  * the lease's owner finishes one, and hands its ordered key on); listeners that answered 410
  * are turned off (the head a finish promotes for one of them is made head but not due). The
  * gate states of the batch's listeners are read locked in id order, so two dispatchers judging
@@ -37,8 +38,8 @@ const record = statement(`WITH RECURSIVE input AS (
       AS r(delivery_id, number, started_at, duration_ms, status_code, error, response_excerpt, status, next_attempt_at, last_error)
   ), recorded AS (
     INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error, response_excerpt)
-    SELECT delivery_id, number, started_at, duration_ms, status_code, error, response_excerpt FROM input
-    ON CONFLICT (delivery_id, number) DO NOTHING
+    SELECT DISTINCT ON (delivery_id, number) delivery_id, number, started_at, duration_ms, status_code, error, response_excerpt FROM input r
+    WHERE NOT EXISTS (SELECT 1 FROM attempts a WHERE a.delivery_id = r.delivery_id AND a.number = r.number)
     RETURNING delivery_id, number
   ), completed AS (
     UPDATE deliveries d SET status = r.status, attempt_count = r.number, next_attempt_at = r.next_attempt_at,
