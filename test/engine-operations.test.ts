@@ -136,7 +136,8 @@ call: {action: std.http, input: {url: "${slow.url}"}}`));
       await waitForEvents(receiver, '/restart', id, 'WORKFLOW_PAUSED');
       await first.close(); // the action's outcome is never committed
       second = await startTestRelay({}, dataDir);
-      const events = await waitForEvents(receiver, '/restart', id, 'TASK_FAILED');
+      // The interrupted task fails and, with no on-error path, the workflow with it.
+      const events = await waitForEvents(receiver, '/restart', id, 'WORKFLOW_FAILED');
       expect(describeEvents(events)).toEqual([
         'WORKFLOW_LAUNCHED',
         'TASK_LAUNCHED call',
@@ -144,9 +145,11 @@ call: {action: std.http, input: {url: "${slow.url}"}}`));
         'WORKFLOW_PAUSED',
         'execution.pause.error',
         'TASK_FAILED call',
+        'WORKFLOW_FAILED',
       ]);
       expect(events[4]).toMatchObject({ data: { fault: { exception: 'Interrupted', exception_message: 'interrupted by restart' } } });
-      expect(sequences(events)).toEqual(oneToN(6));
+      expect(sequences(events)).toEqual(oneToN(7));
+      expect((await second.api('GET', `/v1/executions/${id}`)).body.state).toBe('ERROR');
     } finally {
       slow.release();
       await second?.close();
