@@ -255,9 +255,8 @@ CREATE INDEX task_executions_runnable ON task_executions (next_run_at) WHERE sta
 CREATE INDEX task_executions_in_flight ON task_executions (action_started_at)
   WHERE state = 'RUNNING' AND next_run_at IS NULL;
 
--- Raised inside a statement that found a concurrent transaction got in first (an event id
--- stored meanwhile, a sequence counter created meanwhile): the transaction rolls back and runs
--- again. Raising it in the statement itself lets a transaction send its COMMIT along with its
+-- Raised inside a statement that found a concurrent transaction got in first (a sequence
+-- counter created meanwhile): the transaction rolls back and runs again. Raising it in the statement itself lets a transaction send its COMMIT along with its
 -- last statement: a COMMIT after a failed statement only rolls back.
 CREATE FUNCTION raise_retry(reason text) RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN

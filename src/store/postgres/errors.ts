@@ -44,7 +44,7 @@ const INSERTED_WHEN_NEW = ['events_project_id_key', 'attempts_pkey'];
 /** Deadlocks, serialization failures, a concurrent transaction that got in first: the transaction may simply run again. */
 export function isTransient(err: unknown): boolean {
   const code = codeOf(err);
-  if (code === '23505') return INSERTED_WHEN_NEW.includes((err as { constraint?: string }).constraint ?? '');
+  if (code === '23505') return INSERTED_WHEN_NEW.some((key) => isUniqueViolation(err, key));
   return err instanceof RetryTransaction || code === '40P01' || code === '40001' || code === RETRY_STATE;
 }
 

@@ -25,8 +25,9 @@ const disableCtes = (ids: string, reasons: string, nowIso: string, spare: string
 /*
  * The first statement of a cycle (see queue.ts). The attempts go in (one reported twice is kept
  * once: an attempt stored meanwhile by a concurrent transaction fails the statement on the
- * primary key, which is transient (errors.ts), and the cycle runs again); each delivery takes its outcome while this dispatcher still holds its lease (so only
- * the lease's owner finishes one, and hands its ordered key on); listeners that answered 410
+ * primary key, which is transient (errors.ts), and the cycle runs again); each delivery takes
+ * its outcome while this dispatcher still holds its lease (so only the lease's owner finishes
+ * one, and hands its ordered key on); listeners that answered 410
  * are turned off (the head a finish promotes for one of them is made head but not due). The
  * gate states of the batch's listeners are read locked in id order, so two dispatchers judging
  * one listener take turns. The projects with due work are found by skipping through
