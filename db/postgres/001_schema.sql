@@ -256,8 +256,9 @@ CREATE INDEX task_executions_in_flight ON task_executions (action_started_at)
   WHERE state = 'RUNNING' AND next_run_at IS NULL;
 
 -- Raised inside a statement that found a concurrent transaction got in first (a sequence
--- counter created meanwhile): the transaction rolls back and runs again. Raising it in the statement itself lets a transaction send its COMMIT along with its
--- last statement: a COMMIT after a failed statement only rolls back.
+-- counter created meanwhile): the transaction rolls back and runs again. Raising it in the
+-- statement itself lets a transaction send its COMMIT along with its last statement: a COMMIT
+-- after a failed statement only rolls back.
 CREATE FUNCTION raise_retry(reason text) RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
   RAISE EXCEPTION USING ERRCODE = 'RR001', MESSAGE = reason;

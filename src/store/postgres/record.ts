@@ -27,11 +27,10 @@ const disableCtes = (ids: string, reasons: string, nowIso: string, spare: string
  * once: an attempt stored meanwhile by a concurrent transaction fails the statement on the
  * primary key, which is transient (errors.ts), and the cycle runs again); each delivery takes
  * its outcome while this dispatcher still holds its lease (so only the lease's owner finishes
- * one, and hands its ordered key on); listeners that answered 410
- * are turned off (the head a finish promotes for one of them is made head but not due). The
- * gate states of the batch's listeners are read locked in id order, so two dispatchers judging
- * one listener take turns. The projects with due work are found by skipping through
- * deliveries_due (see deliveries.ts).
+ * one, and hands its ordered key on); listeners that answered 410 are turned off (the head a
+ * finish promotes for one of them is made head but not due). The gate states of the batch's
+ * listeners are read locked in id order, so two dispatchers judging one listener take turns.
+ * The projects with due work are found by skipping through deliveries_due (see deliveries.ts).
  */
 const record = statement(`WITH RECURSIVE input AS (
     SELECT * FROM unnest($3::text[], $4::int[], $5::bigint[], $6::bigint[], $7::int[], $8::text[], $9::text[], $10::text[],
