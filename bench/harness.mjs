@@ -19,6 +19,11 @@ export function killChildren() {
 }
 
 /** Peak resident memory and CPU time of a child process, read from /proc. */
+function cpuSecondsOf(statFile) {
+  const fields = fs.readFileSync(statFile, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+}
+
 export function watchProcess(child) {
   let peakRss = 0;
   const sample = () => {
@@ -30,11 +35,14 @@ export function watchProcess(child) {
   const sampler = setInterval(sample, 100);
   return {
     peakRss: () => (sample(), peakRss),
-    /** CPU seconds (user + system) the process has used so far. */
-    cpuSeconds() {
-      const fields = fs.readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1].split(' ');
-      return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
-    },
+    /** CPU seconds (user + system) the process has used so far, all of its threads. */
+    cpuSeconds: () => cpuSecondsOf(`/proc/${child.pid}/stat`),
+    /**
+     * CPU seconds of its main thread alone (the thread whose id is the process's), which takes
+     * the API's requests; the rest is the dispatch thread's, the garbage collector's helpers'
+     * and the I/O pool's.
+     */
+    mainThreadCpuSeconds: () => cpuSecondsOf(`/proc/${child.pid}/task/${child.pid}/stat`),
     stop: () => clearInterval(sampler),
   };
 }
@@ -129,6 +137,7 @@ export async function startRelay(database, role = 'all', extraEnv = {}) {
     role,
     peakRss: watch.peakRss,
     cpuSeconds: watch.cpuSeconds,
+    mainThreadCpuSeconds: watch.mainThreadCpuSeconds,
     async stop() {
       watch.stop();
       relays.delete(relay);

@@ -25,6 +25,7 @@ const ROWS = [
   ['ingest, batch API (events/s)', (f) => f.ingest_events_per_s],
   ['deliveries/s, 1 listener', (f) => f.deliveries_per_s_1_listener],
   ['relay CPU per event (ms), throughput run (ingest + delivery)', (f) => f.relay_cpu_ms_per_event_throughput],
+  ['  of which its main thread (the API)', (f) => f.relay_main_thread_cpu_ms_per_event_throughput],
   ['raw HTTP ceiling (requests/s)', (f) => f.ceiling_requests_per_s],
   ['relay / ceiling', (f) => f.relay_to_ceiling_ratio],
   ['ingest with 10-listener fan-out (events/s)', (f) => f.ingest_events_per_s_fanout_10],
@@ -36,6 +37,7 @@ const ROWS = [
   [(f) => `latency p50 / p95 / p99 / max (ms) at ${f.latency_rate_per_s}/s, after ${f.latency_warmup_seconds} s warm-up`, (f) => f.latency_p50_ms !== undefined && `${f.latency_p50_ms} / ${f.latency_p95_ms} / ${f.latency_p99_ms} / ${f.latency_max_ms}`],
   ['ingest answer p99 (ms) in the latency run', (f) => f.latency_ack_p99_ms],
   ['relay CPU per event (ms), CPU use, in the latency run', (f) => f.latency_relay_cpu_ms_per_event !== undefined && `${f.latency_relay_cpu_ms_per_event}, ${f.latency_relay_cpu_utilisation}`],
+  ['  of which its main thread (the API)', (f) => f.latency_relay_main_thread_cpu_ms_per_event],
   ...[0, 1].map((i) => [
     (f) => f.backlog[i] && `backlog ${f.backlog[i].backlog}: deliveries/s (first ${f.backlog[i].measured}), peak RSS MB`,
     (f) => f.backlog[i] && `${f.backlog[i].deliveries_per_s_first_10k}, ${f.backlog[i].relay_peak_rss_mb}`,
