@@ -245,8 +245,8 @@ const RUNS = {
         latency_p99_ms: pct(0.99),
         latency_max_ms: Number(lat[lat.length - 1].toFixed(1)),
         latency_ack_p99_ms: Number(ackLat[Math.floor(0.99 * ackLat.length)].toFixed(1)),
-        // What one event costs the relay (its ingest request and its delivery), and how busy its
-        // one thread was: near 1.0 the relay is the bottleneck and queues build up.
+        // What one event costs the relay (its ingest request and its delivery), and how many
+        // cores' worth of CPU its threads used together over the run.
         latency_relay_cpu_ms_per_event: Number(((cpuSeconds * 1000) / total).toFixed(3)),
         latency_relay_cpu_utilisation: Number((cpuSeconds / wallSeconds).toFixed(2)),
         // Of that, the main thread's (the ingest requests); the rest is mostly the dispatch thread.

@@ -18,12 +18,13 @@ export function killChildren() {
   children.clear();
 }
 
-/** Peak resident memory and CPU time of a child process, read from /proc. */
+/** CPU seconds (user + system) in a /proc stat file, of a process or of one of its threads. */
 function cpuSecondsOf(statFile) {
   const fields = fs.readFileSync(statFile, 'utf8').split(') ')[1].split(' ');
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
 }
 
+/** Peak resident memory and CPU time of a child process, read from /proc. */
 export function watchProcess(child) {
   let peakRss = 0;
   const sample = () => {
