@@ -121,6 +121,11 @@ after: {action: std.echo, input: {output: "<% task('call').result.body.id %>"}}`
     expect(claims.length).toBeGreaterThanOrEqual(2);
     expect(claims.slice(0, 2).map((l) => l.failures)).toEqual([1, 2]);
     for (const l of claims) expect(within(l.failures, l.retry_in_ms), `${l.failures}: ${l.retry_in_ms} ms`).toBe(true);
+    // With the lock gone, the runner's next claim succeeds, and it says so once, with the failures before it.
+    const resumedMsg = 'the store answers again; the engine claims tasks again';
+    const deadline = Date.now() + 5_000;
+    while (logged(r, resumedMsg).length === 0 && Date.now() < deadline) await new Promise((done) => setTimeout(done, 50));
+    expect(logged(r, resumedMsg).map((l) => l.failures)).toEqual([logged(r, 'could not claim runnable tasks').at(-1)!.failures]);
   }, 20_000);
 
   it('commits the task as failed when its outcome keeps being refused for what it holds', async () => {

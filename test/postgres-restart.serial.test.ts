@@ -197,6 +197,11 @@ describe('PostgreSQL restarted under a running relay', () => {
     for (const [eventId, hits] of groupBy(rcv.hits, (h) => h.eventId)) expect(new Set(hits.map((h) => h.webhookId)).size, eventId).toBe(1);
     expect(rcv.badSignatures).toEqual([]);
 
+    // Each part that lost the database says, once it is back, that it carries on.
+    const messages = () => relay.stdoutLines.map((line) => (line.startsWith('{') ? JSON.parse(line).msg : line));
+    const resumed = ['the store answers again; dispatching resumes', 'listening for due deliveries again', 'the store answers again; the engine claims tasks again'];
+    await waitUntil(() => resumed.every((m) => messages().includes(m)), 30_000, () => `not logged: ${resumed.filter((m) => !messages().includes(m)).join(' | ')}`, 100);
+
     const around = (from: number, to: number) => countBy(answers.filter((a) => a.ended >= from && a.started <= to), (a) => String(a.status));
     console.log(
       `PostgreSQL ${VERSION} restart took ${restartEnded - restartStarted} ms (POSTs overlapping it: ${JSON.stringify(around(restartStarted, restartEnded))}); ` +

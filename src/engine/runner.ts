@@ -84,8 +84,11 @@ export function createRunner(o: RunnerOptions): Runner {
       let claimed: ClaimedTask[] = [];
       signal.clear();
       try {
-        if (room > 0) claimed = await store.claimRunnableTasks({ owner: o.owner, now: Date.now(), limit: room, leaseMs });
-        claimFailures = 0;
+        if (room > 0) {
+          claimed = await store.claimRunnableTasks({ owner: o.owner, now: Date.now(), limit: room, leaseMs });
+          if (claimFailures > 0) log.info({ failures: claimFailures }, 'the store answers again; the engine claims tasks again');
+          claimFailures = 0;
+        }
       } catch (err) {
         claimFailures++;
         const retryInMs = backoffDelay(claimFailures, storeBackoff);

@@ -115,6 +115,7 @@ export function createDueListener(settings: ConnectionSettings, self: string, lo
         try {
           const { ended } = await listen();
           if (listenedBefore) callAll();
+          if (failures > 0) log.info({ failures }, 'listening for due deliveries again');
           listenedBefore = true;
           failures = 0;
           await ended;
