@@ -41,7 +41,7 @@ scenarios (full / --quick counts)
                 flight) while the dispatcher delivers them to 1 listener: ingest events/s, and
                 deliveries/s from the first to the last receipt (the delivery rate); relay
                 CPU per event, and its main thread's share (the rest is mostly the dispatch
-                thread's)
+                thread's); the relay's peak RSS
   fanout        events to 10 listeners: ingest events/s, deliveries/s
   ordering      the throughput run's N events spread round-robin over 100 executions, to an
                 unordered listener, then (fresh database) to one with "ordering": "execution":

@@ -26,6 +26,7 @@ const ROWS = [
   ['deliveries/s, 1 listener', (f) => f.deliveries_per_s_1_listener],
   ['relay CPU per event (ms), throughput run (ingest + delivery)', (f) => f.relay_cpu_ms_per_event_throughput],
   ['  of which its main thread (the API)', (f) => f.relay_main_thread_cpu_ms_per_event_throughput],
+  ['relay peak RSS (MB), throughput run', (f) => f.peak_rss_mb_throughput],
   ['raw HTTP ceiling (requests/s)', (f) => f.ceiling_requests_per_s],
   ['relay / ceiling', (f) => f.relay_to_ceiling_ratio],
   ['ingest with 10-listener fan-out (events/s)', (f) => f.ingest_events_per_s_fanout_10],

@@ -62,6 +62,8 @@ const variables = {
   RELAY_CONNECTIONS_PER_ORIGIN: int(1, 1024).default(32),
   RELAY_COMMIT_INTERVAL_MS: int(0, 1000).default(10),
   RELAY_MAX_IN_FLIGHT: int(1, 100_000).default(512),
+  // Unset: V8 chooses (see src/heap.ts).
+  RELAY_HEAP_GROWING_PERCENT: int(1, 1000).optional(),
   RELAY_MAX_RESULT_BYTES: int(1024, 64 * 1024 * 1024).default(1024 * 1024),
   RELAY_MAX_TASKS_PER_EXECUTION: int(1, 1_000_000).default(1000),
   RELAY_TASK_LEASE_MS: int(1_000, 3_600_000).default(30_000),
@@ -125,6 +127,8 @@ export interface Config {
   busyTimeoutMs: number;
   connectionsPerOrigin: number;
   maxInFlight: number;
+  /** RELAY_HEAP_GROWING_PERCENT: V8's old-generation growth between full collections; null lets V8 choose. */
+  heapGrowingPercent: number | null;
   commitIntervalMs: number;
   /** Bytes of JSON a task result, a task's evaluated input or an execution's input may have. */
   maxResultBytes: number;
@@ -294,6 +298,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, stdoutIsTTY = p
     busyTimeoutMs: r.RELAY_BUSY_TIMEOUT_MS,
     connectionsPerOrigin: r.RELAY_CONNECTIONS_PER_ORIGIN,
     maxInFlight: r.RELAY_MAX_IN_FLIGHT,
+    heapGrowingPercent: r.RELAY_HEAP_GROWING_PERCENT ?? null,
     commitIntervalMs: r.RELAY_COMMIT_INTERVAL_MS,
     maxResultBytes: r.RELAY_MAX_RESULT_BYTES,
     maxTasksPerExecution: r.RELAY_MAX_TASKS_PER_EXECUTION,

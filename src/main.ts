@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { AdminTokenExposedError } from './api/auth.js';
 import { ConfigError, loadConfig } from './config.js';
+import { limitHeapGrowth } from './heap.js';
 import { createLogger } from './log.js';
 import { ROLES, startRelay, type Role } from './relay.js';
 import { TransportLoadError } from './transports/registry.js';
@@ -59,6 +60,10 @@ for (const event of ['uncaughtException', 'unhandledRejection'] as const) {
 }
 // Everything this process creates holds secrets (the database, admin.token): owner-only.
 process.umask(0o077);
+if (config.heapGrowingPercent !== null) {
+  limitHeapGrowth(config.heapGrowingPercent);
+  log.info({ percent: config.heapGrowingPercent }, 'V8 heap growth between full collections limited (RELAY_HEAP_GROWING_PERCENT)');
+}
 try {
   const relay = await startRelay(config, log, { role, dispatchThread: config.dispatchThread });
   let stopping = false;

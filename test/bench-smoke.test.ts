@@ -13,9 +13,10 @@ it('runs the benchmark end to end and writes its figures', async () => {
     timeout: 240_000,
   });
   expect(stdout).toContain('callback-relay benchmark (smoke)');
+  expect(stdout).toMatch(/relay peak RSS \(MB\), throughput run +\d+/);
   const latest = JSON.parse(fs.readFileSync(path.join(out, 'latest.json'), 'utf8'));
   expect(latest.mode).toBe('smoke');
-  for (const key of ['ingest_events_per_s', 'deliveries_per_s_1_listener', 'ceiling_requests_per_s', 'latency_p99_ms', 'deliveries_per_s_fanout_10']) {
+  for (const key of ['ingest_events_per_s', 'deliveries_per_s_1_listener', 'peak_rss_mb_throughput', 'ceiling_requests_per_s', 'latency_p99_ms', 'deliveries_per_s_fanout_10']) {
     expect(latest.figures[key], key).toBeGreaterThan(0);
   }
   // The main thread's CPU is part of the process's, read from its own /proc/<pid>/task entry.

@@ -425,6 +425,7 @@ describe('crash safety with real processes', () => {
     ['RELAY_DURABILITY', 'fast'],
     ['RELAY_TOKENS', 'short=p'],
     ['RELAY_ALLOW_NETWORKS', '10.0.0.0/33'],
+    ['RELAY_HEAP_GROWING_PERCENT', '0'],
   ])('refuses to start with %s=%s: exit code 2 and one line on stderr naming it', async (name, value) => {
     const dir = dataDir();
     const relay = await runToExit(env(dir, { [name]: value }));
