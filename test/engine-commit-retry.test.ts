@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { StoreUnavailableError } from '../src/store/store.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { createWorkbook, startEngineRelay, startExecution, tasksOf, waitForState, workbook, type EngineRelay } from './helpers/engine.js';
+import { waitUntil } from './helpers/relay-process.js';
 
 /*
  * An action's outcome that the database does not take at first is committed again, with
@@ -123,8 +124,7 @@ after: {action: std.echo, input: {output: "<% task('call').result.body.id %>"}}`
     for (const l of claims) expect(within(l.failures, l.retry_in_ms), `${l.failures}: ${l.retry_in_ms} ms`).toBe(true);
     // With the lock gone, the runner's next claim succeeds, and it says so once, with the failures before it.
     const resumedMsg = 'the store answers again; the engine claims tasks again';
-    const deadline = Date.now() + 5_000;
-    while (logged(r, resumedMsg).length === 0 && Date.now() < deadline) await new Promise((done) => setTimeout(done, 50));
+    await waitUntil(() => logged(r, resumedMsg).length > 0, 5_000, () => `"${resumedMsg}" not logged`);
     expect(logged(r, resumedMsg).map((l) => l.failures)).toEqual([logged(r, 'could not claim runnable tasks').at(-1)!.failures]);
   }, 20_000);
 

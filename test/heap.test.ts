@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import fs from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { tempDir } from './helpers/relay.js';
 import { killAllRelays, startRelayProcess } from './helpers/relay-process.js';
