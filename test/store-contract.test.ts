@@ -600,6 +600,20 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       expect(d.original).toEqual(original);
     });
 
+    it('keeps each envelope of an append byte for byte, whatever its strings hold', async () => {
+      await store.createListener(listener('l1'));
+      const awkward = ['line\nbreak', 'crlf\r\nend', 'back\\slash "quoted" {a,b}', 'NULL', '', 'é ü 😀 \u2028 \u0000 \t', ','];
+      const list = awkward.map((text, i) => event(`w${i}`, { state_info: text, data: { text, i } }));
+      await store.appendEvents(P, list, routing, T);
+      for (const [i, text] of awkward.entries()) {
+        const stored = (await store.getEvent(P, `w${i}`))!.envelope;
+        expect(stored.state_info).toBe(text);
+        expect(stored.data).toEqual({ text, i });
+      }
+      const claimed = await claim(store, 'w1', T, { limit: 20 });
+      expect(claimed.map((d) => JSON.parse(d.envelopeJson).data).sort((a, b) => a.i - b.i)).toEqual(awkward.map((text, i) => ({ text, i })));
+    });
+
     /** A Handoff with `slots` free slots that keeps what it is given and given back. */
     function handoffWith(slots: number) {
       const h = {
