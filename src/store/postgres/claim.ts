@@ -57,7 +57,7 @@ const settle = statement(`WITH x AS (
       next_attempt_at = CASE WHEN x.action IN ('take', 'defer') THEN x.at END,
       last_error = CASE WHEN x.action = 'cancel' THEN 'listener deleted' ELSE d.last_error END,
       updated_at = CASE WHEN x.action IN ('cancel', 'hold') THEN $5 ELSE d.updated_at END
-    FROM x WHERE d.id = x.id
+    FROM x WHERE d.id = x.id AND d.id = ANY($1::text[])
     RETURNING d.id, d.event_seq, x.action
   ), ${gateUpsertCte('admitted', 6)}
   SELECT s.id, e.envelope, e.original_body, e.original_format

@@ -24,7 +24,7 @@ const writeChanges = statement(`WITH new_executions AS (
       pending_operation = CASE WHEN x.saved THEN x.pending_operation ELSE e.pending_operation END,
       updated_at = CASE WHEN x.saved THEN $2 ELSE e.updated_at END
     FROM unnest($13::text[], $14::boolean[], $15::text[], $16::text[], $17::text[]) AS x(id, saved, state, state_info, pending_operation)
-    WHERE e.id = x.id
+    WHERE e.id = x.id AND e.id = ANY($13::text[])
   ), new_tasks AS (
     INSERT INTO task_executions (${TASK_COLUMNS})
     SELECT x.id, $1, x.execution_id, x.name, x.action, x.state, x.state_info, x.result, x.tries, x.next_run_at,
@@ -37,7 +37,7 @@ const writeChanges = statement(`WITH new_executions AS (
       next_run_at = x.next_run_at, action_started_at = x.action_started_at, rerun = x.rerun, updated_at = $2
     FROM unnest($31::text[], $32::text[], $33::text[], $34::text[], $35::int[], $36::bigint[], $37::bigint[], $38::boolean[])
       AS x(id, state, state_info, result, tries, next_run_at, action_started_at, rerun)
-    WHERE t.id = x.id
+    WHERE t.id = x.id AND t.id = ANY($31::text[])
   ), counters AS (
     INSERT INTO execution_sequences AS s (project, execution_id, last_sequence)
     SELECT $1, x.execution_id, x.added FROM unnest($39::text[], $40::bigint[]) AS x(execution_id, added) ORDER BY x.execution_id

@@ -24,27 +24,33 @@ const disableCtes = (ids: string, reasons: string, nowIso: string, spare: string
 
 /*
  * The first statement of a cycle (see queue.ts). The attempts go in (one reported twice is kept
- * once: an attempt stored meanwhile by a concurrent transaction fails the statement on the
- * primary key, which is transient (errors.ts), and the cycle runs again); each delivery takes
+ * once, also when a concurrent transaction stored it meanwhile: ON CONFLICT waits for that
+ * transaction and skips the row); each delivery takes
  * its outcome while this dispatcher still holds its lease (so only the lease's owner finishes
  * one, and hands its ordered key on); listeners that answered 410 are turned off (the head a
  * finish promotes for one of them is made head but not due). The gate states of the batch's
  * listeners are read locked in id order, so two dispatchers judging one listener take turns.
  * The projects with due work are found by skipping through deliveries_due (see deliveries.ts).
+ * The batch's rows in tables that grow are found through their primary keys: the deliveries
+ * named by it as well (`id = ANY(…)`), the attempts by ON CONFLICT. Joined to the batch alone
+ * (an anti-join for the attempts, even with `= ANY(…)`), a table of some ten thousand rows is
+ * planned as a scan of all of it, hashed, in every cycle. The lease's owner is compared as a
+ * column of the batch, not as a constant, which the planner would take for rare and so rescan
+ * the batch once per delivery.
  */
 const record = statement(`WITH RECURSIVE input AS (
-    SELECT * FROM unnest($3::text[], $4::int[], $5::bigint[], $6::bigint[], $7::int[], $8::text[], $9::text[], $10::text[],
+    SELECT r.*, $1::text AS owner FROM unnest($3::text[], $4::int[], $5::bigint[], $6::bigint[], $7::int[], $8::text[], $9::text[], $10::text[],
       $11::bigint[], $12::text[])
       AS r(delivery_id, number, started_at, duration_ms, status_code, error, response_excerpt, status, next_attempt_at, last_error)
   ), recorded AS (
     INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error, response_excerpt)
     SELECT DISTINCT ON (delivery_id, number) delivery_id, number, started_at, duration_ms, status_code, error, response_excerpt FROM input r
-    WHERE NOT EXISTS (SELECT 1 FROM attempts a WHERE a.delivery_id = r.delivery_id AND a.number = r.number)
+    ON CONFLICT (delivery_id, number) DO NOTHING
     RETURNING delivery_id, number
   ), completed AS (
     UPDATE deliveries d SET status = r.status, attempt_count = r.number, next_attempt_at = r.next_attempt_at,
       lease_owner = NULL, last_error = r.last_error, updated_at = $2
-    FROM input r WHERE d.id = r.delivery_id AND d.lease_owner = $1
+    FROM input r WHERE d.id = ANY($3::text[]) AND d.id = r.delivery_id AND d.lease_owner = r.owner
     RETURNING d.id, d.status, d.gap, d.event_seq
   ), finished AS (
     SELECT * FROM completed WHERE status <> 'pending'
