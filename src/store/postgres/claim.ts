@@ -47,6 +47,8 @@ const pickCandidates = statement(`WITH ${rollupCtes(1)}, ${gateUpsertCte('judged
  * timeout: the lease outlives the attempt, so only a dead process's claims expire), deferred by
  * the gate to their time (unleased), held when their listener is disabled, cancelled when it is
  * gone; the states the gate changed are written. What sending needs comes back for the leased.
+ * The candidates are named by primary key as well as joined, so that the planner reads them
+ * through it rather than hashing the whole table (see record.ts).
  */
 const settle = statement(`WITH x AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) AS x(id, action, at)

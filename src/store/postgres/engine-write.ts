@@ -11,6 +11,7 @@ import { outboxCtes, outboxResult, outboxValues, type OutboxCounts, type OutboxE
  * on, the events and their deliveries. A counter that no one had when it was loaded may have
  * been created meanwhile: one that does not end where the transaction's own count did fails
  * the statement with raise_retry, and the transaction runs again with it loaded and locked.
+ * Updated rows are named by primary key as well as joined (`id = ANY(…)`; see record.ts).
  */
 const writeChanges = statement(`WITH new_executions AS (
     INSERT INTO executions (${EXECUTION_COLUMNS})

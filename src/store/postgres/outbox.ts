@@ -62,7 +62,7 @@ export function outboxCtes(first: number): string {
  * line break (one inside a string is written \n), so a line is exactly one envelope. Null for
  * none (an empty text would split into one empty line).
  */
-export function joinedEnvelopes(envelopes: readonly string[]): string | null {
+function joinedEnvelopes(envelopes: readonly string[]): string | null {
   return envelopes.length ? envelopes.join('\n') : null;
 }
 
