@@ -144,3 +144,47 @@ describe('order=asc|desc', () => {
     await expectOrderChecks('/v1/executions?workbook=ordered_runs');
   }, 60_000);
 });
+
+describe('cursors', () => {
+  it('a cursor continues only the list it was made for; cursors of earlier versions are still read', async () => {
+    for (const name of ['cursor_a', 'cursor_b']) await createWorkbook(relay.api, workbook(name, 'only: {action: std.noop}'));
+    for (const name of ['cursor_a', 'cursor_b']) expect((await relay.api('POST', '/v1/executions', { workbook: name, workflow: 'main' })).status).toBe(201);
+    const listeners: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      const res = await relay.api('POST', '/v1/listeners', { workbook: 'cursors', event_types: ['NOTIFICATION'], callback: { url: receiver.url('/cursors') } });
+      listeners.push(res.body.id);
+    }
+    expect((await relay.api('POST', '/v1/events', { events: [1, 2].map((i) => ({ id: `cursor-${i}`, type: 'CURSOR', workbook: 'cursors' })) })).status).toBe(202);
+    const lists: Record<string, string> = {
+      events: '/v1/events?workbook=cursors',
+      deliveries: `/v1/deliveries?listener_id=${listeners[0]}`,
+      executions: '/v1/executions',
+      listeners: '/v1/listeners?workbook=cursors',
+      workbooks: '/v1/workbooks',
+    };
+    const cursors: Record<string, string> = {};
+    for (const [name, pathname] of Object.entries(lists)) {
+      const res = await relay.api('GET', `${pathname}${pathname.includes('?') ? '&' : '?'}limit=1`);
+      expect(res.body.next_cursor, name).toEqual(expect.any(String));
+      cursors[name] = res.body.next_cursor;
+      // Its own list takes it.
+      expect((await relay.api('GET', `${pathname}${pathname.includes('?') ? '&' : '?'}limit=1&cursor=${cursors[name]}`)).status, name).toBe(200);
+    }
+    for (const [name, pathname] of Object.entries(lists)) {
+      for (const [from, cursor] of Object.entries(cursors)) {
+        if (from === name) continue;
+        const res = await relay.api('GET', `${pathname}${pathname.includes('?') ? '&' : '?'}cursor=${cursor}`);
+        expect(res.status, `a cursor of ${from} given to ${name}`).toBe(400);
+        expect(res.body.errors).toEqual([{ field: 'cursor', message: `this cursor continues the list of ${from}, not of ${name}: start again without a cursor` }]);
+      }
+    }
+    // Cursors from before they named their list: v2 (lists with an order) and v1 (oldest first).
+    const old = (text: string) => Buffer.from(text).toString('base64url');
+    const deliveries = (await relay.api('GET', lists.deliveries)).body.items.map((d: { id: string }) => d.id);
+    const v2 = await relay.api('GET', `${lists.deliveries}&cursor=${old(`v2:asc:${deliveries[0]}`)}`);
+    expect(v2.body.items.map((d: { id: string }) => d.id)).toEqual(deliveries.slice(1));
+    const v1 = await relay.api('GET', `${lists.listeners}&cursor=${old(`v1:${[...listeners].sort()[0]}`)}`);
+    expect(v1.body.items.map((l: { id: string }) => l.id)).toEqual([[...listeners].sort()[1]]);
+    expect((await relay.api('GET', `${lists.listeners}&cursor=${old('v2:asc:x')}`)).status).toBe(400);
+  });
+});

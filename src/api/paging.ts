@@ -5,13 +5,18 @@ import { invalidField } from './problem.js';
 export const DEFAULT_LIMIT = 50;
 export const MAX_LIMIT = 1000;
 
-const CURSOR_PREFIX = 'v1:';
-// Lists that take `order` carry it in the cursor, so that a page cannot continue in the other
-// direction from where one ended (it would skip or repeat rows).
-const ORDERED_PREFIX = 'v2:';
+/** The lists that page: a cursor names the one it was made for, and no other takes it. */
+export type ListName = 'events' | 'deliveries' | 'executions' | 'tasks' | 'listeners' | 'workbooks';
 
-export function encodeCursor(lastId: string, order?: ListOrder): string {
-  return Buffer.from(order ? `${ORDERED_PREFIX}${order}:${lastId}` : CURSOR_PREFIX + lastId).toString('base64url');
+// Cursors are `v3:<list>:<order>:<last id>`, base64url. Earlier ones are still read: `v1:<id>`
+// (lists before they had an order: oldest first) and `v2:<order>:<id>` (before they named
+// their list), neither of which says which list made it.
+const CURSOR = /^v3:([a-z]+):(asc|desc):(.+)$/s;
+const V1_PREFIX = 'v1:';
+const V2 = /^v2:(asc|desc):(.+)$/s;
+
+function encodeCursor(list: ListName, lastId: string, order: ListOrder): string {
+  return Buffer.from(`v3:${list}:${order}:${lastId}`).toString('base64url');
 }
 
 const notOurs = () => invalidField('cursor', 'not a cursor this API returned');
@@ -20,24 +25,23 @@ function cursorText(cursor: string): string {
   return /^[A-Za-z0-9_-]+$/.test(cursor) ? Buffer.from(cursor, 'base64url').toString('utf8') : '';
 }
 
-export function decodeCursor(cursor: string): string {
+/**
+ * The last id of a cursor of `list`. `order`: the order asked for, on the lists that take one
+ * (a cursor of the other order is a 400 naming `cursor`); null on those that page oldest first.
+ */
+function decodeCursor(cursor: string, list: ListName, order: ListOrder | null): string {
   const text = cursorText(cursor);
-  if (!text.startsWith(CURSOR_PREFIX) || text.length === CURSOR_PREFIX.length) throw notOurs();
-  return text.slice(CURSOR_PREFIX.length);
-}
-
-/** The last id of an ordered list's cursor; a cursor of the other order is a 400 naming `cursor`. */
-export function decodeOrderedCursor(cursor: string, order: ListOrder): string {
-  const text = cursorText(cursor);
-  // A cursor from before lists had an order pages oldest first.
-  if (text.startsWith(CURSOR_PREFIX)) {
-    if (order !== 'asc') throw orderMismatch('asc', order);
-    return decodeCursor(cursor);
-  }
-  const match = /^v2:(asc|desc):(.+)$/s.exec(text);
-  if (!match) throw notOurs();
-  if (match[1] !== order) throw orderMismatch(match[1] as ListOrder, order);
-  return match[2];
+  let made: { order: ListOrder; id: string };
+  const current = CURSOR.exec(text);
+  const v2 = V2.exec(text);
+  if (current) {
+    if (current[1] !== list) throw invalidField('cursor', `this cursor continues the list of ${current[1]}, not of ${list}: start again without a cursor`);
+    made = { order: current[2] as ListOrder, id: current[3] };
+  } else if (v2 && order !== null) made = { order: v2[1] as ListOrder, id: v2[2] };
+  else if (text.startsWith(V1_PREFIX) && text.length > V1_PREFIX.length) made = { order: 'asc', id: text.slice(V1_PREFIX.length) };
+  else throw notOurs();
+  if (made.order !== (order ?? 'asc')) throw orderMismatch(made.order, order ?? 'asc');
+  return made.id;
 }
 
 const orderMismatch = (cursorOrder: ListOrder, asked: ListOrder) =>
@@ -60,27 +64,27 @@ function cursorParam(query: Record<string, unknown>): string | undefined {
   return cursor || undefined;
 }
 
-/** Reads `limit` and `cursor` from a query; fetch `limit + 1` rows to know whether a next page exists. */
-export function pageParams(query: Record<string, unknown>): { limit: number; after: string | null } {
+/** Reads `limit` and `cursor` of `list` from a query; fetch `limit + 1` rows to know whether a next page exists. */
+export function pageParams(query: Record<string, unknown>, list: ListName): { limit: number; after: string | null } {
   const limit = limitParam(query);
   const cursor = cursorParam(query);
-  return { limit, after: cursor ? decodeCursor(cursor) : null };
+  return { limit, after: cursor ? decodeCursor(cursor, list, null) : null };
 }
 
 /** pageParams plus `order` (asc unless given), for the lists that can be walked newest first. */
-export function orderedPageParams(query: Record<string, unknown>): { limit: number; after: string | null; order: ListOrder } {
+export function orderedPageParams(query: Record<string, unknown>, list: ListName): { limit: number; after: string | null; order: ListOrder } {
   const limit = limitParam(query);
   const order = query.order ?? 'asc';
   if (typeof order !== 'string' || !LIST_ORDERS.includes(order as ListOrder)) {
     throw invalidField('order', `one of ${LIST_ORDERS.join(', ')}`);
   }
   const cursor = cursorParam(query);
-  return { limit, order: order as ListOrder, after: cursor ? decodeOrderedCursor(cursor, order as ListOrder) : null };
+  return { limit, order: order as ListOrder, after: cursor ? decodeCursor(cursor, list, order as ListOrder) : null };
 }
 
-/** Builds the list answer from `limit + 1` rows; `order` for a list that takes one. */
-export function page<T, V>(rows: T[], limit: number, idOf: (row: T) => string, view: (row: T) => V, order?: ListOrder) {
+/** Builds the answer of `list` from `limit + 1` rows, in `order` (oldest first unless given). */
+export function page<T, V>(list: ListName, rows: T[], limit: number, idOf: (row: T) => string, view: (row: T) => V, order: ListOrder = 'asc') {
   const items = rows.slice(0, limit);
   const more = rows.length > limit;
-  return { items: items.map(view), next_cursor: more ? encodeCursor(idOf(items[items.length - 1]), order) : null };
+  return { items: items.map(view), next_cursor: more ? encodeCursor(list, idOf(items[items.length - 1]), order) : null };
 }

@@ -9,7 +9,7 @@ export function deliveryRoutes({ store, onRequeued }: { store: OutboxStore; onRe
   const router = Router();
 
   router.get('/', async (req, res) => {
-    const { limit, after, order } = orderedPageParams(req.query);
+    const { limit, after, order } = orderedPageParams(req.query, 'deliveries');
     const q = req.query;
     for (const field of ['listener_id', 'event_id', 'status'] as const) {
       if (q[field] !== undefined && (typeof q[field] !== 'string' || q[field] === '')) throw invalidField(field, 'give one non-empty value');
@@ -25,7 +25,7 @@ export function deliveryRoutes({ store, onRequeued }: { store: OutboxStore; onRe
       event_id: q.event_id as string | undefined,
       status: q.status as DeliveryStatus | undefined,
     });
-    res.json(page(rows, limit, (d) => d.id, toDeliveryView, order));
+    res.json(page('deliveries', rows, limit, (d) => d.id, toDeliveryView, order));
   });
 
   router.get('/:id', async (req, res) => {

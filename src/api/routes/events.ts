@@ -73,7 +73,7 @@ export function eventRoutes({ store }: { store: OutboxStore }): Router {
   const router = Router();
 
   router.get('/', async (req, res) => {
-    const { limit, after, order } = orderedPageParams(req.query);
+    const { limit, after, order } = orderedPageParams(req.query, 'events');
     // An event cursor is a position in the event log; anything else is not one of ours.
     if (after !== null && !store.isEventCursor(after)) throw invalidField('cursor', 'not a cursor this API returned');
     const rows = await store.listEvents(res.locals.project, {
@@ -85,7 +85,7 @@ export function eventRoutes({ store }: { store: OutboxStore }): Router {
       type: stringParam(req.query.type, 'type'),
       since: timeParam(req.query.since, 'since'),
     });
-    res.json(page(rows, limit, (r) => r.cursor, (r) => ({ ...r.envelope, received_at: new Date(r.received_at).toISOString() }), order));
+    res.json(page('events', rows, limit, (r) => r.cursor, (r) => ({ ...r.envelope, received_at: new Date(r.received_at).toISOString() }), order));
   });
 
   router.get('/:id', async (req, res) => {

@@ -66,7 +66,7 @@ export function executionRoutes({ store, engine }: { store: EngineStore; engine:
   });
 
   router.get('/', async (req, res) => {
-    const { limit, after, order } = orderedPageParams(req.query);
+    const { limit, after, order } = orderedPageParams(req.query, 'executions');
     const state = oneValue(req.query.state, 'state');
     if (state !== undefined && !EXECUTION_STATES.includes(state as ExecutionState)) {
       throw invalidField('state', `one of ${EXECUTION_STATES.join(', ')}`);
@@ -79,7 +79,7 @@ export function executionRoutes({ store, engine }: { store: EngineStore; engine:
       workflow: oneValue(req.query.workflow, 'workflow'),
       state: state as ExecutionState | undefined,
     });
-    res.json(page(rows, limit, (e) => e.id, toExecutionView, order));
+    res.json(page('executions', rows, limit, (e) => e.id, toExecutionView, order));
   });
 
   router.get('/:id', async (req, res) => {
@@ -95,10 +95,10 @@ export function executionRoutes({ store, engine }: { store: EngineStore; engine:
   });
 
   router.get('/:id/tasks', async (req, res) => {
-    const { limit, after } = pageParams(req.query);
+    const { limit, after } = pageParams(req.query, 'tasks');
     const execution = await load(res.locals.project, req.params.id);
     const rows = await store.listTasks(res.locals.project, execution.id, { after, limit: limit + 1 });
-    res.json(page(rows, limit, (t) => t.id, toTaskView));
+    res.json(page('tasks', rows, limit, (t) => t.id, toTaskView));
   });
 
   return router;

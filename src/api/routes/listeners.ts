@@ -208,14 +208,14 @@ export function listenerRoutes({ store, ingest, wakeDispatcher, transports }: Li
   });
 
   router.get('/', async (req, res) => {
-    const { limit, after } = pageParams(req.query);
+    const { limit, after } = pageParams(req.query, 'listeners');
     const workbook = req.query.workbook;
     if (workbook !== undefined && (typeof workbook !== 'string' || !workbook)) {
       throw invalidField('workbook', 'give one workbook name');
     }
     const rows = await store.listListeners(res.locals.project, { workbook, after, limit: limit + 1 });
     const health = await healthOf(res.locals.project, rows.slice(0, limit));
-    const listed = page(rows, limit, (l) => l.id, (l) => l);
+    const listed = page('listeners', rows, limit, (l) => l.id, (l) => l);
     res.json({ ...listed, items: listed.items.map((l, i) => toListenerView(l, health[i])) });
   });
 

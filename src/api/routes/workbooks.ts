@@ -70,9 +70,9 @@ export function workbookRoutes({ store }: { store: EngineStore }): Router {
   });
 
   router.get('/', async (req, res) => {
-    const { limit, after } = pageParams(req.query);
+    const { limit, after } = pageParams(req.query, 'workbooks');
     const rows = await store.listWorkbooks(res.locals.project, { after, limit: limit + 1 });
-    res.json(page(rows, limit, (w) => w.name, toWorkbookView));
+    res.json(page('workbooks', rows, limit, (w) => w.name, toWorkbookView));
   });
 
   router.get('/:name', async (req, res) => {
