@@ -50,18 +50,30 @@ describe('priority, data_schema and source_format', () => {
     expect((await relay.api('GET', '/v1/events/plain')).body).toMatchObject({ priority: null, data_schema: null, source_format: null });
   });
 
-  it('names the field of a bad value, and refuses source_format from a client', async () => {
+  it('names the field of a bad value', async () => {
     const cases: Array<[Record<string, unknown>, string]> = [
       [{ type: 'x.y', priority: 'warn' }, 'priority'],
       [{ type: 'x.y', priority: 'TOO_LONG_FOR_A_PRIORITY' }, 'priority'],
       [{ type: 'x.y', data_schema: { namespace: 'a', name: 'b' } }, 'data_schema.version'],
-      [{ type: 'x.y', source_format: 'oslo' }, 'source_format'],
+      [{ type: 'x.y', source_format: 'xml' }, 'source_format'],
     ];
     for (const [event, field] of cases) {
       const res = await relay.api('POST', '/v1/events', event);
       expect(res.status, JSON.stringify(event)).toBe(400);
       expect(res.body.errors.map((e: { field: string }) => e.field)).toContain(field);
     }
+  });
+
+  it("takes a received envelope back unchanged: a client's source_format is ignored, as its sequence is", async () => {
+    const received = { id: 'posted-back', type: 'node.power.end', execution_id: 'x-back', sequence: 7, priority: 'INFO', data_schema: null, source_format: 'oslo', data: {} };
+    const first = await relay.api('POST', '/v1/events', received);
+    expect(first.status, first.text).toBe(202);
+    expect((await relay.api('GET', '/v1/events/posted-back')).body).toMatchObject({ source_format: null, sequence: 1, priority: 'INFO' });
+    // The same event without the two fields the relay assigns is the same body: a duplicate, not a conflict.
+    const { sequence: _s, source_format: _f, ...plain } = received;
+    const again = await relay.api('POST', '/v1/events', { ...plain, source_format: null });
+    expect(again.status, again.text).toBe(202);
+    expect(again.body.items).toEqual([{ id: 'posted-back', duplicate: true }]);
   });
 
   it('marks a Mistral notification as keeping its original', async () => {

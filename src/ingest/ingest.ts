@@ -12,9 +12,9 @@ export interface IngestItem {
   original?: OriginalMessage | null;
 }
 
-/** Digest of what the client sent (its `sequence` aside, which the relay ignores). */
+/** Digest of what the client sent (its `sequence` and `source_format` aside, which the relay ignores). */
 export function bodyHash(input: EventInput): string {
-  const { sequence: _ignored, ...rest } = input;
+  const { sequence: _sequence, source_format: _sourceFormat, ...rest } = input;
   return crypto.createHash('sha256').update(canonicalJson(rest)).digest('base64url');
 }
 

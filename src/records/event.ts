@@ -99,7 +99,8 @@ const nullableText = (max: number) => z.string().max(max).nullable().optional();
 
 /**
  * An event as a client posts it to `POST /v1/events`. The relay fills `id` and `occurred_at`
- * when absent and always assigns `sequence` itself; a client's `sequence` is ignored.
+ * when absent and always assigns `sequence` and `source_format` itself; a client's values of
+ * those two are ignored (they are what a received envelope carries).
  */
 export const EventInput = z
   .strictObject({
@@ -120,6 +121,9 @@ export const EventInput = z
     source: z.string().min(1).max(200).optional(),
     priority: z.string().regex(/^[A-Z]{1,16}$/, 'upper-case letters, such as INFO, WARN or ERROR').nullable().optional(),
     data_schema: DataSchema.nullable().optional(),
+    // Which original message the relay keeps: none for an event posted here, whatever the
+    // client says (a received envelope posted back unchanged carries one).
+    source_format: z.enum(SOURCE_FORMATS).nullable().optional(),
     data: z.record(z.string(), z.unknown()).optional(),
   })
   .superRefine((e, ctx) => {
