@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import { isIP } from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
 import type { BreakerSettings } from './dispatch/listener-gate.js';
@@ -23,6 +24,10 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
 export const LOG_FORMATS = ['json', 'pretty'] as const;
 export type LogFormat = (typeof LOG_FORMATS)[number];
 const PROJECT_NAME = /^[A-Za-z0-9._-]{1,64}$/;
+const HOST_NAME = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+
+/** A value as an error message may quote it: a password in a URL (`//user:pass@`) shown as `***`. */
+const quoted = (value: unknown) => JSON.stringify(typeof value === 'string' ? value.replace(/\/\/([^/@:]*):[^/@]*@/, '//$1:***@') : value);
 
 const int = (min: number, max: number) =>
   z
@@ -33,12 +38,15 @@ const int = (min: number, max: number) =>
 
 /** Every RELAY_ variable: name, parser and default. The README's configuration table mirrors this. */
 const variables = {
-  RELAY_HOST: z.string().min(1).default('127.0.0.1'),
+  RELAY_HOST: z
+    .string()
+    .refine((h) => isIP(h) !== 0 || (HOST_NAME.test(h) && !/^[\d.]+$/.test(h)), 'an IP address or a host name to listen on, such as 127.0.0.1, 0.0.0.0, :: or localhost')
+    .default('127.0.0.1'),
   RELAY_PORT: int(0, 65535).default(8990),
   RELAY_DATA_DIR: z.string().min(1).default('./data'),
   RELAY_DATABASE_URL: z
     .string()
-    .refine((v) => v === '' || v.startsWith('sqlite:') || /^postgres(ql)?:\/\//.test(v), {
+    .refine((v) => v === '' || (v.startsWith('sqlite:') && v.length > 'sqlite:'.length) || /^postgres(ql)?:\/\//.test(v), {
       message: 'give postgres://user:pass@host:5432/db for PostgreSQL, sqlite:/path/to/file.db for SQLite, or leave unset',
     })
     .default(''),
@@ -257,7 +265,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, stdoutIsTTY = p
     const result = (schema as z.ZodType).safeParse(value === undefined || value === '' ? undefined : value);
     if (!result.success) {
       const issue = result.error.issues[0];
-      throw new ConfigError(name, `${issue?.message ?? 'invalid value'} (got ${JSON.stringify(value)})`);
+      throw new ConfigError(name, `${issue?.message ?? 'invalid value'} (got ${quoted(value)})`);
     }
     raw[name] = result.data;
   }

@@ -95,6 +95,12 @@ try {
     log.fatal({ file: err.file, mode: err.mode.toString(8) }, err.message);
     process.exit(2);
   }
+  if (e.code === 'ENOTFOUND' || e.code === 'EAI_AGAIN') {
+    // A host name that does not resolve is a bad RELAY_HOST, found only when listening.
+    process.stderr.write(`callback-relay: bad configuration: RELAY_HOST: ${JSON.stringify(config.host)} does not resolve to an address (${e.code})\n`);
+    log.fatal({ err }, `cannot listen on ${config.host}:${config.port} (${e.code}); set RELAY_HOST`);
+    process.exit(2);
+  }
   if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') {
     log.fatal({ err }, `cannot listen on ${config.host}:${config.port} (${e.code}); set RELAY_HOST or RELAY_PORT`);
   } else {

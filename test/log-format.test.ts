@@ -90,6 +90,24 @@ describe('RELAY_LOG_FORMAT', () => {
     expect(relay.stderr).toMatch(/^callback-relay: bad configuration: RELAY_LOG_FORMAT: .*"json".*"pretty".*\(got "yaml"\)\n$/);
   });
 
+  it('a host name that does not resolve stops the relay with exit code 2, naming RELAY_HOST', async () => {
+    const relay = await runToExit({ RELAY_PORT: '0', RELAY_DATA_DIR: tempDir(), RELAY_HOST: 'no-such-host.invalid' });
+    expect(relay.exit).toEqual({ code: 2, signal: null });
+    expect(relay.stderr).toBe('callback-relay: bad configuration: RELAY_HOST: "no-such-host.invalid" does not resolve to an address (ENOTFOUND)\n');
+  });
+
+  it('takes an IP address or a host name for RELAY_HOST, and never quotes a password back', () => {
+    const base = { RELAY_DATA_DIR: tempDir() };
+    for (const host of ['127.0.0.1', '0.0.0.0', '::', '::1', 'localhost', 'relay-1.example.org']) expect(loadConfig({ ...base, RELAY_HOST: host }).host).toBe(host);
+    for (const host of ['not a host', '999.1.1.1', 'http://localhost', '-x', 'a..b']) {
+      expect(() => loadConfig({ ...base, RELAY_HOST: host }), host).toThrow(/^RELAY_HOST: an IP address or a host name/);
+    }
+    expect(() => loadConfig({ ...base, RELAY_DATABASE_URL: 'mysql://relay:hunter2@db.example.org/relay' })).toThrow(
+      /^RELAY_DATABASE_URL: .*\(got "mysql:\/\/relay:\*\*\*@db\.example\.org\/relay"\)$/,
+    );
+    expect(() => loadConfig({ ...base, RELAY_DATABASE_URL: 'sqlite:' })).toThrow(/^RELAY_DATABASE_URL: /);
+  });
+
   it('defaults to pretty on a terminal and json elsewhere; a set value wins either way', () => {
     const base = { RELAY_DATA_DIR: tempDir() };
     expect(loadConfig(base, true).logFormat).toBe('pretty');
