@@ -240,6 +240,9 @@ describe('the CLI against a relay', () => {
 
     const value = await cli(['listener-list', '-f', 'value', '-c', 'ID', '-c', 'workbook', '--sort-column', 'WORKBOOK']);
     expect(value).toEqual({ code: 0, stdout: sorted.map((l) => `${l.id} ${l.workbook}\n`).join(''), stderr: '' });
+    // The help's example: -c url prints where deliveries go, not the callback's whole record.
+    const urls = await cli(['listener-list', '-f', 'value', '-c', 'id', '-c', 'url', '--sort-column', 'workbook']);
+    expect(urls).toEqual({ code: 0, stdout: sorted.map((l) => `${l.id} ${l.url}\n`).join(''), stderr: '' });
     const descending = await cli(['listener-list', '-f', 'value', '-c', 'workbook', '--sort-column', 'workbook', '--sort-descending']);
     expect(descending.stdout).toBe('zeta\nmid\nalpha\n');
 

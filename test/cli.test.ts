@@ -123,6 +123,11 @@ describe('listener-add --transport amqp', () => {
     expect(shown.stdout).not.toContain('s3cret');
     const list = await cli(['listener-list']);
     expect(list.stdout).toContain(`amqp amqp://relay:***@127.0.0.1:5672/prod`);
+    // Its format changes both ways from the CLI, oslo included.
+    for (const format of ['json', 'oslo']) {
+      const updated = await cli(['listener-update', fields.id, '--format', format, '-f', 'value', '-c', 'callback.format']);
+      expect(updated, format).toEqual({ code: 0, stdout: `${format}\n`, stderr: '' });
+    }
   }, T);
 
   it('exits 2 for options of the other transport, before any request', async () => {

@@ -34,7 +34,8 @@ interface AddOptions {
 
 const AMQP_ONLY = ['exchange', 'topic', 'routingKey'] as const;
 /** What --format offers: the http and the amqp formats (the relay checks which transport takes which). */
-const FORMATS = [...new Set([...PAYLOAD_FORMATS, ...AMQP_FORMATS])];
+export const CALLBACK_FORMATS = [...new Set([...PAYLOAD_FORMATS, ...AMQP_FORMATS])];
+export const FORMAT_HELP = 'payload format: json, mistral, cloudevents or template for http; oslo, json, cloudevents or template for amqp';
 
 export const TEMPLATE_HELP =
   'the body as a JSON value whose strings may read the event with <% $.path %> (sets --format template; with GET or DELETE an object, sent as the query string)';
@@ -136,7 +137,7 @@ export function configureListenerAdd(cmd: Command, io: CliIo, invocation: string
     .option('--exchange <name>', 'amqp: the topic exchange to publish to (default: openstack)')
     .option('--topic <topic>', 'amqp: the notification topic; messages are routed as <topic>.<priority>, e.g. notifications.info')
     .option('--routing-key <key>', 'amqp: a fixed routing key instead of <topic>.<priority>')
-    .addOption(new Option('--format <format>', 'payload format: json, mistral, cloudevents or template for http; oslo, json, cloudevents or template for amqp (default: json for http, oslo for amqp)').choices(FORMATS))
+    .addOption(new Option('--format <format>', `${FORMAT_HELP} (default: json for http, oslo for amqp)`).choices(CALLBACK_FORMATS))
     .option('--template <json>', TEMPLATE_HELP, jsonValue)
     .addOption(new Option('--ordering <ordering>', ORDERING_HELP).choices(LISTENER_ORDERINGS))
     .option('--max-in-flight <n>', MAX_IN_FLIGHT_HELP, intInRange(1, 10_000))

@@ -42,7 +42,8 @@ export const LISTENER_COLUMNS: Array<Column<ListenerView>> = [
   { header: 'WORKBOOK', field: 'workbook', cell: (l) => l.workbook },
   { header: 'EVENT TYPES', field: 'event_types', cell: (l) => l.event_types.join(',') },
   { header: 'TARGET', field: 'target', cell: targetText },
-  { header: 'URL', field: 'callback', cell: (l) => destinationText(l.callback) },
+  // value and csv print where deliveries go, as the table does, not the callback's whole record.
+  { header: 'URL', field: 'callback', cell: (l) => destinationText(l.callback), value: (l) => destinationText(l.callback) },
   { header: 'FORMAT', field: 'callback.format', cell: (l) => l.callback.format },
   { header: 'ENABLED', field: 'enabled', cell: (l) => (l.enabled ? 'yes' : 'no') },
   { header: 'EVENTS', field: 'events', cell: (l) => l.events?.join(',') ?? '*', optional: true },

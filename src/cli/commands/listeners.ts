@@ -1,15 +1,17 @@
 import { Option, type Command } from 'commander';
 import { EVENT_CATEGORIES } from '../../records/event.js';
-import { HTTP_METHODS, LISTENER_ORDERINGS, PAYLOAD_FORMATS, type ListenerView } from '../../records/listener.js';
+import { HTTP_METHODS, LISTENER_ORDERINGS, type ListenerView } from '../../records/listener.js';
 import { action, addColumnOption, type CliIo } from '../context.js';
 import { UsageError } from '../errors.js';
 import { collect, collectChoices, collectHeader, collectList, intInRange, retrySchedule, upperChoice } from '../options.js';
 import { helpExamples as examples } from '../output.js';
 import { addPageOptions, fetchPages, moreLine, type PageOptions } from '../paging.js';
 import {
+  CALLBACK_FORMATS,
   configureListenerAdd,
   EVENT_HELP,
   EVENT_TYPE_HELP,
+  FORMAT_HELP,
   HEADER_HELP,
   jsonValue,
   MAX_IN_FLIGHT_HELP,
@@ -136,7 +138,7 @@ export function registerListenerCommands(program: Command, io: CliIo): void {
     .option('--method <method>', `callback method: ${HTTP_METHODS.join(', ')}`, upperChoice(HTTP_METHODS))
     .option('--header <header>', `${HEADER_HELP}; the value "***" keeps the stored one`, collectHeader)
     .option('--remove-header <name>', 'drop a callback header; repeatable', collect)
-    .addOption(new Option('--format <format>', 'callback payload format').choices(PAYLOAD_FORMATS))
+    .addOption(new Option('--format <format>', FORMAT_HELP).choices(CALLBACK_FORMATS))
     .option('--event-type <type>', EVENT_TYPE_HELP, collectChoices(EVENT_CATEGORIES))
     .addOption(new Option('--event <event>', EVENT_HELP).argParser(collectList).conflicts('allEvents'))
     .option('--all-events', 'drop the --event narrowing: all events of the event types')
