@@ -51,6 +51,7 @@ const ROWS = [
   ['deliveries/s, 1 api + 1 dispatcher process', (f) => f.two_process?.one_dispatcher.deliveries_per_s],
   ['deliveries/s, 1 api + 2 dispatcher processes', (f) => f.two_process?.two_dispatchers.deliveries_per_s],
   ['relay CPU per event (ms), all processes: 1 / 2 dispatchers', (f) => f.two_process && `${f.two_process.one_dispatcher.relay_cpu_ms_per_event} / ${f.two_process.two_dispatchers.relay_cpu_ms_per_event}`],
+  ['  of which the dispatcher processes: 1 / 2 dispatchers', (f) => f.two_process?.one_dispatcher.dispatchers_cpu_ms_per_event !== undefined && `${f.two_process.one_dispatcher.dispatchers_cpu_ms_per_event} / ${f.two_process.two_dispatchers.dispatchers_cpu_ms_per_event}`],
   ['graphile-worker: deliveries/s (signed, 1 attempt row each)', (f) => f.graphile?.deliveries_per_s],
   ['graphile-worker: jobs added/s (addJobs, 1000 per call)', (f) => f.graphile?.jobs_added_per_s],
   ['graphile-worker: CPU per job (ms), worker + adding', (f) => f.graphile && `${f.graphile.worker_cpu_ms_per_job} + ${f.graphile.add_cpu_ms_per_job}`],
