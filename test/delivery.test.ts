@@ -98,6 +98,50 @@ afterAll(async () => {
   await receiver.close();
 });
 
+describe('turning off a listener that only fails (RELAY_DISABLE_AFTER_HOURS)', () => {
+  // 0.0005 hours: 1.8 s of nothing but failures. The breaker is kept out of the way.
+  const AFTER_MS = 1800;
+  let relay: TestRelay;
+  beforeAll(async () => {
+    relay = await startTestRelay({ ...RELAY_ENV, RELAY_DISABLE_AFTER_HOURS: '0.0005', RELAY_BREAKER_MIN_ATTEMPTS: '1000000' });
+  });
+  afterAll(async () => {
+    await relay.close();
+  });
+
+  const listenerWhen = (id: string, check: (l: any) => boolean) =>
+    vi.waitFor(
+      async () => {
+        const l = (await relay.api('GET', `/v1/listeners/${id}`)).body;
+        if (!check(l)) throw new Error(`listener not there yet: ${JSON.stringify(l)}`);
+        return l;
+      },
+      { timeout: 10_000, interval: 20 },
+    );
+
+  it('turns it off after failing that long; enabled again, it gets that long afresh', async () => {
+    receiver.respond('/always-down', () => 500);
+    const listener = await createListener(relay, receiver.url('/always-down'), { workbook: 'wb-always-down', schedule: Array(20).fill(200) });
+    const [first] = await ingest(relay, [{ type: 'WORKFLOW_LAUNCHED', workbook: 'wb-always-down', execution_id: 'ex-down' }]);
+    const delivery = await onlyDeliveryOf(relay, first);
+    const off = await listenerWhen(listener.id, (l) => l.enabled === false);
+    expect(off.disabled_reason).toMatch(/^every attempt failed for 1\.8 seconds \(since /);
+    const held = await deliveryWhen(relay, delivery.id, (d) => !d.in_flight && d.next_attempt_at === null);
+
+    const enabledAt = Date.now();
+    expect((await relay.api('PATCH', `/v1/listeners/${listener.id}`, { enabled: true })).status).toBe(200);
+    // Its held delivery goes out again and fails: the failures before it was turned off no longer count.
+    await deliveryWhen(relay, delivery.id, (d) => d.attempt_count > held.attempt_count && !d.in_flight);
+    expect((await relay.api('GET', `/v1/listeners/${listener.id}`)).body).toMatchObject({ enabled: true, disabled_reason: null });
+    // Another delivery keeps it failing until it is turned off again.
+    await ingest(relay, [{ type: 'WORKFLOW_FAILED', workbook: 'wb-always-down', execution_id: 'ex-down' }]);
+    const again = await listenerWhen(listener.id, (l) => l.enabled === false);
+    const since = Date.parse(/\(since (.+)\)$/.exec(again.disabled_reason)![1]);
+    expect(since).toBeGreaterThanOrEqual(enabledAt - 50);
+    expect(Date.now() - since).toBeGreaterThanOrEqual(AFTER_MS);
+  }, 30_000);
+});
+
 // ---- 1-7: one delivery's life ----------------------------------------------------------------
 
 describe('delivering over HTTP', () => {

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import {
   admitCandidates,
   bucketCapacity,
+  durationText,
   HALF_OPEN_RECHECK_MS,
   initialGateState,
   judgeAttempts,
@@ -38,6 +39,21 @@ function judgeEach(state: ListenerGateState, outcomes: boolean[], start: number,
   });
   return { state: s, events };
 }
+
+describe('durationText', () => {
+  it('says a duration in its largest whole unit, singular for one', () => {
+    expect([120 * 3600_000, 3600_000, 1.5 * 3600_000, 30 * 60_000, 60_000, 1800, 1000, 500].map(durationText)).toEqual([
+      '120 hours',
+      '1 hour',
+      '1.5 hours',
+      '30 minutes',
+      '1 minute',
+      '1.8 seconds',
+      '1 second',
+      '0.5 seconds',
+    ]);
+  });
+});
 
 describe('circuit breaker', () => {
   it('opens at the failure ratio once there are enough attempts, not before', () => {
@@ -114,7 +130,7 @@ describe('failing streak, final failures and 410', () => {
     expect(first.changed.get('l1')!.failing_since).toBe(1_000);
     expect(first.disable.size).toBe(0);
     const later = judgeAttempts([attempt()], first.changed, 1_000 + S.disableAfterMs, S);
-    expect(later.disable.get('l1')).toMatch(/every attempt failed for 1 hours/);
+    expect(later.disable.get('l1')).toMatch(/every attempt failed for 1 hour \(since /);
     expect(later.events.map((e) => e.type)).toEqual(['relay.listener.disabled']);
     // A success in between starts the streak again.
     const ok = judgeAttempts([attempt({ ok: true })], first.changed, 2_000, S);

@@ -1303,6 +1303,26 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       expect(await store.getEvent(P, 'relay-1')).toEqual({ envelope: relayEvent, received_at: T + 20 });
       expect((await store.listDeliveries(P, { event_id: 'relay-1', limit: 10 })).map((d) => d.listener_id)).toEqual(['watch']);
     });
+
+    it('forgets the gate state of a listener enabled again: the failures that turned it off no longer count', async () => {
+      const l1 = listener('l1');
+      await seed(['a'], [l1]);
+      const [d] = await claim(store, 'w1', T + 10, { limit: 1 });
+      const failing = { ...initialGateState(T), failing_since: T, window_attempts: 3, window_failures: 3 };
+      const judge: RecordJudge = {
+        routing,
+        judge: () => ({ changed: new Map([['l1', failing]]), disable: new Map([['l1', 'every attempt failed for 120 hours']]), events: [] }),
+      };
+      await store.recordAndClaim('w1', [result(d, attempt(1, T + 10, { status_code: 500 }), FAILED)], null, T + 20, judge);
+      expect(await store.getListener(P, 'l1')).toMatchObject({ enabled: false });
+      expect(Object.fromEntries(await store.listenerGates(P, ['l1']))).toEqual({ l1: failing });
+      // Any other change keeps it; enabling forgets it.
+      await store.updateListener(P, 'l1', { ...specOf(l1), enabled: false, description: 'still off' }, iso(T + 30));
+      expect(Object.fromEntries(await store.listenerGates(P, ['l1']))).toEqual({ l1: failing });
+      await store.updateListener(P, 'l1', { ...specOf(l1), enabled: true }, iso(T + 40));
+      expect(await store.getListener(P, 'l1')).toMatchObject({ enabled: true, disabled_reason: null });
+      expect((await store.listenerGates(P, ['l1'])).size).toBe(0);
+    });
   });
 
   describe('the engine', () => {

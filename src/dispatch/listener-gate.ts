@@ -195,6 +195,13 @@ export const isRelayEvent = (type: string) => type.startsWith('relay.');
  * failed and nothing but failed for the configured time), and the relay's events about them.
  * `states` holds the current state of every listener in `attempts` (initialGateState if none).
  */
+/** `120 hours`, `1 hour`, `30 minutes`, `1.8 seconds`: the largest unit that is at least 1, to two decimals. */
+export function durationText(ms: number): string {
+  const [size, unit] = ms >= 3600_000 ? [3600_000, 'hour'] : ms >= 60_000 ? [60_000, 'minute'] : [1000, 'second'];
+  const n = Math.round((ms / size) * 100) / 100;
+  return `${n} ${unit}${n === 1 ? '' : 's'}`;
+}
+
 export function judgeAttempts(
   attempts: readonly JudgedAttempt[],
   states: ReadonlyMap<string, ListenerGateState>,
@@ -236,8 +243,7 @@ export function judgeAttempts(
         events.push({ project: a.project, type: 'relay.circuit.opened', data: { listener_id: a.listenerId, last_error: a.lastError } });
       }
       if (a.disabledReason === null && now - s.failing_since >= settings.disableAfterMs && !disable.has(a.listenerId)) {
-        const hours = Math.round((settings.disableAfterMs / 3600_000) * 100) / 100;
-        disable.set(a.listenerId, `every attempt failed for ${hours} hours (since ${new Date(s.failing_since).toISOString()})`);
+        disable.set(a.listenerId, `every attempt failed for ${durationText(settings.disableAfterMs)} (since ${new Date(s.failing_since).toISOString()})`);
       }
     }
     changed.set(a.listenerId, s);

@@ -108,7 +108,11 @@ export function listenerQueries(db: Database, notice: DueNotice) {
         const now = Date.parse(updatedAt);
         let due = 0;
         if (before.enabled && !spec.enabled) await c.count(holdPending, [project, id]);
-        if (!before.enabled && spec.enabled) due += await c.count(releaseHeld, [project, id, now]);
+        if (!before.enabled && spec.enabled) {
+          due += await c.count(releaseHeld, [project, id, now]);
+          // Enabled again, it starts afresh: the failures that turned it off no longer count.
+          await c.count(forgetGate, [id]);
+        }
         if (parseSpec(before.spec).ordering === 'execution' && spec.ordering === 'none') {
           const released = await releaseOrder(c, id, spec.enabled ? now : null, now);
           if (spec.enabled) due += released;

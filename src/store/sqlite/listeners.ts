@@ -93,7 +93,11 @@ export function listenerQueries(
       const now = Date.parse(updatedAt);
       const wasEnabled = before.enabled === 1;
       if (wasEnabled && !spec.enabled) holdPending.run(project, id);
-      if (!wasEnabled && spec.enabled) releaseHeld.run(now, project, id);
+      if (!wasEnabled && spec.enabled) {
+        releaseHeld.run(now, project, id);
+        // Enabled again, it starts afresh: the failures that turned it off no longer count.
+        gates.forget(id);
+      }
       if (parseSpec(before.spec).ordering === 'execution' && spec.ordering === 'none') {
         executionOrder.release(id, spec.enabled ? now : null, now);
       }
