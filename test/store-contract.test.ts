@@ -1148,7 +1148,14 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       // Nothing waits behind x1: the key keeps its gap for the execution's next delivery.
       await record('w1', [result(fourth[0], attempt(1, T + 40), FAILED)], T + 50);
       await store.appendEvents(P, [event('e5')], routing, T + 60);
-      expect(sent(await claim(store, 'w1', T + 60), 'lo')).toEqual([['e5', [3, 4]]]);
+      const fifth = await claim(store, 'w1', T + 60);
+      expect(sent(fifth, 'lo')).toEqual([['e5', [3, 4]]]);
+
+      // e5's try fails and waits for its next; a manual retry sends it now, still the head, gap and all.
+      const RETRY: Outcome = { status: 'pending', nextAttemptAt: T + 60_000, lastError: 'HTTP 500', disableListener: null };
+      await record('w1', [result(fifth[0], attempt(1, T + 60), RETRY)], T + 70);
+      expect(await store.retryDelivery(P, fifth[0].id, T + 80)).toBe('queued');
+      expect(sent(await claim(store, 'w1', T + 80), 'lo')).toEqual([['e5', [3, 4]]]);
     });
 
     it('promotes nothing on a manual retry, holds across disabling, and releases what it held when ordering is turned off', async () => {

@@ -33,9 +33,10 @@ const attempts = statement(`SELECT a.number, a.started_at, a.duration_ms, a.stat
   FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
   WHERE d.project = $1 AND a.delivery_id = $2 ORDER BY a.number`);
 const listenerExists = statement('SELECT 1 FROM listeners WHERE project = $1 AND id = $2');
-// A manual retry is sent when asked, out of order: it is no head and carries no gap.
-const requeue = statement(`UPDATE deliveries SET status = 'pending', next_attempt_at = $2, lease_owner = NULL, gap = NULL,
-    updated_at = $2 WHERE id = $1`);
+// A manual retry of a finished delivery is sent when asked, out of order: it is no head and
+// carries no gap. A pending one (a head waiting for its next try, say) keeps its gap.
+const requeue = statement(`UPDATE deliveries SET status = 'pending', next_attempt_at = $2, lease_owner = NULL,
+    gap = CASE WHEN status = 'pending' THEN gap END, updated_at = $2 WHERE id = $1`);
 const release = statement(`UPDATE deliveries SET lease_owner = NULL, next_attempt_at = $3
   WHERE id = ANY($1::text[]) AND lease_owner = $2`);
 const renew = statement(`UPDATE deliveries SET next_attempt_at = greatest(next_attempt_at, $3)
