@@ -1,6 +1,6 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { startTestRelay, tempDir, type TestRelay } from './helpers/relay.js';
 import { createEngineListener, createWorkbook, describeEvents, oneToN, sequences, startExecution, waitForEvents, workbook } from './helpers/engine.js';
@@ -39,6 +39,8 @@ async function slowServer() {
 
 let receiver: Receiver;
 const HOOK = '/ops';
+/** The events of an execution whose first task, `call`, has its action in flight. */
+const LAUNCHED = ['WORKFLOW_LAUNCHED', 'TASK_LAUNCHED call'];
 
 beforeAll(async () => {
   receiver = await startReceiver();
@@ -57,14 +59,20 @@ describe('operation notifications', () => {
     await relay.close();
   });
 
-  it('ends a cancel when the action in flight has ended, after the state events', async () => {
+  /** An execution whose first task's action (std.http to a slow server) is in flight; `next` follows it. */
+  async function slowCall(name: string) {
     const slow = await slowServer();
-    try {
-      await createWorkbook(relay.api, workbook('cancel_in_flight', `
+    await createWorkbook(relay.api, workbook(name, `
 call: {action: std.http, input: {url: "${slow.url}"}, on-success: [next]}
 next: {action: std.noop}`));
-      const id = await startExecution(relay.api, 'cancel_in_flight');
-      await slow.started;
+    const id = await startExecution(relay.api, name);
+    await slow.started;
+    return { slow, id };
+  }
+
+  it('ends a cancel when the action in flight has ended, after the state events', async () => {
+    const { slow, id } = await slowCall('cancel_in_flight');
+    try {
       const cancelled = await relay.api('PUT', `/v1/executions/${id}`, { state: 'CANCELLED' });
       expect(cancelled.status, cancelled.text).toBe(200);
       await waitForEvents(receiver, HOOK, id, 'WORKFLOW_CANCELLED');
@@ -74,8 +82,7 @@ next: {action: std.noop}`));
       slow.release();
       const events = await waitForEvents(receiver, HOOK, id, 'execution.cancel.end');
       expect(describeEvents(events)).toEqual([
-        'WORKFLOW_LAUNCHED',
-        'TASK_LAUNCHED call',
+        ...LAUNCHED,
         'execution.cancel.start',
         'WORKFLOW_CANCELLED',
         'TASK_SUCCEEDED call',
@@ -110,6 +117,64 @@ boom: {action: std.fail, input: {error_message: "still broken"}}`));
     expect(sequences(events)).toEqual(oneToN(events.length));
   });
 
+  it('ends a pause still waiting for its action in flight in an error when a resume overtakes it', async () => {
+    const { slow, id } = await slowCall('pause_overtaken');
+    try {
+      expect((await relay.api('PUT', `/v1/executions/${id}`, { state: 'PAUSED' })).status).toBe(200);
+      expect((await relay.api('PUT', `/v1/executions/${id}`, { state: 'RUNNING' })).status).toBe(200);
+      slow.release();
+      const events = await waitForEvents(receiver, HOOK, id, 'WORKFLOW_SUCCEEDED');
+      expect(describeEvents(events)).toEqual([
+        ...LAUNCHED,
+        'execution.pause.start',
+        'WORKFLOW_PAUSED',
+        'execution.pause.error',
+        'execution.resume.start',
+        'WORKFLOW_RESUMED',
+        'execution.resume.end',
+        'TASK_SUCCEEDED call',
+        'TASK_LAUNCHED next',
+        'TASK_SUCCEEDED next',
+        'WORKFLOW_SUCCEEDED',
+      ]);
+      expect(events[4]).toMatchObject({ data: { fault: { exception: 'Superseded', exception_message: 'the execution was resumed before the pause was complete' } } });
+      expect(sequences(events)).toEqual(oneToN(events.length));
+    } finally {
+      await slow.close();
+    }
+  });
+
+  it('ends a re-run in task.rerun.error when a cancel stops the task while it waits', async () => {
+    await createWorkbook(relay.api, workbook('rerun_cancelled', `
+flaky: {action: std.fail, input: {error_message: "down"}, retry: {count: 1, delay: 5}}`));
+    const id = await startExecution(relay.api, 'rerun_cancelled');
+    const failed = await waitForEvents(receiver, HOOK, id, 'WORKFLOW_FAILED', undefined, 20_000);
+    const task = failed.find((e) => e.type === 'TASK_FAILED')!;
+    expect((await relay.api('PUT', `/v1/tasks/${task.task_id}`, { state: 'RUNNING' })).status).toBe(200);
+    // The re-run's first try fails at once and waits 5 s for its retry: the cancel finds it waiting.
+    await vi.waitFor(
+      async () => {
+        const t = (await relay.api('GET', `/v1/tasks/${task.task_id}`)).body;
+        if (!(t.state === 'RUNNING' && t.tries === 1 && t.next_run_at !== null)) throw new Error(`not waiting for its retry yet: ${JSON.stringify(t)}`);
+      },
+      { timeout: 5000, interval: 20 },
+    );
+    expect((await relay.api('PUT', `/v1/executions/${id}`, { state: 'CANCELLED' })).status).toBe(200);
+    const events = await waitForEvents(receiver, HOOK, id, 'execution.cancel.end');
+    expect(describeEvents(events).slice(4)).toEqual([
+      'task.rerun.start flaky',
+      'WORKFLOW_RERUN',
+      'TASK_RERUN flaky',
+      'execution.cancel.start',
+      'TASK_CANCELLED flaky',
+      'task.rerun.error flaky',
+      'WORKFLOW_CANCELLED',
+      'execution.cancel.end',
+    ]);
+    expect(events.find((e) => e.type === 'task.rerun.error')).toMatchObject({ data: { fault: { exception: 'TaskCancelled' } } });
+    expect(sequences(events)).toEqual(oneToN(events.length));
+  }, 30_000);
+
   it('emits nothing for a refused request', async () => {
     await createWorkbook(relay.api, workbook('refused_op', `only: {action: std.noop}`));
     const id = await startExecution(relay.api, 'refused_op');
@@ -139,8 +204,7 @@ call: {action: std.http, input: {url: "${slow.url}"}}`));
       // The interrupted task fails and, with no on-error path, the workflow with it.
       const events = await waitForEvents(receiver, '/restart', id, 'WORKFLOW_FAILED');
       expect(describeEvents(events)).toEqual([
-        'WORKFLOW_LAUNCHED',
-        'TASK_LAUNCHED call',
+        ...LAUNCHED,
         'execution.pause.start',
         'WORKFLOW_PAUSED',
         'execution.pause.error',

@@ -129,6 +129,7 @@ function cancelWaitingTasks(tx: EngineTx, e: ExecutionRecord, info: string): voi
     const t = tx.task(s.id)!;
     t.next_run_at = null;
     moveTask(tx, e, t, 'CANCELLED', info);
+    completeRerun(tx, e, t);
   }
 }
 
@@ -285,6 +286,16 @@ export function changeExecutionState(tx: EngineTx, id: string, to: ClientExecuti
   const refusal = executionMoveRefusal(e.state, to);
   if (refusal) return { refused: 409, detail: refusal };
   const op = to === 'CANCELLED' ? 'cancel' : to === 'PAUSED' ? 'pause' : 'resume';
+  if (e.pending_operation !== null) {
+    // A pause still waiting for its actions in flight is overtaken by this request: it ends
+    // here, before this one starts, in an error (it never took full effect).
+    const earlier = e.pending_operation;
+    e.pending_operation = null;
+    emitOperation(tx, e, `execution.${earlier}.error`, null, {
+      exception: 'Superseded',
+      exception_message: `the execution was ${op === 'cancel' ? 'cancelled' : 'resumed'} before the ${earlier} was complete`,
+    });
+  }
   emitOperation(tx, e, `execution.${op}.start`, null);
   if (to === 'CANCELLED') cancelWaitingTasks(tx, e, 'the execution was cancelled');
   moveExecution(tx, e, to, null);
