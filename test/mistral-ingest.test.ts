@@ -125,9 +125,18 @@ describe('parseMistralNotification: workbook override', () => {
   });
 
   it('refuses an over-long workbook', () => {
-    expect(() => parseMistralNotification(SAMPLE_TASK_BODY, { workbook: 'w'.repeat(201) })).toThrow(
+    expect(() => parseMistralNotification(SAMPLE_TASK_BODY, { workbook: 'w'.repeat(256) })).toThrow(
       expect.objectContaining({ field: 'workbook' }),
     );
+  });
+});
+
+describe('parseMistralNotification: names as long as Mistral keeps them', () => {
+  it('takes a workflow and a task name of 255 characters (String(255) in Mistral), and the event passes EventInput', () => {
+    const long = { ...JSON.parse(SAMPLE_TASK_BODY), name: 't'.repeat(255), workflow_name: 'w'.repeat(255) };
+    const { event } = parsed(JSON.stringify(long));
+    expect(event).toMatchObject({ workbook: 'w'.repeat(255), workflow: 'w'.repeat(255), task_name: 't'.repeat(255) });
+    expect(EventInput.safeParse(event).success).toBe(true);
   });
 });
 
@@ -221,7 +230,8 @@ describe('parseMistralNotification: bad bodies', () => {
     ['state_info an object', JSON.stringify({ ...sample, state_info: { error: 'x' } }), 'state_info'],
     ['name a number', JSON.stringify({ ...sample, name: 1 }), 'name'],
     ['workflow_execution_id an object', JSON.stringify({ ...sample, workflow_execution_id: {} }), 'workflow_execution_id'],
-    ['workflow_name too long', JSON.stringify({ ...sample, workflow_name: 'w'.repeat(201) }), 'workflow_name'],
+    ['workflow_name too long', JSON.stringify({ ...sample, workflow_name: 'w'.repeat(256) }), 'workflow_name'],
+    ['name too long', JSON.stringify({ ...sample, name: 'n'.repeat(256) }), 'name'],
   ])('refuses a body with %s, naming the field', (_label, raw, field) => {
     const err = bodyError(raw);
     expect(err.field).toBe(field);

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { jsonDepth, MAX_JSON_DEPTH } from '../json-depth.js';
-import type { EventInput } from '../records/event.js';
+import { NAME_MAX, type EventInput } from '../records/event.js';
 
 export const MISTRAL_SOURCE = 'mistral';
 export const MISTRAL_EVENT_ID_PREFIX = 'mistral-';
@@ -28,8 +28,9 @@ export class MistralBodyError extends Error {
   }
 }
 
-// Limits of the matching EventInput fields, so a mapped event always passes EventInput.
-const NAME_MAX = 200;
+// Limits of the matching EventInput fields, so a mapped event always passes EventInput: names
+// as long as Mistral's own columns take, ids and event names as EventInput's.
+const ID_MAX = 200;
 const STATE_MAX = 64;
 const STATE_INFO_MAX = 65536;
 
@@ -46,13 +47,13 @@ export function parseMistralNotification(raw: string | Buffer, opts: MistralPars
   if (body.event === undefined || body.event === null) {
     return { kind: 'ignored', reason: 'notification has no event' };
   }
-  const type = requiredText(body, 'event', NAME_MAX);
-  const id = requiredText(body, 'id', NAME_MAX);
+  const type = requiredText(body, 'event', ID_MAX);
+  const id = requiredText(body, 'id', ID_MAX);
   const state = requiredText(body, 'state', STATE_MAX);
   const stateInfo = optionalText(body, 'state_info', STATE_INFO_MAX);
   const name = optionalText(body, 'name', NAME_MAX);
   const workflowName = optionalText(body, 'workflow_name', NAME_MAX);
-  const workflowExecutionId = optionalText(body, 'workflow_execution_id', NAME_MAX);
+  const workflowExecutionId = optionalText(body, 'workflow_execution_id', ID_MAX);
   const workbookOverride = opts.workbook || null;
   if (workbookOverride !== null && workbookOverride.length > NAME_MAX) {
     throw new MistralBodyError('workbook', `must be at most ${NAME_MAX} characters`);

@@ -97,6 +97,9 @@ export type EventEnvelope = z.infer<typeof EventEnvelope>;
 
 const nullableText = (max: number) => z.string().max(max).nullable().optional();
 
+/** The longest workbook, workflow or task name: Mistral keeps its names in String(255) columns. */
+export const NAME_MAX = 255;
+
 /**
  * An event as a client posts it to `POST /v1/events`. The relay fills `id` and `occurred_at`
  * when absent and always assigns `sequence` and `source_format` itself; a client's values of
@@ -108,11 +111,11 @@ export const EventInput = z
     id: z.string().min(1).max(200).regex(/^[A-Za-z0-9._~:@!$&'()*+,;=-]+$/, "letters, digits and ._~:@!$&'()*+,;=- only").optional(),
     type: z.string().min(1).max(200),
     category: z.enum(EVENT_CATEGORIES).optional(),
-    workbook: nullableText(200),
-    workflow: nullableText(200),
+    workbook: nullableText(NAME_MAX),
+    workflow: nullableText(NAME_MAX),
     execution_id: nullableText(200),
     task_id: nullableText(200),
-    task_name: nullableText(200),
+    task_name: nullableText(NAME_MAX),
     state: nullableText(64),
     previous_state: nullableText(64),
     state_info: nullableText(65536),

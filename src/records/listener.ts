@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { CallbackSchema, CallbackView, HTTP_METHODS, maskCallback, MASKED, PAYLOAD_FORMATS } from './callback.js';
-import { EVENT_CATEGORIES } from './event.js';
+import { EVENT_CATEGORIES, NAME_MAX } from './event.js';
 import { ListenerHealth } from './listener-health.js';
 import { FilterSchema } from '../fanout/filter.js';
 import { eventsOutsideCategories, likelyEventName } from '../fanout/match.js';
@@ -23,7 +23,7 @@ export const TargetSchema = z.strictObject({
 
 /** What a client sends to create a listener (and what a merge patch must produce). */
 export const ListenerInput = z.strictObject({
-  workbook: z.string().min(1).max(200),
+  workbook: z.string().min(1).max(NAME_MAX),
   event_types: z.array(z.enum(EVENT_CATEGORIES)).min(1, 'at least one of EXECUTION, TASK, NOTIFICATION'),
   events: z
     .array(
