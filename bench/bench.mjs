@@ -314,14 +314,16 @@ const RUNS = {
         const apiBefore = apiRelay.cpuSeconds();
         const ingestSeconds = await ingest(apiRelay, SIZES.events, `p${dispatchers}`);
         const s = await receiver.waitForUnique(SIZES.events);
+        const [relaySeconds, apiSeconds] = [cpu() - cpuBefore, apiRelay.cpuSeconds() - apiBefore];
+        const msPerEvent = (seconds) => Number(((seconds * 1000) / SIZES.events).toFixed(3));
         return {
           dispatchers,
           ingest_events_per_s: Math.round(SIZES.events / ingestSeconds),
           deliveries_per_s: arrivalRate(SIZES.events, s),
           duplicates: s.total - s.unique,
-          relay_cpu_ms_per_event: Number((((cpu() - cpuBefore) * 1000) / SIZES.events).toFixed(3)),
+          relay_cpu_ms_per_event: msPerEvent(relaySeconds),
           // Of that, the dispatcher processes' (the rest is the api process's).
-          dispatchers_cpu_ms_per_event: Number((((cpu() - cpuBefore - (apiRelay.cpuSeconds() - apiBefore)) * 1000) / SIZES.events).toFixed(3)),
+          dispatchers_cpu_ms_per_event: msPerEvent(relaySeconds - apiSeconds),
         };
       });
     }

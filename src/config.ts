@@ -26,8 +26,8 @@ export type LogFormat = (typeof LOG_FORMATS)[number];
 const PROJECT_NAME = /^[A-Za-z0-9._-]{1,64}$/;
 const HOST_NAME = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
-/** A value as an error message may quote it: a password in a URL (`//user:pass@`) shown as `***`. */
-const quoted = (value: unknown) => JSON.stringify(typeof value === 'string' ? value.replace(/\/\/([^/@:]*):[^/@]*@/, '//$1:***@') : value);
+/** A value as an error message may quote it: the password of any URL in it shown as `***` (maskAmqpUrl masks every scheme's). */
+const quoted = (value: unknown) => JSON.stringify(typeof value === 'string' ? maskAmqpUrl(value) : value);
 
 const int = (min: number, max: number) =>
   z

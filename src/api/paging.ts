@@ -31,17 +31,23 @@ function cursorText(cursor: string): string {
  */
 function decodeCursor(cursor: string, list: ListName, order: ListOrder | null): string {
   const text = cursorText(cursor);
-  let made: { order: ListOrder; id: string };
+  const asked = order ?? 'asc';
+  const made = madeFor(text, list, order !== null);
+  if (made.order !== asked) throw orderMismatch(made.order, asked);
+  return made.id;
+}
+
+/** The order and last id a cursor's text holds; `ordered`: the list takes `order` (v2 cursors were only theirs). */
+function madeFor(text: string, list: ListName, ordered: boolean): { order: ListOrder; id: string } {
   const current = CURSOR.exec(text);
-  const v2 = V2.exec(text);
   if (current) {
     if (current[1] !== list) throw invalidField('cursor', `this cursor continues the list of ${current[1]}, not of ${list}: start again without a cursor`);
-    made = { order: current[2] as ListOrder, id: current[3] };
-  } else if (v2 && order !== null) made = { order: v2[1] as ListOrder, id: v2[2] };
-  else if (text.startsWith(V1_PREFIX) && text.length > V1_PREFIX.length) made = { order: 'asc', id: text.slice(V1_PREFIX.length) };
-  else throw notOurs();
-  if (made.order !== (order ?? 'asc')) throw orderMismatch(made.order, order ?? 'asc');
-  return made.id;
+    return { order: current[2] as ListOrder, id: current[3] };
+  }
+  const v2 = ordered ? V2.exec(text) : null;
+  if (v2) return { order: v2[1] as ListOrder, id: v2[2] };
+  if (text.startsWith(V1_PREFIX) && text.length > V1_PREFIX.length) return { order: 'asc', id: text.slice(V1_PREFIX.length) };
+  throw notOurs();
 }
 
 const orderMismatch = (cursorOrder: ListOrder, asked: ListOrder) =>

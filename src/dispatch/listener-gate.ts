@@ -188,13 +188,6 @@ export interface Judgement {
 /** relay.* events are never the subject of other relay events, so no loop can start. */
 export const isRelayEvent = (type: string) => type.startsWith('relay.');
 
-/**
- * What the recorded attempts of a batch change: each listener's breaker (opens on a failure
- * ratio over the window with enough attempts; a success closes it; a failed probe opens it
- * again for another cool-down), its failing streak (the listener is turned off once it has
- * failed and nothing but failed for the configured time), and the relay's events about them.
- * `states` holds the current state of every listener in `attempts` (initialGateState if none).
- */
 /** `120 hours`, `1 hour`, `30 minutes`, `1.8 seconds`: the largest unit that is at least 1, to two decimals. */
 export function durationText(ms: number): string {
   const [size, unit] = ms >= 3600_000 ? [3600_000, 'hour'] : ms >= 60_000 ? [60_000, 'minute'] : [1000, 'second'];
@@ -202,6 +195,13 @@ export function durationText(ms: number): string {
   return `${n} ${unit}${n === 1 ? '' : 's'}`;
 }
 
+/**
+ * What the recorded attempts of a batch change: each listener's breaker (opens on a failure
+ * ratio over the window with enough attempts; a success closes it; a failed probe opens it
+ * again for another cool-down), its failing streak (the listener is turned off once it has
+ * failed and nothing but failed for the configured time), and the relay's events about them.
+ * `states` holds the current state of every listener in `attempts` (initialGateState if none).
+ */
 export function judgeAttempts(
   attempts: readonly JudgedAttempt[],
   states: ReadonlyMap<string, ListenerGateState>,
