@@ -186,6 +186,28 @@ describe('endpoint health', () => {
     expect((await relay.api('GET', `/v1/listeners/${down.id}`)).body.health.state).toBe('ok');
   }, 40_000);
 
+  it('says relay.listener.disabled once when a 410 turns a listener off, however many of its attempts were in flight', async () => {
+    receiver = await startReceiver();
+    receiver.respond('/gone', [410]);
+    relay = await startTestRelay();
+    await listener(relay, { events: ['relay.listener.disabled'], callback: { url: receiver.url('/ops'), timeout_ms: 2000 } });
+    const gone = await listener(relay, { events: ['work.*'], callback: { url: receiver.url('/gone'), timeout_ms: 2000 } });
+    await ingest(relay, Array.from({ length: 8 }, (_, i) => ({ type: 'work.item', data: { i } })));
+
+    const [said] = await receiver.waitForCount('/ops', 1, 10_000);
+    expect(bodyOf(said)).toMatchObject({ type: 'relay.listener.disabled', data: { listener_id: gone.id, reason: expect.stringMatching(/410/) } });
+    // Let every attempt that was in flight be recorded (each found the listener off), then count.
+    for (const until = Date.now() + 10_000; Date.now() < until; await new Promise((r) => setTimeout(r, 100))) {
+      const items = (await relay.api('GET', `/v1/deliveries?listener_id=${gone.id}&limit=100`)).body.items as Array<{ in_flight: boolean }>;
+      if (items.every((d) => !d.in_flight)) break;
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    expect(receiver.requests('/gone').length).toBeGreaterThan(1);
+    expect(receiver.requests('/ops')).toHaveLength(1);
+    const events = (await relay.api('GET', '/v1/events?limit=100')).body.items as Array<{ type: string }>;
+    expect(events.filter((e) => e.type === 'relay.listener.disabled')).toHaveLength(1);
+  }, 30_000);
+
   it('keeps a listener with rate_limit_per_s 50 at 50 a second or less', async () => {
     receiver = await startReceiver();
     relay = await startTestRelay();

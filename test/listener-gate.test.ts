@@ -6,6 +6,7 @@ import {
   HALF_OPEN_RECHECK_MS,
   initialGateState,
   judgeAttempts,
+  listenerDisabledEvent,
   type BreakerSettings,
   type GateListener,
   type JudgedAttempt,
@@ -131,7 +132,8 @@ describe('failing streak, final failures and 410', () => {
     expect(first.disable.size).toBe(0);
     const later = judgeAttempts([attempt()], first.changed, 1_000 + S.disableAfterMs, S);
     expect(later.disable.get('l1')).toMatch(/every attempt failed for 1 hour \(since /);
-    expect(later.events.map((e) => e.type)).toEqual(['relay.listener.disabled']);
+    // The store says relay.listener.disabled once it has turned the listener off.
+    expect(later.events).toEqual([]);
     // A success in between starts the streak again.
     const ok = judgeAttempts([attempt({ ok: true })], first.changed, 2_000, S);
     const after = judgeAttempts([attempt()], ok.changed, 1_000 + S.disableAfterMs, S);
@@ -153,9 +155,16 @@ describe('failing streak, final failures and 410', () => {
     ]);
   });
 
-  it('says relay.listener.disabled for a 410', () => {
-    const j = judgeAttempts([attempt({ disabledReason: 'the receiver answered 410 Gone' })], new Map(), 5_000, S);
-    expect(j.events).toEqual([{ project: 'p', type: 'relay.listener.disabled', data: { listener_id: 'l1', reason: 'the receiver answered 410 Gone' } }]);
+  it('leaves a 410 to the store: no relay.listener.disabled per attempt, and no second turning off', () => {
+    const gone = attempt({ disabledReason: 'the receiver answered 410 Gone' });
+    const j = judgeAttempts([gone, gone], new Map([['l1', { ...initialGateState(0), failing_since: 0 }]]), S.disableAfterMs, S);
+    expect(j.events).toEqual([]);
+    expect(j.disable.size).toBe(0);
+    expect(listenerDisabledEvent('p', 'l1', 'the receiver answered 410 Gone')).toEqual({
+      project: 'p',
+      type: 'relay.listener.disabled',
+      data: { listener_id: 'l1', reason: 'the receiver answered 410 Gone' },
+    });
   });
 });
 

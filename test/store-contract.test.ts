@@ -190,6 +190,24 @@ function engineEvent(id: string, type: string, executionId: string, taskId: stri
   });
 }
 
+/** A relay.listener.disabled envelope, as a judge's turnedOff answers one. */
+function relayOff(id: string, data: Record<string, unknown>, now: number): EventEnvelope {
+  return taskEnvelope({
+    id,
+    type: 'relay.listener.disabled',
+    category: 'NOTIFICATION',
+    workbook: null,
+    workflow: null,
+    execution_id: null,
+    task_id: null,
+    task_name: null,
+    sequence: null,
+    source: 'relay',
+    occurred_at: new Date(now).toISOString(),
+    data,
+  });
+}
+
 /**
  * A ListenerRouting as the fan-out keeps one: a matcher per project, compiled from the enabled
  * listeners the store hands over (workbook `*` or equal, category listed) and reused while the
@@ -1252,19 +1270,8 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       const claimed = await claim(store, 'w1', T + 10, { limit: 2 });
       const open = { ...initialGateState(T + 10), breaker: 'open' as const, probe_at: T + 30_010 };
       const seen: { attempts: readonly JudgedAttempt[]; states: Record<string, ListenerGateState> }[] = [];
-      const relayEvent = taskEnvelope({
-        id: 'relay-1',
-        type: 'relay.listener.disabled',
-        category: 'NOTIFICATION',
-        workbook: null,
-        workflow: null,
-        execution_id: null,
-        task_id: null,
-        task_name: null,
-        sequence: null,
-        source: 'relay',
-        data: { listener_id: 'l2' },
-      });
+      const relayEvent = relayOff('relay-1', { listener_id: 'l2' }, T + 20);
+      const announced: unknown[][] = [];
       const judge: RecordJudge = {
         routing,
         judge(attempts, states) {
@@ -1272,8 +1279,12 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
           return {
             changed: new Map([['l1', open]]),
             disable: new Map([['l2', 'every attempt failed for 120 hours']]),
-            events: [{ project: P, envelope: relayEvent }],
+            events: [],
           };
+        },
+        turnedOff(...args) {
+          announced.push(args);
+          return relayEvent;
         },
       };
       const [toL1, toL2] = ['l1', 'l2'].map((l) => claimed.find((d) => d.listenerId === l)!);
@@ -1294,6 +1305,7 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
         judge,
       );
       expect(out.disabledListeners).toEqual(['l2']);
+      expect(announced).toEqual([[P, 'l2', 'every attempt failed for 120 hours', T + 20]]);
       expect(seen).toEqual([
         {
           attempts: [
@@ -1311,6 +1323,37 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       expect((await store.listDeliveries(P, { event_id: 'relay-1', limit: 10 })).map((d) => d.listener_id)).toEqual(['watch']);
     });
 
+    it('announces a listener turned off once: not for a second 410, a later one, or a judgement about a listener already off', async () => {
+      await seed(['a', 'b', 'c'], [listener('l1'), listener('watch', { event_types: ['NOTIFICATION'] })]);
+      const claimed = await claim(store, 'w1', T + 10);
+      const [da, db_, dc] = ['a', 'b', 'c'].map((e) => claimed.find((d) => (JSON.parse(d.envelopeJson) as { id: string }).id === e)!);
+      const gone = { status: 'pending' as const, nextAttemptAt: null, lastError: 'HTTP 410 Gone', disableListener: 'the receiver answered 410 Gone' };
+      const announced: unknown[][] = [];
+      let disable = new Map<string, string>();
+      const judge: RecordJudge = {
+        routing,
+        judge: () => ({ changed: new Map(), disable, events: [] }),
+        turnedOff(project, listenerId, reason, now) {
+          announced.push([project, listenerId, reason]);
+          return relayOff(`off-${announced.length}`, { listener_id: listenerId, reason }, now);
+        },
+      };
+      const goneAt = (d: ClaimedDelivery) => result(d, attempt(1, T + 10, { status_code: 410, error: 'HTTP_ERROR' }), gone);
+      // Two 410s in one batch turn it off once.
+      const first = await store.recordAndClaim('w1', [goneAt(da), goneAt(db_)], null, T + 20, judge);
+      expect(first.disabledListeners).toEqual(['l1']);
+      expect(announced).toEqual([[P, 'l1', 'the receiver answered 410 Gone']]);
+      // The third, in flight meanwhile, finds it off; so does a judgement that would turn it off.
+      disable = new Map([['l1', 'every attempt failed for 120 hours']]);
+      const second = await store.recordAndClaim('w1', [goneAt(dc)], null, T + 30, judge);
+      expect(second.disabledListeners).toEqual([]);
+      expect(announced).toHaveLength(1);
+      expect(await store.getListener(P, 'l1')).toMatchObject({ enabled: false, disabled_reason: 'the receiver answered 410 Gone' });
+      const said = (await store.listEvents(P, { limit: 10 })).filter((e) => e.envelope.type === 'relay.listener.disabled');
+      expect(said.map((e) => e.envelope.id)).toEqual(['off-1']);
+      expect((await store.listDeliveries(P, { event_id: 'off-1', limit: 10 })).map((d) => d.listener_id)).toEqual(['watch']);
+    });
+
     it('forgets the gate state of a listener enabled again: the failures that turned it off no longer count', async () => {
       const l1 = listener('l1');
       await seed(['a'], [l1]);
@@ -1319,6 +1362,7 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       const judge: RecordJudge = {
         routing,
         judge: () => ({ changed: new Map([['l1', failing]]), disable: new Map([['l1', 'every attempt failed for 120 hours']]), events: [] }),
+        turnedOff: (_p, listenerId, reason, now) => relayOff('off-1', { listener_id: listenerId, reason }, now),
       };
       await store.recordAndClaim('w1', [result(d, attempt(1, T + 10, { status_code: 500 }), FAILED)], null, T + 20, judge);
       expect(await store.getListener(P, 'l1')).toMatchObject({ enabled: false });

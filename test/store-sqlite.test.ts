@@ -643,7 +643,11 @@ describe('the listener gate in claims', () => {
 
     // Recording b1's failures opens its breaker (the judgement is the test's: the store writes it).
     const opened: ListenerGateState = { breaker: 'open', probe_at: 20_000, window_start: 1_000, window_attempts: 3, window_failures: 3, failing_since: 1_010, tokens: null, tokens_at: null };
-    const judge: RecordJudge = { routing: toAll([]), judge: () => ({ changed: new Map([['b1', opened]]), disable: new Map(), events: [] }) };
+    const judge: RecordJudge = {
+      routing: toAll([]),
+      judge: () => ({ changed: new Map([['b1', opened]]), disable: new Map(), events: [] }),
+      turnedOff: () => { throw new Error('nothing is turned off here'); },
+    };
     await store.recordAndClaim('w1', first.filter((d) => d.listenerId === 'b1').map((d) => outcome(d, 'pending', 1_010)), null, 1_010, judge);
     expect(byEvent('b1')).toEqual([['a', 2_010], ['b', 2_010], ['c', 2_010]]);
 
@@ -686,7 +690,6 @@ describe('judging recorded attempts', () => {
       disable: new Map([['l1', 'every attempt failed for 120 hours']]),
       events: [
         { project: P, envelope: relayEvent('r1', 'relay.delivery.failed', { listener_id: 'l1', delivery_id: d1.id, event_id: 'a', attempts: 1 }, 2_000) },
-        { project: P, envelope: relayEvent('r2', 'relay.listener.disabled', { listener_id: 'l1' }, 2_000) },
       ],
     };
     // Routed by every enabled listener of the project, as the change to l1 leaves them.
@@ -696,6 +699,7 @@ describe('judging recorded attempts', () => {
         calls.push({ attempts, states: Object.fromEntries(states), now });
         return verdict;
       },
+      turnedOff: (project, listenerId, reason, now) => relayEvent('r2', 'relay.listener.disabled', { listener_id: listenerId, reason }, now),
     };
     const out = await store.recordAndClaim(
       'w1',
@@ -734,7 +738,7 @@ describe('judging recorded attempts', () => {
     await store.recordAndClaim('w1', [outcome(w1r1, 'succeeded', 3_000), outcome(l2r1, 'succeeded', 3_000)], null, 3_000, judge);
     expect(calls[1].states).toEqual({ w1: initialGateState(3_000), l2: fine });
     const l2r2 = out.claimed.find((d) => d.listenerId === 'l2' && eventOf(d) === 'r2')!;
-    const failing: RecordJudge = { routing: toEnabled(), judge: () => { throw new Error('judge failed'); } };
+    const failing: RecordJudge = { routing: toEnabled(), judge: () => { throw new Error('judge failed'); }, turnedOff: judge.turnedOff };
     await expect(store.recordAndClaim('w1', [outcome(l2r2, 'succeeded', 4_000)], null, 4_000, failing)).rejects.toThrow('judge failed');
     expect(await store.listAttempts(P, l2r2.id)).toEqual([]);
     expect((await store.getDelivery(P, l2r2.id))?.status).toBe('pending');

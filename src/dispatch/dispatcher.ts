@@ -2,7 +2,7 @@ import crypto from 'node:crypto';
 import type { Logger } from 'pino';
 import type { EventEnvelope } from '../records/event.js';
 import type { AttemptResult, ClaimedDelivery, DeliveryQueue, ListenerRouting, RecordJudge } from '../store/store.js';
-import { admitCandidates, DEFAULT_BREAKER, judgeAttempts, type BreakerSettings, type ListenerGateState } from './listener-gate.js';
+import { admitCandidates, DEFAULT_BREAKER, judgeAttempts, listenerDisabledEvent, type BreakerSettings, type ListenerGateState } from './listener-gate.js';
 import { relayEventEnvelope } from './relay-events.js';
 import type { TransportAttempt } from '../transports/contract.js';
 import type { TransportRegistry } from '../transports/registry.js';
@@ -133,6 +133,9 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
         if (e.type === 'relay.circuit.closed') log.info({ listener: e.data.listener_id, project: e.project }, 'circuit closed: deliveries to this listener go on');
       }
       return { changed: j.changed, disable: j.disable, events: j.events.map((e) => ({ project: e.project, envelope: relayEventEnvelope(e, now) })) };
+    },
+    turnedOff(project, listenerId, reason, now) {
+      return relayEventEnvelope(listenerDisabledEvent(project, listenerId, reason), now);
     },
   };
 

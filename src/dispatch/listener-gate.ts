@@ -182,6 +182,7 @@ export interface Judgement {
   changed: Map<string, ListenerGateState>;
   /** Listeners to turn off for failing only for RELAY_DISABLE_AFTER_HOURS, with the reason. */
   disable: Map<string, string>;
+  /** Breakers opened and closed, deliveries failed for good (listeners turned off: listenerDisabledEvent). */
   events: RelayEvent[];
 }
 
@@ -199,7 +200,8 @@ export function durationText(ms: number): string {
  * What the recorded attempts of a batch change: each listener's breaker (opens on a failure
  * ratio over the window with enough attempts; a success closes it; a failed probe opens it
  * again for another cool-down), its failing streak (the listener is turned off once it has
- * failed and nothing but failed for the configured time), and the relay's events about them.
+ * failed and nothing but failed for the configured time), and the relay's events about them
+ * (but for the turning off, which the store announces: see listenerDisabledEvent).
  * `states` holds the current state of every listener in `attempts` (initialGateState if none).
  */
 export function judgeAttempts(
@@ -254,13 +256,15 @@ export function judgeAttempts(
         data: { listener_id: a.listenerId, delivery_id: a.deliveryId, event_id: a.eventId, attempts: a.attempts, last_error: a.lastError },
       });
     }
-    if (a.disabledReason !== null) {
-      events.push({ project: a.project, type: 'relay.listener.disabled', data: { listener_id: a.listenerId, reason: a.disabledReason } });
-    }
-  }
-  for (const [listenerId, reason] of disable) {
-    const project = attempts.find((a) => a.listenerId === listenerId)!.project;
-    events.push({ project, type: 'relay.listener.disabled', data: { listener_id: listenerId, reason } });
   }
   return { changed, disable, events };
+}
+
+/**
+ * relay.listener.disabled, said once for a listener that a batch really turned off (by a 410
+ * or by `Judgement.disable`): only the store knows which were still on, so it asks for this
+ * after turning them off, and says nothing of one that was off already.
+ */
+export function listenerDisabledEvent(project: string, listenerId: string, reason: string): RelayEvent {
+  return { project, type: 'relay.listener.disabled', data: { listener_id: listenerId, reason } };
 }

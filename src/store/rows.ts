@@ -1,7 +1,7 @@
 import type { JudgedAttempt } from '../dispatch/listener-gate.js';
 import type { EventEnvelope, SourceFormat } from '../records/event.js';
 import { LISTENER_OPTION_DEFAULTS, type ListenerSpec, type StoredListener } from '../records/listener.js';
-import type { AttemptResult, ClaimedDelivery, DeliveryRecord, StoredEvent } from './store.js';
+import type { AttemptResult, ClaimedDelivery, DeliveryRecord, RecordJudge, StoredEvent } from './store.js';
 
 /*
  * Rows as both backends read them, and the records they become. The columns and their names are
@@ -140,6 +140,30 @@ export function toClaimedDelivery(row: ClaimRow, event: ClaimEvent, spec: SpecCo
     },
     gap,
   };
+}
+
+/**
+ * The relay's events about the listeners a recorded batch turned off, one each: those its
+ * 410s turned off (`gone`, with the first 410's reason), then those the judgement turned off
+ * (`judgedOff`). Both hold only listeners the store found still on, so a listener that was
+ * off already (another 410 in flight, a user's PATCH) is not announced again.
+ */
+export function turnedOffEvents(
+  judge: RecordJudge,
+  results: readonly AttemptResult[],
+  gone: readonly string[],
+  judgedOff: ReadonlyMap<string, string>,
+  now: number,
+): Array<{ project: string; envelope: EventEnvelope }> {
+  const off = new Map<string, AttemptResult>();
+  for (const id of gone) off.set(id, results.find((r) => r.listenerId === id && r.disableListener !== null)!);
+  const events = [...off].map(([id, r]) => ({ project: r.project, envelope: judge.turnedOff(r.project, id, r.disableListener!, now) }));
+  for (const [id, reason] of judgedOff) {
+    if (off.has(id)) continue;
+    const { project } = results.find((r) => r.listenerId === id)!;
+    events.push({ project, envelope: judge.turnedOff(project, id, reason, now) });
+  }
+  return events;
 }
 
 /** A recorded attempt as the listener gate judges it. */

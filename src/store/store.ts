@@ -172,7 +172,8 @@ export interface ClaimOptions {
  * their listeners. The store writes the changed states, turns off the listeners in `disable`
  * (as a 410 does: disabled_reason, pending deliveries held, listener version bumped; they are
  * answered in disabledListeners) and appends `events` (the relay's own, routed by `routing`)
- * in the same transaction.
+ * in the same transaction, then `turnedOff`'s event for each listener that the batch's 410s or
+ * `disable` really turned off (one that was off already gets none), once per listener.
  */
 export interface RecordJudge {
   routing: ListenerRouting;
@@ -181,6 +182,8 @@ export interface RecordJudge {
     disable: ReadonlyMap<string, string>;
     events: ReadonlyArray<{ project: string; envelope: EventEnvelope }>;
   };
+  /** The relay's event about a listener this batch turned off, and why. */
+  turnedOff(project: string, listenerId: string, reason: string, now: number): EventEnvelope;
 }
 
 export interface QueueDepth {

@@ -27,8 +27,8 @@ export function queueQueries(db: Database, { notice, append }: { notice: DueNoti
       if (batch.promoted > 0) notice.afterCommit(c);
       const disabled = batch.disabled;
       let judged: ReadonlyMap<string, ListenerGateState> = new Map();
-      if (judge && batch.recorded.length) {
-        const verdict = await judgeBatch(c, batch.recorded, batch.states, judge, now, append);
+      if (judge && (batch.recorded.length || disabled.length)) {
+        const verdict = await judgeBatch(c, { results, recorded: batch.recorded, gone: [...disabled] }, batch.states, judge, now, append);
         judged = verdict.changed;
         disabled.push(...verdict.disabled);
         // The relay's own events may have made deliveries due that the first statement could not see.

@@ -1,5 +1,5 @@
 import { initialGateState, type ListenerGateState } from '../../dispatch/listener-gate.js';
-import { toJudgedAttempt } from '../rows.js';
+import { toJudgedAttempt, turnedOffEvents } from '../rows.js';
 import type { AttemptResult, ListenerRouting, NewEvent, RecordJudge } from '../store.js';
 import { statement, type Conn } from './database.js';
 import { pendingProjectsCte } from './deliveries.js';
@@ -142,31 +142,36 @@ export type AppendIn = (c: Conn, project: string, events: NewEvent[], routing: L
 /**
  * The gate's judgement of the attempts just recorded: answers the listeners' changed states (to
  * write with the rollups) and the listeners it turned off; appends the relay's own events
- * (after the turning off, so they are routed by it) and names the projects they went to.
+ * (after the turning off, so they are routed by it), with one about each listener turned off,
+ * by the judgement or by the 410s of `results` that turned off `gone` in recording, and names
+ * the projects they went to.
  */
 export async function judgeBatch(
   c: Conn,
-  recorded: readonly AttemptResult[],
+  { results, recorded, gone }: { results: readonly AttemptResult[]; recorded: readonly AttemptResult[]; gone: readonly string[] },
   states: ReadonlyMap<string, ListenerGateState>,
   judge: RecordJudge,
   now: number,
   append: AppendIn,
 ): Promise<{ changed: ReadonlyMap<string, ListenerGateState>; disabled: string[]; appendedTo: string[] }> {
-  const attempts = recorded.map(toJudgedAttempt);
-  const ids = [...new Set(attempts.map((a) => a.listenerId))];
-  const verdict = judge.judge(attempts, new Map(ids.map((id) => [id, states.get(id) ?? initialGateState(now)])), now);
-  let disabled: string[] = [];
+  let verdict: ReturnType<RecordJudge['judge']> = { changed: new Map(), disable: new Map(), events: [] };
+  if (recorded.length) {
+    const attempts = recorded.map(toJudgedAttempt);
+    const ids = [...new Set(attempts.map((a) => a.listenerId))];
+    verdict = judge.judge(attempts, new Map(ids.map((id) => [id, states.get(id) ?? initialGateState(now)])), now);
+  }
+  const judgedOff = new Map<string, string>();
   if (verdict.disable.size) {
     const list = [...verdict.disable];
     const rows = await c.rows<{ id: string }>(disableListeners, [list.map(([id]) => id), list.map(([, why]) => why), new Date(now).toISOString()]);
     const turnedOff = new Set(rows.map((r) => r.id));
-    disabled = list.map(([id]) => id).filter((id) => turnedOff.has(id));
+    for (const [id, why] of list) if (turnedOff.has(id)) judgedOff.set(id, why);
   }
   const byProject = new Map<string, NewEvent[]>();
-  for (const { project, envelope } of verdict.events) {
+  for (const { project, envelope } of [...verdict.events, ...turnedOffEvents(judge, results, gone, judgedOff, now)]) {
     // The relay makes the envelope and its unique id, which doubles as the body hash.
     byProject.set(project, [...(byProject.get(project) ?? []), { envelope, original: null, bodyHash: envelope.id }]);
   }
   for (const [project, list] of byProject) await append(c, project, list, judge.routing, now);
-  return { changed: verdict.changed, disabled, appendedTo: [...byProject.keys()] };
+  return { changed: verdict.changed, disabled: [...judgedOff.keys()], appendedTo: [...byProject.keys()] };
 }

@@ -201,7 +201,7 @@ export function openSqliteStore(options: SqliteOptions): SqliteStore {
     async recordAndClaim(owner, results, claim, now, judge) {
       return tx(() => {
         const { recorded, disabled } = results.length ? deliveries.record(owner, results, now) : { recorded: [], disabled: [] };
-        if (judge) disabled.push(...applyJudgement({ gates, disable: deliveries.disable, append: appendRouted }, recorded, judge, now));
+        if (judge) disabled.push(...applyJudgement({ gates, disable: deliveries.disable, append: appendRouted }, { results, recorded, gone: [...disabled] }, judge, now));
         const { claimed, asked } = claim ? deliveries.claim(claim) : { claimed: [], asked: 0 };
         return { disabledListeners: disabled, claimed, asked };
       });

@@ -1,5 +1,5 @@
 import { initialGateState } from '../../dispatch/listener-gate.js';
-import { toJudgedAttempt } from '../rows.js';
+import { toJudgedAttempt, turnedOffEvents } from '../rows.js';
 import type { AttemptResult, ListenerRouting, NewEvent, RecordJudge } from '../store.js';
 import type { GateQueries } from './gates.js';
 
@@ -14,24 +14,28 @@ export interface JudgementDeps {
 /**
  * Applies the gate's judgement of the attempts just recorded: writes the listeners' changed
  * states, turns off the listeners it names and appends the relay's own events (after the
- * turning off, so they are routed by it). Call inside the recording transaction; answers the
- * listeners it turned off.
+ * turning off, so they are routed by it), with one about each listener turned off, by the
+ * judgement or by the 410s of `results` that turned off `gone` in recording. Call inside the
+ * recording transaction; answers the listeners the judgement turned off.
  */
-export function applyJudgement({ gates, disable, append }: JudgementDeps, recorded: readonly AttemptResult[], judge: RecordJudge, now: number): string[] {
-  if (recorded.length === 0) return [];
-  const attempts = recorded.map(toJudgedAttempt);
-  const ids = [...new Set(attempts.map((a) => a.listenerId))];
-  const stored = gates.read(ids);
-  const states = new Map(ids.map((id) => [id, stored.get(id) ?? initialGateState(now)]));
-  const verdict = judge.judge(attempts, states, now);
-  gates.write(verdict.changed);
-  const disabled: string[] = [];
-  for (const [listenerId, reason] of verdict.disable) {
-    if (disable(listenerId, reason, now)) disabled.push(listenerId);
+export function applyJudgement(
+  { gates, disable, append }: JudgementDeps,
+  { results, recorded, gone }: { results: readonly AttemptResult[]; recorded: readonly AttemptResult[]; gone: readonly string[] },
+  judge: RecordJudge,
+  now: number,
+): string[] {
+  let verdict: ReturnType<RecordJudge['judge']> = { changed: new Map(), disable: new Map(), events: [] };
+  if (recorded.length) {
+    const attempts = recorded.map(toJudgedAttempt);
+    const ids = [...new Set(attempts.map((a) => a.listenerId))];
+    const stored = gates.read(ids);
+    verdict = judge.judge(attempts, new Map(ids.map((id) => [id, stored.get(id) ?? initialGateState(now)])), now);
+    gates.write(verdict.changed);
   }
-  for (const { project, envelope } of verdict.events) {
+  const judgedOff = new Map([...verdict.disable].filter(([listenerId, reason]) => disable(listenerId, reason, now)));
+  for (const { project, envelope } of [...verdict.events, ...turnedOffEvents(judge, results, gone, judgedOff, now)]) {
     // The relay makes the envelope and its unique id, which doubles as the body hash.
     append(project, [{ envelope, original: null, bodyHash: envelope.id }], judge.routing, now);
   }
-  return disabled;
+  return [...judgedOff.keys()];
 }
