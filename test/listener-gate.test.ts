@@ -11,6 +11,7 @@ import {
   type GateListener,
   type JudgedAttempt,
   type ListenerGateState,
+  windowCounts,
 } from '../src/dispatch/listener-gate.js';
 
 const S: BreakerSettings = { failureRatio: 0.7, minAttempts: 10, windowMs: 300_000, cooldownMs: 30_000, disableAfterMs: 3600_000 };
@@ -71,11 +72,39 @@ describe('circuit breaker', () => {
     expect(r.state.breaker).toBe('closed');
   });
 
-  it('counts only the current window', () => {
+  it('counts the attempts of the last window\'s length, across the end of a window', () => {
+    // Six failures just before the window ends and five just after: eleven in the last 300 s.
+    const before = judgeEach(initialGateState(0), Array(6).fill(false), S.windowMs - 6_000);
+    expect(before.state.breaker).toBe('closed');
+    const after = judgeEach(before.state, Array(5).fill(false), S.windowMs + 1_000);
+    expect(after.state).toMatchObject({ breaker: 'open', window_start: S.windowMs, window_attempts: 5, window_failures: 5, prev_attempts: 6, prev_failures: 6 });
+    expect(after.events).toEqual(['relay.circuit.opened']);
+  });
+
+  it('weighs the window before by the share of it still within the last window\'s length', () => {
+    const s = { ...initialGateState(0), window_start: 1_000, window_attempts: 4, window_failures: 1, prev_attempts: 10, prev_failures: 8 };
+    expect(windowCounts(s, 1_000, S.windowMs)).toEqual({ attempts: 14, failures: 9 });
+    expect(windowCounts(s, 1_000 + S.windowMs / 4, S.windowMs)).toEqual({ attempts: 11.5, failures: 7 });
+    expect(windowCounts(s, 1_000 + S.windowMs, S.windowMs)).toEqual({ attempts: 4, failures: 1 });
+    // A clock a little behind another process's counts the window before whole.
+    expect(windowCounts(s, 500, S.windowMs)).toEqual({ attempts: 14, failures: 9 });
+  });
+
+  it('forgets attempts older than the last window\'s length', () => {
     const old = judgeEach(initialGateState(0), Array(9).fill(false), 0);
-    // The window has passed: the count starts again, so one more failure does not open it.
-    const later = judgeEach(old.state, [false], S.windowMs + 10_000);
-    expect(later.state).toMatchObject({ breaker: 'closed', window_attempts: 1, window_failures: 1 });
+    // Nine failures a little over a window ago count for little: one more does not open it.
+    const soon = judgeEach(old.state, [false], S.windowMs + 10_000);
+    expect(soon.state).toMatchObject({ breaker: 'closed', window_attempts: 1, window_failures: 1, prev_attempts: 9 });
+    // Two windows on, they are gone.
+    const later = judgeEach(old.state, [false], 2 * S.windowMs + 10_000);
+    expect(later.state).toMatchObject({ breaker: 'closed', window_start: 2 * S.windowMs + 10_000, window_attempts: 1, prev_attempts: 0, prev_failures: 0 });
+  });
+
+  it('starts the count again when the circuit closes', () => {
+    const open = judgeEach(initialGateState(0), Array(10).fill(false), S.windowMs - 20_000).state;
+    expect(open.breaker).toBe('open');
+    const closed = judgeAttempts([attempt({ ok: true })], new Map([['l1', open]]), S.windowMs + 40_000, S).changed.get('l1')!;
+    expect(closed).toMatchObject({ breaker: 'closed', window_start: S.windowMs + 40_000, window_attempts: 0, window_failures: 0, prev_attempts: 0, prev_failures: 0 });
   });
 
   it('holds deliveries while open, lets one probe through after the cool-down, and closes on its success', () => {

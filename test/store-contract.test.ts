@@ -1358,7 +1358,7 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       const l1 = listener('l1');
       await seed(['a'], [l1]);
       const [d] = await claim(store, 'w1', T + 10, { limit: 1 });
-      const failing = { ...initialGateState(T), failing_since: T, window_attempts: 3, window_failures: 3 };
+      const failing = { ...initialGateState(T), failing_since: T, window_attempts: 3, window_failures: 3, prev_attempts: 4, prev_failures: 2 };
       const judge: RecordJudge = {
         routing,
         judge: () => ({ changed: new Map([['l1', failing]]), disable: new Map([['l1', 'every attempt failed for 120 hours']]), events: [] }),

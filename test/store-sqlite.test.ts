@@ -642,7 +642,7 @@ describe('the listener gate in claims', () => {
     expect(Object.fromEntries(await store.listenerGates(P, ['r1', 'b1']))).toEqual({ r1: { ...initialGateState(1_000), tokens: 0, tokens_at: 1_000 } });
 
     // Recording b1's failures opens its breaker (the judgement is the test's: the store writes it).
-    const opened: ListenerGateState = { breaker: 'open', probe_at: 20_000, window_start: 1_000, window_attempts: 3, window_failures: 3, failing_since: 1_010, tokens: null, tokens_at: null };
+    const opened: ListenerGateState = { breaker: 'open', probe_at: 20_000, window_start: 1_000, window_attempts: 3, window_failures: 3, prev_attempts: 0, prev_failures: 0, failing_since: 1_010, tokens: null, tokens_at: null };
     const judge: RecordJudge = {
       routing: toAll([]),
       judge: () => ({ changed: new Map([['b1', opened]]), disable: new Map(), events: [] }),
@@ -682,7 +682,7 @@ describe('judging recorded attempts', () => {
     const [d1, d2] = await claim({ owner: 'w1', now: 1_000, leaseMs: 60_000, limit: 10 });
     expect([d1.listenerId, d2.listenerId]).toEqual(['l1', 'l2']);
 
-    const opened: ListenerGateState = { breaker: 'open', probe_at: 32_000, window_start: 500, window_attempts: 10, window_failures: 9, failing_since: 500, tokens: null, tokens_at: null };
+    const opened: ListenerGateState = { breaker: 'open', probe_at: 32_000, window_start: 500, window_attempts: 10, window_failures: 9, prev_attempts: 2, prev_failures: 1, failing_since: 500, tokens: null, tokens_at: null };
     const fine: ListenerGateState = { ...initialGateState(2_000), window_attempts: 1, tokens: 1.5, tokens_at: 2_000 };
     const calls: Array<{ attempts: readonly JudgedAttempt[]; states: Record<string, ListenerGateState>; now: number }> = [];
     let verdict: ReturnType<RecordJudge['judge']> = {

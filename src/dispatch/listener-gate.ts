@@ -14,10 +14,17 @@ export interface ListenerGateState {
   breaker: BreakerPosition;
   /** open: when the probe may go; half_open: when the probe went (another may go a cool-down later). */
   probe_at: number | null;
-  /** Attempts and failures counted since `window_start` (reset once the window has passed, and on closing). */
+  /**
+   * The breaker's window (RELAY_BREAKER_WINDOW_S) as a sliding window counter: the attempts and
+   * failures counted since `window_start`, and those of the window before it, which count in the
+   * share of it still inside the last window's length (see windowCounts). A window that has
+   * passed becomes the window before; all four start again on closing.
+   */
   window_start: number;
   window_attempts: number;
   window_failures: number;
+  prev_attempts: number;
+  prev_failures: number;
   /** The first failure since the last success; null while the listener succeeds. */
   failing_since: number | null;
   /** Rate limit bucket: tokens left at `tokens_at`; null for a listener without a rate limit. */
@@ -50,7 +57,31 @@ export const DEFAULT_BREAKER: BreakerSettings = {
 };
 
 export function initialGateState(now: number): ListenerGateState {
-  return { breaker: 'closed', probe_at: null, window_start: now, window_attempts: 0, window_failures: 0, failing_since: null, tokens: null, tokens_at: null };
+  return { breaker: 'closed', probe_at: null, ...freshWindow(now), failing_since: null, tokens: null, tokens_at: null };
+}
+
+const freshWindow = (now: number) => ({ window_start: now, window_attempts: 0, window_failures: 0, prev_attempts: 0, prev_failures: 0 });
+
+/** Moves `s`'s window on to `now`: a window that has passed becomes the window before (forgotten once that has passed too). */
+function slideWindow(s: ListenerGateState, now: number, windowMs: number): void {
+  const elapsed = now - s.window_start;
+  if (elapsed < windowMs) return;
+  if (elapsed < 2 * windowMs) {
+    Object.assign(s, { window_start: s.window_start + windowMs, prev_attempts: s.window_attempts, prev_failures: s.window_failures, window_attempts: 0, window_failures: 0 });
+  } else {
+    Object.assign(s, freshWindow(now));
+  }
+}
+
+/**
+ * About how many attempts and failures fell in the last `windowMs` before `now`: the current
+ * window's, and the window before's weighed by how much of it that span still covers (the
+ * attempts taken as spread evenly over it), so the count neither drops to nothing when a window
+ * ends nor keeps attempts older than the span for long.
+ */
+export function windowCounts(s: ListenerGateState, now: number, windowMs: number): { attempts: number; failures: number } {
+  const weight = Math.min(1, Math.max(0, 1 - (now - s.window_start) / windowMs));
+  return { attempts: s.window_attempts + s.prev_attempts * weight, failures: s.window_failures + s.prev_failures * weight };
 }
 
 /** The most tokens a rate limit's bucket holds: a tenth of a second's worth, at least one. */
@@ -196,9 +227,13 @@ export function durationText(ms: number): string {
   return `${n} ${unit}${n === 1 ? '' : 's'}`;
 }
 
+/** Whether the last window's attempts open a closed breaker: enough of them, and failures at the ratio. */
+const tripped = ({ attempts, failures }: { attempts: number; failures: number }, settings: BreakerSettings) =>
+  attempts >= settings.minAttempts && failures / attempts >= settings.failureRatio;
+
 /**
  * What the recorded attempts of a batch change: each listener's breaker (opens on a failure
- * ratio over the window with enough attempts; a success closes it; a failed probe opens it
+ * ratio over the last window with enough attempts; a success closes it; a failed probe opens it
  * again for another cool-down), its failing streak (the listener is turned off once it has
  * failed and nothing but failed for the configured time), and the relay's events about them
  * (but for the turning off, which the store announces: see listenerDisabledEvent).
@@ -216,16 +251,12 @@ export function judgeAttempts(
   for (const a of attempts) {
     const before = changed.get(a.listenerId) ?? states.get(a.listenerId) ?? initialGateState(now);
     const s = { ...before };
-    if (now - s.window_start >= settings.windowMs) {
-      s.window_start = now;
-      s.window_attempts = 0;
-      s.window_failures = 0;
-    }
+    slideWindow(s, now, settings.windowMs);
     s.window_attempts++;
     if (a.ok) {
       s.failing_since = null;
       if (s.breaker !== 'closed') {
-        Object.assign(s, { breaker: 'closed', probe_at: null, window_start: now, window_attempts: 0, window_failures: 0 });
+        Object.assign(s, { breaker: 'closed', probe_at: null }, freshWindow(now));
         events.push({ project: a.project, type: 'relay.circuit.closed', data: { listener_id: a.listenerId } });
       }
     } else {
@@ -235,11 +266,7 @@ export function judgeAttempts(
         // The probe failed: another cool-down.
         s.breaker = 'open';
         s.probe_at = now + settings.cooldownMs;
-      } else if (
-        s.breaker === 'closed' &&
-        s.window_attempts >= settings.minAttempts &&
-        s.window_failures / s.window_attempts >= settings.failureRatio
-      ) {
+      } else if (s.breaker === 'closed' && tripped(windowCounts(s, now, settings.windowMs), settings)) {
         s.breaker = 'open';
         s.probe_at = now + settings.cooldownMs;
         events.push({ project: a.project, type: 'relay.circuit.opened', data: { listener_id: a.listenerId, last_error: a.lastError } });

@@ -1,7 +1,7 @@
 import type { ListenerGateState } from '../../dispatch/listener-gate.js';
 import { statement, type Database } from './database.js';
 
-const STATE_COLUMNS = 'breaker, probe_at, window_start, window_attempts, window_failures, failing_since, tokens, tokens_at';
+const STATE_COLUMNS = 'breaker, probe_at, window_start, window_attempts, window_failures, prev_attempts, prev_failures, failing_since, tokens, tokens_at';
 
 export type GateRow = ListenerGateState & { listener_id: string };
 
@@ -22,21 +22,23 @@ export function gateUpsertCte(name: string, first: number): string {
   const p = (i: number) => `$${first + i}`;
   return `${name} AS (
     INSERT INTO listener_gates AS g (listener_id, project, ${STATE_COLUMNS})
-    SELECT l.id, l.project, x.breaker, x.probe_at, x.window_start, x.window_attempts, x.window_failures, x.failing_since, x.tokens, x.tokens_at
-    FROM unnest(${p(0)}::text[], ${p(1)}::text[], ${p(2)}::bigint[], ${p(3)}::bigint[], ${p(4)}::int[], ${p(5)}::int[], ${p(6)}::bigint[],
-        ${p(7)}::float8[], ${p(8)}::bigint[])
-      AS x(listener_id, breaker, probe_at, window_start, window_attempts, window_failures, failing_since, tokens, tokens_at)
+    SELECT l.id, l.project, x.breaker, x.probe_at, x.window_start, x.window_attempts, x.window_failures, x.prev_attempts, x.prev_failures,
+      x.failing_since, x.tokens, x.tokens_at
+    FROM unnest(${p(0)}::text[], ${p(1)}::text[], ${p(2)}::bigint[], ${p(3)}::bigint[], ${p(4)}::int[], ${p(5)}::int[], ${p(6)}::int[],
+        ${p(7)}::int[], ${p(8)}::bigint[], ${p(9)}::float8[], ${p(10)}::bigint[])
+      AS x(listener_id, breaker, probe_at, window_start, window_attempts, window_failures, prev_attempts, prev_failures, failing_since, tokens, tokens_at)
     JOIN listeners l ON l.id = x.listener_id
     ORDER BY l.id
     ON CONFLICT (listener_id) DO UPDATE SET breaker = excluded.breaker, probe_at = excluded.probe_at,
       window_start = excluded.window_start, window_attempts = excluded.window_attempts,
-      window_failures = excluded.window_failures, failing_since = excluded.failing_since,
+      window_failures = excluded.window_failures, prev_attempts = excluded.prev_attempts,
+      prev_failures = excluded.prev_failures, failing_since = excluded.failing_since,
       tokens = excluded.tokens, tokens_at = excluded.tokens_at
   )`;
 }
 
 /** How many parameters gateUpsertCte takes. */
-export const GATE_PARAMS = 9;
+export const GATE_PARAMS = 11;
 
 /** The parameters of gateUpsertCte for the states a claim or a record decided. */
 export function gateValues(changed: ReadonlyMap<string, ListenerGateState>): unknown[] {
@@ -48,6 +50,8 @@ export function gateValues(changed: ReadonlyMap<string, ListenerGateState>): unk
     rows.map(([, s]) => s.window_start),
     rows.map(([, s]) => s.window_attempts),
     rows.map(([, s]) => s.window_failures),
+    rows.map(([, s]) => s.prev_attempts),
+    rows.map(([, s]) => s.prev_failures),
     rows.map(([, s]) => s.failing_since),
     rows.map(([, s]) => s.tokens),
     rows.map(([, s]) => s.tokens_at),

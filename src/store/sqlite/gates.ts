@@ -10,19 +10,20 @@ const toState = ({ listener_id: _id, ...state }: GateRow): ListenerGateState => 
  * its breaker, rate limit bucket and failing streak (see ../../dispatch/listener-gate.ts).
  */
 export function gateQueries(db: Database) {
-  const COLUMNS = 'listener_id, breaker, probe_at, window_start, window_attempts, window_failures, failing_since, tokens, tokens_at';
+  const COLUMNS = 'listener_id, breaker, probe_at, window_start, window_attempts, window_failures, prev_attempts, prev_failures, failing_since, tokens, tokens_at';
   const many = db.prepare(`SELECT ${COLUMNS} FROM listener_gates
     WHERE listener_id IN (SELECT value FROM json_each(?))`) as Statement<[string], GateRow>;
   const ofProject = db.prepare(`SELECT ${COLUMNS} FROM listener_gates
     WHERE listener_id IN (SELECT value FROM json_each(?)) AND project = ?`) as Statement<[string, string], GateRow>;
   // The listener row supplies the project, and a listener deleted meanwhile gets no state back.
   const write = db.prepare(`INSERT INTO listener_gates
-      (listener_id, project, breaker, probe_at, window_start, window_attempts, window_failures, failing_since, tokens, tokens_at)
-    SELECT id, project, @breaker, @probe_at, @window_start, @window_attempts, @window_failures, @failing_since, @tokens, @tokens_at
+      (listener_id, project, breaker, probe_at, window_start, window_attempts, window_failures, prev_attempts, prev_failures, failing_since, tokens, tokens_at)
+    SELECT id, project, @breaker, @probe_at, @window_start, @window_attempts, @window_failures, @prev_attempts, @prev_failures, @failing_since, @tokens, @tokens_at
       FROM listeners WHERE id = @listener
     ON CONFLICT (listener_id) DO UPDATE SET breaker = excluded.breaker, probe_at = excluded.probe_at,
       window_start = excluded.window_start, window_attempts = excluded.window_attempts,
-      window_failures = excluded.window_failures, failing_since = excluded.failing_since,
+      window_failures = excluded.window_failures, prev_attempts = excluded.prev_attempts,
+      prev_failures = excluded.prev_failures, failing_since = excluded.failing_since,
       tokens = excluded.tokens, tokens_at = excluded.tokens_at`);
   const forget = db.prepare('DELETE FROM listener_gates WHERE listener_id = ?');
 
