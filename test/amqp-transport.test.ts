@@ -1,5 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Webhook } from 'standardwebhooks';
+import { osloMessageId } from '../src/dispatch/oslo-format.js';
 import { createNetworkGuard } from '../src/net/network-guard.js';
 import { createAmqpTransport } from '../src/transports/amqp.js';
 import type { TransportModule } from '../src/transports/contract.js';
@@ -97,7 +98,7 @@ describe('amqp transport against RabbitMQ', () => {
       const outer = JSON.parse(body);
       expect(outer['oslo.version']).toBe('2.0');
       const message = JSON.parse(outer['oslo.message']);
-      expect(message.message_id).toBe(attempt.deliveryId);
+      expect(message.message_id).toBe(osloMessageId(attempt.deliveryId));
       expect(message.publisher_id).toBe(`callback-relay:${RELAY_HOSTNAME}`);
       expect(message.event_type).toBe(failed ? 'task.failed' : 'task.succeeded');
       expect(message.priority).toBe(failed ? 'ERROR' : 'INFO');

@@ -10,6 +10,7 @@ import {
   USER_AGENT,
   userAgent,
 } from '../src/dispatch/formats.js';
+import { osloMessageId } from '../src/dispatch/oslo-format.js';
 import { httpDelivery } from './helpers/http-delivery.js';
 import { MISTRAL_TASK_BODY as MISTRAL_SAMPLE } from './helpers/mistral-bodies.js';
 
@@ -261,7 +262,7 @@ describe('originals and the formats that forward them', () => {
   it('builds the oslo message from the envelope for a Mistral original', () => {
     const out = renderPayload({ ...base, format: 'oslo', transport: 'amqp', original: { format: 'mistral', body: MISTRAL_SAMPLE } });
     const message = JSON.parse(JSON.parse(out.body)['oslo.message']);
-    expect(message).toMatchObject({ message_id: 'd-1', event_type: 'task.succeeded', publisher_id: 'callback-relay:h' });
+    expect(message).toMatchObject({ message_id: osloMessageId('d-1'), event_type: 'task.succeeded', publisher_id: 'callback-relay:h' });
   });
 
   it('carries cloudevents in binary mode over http and structured elsewhere', () => {

@@ -5,6 +5,7 @@ import {
   exceptionPayload,
   osloEventType,
   osloMessage,
+  osloMessageId,
   osloPayload,
   osloPriority,
   osloRoutingKey,
@@ -49,7 +50,7 @@ const notification: EventEnvelope = {
 };
 
 const withPriority = (e: EventEnvelope, priority: string | null): EventEnvelope => ({ ...e, priority });
-const options = { hostname: 'relay-1', messageId: 'del-1' };
+const options = { hostname: 'relay-1', deliveryId: 'del-1' };
 
 describe('oslo event_type', () => {
   it.each([
@@ -196,6 +197,17 @@ describe('oslo payload', () => {
   });
 });
 
+describe('osloMessageId', () => {
+  it('is a version 4 UUID, the same for one delivery every time and another for every other delivery', () => {
+    const ids = ['01JD0000000000000000000001', '01JD0000000000000000000002', 'del-1'].map(osloMessageId);
+    for (const id of ids) expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect(new Set(ids).size).toBe(3);
+    expect(osloMessageId('del-1')).toBe(ids[2]);
+    // From the SHA-256 of the id: e3b0c442… is the digest of nothing, with the version and variant bits set.
+    expect(osloMessageId('')).toBe('e3b0c442-98fc-4c14-9afb-f4c8996fb924');
+  });
+});
+
 describe('renderOslo', () => {
   it('is the messagingv2 envelope around the message as a JSON string', () => {
     const body = renderOslo(taskEvent, options);
@@ -205,7 +217,7 @@ describe('renderOslo', () => {
     expect(typeof outer['oslo.message']).toBe('string');
     const message = JSON.parse(outer['oslo.message'] as string);
     expect(message).toEqual({
-      message_id: 'del-1',
+      message_id: osloMessageId('del-1'),
       publisher_id: 'callback-relay:relay-1',
       event_type: 'task.failed',
       priority: 'ERROR',

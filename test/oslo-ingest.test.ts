@@ -82,7 +82,7 @@ describe('parseOsloNotification: the messagingv2 envelope', () => {
     const { input, original } = event(body);
     expect(original).toEqual({ format: 'oslo', body: body.toString('utf8') });
     const envelope = toEnvelope(input, Date.parse('2026-11-24T00:00:00Z'), 'amqp', original.format);
-    const forwarded = renderOslo(envelope, { hostname: 'relay-host', messageId: 'delivery-1', original });
+    const forwarded = renderOslo(envelope, { hostname: 'relay-host', deliveryId: 'delivery-1', original });
     expect(forwarded).toBe(body.toString('utf8'));
     const outer = JSON.parse(forwarded);
     expect(outer['oslo.version']).toBe('2.0');
@@ -156,7 +156,7 @@ describe('parseOsloNotification: the bare v1 dict', () => {
     expect(outer['oslo.version']).toBe('2.0');
     expect(outer['oslo.message']).toBe(body.toString('utf8'));
     // What the oslo format forwards is read back as the same event.
-    const forwarded = renderOslo(toEnvelope(input, Date.now(), 'amqp', 'oslo'), { hostname: 'h', messageId: 'd', original });
+    const forwarded = renderOslo(toEnvelope(input, Date.now(), 'amqp', 'oslo'), { hostname: 'h', deliveryId: 'd', original });
     expect(event(Buffer.from(forwarded)).input).toEqual(input);
   });
 

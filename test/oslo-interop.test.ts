@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EventEnvelope } from '../src/records/event.js';
 import { createAmqpTransport } from '../src/transports/amqp.js';
 import type { TransportAttempt } from '../src/transports/contract.js';
-import { renderOslo } from '../src/dispatch/oslo-format.js';
+import { osloMessageId, renderOslo } from '../src/dispatch/oslo-format.js';
 import {
   BROKER_URL,
   RELAY_HOSTNAME,
@@ -114,7 +114,7 @@ function osloOriginal(deliveryId: string): TransportAttempt {
     data: payload['esi_leap_object.data'],
   } as EventEnvelope;
   const attempt = osloAttempt({ deliveryId, envelope, callback: { url: BROKER_URL, exchange, topic } });
-  return { ...attempt, body: renderOslo(envelope, { hostname: RELAY_HOSTNAME, messageId: deliveryId, original }) };
+  return { ...attempt, body: renderOslo(envelope, { hostname: RELAY_HOSTNAME, deliveryId, original }) };
 }
 
 describe('oslo format read by the real oslo.messaging notification listener', () => {
@@ -142,6 +142,8 @@ describe('oslo format read by the real oslo.messaging notification listener', ()
     }
 
     expect(listener.lines).toHaveLength(attempts.length);
+    // message_id is a version 4 UUID, as oslo.messaging makes them (the forwarded original keeps its own).
+    for (const line of listener.lines) expect(line.message_id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     const byId = new Map(listener.lines.map((line) => [line.message_id, line]));
     for (const attempt of attempts) {
       const sent = JSON.parse(JSON.parse(attempt.body)['oslo.message']);
@@ -154,7 +156,7 @@ describe('oslo format read by the real oslo.messaging notification listener', ()
       expect(got!.timestamp).toBe(sent.timestamp);
     }
 
-    const expected = (deliveryId: string) => byId.get(deliveryId)!;
+    const expected = (deliveryId: string) => byId.get(osloMessageId(deliveryId))!;
     const [first, second] = attempts;
     expect(expected(first.deliveryId)).toMatchObject({ priority: 'INFO', event_type: 'task.succeeded', publisher_id: `callback-relay:${RELAY_HOSTNAME}` });
     expect(expected(second.deliveryId)).toMatchObject({ priority: 'ERROR', event_type: 'task.failed' });

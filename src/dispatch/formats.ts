@@ -40,7 +40,7 @@ export interface PayloadRenderInput {
   bodyless?: boolean;
   original?: OriginalMessage | null;
   project: string;
-  /** The delivery's id: an oslo notification's `message_id`. */
+  /** The delivery's id: an oslo notification's `message_id` is made from it. */
   deliveryId: string;
   /** This machine's name, for an oslo notification's `publisher_id`. */
   hostname?: string;
@@ -83,7 +83,7 @@ function renderBody({ envelope, envelopeJson, format, original, project, deliver
       return envelopeJson ?? JSON.stringify(envelope);
     case 'oslo':
       return renderOslo(envelope, {
-        messageId: deliveryId,
+        deliveryId,
         hostname: hostname ?? os.hostname(),
         original: original?.format === 'oslo' ? original.body : null,
       });

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { EventEnvelope, OriginalMessage } from '../records/event.js';
 import { osloPriority, osloRoutingKey } from '../transports/amqp-routing.js';
 
@@ -41,8 +42,8 @@ export interface OsloMessage {
 export interface OsloRenderOptions {
   /** This relay's host name: the publisher is `callback-relay:<hostname>`. */
   hostname: string;
-  /** The delivery's id: the same on every retry, so a consumer can drop a repeat. */
-  messageId: string;
+  /** The delivery's id: `message_id` is made from it (osloMessageId), the same on every retry. */
+  deliveryId: string;
   /**
    * The message an event arrived as: an oslo one is forwarded unchanged; any other kind (a
    * Mistral body) is not an oslo message, so the notification is built from the envelope.
@@ -122,9 +123,23 @@ export function osloPayload(envelope: EventEnvelope): VersionedObject {
   return versionedObject(payloadName(envelope), data);
 }
 
-export function osloMessage(envelope: EventEnvelope, { hostname, messageId }: OsloRenderOptions): OsloMessage {
+/**
+ * An oslo message's `message_id` for a delivery: a UUID in version 4 form, as oslo.messaging
+ * makes them (`uuid.uuid4()`), taken from the SHA-256 of the delivery's id rather than drawn at
+ * random, so every retry of a delivery carries the same one and a consumer can drop a repeat.
+ * (The AMQP `message_id` property and the `webhook-id` header carry the delivery's id itself.)
+ */
+export function osloMessageId(deliveryId: string): string {
+  const b = createHash('sha256').update(deliveryId).digest().subarray(0, 16);
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const hex = b.toString('hex');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+export function osloMessage(envelope: EventEnvelope, { hostname, deliveryId }: OsloRenderOptions): OsloMessage {
   return {
-    message_id: messageId,
+    message_id: osloMessageId(deliveryId),
     publisher_id: `${OSLO_PUBLISHER}:${hostname}`,
     event_type: osloEventType(envelope.type),
     priority: osloPriority(envelope),

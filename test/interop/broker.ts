@@ -67,7 +67,7 @@ export const TEST_SECRET = generateSecret();
 
 /** An attempt as the dispatcher builds one for the `oslo` format: body, signature and listener headers. */
 export function osloAttempt(spec: AttemptSpec): TransportAttempt {
-  const body = renderOslo(spec.envelope, { hostname: RELAY_HOSTNAME, messageId: spec.deliveryId });
+  const body = renderOslo(spec.envelope, { hostname: RELAY_HOSTNAME, deliveryId: spec.deliveryId });
   const attemptNumber = spec.attemptNumber ?? 1;
   const headers = {
     ...(spec.listenerHeaders ?? {}),
