@@ -278,6 +278,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, stdoutIsTTY = p
     }
   };
   const transports = guarded('RELAY_TRANSPORTS', () => parseTransports(r.RELAY_TRANSPORTS));
+  const transportModules = r.RELAY_TRANSPORT_MODULES.split(',').map((p) => p.trim()).filter(Boolean);
+  if (transports.length === 0 && transportModules.length === 0) {
+    throw new ConfigError(
+      'RELAY_TRANSPORTS',
+      `${quoted(r.RELAY_TRANSPORTS)} enables no transport and RELAY_TRANSPORT_MODULES loads none: no listener could be created; name at least one of ${BUILT_IN_TRANSPORTS.join(', ')} (unset: http,amqp)`,
+    );
+  }
   const dataDir = path.resolve(r.RELAY_DATA_DIR);
   const postgres = /^postgres(ql)?:\/\//.test(r.RELAY_DATABASE_URL);
   const databasePath =
@@ -319,7 +326,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, stdoutIsTTY = p
       disableAfterMs: Math.round(r.RELAY_DISABLE_AFTER_HOURS * 3600_000),
     },
     transports,
-    transportModules: r.RELAY_TRANSPORT_MODULES.split(',').map((p) => p.trim()).filter(Boolean),
+    transportModules,
     amqpIngest: parseAmqpIngest(r),
     exec: parseExec(r, transports),
   };

@@ -178,6 +178,9 @@ describe('configuration', () => {
     expect(problem({ RELAY_EXEC_ENV: 'GOOD,BAD-NAME' })).toMatch(/^RELAY_EXEC_ENV: "BAD-NAME" is not a variable name/);
     expect(problem({ RELAY_EXEC_ENV: 'RELAY_DELIVERY_ID' })).toMatch(/^RELAY_EXEC_ENV: RELAY_DELIVERY_ID is set by the relay/);
     expect(problem({ RELAY_TRANSPORTS: 'http,shell' })).toMatch(/^RELAY_TRANSPORTS: "shell" is not a built-in transport \(http, amqp, exec\)/);
+    expect(problem({ RELAY_TRANSPORTS: ' , ' })).toMatch(/^RELAY_TRANSPORTS: " , " enables no transport and RELAY_TRANSPORT_MODULES loads none/);
+    // An operator's module alone is a transport.
+    expect(problem({ RELAY_TRANSPORTS: ',', RELAY_TRANSPORT_MODULES: file })).toBeNull();
   });
 
   it('stops a relay started with exec but no RELAY_EXEC_DIR: exit code 2, naming the variable', async () => {
