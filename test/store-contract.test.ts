@@ -1049,6 +1049,19 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       expect(await store.listAttempts(P, c.id)).toHaveLength(1);
       expect(await store.rollups(P, { since: 0 })).toEqual([]);
     });
+
+    it('counts retention from when a delivery finished, not from when it was made', async () => {
+      const DAY = 24 * 60 * MINUTE;
+      await seed(['a']);
+      const [a] = await claim(store, 'w1', T + 10);
+      // It failed for good four days after it was made (a long retry schedule, say).
+      await record('w1', [result(a, attempt(1, T + 4 * DAY), { status: 'failed', nextAttemptAt: null, lastError: 'HTTP 500', disableListener: null })], T + 4 * DAY);
+      // Made more than a day before the cutoff, finished after it: kept, with its event.
+      expect(await store.pruneFinished(T + 2 * DAY, 100)).toMatchObject({ deliveries: 0, events: 0 });
+      expect(await store.getDelivery(P, a.id)).toMatchObject({ status: 'failed' });
+      expect(await store.pruneFinished(T + 5 * DAY, 100)).toMatchObject({ deliveries: 1, events: 1 });
+      expect(await store.getDelivery(P, a.id)).toBeNull();
+    });
   });
 
   describe('rollups and last outcomes', () => {

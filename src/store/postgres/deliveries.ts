@@ -69,10 +69,11 @@ const depth = statement(`SELECT
     min(next_attempt_at) FILTER (WHERE next_attempt_at <= $1) AS oldest
   FROM deliveries WHERE status = 'pending' AND held IS NULL`);
 
-// Delivery ids are ULIDs: ids below a cutoff id are deliveries created before that time. Their
-// attempts go with them.
+// A delivery goes once it has been finished (last updated) for the retention time, its attempts
+// with it. It was created before it finished, and ids are ULIDs: the cutoff as an id bounds the
+// key range read.
 const pruneDeliveries = statement(`WITH gone AS (
-    DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries WHERE id < $1 AND status <> 'pending' LIMIT $2)
+    DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries WHERE id < $1 AND status <> 'pending' AND updated_at < $3 LIMIT $2)
     RETURNING id
   ), attempts_gone AS (
     DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM gone)
@@ -138,7 +139,7 @@ export function deliveryQueries(db: Database, notice: DueNotice) {
     /** One small batch of each: finished deliveries (attempts go with them), unreferenced events, rollup minutes. */
     prune(before: number, batch: number): Promise<{ deliveries: number; events: number; rollups: number }> {
       return db.transaction(async (c) => {
-        const [{ n: deliveries }] = await c.rows<{ n: number }>(pruneDeliveries, [encodeTime(before, 10), batch]);
+        const [{ n: deliveries }] = await c.rows<{ n: number }>(pruneDeliveries, [encodeTime(before, 10), batch, before]);
         const events = await c.count(pruneEvents, [before, batch]);
         // Ordered keys left without a head keep a gap for a next delivery that never came.
         await pruneOrder(c, before, batch);

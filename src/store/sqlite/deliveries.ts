@@ -109,9 +109,10 @@ export function deliveryQueries(db: Database, { versions, rollups, gates, execut
       count(*) FILTER (WHERE next_attempt_at > @now AND lease_owner IS NULL) AS scheduled,
       min(next_attempt_at) FILTER (WHERE next_attempt_at <= @now) AS oldest
     FROM deliveries WHERE status = 'pending' AND held IS NULL`) as Statement<{ now: number }, { due: number; scheduled: number; oldest: number | null }>;
-  // Delivery ids are ULIDs: ids below a cutoff id are deliveries created before that time.
+  // A delivery goes once it has been finished (last updated) for the retention time. It was
+  // created before it finished, and ids are ULIDs: the cutoff as an id bounds the key range read.
   const pruneDeliveries = db.prepare(`DELETE FROM deliveries WHERE id IN (
-    SELECT id FROM deliveries WHERE id < ? AND status <> 'pending' LIMIT ?)`);
+    SELECT id FROM deliveries WHERE id < ? AND status <> 'pending' AND updated_at < ? LIMIT ?)`);
   const pruneEvents = db.prepare(`DELETE FROM events WHERE seq IN (
     SELECT seq FROM events e WHERE received_at < ?
       AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq) LIMIT ?)`);
@@ -260,7 +261,7 @@ export function deliveryQueries(db: Database, { versions, rollups, gates, execut
       return { due: r.due, scheduled: r.scheduled, oldestDueAt: r.oldest };
     },
     prune(before: number, batch: number): { deliveries: number; events: number; rollups: number } {
-      const deliveries = pruneDeliveries.run(encodeTime(before, 10), batch).changes;
+      const deliveries = pruneDeliveries.run(encodeTime(before, 10), before, batch).changes;
       const events = pruneEvents.run(before, batch).changes;
       // Ordered keys left without a head keep a gap for a next delivery that never came.
       executionOrder.prune(before, batch);
