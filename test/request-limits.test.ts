@@ -46,6 +46,19 @@ describe('deeply nested bodies', () => {
       headers: { 'content-type': 'application/json' },
     });
     expect(workbook.status).toBe(400);
+    // YAML's flow collections are held to the same depth: refused before the parser sees them.
+    const started = Date.now();
+    const yaml = await relay.api('POST', '/v1/workbooks', undefined, { raw: `version: "2.0"\nname: deep\nx: ${nested(100_000)}\n`, headers: { 'content-type': 'application/yaml' } });
+    expect(yaml.status, yaml.text).toBe(400);
+    expect(yaml.body.errors).toEqual([{ field: '(body)', message: `objects and arrays nest deeper than ${MAX_JSON_DEPTH} levels` }]);
+    expect(Date.now() - started).toBeLessThan(2_000);
+  });
+
+  it('takes a workbook definition of at most 256 KiB: a larger one is a 413 before it is parsed', async () => {
+    const big = `version: "2.0"\nname: big\n# ${'x'.repeat(256 * 1024)}\n`;
+    const res = await relay.api('POST', '/v1/workbooks', undefined, { raw: big, headers: { 'content-type': 'application/yaml' } });
+    expect(res.status, res.text).toBe(413);
+    expect(res.body.detail).toMatch(/larger than 262144 bytes/);
   });
 
   it('still takes nesting up to the limit', async () => {
