@@ -1,5 +1,5 @@
 import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
-import type { AttemptResult, Store } from './store/store.js';
+import type { AttemptResult, QueueDepth, Store } from './store/store.js';
 
 /** Metrics as prom-client exports them to another thread (`Registry.getMetricsAsJSON`). */
 export type MetricsJson = MetricObjectWithValues<MetricValue<string>>[];
@@ -56,30 +56,38 @@ export function createMetrics(store: Store) {
     labelNames: ['reason'] as const,
     registers: [base],
   });
-  const depth = async () => store.queueDepth(Date.now());
+  // One query serves the three gauges of a scrape (a scrape asks each gauge before it awaits
+  // any; the next scrape asks again). While the database does not answer they are NaN, and the
+  // scrape still answers with every other metric: the outage is when those matter.
+  let asked: Promise<QueueDepth | null> | null = null;
+  const depth = (): Promise<QueueDepth | null> =>
+    (asked ??= store
+      .queueDepth(Date.now())
+      .catch(() => null)
+      .finally(() => (asked = null)));
   new Gauge({
     name: 'relay_deliveries_due',
-    help: 'Pending deliveries due now (in flight ones included)',
+    help: 'Pending deliveries due now (in flight ones included); NaN while the database does not answer',
     registers: [base],
     async collect() {
-      this.set((await depth()).due);
+      this.set((await depth())?.due ?? NaN);
     },
   });
   new Gauge({
     name: 'relay_deliveries_scheduled',
-    help: 'Pending deliveries waiting for a later try',
+    help: 'Pending deliveries waiting for a later try; NaN while the database does not answer',
     registers: [base],
     async collect() {
-      this.set((await depth()).scheduled);
+      this.set((await depth())?.scheduled ?? NaN);
     },
   });
   new Gauge({
     name: 'relay_oldest_due_delivery_age_seconds',
-    help: 'How long the oldest due, unclaimed delivery has been waiting (0 when none)',
+    help: 'How long the oldest due, unclaimed delivery has been waiting (0 when none); NaN while the database does not answer',
     registers: [base],
     async collect() {
-      const { oldestDueAt } = await depth();
-      this.set(oldestDueAt === null ? 0 : Math.max(0, (Date.now() - oldestDueAt) / 1000));
+      const d = await depth();
+      this.set(d === null ? NaN : d.oldestDueAt === null ? 0 : Math.max(0, (Date.now() - d.oldestDueAt) / 1000));
     },
   });
 

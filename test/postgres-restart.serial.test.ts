@@ -142,7 +142,13 @@ describe('PostgreSQL restarted under a running relay', () => {
     // Then down for three seconds, so the answers while it is unreachable can be told apart.
     await pgctl('stop');
     const downFrom = Date.now();
-    await sleep(3000);
+    // Meanwhile /metrics still answers, its queue gauges NaN, and a read is a 503 that says no
+    // more than that (it had nothing to store).
+    const [metrics, read] = await Promise.all([
+      withTimeout(relay.api('GET', '/metrics'), 10_000),
+      withTimeout(relay.api('GET', '/v1/listeners'), 10_000),
+      sleep(3000),
+    ]);
     const downUntil = Date.now();
     await pgctl('start');
     const upAt = Date.now();
@@ -166,6 +172,14 @@ describe('PostgreSQL restarted under a running relay', () => {
     expect(probesDown.length).toBeGreaterThanOrEqual(10);
     expect(probesDown.filter((p) => p.status !== 503)).toEqual([]);
     expect((await relay.api('GET', '/readyz')).status).toBe(200);
+    expect(metrics.status, metrics.text).toBe(200);
+    // prom-client writes NaN as `Nan`, which Prometheus reads as NaN (its parser ignores case).
+    expect(metrics.text.split('\n').filter((l) => l.startsWith('relay_deliveries_due'))).toEqual(['relay_deliveries_due Nan']);
+    expect(metrics.text).toMatch(/^relay_events_ingested_total\{source="api"\} \d+$/m);
+    expect(read.status, read.text).toBe(503);
+    expect(read.body.detail).toMatch(/try again$/);
+    expect(read.body.detail).not.toMatch(/nothing was stored/);
+    expect(answers.find((a) => a.status === 503)).toBeDefined();
 
     // A client sends a refused batch again: accepted now, and marked duplicate where the refused
     // request had in fact been stored (a 503 promises nothing either way; a 202 promises storage).

@@ -115,7 +115,7 @@ const BODY_PARSER_PROBLEMS: Record<string, (e: { message: string; limit?: number
 };
 
 export function problemHandler(log: Logger): ErrorRequestHandler {
-  return (err, _req, res, _next) => {
+  return (err, req, res, _next) => {
     if (res.headersSent) return;
     if (err instanceof Problem) return sendProblem(res, err);
     const type = (err as { type?: string }).type;
@@ -123,7 +123,8 @@ export function problemHandler(log: Logger): ErrorRequestHandler {
     if (err instanceof StoreUnavailableError) {
       return sendProblem(
         res,
-        new Problem(503, 'unavailable', 'Service unavailable', `${err.message}; nothing was stored, try again`, undefined, {
+        // A read stored nothing to begin with: only a write is told that nothing was kept.
+        new Problem(503, 'unavailable', 'Service unavailable', `${err.message}; ${req.method === 'GET' || req.method === 'HEAD' ? '' : 'nothing was stored, '}try again`, undefined, {
           'Retry-After': String(err.retryAfterSeconds),
         }),
       );
