@@ -145,6 +145,37 @@ describe('order=asc|desc', () => {
   }, 60_000);
 });
 
+describe('an event with more than 1000 deliveries', () => {
+  it('lists the first 1000 and a cursor that continues them in GET /v1/deliveries?event_id=', async () => {
+    // 1003 listeners of a workbook of their own, every one matching the event.
+    for (let i = 0; i < 1003; i += 50) {
+      await Promise.all(
+        Array.from({ length: Math.min(50, 1003 - i) }, async () => {
+          const res = await relay.api('POST', '/v1/listeners', { workbook: 'wide', event_types: ['NOTIFICATION'], callback: { url: receiver.url('/wide') } });
+          expect(res.status, res.text).toBe(201);
+        }),
+      );
+    }
+    const posted = await relay.api('POST', '/v1/events', { id: 'wide-1', type: 'wide.event', workbook: 'wide' });
+    expect(posted.status, posted.text).toBe(202);
+    const event = await relay.api('GET', '/v1/events/wide-1');
+    expect(event.status, event.text).toBe(200);
+    expect(event.body.deliveries).toHaveLength(1000);
+    expect(event.body.deliveries_next_cursor).toEqual(expect.any(String));
+    const rest = await relay.api('GET', `/v1/deliveries?event_id=wide-1&order=asc&cursor=${event.body.deliveries_next_cursor}`);
+    expect(rest.status, rest.text).toBe(200);
+    expect(rest.body.next_cursor).toBeNull();
+    const ids = [...event.body.deliveries, ...rest.body.items].map((d: { id: string }) => d.id);
+    expect(ids).toHaveLength(1003);
+    expect(new Set(ids).size).toBe(1003);
+    expect(ids).toEqual([...ids].sort());
+    // One that fits says so with null.
+    const small = await relay.api('POST', '/v1/events', { id: 'narrow-1', type: 'narrow.event', workbook: 'nobody' });
+    expect(small.status).toBe(202);
+    expect((await relay.api('GET', '/v1/events/narrow-1')).body).toMatchObject({ deliveries: [], deliveries_next_cursor: null });
+  }, 60_000);
+});
+
 describe('cursors', () => {
   it('a cursor continues only the list it was made for; cursors of earlier versions are still read', async () => {
     for (const name of ['cursor_a', 'cursor_b']) await createWorkbook(relay.api, workbook(name, 'only: {action: std.noop}'));

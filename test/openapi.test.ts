@@ -421,8 +421,8 @@ describe('validateResponse', () => {
   it('accepts the event, ingest and delivery answers the document describes', () => {
     expect(check('POST', '/v1/events', 202, { items: [{ id: 'e-1', duplicate: false }, { id: 'e-2', duplicate: true }] })).not.toThrow();
     expect(check('GET', '/v1/events?since=2026-11-23T00:00:00Z', 200, { items: [event], next_cursor: 'djE6Nw' })).not.toThrow();
-    expect(check('GET', `/v1/events/${envelope.id}`, 200, { ...event, deliveries: [delivery] })).not.toThrow();
-    expect(check('GET', "/v1/events/my:id(1)", 200, { ...event, sequence: null, execution_id: null, deliveries: [] })).not.toThrow();
+    expect(check('GET', `/v1/events/${envelope.id}`, 200, { ...event, deliveries: [delivery], deliveries_next_cursor: null })).not.toThrow();
+    expect(check('GET', "/v1/events/my:id(1)", 200, { ...event, sequence: null, execution_id: null, deliveries: [], deliveries_next_cursor: null })).not.toThrow();
     expect(check('POST', '/v1/ingest/mistral?workbook=x', 200, { stored: true, id: 'mistral-0123', duplicate: false })).not.toThrow();
     expect(check('POST', '/v1/ingest/mistral', 200, { stored: false, reason: 'notification has no event' })).not.toThrow();
     expect(check('GET', '/v1/deliveries?status=failed', 200, { items: [delivery], next_cursor: null })).not.toThrow();
@@ -433,8 +433,8 @@ describe('validateResponse', () => {
   });
 
   it('refuses drift in the event, ingest and delivery answers', () => {
-    expect(check('GET', `/v1/events/${envelope.id}`, 200, { ...event, deliveries: [delivery], colour: 'red' })).toThrow(/"colour" is not in the document/);
-    expect(check('GET', `/v1/events/${envelope.id}`, 200, { ...event, deliveries: [{ ...delivery, colour: 'red' }] })).toThrow(/\/deliveries\/0 .*"colour"/);
+    expect(check('GET', `/v1/events/${envelope.id}`, 200, { ...event, deliveries: [delivery], deliveries_next_cursor: null, colour: 'red' })).toThrow(/"colour" is not in the document/);
+    expect(check('GET', `/v1/events/${envelope.id}`, 200, { ...event, deliveries: [{ ...delivery, colour: 'red' }], deliveries_next_cursor: null })).toThrow(/\/deliveries\/0 .*"colour"/);
     expect(check('GET', `/v1/events/${envelope.id}`, 200, event)).toThrow(/required property 'deliveries'/);
     expect(check('GET', '/v1/events', 200, { items: [envelope], next_cursor: null })).toThrow(/required property 'received_at'/);
     expect(check('GET', '/v1/events', 200, { items: [{ ...event, deliveries: [] }], next_cursor: null })).toThrow(/"deliveries" is not in the document/);

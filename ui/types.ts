@@ -104,7 +104,10 @@ export interface RelayEvent {
 }
 
 export interface EventWithDeliveries extends RelayEvent {
+  /** The first 1000. */
   deliveries: Delivery[];
+  /** Non-null when there are more: GET /v1/deliveries?event_id= continues with it. */
+  deliveries_next_cursor: string | null;
 }
 
 export interface Execution {

@@ -158,9 +158,15 @@ export function EventPage({ id }: { id: string }) {
           </dl>
           <details>
             <summary>The envelope as receivers get it</summary>
-            <pre>{json(Object.fromEntries(Object.entries(ev).filter(([k]) => k !== 'deliveries' && k !== 'received_at')))}</pre>
+            <pre>{json(Object.fromEntries(Object.entries(ev).filter(([k]) => !['deliveries', 'deliveries_next_cursor', 'received_at'].includes(k))))}</pre>
           </details>
           <h2>Deliveries</h2>
+          {ev.deliveries_next_cursor !== null && (
+            <p role="note">
+              The first {ev.deliveries.length.toLocaleString('en')} are shown. All of them: <code>callback-relay delivery-list --event-id {ev.id} --order asc --all</code>{' '}
+              or <code>GET /v1/deliveries?event_id={ev.id}&amp;order=asc</code>.
+            </p>
+          )}
           <DeliveriesTable deliveries={ev.deliveries} caption="This event's deliveries, oldest first" showListener />
         </>
       )}

@@ -10,6 +10,8 @@ import { badRequest, invalidField, notFound, validationProblem, type FieldError 
 import { orderedPageParams, page } from '../paging.js';
 
 export const EVENTS_BODY_LIMIT = '16mb';
+/** Deliveries an event's read lists; `deliveries_next_cursor` continues them in GET /v1/deliveries. */
+export const EVENT_DELIVERIES = 1000;
 export const MAX_EVENTS_PER_REQUEST = 1000;
 
 const Batch = z.strictObject({ events: z.array(z.unknown()) });
@@ -91,11 +93,14 @@ export function eventRoutes({ store }: { store: OutboxStore }): Router {
   router.get('/:id', async (req, res) => {
     const event = await store.getEvent(res.locals.project, req.params.id);
     if (!event) throw notFound(`event ${req.params.id}`);
-    const deliveries = await store.listDeliveries(res.locals.project, { event_id: req.params.id, limit: 1000 });
+    // The first EVENT_DELIVERIES; with more, the cursor continues them in GET /v1/deliveries?event_id=.
+    const rows = await store.listDeliveries(res.locals.project, { event_id: req.params.id, limit: EVENT_DELIVERIES + 1 });
+    const { items, next_cursor } = page('deliveries', rows, EVENT_DELIVERIES, (d) => d.id, toDeliveryView);
     res.json({
       ...event.envelope,
       received_at: new Date(event.received_at).toISOString(),
-      deliveries: deliveries.map(toDeliveryView),
+      deliveries: items,
+      deliveries_next_cursor: next_cursor,
     });
   });
 

@@ -8,7 +8,7 @@ import { nextAttemptText, relativeTime, timeWithRelative } from '../relative-tim
 /** An event as GET /v1/events lists it. */
 export type EventItem = EventEnvelope & { received_at: string };
 /** One event as GET /v1/events/{id} answers it. */
-export type EventWithDeliveries = EventItem & { deliveries: DeliveryView[] };
+export type EventWithDeliveries = EventItem & { deliveries: DeliveryView[]; deliveries_next_cursor: string | null };
 /** One delivery as GET /v1/deliveries/{id} answers it. */
 export type DeliveryWithAttempts = DeliveryView & { attempts: AttemptView[] };
 

@@ -66,7 +66,8 @@ export function registerEventCommands(program: Command, io: CliIo): void {
         if (!ctx.print.show(event, eventFields(event, ctx.now))) return;
         ctx.print.line();
         if (!event.deliveries.length) return ctx.print.line('deliveries: none (no listener matched this event)');
-        ctx.print.line(`deliveries (${event.deliveries.length}):`);
+        const more = event.deliveries_next_cursor;
+        ctx.print.line(more ? `deliveries (the first ${event.deliveries.length}; more: callback-relay delivery-list --event-id ${id} --order asc --cursor ${more}):` : `deliveries (${event.deliveries.length}):`);
         ctx.print.rows(EVENT_DELIVERY_COLUMNS, event.deliveries);
       }),
     );
