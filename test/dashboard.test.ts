@@ -30,6 +30,8 @@ let context: BrowserContext;
 let page: Page;
 /** What went wrong in the page: CSP reports, uncaught errors, requests elsewhere. */
 let problems: string[];
+/** The test at hand expects a 404 from the API (the browser logs it as an error). */
+let expectNotFound = false;
 
 // One workbook for the tests' events: a listener of `*` would also get the relay's own `relay.*` events.
 const WORKBOOK = 'dashboard';
@@ -140,10 +142,11 @@ describe('dashboard files', () => {
 describe('dashboard in Chromium', { timeout: 60_000 }, () => {
   beforeEach(async () => {
     problems = [];
+    expectNotFound = false;
     context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
     page = await context.newPage();
     page.on('console', (msg) => {
-      if (msg.type() === 'error' && !/status of 401/.test(msg.text())) problems.push(`console: ${msg.text()}`);
+      if (msg.type() === 'error' && !/status of 401/.test(msg.text()) && !(expectNotFound && /status of 404/.test(msg.text()))) problems.push(`console: ${msg.text()}`);
     });
     page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
     page.on('request', (req) => {
@@ -155,6 +158,22 @@ describe('dashboard in Chromium', { timeout: 60_000 }, () => {
   afterEach(async () => {
     await context.close();
     expect(problems).toEqual([]);
+  });
+
+  it('says a record is not there, without a spinner, and stops asking for it', async () => {
+    expectNotFound = true;
+    await signIn();
+    const asked: string[] = [];
+    page.on('request', (req) => {
+      if (new URL(req.url()).pathname.startsWith('/v1/listeners/NOPE')) asked.push(req.url());
+    });
+    await page.goto(`${relay.url}/ui/listeners/NOPE`);
+    const alert = page.getByRole('alert');
+    await expect.poll(() => alert.textContent(), SEEN).toMatch(/The API answered 404/);
+    // Longer than a poll: no second request, and no "Loading" beside the answer.
+    await page.waitForTimeout(4_000);
+    expect(asked).toHaveLength(1);
+    expect(await page.getByText('Loading the listener').count()).toBe(0);
   });
 
   it('refuses a wrong token with the API’s 401, and keeps nothing', async () => {

@@ -1,5 +1,6 @@
 import type { ComponentChildren } from 'preact';
 import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
+import { ApiError } from './api.js';
 
 /** Pages refresh by polling the API (a list is a view of what has committed, not a feed). */
 export const POLL_MS = 3000;
@@ -29,6 +30,8 @@ export function usePoll<T>(key: string, load: () => Promise<T>, everyMs = POLL_M
     // A reload asked for while a load is out: that load may predate the change, so load again.
     let again = false;
     setState({ key });
+    // A record that is not there (404) will not come: polling for it stops until a reload.
+    let gone = false;
     const tick = async () => {
       clearTimeout(timer);
       if (running) {
@@ -40,14 +43,16 @@ export function usePoll<T>(key: string, load: () => Promise<T>, everyMs = POLL_M
         return;
       }
       running = true;
+      gone = false;
       try {
         const data = await loadRef.current();
         if (!stopped) setState({ key, data });
       } catch (error) {
+        gone = error instanceof ApiError && error.status === 404;
         if (!stopped) setState((s) => ({ key, data: s.key === key ? s.data : undefined, error }));
       } finally {
         running = false;
-        if (!stopped) timer = setTimeout(tick, again ? 0 : everyMs);
+        if (!stopped && (again || !gone)) timer = setTimeout(tick, again ? 0 : everyMs);
         again = false;
       }
     };

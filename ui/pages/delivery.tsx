@@ -20,7 +20,7 @@ export function DeliveryPage({ id }: { id: string }) {
       </PageTitle>
       <ErrorNotice error={delivery.error} />
       {!d ? (
-        <Loading what="the delivery" />
+        !delivery.error && <Loading what="the delivery" />
       ) : (
         <>
           <section aria-label="Actions">

@@ -128,7 +128,7 @@ export function EventPage({ id }: { id: string }) {
       </PageTitle>
       <ErrorNotice error={event.error} />
       {!ev ? (
-        <Loading what="the event" />
+        !event.error && <Loading what="the event" />
       ) : (
         <>
           <dl class="facts">

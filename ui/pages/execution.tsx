@@ -38,7 +38,7 @@ export function ExecutionPage({ id }: { id: string }) {
       </PageTitle>
       <ErrorNotice error={loaded.error} />
       {!loaded.data || !x ? (
-        <Loading what="the execution" />
+        !loaded.error && <Loading what="the execution" />
       ) : (
         <>
           <Controls execution={x} action={action} reload={loaded.reload} />

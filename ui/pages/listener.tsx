@@ -35,7 +35,7 @@ export function ListenerPage({ id }: { id: string }) {
       </PageTitle>
       <ErrorNotice error={listener.error} />
       {!l ? (
-        <Loading what="the listener" />
+        !listener.error && <Loading what="the listener" />
       ) : (
         <>
           <Actions listener={l} action={action} reload={listener.reload} />
