@@ -33,6 +33,7 @@ export const POSTGRES_RUN = [
   'engine-workbooks',
   'envelope',
   'exec-relay',
+  'filter-budget',
   'list-order',
   'openapi',
   'oslo-interop',

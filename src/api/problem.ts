@@ -2,6 +2,7 @@ import type { ErrorRequestHandler, Response } from 'express';
 import type { Logger } from 'pino';
 import { z, type ZodError } from 'zod';
 import { closestName } from '../closest-name.js';
+import { FilterBudgetError } from '../fanout/filter-budget.js';
 import { StoreConflictError, StoreUnavailableError } from '../store/store.js';
 
 export interface FieldError {
@@ -130,6 +131,10 @@ export function problemHandler(log: Logger): ErrorRequestHandler {
       );
     }
     if (err instanceof StoreConflictError) return sendProblem(res, conflict(err.message));
+    if (err instanceof FilterBudgetError) {
+      const message = `${err.message}; nothing was stored`;
+      return sendProblem(res, new Problem(422, 'filter-budget', 'Too much filter work', message, [{ field: '(body)', message }]));
+    }
     log.error({ err, requestId: res.locals.requestId }, 'request failed');
     sendProblem(res, new Problem(500, 'internal-error', 'Internal server error', 'the relay failed to handle this request'));
   };

@@ -2,6 +2,7 @@ import crypto from 'node:crypto';
 import { toEnvelope, type EventEnvelope, type EventInput, type OriginalMessage } from '../records/event.js';
 import type { FanOutCache } from '../fanout/fanout.js';
 import type { AppendedEvent, FanOut, ListenerRouting, NewEvent, OutboxStore } from '../store/store.js';
+import { meteredRouting, newFilterMeter } from '../fanout/filter-budget.js';
 import { canonicalJson } from './mistral.js';
 
 export { toEnvelope };
@@ -39,14 +40,18 @@ export function createIngest({ store, fanOut, onDeliveriesCommitted, onEventsSto
   }
 
   return {
-    async ingest(project: string, items: IngestItem[], defaultSource = 'api'): Promise<AppendedEvent[]> {
+    /**
+     * `metered`: a client's request, whose `$regex` work is bounded (FilterBudgetError past
+     * FILTER_BUDGET_MS, nothing stored); a notifier's message is one event and is not.
+     */
+    async ingest(project: string, items: IngestItem[], defaultSource = 'api', { metered = false } = {}): Promise<AppendedEvent[]> {
       const now = Date.now();
       const events = items.map(({ input, original }) => ({
         envelope: toEnvelope(input, now, defaultSource, original?.format ?? null),
         original: original ?? null,
         bodyHash: bodyHash(input),
       }));
-      return append(project, events, fanOut);
+      return append(project, events, metered ? meteredRouting(fanOut, newFilterMeter()) : fanOut);
     },
     /** One event to exactly these listeners, bypassing fan-out (PING). */
     async sendTo(project: string, envelope: EventEnvelope, listenerIds: string[]): Promise<AppendedEvent> {

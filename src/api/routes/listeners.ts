@@ -20,6 +20,7 @@ import type { Store } from '../../store/store.js';
 import { applyMergePatch } from '../merge-patch.js';
 import { badRequest, conflict, invalidField, notFound, validationProblem } from '../problem.js';
 import { page, pageParams } from '../paging.js';
+import { meteredRoute, newFilterMeter } from '../../fanout/filter-budget.js';
 
 /** How long a rotated-out secret keeps signing beside the new one. */
 export const SECRET_OVERLAP_MS = 24 * 3600 * 1000;
@@ -307,10 +308,14 @@ export function listenerRoutes({ store, ingest, wakeDispatcher, transports }: Li
       r.execution_id !== undefined
         ? { executionId: r.execution_id, fromSequence: r.from_sequence ?? 1, limit: MAX_REPLAY }
         : { since: Date.parse(r.since!), until: r.until ? Date.parse(r.until) : now + 1, onlyFailed: r.only_failed ?? false, limit: MAX_REPLAY },
-      // An ordered listener's window replay is ordered too.
-      Object.assign((envelope: EventEnvelope) => (matches(envelope) ? [listener.id] : []), {
-        ordered: new Set(listener.ordering === 'execution' ? [listener.id] : []),
-      }),
+      // An ordered listener's window replay is ordered too. Its $regex work is bounded as an
+      // ingest request's is (filter-budget.ts).
+      meteredRoute(
+        Object.assign((envelope: EventEnvelope) => (matches(envelope) ? [listener.id] : []), {
+          ordered: new Set(listener.ordering === 'execution' ? [listener.id] : []),
+        }),
+        newFilterMeter(),
+      ),
       now,
     );
     if (result.count) wakeDispatcher();

@@ -1,4 +1,5 @@
 import { newId } from '../../ids.js';
+import { FilterBudgetError } from '../../fanout/filter-budget.js';
 import type { EventEnvelope } from '../../records/event.js';
 import { isEventCursor, toStoredEvent, type EventRow, type ReplayRow } from '../rows.js';
 import {
@@ -84,9 +85,12 @@ const pages = { asc: pageIn('asc'), desc: pageIn('desc') };
 const REPLAY_PAGE = 1000;
 
 /** Every event statement of the PostgreSQL backend. */
-/** Calls of a batch refused for a conflict (by their place in the batch), so that the others run again without them. */
+/**
+ * Calls of a batch refused (by their place in the batch), so that the others run again without
+ * them: for a conflict, or for their fan-out's $regex budget (FilterBudgetError).
+ */
 class CallsRefused extends Error {
-  constructor(readonly refused: ReadonlyMap<number, StoreConflictError>) {
+  constructor(readonly refused: ReadonlyMap<number, Error>) {
     super(`${refused.size} call(s) of the batch refused`);
   }
 }
@@ -113,20 +117,23 @@ export function eventQueries(db: Database, notice: DueNotice, { appendsAtOnce = 
    * Appends inside a transaction the events of one or more calls, as if the calls ran one
    * after the other: an id an earlier call (or the same call) brought is a duplicate, or a
    * conflict when its body differs. A call with a conflict fails the transaction with
-   * CallsRefused before anything is written for it. `last`: the append ends the transaction (and
-   * commits it). A concurrent append that took one of the ids fails it on the events' unique key: it runs again.
+   * CallsRefused before anything is written for it. Each call's events are routed by its own
+   * routing (a request's may be metered). `last`: the append ends the transaction (and commits
+   * it). A concurrent append that took one of the ids fails it on the events' unique key: it runs again.
    */
   async function appendCalls(
     c: Conn,
     project: string,
     calls: NewEvent[][],
-    routing: ListenerRouting,
+    routings: ListenerRouting[],
     now: number,
     last: boolean,
     handing: Handing | null,
   ): Promise<AppendedEvent[][]> {
-    const refused = new Map<number, StoreConflictError>();
+    const refused = new Map<number, Error>();
     const firsts = new Map<string, NewEvent>();
+    /** The call that brought each id first. */
+    const callOf = new Map<string, number>();
     calls.forEach((list, i) => {
       const mine = new Map<string, NewEvent>();
       for (const e of list) {
@@ -137,7 +144,10 @@ export function eventQueries(db: Database, notice: DueNotice, { appendsAtOnce = 
           return;
         }
       }
-      for (const [id, e] of mine) firsts.set(id, e);
+      for (const [id, e] of mine) {
+        firsts.set(id, e);
+        callOf.set(id, i);
+      }
     });
     if (refused.size) throw new CallsRefused(refused);
     const unique = [...firsts.values()];
@@ -170,14 +180,24 @@ export function eventQueries(db: Database, notice: DueNotice, { appendsAtOnce = 
         const x = e.envelope.execution_id;
         if (x) next.set(x, (next.get(x) ?? lastSequence.get(x)! + 1) - 1);
       }
-      const route = await fanOutAt(c, project, version, routing);
+      const routes: FanOut[] = [];
+      for (const routing of routings) routes.push(await fanOutAt(c, project, version, routing));
       for (const e of fresh) {
         const x = e.envelope.execution_id;
         const sequence = x ? next.get(x)! : null;
         if (x) next.set(x, sequence! + 1);
         const envelope: EventEnvelope = { ...e.envelope, sequence };
-        outbox.push({ envelope, original: e.original, bodyHash: e.bodyHash, listenerIds: route(envelope), fanOut: route });
+        const i = callOf.get(e.envelope.id)!;
+        if (refused.has(i)) continue;
+        const route = routes[i];
+        try {
+          outbox.push({ envelope, original: e.original, bodyHash: e.bodyHash, listenerIds: route(envelope), fanOut: route });
+        } catch (err) {
+          if (!(err instanceof FilterBudgetError)) throw err;
+          refused.set(i, err);
+        }
       }
+      if (refused.size) throw new CallsRefused(refused);
       handed = (await writeOutbox(c, project, outbox, now, notice, last, handing)).handedByEvent;
     }
     const deliveries = new Map(outbox.map((o) => [o.envelope.id, o.listenerIds.length]));
@@ -196,7 +216,7 @@ export function eventQueries(db: Database, notice: DueNotice, { appendsAtOnce = 
   /** An append of one call inside the caller's transaction. */
   async function append(c: Conn, project: string, list: NewEvent[], routing: ListenerRouting, now: number, last: boolean): Promise<AppendedEvent[]> {
     try {
-      return (await appendCalls(c, project, [list], routing, now, last, null))[0];
+      return (await appendCalls(c, project, [list], [routing], now, last, null))[0];
     } catch (err) {
       if (err instanceof CallsRefused) throw err.refused.get(0);
       throw err;
@@ -230,7 +250,7 @@ export function eventQueries(db: Database, notice: DueNotice, { appendsAtOnce = 
       try {
         const results = await db.transaction((c) => {
           handing.abandoned();
-          return appendCalls(c, calls[0].project, calls.map((x) => x.list), calls[0].routing, now, true, handing);
+          return appendCalls(c, calls[0].project, calls.map((x) => x.list), calls.map((x) => x.routing), now, true, handing);
         });
         handing.committed();
         calls.forEach((x, i) => x.resolve(results[i]));

@@ -1,0 +1,74 @@
+import type { FanOut, ListenerRouting } from '../store/store.js';
+
+/*
+ * The time a client's request may spend in `$regex`. The engine is linear-time, and a filter's
+ * patterns and the strings they test are bounded (filter.ts), but nothing bounds how many
+ * listeners of a project test how many events of a request: a 1000-event request against a
+ * project of many costly patterns could hold the thread that serves every request (and the
+ * write lock the fan-out runs under) for minutes. So a request's fan-out runs under a meter:
+ * past its budget the request is refused (and stores nothing) instead.
+ *
+ * The meter is the fan-out's: a route wrapped by `meteredRouting` charges it while it runs.
+ * Routes are synchronous, so the active meter is simply the one of the route running now.
+ */
+
+/** `$regex` time one ingest request or one replay may take, in milliseconds. */
+export const FILTER_BUDGET_MS = 500;
+
+export class FilterBudgetError extends Error {
+  readonly code = 'FILTER_BUDGET';
+  constructor(readonly budgetMs: number) {
+    super(
+      `matching these events against the project's $regex filters took more than ${budgetMs} ms; ` +
+        'send fewer events at a time, or shorter values where the filters test them',
+    );
+    this.name = 'FilterBudgetError';
+  }
+}
+
+export interface FilterMeter {
+  readonly budgetMs: number;
+  spentMs: number;
+}
+
+export const newFilterMeter = (budgetMs = FILTER_BUDGET_MS): FilterMeter => ({ budgetMs, spentMs: 0 });
+
+let active: FilterMeter | null = null;
+
+/** `re.test(text)`, charged to the route's meter when one runs; throws FilterBudgetError once it is spent. */
+export function testCharged(re: { test(text: string): boolean }, text: string): boolean {
+  const meter = active;
+  if (meter === null) return re.test(text);
+  const started = performance.now();
+  const matched = re.test(text);
+  meter.spentMs += performance.now() - started;
+  if (meter.spentMs > meter.budgetMs) throw new FilterBudgetError(meter.budgetMs);
+  return matched;
+}
+
+/** `route`, charging its `$regex` work to `meter`. */
+export function meteredRoute(route: FanOut, meter: FilterMeter): FanOut {
+  const charged = (envelope: Parameters<FanOut>[0]) => {
+    const outer = active;
+    active = meter;
+    try {
+      return route(envelope);
+    } finally {
+      active = outer;
+    }
+  };
+  return Object.assign(charged, { ordered: route.ordered, handOff: route.handOff });
+}
+
+/** `routing`, whose routes charge their `$regex` work to `meter`: one meter for one request's events. */
+export function meteredRouting(routing: ListenerRouting, meter: FilterMeter): ListenerRouting {
+  return {
+    at(project, version) {
+      const route = routing.at(project, version);
+      return route === null ? null : meteredRoute(route, meter);
+    },
+    compile(project, version, enabled) {
+      return meteredRoute(routing.compile(project, version, enabled), meter);
+    },
+  };
+}

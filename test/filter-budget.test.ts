@@ -1,0 +1,114 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FilterBudgetError, meteredRoute, newFilterMeter, testCharged } from '../src/fanout/filter-budget.js';
+import { compileListenerRule } from '../src/fanout/match.js';
+import type { EventEnvelope } from '../src/records/event.js';
+import { storedListener, taskEnvelope } from './helpers/envelopes.js';
+import { startReceiver, type Receiver } from './helpers/receiver.js';
+import { startTestRelay, type TestRelay } from './helpers/relay.js';
+
+/*
+ * A request's $regex work is bounded (src/fanout/filter-budget.ts): a linear-time engine and
+ * bounded patterns still let many costly patterns times many long values hold the relay.
+ */
+
+// Along a random string of a and b this pattern keeps hundreds of states alive, more than the
+// engine's DFA caches: among the slowest patterns the limits let through (306 RE2 instructions;
+// three of them fit in one filter), about 0.2-0.7 s for each 64 Ki-character value here.
+const COSTLY = '[ab]*a[ab]{300}[cd]';
+/** 64 Ki characters of a and b, the same on every run (a small LCG). */
+const LONG = (() => {
+  let x = 12345;
+  return Array.from({ length: 64 * 1024 }, () => ((x = (Math.imul(x, 1103515245) + 12345) >>> 0) & 0x10000 ? 'a' : 'b')).join('');
+})();
+/** A value the pattern matches: an a, 300 of a and b, then c. */
+const SHORT = `a${'b'.repeat(300)}c`;
+const costlyFilter = { 'data.s': { $regex: COSTLY }, 'data.t': { $regex: COSTLY }, 'data.u': { $regex: COSTLY } };
+
+describe('the meter', () => {
+  const matcher = compileListenerRule(storedListener('l1', { workbook: '*', event_types: ['TASK'], filter: costlyFilter }));
+  const route = Object.assign((e: EventEnvelope) => (matcher(e) ? ['l1'] : []), {});
+  const heavy = taskEnvelope({ data: { s: LONG, t: LONG, u: LONG } });
+
+  it('charges only a metered route, and stops it once the budget is spent', () => {
+    expect(testCharged(/b/, 'abc')).toBe(true);
+    // Unmetered (the engine's events, a notifier's message): no limit.
+    expect(route(heavy)).toEqual([]);
+    const meter = newFilterMeter(1);
+    expect(() => meteredRoute(route, meter)(heavy)).toThrow(FilterBudgetError);
+    expect(meter.spentMs).toBeGreaterThan(1);
+    // The meter is the route's only while it runs.
+    expect(route(heavy)).toEqual([]);
+  });
+
+  it('lets cheap work through, and keeps the route\'s properties', () => {
+    const ordered = new Set(['l1']);
+    const metered = meteredRoute(Object.assign(route, { ordered }), newFilterMeter(500));
+    expect(metered.ordered).toBe(ordered);
+    for (let i = 0; i < 100; i++) expect(metered(taskEnvelope({ data: { s: SHORT, t: SHORT, u: SHORT } }))).toEqual(['l1']);
+  });
+});
+
+describe('requests that would cost too much filter work', () => {
+  let relay: TestRelay;
+  let receiver: Receiver;
+  beforeAll(async () => {
+    [relay, receiver] = await Promise.all([startTestRelay(), startReceiver()]);
+  });
+  afterAll(async () => {
+    await relay?.close();
+    await receiver?.close();
+  });
+
+  const listen = async (workbook: string) => {
+    const res = await relay.api('POST', '/v1/listeners', { workbook, event_types: ['NOTIFICATION'], filter: costlyFilter, callback: { url: receiver.url(`/${workbook}`) } });
+    expect(res.status, res.text).toBe(201);
+    return res.body.id as string;
+  };
+  const heavyEvents = (workbook: string, n: number) => Array.from({ length: n }, (_, i) => ({ type: 'budget.heavy', workbook, data: { i, s: LONG, t: LONG, u: LONG } }));
+
+  it('refuses an ingest request with a 422 naming the body, stores none of it, and stays responsive', async () => {
+    await listen('costly');
+    const started = Date.now();
+    const [res, health] = await Promise.all([
+      relay.api('POST', '/v1/events', { events: heavyEvents('costly', 20) }),
+      // Asked once the request is being matched: answered soon after the refusal at the latest.
+      new Promise((r) => setTimeout(r, 200)).then(() => relay.api('GET', '/healthz')),
+    ]);
+    expect(res.status, res.text).toBe(422);
+    expect(res.headers.get('content-type')).toContain('application/problem+json');
+    expect(res.body.errors).toEqual([{ field: '(body)', message: expect.stringMatching(/took more than 500 ms.*nothing was stored$/) }]);
+    expect(health.status).toBe(200);
+    // Without the budget this took seconds (7 s for 20 such events on this machine).
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect((await relay.api('GET', '/v1/events?type=budget.heavy')).body.items).toEqual([]);
+
+    // The same listener takes events whose values are short.
+    const fine = await relay.api('POST', '/v1/events', { events: [{ type: 'budget.light', workbook: 'costly', data: { s: SHORT, t: SHORT, u: SHORT } }] });
+    expect(fine.status, fine.text).toBe(202);
+    const [received] = await receiver.waitForCount('/costly', 1);
+    expect(JSON.parse(received.text)).toMatchObject({ type: 'budget.light' });
+  }, 30_000);
+
+  it('refuses only the request that costs too much: others of the project committed beside it are stored', async () => {
+    await listen('mixed');
+    const light = (i: number) => relay.api('POST', '/v1/events', { events: [{ type: 'budget.mixed', workbook: 'mixed', data: { i, s: SHORT, t: SHORT, u: SHORT } }] });
+    const answers = await Promise.all([light(0), relay.api('POST', '/v1/events', { events: heavyEvents('mixed', 3) }), light(1), light(2), light(3)]);
+    expect(answers.map((a) => a.status)).toEqual([202, 422, 202, 202, 202]);
+    const received = await receiver.waitForCount('/mixed', 4);
+    expect(received.map((r) => JSON.parse(r.text).data.i).sort()).toEqual([0, 1, 2, 3]);
+  }, 30_000);
+
+  it('refuses a replay whose window would cost too much, and makes no delivery', async () => {
+    // Stored while no listener tests them, then replayed to one that does.
+    const since = new Date(Date.now() - 1_000).toISOString();
+    for (let i = 0; i < 3; i++) {
+      const res = await relay.api('POST', '/v1/events', { events: heavyEvents('later', 1) });
+      expect(res.status, res.text).toBe(202);
+    }
+    const id = await listen('later');
+    const replay = await relay.api('POST', `/v1/listeners/${id}/replay`, { since });
+    expect(replay.status, replay.text).toBe(422);
+    expect(replay.body.errors[0]).toMatchObject({ field: '(body)' });
+    expect((await relay.api('GET', `/v1/deliveries?listener_id=${id}`)).body.items).toEqual([]);
+  }, 30_000);
+});
