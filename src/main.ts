@@ -1,3 +1,5 @@
+import { lookup } from 'node:dns/promises';
+import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
 import { AdminTokenExposedError } from './api/auth.js';
 import { ConfigError, loadConfig } from './config.js';
@@ -37,6 +39,11 @@ try {
   process.exit(2);
 }
 
+function unresolvableHost(host: string, code: string): never {
+  process.stderr.write(`callback-relay: bad configuration: RELAY_HOST: ${JSON.stringify(host)} does not resolve to an address (${code})\n`);
+  process.exit(2);
+}
+
 let config;
 try {
   config = loadConfig();
@@ -46,6 +53,18 @@ try {
     process.exit(2);
   }
   throw err;
+}
+
+// A host name that does not resolve is a bad RELAY_HOST: said before the database is opened
+// (and migrated) or the admin token written, not when listening at the end of the start.
+if (isIP(config.host) === 0) {
+  try {
+    await lookup(config.host);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EAI_NONAME') unresolvableHost(config.host, code);
+    throw err;
+  }
 }
 
 const log = createLogger(config.logLevel, config.logFormat);
@@ -96,10 +115,9 @@ try {
     process.exit(2);
   }
   if (e.code === 'ENOTFOUND' || e.code === 'EAI_AGAIN') {
-    // A host name that does not resolve is a bad RELAY_HOST, found only when listening.
-    process.stderr.write(`callback-relay: bad configuration: RELAY_HOST: ${JSON.stringify(config.host)} does not resolve to an address (${e.code})\n`);
+    // It resolved a moment ago, at the start, and no longer does.
     log.fatal({ err }, `cannot listen on ${config.host}:${config.port} (${e.code}); set RELAY_HOST`);
-    process.exit(2);
+    unresolvableHost(config.host, e.code);
   }
   if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') {
     log.fatal({ err }, `cannot listen on ${config.host}:${config.port} (${e.code}); set RELAY_HOST or RELAY_PORT`);

@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import { spawn } from 'node:child_process';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { loadConfig } from '../src/config.js';
@@ -91,9 +92,12 @@ describe('RELAY_LOG_FORMAT', () => {
   });
 
   it('a host name that does not resolve stops the relay with exit code 2, naming RELAY_HOST', async () => {
-    const relay = await runToExit({ RELAY_PORT: '0', RELAY_DATA_DIR: tempDir(), RELAY_HOST: 'no-such-host.invalid' });
+    const dataDir = tempDir();
+    const relay = await runToExit({ RELAY_PORT: '0', RELAY_DATA_DIR: dataDir, RELAY_HOST: 'no-such-host.invalid' });
     expect(relay.exit).toEqual({ code: 2, signal: null });
     expect(relay.stderr).toBe('callback-relay: bad configuration: RELAY_HOST: "no-such-host.invalid" does not resolve to an address (ENOTFOUND)\n');
+    // Said before anything was made: no database, no admin token.
+    expect(fs.readdirSync(dataDir)).toEqual([]);
   });
 
   it('takes an IP address or a host name for RELAY_HOST, and never quotes a password back', () => {
