@@ -54,6 +54,19 @@ describe('deeply nested bodies', () => {
     expect(Date.now() - started).toBeLessThan(2_000);
   });
 
+  it('refuses YAML nested a thousand blocks deep in 2 KB, however often it comes, and stays up', async () => {
+    // Sent twice, the second such definition made V8 run out of memory compiling a regular
+    // expression, and the process died.
+    for (const source of [`${'- '.repeat(1000)}x`, `version: "2.0"\nname: deep\nx:\n${'- '.repeat(300)}x\n`]) {
+      for (let i = 0; i < 3; i++) {
+        const res = await relay.api('POST', '/v1/workbooks', undefined, { raw: source, headers: { 'content-type': 'application/yaml' } });
+        expect(res.status, res.text).toBe(400);
+        expect(res.body.errors).toEqual([{ field: '(body)', message: expect.stringMatching(/^line \d starts \d+ columns deep .* at most 256 are taken$/), line: expect.any(Number) }]);
+      }
+    }
+    expect((await relay.api('GET', '/healthz')).status).toBe(200);
+  });
+
   it('takes a workbook definition of at most 256 KiB: a larger one is a 413 before it is parsed', async () => {
     const big = `version: "2.0"\nname: big\n# ${'x'.repeat(256 * 1024)}\n`;
     const res = await relay.api('POST', '/v1/workbooks', undefined, { raw: big, headers: { 'content-type': 'application/yaml' } });
