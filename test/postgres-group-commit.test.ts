@@ -2,6 +2,8 @@ import pg from 'pg';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createFanOut } from '../src/fanout/fanout.js';
+import { FilterBudgetError, meteredRouting, newFilterMeter } from '../src/fanout/filter-budget.js';
+import type { StoredListener } from '../src/records/listener.js';
 import type { AppendedEvent, NewEvent, Store } from '../src/store/store.js';
 import { openPostgresStore } from '../src/store/postgres/index.js';
 import { createTestSchema, TEST_DATABASE_URL, type TestSchema } from './helpers/backend.js';
@@ -54,11 +56,12 @@ async function waitingFor(watcher: pg.Client, blocker: number): Promise<number> 
  * holding project pa's (uncommitted) sequence counter of execution x1. The first append of pa
  * on x1 waits for it inside its transaction; the test commits it with `admin`.
  */
-async function heldCounter() {
+async function heldCounter(more: StoredListener[] = []) {
   schema = await createTestSchema('groupcommit');
   const open = () => openPostgresStore({ url: TEST_DATABASE_URL, schema: schema!.schema, pool: 10, log: pino({ level: 'silent' }) });
   const s = (store = await open());
   await s.createListener(storedListener('la', { project: 'pa' }));
+  for (const l of more) await s.createListener(l);
   await s.createListener(storedListener('lb', { project: 'pb' }));
   const admin = (blocker = new pg.Client({ connectionString: TEST_DATABASE_URL, options: `-c search_path=${schema.schema}` }));
   await admin.connect();
@@ -79,8 +82,9 @@ describe('PostgreSQL group commit of appends', () => {
     const { s, routing, admin, waitingOnLocks, first } = await heldCounter();
     // Two more calls of pa come meanwhile, with later receive times: they wait in the relay,
     // not in transactions of their own.
-    const second = s.appendEvents('pa', [event('a-2', 'x1')], routing, 2_000);
-    const third = s.appendEvents('pa', [event('a-3', 'x2')], routing, 3_000);
+    // Each with a routing of its own, as every ingest request has (its $regex work metered).
+    const second = s.appendEvents('pa', [event('a-2', 'x1')], meteredRouting(routing, newFilterMeter()), 2_000);
+    const third = s.appendEvents('pa', [event('a-3', 'x2')], meteredRouting(routing, newFilterMeter()), 3_000);
     // Project pb is not held up by pa's append.
     const other = await s.appendEvents('pb', [event('b-1', 'x1')], routing, 4_000);
     expect(other).toEqual([{ id: 'b-1', duplicate: false, deliveries: 1, handed: 0 }]);
@@ -99,6 +103,19 @@ describe('PostgreSQL group commit of appends', () => {
     expect(stored.map((e) => e!.received_at)).toEqual([1_000, 3_000, 3_000]);
     expect(stored.map((e) => e!.envelope.sequence)).toEqual([1, 2, 1]);
     expect((await s.getEvent('pb', 'b-1'))!.received_at).toBe(4_000);
+  });
+
+  it('refuses only the call of a shared transaction whose $regex work runs over its budget', async () => {
+    const { s, routing, admin, first } = await heldCounter([storedListener('lr', { project: 'pa', filter: { type: { $regex: '^TASK' } } })]);
+    const spent = s.appendEvents('pa', [event('a-2', 'x1')], meteredRouting(routing, newFilterMeter(-1)), 2_000);
+    const fine = s.appendEvents('pa', [event('a-3', 'x2')], meteredRouting(routing, newFilterMeter()), 3_000);
+    const refusal = spent.then(() => null, (err: unknown) => err);
+    await admin.query('COMMIT');
+    expect(await refusal).toBeInstanceOf(FilterBudgetError);
+    expect((await first)[0]).toMatchObject({ duplicate: false, deliveries: 2 });
+    expect((await fine)[0]).toMatchObject({ duplicate: false, deliveries: 2 });
+    expect(await s.getEvent('pa', 'a-2')).toBeNull();
+    expect((await s.getEvent('pa', 'a-3'))!.received_at).toBe(3_000);
   });
 
   it('starts a call of many events of a project beside its running append', async () => {

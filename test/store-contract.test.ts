@@ -1050,6 +1050,15 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       expect(await store.rollups(P, { since: 0 })).toEqual([]);
     });
 
+    it('prunes old events stored after one stamped in the future (a clock that was ahead)', async () => {
+      const YEAR = 365 * 24 * 60 * MINUTE;
+      // No listener: the events have no deliveries to wait for.
+      await store.appendEvents(P, [event('ahead')], routing, T + YEAR);
+      await store.appendEvents(P, [event('o1'), event('o2')], routing, T);
+      expect(await store.pruneFinished(T + 10 * MINUTE, 100)).toMatchObject({ events: 2 });
+      expect((await store.listEvents(P, { limit: 10 })).map((e) => e.envelope.id)).toEqual(['ahead']);
+    });
+
     it('counts retention from when a delivery finished, not from when it was made', async () => {
       const DAY = 24 * 60 * MINUTE;
       await seed(['a']);

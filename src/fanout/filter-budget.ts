@@ -19,8 +19,8 @@ export class FilterBudgetError extends Error {
   readonly code = 'FILTER_BUDGET';
   constructor(readonly budgetMs: number) {
     super(
-      `matching these events against the project's $regex filters took more than ${budgetMs} ms; ` +
-        'send fewer events at a time, or shorter values where the filters test them',
+      `matching these events against the $regex filters took more than ${budgetMs} ms; ` +
+        'send fewer events at a time (replay a shorter window), or shorter values where the filters test them',
     );
     this.name = 'FilterBudgetError';
   }
@@ -60,14 +60,21 @@ export function meteredRoute(route: FanOut, meter: FilterMeter): FanOut {
   return Object.assign(charged, { ordered: route.ordered, handOff: route.handOff });
 }
 
-/** `routing`, whose routes charge their `$regex` work to `meter`: one meter for one request's events. */
+/**
+ * `routing`, whose routes charge their `$regex` work to `meter`: one meter for one request's
+ * events. A store takes the route once for each transaction it runs the request's events in,
+ * so the meter starts again then: a transaction that runs again does not pay twice.
+ */
 export function meteredRouting(routing: ListenerRouting, meter: FilterMeter): ListenerRouting {
   return {
     at(project, version) {
       const route = routing.at(project, version);
-      return route === null ? null : meteredRoute(route, meter);
+      if (route === null) return null;
+      meter.spentMs = 0;
+      return meteredRoute(route, meter);
     },
     compile(project, version, enabled) {
+      meter.spentMs = 0;
       return meteredRoute(routing.compile(project, version, enabled), meter);
     },
   };

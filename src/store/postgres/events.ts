@@ -278,12 +278,12 @@ export function eventQueries(db: Database, notice: DueNotice, { appendsAtOnce = 
     for (const [project, queue] of waiting) {
       if (running >= appendsAtOnce) return;
       if (busy.has(project) && !holds(queue, SIDE_BY_SIDE)) continue;
-      const first = queue[0];
       const batch: Call[] = [];
       let events = 0;
       for (let i = 0; i < queue.length; ) {
         const x = queue[i];
-        if (x.routing === first.routing && (batch.length === 0 || events + x.list.length <= BATCH_EVENTS)) {
+        // Each call keeps its own routing (a request's is metered): calls of any routing share a transaction.
+        if (batch.length === 0 || events + x.list.length <= BATCH_EVENTS) {
           batch.push(x);
           events += x.list.length;
           queue.splice(i, 1);

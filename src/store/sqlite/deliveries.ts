@@ -115,9 +115,11 @@ export function deliveryQueries(db: Database, { versions, rollups, gates, execut
     SELECT id FROM deliveries WHERE id < ? AND status <> 'pending' AND updated_at < ? LIMIT ?)`);
   // Events are stored in seq order at about their receive time, so the old ones come first: the
   // walk stops at the first event received after the cutoff (no index on received_at alone, which
-  // every append would pay for). An event stored out of that order goes a minute later.
+  // every append would pay for). An event stored out of that order waits for the one it follows;
+  // one stamped in the future (a clock that was ahead) is no stop, or it would hold every later
+  // event until then.
   const pruneEvents = db.prepare(`DELETE FROM events WHERE seq IN (
-    SELECT seq FROM events e WHERE seq < coalesce((SELECT seq FROM events WHERE received_at >= @before ORDER BY seq LIMIT 1), 9e18)
+    SELECT seq FROM events e WHERE seq < coalesce((SELECT seq FROM events WHERE received_at >= @before AND received_at <= @now ORDER BY seq LIMIT 1), 9e18)
       AND received_at < @before
       AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq) LIMIT @batch)`);
 
@@ -266,7 +268,7 @@ export function deliveryQueries(db: Database, { versions, rollups, gates, execut
     },
     prune(before: number, batch: number): { deliveries: number; events: number; rollups: number } {
       const deliveries = pruneDeliveries.run(encodeTime(before, 10), before, batch).changes;
-      const events = pruneEvents.run({ before, batch }).changes;
+      const events = pruneEvents.run({ before, now: Date.now(), batch }).changes;
       // Ordered keys left without a head keep a gap for a next delivery that never came.
       executionOrder.prune(before, batch);
       return { deliveries, events, rollups: rollups.prune(before, batch) };
