@@ -12,8 +12,13 @@ import type { FanOut, ListenerRouting } from '../store/store.js';
  * Routes are synchronous, so the active meter is simply the one of the route running now.
  */
 
-/** `$regex` time one ingest request or one replay may take, in milliseconds. */
+/** `$regex` time one ingest request may take, in milliseconds. */
 export const FILTER_BUDGET_MS = 500;
+/**
+ * `$regex` time one replay may take: it walks up to 100,000 matching events (and the others of
+ * its window), and an ordinary pattern over a few KiB of a value takes about 10 µs an event.
+ */
+export const REPLAY_FILTER_BUDGET_MS = 2_000;
 
 export class FilterBudgetError extends Error {
   readonly code = 'FILTER_BUDGET';

@@ -20,7 +20,7 @@ import type { Store } from '../../store/store.js';
 import { applyMergePatch } from '../merge-patch.js';
 import { badRequest, conflict, invalidField, notFound, validationProblem } from '../problem.js';
 import { page, pageParams } from '../paging.js';
-import { meteredRoute, newFilterMeter } from '../../fanout/filter-budget.js';
+import { meteredRoute, newFilterMeter, REPLAY_FILTER_BUDGET_MS } from '../../fanout/filter-budget.js';
 
 /** How long a rotated-out secret keeps signing beside the new one. */
 export const SECRET_OVERLAP_MS = 24 * 3600 * 1000;
@@ -314,7 +314,7 @@ export function listenerRoutes({ store, ingest, wakeDispatcher, transports }: Li
         Object.assign((envelope: EventEnvelope) => (matches(envelope) ? [listener.id] : []), {
           ordered: new Set(listener.ordering === 'execution' ? [listener.id] : []),
         }),
-        newFilterMeter(),
+        newFilterMeter(REPLAY_FILTER_BUDGET_MS),
       ),
       now,
     );
