@@ -85,10 +85,10 @@ two: {action: std.noop}`);
     const laughs = [`l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]`];
     for (let i = 1; i <= 9; i++) laughs.push(`l${i}: &l${i} [${Array(9).fill(`*l${i - 1}`).join(', ')}]`);
     const billion = workbook('laughs', `one: {action: std.echo, input: {output: {${laughs.join(', ')}}}}`);
-    const big = 'x'.repeat(200_000);
+    const big = 'x'.repeat(400_000);
     const wide = workbook(
       'wide',
-      [`anchor: {action: std.echo, input: {output: &big "${big}"}}`, ...Array.from({ length: 22 }, (_, i) => `t${i}: {action: std.echo, input: {output: *big}}`)].join('\n'),
+      [`anchor: {action: std.echo, input: {output: &big "${big}"}}`, ...Array.from({ length: 12 }, (_, i) => `t${i}: {action: std.echo, input: {output: *big}}`)].join('\n'),
     );
     await api('POST', '/v1/workbooks', undefined, yaml(workbook('wide', 'one: {action: std.noop}')));
     for (const [method, path, source, message] of [

@@ -1,7 +1,9 @@
 import express, { Router, type Request } from 'express';
-import { parseWorkbook, WorkbookError, type WorkbookSpec } from '../../engine/workbook.js';
+import { WorkbookError, type WorkbookSpec } from '../../engine/workbook.js';
+import { parseWorkbookOffThread } from '../../engine/workbook-parser.js';
 import { toWorkbookView } from '../../records/engine.js';
 import type { EngineStore } from '../../store/engine-store.js';
+import { BODY_LIMIT } from '../limits.js';
 import { isJsonMediaType } from '../media-type.js';
 import { assertJsonDepth } from '../json-body.js';
 import { badRequest, conflict, invalidField, notFound, unsupportedMediaType } from '../problem.js';
@@ -9,12 +11,6 @@ import { page, pageParams } from '../paging.js';
 
 export const YAML_MEDIA_TYPES = ['application/yaml', 'application/x-yaml', 'text/yaml'];
 
-/**
- * The largest definition taken. Parsing runs on the thread that serves every request, and the
- * YAML parser takes about 1 µs a byte for block style and 3 µs for flow style (JSON): 256 KiB,
- * several times a large workbook of a thousand tasks, keeps one request's pause under a second.
- */
-export const WORKBOOK_BODY_LIMIT = '256kb';
 
 const mediaTypeOf = (req: Request) => (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
 
@@ -29,11 +25,12 @@ const readDefinition = [
     }
     next();
   }) satisfies express.RequestHandler,
-  express.text({ type: () => true, limit: WORKBOOK_BODY_LIMIT }),
+  // Parsed in a thread of its own (engine/workbook-parser.ts): seconds for the largest.
+  express.text({ type: () => true, limit: BODY_LIMIT }),
 ];
 
 /** The definition text and its parsed spec; a bad definition is a 400 listing every problem with its line. */
-function definitionOf(req: Request): { source: string; spec: WorkbookSpec } {
+async function definitionOf(req: Request): Promise<{ source: string; spec: WorkbookSpec }> {
   let source = typeof req.body === 'string' ? req.body : '';
   if (source.trim() === '') throw badRequest('the body must be a workbook definition', [{ field: '(body)', message: 'empty' }]);
   let format: 'yaml' | 'json' = isJsonMediaType(mediaTypeOf(req)) ? 'json' : 'yaml';
@@ -50,7 +47,7 @@ function definitionOf(req: Request): { source: string; spec: WorkbookSpec } {
   assertJsonDepth(source);
   if (format === 'yaml') assertBlockIndent(source);
   try {
-    return { source, spec: parseWorkbook(source, format) };
+    return { source, spec: await parseWorkbookOffThread(source, format) };
   } catch (err) {
     if (!(err instanceof WorkbookError)) throw err;
     const errors = err.issues.map((i) => ({ field: i.field, message: i.message, ...(i.line === undefined ? {} : { line: i.line }) }));
@@ -104,7 +101,7 @@ export function workbookRoutes({ store }: { store: EngineStore }): Router {
   const router = Router();
 
   router.post('/', ...readDefinition, async (req, res) => {
-    const { source, spec } = definitionOf(req);
+    const { source, spec } = await definitionOf(req);
     const now = Date.now();
     const record = { project: res.locals.project as string, name: spec.name, source, spec, created_at: now, updated_at: now };
     await store.createWorkbook(record);
@@ -125,7 +122,7 @@ export function workbookRoutes({ store }: { store: EngineStore }): Router {
 
   // Running executions keep the workflow they started with; the new definition applies to the next ones.
   router.put('/:name', ...readDefinition, async (req, res) => {
-    const { source, spec } = definitionOf(req);
+    const { source, spec } = await definitionOf(req);
     if (spec.name !== req.params.name) throw invalidField('name', `the definition names workbook ${spec.name}, not ${req.params.name}`);
     const updated = await store.updateWorkbook(res.locals.project, req.params.name, source, spec, Date.now());
     if (!updated) throw notFound(`workbook ${req.params.name}`);
