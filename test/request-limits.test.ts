@@ -140,7 +140,7 @@ describe('an error nothing caught', () => {
     expect(await res.text()).toMatch(/junk/);
     const took = Date.now() - started;
     expect(took, 'the parse took long enough to show whether it blocks').toBeGreaterThan(500);
-    expect(Math.max(...waits), `/healthz waits ${JSON.stringify(waits)} while the parse took ${took} ms`).toBeLessThan(Math.max(250, took / 3));
+    expect(Math.max(...waits), `/healthz waits ${JSON.stringify(waits)} while the parse took ${took} ms`).toBeLessThan(Math.max(400, took / 3));
     expect((await relay.stop()).code).toBe(0);
   }, 60_000);
 
