@@ -62,6 +62,7 @@ const variables = {
   RELAY_ALLOW_LOOPBACK: z.enum(LOOPBACK_MODES).default('auto'),
   RELAY_DURABILITY: z.enum(['full', 'normal']).default('full'),
   RELAY_SHUTDOWN_GRACE_MS: int(0, 600_000).default(10_000),
+  RELAY_MAX_CONNECTIONS: int(1, 1_000_000).default(10_000),
   RELAY_RETENTION_DAYS: int(1, 3650).default(30),
   RELAY_LOG_LEVEL: z.enum(LOG_LEVELS).default('info'),
   // No fixed default: pretty on a terminal, JSON lines otherwise (see loadConfig).
@@ -128,6 +129,8 @@ export interface Config {
   allowLoopback: LoopbackMode;
   durability: 'full' | 'normal';
   shutdownGraceMs: number;
+  /** Client connections the HTTP server holds at once (RELAY_MAX_CONNECTIONS); more are closed as they come. */
+  maxConnections: number;
   retentionDays: number;
   logLevel: (typeof LOG_LEVELS)[number];
   /** `pretty` for people at a terminal, `json` lines for log collectors. */
@@ -307,6 +310,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, stdoutIsTTY = p
     allowLoopback: r.RELAY_ALLOW_LOOPBACK,
     durability: r.RELAY_DURABILITY,
     shutdownGraceMs: r.RELAY_SHUTDOWN_GRACE_MS,
+    maxConnections: r.RELAY_MAX_CONNECTIONS,
     retentionDays: r.RELAY_RETENTION_DAYS,
     logLevel: r.RELAY_LOG_LEVEL,
     logFormat: r.RELAY_LOG_FORMAT ?? (stdoutIsTTY ? 'pretty' : 'json'),

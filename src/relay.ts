@@ -232,6 +232,20 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
 
     const server = createHttpServer(app);
     server.keepAliveTimeout = 65_000;
+    // Each connection holds a file descriptor until it ends: without a bound, clients that open
+    // connections and send nothing could take them all, and the database and the deliveries
+    // would then fail for want of one. Past the bound a new connection is closed as it comes.
+    server.maxConnections = config.maxConnections;
+    let dropped = 0;
+    let droppedSince = 0;
+    server.on('drop', () => {
+      dropped++;
+      const now = Date.now();
+      if (now - droppedSince < 10_000) return;
+      log.warn({ dropped, open: config.maxConnections }, 'connections refused: RELAY_MAX_CONNECTIONS are open');
+      dropped = 0;
+      droppedSince = now;
+    });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(config.port, config.host, () => {

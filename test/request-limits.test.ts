@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jsonDepth } from '../src/json-depth.js';
@@ -143,6 +144,28 @@ describe('an error nothing caught', () => {
     expect(Math.max(...waits), `/healthz waits ${JSON.stringify(waits)} while the parse took ${took} ms`).toBeLessThan(Math.max(400, took / 3));
     expect((await relay.stop()).code).toBe(0);
   }, 60_000);
+
+  it('holds at most RELAY_MAX_CONNECTIONS client connections: idle ones cannot take every file descriptor', async () => {
+    const relay = await startRelayProcess({ RELAY_PORT: '0', RELAY_DATA_DIR: tempDir(), RELAY_MAX_CONNECTIONS: '3' });
+    const { port } = new URL(relay.url);
+    // Three connections that send nothing, as a slow or hostile client keeps them.
+    const idle = await Promise.all(
+      Array.from({ length: 3 }, () => new Promise<net.Socket>((resolve, reject) => {
+        const socket = net.connect(Number(port), '127.0.0.1', () => resolve(socket));
+        socket.on('error', reject);
+      })),
+    );
+    await new Promise((r) => setTimeout(r, 200));
+    await expect(fetch(`${relay.url}/healthz`)).rejects.toThrow();
+    const warned = await relay.waitForLog((l) => l.msg === 'connections refused: RELAY_MAX_CONNECTIONS are open');
+    expect(warned).toMatchObject({ level: 40, open: 3 });
+    // One goes: a request gets in again.
+    idle[0].destroy();
+    await new Promise((r) => setTimeout(r, 200));
+    expect((await fetch(`${relay.url}/healthz`, { headers: { connection: 'close' } })).status).toBe(200);
+    for (const socket of idle) socket.destroy();
+    expect((await relay.stop()).code).toBe(0);
+  });
 
   it('leaves a healthy relay running', async () => {
     const relay = await startRelayProcess({ RELAY_PORT: '0', RELAY_DATA_DIR: tempDir() });
