@@ -1,4 +1,4 @@
-import type { JudgedAttempt } from '../dispatch/listener-gate.js';
+import { initialGateState, type JudgedAttempt, type ListenerGateState } from '../dispatch/listener-gate.js';
 import type { EventEnvelope, SourceFormat } from '../records/event.js';
 import { LISTENER_OPTION_DEFAULTS, type ListenerSpec, type StoredListener } from '../records/listener.js';
 import type { AttemptResult, ClaimedDelivery, DeliveryRecord, RecordJudge, StoredEvent } from './store.js';
@@ -164,6 +164,23 @@ export function turnedOffEvents(
     events.push({ project, envelope: judge.turnedOff(project, id, reason, now) });
   }
   return events;
+}
+
+/**
+ * The judge's verdict on the attempts just recorded, each listener judged from its state in
+ * `statesOf` (initialGateState if it has none); nothing to change when none was recorded.
+ */
+export function judgeRecorded(
+  judge: RecordJudge,
+  recorded: readonly AttemptResult[],
+  statesOf: (listenerIds: string[]) => ReadonlyMap<string, ListenerGateState>,
+  now: number,
+): ReturnType<RecordJudge['judge']> {
+  if (recorded.length === 0) return { changed: new Map(), disable: new Map(), events: [] };
+  const attempts = recorded.map(toJudgedAttempt);
+  const ids = [...new Set(attempts.map((a) => a.listenerId))];
+  const states = statesOf(ids);
+  return judge.judge(attempts, new Map(ids.map((id) => [id, states.get(id) ?? initialGateState(now)])), now);
 }
 
 /** A recorded attempt as the listener gate judges it. */

@@ -11,7 +11,6 @@ import { page, pageParams } from '../paging.js';
 
 export const YAML_MEDIA_TYPES = ['application/yaml', 'application/x-yaml', 'text/yaml'];
 
-
 const mediaTypeOf = (req: Request) => (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
 
 /** Workbook bodies are the definition itself, YAML or JSON, kept as sent: the text is what reads answer. */

@@ -1,5 +1,5 @@
-import { initialGateState, type ListenerGateState } from '../../dispatch/listener-gate.js';
-import { toJudgedAttempt, turnedOffEvents } from '../rows.js';
+import type { ListenerGateState } from '../../dispatch/listener-gate.js';
+import { judgeRecorded, turnedOffEvents } from '../rows.js';
 import type { AttemptResult, ListenerRouting, NewEvent, RecordJudge } from '../store.js';
 import { statement, type Conn } from './database.js';
 import { pendingProjectsCte } from './deliveries.js';
@@ -154,12 +154,7 @@ export async function judgeBatch(
   now: number,
   append: AppendIn,
 ): Promise<{ changed: ReadonlyMap<string, ListenerGateState>; disabled: string[]; appendedTo: string[] }> {
-  let verdict: ReturnType<RecordJudge['judge']> = { changed: new Map(), disable: new Map(), events: [] };
-  if (recorded.length) {
-    const attempts = recorded.map(toJudgedAttempt);
-    const ids = [...new Set(attempts.map((a) => a.listenerId))];
-    verdict = judge.judge(attempts, new Map(ids.map((id) => [id, states.get(id) ?? initialGateState(now)])), now);
-  }
+  const verdict = judgeRecorded(judge, recorded, () => states, now);
   const judgedOff = new Map<string, string>();
   if (verdict.disable.size) {
     const list = [...verdict.disable];

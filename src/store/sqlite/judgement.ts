@@ -1,5 +1,4 @@
-import { initialGateState } from '../../dispatch/listener-gate.js';
-import { toJudgedAttempt, turnedOffEvents } from '../rows.js';
+import { judgeRecorded, turnedOffEvents } from '../rows.js';
 import type { AttemptResult, ListenerRouting, NewEvent, RecordJudge } from '../store.js';
 import type { GateQueries } from './gates.js';
 
@@ -24,14 +23,8 @@ export function applyJudgement(
   judge: RecordJudge,
   now: number,
 ): string[] {
-  let verdict: ReturnType<RecordJudge['judge']> = { changed: new Map(), disable: new Map(), events: [] };
-  if (recorded.length) {
-    const attempts = recorded.map(toJudgedAttempt);
-    const ids = [...new Set(attempts.map((a) => a.listenerId))];
-    const stored = gates.read(ids);
-    verdict = judge.judge(attempts, new Map(ids.map((id) => [id, stored.get(id) ?? initialGateState(now)])), now);
-    gates.write(verdict.changed);
-  }
+  const verdict = judgeRecorded(judge, recorded, (ids) => gates.read(ids), now);
+  gates.write(verdict.changed);
   const judgedOff = new Map([...verdict.disable].filter(([listenerId, reason]) => disable(listenerId, reason, now)));
   for (const { project, envelope } of [...verdict.events, ...turnedOffEvents(judge, results, gone, judgedOff, now)]) {
     // The relay makes the envelope and its unique id, which doubles as the body hash.
