@@ -71,6 +71,7 @@ const variables = {
   RELAY_CONNECTIONS_PER_ORIGIN: int(1, 1024).default(32),
   RELAY_COMMIT_INTERVAL_MS: int(0, 1000).default(10),
   RELAY_MAX_IN_FLIGHT: int(1, 100_000).default(512),
+  RELAY_REPLAY_SCAN_LIMIT: int(1, 10_000_000).default(100_000),
   // Unset: V8 chooses (see src/heap.ts).
   RELAY_HEAP_GROWING_PERCENT: int(1, 1000).optional(),
   RELAY_MAX_RESULT_BYTES: int(1024, 64 * 1024 * 1024).default(1024 * 1024),
@@ -138,6 +139,8 @@ export interface Config {
   busyTimeoutMs: number;
   connectionsPerOrigin: number;
   maxInFlight: number;
+  /** Events one replay call looks at, matching or not (RELAY_REPLAY_SCAN_LIMIT); the answer says where to go on. */
+  replayScanLimit: number;
   /** RELAY_HEAP_GROWING_PERCENT: V8's old-generation growth between full collections; null lets V8 choose. */
   heapGrowingPercent: number | null;
   commitIntervalMs: number;
@@ -317,6 +320,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, stdoutIsTTY = p
     busyTimeoutMs: r.RELAY_BUSY_TIMEOUT_MS,
     connectionsPerOrigin: r.RELAY_CONNECTIONS_PER_ORIGIN,
     maxInFlight: r.RELAY_MAX_IN_FLIGHT,
+    replayScanLimit: r.RELAY_REPLAY_SCAN_LIMIT,
     heapGrowingPercent: r.RELAY_HEAP_GROWING_PERCENT ?? null,
     commitIntervalMs: r.RELAY_COMMIT_INTERVAL_MS,
     maxResultBytes: r.RELAY_MAX_RESULT_BYTES,

@@ -226,6 +226,7 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
       fanOut,
       wakeDispatcher,
       engine,
+      replayScanLimit: config.replayScanLimit,
       serveApi: serves.api,
       readiness,
     });

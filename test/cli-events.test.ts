@@ -458,3 +458,36 @@ describe('usage', () => {
     });
   }, T);
 });
+
+describe('listener-replay over calls the relay bounds (RELAY_REPLAY_SCAN_LIMIT)', () => {
+  let bounded: SpawnedRelay;
+  beforeAll(async () => {
+    bounded = await spawnRelay(path.join(workDir, 'bounded'), { RELAY_REPLAY_SCAN_LIMIT: '2' });
+  }, 30_000);
+  afterAll(async () => {
+    await bounded?.stop();
+  });
+  const boundedCli = boundCli(() => ({ relay: bounded, workDir }));
+
+  it('goes on where each call stopped until the window is done, saying how far it got on stderr', async () => {
+    const since = new Date(Date.now() - 1000).toISOString();
+    const events = Array.from({ length: 5 }, (_, i) => ({ id: `bounded-${i}`, type: 'BOUNDED', workbook: i === 2 ? 'elsewhere' : 'bounded' }));
+    expect((await boundedCli(['event-publish'], { input: ndjson(events) })).code).toBe(0);
+    const created = okJson(await boundedCli(['listener-add', 'workbook', 'bounded', receiver.url('/bounded-cli'), '--event-type', 'NOTIFICATION', '-f', 'json']));
+
+    const replayed = await boundedCli(['listener-replay', created.id, '--since', since]);
+    expect(replayed.code, replayed.stderr).toBe(0);
+    // 5 events, 2 looked at per call: 3 calls.
+    expect(replayed.stderr).toBe(
+      '… queued 2 new deliveries so far (1 call); going on where the relay stopped\n' +
+        '… queued 3 new deliveries so far (2 calls); going on where the relay stopped\n',
+    );
+    expect(replayed.stdout).toMatch(new RegExp(`^queued 4 new deliveries for listener ${created.id} in 3 calls\nfollow them with: `));
+    const got = await receiver.waitForCount('/bounded-cli', 4, 10_000);
+    expect(got.map((r) => JSON.parse(r.text).id).sort()).toEqual(['bounded-0', 'bounded-1', 'bounded-3', 'bounded-4']);
+
+    const asJson = await boundedCli(['listener-replay', created.id, '--since', since, '-f', 'json']);
+    expect(JSON.parse(asJson.stdout)).toEqual({ count: 4, truncated: false });
+    await receiver.waitForCount('/bounded-cli', 8, 10_000);
+  });
+});

@@ -142,6 +142,66 @@ describe('turning off a listener that only fails (RELAY_DISABLE_AFTER_HOURS)', (
   }, 30_000);
 });
 
+describe('replay calls bounded by RELAY_REPLAY_SCAN_LIMIT', () => {
+  let relay: TestRelay;
+  beforeAll(async () => {
+    relay = await startTestRelay({ ...RELAY_ENV, RELAY_REPLAY_SCAN_LIMIT: '3' });
+  });
+  afterAll(async () => {
+    await relay.close();
+  });
+
+  /** Replays from `body` on, following each answer's `next`: the answers. */
+  async function replayAll(listenerId: string, body: Record<string, unknown>) {
+    const answers = [];
+    for (let next: Record<string, unknown> | undefined = body; next; ) {
+      const res = await relay.api('POST', `/v1/listeners/${listenerId}/replay`, next);
+      expect(res.status, res.text).toBe(202);
+      answers.push(res.body);
+      next = res.body.next;
+      expect(next === undefined).toBe(!res.body.truncated);
+    }
+    return answers;
+  }
+
+  it('a call looks at no more events than the limit and says where to go on; following it replays each once', async () => {
+    const since = new Date(Date.now() - 1000).toISOString();
+    const events = Array.from({ length: 8 }, (_, i) => ({ id: `bounded-${i}`, type: 'TASK_SUCCEEDED', workbook: i % 2 ? 'wb-bounded' : 'wb-other', execution_id: 'ex-bounded' }));
+    for (const e of events) await ingest(relay, [e]);
+    const listener = await createListener(relay, receiver.url('/bounded'), { workbook: 'wb-bounded' });
+
+    const answers = await replayAll(listener.id, { since });
+    // 8 events, 3 looked at per call: 3 calls, the first two cut short.
+    expect(answers.map((a) => [a.count, a.truncated])).toEqual([[1, true], [2, true], [1, false]]);
+    expect(answers[0].next).toEqual({ since, until: expect.any(String), after: expect.any(String) });
+    expect(answers[1].next.until).toBe(answers[0].next.until);
+    const got = await receiver.waitForCount('/bounded', 4);
+    expect(got.map((r) => JSON.parse(r.text).id).sort()).toEqual(['bounded-1', 'bounded-3', 'bounded-5', 'bounded-7']);
+
+    // An execution: the answer goes on from a sequence.
+    const byExecution = await replayAll(listener.id, { execution_id: 'ex-bounded' });
+    expect(byExecution.map((a) => [a.count, a.next?.from_sequence])).toEqual([[1, 4], [2, 7], [1, undefined]]);
+    expect(byExecution[0].next).toEqual({ execution_id: 'ex-bounded', from_sequence: 4 });
+    await receiver.waitForCount('/bounded', 8);
+  });
+
+  it('refuses an after that no answer gave, or one beside execution_id or only_failed', async () => {
+    const listener = await createListener(relay, receiver.url('/bounded-bad'), { workbook: 'wb-bounded-bad' });
+    const since = new Date(Date.now() - 60_000).toISOString();
+    for (const [body, message] of [
+      [{ since, after: '12' }, /not a position a replay answer gave/],
+      [{ since, after: 'x'.repeat(41) }, /.+/],
+      [{ execution_id: 'ex-1', after: '1.1' }, /without execution_id/],
+      [{ since, only_failed: true, after: '1.1' }, /re-queue of failed ones/],
+    ] as const) {
+      const res = await relay.api('POST', `/v1/listeners/${listener.id}/replay`, body, { validate: false });
+      expect(res.status, JSON.stringify(body)).toBe(400);
+      expect(res.body.errors, JSON.stringify(body)).toEqual([{ field: 'after', message: expect.stringMatching(message) }]);
+    }
+    expect((await relay.api('GET', `/v1/deliveries?listener_id=${listener.id}`)).body.items).toEqual([]);
+  });
+});
+
 // ---- 1-7: one delivery's life ----------------------------------------------------------------
 
 describe('delivering over HTTP', () => {

@@ -955,14 +955,14 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       const onlySucceeded: FanOut = (e) => (e.type === 'TASK_SUCCEEDED' ? ['l2'] : []);
       const everything: FanOut = () => ['l2'];
 
-      const window = { since: T + 1_500, until: T + 3_500, onlyFailed: false, limit: 10 };
+      const window = { since: T + 1_500, until: T + 3_500, onlyFailed: false, after: null, limit: 10, scanLimit: 1000 };
       expect(await store.replay(P, 'l2', window, onlySucceeded, T + 10_000)).toEqual({ count: 1, truncated: false });
       const replayed = await store.listDeliveries(P, { limit: 10, listener_id: 'l2' });
       expect(replayed.map((d) => [d.event_id, d.status, d.attempt_count, d.next_attempt_at])).toEqual([['c', 'pending', 0, T + 10_000]]);
       expect(replayed[0].id).not.toBe((await deliveryOf('c', 'l1')).id);
 
-      const all = { since: T, until: T + 10_000, onlyFailed: false, limit: 3 };
-      expect(await store.replay(P, 'l2', all, everything, T + 10_000)).toEqual({ count: 3, truncated: true });
+      const all = { since: T, until: T + 10_000, onlyFailed: false, after: null, limit: 3, scanLimit: 1000 };
+      expect(await store.replay(P, 'l2', all, everything, T + 10_000)).toEqual({ count: 3, truncated: true, after: expect.any(String) });
       expect(await store.replay(P, 'l2', { ...all, limit: 4 }, everything, T + 10_000)).toEqual({ count: 4, truncated: false });
       expect(await store.listDeliveries(P, { limit: 100, listener_id: 'l2' })).toHaveLength(8);
       expect(await store.replay(Q, 'l2', { ...all, limit: 10 }, everything, T + 10_000)).toEqual({ count: 0, truncated: false });
@@ -980,13 +980,52 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
         }),
         T + 5_010,
       );
-      const failedWindow = { since: T + 1_500, until: T + 10_000, onlyFailed: true, limit: 1 };
+      const failedWindow = { since: T + 1_500, until: T + 10_000, onlyFailed: true, after: null, limit: 1, scanLimit: 1000 };
       expect(await store.replay(P, 'l1', failedWindow, everything, T + 20_000)).toEqual({ count: 1, truncated: true });
       expect(await store.replay(P, 'l1', { ...failedWindow, limit: 10 }, everything, T + 20_000)).toEqual({ count: 1, truncated: false });
       for (const id of ['b', 'c']) {
         expect(await deliveryOf(id)).toMatchObject({ status: 'pending', next_attempt_at: T + 20_000, attempt_count: 1 });
       }
       expect(await store.listDeliveries(P, { limit: 100, listener_id: 'l1' })).toHaveLength(4);
+    });
+
+    it('goes on with a window replay from where a call stopped, at either limit, each event once', async () => {
+      await store.createListener(listener('l1'));
+      // Two events share each receive time, and their seqs run against the receive times in
+      // part: the walk is in the order received, then stored.
+      const times = [3, 1, 1, 2, 2, 3, 4, 4, 5];
+      for (const [i, t] of times.entries()) await store.appendEvents(P, [event(`e${i}`, { type: i % 3 === 0 ? 'TASK_FAILED' : 'TASK_SUCCEEDED' })], routing, T + t * 1000);
+      await store.appendEvents(Q, [event('q1')], routing, T + 2_000);
+      await store.createListener(listener('l2'));
+      const succeeded: FanOut = (e) => (e.type === 'TASK_SUCCEEDED' ? ['l2'] : []);
+      const replayed = async () => (await store.listDeliveries(P, { limit: 100, listener_id: 'l2' })).map((d) => d.event_id);
+      const inOrderReceived = ['e1', 'e2', 'e3', 'e4', 'e0', 'e5', 'e6', 'e7', 'e8'];
+      const expected = inOrderReceived.filter((id) => Number(id.slice(1)) % 3 !== 0);
+
+      for (const limits of [{ limit: 2, scanLimit: 1000 }, { limit: 1000, scanLimit: 2 }, { limit: 1, scanLimit: 1 }]) {
+        const before = (await replayed()).length;
+        const window = { since: T + 1_000, until: T + 5_000, onlyFailed: false, ...limits };
+        let after: string | null = null;
+        let calls = 0;
+        for (;;) {
+          const answer = await store.replay(P, 'l2', { ...window, after }, succeeded, T + 10_000);
+          calls++;
+          if (!answer.truncated) break;
+          expect(store.isReplayCursor(answer.after!)).toBe(true);
+          after = answer.after!;
+        }
+        // The window ends before e8 (at T + 5000): e8 is left out each time.
+        expect((await replayed()).slice(before), JSON.stringify(limits)).toEqual(expected.filter((id) => id !== 'e8'));
+        expect(calls).toBeGreaterThan(1);
+      }
+      // A position before the window's start starts at the window's start; one past its end finds nothing.
+      const early = await store.replay(P, 'l2', { since: T + 4_000, until: T + 6_000, onlyFailed: false, after: `${T}.1`, limit: 10, scanLimit: 10 }, succeeded, T + 10_000);
+      expect(early).toEqual({ count: 2, truncated: false });
+      const late = await store.replay(P, 'l2', { since: T + 4_000, until: T + 6_000, onlyFailed: false, after: `${T + 7_000}.1`, limit: 10, scanLimit: 10 }, succeeded, T + 10_000);
+      expect(late).toEqual({ count: 0, truncated: false });
+      expect(store.isReplayCursor('12')).toBe(false);
+      expect(store.isReplayCursor('1.0')).toBe(false);
+      expect(store.isReplayCursor('99999999999999999.1')).toBe(false);
     });
 
     it('answers the queue depth and the next due time', async () => {
@@ -1233,9 +1272,9 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       await seed(['e1', 'e2', 'e3', 'x1'], [listener('l1')]);
       await store.appendEvents(P, [event('other', { execution_id: 'exec-2' })], routing, T);
       await store.createListener(listener('lr'));
-      const from2 = { executionId: 'exec-1', fromSequence: 2, limit: 2 };
+      const from2 = { executionId: 'exec-1', fromSequence: 2, limit: 2, scanLimit: 1000 };
       const all: FanOut = () => ['lr'];
-      expect(await store.replay(P, 'lr', from2, all, T + 100)).toEqual({ count: 2, truncated: true });
+      expect(await store.replay(P, 'lr', from2, all, T + 100)).toEqual({ count: 2, truncated: true, fromSequence: 4 });
       const replayed = await store.listDeliveries(P, { listener_id: 'lr', limit: 10 });
       expect(replayed.map((d) => [d.event_id, d.next_attempt_at])).toEqual([['e2', T + 100], ['e3', null]]);
       const heads = (await claim(store, 'w1', T + 100)).filter((d) => d.listenerId === 'lr');

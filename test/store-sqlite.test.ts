@@ -552,9 +552,9 @@ describe('ordered deliveries', () => {
     await store.appendEvents(P, [event('a'), event('b'), event('c', { type: 'TASK_FAILED' }), event('d'), event('y', { execution_id: 'exec-2' })], toAll([]), 1_000);
     const succeeded = (id: string): FanOut => (e) => (e.type === 'TASK_SUCCEEDED' ? [id] : []);
 
-    expect(await store.replay(P, 'l1', { executionId: 'exec-1', fromSequence: 2, limit: 10 }, succeeded('l1'), 2_000)).toEqual({ count: 2, truncated: false });
-    expect(await store.replay(P, 'l2', { executionId: 'exec-1', fromSequence: 1, limit: 2 }, succeeded('l2'), 2_000)).toEqual({ count: 2, truncated: true });
-    expect(await store.replay(P, 'l2', { executionId: 'exec-1', fromSequence: 5, limit: 2 }, succeeded('l2'), 2_000)).toEqual({ count: 0, truncated: false });
+    expect(await store.replay(P, 'l1', { executionId: 'exec-1', fromSequence: 2, limit: 10, scanLimit: 1000 }, succeeded('l1'), 2_000)).toEqual({ count: 2, truncated: false });
+    expect(await store.replay(P, 'l2', { executionId: 'exec-1', fromSequence: 1, limit: 2, scanLimit: 1000 }, succeeded('l2'), 2_000)).toEqual({ count: 2, truncated: true, fromSequence: 4 });
+    expect(await store.replay(P, 'l2', { executionId: 'exec-1', fromSequence: 5, limit: 2, scanLimit: 1000 }, succeeded('l2'), 2_000)).toEqual({ count: 0, truncated: false });
     expect(queueOf('l1')).toEqual([['b', 'pending', 2_000, null], ['d', 'pending', null, 'exec-1']]);
     expect(queueOf('l2')).toEqual([['a', 'pending', 2_000, null], ['b', 'pending', null, 'exec-1']]);
 
@@ -565,7 +565,7 @@ describe('ordered deliveries', () => {
     expect(sent(second)).toEqual([['d', 'l1', null], ['b', 'l2', null]]);
 
     // Replaying again from the start while d is out: a, b and d wait behind it, then go in sequence order.
-    expect(await store.replay(P, 'l1', { executionId: 'exec-1', fromSequence: 1, limit: 10 }, succeeded('l1'), 2_200)).toEqual({ count: 3, truncated: false });
+    expect(await store.replay(P, 'l1', { executionId: 'exec-1', fromSequence: 1, limit: 10, scanLimit: 1000 }, succeeded('l1'), 2_200)).toEqual({ count: 3, truncated: false });
     expect(queueOf('l1').slice(2)).toEqual([['a', 'pending', null, 'exec-1'], ['b', 'pending', null, 'exec-1'], ['d', 'pending', null, 'exec-1']]);
     let out = second.filter((d) => d.listenerId === 'l1');
     const order: string[] = [];

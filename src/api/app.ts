@@ -37,6 +37,8 @@ export interface AppDeps {
   wakeDispatcher: () => void;
   /** The embedded engine: executions and tasks. */
   engine: Engine;
+  /** Events one replay call looks at (RELAY_REPLAY_SCAN_LIMIT). */
+  replayScanLimit?: number;
   /** false: only the operations routes (a dispatcher-only process). */
   serveApi?: boolean;
   /** What `/readyz` checks besides the database. */

@@ -212,6 +212,57 @@ export interface ReplayRow {
   envelope: string;
 }
 
+/** An event a window replay walks through: in the order received (receive time, then seq). */
+export interface WindowRow extends ReplayRow {
+  received_at: number;
+}
+
+/** Where a window replay goes on: after this event (its receive time and seq). */
+export function replayCursor(row: WindowRow): string {
+  return `${row.received_at}.${row.seq}`;
+}
+
+/** The receive time and seq a window replay's `after` names, or null when it is not one. */
+export function parseReplayCursor(text: string): { receivedAt: number; seq: number } | null {
+  const m = /^(0|[1-9][0-9]{0,15})\.([1-9][0-9]{0,15})$/.exec(text);
+  if (!m) return null;
+  const receivedAt = Number(m[1]);
+  const seq = Number(m[2]);
+  return Number.isSafeInteger(receivedAt) && Number.isSafeInteger(seq) ? { receivedAt, seq } : null;
+}
+
+/**
+ * One page of a replay's walk, as both backends take it: the rows that match and are within the
+ * limits, and where the walk stopped. `state` carries the counts across pages. A row past a
+ * limit is left for the next call, which goes on after the last row taken.
+ */
+export function replayPage<Row extends ReplayRow>(
+  rows: readonly Row[],
+  state: { count: number; scanned: number; last: Row | null; truncated: boolean },
+  matches: (envelope: EventEnvelope) => boolean,
+  limits: { limit: number; scanLimit: number },
+): Array<{ row: Row; envelope: EventEnvelope }> {
+  const taken: Array<{ row: Row; envelope: EventEnvelope }> = [];
+  for (const row of rows) {
+    if (state.scanned === limits.scanLimit) {
+      state.truncated = true;
+      break;
+    }
+    const envelope = JSON.parse(row.envelope) as EventEnvelope;
+    if (matches(envelope)) {
+      if (state.count === limits.limit) {
+        state.truncated = true;
+        break;
+      }
+      taken.push({ row, envelope });
+      state.count++;
+    }
+    state.scanned++;
+    state.last = row;
+  }
+  return taken;
+}
+
 export function toStoredEvent(row: EventRow): StoredEvent {
   return { envelope: JSON.parse(row.envelope) as EventEnvelope, received_at: row.received_at };
 }

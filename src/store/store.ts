@@ -192,11 +192,21 @@ export interface QueueDepth {
   oldestDueAt: number | null;
 }
 
+/**
+ * Replay of a time window of receive times: new deliveries of its events that match, walked in
+ * the order received (receive time, then storage order), from `after` on (a `ReplayAnswer`'s
+ * `after`, or null for the window's start); or, with `onlyFailed`, the listener's failed
+ * deliveries of the window re-queued.
+ */
 export interface ReplayWindow {
   since: number;
   until: number;
   onlyFailed: boolean;
+  after: string | null;
+  /** At most this many deliveries made (or re-queued). */
   limit: number;
+  /** At most this many events looked at: a call's work is bounded whatever the filter. */
+  scanLimit: number;
 }
 
 /**
@@ -208,6 +218,19 @@ export interface ReplayExecution {
   executionId: string;
   fromSequence: number;
   limit: number;
+  scanLimit: number;
+}
+
+/**
+ * What a replay did. `truncated`: it stopped at a limit with more to go; then the next call goes
+ * on from `after` (a window) or `fromSequence` (an execution); a re-queue of failed deliveries
+ * goes on by being asked again.
+ */
+export interface ReplayAnswer {
+  count: number;
+  truncated: boolean;
+  after?: string;
+  fromSequence?: number;
 }
 
 /**
@@ -290,7 +313,9 @@ export interface OutboxStore {
   /** Re-queues one delivery now (same id). */
   retryDelivery(project: string, id: string, now: number): Promise<'queued' | 'in_flight' | 'no_listener' | 'not_found'>;
   /** New deliveries for a listener of the window's events that `matches` (or re-queues its failed ones). */
-  replay(project: string, listenerId: string, window: ReplayWindow | ReplayExecution, matches: FanOut, now: number): Promise<{ count: number; truncated: boolean }>;
+  replay(project: string, listenerId: string, window: ReplayWindow | ReplayExecution, matches: FanOut, now: number): Promise<ReplayAnswer>;
+  /** Whether `text` is a window replay's `after` that this store hands out. */
+  isReplayCursor(text: string): boolean;
 }
 
 /**

@@ -18,8 +18,26 @@ const STATUSES: DeliveryStatus[] = ['pending', 'succeeded', 'failed', 'cancelled
 const REQUEUED = ['failed delivery re-queued', 'failed deliveries re-queued'] as const;
 const CREATED = ['new delivery created', 'new deliveries created'] as const;
 
-const replayed = (r: { count: number; truncated: boolean }, [one, many]: readonly [string, string]) =>
-  `${r.count} ${r.count === 1 ? one : many}.${r.truncated ? ' The window holds more than one call may take: replay again from a later start.' : ''}`;
+interface ReplayAnswer {
+  count: number;
+  truncated: boolean;
+  next?: Record<string, unknown>;
+}
+
+const replayed = (r: ReplayAnswer, [one, many]: readonly [string, string]) =>
+  `${r.count} ${r.count === 1 ? one : many}.${r.truncated ? ' More failed deliveries wait in the window than one call re-queues: re-queue again once these have been tried.' : ''}`;
+
+/** A replay to its end: each call the relay cut short goes on from where it stopped (its `next`). */
+async function replayAll(listenerId: string, body: Record<string, unknown>): Promise<ReplayAnswer> {
+  const total: ReplayAnswer = { count: 0, truncated: false };
+  for (let next: Record<string, unknown> | undefined = body; next !== undefined; ) {
+    const answer: ReplayAnswer = await call('POST', `/listeners/${pathId(listenerId)}/replay`, { body: next });
+    total.count += answer.count;
+    total.truncated = answer.truncated && answer.next === undefined;
+    next = answer.truncated ? answer.next : undefined;
+  }
+  return total;
+}
 
 export function ListenerPage({ id }: { id: string }) {
   const listener = usePoll(`listener ${id}`, () => get<Listener>(`/listeners/${pathId(id)}`));
@@ -99,7 +117,7 @@ function Actions({ listener, action, reload }: { listener: Listener; action: Act
           type="button"
           disabled={action.busy}
           onClick={() =>
-            run(async () => replayed(await call('POST', `${base}/replay`, { body: { since: ALL_TIME, only_failed: true } }), REQUEUED))
+            run(async () => replayed(await replayAll(listener.id, { since: ALL_TIME, only_failed: true }), REQUEUED))
           }
         >
           Retry failed deliveries
@@ -248,8 +266,7 @@ function ReplayForm({ listener, action }: { listener: Listener; action: Action }
           void action.run(async () => {
             const body: Record<string, unknown> = { since: fromLocalInput(since), only_failed: onlyFailed };
             if (until) body.until = fromLocalInput(until);
-            const result = await call<{ count: number; truncated: boolean }>('POST', `/listeners/${pathId(listener.id)}/replay`, { body });
-            return replayed(result, onlyFailed ? REQUEUED : CREATED);
+            return replayed(await replayAll(listener.id, body), onlyFailed ? REQUEUED : CREATED);
           });
         }}
       >

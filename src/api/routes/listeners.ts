@@ -36,6 +36,8 @@ export interface ListenerRouteDeps {
   transports: TransportRegistry;
   ingest: Ingest;
   wakeDispatcher: () => void;
+  /** At most this many events one replay call looks at, matching or not: its work is bounded. */
+  replayScanLimit?: number;
 }
 
 /** A time window of the relay's receive time, or one execution from a sequence on: not both. */
@@ -46,10 +48,11 @@ const ReplayInput = z
     only_failed: z.boolean().optional(),
     execution_id: z.string().min(1).max(200).optional(),
     from_sequence: z.number().int().min(1).optional(),
+    after: z.string().max(40).optional(),
   })
   .superRefine((r, ctx) => {
     if (r.execution_id !== undefined) {
-      for (const field of ['since', 'until', 'only_failed'] as const) {
+      for (const field of ['since', 'until', 'only_failed', 'after'] as const) {
         if (r[field] !== undefined) ctx.addIssue({ code: 'custom', path: [field], message: 'replays a time window: give it without execution_id' });
       }
       return;
@@ -57,6 +60,9 @@ const ReplayInput = z
     if (r.from_sequence !== undefined) ctx.addIssue({ code: 'custom', path: ['from_sequence'], message: 'goes with execution_id' });
     if (r.since === undefined) ctx.addIssue({ code: 'custom', path: ['since'], message: 'required: the start of the window (or give execution_id to replay one execution)' });
     else if (r.until && Date.parse(r.until) <= Date.parse(r.since)) ctx.addIssue({ code: 'custom', path: ['until'], message: 'must be after since' });
+    if (r.after !== undefined && r.only_failed === true) {
+      ctx.addIssue({ code: 'custom', path: ['after'], message: 'goes on with a replay of new deliveries: a re-queue of failed ones goes on when asked again without it' });
+    }
   });
 
 const isPlainObject = (v: unknown): v is Record<string, unknown> =>
@@ -114,7 +120,7 @@ function unmaskCallback(merged: Record<string, unknown>, stored: Callback): void
   }
 }
 
-export function listenerRoutes({ store, ingest, wakeDispatcher, transports }: ListenerRouteDeps): Router {
+export function listenerRoutes({ store, ingest, wakeDispatcher, transports, replayScanLimit = 100_000 }: ListenerRouteDeps): Router {
   const router = Router();
 
   const transportEnabled = (l: StoredListener) => transports.get(l.callback.transport) !== undefined;
@@ -297,17 +303,20 @@ export function listenerRoutes({ store, ingest, wakeDispatcher, transports }: Li
   router.post('/:id/replay', async (req, res) => {
     const parsed = ReplayInput.safeParse(req.body ?? {});
     if (!parsed.success) throw validationProblem(parsed.error);
+    const r = parsed.data;
+    if (r.after !== undefined && !store.isReplayCursor(r.after)) throw invalidField('after', 'not a position a replay answer gave (its next.after)');
     const listener = await load(res.locals.project, req.params.id);
     // "Match the listener now": its current rule, whether or not it is enabled at this moment.
     const matches = compileListenerRule({ ...listener, enabled: true });
     const now = Date.now();
-    const r = parsed.data;
+    const limits = { limit: MAX_REPLAY, scanLimit: replayScanLimit };
+    const window = r.execution_id === undefined ? { since: Date.parse(r.since!), until: r.until ? Date.parse(r.until) : now + 1 } : null;
     const result = await store.replay(
       listener.project,
       listener.id,
-      r.execution_id !== undefined
-        ? { executionId: r.execution_id, fromSequence: r.from_sequence ?? 1, limit: MAX_REPLAY }
-        : { since: Date.parse(r.since!), until: r.until ? Date.parse(r.until) : now + 1, onlyFailed: r.only_failed ?? false, limit: MAX_REPLAY },
+      window === null
+        ? { executionId: r.execution_id!, fromSequence: r.from_sequence ?? 1, ...limits }
+        : { ...window, onlyFailed: r.only_failed ?? false, after: r.after ?? null, ...limits },
       // An ordered listener's window replay is ordered too. Its $regex work is bounded as an
       // ingest request's is (filter-budget.ts).
       meteredRoute(
@@ -319,7 +328,13 @@ export function listenerRoutes({ store, ingest, wakeDispatcher, transports }: Li
       now,
     );
     if (result.count) wakeDispatcher();
-    res.status(202).json({ count: result.count, truncated: result.truncated });
+    // A call that stopped at a limit says what to send to go on: the same window (its end fixed)
+    // from where it stopped. Not for a re-queue of failed deliveries: those it re-queued may have
+    // failed again by the next call, so following it blindly might never end.
+    let next: Record<string, unknown> | undefined;
+    if (result.truncated && window === null) next = { execution_id: r.execution_id, from_sequence: result.fromSequence };
+    else if (result.truncated && result.after !== undefined) next = { since: r.since, until: new Date(window!.until).toISOString(), after: result.after };
+    res.status(202).json({ count: result.count, truncated: result.truncated, ...(next && { next }) });
   });
 
   return router;

@@ -96,7 +96,10 @@ export function registerListenerActionCommands(program: Command, io: CliIo): voi
         'With --only-failed, the listener\'s failed deliveries of the window are re-queued instead (same webhook-id). ' +
         'With --execution instead of a window, the events of that execution (from --from-sequence on) that match ' +
         'get new deliveries, sent one after the other in sequence order. ' +
-        'At most 100 000 per call. It prints how to follow the deliveries; with --wait it polls them until they ' +
+        'The relay bounds each call (100 000 deliveries, RELAY_REPLAY_SCAN_LIMIT events looked at) and says where to go on; ' +
+        'this command goes on until the whole window (or execution) is done, saying on stderr how far it got after each call ' +
+        '(a re-queue of failed deliveries stops at 100 000: run it again once those have been tried). ' +
+        'It prints how to follow the deliveries; with --wait it polls them until they ' +
         'have all finished, printing "n of m finished" on stderr at most once a second (stdout keeps the result), ' +
         'and exits 1 if any of them did not succeed.',
     )
@@ -133,15 +136,29 @@ export function registerListenerActionCommands(program: Command, io: CliIo): voi
           body = { since: opts.since, ...(opts.until !== undefined && { until: opts.until }), only_failed: opts.onlyFailed === true };
         }
         const before = opts.wait ? await beforeReplay(ctx, id, opts.onlyFailed === true) : null;
-        const result = await ctx.client.request<{ count: number; truncated: boolean }>('POST', `${listenerPath(id)}/replay`, { body });
+        // Each call is bounded; its answer's `next` is the body that goes on from where it stopped.
+        // The result as the API gives it, for the whole window (cut short only by a re-queue's limit).
+        const result = { count: 0, truncated: false };
+        let calls = 0;
+        const what = opts.onlyFailed ? 're-queued' : 'queued';
+        const noun = opts.onlyFailed ? 'failed deliver' : 'new deliver';
+        const deliveries = (n: number) => `${n} ${noun}${n === 1 ? 'y' : 'ies'}`;
+        for (let next: Record<string, unknown> | undefined = body; next !== undefined; ) {
+          const answer: { count: number; truncated: boolean; next?: Record<string, unknown> } = await ctx.client.request(
+            'POST',
+            `${listenerPath(id)}/replay`,
+            { body: next },
+          );
+          result.count += answer.count;
+          calls++;
+          next = answer.truncated ? answer.next : undefined;
+          result.truncated = answer.truncated && next === undefined;
+          if (next !== undefined) io.stderr(`… ${what} ${deliveries(result.count)} so far (${calls} ${calls === 1 ? 'call' : 'calls'}); going on where the relay stopped\n`);
+        }
         const table = ctx.output === 'table';
         if (table) {
-          const what = opts.onlyFailed ? 're-queued' : 'queued';
-          const noun = opts.onlyFailed ? 'failed deliver' : 'new deliver';
-          ctx.print.line(`${what} ${result.count} ${noun}${result.count === 1 ? 'y' : 'ies'} for listener ${id}`);
-          if (result.truncated) {
-            ctx.print.line('stopped at 100 000, the most one call replays (oldest events first): replay the rest of the window in smaller parts');
-          }
+          ctx.print.line(`${what} ${deliveries(result.count)} for listener ${id}${calls > 1 ? ` in ${calls} calls` : ''}`);
+          if (result.truncated) ctx.print.line('stopped at 100 000, the most one call re-queues: run it again once these have been tried for the rest');
           if (result.count && !before) ctx.print.line(`follow ${result.count === 1 ? 'it' : 'them'} with: ${followPending(id)}`);
         }
         if (!before || !result.count) return table ? undefined : ctx.print.data(result);

@@ -3,7 +3,7 @@ import { newId } from '../../ids.js';
 import { filteredPage } from './filtered-page.js';
 import type { EventEnvelope, OriginalMessage } from '../../records/event.js';
 import type { Handing } from '../handing.js';
-import { isEventCursor, toStoredEvent, type EventRow, type ReplayRow } from '../rows.js';
+import { isEventCursor, parseReplayCursor, replayCursor, replayPage, toStoredEvent, type EventRow, type ReplayRow, type WindowRow } from '../rows.js';
 import {
   StoreConflictError,
   type AppendedEvent,
@@ -11,11 +11,15 @@ import {
   type FanOut,
   type ListOrder,
   type NewEvent,
+  type ReplayAnswer,
   type ReplayExecution,
   type ReplayWindow,
   type StoredEvent,
 } from '../store.js';
 import type { ExecutionOrder } from './execution-order.js';
+
+/** Events a replay reads at a time. */
+const REPLAY_PAGE = 1000;
 
 /** Every event statement of the SQLite backend, prepared once. */
 export function eventQueries(db: Database, executionOrder: ExecutionOrder) {
@@ -60,9 +64,12 @@ export function eventQueries(db: Database, executionOrder: ExecutionOrder) {
       },
     );
   const pages = { asc: pageIn('asc'), desc: pageIn('desc') };
-  const windowEvents = db.prepare(`SELECT seq, id, envelope FROM events
-    WHERE project = ? AND received_at >= ? AND received_at < ? AND seq > ? AND type <> 'PING'
-    ORDER BY seq LIMIT ?`) as Statement<[string, number, number, number, number], ReplayRow>;
+  // Walks events_project_received (whose entries end with the rowid, seq) from a position on:
+  // each page starts where the last one stopped, however large the window.
+  const windowEvents = db.prepare(`SELECT seq, id, envelope, received_at FROM events
+    WHERE project = @project AND received_at >= @r AND received_at < @until AND (received_at > @r OR seq > @seq)
+      AND type <> 'PING'
+    ORDER BY received_at, seq LIMIT @limit`) as Statement<[{ project: string; r: number; seq: number; until: number; limit: number }], WindowRow>;
   // Walks events_project_execution: the execution's events in sequence order, from a sequence on.
   const executionEvents = db.prepare(`SELECT seq, id, envelope, sequence FROM events
     WHERE project = ? AND execution_id = ? AND sequence >= ?
@@ -105,29 +112,27 @@ export function eventQueries(db: Database, executionOrder: ExecutionOrder) {
     }
   }
 
-  /** Replays the rows `next` pages through (after the last one given), up to `limit` that match. */
+  /**
+   * Replays the rows `next` pages through (after the last one given), up to the limits: the
+   * deliveries made, and the events looked at.
+   */
   function replayRows<Row extends ReplayRow>(
     project: string,
     listenerId: string,
     next: (after: Row | null) => Row[],
     matches: FanOut,
     ordered: boolean,
-    limit: number,
+    limits: { limit: number; scanLimit: number },
     now: number,
-  ): { count: number; truncated: boolean } {
-    let count = 0;
-    let last: Row | null = null;
+  ): { count: number; truncated: boolean; last: Row | null } {
+    const state = { count: 0, scanned: 0, last: null as Row | null, truncated: false };
+    const isMatch = (envelope: EventEnvelope) => matches(envelope).length > 0;
     for (;;) {
-      const rows = next(last);
-      if (rows.length === 0) return { count, truncated: false };
-      for (const row of rows) {
-        last = row;
-        const envelope = JSON.parse(row.envelope) as EventEnvelope;
-        if (matches(envelope).length === 0) continue;
-        if (count === limit) return { count, truncated: true };
+      const rows = next(state.last);
+      for (const { row, envelope } of replayPage(rows, state, isMatch, limits)) {
         insertDeliveries(project, { seq: row.seq, id: row.id, executionId: envelope.execution_id }, [listenerId], () => ordered, now);
-        count++;
       }
+      if (state.truncated || rows.length < REPLAY_PAGE) return state;
     }
   }
 
@@ -183,18 +188,28 @@ export function eventQueries(db: Database, executionOrder: ExecutionOrder) {
      * Replay for one listener. Call inside a transaction. A replay of an execution keeps its
      * order whatever the listener's `ordering`; one of a window as fan-out says.
      */
-    replay(project: string, listenerId: string, w: ReplayWindow | ReplayExecution, matches: FanOut, now: number): { count: number; truncated: boolean } {
+    replay(project: string, listenerId: string, w: ReplayWindow | ReplayExecution, matches: FanOut, now: number): ReplayAnswer {
       if ('executionId' in w) {
-        const next = (last: { sequence: number } | null) => executionEvents.all(project, w.executionId, last ? last.sequence + 1 : w.fromSequence, 1000);
-        return replayRows(project, listenerId, next, matches, true, w.limit, now);
+        const next = (last: { sequence: number } | null) =>
+          executionEvents.all(project, w.executionId, last ? last.sequence + 1 : w.fromSequence, REPLAY_PAGE);
+        const r = replayRows(project, listenerId, next, matches, true, w, now);
+        return { count: r.count, truncated: r.truncated, ...(r.truncated && { fromSequence: (r.last?.sequence ?? w.fromSequence - 1) + 1 }) };
       }
       if (w.onlyFailed) {
         const params = { project, listener: listenerId, since: w.since, until: w.until };
         const { changes } = requeueFailed.run({ ...params, now, limit: w.limit });
         return { count: changes, truncated: changes === w.limit && moreFailed.get(params) === 1 };
       }
-      const next = (last: ReplayRow | null) => windowEvents.all(project, w.since, w.until, last?.seq ?? 0, 1000);
-      return replayRows(project, listenerId, next, matches, matches.ordered?.has(listenerId) === true, w.limit, now);
+      const start = w.after === null ? null : parseReplayCursor(w.after);
+      const next = (last: WindowRow | null) => {
+        const from = last ? { r: last.received_at, seq: last.seq } : start ? { r: start.receivedAt, seq: start.seq } : { r: w.since, seq: 0 };
+        // A position before the window starts it at the window's start.
+        const r = Math.max(from.r, w.since);
+        return windowEvents.all({ project, r, seq: r === from.r ? from.seq : 0, until: w.until, limit: REPLAY_PAGE });
+      };
+      const r = replayRows(project, listenerId, next, matches, matches.ordered?.has(listenerId) === true, w, now);
+      const after = r.last ? replayCursor(r.last) : w.after;
+      return { count: r.count, truncated: r.truncated, ...(r.truncated && after !== null && { after }) };
     },
   };
 }
