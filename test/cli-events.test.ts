@@ -489,5 +489,27 @@ describe('listener-replay over calls the relay bounds (RELAY_REPLAY_SCAN_LIMIT)'
     const asJson = await boundedCli(['listener-replay', created.id, '--since', since, '-f', 'json']);
     expect(JSON.parse(asJson.stdout)).toEqual({ count: 4, truncated: false });
     await receiver.waitForCount('/bounded-cli', 8, 10_000);
+
+    // --wait follows the deliveries of every call, whatever comes between them.
+    const waited = await boundedCli(['listener-replay', created.id, '--since', since, '--wait']);
+    expect(waited.code, waited.stderr).toBe(0);
+    expect(waited.stdout).toBe(`queued 4 new deliveries for listener ${created.id} in 3 calls\nall 4 finished: 4 succeeded, 0 did not\n`);
+    await receiver.waitForCount('/bounded-cli', 12, 10_000);
+
+    // --after goes on from a position an answer gave: here after the first two events.
+    const res = await fetch(`${bounded.url}/v1/listeners/${created.id}/replay`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${bounded.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ since }),
+    });
+    const first = (await res.json()) as { count: number; next: { since: string; until: string; after: string } };
+    expect(first.count).toBe(2);
+    const rest = await boundedCli(['listener-replay', created.id, '--since', first.next.since, '--until', first.next.until, '--after', first.next.after, '-f', 'json']);
+    expect(JSON.parse(rest.stdout)).toEqual({ count: 2, truncated: false });
+    const all = await receiver.waitForCount('/bounded-cli', 16, 10_000);
+    expect(all.slice(12).map((r) => JSON.parse(r.text).id).sort()).toEqual(['bounded-0', 'bounded-1', 'bounded-3', 'bounded-4']);
+    const refused = await boundedCli(['listener-replay', created.id, '--since', since, '--only-failed', '--after', first.next.after]);
+    expect(refused).toMatchObject({ code: 2, stdout: '' });
+    expect(refused.stderr).toMatch(/--after goes on with a replay of new deliveries/);
   });
 });

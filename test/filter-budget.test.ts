@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FilterBudgetError, meteredRoute, newFilterMeter, testCharged } from '../src/fanout/filter-budget.js';
 import { compileListenerRule } from '../src/fanout/match.js';
 import type { EventEnvelope } from '../src/records/event.js';
+import { replayPage } from '../src/store/rows.js';
 import { storedListener, taskEnvelope } from './helpers/envelopes.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { startTestRelay, type TestRelay } from './helpers/relay.js';
@@ -23,6 +24,26 @@ const LONG = (() => {
 /** A value the pattern matches: an a, 300 of a and b, then c. */
 const SHORT = `a${'b'.repeat(300)}c`;
 const costlyFilter = { 'data.s': { $regex: COSTLY }, 'data.t': { $regex: COSTLY }, 'data.u': { $regex: COSTLY } };
+
+describe('a replay page under the budget', () => {
+  const rows = [1, 2, 3].map((seq) => ({ seq, id: `e${seq}`, envelope: JSON.stringify(taskEnvelope({ id: `e${seq}` })) }));
+  const limits = { limit: 10, scanLimit: 10 };
+  const spentAt = (seq: number) => (e: EventEnvelope) => {
+    if (e.id === `e${seq}`) throw new FilterBudgetError(2_000);
+    return true;
+  };
+
+  it('stops before the event that ran past it, once one was looked at', () => {
+    const state = { count: 0, scanned: 0, last: null as (typeof rows)[number] | null, truncated: false };
+    expect(replayPage(rows, state, spentAt(3), limits).map((t) => t.row.id)).toEqual(['e1', 'e2']);
+    expect(state).toMatchObject({ count: 2, scanned: 2, truncated: true, last: rows[1] });
+  });
+
+  it('refuses the call when the first event alone costs more', () => {
+    const state = { count: 0, scanned: 0, last: null, truncated: false };
+    expect(() => replayPage(rows, state, spentAt(1), limits)).toThrow(FilterBudgetError);
+  });
+});
 
 describe('the meter', () => {
   const matcher = compileListenerRule(storedListener('l1', { workbook: '*', event_types: ['TASK'], filter: costlyFilter }));
@@ -98,16 +119,22 @@ describe('requests that would cost too much filter work', () => {
     expect(received.map((r) => JSON.parse(r.text).data.i).sort()).toEqual([0, 1, 2, 3]);
   }, 30_000);
 
-  it('refuses a replay whose window would cost too much, and makes no delivery', async () => {
-    // Stored while no listener tests them, then replayed to one that does.
+  it('stops a replay call at its budget and says where to go on, keeping what it made', async () => {
+    // Stored while no listener tests them, then replayed to one that does: a light event, then
+    // heavy ones (each 0.6-2 s of matching here).
     const since = new Date(Date.now() - 1_000).toISOString();
-    const stored = await relay.api('POST', '/v1/events', { events: heavyEvents('later', 12) });
+    const light = { type: 'budget.light', workbook: 'later', data: { s: SHORT, t: SHORT, u: SHORT } };
+    const stored = await relay.api('POST', '/v1/events', { events: [light, ...heavyEvents('later', 12)] });
     expect(stored.status, stored.text).toBe(202);
     const id = await listen('later');
+    const started = Date.now();
     const replay = await relay.api('POST', `/v1/listeners/${id}/replay`, { since });
-    expect(replay.status, replay.text).toBe(422);
-    // A replay's budget is larger (it may walk 100,000 events): 2 s.
-    expect(replay.body.errors[0]).toMatchObject({ field: '(body)', message: expect.stringMatching(/took more than 2000 ms/) });
-    expect((await relay.api('GET', `/v1/deliveries?listener_id=${id}`)).body.items).toEqual([]);
+    expect(replay.status, replay.text).toBe(202);
+    // A replay's budget is larger than a request's (it may walk 100,000 events): 2 s, and the
+    // event that ran past it is left for the next call.
+    expect(Date.now() - started).toBeLessThan(6_000);
+    expect(replay.body).toEqual({ count: 1, truncated: true, next: { since, until: expect.any(String), after: expect.any(String) } });
+    const [received] = await receiver.waitForCount('/later', 1);
+    expect(JSON.parse(received.text)).toMatchObject({ type: 'budget.light' });
   }, 30_000);
 });

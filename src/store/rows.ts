@@ -1,4 +1,5 @@
 import { initialGateState, type JudgedAttempt, type ListenerGateState } from '../dispatch/listener-gate.js';
+import { FilterBudgetError } from '../fanout/filter-budget.js';
 import type { EventEnvelope, SourceFormat } from '../records/event.js';
 import { LISTENER_OPTION_DEFAULTS, type ListenerSpec, type StoredListener } from '../records/listener.js';
 import type { AttemptResult, ClaimedDelivery, DeliveryRecord, RecordJudge, StoredEvent } from './store.js';
@@ -233,8 +234,11 @@ export function parseReplayCursor(text: string): { receivedAt: number; seq: numb
 
 /**
  * One page of a replay's walk, as both backends take it: the rows that match and are within the
- * limits, and where the walk stopped. `state` carries the counts across pages. A row past a
- * limit is left for the next call, which goes on after the last row taken.
+ * limits, in the order stored (an ordered listener's first delivery of an execution is its
+ * head), and where the walk stopped. `state` carries the counts across pages. A row past a
+ * limit is left for the next call, which goes on after the last row looked at. The call's
+ * `$regex` budget (filter-budget.ts) is a limit too, once something has been looked at; an
+ * event that alone costs more than the budget refuses the call.
  */
 export function replayPage<Row extends ReplayRow>(
   rows: readonly Row[],
@@ -249,7 +253,15 @@ export function replayPage<Row extends ReplayRow>(
       break;
     }
     const envelope = JSON.parse(row.envelope) as EventEnvelope;
-    if (matches(envelope)) {
+    let match: boolean;
+    try {
+      match = matches(envelope);
+    } catch (err) {
+      if (!(err instanceof FilterBudgetError) || state.scanned === 0) throw err;
+      state.truncated = true;
+      break;
+    }
+    if (match) {
       if (state.count === limits.limit) {
         state.truncated = true;
         break;
@@ -260,7 +272,7 @@ export function replayPage<Row extends ReplayRow>(
     state.scanned++;
     state.last = row;
   }
-  return taken;
+  return taken.sort((a, b) => a.row.seq - b.row.seq);
 }
 
 export function toStoredEvent(row: EventRow): StoredEvent {

@@ -7,9 +7,23 @@ import { helpExamples as examples } from '../output.js';
 import type { Page } from '../paging.js';
 import { followPending } from './deliveries.js';
 import { ATTEMPT_COLUMNS, attemptRow, type DeliveryWithAttempts } from './delivery-view.js';
-import { beforeReplay, progressReporter, waitForReplay } from './replay-wait.js';
+import { beforeReplay, progressReporter, waitForReplay, type BeforeReplay } from './replay-wait.js';
 
 const listenerPath = (id: string) => `/v1/listeners/${encodeURIComponent(id)}`;
+
+/** A word for a POSIX shell: as it is when that is safe, else in single quotes. */
+const shellWord = (text: string) => (/^[A-Za-z0-9_.:+@%/=-]+$/.test(text) ? text : `'${text.replaceAll("'", "'\\''")}'`);
+
+/** The command that sends `body`, a replay answer's `next`. */
+function goOn(id: string, body: Record<string, unknown>): string {
+  const args = ['callback-relay', 'listener-replay', id];
+  if (typeof body.execution_id === 'string') args.push('--execution', body.execution_id, '--from-sequence', String(body.from_sequence ?? 1));
+  else {
+    for (const key of ['since', 'until', 'after'] as const) if (typeof body[key] === 'string') args.push(`--${key}`, body[key] as string);
+    if (body.only_failed === true) args.push('--only-failed');
+  }
+  return args.map(shellWord).join(' ');
+}
 
 /** Longer than the longest callback timeout (120 s), so a slow receiver still gets its answer recorded. */
 const PING_WAIT_MS = 130_000;
@@ -37,6 +51,7 @@ interface ReplayOptions {
   execution?: string;
   fromSequence?: number;
   onlyFailed?: boolean;
+  after?: string;
   wait?: boolean;
 }
 
@@ -107,6 +122,7 @@ export function registerListenerActionCommands(program: Command, io: CliIo): voi
     .option('--since <date-time>', 'start of the window, on the relay\'s receive time (e.g. 2026-11-23T10:00:00Z); required without --execution', dateTime)
     .option('--until <date-time>', 'end of the window, exclusive (default: now)', dateTime)
     .option('--only-failed', 're-queue only the failed deliveries of the window')
+    .option('--after <position>', 'go on after this position of the window (a replay that stopped part-way prints the command)', nonEmpty)
     .option('--execution <id>', 'replay this execution\'s events, in sequence order, instead of a window', nonEmpty)
     .option('--from-sequence <n>', 'with --execution: start at this sequence (default 1)', intInRange(1, Number.MAX_SAFE_INTEGER))
     .option('--wait', 'wait until the replayed deliveries have finished, showing progress on stderr')
@@ -123,46 +139,56 @@ export function registerListenerActionCommands(program: Command, io: CliIo): voi
       action<[string], ReplayOptions>(io, async (ctx, [id], opts) => {
         let body: Record<string, unknown>;
         if (opts.execution !== undefined) {
-          if (opts.since !== undefined || opts.until !== undefined || opts.onlyFailed) {
-            throw new UsageError('--execution replays an execution: give it without --since, --until and --only-failed');
+          if (opts.since !== undefined || opts.until !== undefined || opts.onlyFailed || opts.after !== undefined) {
+            throw new UsageError('--execution replays an execution: give it without --since, --until, --only-failed and --after');
           }
           body = { execution_id: opts.execution, ...(opts.fromSequence !== undefined && { from_sequence: opts.fromSequence }) };
         } else {
           if (opts.fromSequence !== undefined) throw new UsageError('--from-sequence goes with --execution');
+          if (opts.after !== undefined && opts.onlyFailed) throw new UsageError('--after goes on with a replay of new deliveries, not with --only-failed');
           if (opts.since === undefined) throw new UsageError('give --since (a time window) or --execution (one execution)');
           if (opts.until !== undefined && Date.parse(opts.until) <= Date.parse(opts.since)) {
             throw new UsageError(`--until ${opts.until} must be after --since ${opts.since}`);
           }
-          body = { since: opts.since, ...(opts.until !== undefined && { until: opts.until }), only_failed: opts.onlyFailed === true };
+          body = {
+            since: opts.since,
+            ...(opts.until !== undefined && { until: opts.until }),
+            only_failed: opts.onlyFailed === true,
+            ...(opts.after !== undefined && { after: opts.after }),
+          };
         }
-        const before = opts.wait ? await beforeReplay(ctx, id, opts.onlyFailed === true) : null;
         // Each call is bounded; its answer's `next` is the body that goes on from where it stopped.
         // The result as the API gives it, for the whole window (cut short only by a re-queue's limit).
         const result = { count: 0, truncated: false };
-        let calls = 0;
+        const calls: Array<{ before: BeforeReplay; count: number }> = [];
         const what = opts.onlyFailed ? 're-queued' : 'queued';
         const noun = opts.onlyFailed ? 'failed deliver' : 'new deliver';
         const deliveries = (n: number) => `${n} ${noun}${n === 1 ? 'y' : 'ies'}`;
+        const soFar = () => `${what} ${deliveries(result.count)} so far (${calls.length} ${calls.length === 1 ? 'call' : 'calls'})`;
         for (let next: Record<string, unknown> | undefined = body; next !== undefined; ) {
-          const answer: { count: number; truncated: boolean; next?: Record<string, unknown> } = await ctx.client.request(
-            'POST',
-            `${listenerPath(id)}/replay`,
-            { body: next },
-          );
+          const before = opts.wait ? await beforeReplay(ctx, id, opts.onlyFailed === true) : null;
+          let answer: { count: number; truncated: boolean; next?: Record<string, unknown> };
+          try {
+            answer = await ctx.client.request('POST', `${listenerPath(id)}/replay`, { body: next });
+          } catch (err) {
+            // What the calls before made is stored: say how to go on rather than start again.
+            if (calls.length) io.stderr(`… ${soFar()}; to go on from there: ${goOn(id, next)}\n`);
+            throw err;
+          }
           result.count += answer.count;
-          calls++;
+          calls.push({ before: before ?? { listenerId: id, newestId: null, failed: null }, count: answer.count });
           next = answer.truncated ? answer.next : undefined;
           result.truncated = answer.truncated && next === undefined;
-          if (next !== undefined) io.stderr(`… ${what} ${deliveries(result.count)} so far (${calls} ${calls === 1 ? 'call' : 'calls'}); going on where the relay stopped\n`);
+          if (next !== undefined) io.stderr(`… ${soFar()}; going on where the relay stopped\n`);
         }
         const table = ctx.output === 'table';
         if (table) {
-          ctx.print.line(`${what} ${deliveries(result.count)} for listener ${id}${calls > 1 ? ` in ${calls} calls` : ''}`);
+          ctx.print.line(`${what} ${deliveries(result.count)} for listener ${id}${calls.length > 1 ? ` in ${calls.length} calls` : ''}`);
           if (result.truncated) ctx.print.line('stopped at 100 000, the most one call re-queues: run it again once these have been tried for the rest');
-          if (result.count && !before) ctx.print.line(`follow ${result.count === 1 ? 'it' : 'them'} with: ${followPending(id)}`);
+          if (result.count && !opts.wait) ctx.print.line(`follow ${result.count === 1 ? 'it' : 'them'} with: ${followPending(id)}`);
         }
-        if (!before || !result.count) return table ? undefined : ctx.print.data(result);
-        const outcome = await waitForReplay(ctx, before, result.count, progressReporter(io.stderr, result.count));
+        if (!opts.wait || !result.count) return table ? undefined : ctx.print.data(result);
+        const outcome = await waitForReplay(ctx, calls, progressReporter(io.stderr, result.count));
         if (!table) ctx.print.data({ ...result, ...outcome });
         else ctx.print.line(`all ${result.count} finished: ${result.count - outcome.failed} succeeded, ${outcome.failed} did not`);
         if (outcome.failed) {

@@ -4,10 +4,10 @@ import { MAX_PAGE, type Page } from '../paging.js';
 
 /*
  * Following the deliveries a replay made until they finish. A replay answers only with a count,
- * so the deliveries are recognised by what the listener had before it: a replay of the window
- * makes new deliveries, whose ids (ULIDs, in creation order) come after the newest one before
- * and before any made later in one transaction; a re-queue of failed ones (--only-failed)
- * makes pending again some of the deliveries that were failed before.
+ * so the deliveries are recognised by what the listener had before it: each call of a replay of
+ * the window makes new deliveries, whose ids (ULIDs, in creation order) come after the newest
+ * one before that call and before any made later in one transaction; a re-queue of failed ones
+ * (--only-failed) makes pending again some of the deliveries that were failed before.
  */
 
 export interface BeforeReplay {
@@ -69,18 +69,25 @@ export function progressReporter(write: (line: string) => void, total: number, c
 /** Polls until none of the replay's `count` deliveries is pending; reports progress as it goes. */
 export async function waitForReplay(
   ctx: CommandContext,
-  before: BeforeReplay,
-  count: number,
+  calls: ReadonlyArray<{ before: BeforeReplay; count: number }>,
   report: (finished: number) => void,
 ): Promise<ReplayOutcome> {
+  const [{ before }] = calls;
   const { listenerId } = before;
-  // The replay's own deliveries: the `count` oldest made after the newest one before it.
+  const count = calls.reduce((n, c) => n + c.count, 0);
+  // The replay's own deliveries: of each call, the `count` oldest made after the newest one
+  // before it (deliveries of live events may come between the calls).
   let replayed: Set<string>;
   if (before.failed) replayed = new Set(before.failed.keys());
   else {
     const made: string[] = [];
     for await (const d of newestFirst(ctx, { listener_id: listenerId }, before.newestId)) made.push(d.id);
-    replayed = new Set(made.sort().slice(0, count));
+    made.sort();
+    replayed = new Set();
+    for (const call of calls) {
+      const after = call.before.newestId;
+      for (const id of made.filter((m) => after === null || m > after).slice(0, call.count)) replayed.add(id);
+    }
   }
   for (;;) {
     let pending = 0;

@@ -52,10 +52,13 @@ const byId = statement('SELECT seq, envelope, received_at FROM events WHERE proj
 const windowEvents = statement(`SELECT seq, id, envelope, received_at FROM events
   WHERE project = $1 AND received_at >= $2 AND received_at < $4 AND (received_at > $2 OR seq > $3) AND type <> 'PING'
   ORDER BY received_at, seq LIMIT $5`);
-// For the window's walk: the index's order, sorted only within a receive time (an incremental
-// sort). Without it, a table not analysed yet is planned as a sort of the whole rest of the
-// window for each page (a replay of 300,000 events took 31 s a call that way).
-const walkInIndexOrder = 'SET LOCAL enable_sort = off';
+// Around each page of the window's walk, and only there: the index's order, sorted only within
+// a receive time (an incremental sort). Without it, a table not analysed yet is planned as a
+// sort of the whole rest of the window for each page (a replay of 300,000 events took 31 s a
+// call that way). Left on for the page's other statements: without sorts, the lock of an
+// ordered listener's heads walks the whole table.
+const sortsOff = 'SET LOCAL enable_sort = off';
+const sortsBack = 'SET LOCAL enable_sort TO DEFAULT';
 // Walks events_project_execution: the execution's events in sequence order, from a sequence on.
 const executionEvents = statement(`SELECT seq, id, envelope, sequence FROM events
   WHERE project = $1 AND execution_id = $2 AND sequence >= $3
@@ -401,12 +404,14 @@ export function eventQueries(db: Database, notice: DueNotice, { appendsAtOnce = 
           due = count > 0;
         } else {
           const start = w.after === null ? null : parseReplayCursor(w.after);
-          await c.count(walkInIndexOrder, []);
-          const next = (last: WindowRow | null) => {
+          const next = async (last: WindowRow | null) => {
             const from = last ? { r: Number(last.received_at), seq: Number(last.seq) } : start ? { r: start.receivedAt, seq: start.seq } : { r: w.since, seq: 0 };
             // A position before the window starts it at the window's start.
             const r = Math.max(from.r, w.since);
-            return c.rows<WindowRow>(windowEvents, [project, r, r === from.r ? from.seq : 0, w.until, REPLAY_PAGE]);
+            await c.count(sortsOff, []);
+            const rows = await c.rows<WindowRow>(windowEvents, [project, r, r === from.r ? from.seq : 0, w.until, REPLAY_PAGE]);
+            await c.count(sortsBack, []);
+            return rows;
           };
           const r = await replayRows(c, project, listenerId, next, matches, matches.ordered?.has(listenerId) === true, w, now);
           const after = r.last ? replayCursor(r.last) : w.after;
