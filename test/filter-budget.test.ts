@@ -30,7 +30,7 @@ describe('a replay page under the budget', () => {
   const limits = { limit: 10, scanLimit: 10 };
   const spentAt = (seq: number) => (e: EventEnvelope) => {
     if (e.id === `e${seq}`) throw new FilterBudgetError(2_000);
-    return true;
+    return ['l1'];
   };
 
   it('stops before the event that ran past it, once one was looked at', () => {

@@ -15,8 +15,9 @@ import type { FanOut, ListenerRouting } from '../store/store.js';
 /** `$regex` time one ingest request may take, in milliseconds. */
 export const FILTER_BUDGET_MS = 500;
 /**
- * `$regex` time one replay may take: it walks up to 100,000 matching events (and the others of
- * its window), and an ordinary pattern over a few KiB of a value takes about 10 µs an event.
+ * `$regex` time one replay call may take: it looks at up to RELAY_REPLAY_SCAN_LIMIT events, and
+ * an ordinary pattern over a few KiB of a value takes about 10 µs an event. A call that runs past
+ * it stops there and says where to go on (store/rows.ts, replayPage).
  */
 export const REPLAY_FILTER_BUDGET_MS = 2_000;
 
@@ -25,7 +26,7 @@ export class FilterBudgetError extends Error {
   constructor(readonly budgetMs: number) {
     super(
       `matching these events against the $regex filters took more than ${budgetMs} ms; ` +
-        'send fewer events at a time (replay a shorter window), or shorter values where the filters test them',
+        'send fewer events at a time, or shorter values where the filters test them',
     );
     this.name = 'FilterBudgetError';
   }

@@ -2,7 +2,7 @@ import { initialGateState, type JudgedAttempt, type ListenerGateState } from '..
 import { FilterBudgetError } from '../fanout/filter-budget.js';
 import type { EventEnvelope, SourceFormat } from '../records/event.js';
 import { LISTENER_OPTION_DEFAULTS, type ListenerSpec, type StoredListener } from '../records/listener.js';
-import type { AttemptResult, ClaimedDelivery, DeliveryRecord, RecordJudge, StoredEvent } from './store.js';
+import type { AttemptResult, ClaimedDelivery, DeliveryRecord, FanOut, RecordJudge, ReplayAnswer, ReplayExecution, ReplayWindow, StoredEvent } from './store.js';
 
 /*
  * Rows as both backends read them, and the records they become. The columns and their names are
@@ -233,6 +233,28 @@ export function parseReplayCursor(text: string): { receivedAt: number; seq: numb
 }
 
 /**
+ * Where a window replay's next page starts: after the last row looked at, else after the
+ * call's `after`, else at the window's start; never before the window's start.
+ */
+export function windowFrom(w: ReplayWindow, last: WindowRow | null): { receivedAt: number; seq: number } {
+  const from = last
+    ? { receivedAt: Number(last.received_at), seq: Number(last.seq) }
+    : ((w.after !== null && parseReplayCursor(w.after)) || { receivedAt: w.since, seq: 0 });
+  return from.receivedAt < w.since ? { receivedAt: w.since, seq: 0 } : from;
+}
+
+/** A window replay's answer: where the next call goes on when this one was cut short. */
+export function windowAnswer(w: ReplayWindow, r: { count: number; truncated: boolean; last: WindowRow | null }): ReplayAnswer {
+  const after = r.last ? replayCursor(r.last) : w.after;
+  return { count: r.count, truncated: r.truncated, ...(r.truncated && after !== null && { after }) };
+}
+
+/** An execution replay's answer: the sequence the next call starts at when this one was cut short. */
+export function executionAnswer(w: ReplayExecution, r: { count: number; truncated: boolean; last: { sequence: number } | null }): ReplayAnswer {
+  return { count: r.count, truncated: r.truncated, ...(r.truncated && { fromSequence: (r.last?.sequence ?? w.fromSequence - 1) + 1 }) };
+}
+
+/**
  * One page of a replay's walk, as both backends take it: the rows that match and are within the
  * limits, in the order stored (an ordered listener's first delivery of an execution is its
  * head), and where the walk stopped. `state` carries the counts across pages. A row past a
@@ -243,7 +265,7 @@ export function parseReplayCursor(text: string): { receivedAt: number; seq: numb
 export function replayPage<Row extends ReplayRow>(
   rows: readonly Row[],
   state: { count: number; scanned: number; last: Row | null; truncated: boolean },
-  matches: (envelope: EventEnvelope) => boolean,
+  matches: FanOut,
   limits: { limit: number; scanLimit: number },
 ): Array<{ row: Row; envelope: EventEnvelope }> {
   const taken: Array<{ row: Row; envelope: EventEnvelope }> = [];
@@ -255,7 +277,7 @@ export function replayPage<Row extends ReplayRow>(
     const envelope = JSON.parse(row.envelope) as EventEnvelope;
     let match: boolean;
     try {
-      match = matches(envelope);
+      match = matches(envelope).length > 0;
     } catch (err) {
       if (!(err instanceof FilterBudgetError) || state.scanned === 0) throw err;
       state.truncated = true;

@@ -160,11 +160,13 @@ export function registerListenerActionCommands(program: Command, io: CliIo): voi
         // Each call is bounded; its answer's `next` is the body that goes on from where it stopped.
         // The result as the API gives it, for the whole window (cut short only by a re-queue's limit).
         const result = { count: 0, truncated: false };
-        const calls: Array<{ before: BeforeReplay; count: number }> = [];
+        let calls = 0;
+        // With --wait, what the listener had before each call, to tell that call's deliveries.
+        const followed: Array<{ before: BeforeReplay; count: number }> = [];
         const what = opts.onlyFailed ? 're-queued' : 'queued';
         const noun = opts.onlyFailed ? 'failed deliver' : 'new deliver';
         const deliveries = (n: number) => `${n} ${noun}${n === 1 ? 'y' : 'ies'}`;
-        const soFar = () => `${what} ${deliveries(result.count)} so far (${calls.length} ${calls.length === 1 ? 'call' : 'calls'})`;
+        const soFar = () => `${what} ${deliveries(result.count)} so far (${calls} ${calls === 1 ? 'call' : 'calls'})`;
         for (let next: Record<string, unknown> | undefined = body; next !== undefined; ) {
           const before = opts.wait ? await beforeReplay(ctx, id, opts.onlyFailed === true) : null;
           let answer: { count: number; truncated: boolean; next?: Record<string, unknown> };
@@ -172,23 +174,24 @@ export function registerListenerActionCommands(program: Command, io: CliIo): voi
             answer = await ctx.client.request('POST', `${listenerPath(id)}/replay`, { body: next });
           } catch (err) {
             // What the calls before made is stored: say how to go on rather than start again.
-            if (calls.length) io.stderr(`… ${soFar()}; to go on from there: ${goOn(id, next)}\n`);
+            if (calls) io.stderr(`… ${soFar()}; to go on from there: ${goOn(id, next)}\n`);
             throw err;
           }
           result.count += answer.count;
-          calls.push({ before: before ?? { listenerId: id, newestId: null, failed: null }, count: answer.count });
+          calls++;
+          if (before) followed.push({ before, count: answer.count });
           next = answer.truncated ? answer.next : undefined;
           result.truncated = answer.truncated && next === undefined;
           if (next !== undefined) io.stderr(`… ${soFar()}; going on where the relay stopped\n`);
         }
         const table = ctx.output === 'table';
         if (table) {
-          ctx.print.line(`${what} ${deliveries(result.count)} for listener ${id}${calls.length > 1 ? ` in ${calls.length} calls` : ''}`);
+          ctx.print.line(`${what} ${deliveries(result.count)} for listener ${id}${calls > 1 ? ` in ${calls} calls` : ''}`);
           if (result.truncated) ctx.print.line('stopped at 100 000, the most one call re-queues: run it again once these have been tried for the rest');
           if (result.count && !opts.wait) ctx.print.line(`follow ${result.count === 1 ? 'it' : 'them'} with: ${followPending(id)}`);
         }
         if (!opts.wait || !result.count) return table ? undefined : ctx.print.data(result);
-        const outcome = await waitForReplay(ctx, calls, progressReporter(io.stderr, result.count));
+        const outcome = await waitForReplay(ctx, followed, progressReporter(io.stderr, result.count));
         if (!table) ctx.print.data({ ...result, ...outcome });
         else ctx.print.line(`all ${result.count} finished: ${result.count - outcome.failed} succeeded, ${outcome.failed} did not`);
         if (outcome.failed) {

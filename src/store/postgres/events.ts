@@ -1,7 +1,7 @@
 import { newId } from '../../ids.js';
 import { FilterBudgetError } from '../../fanout/filter-budget.js';
 import type { EventEnvelope } from '../../records/event.js';
-import { isEventCursor, parseReplayCursor, replayCursor, replayPage, toStoredEvent, type EventRow, type ReplayRow, type WindowRow } from '../rows.js';
+import { executionAnswer, isEventCursor, replayPage, toStoredEvent, windowAnswer, windowFrom, type EventRow, type ReplayRow, type WindowRow } from '../rows.js';
 import {
   StoreConflictError,
   type AppendedEvent,
@@ -329,11 +329,10 @@ export function eventQueries(db: Database, notice: DueNotice, { appendsAtOnce = 
     now: number,
   ): Promise<{ count: number; truncated: boolean; last: Row | null; due: boolean }> {
     const state = { count: 0, scanned: 0, last: null as Row | null, truncated: false };
-    const isMatch = (envelope: EventEnvelope) => matches(envelope).length > 0;
     let due = false;
     for (;;) {
       const rows = await next(state.last);
-      const page = replayPage(rows, state, isMatch, limits);
+      const page = replayPage(rows, state, matches, limits);
       if (page.length) {
         const placing = page.map((p) => ({ id: newId(now), listenerId, execution: ordered ? p.envelope.execution_id : null }));
         const placed = await placeDeliveries(c, placing, now);
@@ -394,7 +393,7 @@ export function eventQueries(db: Database, notice: DueNotice, { appendsAtOnce = 
           const next = (last: (ReplayRow & { sequence: number }) | null) =>
             c.rows<ReplayRow & { sequence: number }>(executionEvents, [project, w.executionId, last ? last.sequence + 1 : w.fromSequence, REPLAY_PAGE]);
           const r = await replayRows(c, project, listenerId, next, matches, true, w, now);
-          answer = { count: r.count, truncated: r.truncated, ...(r.truncated && { fromSequence: (r.last?.sequence ?? w.fromSequence - 1) + 1 }) };
+          answer = executionAnswer(w, r);
           due = r.due;
         } else if (w.onlyFailed) {
           const params = [project, listenerId, w.since, w.until];
@@ -403,19 +402,15 @@ export function eventQueries(db: Database, notice: DueNotice, { appendsAtOnce = 
           answer = { count, truncated };
           due = count > 0;
         } else {
-          const start = w.after === null ? null : parseReplayCursor(w.after);
           const next = async (last: WindowRow | null) => {
-            const from = last ? { r: Number(last.received_at), seq: Number(last.seq) } : start ? { r: start.receivedAt, seq: start.seq } : { r: w.since, seq: 0 };
-            // A position before the window starts it at the window's start.
-            const r = Math.max(from.r, w.since);
+            const from = windowFrom(w, last);
             await c.count(sortsOff, []);
-            const rows = await c.rows<WindowRow>(windowEvents, [project, r, r === from.r ? from.seq : 0, w.until, REPLAY_PAGE]);
+            const rows = await c.rows<WindowRow>(windowEvents, [project, from.receivedAt, from.seq, w.until, REPLAY_PAGE]);
             await c.count(sortsBack, []);
             return rows;
           };
           const r = await replayRows(c, project, listenerId, next, matches, matches.ordered?.has(listenerId) === true, w, now);
-          const after = r.last ? replayCursor(r.last) : w.after;
-          answer = { count: r.count, truncated: r.truncated, ...(r.truncated && after !== null && { after }) };
+          answer = windowAnswer(w, r);
           due = r.due;
         }
         if (due) notice.afterCommit(c);

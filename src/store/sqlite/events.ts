@@ -3,7 +3,7 @@ import { newId } from '../../ids.js';
 import { filteredPage } from './filtered-page.js';
 import type { EventEnvelope, OriginalMessage } from '../../records/event.js';
 import type { Handing } from '../handing.js';
-import { isEventCursor, parseReplayCursor, replayCursor, replayPage, toStoredEvent, type EventRow, type ReplayRow, type WindowRow } from '../rows.js';
+import { executionAnswer, isEventCursor, replayPage, toStoredEvent, windowAnswer, windowFrom, type EventRow, type ReplayRow, type WindowRow } from '../rows.js';
 import {
   StoreConflictError,
   type AppendedEvent,
@@ -126,10 +126,9 @@ export function eventQueries(db: Database, executionOrder: ExecutionOrder) {
     now: number,
   ): { count: number; truncated: boolean; last: Row | null } {
     const state = { count: 0, scanned: 0, last: null as Row | null, truncated: false };
-    const isMatch = (envelope: EventEnvelope) => matches(envelope).length > 0;
     for (;;) {
       const rows = next(state.last);
-      for (const { row, envelope } of replayPage(rows, state, isMatch, limits)) {
+      for (const { row, envelope } of replayPage(rows, state, matches, limits)) {
         insertDeliveries(project, { seq: row.seq, id: row.id, executionId: envelope.execution_id }, [listenerId], () => ordered, now);
       }
       if (state.truncated || rows.length < REPLAY_PAGE) return state;
@@ -192,24 +191,18 @@ export function eventQueries(db: Database, executionOrder: ExecutionOrder) {
       if ('executionId' in w) {
         const next = (last: { sequence: number } | null) =>
           executionEvents.all(project, w.executionId, last ? last.sequence + 1 : w.fromSequence, REPLAY_PAGE);
-        const r = replayRows(project, listenerId, next, matches, true, w, now);
-        return { count: r.count, truncated: r.truncated, ...(r.truncated && { fromSequence: (r.last?.sequence ?? w.fromSequence - 1) + 1 }) };
+        return executionAnswer(w, replayRows(project, listenerId, next, matches, true, w, now));
       }
       if (w.onlyFailed) {
         const params = { project, listener: listenerId, since: w.since, until: w.until };
         const { changes } = requeueFailed.run({ ...params, now, limit: w.limit });
         return { count: changes, truncated: changes === w.limit && moreFailed.get(params) === 1 };
       }
-      const start = w.after === null ? null : parseReplayCursor(w.after);
       const next = (last: WindowRow | null) => {
-        const from = last ? { r: last.received_at, seq: last.seq } : start ? { r: start.receivedAt, seq: start.seq } : { r: w.since, seq: 0 };
-        // A position before the window starts it at the window's start.
-        const r = Math.max(from.r, w.since);
-        return windowEvents.all({ project, r, seq: r === from.r ? from.seq : 0, until: w.until, limit: REPLAY_PAGE });
+        const from = windowFrom(w, last);
+        return windowEvents.all({ project, r: from.receivedAt, seq: from.seq, until: w.until, limit: REPLAY_PAGE });
       };
-      const r = replayRows(project, listenerId, next, matches, matches.ordered?.has(listenerId) === true, w, now);
-      const after = r.last ? replayCursor(r.last) : w.after;
-      return { count: r.count, truncated: r.truncated, ...(r.truncated && after !== null && { after }) };
+      return windowAnswer(w, replayRows(project, listenerId, next, matches, matches.ordered?.has(listenerId) === true, w, now));
     },
   };
 }
