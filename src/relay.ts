@@ -227,6 +227,7 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
       wakeDispatcher,
       engine,
       replayScanLimit: config.replayScanLimit,
+      listScanLimit: config.listScanLimit,
       serveApi: serves.api,
       readiness,
     });

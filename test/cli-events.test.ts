@@ -459,10 +459,10 @@ describe('usage', () => {
   }, T);
 });
 
-describe('listener-replay over calls the relay bounds (RELAY_REPLAY_SCAN_LIMIT)', () => {
+describe('listener-replay and lists over calls the relay bounds (RELAY_REPLAY_SCAN_LIMIT, RELAY_LIST_SCAN_LIMIT)', () => {
   let bounded: SpawnedRelay;
   beforeAll(async () => {
-    bounded = await spawnRelay(path.join(workDir, 'bounded'), { RELAY_REPLAY_SCAN_LIMIT: '2' });
+    bounded = await spawnRelay(path.join(workDir, 'bounded'), { RELAY_REPLAY_SCAN_LIMIT: '2', RELAY_LIST_SCAN_LIMIT: '2' });
   }, 30_000);
   afterAll(async () => {
     await bounded?.stop();
@@ -511,5 +511,23 @@ describe('listener-replay over calls the relay bounds (RELAY_REPLAY_SCAN_LIMIT)'
     const refused = await boundedCli(['listener-replay', created.id, '--since', since, '--only-failed', '--after', first.next.after]);
     expect(refused).toMatchObject({ code: 2, stdout: '' });
     expect(refused.stderr).toMatch(/--after goes on with a replay of new deliveries/);
+  });
+
+  it('a list follows the pages the relay cut short until it holds --limit', async () => {
+    const events = Array.from({ length: 9 }, (_, i) => ({ id: `sparse-${i}`, type: 'SPARSE', workbook: [0, 5, 8].includes(i) ? 'sparse' : 'dense' }));
+    expect((await boundedCli(['event-publish'], { input: ndjson(events) })).code).toBe(0);
+    const ids = async (...args: string[]) => {
+      const r = await boundedCli(['event-list', '--workbook', 'sparse', '-f', 'value', '-c', 'id', ...args]);
+      expect(r.code, r.stderr).toBe(0);
+      return r.stdout;
+    };
+    // Two events looked at per request: sparse-5 is three requests after sparse-0.
+    expect(await ids('--order', 'asc')).toBe('sparse-0\nsparse-5\nsparse-8\n');
+    expect(await ids('--all')).toBe('sparse-8\nsparse-5\nsparse-0\n');
+    const first = await boundedCli(['event-list', '--workbook', 'sparse', '--order', 'asc', '--limit', '2']);
+    expect(first.code, first.stderr).toBe(0);
+    const more = /event-list --workbook sparse --order asc --limit 2 --cursor (\S+)/.exec(first.stdout + first.stderr);
+    expect(more).not.toBeNull();
+    expect(await ids('--order', 'asc', '--limit', '2', '--cursor', more![1])).toBe('sparse-8\n');
   });
 });

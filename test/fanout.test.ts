@@ -54,7 +54,7 @@ describe('fan-out cache', () => {
   async function route(f: ListenerRouting, project: string, data: Record<string, unknown>, into: SqliteStore = store) {
     const id = `evt-${++eventNumber}`;
     await into.appendEvents(project, [{ envelope: { ...envelope(data), id }, original: null, bodyHash: id }], f, Date.now());
-    return (await into.listDeliveries(project, { event_id: id, limit: 1000 })).map((d) => d.listener_id).sort();
+    return ((await into.listDeliveries(project, { event_id: id, limit: 1000 })).rows).map((d) => d.listener_id).sort();
   }
 
   async function change(project: string, n: number, over: Partial<StoredListener>, updatedAt = '2026-11-23T11:00:00.000Z') {

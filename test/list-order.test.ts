@@ -219,3 +219,74 @@ describe('cursors', () => {
     expect((await relay.api('GET', `${lists.listeners}&cursor=${old('v2:asc:x')}`)).status).toBe(400);
   });
 });
+
+describe('pages whose filters their walk does not serve (RELAY_LIST_SCAN_LIMIT)', () => {
+  let bounded: TestRelay;
+  beforeAll(async () => {
+    bounded = await startTestRelay({ RELAY_LIST_SCAN_LIMIT: '10' });
+  });
+  afterAll(async () => {
+    await bounded?.close();
+  });
+
+  /** Every page from the first, as a client follows next_cursor. */
+  async function pages(pathname: string): Promise<string[][]> {
+    const out: string[][] = [];
+    for (let cursor: string | null = null; ; ) {
+      const res = await bounded.api('GET', `${pathname}&limit=3${cursor ? `&cursor=${cursor}` : ''}`);
+      expect(res.status, res.text).toBe(200);
+      expect(res.body.items.length).toBeLessThanOrEqual(3);
+      out.push(res.body.items.map((item: { id: string }) => item.id));
+      cursor = res.body.next_cursor;
+      if (!cursor) return out;
+    }
+  }
+
+  it('look at no more than that many records a page, and go on with next_cursor to the end', async () => {
+    const listener = await bounded.api('POST', '/v1/listeners', { workbook: '*', event_types: ['NOTIFICATION'], callback: { url: receiver.url('/bounded') } });
+    expect(listener.status).toBe(201);
+    // 40 events, 10 apart in the log: "rare" at 5, 6, 25 and 39.
+    const rare = [5, 6, 25, 39];
+    const ids = Array.from({ length: 40 }, (_, i) => `bounded-${String(i).padStart(2, '0')}`);
+    const published = await bounded.api('POST', '/v1/events', {
+      events: ids.map((id, i) => ({ id, type: 'BOUNDED', workbook: rare.includes(i) ? 'rare' : 'common', execution_id: `x-${i % 2}` })),
+    });
+    expect(published.status).toBe(202);
+    const rareIds = rare.map((i) => ids[i]);
+
+    const asc = await pages('/v1/events?workbook=rare');
+    expect(asc).toEqual([[rareIds[0], rareIds[1]], [], [rareIds[2]], [rareIds[3]], []]);
+    expect((await pages('/v1/events?workbook=rare&order=desc')).flat()).toEqual([...rareIds].reverse());
+    expect((await pages('/v1/events?workbook=nothing')).flat()).toEqual([]);
+    // One execution's events, in sequence order, the workbook checked on ten at a time.
+    expect(await pages('/v1/events?execution_id=x-1&workbook=rare')).toEqual([[ids[5]], [ids[25], ids[39]], []]);
+    expect((await pages('/v1/events?execution_id=x-0')).flat()).toEqual(ids.filter((_, i) => i % 2 === 0));
+
+    await receiver.waitForCount('/bounded', 40);
+    const deliveries = async () => (await bounded.api('GET', `/v1/deliveries?listener_id=${listener.body.id}&status=pending&limit=100`)).body.items;
+    for (let i = 0; i < 50 && (await deliveries()).length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    const succeeded = await pages(`/v1/deliveries?listener_id=${listener.body.id}&status=succeeded`);
+    expect(succeeded.flat()).toHaveLength(40);
+    expect(succeeded.length).toBe(14);
+    expect(await pages(`/v1/deliveries?listener_id=${listener.body.id}&status=failed`)).toEqual([[]]);
+  });
+
+  it('refuse a cursor of an earlier version, and a cursor of the log for one execution', async () => {
+    const old = Buffer.from('v3:events:asc:17').toString('base64url');
+    const res = await bounded.api('GET', `/v1/events?cursor=${old}`);
+    expect(res.status).toBe(400);
+    expect(res.body.errors).toEqual([{ field: 'cursor', message: 'a cursor of an earlier version of the relay: start again without a cursor' }]);
+    expect((await bounded.api('POST', '/v1/events', { events: [1, 2].map((i) => ({ id: `plain-${i}`, type: 'PLAIN', workbook: 'plain' })) })).status).toBe(202);
+    const log = await bounded.api('GET', '/v1/events?workbook=plain&limit=1');
+    const mixed = await bounded.api('GET', `/v1/events?execution_id=x-1&cursor=${log.body.next_cursor}`);
+    expect(mixed.status).toBe(400);
+    expect(mixed.body.errors).toEqual([{ field: 'cursor', message: expect.stringContaining('continues a list of events without execution_id') }]);
+    const ofExecution = await bounded.api('GET', '/v1/events?execution_id=x-1&limit=1');
+    expect(ofExecution.body.next_cursor).toEqual(expect.any(String));
+    const unfiltered = await bounded.api('GET', `/v1/events?cursor=${ofExecution.body.next_cursor}`);
+    expect(unfiltered.status).toBe(400);
+    expect(unfiltered.body.errors).toEqual([{ field: 'cursor', message: expect.stringContaining("continues a list of one execution's events") }]);
+    const same = await bounded.api('GET', `/v1/events?execution_id=x-1&limit=1&cursor=${ofExecution.body.next_cursor}`);
+    expect(same.body.items.map((e: { sequence: number }) => e.sequence)).toEqual([2]);
+  });
+});

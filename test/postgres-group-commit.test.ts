@@ -150,9 +150,9 @@ describe('PostgreSQL appends of one event id from two processes', () => {
     const answers = await Promise.all([first, second]);
     expect(answers.map((a) => a[0].duplicate).sort()).toEqual([false, true]);
     expect(answers.map((a) => a[0].deliveries).sort()).toEqual([0, 1]);
-    const stored = await other.listEvents('pa', { limit: 10 });
+    const stored = (await other.listEvents('pa', { limit: 10 })).rows;
     expect(stored.map((e) => [e.envelope.id, e.envelope.sequence])).toEqual([['a-1', 1]]);
-    expect(await other.listDeliveries('pa', { limit: 10 })).toHaveLength(1);
+    expect((await other.listDeliveries('pa', { limit: 10 })).rows).toHaveLength(1);
     // The append that ran again gave back the number it took: the next event of x1 is 2.
     await other.appendEvents('pa', [event('a-2', 'x1')], routing, 3_000);
     expect((await other.getEvent('pa', 'a-2'))!.envelope.sequence).toBe(2);

@@ -183,4 +183,39 @@ describe('PostgreSQL plans as tables grow', () => {
     // 420,000.
     expect(after.indexRead('events_project_received') - before.indexRead('events_project_received')).toBeLessThan(60_000);
   }, 120_000);
+
+  it('a page of events or deliveries whose filters match nothing reads about scanLimit index entries, not the table', async () => {
+    schema = await createTestSchema('plans');
+    const open = () => openPostgresStore({ url: TEST_DATABASE_URL, schema: schema!.schema, pool: 2, log: pino({ level: 'silent' }) });
+    store = await open();
+    const routing = createFanOut();
+    await store.createListener(storedListener('l1', { project: P }));
+    const since = Date.now();
+    for (let b = 0; b < 20; b++) await store.appendEvents(P, Array.from({ length: 1_000 }, (_, i) => event(`w-${b}-${i}`)), routing, since + b);
+    await store.close();
+    const before = await settledStats(schema.schema, (st) => st.inserted('deliveries') === 20_000);
+    store = await open();
+    const scanLimit = 1_000;
+    const events = await store.listEvents(P, { limit: 51, order: 'desc', workbook: 'none', scanLimit });
+    expect(events.rows).toEqual([]);
+    expect(events.resume).not.toBeNull();
+    expect((await store.listEvents(P, { limit: 51, type: 'none', scanLimit, after: events.resume })).rows).toEqual([]);
+    const deliveries = await store.listDeliveries(P, { limit: 51, listener_id: 'l1', status: 'succeeded', scanLimit });
+    expect(deliveries).toEqual({ rows: [], resume: expect.any(String) });
+    expect((await store.listDeliveries(P, { limit: 51, status: 'succeeded', scanLimit })).rows).toEqual([]);
+    expect((await store.listDeliveries(P, { limit: 51, order: 'desc' })).rows).toHaveLength(51);
+    await store.close();
+    store = null;
+    const scans = before.indexScans('deliveries_pkey');
+    const after = await settledStats(schema.schema, (st) => st.indexScans('deliveries_pkey') > scans);
+    const read = (index: string) => after.indexRead(index) - before.indexRead(index);
+    // Each page walks scanLimit entries and its probe as many again: two pages of events,
+    // a listener's deliveries, then every delivery's twice (the last page fills at once). A
+    // sort of what the walks find would read all 20,000 of each.
+    expect(read('events_project_received')).toBeLessThan(5 * scanLimit);
+    expect(read('deliveries_project_listener')).toBeLessThan(3 * scanLimit);
+    expect(read('deliveries_pkey')).toBeLessThan(3 * scanLimit + 200);
+    expect(after.seqRead('events') - before.seqRead('events')).toBe(0);
+    expect(after.seqRead('deliveries') - before.seqRead('deliveries')).toBe(0);
+  }, 120_000);
 });

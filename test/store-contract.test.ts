@@ -23,7 +23,9 @@ import {
   type ClaimedDelivery,
   type FanOut,
   type ListenerRouting,
+  type DeliveryQuery,
   type ListOrder,
+  type ListPage,
   type NewEvent,
   type RecordJudge,
   type Store,
@@ -283,7 +285,7 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
   }
   /** The delivery of `eventId` to `listenerId`. */
   async function deliveryOf(eventId: string, listenerId = 'l1') {
-    const [d] = await store.listDeliveries(P, { event_id: eventId, listener_id: listenerId, limit: 10 });
+    const [d] = (await store.listDeliveries(P, { event_id: eventId, listener_id: listenerId, limit: 10 })).rows;
     if (!d) throw new Error(`no delivery of ${eventId} to ${listenerId}`);
     return d;
   }
@@ -418,7 +420,7 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       const second = await store.appendEvents(P, [event('n', { execution_id: null }), event('d')], routing, T + 5);
       expect([...first, ...second]).toEqual(['a', 'b', 'c', 'n', 'd'].map((id) => ({ id, duplicate: false, deliveries: 1, handed: 0 })));
 
-      const listed = await store.listEvents(P, { limit: 10 });
+      const listed = (await store.listEvents(P, { limit: 10 })).rows;
       expect(listed.map((e) => [e.envelope.id, e.envelope.sequence, e.received_at])).toEqual([
         ['a', 1, T],
         ['b', 1, T],
@@ -451,7 +453,7 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       );
       expect(await store.getEvent(P, 'b')).toBeNull();
       expect(await store.getEvent(P, 'c')).toBeNull();
-      expect(ids(await store.listDeliveries(P, { limit: 10 }))).toHaveLength(1);
+      expect(ids((await store.listDeliveries(P, { limit: 10 })).rows)).toHaveLength(1);
       // The numbers the rolled-back events took are given again: no gap.
       await store.appendEvents(P, [event('d')], routing, T);
       expect((await store.getEvent(P, 'd'))!.envelope.sequence).toBe(2);
@@ -465,7 +467,7 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       await expect(store.appendEvents(P, [event('a', {}, 'another body')], routing, T + 2)).rejects.toBeInstanceOf(StoreConflictError);
       // Event ids belong to their project.
       expect(await store.appendEvents(Q, [event('a')], routing, T)).toEqual([{ id: 'a', duplicate: false, deliveries: 1, handed: 0 }]);
-      expect(await store.listDeliveries(P, { limit: 10 })).toHaveLength(1);
+      expect((await store.listDeliveries(P, { limit: 10 })).rows).toHaveLength(1);
       expect((await store.getEvent(P, 'a'))!.received_at).toBe(T);
     });
 
@@ -489,10 +491,10 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       // Nothing of a refused call is stored, and exec-1's numbers run on without a gap.
       expect(await store.getEvent(P, 'd')).toBeNull();
       expect(await store.getEvent(P, 'f')).toBeNull();
-      const sequences = (await store.listEvents(P, { limit: 100, execution_id: 'exec-1' })).map((e) => [e.envelope.id, e.envelope.sequence]);
+      const sequences = ((await store.listEvents(P, { limit: 100, execution_id: 'exec-1' })).rows).map((e) => [e.envelope.id, e.envelope.sequence]);
       expect(sequences.map(([, n]) => n)).toEqual(Array.from({ length: 24 }, (_, i) => i + 1));
       expect(new Set(sequences.map(([id]) => id))).toEqual(new Set(['a', 'b', 'c', 'e', ...Array.from({ length: 20 }, (_, i) => `s${i}`)]));
-      expect(await store.listDeliveries(P, { limit: 100 })).toHaveLength(24);
+      expect((await store.listDeliveries(P, { limit: 100 })).rows).toHaveLength(24);
     });
 
     it('numbers concurrent appends to one execution 1..n, from two processes', async () => {
@@ -503,9 +505,9 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
         Array.from({ length: n }, (_, i) => (i % 2 ? other : store).appendEvents(P, [event(`e${i}`)], countingRouting().routing, T)),
       );
       // In commit order: the event log lists them by the sequence they were given.
-      const sequences = (await store.listEvents(P, { limit: 100, execution_id: 'exec-1' })).map((e) => e.envelope.sequence);
+      const sequences = ((await store.listEvents(P, { limit: 100, execution_id: 'exec-1' })).rows).map((e) => e.envelope.sequence);
       expect(sequences).toEqual(Array.from({ length: n }, (_, i) => i + 1));
-      expect(await store.listDeliveries(P, { limit: 100 })).toHaveLength(n);
+      expect((await store.listDeliveries(P, { limit: 100 })).rows).toHaveLength(n);
     });
   });
 
@@ -515,13 +517,30 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       const pages: string[][] = [];
       let after: string | null = null;
       for (;;) {
-        const page = await store.listEvents(P, { ...filter, order, limit, after });
+        const { rows: page, resume } = await store.listEvents(P, { ...filter, order, limit, after });
+        expect(resume).toBeNull();
         if (page.length === 0) return pages;
-        for (const e of page) expect(store.isEventCursor(e.cursor)).toBe(true);
+        for (const e of page) expect(store.isEventCursor(e.cursor, filter.execution_id !== undefined)).toBe(true);
         pages.push(page.map((e) => e.envelope.id));
         after = page.at(-1)!.cursor;
       }
     }
+
+    /**
+     * Every page of a list as a client follows it: after a full page its last row, after a short
+     * one where the walk stopped (resume), until neither.
+     */
+    async function follow<T>(read: (after: string | null) => Promise<ListPage<T>>, limit: number, cursorOf: (row: T) => string) {
+      const pages: T[][] = [];
+      for (let after: string | null = null; ; ) {
+        const { rows, resume } = await read(after);
+        expect(rows.length).toBeLessThanOrEqual(limit);
+        pages.push(rows);
+        after = rows.length === limit ? cursorOf(rows.at(-1)!) : resume;
+        if (after === null) return pages;
+      }
+    }
+    const eventIds = (pages: Array<Array<{ envelope: { id: string } }>>) => pages.map((p) => p.map((e) => e.envelope.id));
 
     it('pages events both ways with cursors and filters', async () => {
       const input = [
@@ -545,19 +564,102 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       expect(store.isEventCursor('')).toBe(false);
     });
 
+    it('checks workbook and type on at most scanLimit events a page, and says where the walk stopped', async () => {
+      // e0…e11, 10 ms apart; workbook "rare" at 1, 7 and 8; TASK_FAILED at 8 and 9; exec-2 from 6 on.
+      for (let i = 0; i < 12; i++) {
+        const over = { workbook: [1, 7, 8].includes(i) ? 'rare' : 'billing', type: i >= 8 && i <= 9 ? 'TASK_FAILED' : 'TASK_SUCCEEDED', execution_id: i >= 6 ? 'exec-2' : 'exec-1' };
+        await store.appendEvents(P, [event(`e${i}`, over)], routing, T + i * 10);
+        if (i % 3 === 0) await store.appendEvents(Q, [event(`q${i}`, over)], routing, T + i * 10);
+      }
+      const log = (await store.listEvents(P, { limit: 100 })).rows;
+      expect(log.map((e) => e.envelope.id)).toEqual(Array.from({ length: 12 }, (_, i) => `e${i}`));
+      const at = (i: number) => log[i].cursor;
+
+      // The first page looks at e0…e3: it finds e1 and stops after e3.
+      expect(await store.listEvents(P, { workbook: 'rare', limit: 3, scanLimit: 4 })).toEqual({ rows: [log[1]], resume: at(3) });
+      const rare = (order: ListOrder, scanLimit: number, limit: number) =>
+        follow((after) => store.listEvents(P, { workbook: 'rare', order, after, limit, scanLimit }), limit, (e) => e.cursor);
+      expect(eventIds(await rare('asc', 4, 3))).toEqual([['e1'], ['e7'], ['e8'], []]);
+      expect(eventIds(await rare('desc', 4, 3))).toEqual([['e8'], ['e7'], ['e1'], []]);
+      expect(eventIds(await rare('asc', 5, 2))).toEqual([['e1'], ['e7', 'e8'], []]);
+      expect(eventIds(await rare('asc', 100, 2))).toEqual([['e1', 'e7'], ['e8']]);
+      // A walk that ends before scanLimit rows ends the list.
+      expect(await store.listEvents(P, { workbook: 'rare', after: at(8), limit: 3, scanLimit: 4 })).toEqual({ rows: [], resume: null });
+      expect(await store.listEvents(P, { workbook: 'none', limit: 3, scanLimit: 13 })).toEqual({ rows: [], resume: null });
+      // Exactly scanLimit rows walked: whether more follow is for the next page to find.
+      expect(await store.listEvents(P, { workbook: 'none', limit: 3, scanLimit: 12 })).toEqual({ rows: [], resume: at(11) });
+      expect(await store.listEvents(P, { workbook: 'none', after: at(11), limit: 3, scanLimit: 12 })).toEqual({ rows: [], resume: null });
+
+      // The walk of one execution, or from `since`, is bounded the same way.
+      const failed = (filter: EventFilter, order: ListOrder) =>
+        follow((after) => store.listEvents(P, { ...filter, type: 'TASK_FAILED', order, after, limit: 5, scanLimit: 2 }), 5, (e) => e.cursor);
+      expect(eventIds(await failed({ execution_id: 'exec-2' }, 'asc'))).toEqual([[], ['e8', 'e9'], [], []]);
+      expect(eventIds(await failed({ since: T + 70 }, 'desc'))).toEqual([[], ['e9', 'e8'], []]);
+      expect(await store.listEvents(P, { since: T + 70, workbook: 'rare', limit: 5, scanLimit: 2 })).toEqual({ rows: [log[7], log[8]], resume: at(8) });
+      // One execution's events in their sequence order, the log in the order received.
+      await store.appendEvents(P, [event('x1', { execution_id: 'exec-3' })], routing, T + 500);
+      await store.appendEvents(P, [event('x2', { execution_id: 'exec-3' })], routing, T + 400);
+      const x = (await store.listEvents(P, { limit: 10, execution_id: 'exec-3' })).rows;
+      expect(x.map((e) => [e.envelope.id, e.envelope.sequence])).toEqual([['x1', 1], ['x2', 2]]);
+      expect((await store.listEvents(P, { limit: 10, since: T + 400 })).rows.map((e) => e.envelope.id)).toEqual(['x2', 'x1']);
+      expect((await store.listEvents(P, { limit: 10, execution_id: 'exec-3', order: 'desc', after: x[1].cursor })).rows).toEqual([x[0]]);
+      expect(x.map((e) => e.cursor)).toEqual(['x1', 'x2']);
+      expect(store.isEventCursor(x[0].cursor, true)).toBe(true);
+      expect(store.isEventCursor((await store.listEvents(Q, { limit: 1 })).rows[0].cursor, true)).toBe(false);
+      // Unfiltered pages and walks served whole are never cut short.
+      const exec2 = await store.listEvents(P, { execution_id: 'exec-2', limit: 2, scanLimit: 1 });
+      expect(exec2).toEqual({ rows: [{ ...log[6], cursor: 'x1' }, { ...log[7], cursor: 'x2' }], resume: null });
+      expect((await store.listEvents(P, { limit: 100, scanLimit: 1 })).rows).toHaveLength(14);
+    });
+
+    it('checks the filters its walk does not serve on at most scanLimit deliveries a page', async () => {
+      await store.createListener(listener('l1'));
+      await store.createListener(listener('l2'));
+      await store.createListener(listener('lq', { project: Q }));
+      for (let i = 0; i < 6; i++) {
+        await store.appendEvents(P, [event(`e${i}`)], routing, T + i * 10);
+        await store.appendEvents(Q, [event(`q${i}`)], routing, T + i * 10);
+      }
+      const all = (await store.listDeliveries(P, { limit: 100 })).rows;
+      expect(all).toHaveLength(12);
+      // Two of l1's succeed: e1's and e4's.
+      const l1 = all.filter((d) => d.listener_id === 'l1');
+      const done = [l1[1], l1[4]].map((d) => d.id);
+      const claimed = await claim(store, 'w1', T + 100, { limit: 100 });
+      await record('w1', claimed.filter((d) => done.includes(d.id)).map((d) => result(d, attempt(1, T + 100))), T + 110);
+      await store.releaseLeases('w1', claimed.filter((d) => !done.includes(d.id)).map((d) => d.id), T + 110);
+
+      const read = (q: Omit<DeliveryQuery, 'limit' | 'after'>, limit: number) => follow((after) => store.listDeliveries(P, { ...q, after, limit }), limit, (d) => d.id);
+      // The listener's six walked, the status checked on each.
+      const pages = await read({ listener_id: 'l1', status: 'succeeded', scanLimit: 3 }, 5);
+      expect(pages.map(ids)).toEqual([[done[0]], [done[1]], []]);
+      expect(await store.listDeliveries(P, { listener_id: 'l1', status: 'succeeded', limit: 5, scanLimit: 3 })).toEqual({ rows: [pages[0][0]], resume: l1[2].id });
+      expect((await read({ listener_id: 'l1', status: 'succeeded', scanLimit: 3, order: 'desc' }, 5)).map(ids)).toEqual([[done[1]], [done[0]], []]);
+      // Every delivery of the database walked (p2's interleaved), the project and status checked.
+      expect((await read({ status: 'succeeded', scanLimit: 5 }, 5)).flat().map((d) => d.id)).toEqual(done);
+      const pending = await read({ status: 'pending', scanLimit: 5 }, 4);
+      expect(pending.flat().map((d) => d.id)).toEqual(all.filter((d) => !done.includes(d.id)).map((d) => d.id));
+      expect(pending.flat().every((d) => d.status === 'pending')).toBe(true);
+      const unfiltered = await read({ scanLimit: 5 }, 100);
+      expect(unfiltered.flat()).toEqual((await store.listDeliveries(P, { limit: 100 })).rows);
+      expect(await store.listDeliveries(Q, { listener_id: 'l1', limit: 5, scanLimit: 1 })).toEqual({ rows: [], resume: null });
+      // An event's deliveries with a listener checked.
+      expect((await store.listDeliveries(P, { event_id: 'e2', listener_id: 'l2', limit: 5, scanLimit: 2 })).rows.map((d) => d.listener_id)).toEqual(['l2']);
+    });
+
     it('pages deliveries both ways by id, with filters', async () => {
       await store.createListener(listener('l1'));
       await store.createListener(listener('l2'));
       for (const [i, id] of ['a', 'b', 'c'].entries()) await store.appendEvents(P, [event(id)], routing, T + i * 1000);
-      const all = ids(await store.listDeliveries(P, { limit: 100 }));
+      const all = ids((await store.listDeliveries(P, { limit: 100 })).rows);
       expect(all).toHaveLength(6);
       expect(sorted(all)).toEqual(all);
-      expect(ids(await store.listDeliveries(P, { limit: 100, order: 'desc' }))).toEqual([...all].reverse());
+      expect(ids((await store.listDeliveries(P, { limit: 100, order: 'desc' })).rows)).toEqual([...all].reverse());
 
       const walk = async (order: ListOrder, limit: number) => {
         const pages: string[][] = [];
         for (let after: string | null = null; ; ) {
-          const page = ids(await store.listDeliveries(P, { order, limit, after }));
+          const page = ids((await store.listDeliveries(P, { order, limit, after })).rows);
           if (page.length === 0) return pages;
           pages.push(page);
           after = page.at(-1)!;
@@ -566,17 +668,17 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       expect(await walk('asc', 4)).toEqual([all.slice(0, 4), all.slice(4)]);
       expect(await walk('desc', 4)).toEqual([[...all].reverse().slice(0, 4), [...all].reverse().slice(4)]);
 
-      const byListener = await store.listDeliveries(P, { limit: 100, listener_id: 'l2' });
+      const byListener = (await store.listDeliveries(P, { limit: 100, listener_id: 'l2' })).rows;
       expect(byListener.map((d) => [d.event_id, d.listener_id])).toEqual([['a', 'l2'], ['b', 'l2'], ['c', 'l2']]);
-      const byEvent = await store.listDeliveries(P, { limit: 100, event_id: 'b', order: 'desc' });
+      const byEvent = (await store.listDeliveries(P, { limit: 100, event_id: 'b', order: 'desc' })).rows;
       expect(sorted(byEvent.map((d) => d.listener_id))).toEqual(['l1', 'l2']);
       expect(byEvent.every((d) => d.event_id === 'b')).toBe(true);
 
       const [d] = await claim(store, 'w1', T + 10, { limit: 1 });
       await record('w1', [result(d, attempt(1, T + 10))], T + 20);
-      expect(ids(await store.listDeliveries(P, { limit: 100, status: 'succeeded' }))).toEqual([d.id]);
-      expect(await store.listDeliveries(P, { limit: 100, status: 'pending' })).toHaveLength(5);
-      expect(await store.listDeliveries(Q, { limit: 100 })).toEqual([]);
+      expect(ids((await store.listDeliveries(P, { limit: 100, status: 'succeeded' })).rows)).toEqual([d.id]);
+      expect((await store.listDeliveries(P, { limit: 100, status: 'pending' })).rows).toHaveLength(5);
+      expect((await store.listDeliveries(Q, { limit: 100 })).rows).toEqual([]);
       expect(await store.getDelivery(Q, d.id)).toBeNull();
     });
   });
@@ -602,7 +704,7 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
 
       const second = await claim(store, 'w2', T + 100);
       expect(second).toHaveLength(1);
-      expect(sorted([...ids(first), ...ids(second)])).toEqual(sorted(ids(await store.listDeliveries(P, { limit: 10 }))));
+      expect(sorted([...ids(first), ...ids(second)])).toEqual(sorted(ids((await store.listDeliveries(P, { limit: 10 })).rows)));
       // The lease ends at now + leaseMs + the listener's timeout: T + 1510 for the first claim.
       expect(await claim(store, 'w2', T + 1_509)).toEqual([]);
       const again = await claim(store, 'w3', T + 1_511);
@@ -809,21 +911,21 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       const l1 = listener('l1');
       await seed(['a', 'b'], [l1]);
       await store.updateListener(P, 'l1', { ...specOf(l1), enabled: false }, iso(T + 100));
-      const held = await store.listDeliveries(P, { limit: 10 });
+      const held = (await store.listDeliveries(P, { limit: 10 })).rows;
       expect(held.map((d) => [d.status, d.next_attempt_at])).toEqual([['pending', null], ['pending', null]]);
       expect(await claim(store, 'w1', T + 200)).toEqual([]);
       expect(await store.nextDueAt()).toBeNull();
       expect(await store.queueDepth(T + 200)).toEqual({ due: 0, scheduled: 0, oldestDueAt: null });
 
       await store.updateListener(P, 'l1', { ...specOf(l1), enabled: true }, iso(T + 300));
-      expect((await store.listDeliveries(P, { limit: 10 })).map((d) => d.next_attempt_at)).toEqual([T + 300, T + 300]);
+      expect(((await store.listDeliveries(P, { limit: 10 })).rows).map((d) => d.next_attempt_at)).toEqual([T + 300, T + 300]);
       expect(await claim(store, 'w1', T + 300)).toHaveLength(2);
     });
 
     it('cancels the pending deliveries of a deleted listener', async () => {
       await seed(['a', 'b'], [listener('l1'), listener('l2')]);
       expect(await store.deleteListener(P, 'l1')).toBe(true);
-      const l1s = await store.listDeliveries(P, { limit: 10, listener_id: 'l1' });
+      const l1s = (await store.listDeliveries(P, { limit: 10, listener_id: 'l1' })).rows;
       expect(l1s.map((d) => [d.status, d.next_attempt_at])).toEqual([['cancelled', null], ['cancelled', null]]);
       expect((await claim(store, 'w1', T + 10)).map((d) => d.listenerId)).toEqual(['l2', 'l2']);
     });
@@ -846,7 +948,7 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       const all = [...takers.flat(), ...rest];
       expect(all).toHaveLength(60);
       expect(new Set(all).size).toBe(60);
-      expect(sorted(all)).toEqual(sorted(ids(await store.listDeliveries(P, { limit: 100 }))));
+      expect(sorted(all)).toEqual(sorted(ids((await store.listDeliveries(P, { limit: 100 })).rows)));
     });
 
     it('asks the gate with the projects that have due work and claims what it allots', async () => {
@@ -957,14 +1059,14 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
 
       const window = { since: T + 1_500, until: T + 3_500, onlyFailed: false, after: null, limit: 10, scanLimit: 1000 };
       expect(await store.replay(P, 'l2', window, onlySucceeded, T + 10_000)).toEqual({ count: 1, truncated: false });
-      const replayed = await store.listDeliveries(P, { limit: 10, listener_id: 'l2' });
+      const replayed = (await store.listDeliveries(P, { limit: 10, listener_id: 'l2' })).rows;
       expect(replayed.map((d) => [d.event_id, d.status, d.attempt_count, d.next_attempt_at])).toEqual([['c', 'pending', 0, T + 10_000]]);
       expect(replayed[0].id).not.toBe((await deliveryOf('c', 'l1')).id);
 
       const all = { since: T, until: T + 10_000, onlyFailed: false, after: null, limit: 3, scanLimit: 1000 };
       expect(await store.replay(P, 'l2', all, everything, T + 10_000)).toEqual({ count: 3, truncated: true, after: expect.any(String) });
       expect(await store.replay(P, 'l2', { ...all, limit: 4 }, everything, T + 10_000)).toEqual({ count: 4, truncated: false });
-      expect(await store.listDeliveries(P, { limit: 100, listener_id: 'l2' })).toHaveLength(8);
+      expect((await store.listDeliveries(P, { limit: 100, listener_id: 'l2' })).rows).toHaveLength(8);
       expect(await store.replay(Q, 'l2', { ...all, limit: 10 }, everything, T + 10_000)).toEqual({ count: 0, truncated: false });
 
       // Failed ones: b and c fail, a succeeds, d waits for a retry.
@@ -986,7 +1088,7 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       for (const id of ['b', 'c']) {
         expect(await deliveryOf(id)).toMatchObject({ status: 'pending', next_attempt_at: T + 20_000, attempt_count: 1 });
       }
-      expect(await store.listDeliveries(P, { limit: 100, listener_id: 'l1' })).toHaveLength(4);
+      expect((await store.listDeliveries(P, { limit: 100, listener_id: 'l1' })).rows).toHaveLength(4);
     });
 
     it('goes on with a window replay from where a call stopped, at either limit, each event once', async () => {
@@ -998,7 +1100,7 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       await store.appendEvents(Q, [event('q1')], routing, T + 2_000);
       await store.createListener(listener('l2'));
       const succeeded: FanOut = (e) => (e.type === 'TASK_SUCCEEDED' ? ['l2'] : []);
-      const replayed = async () => (await store.listDeliveries(P, { limit: 100, listener_id: 'l2' })).map((d) => d.event_id);
+      const replayed = async () => ((await store.listDeliveries(P, { limit: 100, listener_id: 'l2' })).rows).map((d) => d.event_id);
       const inOrderReceived = ['e1', 'e2', 'e3', 'e4', 'e0', 'e5', 'e6', 'e7', 'e8'];
       const expected = inOrderReceived.filter((id) => Number(id.slice(1)) % 3 !== 0);
 
@@ -1081,8 +1183,8 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
         total.rollups += pruned.rollups;
       }
       expect(total).toEqual({ deliveries: 2, events: 3, rollups: 1 });
-      expect((await store.listEvents(P, { limit: 10 })).map((e) => e.envelope.id)).toEqual(['c']);
-      expect(ids(await store.listDeliveries(P, { limit: 10 }))).toEqual([c.id]);
+      expect(((await store.listEvents(P, { limit: 10 })).rows).map((e) => e.envelope.id)).toEqual(['c']);
+      expect(ids((await store.listDeliveries(P, { limit: 10 })).rows)).toEqual([c.id]);
       expect(await store.getDelivery(P, a.id)).toBeNull();
       expect(await store.listAttempts(P, a.id)).toEqual([]);
       expect(await store.listAttempts(P, c.id)).toHaveLength(1);
@@ -1095,7 +1197,7 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       await store.appendEvents(P, [event('ahead')], routing, T + YEAR);
       await store.appendEvents(P, [event('o1'), event('o2')], routing, T);
       expect(await store.pruneFinished(T + 10 * MINUTE, 100)).toMatchObject({ events: 2 });
-      expect((await store.listEvents(P, { limit: 10 })).map((e) => e.envelope.id)).toEqual(['ahead']);
+      expect(((await store.listEvents(P, { limit: 10 })).rows).map((e) => e.envelope.id)).toEqual(['ahead']);
     });
 
     it('counts retention from when a delivery finished, not from when it was made', async () => {
@@ -1275,7 +1377,7 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       const from2 = { executionId: 'exec-1', fromSequence: 2, limit: 2, scanLimit: 1000 };
       const all: FanOut = () => ['lr'];
       expect(await store.replay(P, 'lr', from2, all, T + 100)).toEqual({ count: 2, truncated: true, fromSequence: 4 });
-      const replayed = await store.listDeliveries(P, { listener_id: 'lr', limit: 10 });
+      const replayed = (await store.listDeliveries(P, { listener_id: 'lr', limit: 10 })).rows;
       expect(replayed.map((d) => [d.event_id, d.next_attempt_at])).toEqual([['e2', T + 100], ['e3', null]]);
       const heads = (await claim(store, 'w1', T + 100)).filter((d) => d.listenerId === 'lr');
       expect(sent(heads, 'lr')).toEqual([['e2', null]]);
@@ -1303,13 +1405,13 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       };
       const claimed = await claim(store, 'w1', T + 10, { admit });
       expect(asked!.candidates).toHaveLength(6);
-      expect(sorted(asked!.candidates.map(([, id]) => id))).toEqual(sorted(ids(await store.listDeliveries(P, { limit: 10 }))));
+      expect(sorted(asked!.candidates.map(([, id]) => id))).toEqual(sorted(ids((await store.listDeliveries(P, { limit: 10 })).rows)));
       expect(asked!.listeners).toEqual({
         l1: { state: initialGateState(T + 10), ratePerS: null },
         l2: { state: initialGateState(T + 10), ratePerS: 5 },
       });
       expect(claimed.map((d) => d.listenerId).sort()).toEqual(['l1', 'l1', 'l1', 'l2']);
-      const deferred = (await store.listDeliveries(P, { listener_id: 'l2', limit: 10 })).filter((d) => !ids(claimed).includes(d.id));
+      const deferred = ((await store.listDeliveries(P, { listener_id: 'l2', limit: 10 })).rows).filter((d) => !ids(claimed).includes(d.id));
       expect(deferred.map((d) => [d.next_attempt_at, d.in_flight]).sort((x, y) => Number(x[0]) - Number(y[0]))).toEqual([
         [T + 1_010, false],
         [T + 2_010, false],
@@ -1381,7 +1483,7 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       expect(await deliveryOf('b', 'l2')).toMatchObject({ status: 'pending', next_attempt_at: null });
       // The relay's own event is in the log, routed after l2 went off (l2 takes notifications).
       expect(await store.getEvent(P, 'relay-1')).toEqual({ envelope: relayEvent, received_at: T + 20 });
-      expect((await store.listDeliveries(P, { event_id: 'relay-1', limit: 10 })).map((d) => d.listener_id)).toEqual(['watch']);
+      expect(((await store.listDeliveries(P, { event_id: 'relay-1', limit: 10 })).rows).map((d) => d.listener_id)).toEqual(['watch']);
     });
 
     it('announces a listener turned off once: not for a second 410, a later one, or a judgement about a listener already off', async () => {
@@ -1410,9 +1512,9 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       expect(second.disabledListeners).toEqual([]);
       expect(announced).toHaveLength(1);
       expect(await store.getListener(P, 'l1')).toMatchObject({ enabled: false, disabled_reason: 'the receiver answered 410 Gone' });
-      const said = (await store.listEvents(P, { limit: 10 })).filter((e) => e.envelope.type === 'relay.listener.disabled');
+      const said = ((await store.listEvents(P, { limit: 10 })).rows).filter((e) => e.envelope.type === 'relay.listener.disabled');
       expect(said.map((e) => e.envelope.id)).toEqual(['off-1']);
-      expect((await store.listDeliveries(P, { event_id: 'off-1', limit: 10 })).map((d) => d.listener_id)).toEqual(['watch']);
+      expect(((await store.listDeliveries(P, { event_id: 'off-1', limit: 10 })).rows).map((d) => d.listener_id)).toEqual(['watch']);
     });
 
     it('forgets the gate state of a listener enabled again: the failures that turned it off no longer count', async () => {
@@ -1494,7 +1596,7 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       expect(viaTask.value).toEqual({ state: 'PAUSED', t3: failed, now: viaTask.value.now });
       expect(await store.getTask(P, 't3')).toEqual(failed);
 
-      const events = await store.listEvents(P, { limit: 10, execution_id: 'x1' });
+      const events = (await store.listEvents(P, { limit: 10, execution_id: 'x1' })).rows;
       expect(events.map((e) => [e.envelope.id, e.envelope.sequence])).toEqual([['ev1', 1], ['ev2', 2], ['ev3', 3], ['ev4', 4]]);
       expect(ids(await store.listTasks(P, 'x1', { limit: 2 }))).toEqual(['t1', 't2']);
       expect(ids(await store.listTasks(P, 'x1', { limit: 2, after: 't2' }))).toEqual(['t3']);
@@ -1524,8 +1626,8 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       await expect(refused).rejects.toThrow('refused by the test');
       expect(await store.getExecution(P, 'x1')).toBeNull();
       expect(await store.getTask(P, 't1')).toBeNull();
-      expect(await store.listEvents(P, { limit: 10 })).toEqual([]);
-      expect(await store.listDeliveries(P, { limit: 10 })).toEqual([]);
+      expect((await store.listEvents(P, { limit: 10 })).rows).toEqual([]);
+      expect((await store.listDeliveries(P, { limit: 10 })).rows).toEqual([]);
       await store.engineTransaction(P, { launch: true }, routing, (tx) => {
         tx.insertExecution(execution('x1', tx.now));
         tx.appendEvent(engineEvent('ev2', 'WORKFLOW_LAUNCHED', 'x1'));
@@ -1550,7 +1652,7 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
         ),
       );
       expect(changes.map((c) => [c.events, c.deliveries])).toEqual(Array.from({ length: n }, () => [1, 1]));
-      const sequences = (await store.listEvents(P, { limit: 100, execution_id: 'x1' })).map((e) => e.envelope.sequence);
+      const sequences = ((await store.listEvents(P, { limit: 100, execution_id: 'x1' })).rows).map((e) => e.envelope.sequence);
       expect(sequences).toEqual(Array.from({ length: n + 1 }, (_, i) => i + 1));
     });
 

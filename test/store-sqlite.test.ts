@@ -96,7 +96,7 @@ describe('group commit', () => {
     ]);
     expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
     expect((results[1] as PromiseRejectedResult).reason).toBeInstanceOf(StoreConflictError);
-    const ids = (await store.listEvents(P, { limit: 10 })).map((e) => e.envelope.id);
+    const ids = ((await store.listEvents(P, { limit: 10 })).rows).map((e) => e.envelope.id);
     expect(ids).toEqual(['a', 'b', 'd']);
   });
 
@@ -107,7 +107,7 @@ describe('group commit', () => {
       store.appendEvents(P, [event('c'), event('d')], toAll([]), 2),
     ]);
     await store.appendEvents(P, [event('e', { execution_id: 'exec-2' }), event('f')], toAll([]), 3);
-    const seqs = (await store.listEvents(P, { limit: 10 })).map((e) => [e.envelope.id, e.envelope.sequence]);
+    const seqs = ((await store.listEvents(P, { limit: 10 })).rows).map((e) => [e.envelope.id, e.envelope.sequence]);
     expect(seqs).toEqual([['a', 1], ['c', 2], ['d', 3], ['e', 1], ['f', 4]]);
   });
 
@@ -116,7 +116,7 @@ describe('group commit', () => {
     const [again] = await store.appendEvents(P, [event('a')], toAll(['l1']), 2);
     expect(first).toEqual({ id: 'a', duplicate: false, deliveries: 1, handed: 0 });
     expect(again).toEqual({ id: 'a', duplicate: true, deliveries: 0, handed: 0 });
-    expect(await store.listDeliveries(P, { limit: 10 })).toHaveLength(1);
+    expect((await store.listDeliveries(P, { limit: 10 })).rows).toHaveLength(1);
   });
 });
 
@@ -153,7 +153,7 @@ describe('claims and leases', () => {
     const l = (await store.getListener(P, 'l1'))!;
     await store.updateListener(P, 'l1', { ...l, enabled: false }, new Date(2_000).toISOString());
     expect(await claim({ owner: 'w1', now: 3_000, leaseMs: 500, limit: 10 })).toHaveLength(0);
-    expect((await store.listDeliveries(P, { limit: 10 })).every((d) => d.status === 'pending' && d.next_attempt_at === null)).toBe(true);
+    expect(((await store.listDeliveries(P, { limit: 10 })).rows).every((d) => d.status === 'pending' && d.next_attempt_at === null)).toBe(true);
     await store.updateListener(P, 'l1', { ...l, enabled: true }, new Date(4_000).toISOString());
     expect(await claim({ owner: 'w1', now: 4_000, leaseMs: 500, limit: 10 })).toHaveLength(3);
   });
@@ -169,7 +169,7 @@ describe('claims and leases', () => {
 
   it('deleting the listener cancels its pending deliveries', async () => {
     expect(await store.deleteListener(P, 'l1')).toBe(true);
-    const ds = await store.listDeliveries(P, { limit: 10 });
+    const ds = (await store.listDeliveries(P, { limit: 10 })).rows;
     expect(ds.map((d) => d.status)).toEqual(['cancelled', 'cancelled', 'cancelled']);
     expect(await claim({ owner: 'w1', now: 9_999, leaseMs: 500, limit: 10 })).toHaveLength(0);
   });
@@ -188,9 +188,9 @@ describe('claims and leases', () => {
     expect(await store.pruneFinished(1_000, 100)).toEqual({ deliveries: 0, events: 0, rollups: 1 });
     expect(await store.pruneFinished(3_000, 1)).toEqual({ deliveries: 1, events: 1, rollups: 0 });
     expect(await store.pruneFinished(3_000, 100)).toEqual({ deliveries: 1, events: 1, rollups: 0 });
-    const left = await store.listDeliveries(P, { limit: 10 });
+    const left = (await store.listDeliveries(P, { limit: 10 })).rows;
     expect(left.map((d) => d.status)).toEqual(['pending']);
-    expect(await store.listEvents(P, { limit: 10 })).toHaveLength(1);
+    expect((await store.listEvents(P, { limit: 10 })).rows).toHaveLength(1);
   });
 });
 
@@ -243,7 +243,7 @@ describe('a busy database', () => {
     expect(performance.now() - started).toBeGreaterThanOrEqual(280);
     // The loop kept turning while the write waited (a blocking wait gives 0 or 1 ticks).
     expect(ticks).toBeGreaterThanOrEqual(5);
-    expect((await store.listEvents(P, { limit: 10 })).map((e) => e.envelope.id)).toEqual(['late']);
+    expect(((await store.listEvents(P, { limit: 10 })).rows).map((e) => e.envelope.id)).toEqual(['late']);
   });
 
   it('refuses a write with StoreUnavailableError once the wait runs out', async () => {
@@ -316,7 +316,7 @@ describe('claims by transport', () => {
 describe('listener versions', () => {
   const deliveredTo = async (r: ListenerRouting, id: string, now = 1_000) => {
     await store.appendEvents(P, [event(id)], r, now);
-    return (await store.listDeliveries(P, { limit: 100 })).filter((d) => d.event_id === id).map((d) => d.listener_id).sort();
+    return ((await store.listDeliveries(P, { limit: 100 })).rows).filter((d) => d.event_id === id).map((d) => d.listener_id).sort();
   };
 
   it('routes the very next event by every listener change, and compiles only when the version moved', async () => {
@@ -487,7 +487,7 @@ describe('ordered deliveries', () => {
     expect([...sent([b])[0], b.attemptNumber]).toEqual(['b', 'l1', [1], 2]);
 
     // A retry of a held delivery keeps its place; b failing too passes both sequences on.
-    const cId = (await store.listDeliveries(P, { limit: 100 })).find((d) => d.event_id === 'c')!.id;
+    const cId = ((await store.listDeliveries(P, { limit: 100 })).rows).find((d) => d.event_id === 'c')!.id;
     expect(await store.retryDelivery(P, cId, 100_001)).toBe('queued');
     expect(queueOf('l1')[2]).toEqual(['c', 'pending', null, 'exec-1']);
     await record('w1', [outcome(b, 'failed', 101_000)], 101_000);
@@ -516,7 +516,7 @@ describe('ordered deliveries', () => {
     await record('w1', [outcome(e, 'succeeded', 106_000)], 106_000);
     await record('w2', [outcome(x, 'succeeded', 106_000)], 106_000);
     expect(keysOf('l1')).toEqual([]);
-    expect((await store.listDeliveries(P, { limit: 100 })).map((r) => [r.event_id, r.status])).toEqual([
+    expect(((await store.listDeliveries(P, { limit: 100 })).rows).map((r) => [r.event_id, r.status])).toEqual([
       ['a', 'succeeded'], ['b', 'failed'], ['c', 'succeeded'], ['d', 'failed'], ['x', 'succeeded'], ['n', 'succeeded'], ['e', 'succeeded'],
     ]);
   });
@@ -723,7 +723,7 @@ describe('judging recorded attempts', () => {
     expect(Object.fromEntries(await store.listenerGates(P, ['l1', 'l2', 'w1', 'q1', 'nope']))).toEqual({ l1: opened, l2: fine });
     expect(await store.listenerGates('p2', ['l1', 'l2'])).toEqual(new Map());
 
-    const relay = (await store.listEvents(P, { limit: 10 })).slice(1).map((e) => e.envelope);
+    const relay = ((await store.listEvents(P, { limit: 10 })).rows).slice(1).map((e) => e.envelope);
     expect(relay.map((e) => [e.id, e.type, e.category, e.workbook, e.sequence])).toEqual([
       ['r1', 'relay.delivery.failed', 'NOTIFICATION', null, null],
       ['r2', 'relay.listener.disabled', 'NOTIFICATION', null, null],
@@ -891,10 +891,15 @@ describe('operations', () => {
     expect(store.location).toBe(dbPath);
     expect(store.appliedMigrations).toContain('008_ordering_and_gates.sql');
     await store.appendEvents(P, [event('a'), event('b')], toAll([]), 1);
-    const [, second] = await store.listEvents(P, { limit: 10 });
+    const [, second] = (await store.listEvents(P, { limit: 10 })).rows;
     expect(store.isEventCursor(second.cursor)).toBe(true);
-    for (const bad of ['', '0', '01', '-1', '1.5', '1e3', 'abc', ' 1', '99999999999999999']) expect(store.isEventCursor(bad)).toBe(false);
-    expect((await store.listEvents(P, { limit: 10, after: second.cursor, order: 'desc' })).map((e) => e.envelope.id)).toEqual(['a']);
+    for (const bad of ['', '1', '0.1.', '01.1', '1.0', '-1.1', '1.5.0', '1e3', 'abc', ' 1.1', '1.99999999999999999']) expect(store.isEventCursor(bad)).toBe(false);
+    expect(store.isEventCursor('0.1')).toBe(true);
+    expect(store.isEventCursor('0.1', true)).toBe(false);
+    expect(store.isEventCursor('x7', true)).toBe(true);
+    expect(store.isEventCursor('x7')).toBe(false);
+    for (const bad of ['x', 'x0', 'x07', '7', 'x99999999999999999']) expect(store.isEventCursor(bad, true)).toBe(false);
+    expect(((await store.listEvents(P, { limit: 10, after: second.cursor, order: 'desc' })).rows).map((e) => e.envelope.id)).toEqual(['a']);
 
     const unsubscribe = store.subscribeDue(() => {
       throw new Error('a single process is never told');

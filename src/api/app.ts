@@ -39,6 +39,8 @@ export interface AppDeps {
   engine: Engine;
   /** Events one replay call looks at (RELAY_REPLAY_SCAN_LIMIT). */
   replayScanLimit?: number;
+  /** Rows a page of events or deliveries looks at when its filters are checked row by row (RELAY_LIST_SCAN_LIMIT). */
+  listScanLimit?: number;
   /** false: only the operations routes (a dispatcher-only process). */
   serveApi?: boolean;
   /** What `/readyz` checks besides the database. */
@@ -65,13 +67,13 @@ export function createApp(deps: AppDeps): express.Express {
   v1.use(requireApiToken);
   // Routes with bodies of their own kind and size parse them themselves, before the JSON default.
   v1.use('/ingest/mistral', mistralRoutes({ ingest: deps.ingest }));
-  v1.use('/events', eventRoutes({ store: deps.store }));
+  v1.use('/events', eventRoutes({ store: deps.store, listScanLimit: deps.listScanLimit }));
   v1.use('/workbooks', workbookRoutes({ store: deps.store }));
   v1.use(requireMediaType());
   v1.use(jsonBody(BODY_LIMIT));
   v1.use('/listeners', listenerRoutes(deps));
   v1.use(statsRoutes({ store: deps.store }));
-  v1.use('/deliveries', deliveryRoutes({ store: deps.store, onRequeued: deps.wakeDispatcher }));
+  v1.use('/deliveries', deliveryRoutes({ store: deps.store, onRequeued: deps.wakeDispatcher, listScanLimit: deps.listScanLimit }));
   v1.use('/executions', executionRoutes({ store: deps.store, engine: deps.engine }));
   v1.use('/tasks', taskRoutes({ store: deps.store, engine: deps.engine }));
   if (deps.serveApi !== false) {

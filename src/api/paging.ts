@@ -88,9 +88,22 @@ export function orderedPageParams(query: Record<string, unknown>, list: ListName
   return { limit, order: order as ListOrder, after: cursor ? decodeCursor(cursor, list, order as ListOrder) : null };
 }
 
-/** Builds the answer of `list` from `limit + 1` rows, in `order` (oldest first unless given). */
-export function page<T, V>(list: ListName, rows: T[], limit: number, idOf: (row: T) => string, view: (row: T) => V, order: ListOrder = 'asc') {
+/**
+ * Builds the answer of `list` from `limit + 1` rows, in `order` (oldest first unless given).
+ * `resume`: where the store's walk stopped looking (see ListPage), when it found no more than
+ * `limit` rows before it; the next page starts there, so a page may hold fewer than `limit`
+ * items, or none, and still have a next one.
+ */
+export function page<T, V>(
+  list: ListName,
+  rows: T[],
+  limit: number,
+  idOf: (row: T) => string,
+  view: (row: T) => V,
+  order: ListOrder = 'asc',
+  resume: string | null = null,
+) {
   const items = rows.slice(0, limit);
-  const more = rows.length > limit;
-  return { items: items.map(view), next_cursor: more ? encodeCursor(list, idOf(items[items.length - 1]), order) : null };
+  const next = rows.length > limit ? idOf(items[items.length - 1]) : resume;
+  return { items: items.map(view), next_cursor: next === null ? null : encodeCursor(list, next, order) };
 }

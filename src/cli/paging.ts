@@ -36,7 +36,14 @@ export function addOrderedPageOptions(cmd: Command, noun: string): Command {
   );
 }
 
-/** One page, or with `all` every page from `cursor` on (next_cursor is then null). */
+/** The API's page size when a request names none. */
+const DEFAULT_PAGE = 50;
+
+/**
+ * One page, or with `all` every page from `cursor` on (next_cursor is then null). The relay
+ * may answer a page of fewer items than asked, even none, with a next_cursor (a filtered list
+ * looks at a bounded stretch per request): one page follows those until it holds `limit`.
+ */
 export async function fetchPages<T>(
   ctx: CommandContext,
   pathname: string,
@@ -45,12 +52,13 @@ export async function fetchPages<T>(
 ): Promise<Page<T>> {
   const items: T[] = [];
   let cursor = o.cursor;
-  const limit = o.limit ?? (o.all ? MAX_PAGE : undefined);
-  for (;;) {
+  const want = o.limit ?? DEFAULT_PAGE;
+  for (let limit = o.limit ?? (o.all ? MAX_PAGE : undefined); ; limit = o.all ? limit : want - items.length) {
     const page = await ctx.client.request<Page<T>>('GET', pathname, { query: { ...query, limit, cursor } });
     items.push(...page.items);
     // A cursor that does not move would loop forever; stop rather than trust it.
-    if (!o.all || !page.next_cursor || page.next_cursor === cursor) return { items, next_cursor: o.all ? null : page.next_cursor };
+    const full = !o.all && items.length >= want;
+    if (full || !page.next_cursor || page.next_cursor === cursor) return { items, next_cursor: o.all ? null : page.next_cursor };
     cursor = page.next_cursor;
   }
 }

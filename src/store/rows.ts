@@ -2,7 +2,7 @@ import { initialGateState, type JudgedAttempt, type ListenerGateState } from '..
 import { FilterBudgetError } from '../fanout/filter-budget.js';
 import type { EventEnvelope, SourceFormat } from '../records/event.js';
 import { LISTENER_OPTION_DEFAULTS, type ListenerSpec, type StoredListener } from '../records/listener.js';
-import type { AttemptResult, ClaimedDelivery, DeliveryRecord, FanOut, RecordJudge, ReplayAnswer, ReplayExecution, ReplayWindow, StoredEvent } from './store.js';
+import type { AttemptResult, ClaimedDelivery, DeliveryQuery, DeliveryRecord, EventQuery, FanOut, PageQuery, RecordJudge, ReplayAnswer, ReplayExecution, ReplayWindow, StoredEvent } from './store.js';
 
 /*
  * Rows as both backends read them, and the records they become. The columns and their names are
@@ -206,6 +206,14 @@ export interface EventRow {
   received_at: number;
 }
 
+/** An event as a page of the log reads it, with its place in its execution (see eventCursor). */
+export interface ListedEventRow extends EventRow {
+  sequence: number | null;
+}
+
+/** What a page of events checks on each row it walks, on the walk's columns (named w). */
+export const EVENT_SIEVE = { workbook: 'w.workbook = @workbook', type: 'w.type = @type', since: 'w.received_at >= @since' } as const;
+
 /** An event a replay walks through. */
 export interface ReplayRow {
   seq: number;
@@ -301,7 +309,70 @@ export function toStoredEvent(row: EventRow): StoredEvent {
   return { envelope: JSON.parse(row.envelope) as EventEnvelope, received_at: row.received_at };
 }
 
-/** Whether `text` is a cursor an event list hands out: an event's seq, in decimal. */
-export function isEventCursor(text: string): boolean {
-  return /^[1-9][0-9]{0,15}$/.test(text) && Number.isSafeInteger(Number(text));
+/**
+ * A position in the event log: after this event in the order received (its receive time and
+ * seq), or, in a list of one execution's events, in that execution's order (`x` and its sequence).
+ */
+export function eventCursor(row: { received_at: number; seq: number; sequence: number | null }, ofExecution: boolean): string {
+  return ofExecution ? `x${row.sequence}` : `${row.received_at}.${row.seq}`;
+}
+
+function executionPosition(text: string): number | null {
+  const m = /^x([1-9][0-9]{0,15})$/.exec(text);
+  return m && Number.isSafeInteger(Number(m[1])) ? Number(m[1]) : null;
+}
+
+/** Whether `text` is a cursor an event list hands out: of a list of one execution's events, or of the log. */
+export function isEventCursor(text: string, ofExecution = false): boolean {
+  return ofExecution ? executionPosition(text) !== null : parseReplayCursor(text) !== null;
+}
+
+/**
+ * Where a page of events starts: after the cursor's position, else at the end its order starts
+ * from. The log is walked in the order received, (received_at, seq), from `since` on; one
+ * execution's events in their `sequence` order.
+ */
+export function eventPageFrom(q: EventQuery): { receivedAt: number; seq: number; sequence: number } {
+  const top = Number.MAX_SAFE_INTEGER;
+  const start = q.order === 'desc' ? { receivedAt: top, seq: top, sequence: top } : { receivedAt: q.since ?? 0, seq: 0, sequence: 0 };
+  if (!q.after) return start;
+  if (q.execution_id !== undefined) return { ...start, sequence: executionPosition(q.after) ?? start.sequence };
+  return { ...start, ...parseReplayCursor(q.after) };
+}
+
+/** The filters of an event list its walk does not serve, checked on each row it walks. */
+export function eventSieve(q: EventQuery): Array<'workbook' | 'type' | 'since'> {
+  const served = q.execution_id === undefined ? ['since'] : [];
+  return (['workbook', 'type', 'since'] as const).filter((k) => q[k] !== undefined && !served.includes(k));
+}
+
+/**
+ * Which index a page of deliveries walks (in id order): an event's, a status's (where the
+ * backend's index holds that status; a listener's first when the status is succeeded), a
+ * listener's, or every delivery's; the other filters given are checked on each row walked (the
+ * project too, on the walk of every delivery).
+ */
+export function deliveryWalk(q: DeliveryQuery, statusWalks: (status: string) => boolean): {
+  walk: 'listener' | 'status' | 'event' | 'all';
+  sieve: Array<'project' | 'listener_id' | 'status' | 'event_id'>;
+} {
+  // Deliveries that have not succeeded are few beside those that have: their status walks first.
+  const byStatus = q.status !== undefined && statusWalks(q.status);
+  const walk =
+    q.event_id !== undefined ? 'event'
+    : byStatus && (q.status !== 'succeeded' || q.listener_id === undefined) ? 'status'
+    : q.listener_id !== undefined ? 'listener'
+    : 'all';
+  const served = { event: 'event_id', listener: 'listener_id', status: 'status', all: 'project' } as const;
+  const sieve = (['listener_id', 'status', 'event_id'] as const).filter((k) => q[k] !== undefined && served[walk] !== k);
+  return { walk, sieve: walk === 'all' ? ['project', ...sieve] : sieve };
+}
+
+/**
+ * Whether a page's walk may have stopped short: it checked filters on the rows it walked
+ * (`sieved`) and found fewer rows than the page holds. The store then asks where the first
+ * `scanLimit` rows of the walk end (none: the walk held fewer, and the list ends here).
+ */
+export function walkMayGoOn(found: number, q: PageQuery, sieved: boolean): boolean {
+  return sieved && found < q.limit;
 }

@@ -97,7 +97,30 @@ export interface StoredEvent {
   received_at: number;
 }
 
-export interface EventQuery extends OrderedPageQuery {
+/**
+ * A page of a list whose filters an index cannot all serve: the store walks the index that serves
+ * one of them and checks the others on the rows it walks, looking at no more than `scanLimit`
+ * rows (DEFAULT_LIST_SCAN_LIMIT unless given), so that a filter matching little costs a page no
+ * more than that.
+ */
+export interface ScannedPageQuery extends OrderedPageQuery {
+  scanLimit?: number;
+}
+
+/** Rows a page of events or deliveries looks at unless its query says (RELAY_LIST_SCAN_LIMIT). */
+export const DEFAULT_LIST_SCAN_LIMIT = 50_000;
+
+/**
+ * A page as a store reads it: up to `limit` rows, in the order asked; and `resume`, the position
+ * where a walk stopped when it reached `scanLimit` rows before the end with fewer than `limit`
+ * rows found (the next page starts after it; null otherwise).
+ */
+export interface ListPage<T> {
+  rows: T[];
+  resume: string | null;
+}
+
+export interface EventQuery extends ScannedPageQuery {
   workbook?: string;
   execution_id?: string;
   type?: string;
@@ -108,7 +131,7 @@ export interface EventQuery extends OrderedPageQuery {
 export type { AttemptRecord, DeliveryRecord, DeliveryStatus } from '../records/states.js';
 export { DELIVERY_STATUSES } from '../records/states.js';
 
-export interface DeliveryQuery extends OrderedPageQuery {
+export interface DeliveryQuery extends ScannedPageQuery {
   listener_id?: string;
   event_id?: string;
   status?: DeliveryStatus;
@@ -301,13 +324,20 @@ export interface OutboxStore {
   appendEvents(project: string, events: NewEvent[], routing: ListenerRouting, now: number): Promise<AppendedEvent[]>;
   /** From now on appendEvents hands fresh deliveries over to this dispatcher (null: none). */
   handOffTo(handoff: Handoff | null): void;
-  /** `cursor` is a position in the event log, opaque above the store (the API wraps it again). */
-  listEvents(project: string, query: EventQuery): Promise<Array<StoredEvent & { cursor: string }>>;
-  /** Whether a text is an event log position this store hands out (a malformed cursor is a 400). */
-  isEventCursor(text: string): boolean;
+  /**
+   * The event log in the order received (receive time, then seq). `cursor` and `resume` are
+   * positions in it, opaque above the store (the API wraps them again).
+   */
+  listEvents(project: string, query: EventQuery): Promise<ListPage<StoredEvent & { cursor: string }>>;
+  /**
+   * Whether a text is an event log position this store hands out (a malformed cursor is a 400);
+   * `ofExecution`: one a list of one execution's events can go on from.
+   */
+  isEventCursor(text: string, ofExecution?: boolean): boolean;
   getEvent(project: string, id: string): Promise<StoredEvent | null>;
 
-  listDeliveries(project: string, query: DeliveryQuery): Promise<DeliveryRecord[]>;
+  /** Deliveries by id (a ULID: the order made); `resume` is a delivery id. */
+  listDeliveries(project: string, query: DeliveryQuery): Promise<ListPage<DeliveryRecord>>;
   getDelivery(project: string, id: string): Promise<DeliveryRecord | null>;
   listAttempts(project: string, deliveryId: string): Promise<AttemptRecord[]>;
   /** Re-queues one delivery now (same id). */

@@ -63,7 +63,11 @@ export function EventsPage({ params }: { params: URLSearchParams }) {
       {!events.data ? (
         <Loading what="events" />
       ) : events.data.items.length === 0 ? (
-        <p>No events{key ? ' match these filters' : ' yet'}.</p>
+        events.data.next_cursor ? (
+          <p>No events in this stretch of the log match these filters; the next page looks further back.</p>
+        ) : (
+          <p>No events{key ? ' match these filters' : ' yet'}.</p>
+        )
       ) : (
         <div class="table-scroll">
           <table>

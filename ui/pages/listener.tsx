@@ -310,7 +310,18 @@ function RecentDeliveries({ listenerId }: { listenerId: string }) {
       </p>
       <ErrorNotice error={deliveries.error} />
       {deliveries.data ? (
-        <DeliveriesTable deliveries={deliveries.data.items} caption={`The listener's latest ${RECENT} deliveries, newest first`} />
+        <>
+          <DeliveriesTable deliveries={deliveries.data.items} caption={`The listener's latest ${RECENT} deliveries, newest first`} />
+          {deliveries.data.items.length < RECENT && deliveries.data.next_cursor && (
+            <p class="muted">
+              The relay looked at its latest deliveries only; older ones:{' '}
+              <code>
+                callback-relay delivery-list --listener-id {listenerId}
+                {status && ` --status ${status}`} --all
+              </code>
+            </p>
+          )}
+        </>
       ) : (
         <Loading what="deliveries" />
       )}

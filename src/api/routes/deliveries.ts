@@ -5,7 +5,8 @@ import type { OutboxStore } from '../../store/store.js';
 import { conflict, invalidField, notFound } from '../problem.js';
 import { orderedPageParams, page } from '../paging.js';
 
-export function deliveryRoutes({ store, onRequeued }: { store: OutboxStore; onRequeued: () => void }): Router {
+/** `listScanLimit`: rows a page looks at when its filters need checking row by row (RELAY_LIST_SCAN_LIMIT). */
+export function deliveryRoutes({ store, onRequeued, listScanLimit }: { store: OutboxStore; onRequeued: () => void; listScanLimit?: number }): Router {
   const router = Router();
 
   router.get('/', async (req, res) => {
@@ -17,15 +18,16 @@ export function deliveryRoutes({ store, onRequeued }: { store: OutboxStore; onRe
     if (q.status !== undefined && !DELIVERY_STATUSES.includes(q.status as DeliveryStatus)) {
       throw invalidField('status', `one of ${DELIVERY_STATUSES.join(', ')}`);
     }
-    const rows = await store.listDeliveries(res.locals.project, {
+    const found = await store.listDeliveries(res.locals.project, {
       after,
       order,
       limit: limit + 1,
+      scanLimit: listScanLimit,
       listener_id: q.listener_id as string | undefined,
       event_id: q.event_id as string | undefined,
       status: q.status as DeliveryStatus | undefined,
     });
-    res.json(page('deliveries', rows, limit, (d) => d.id, toDeliveryView, order));
+    res.json(page('deliveries', found.rows, limit, (d) => d.id, toDeliveryView, order, found.resume));
   });
 
   router.get('/:id', async (req, res) => {

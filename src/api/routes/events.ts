@@ -70,31 +70,51 @@ export function postEvents({ ingest }: { ingest: Ingest }): RequestHandler[] {
   ];
 }
 
-/** The reads of /v1/events (POST is postEvents). */
-export function eventRoutes({ store }: { store: OutboxStore }): Router {
+/**
+ * The reads of /v1/events (POST is postEvents). `listScanLimit`: events a page looks at when it
+ * filters by workbook or type (RELAY_LIST_SCAN_LIMIT).
+ */
+export function eventRoutes({ store, listScanLimit }: { store: OutboxStore; listScanLimit?: number }): Router {
   const router = Router();
 
   router.get('/', async (req, res) => {
     const { limit, after, order } = orderedPageParams(req.query, 'events');
-    // An event cursor is a position in the event log; anything else is not one of ours.
-    if (after !== null && !store.isEventCursor(after)) throw invalidField('cursor', 'not a cursor this API returned');
-    const rows = await store.listEvents(res.locals.project, {
+    // An event cursor is a position in the event log, or in one execution's events (listed in
+    // their sequence order); anything else is not one of ours. Before the log was walked in the
+    // order received, its cursors held an event's number alone.
+    const executionId = stringParam(req.query.execution_id, 'execution_id');
+    const ofExecution = executionId !== undefined;
+    if (after !== null && !store.isEventCursor(after, ofExecution)) {
+      if (/^[0-9]+$/.test(after)) throw invalidField('cursor', 'a cursor of an earlier version of the relay: start again without a cursor');
+      if (store.isEventCursor(after, !ofExecution)) {
+        throw invalidField(
+          'cursor',
+          ofExecution
+            ? 'this cursor continues a list of events without execution_id: give the same filters with it, or start again without a cursor'
+            : "this cursor continues a list of one execution's events: give its execution_id with it, or start again without a cursor",
+        );
+      }
+      throw invalidField('cursor', 'not a cursor this API returned');
+    }
+    const found = await store.listEvents(res.locals.project, {
       after,
       order,
       limit: limit + 1,
+      scanLimit: listScanLimit,
       workbook: stringParam(req.query.workbook, 'workbook'),
-      execution_id: stringParam(req.query.execution_id, 'execution_id'),
+      execution_id: executionId,
       type: stringParam(req.query.type, 'type'),
       since: timeParam(req.query.since, 'since'),
     });
-    res.json(page('events', rows, limit, (r) => r.cursor, (r) => ({ ...r.envelope, received_at: new Date(r.received_at).toISOString() }), order));
+    const view = (r: (typeof found.rows)[number]) => ({ ...r.envelope, received_at: new Date(r.received_at).toISOString() });
+    res.json(page('events', found.rows, limit, (r) => r.cursor, view, order, found.resume));
   });
 
   router.get('/:id', async (req, res) => {
     const event = await store.getEvent(res.locals.project, req.params.id);
     if (!event) throw notFound(`event ${req.params.id}`);
     // The first EVENT_DELIVERIES; with more, the cursor continues them in GET /v1/deliveries?event_id=.
-    const rows = await store.listDeliveries(res.locals.project, { event_id: req.params.id, limit: EVENT_DELIVERIES + 1 });
+    const { rows } = await store.listDeliveries(res.locals.project, { event_id: req.params.id, limit: EVENT_DELIVERIES + 1 });
     const { items, next_cursor } = page('deliveries', rows, EVENT_DELIVERIES, (d) => d.id, toDeliveryView);
     res.json({
       ...event.envelope,

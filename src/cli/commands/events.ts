@@ -22,7 +22,7 @@ export function registerEventCommands(program: Command, io: CliIo): void {
       .summary('list events')
       .description('List the event log (GET /v1/events), newest first unless --order asc, one page at a time unless --all.')
       .option('--workbook <name>', 'only events of this workbook', nonEmpty)
-      .option('--execution-id <id>', 'only events of this execution', nonEmpty)
+      .option('--execution-id <id>', 'only events of this execution, in their sequence order', nonEmpty)
       .option('--type <type>', 'only events of this type (e.g. TASK_FAILED, PING)', nonEmpty)
       .option('--since <date-time>', 'only events the relay received at or after this time (e.g. 2026-11-23T10:00:00Z)', dateTime),
     'events',

@@ -1,8 +1,8 @@
 import { encodeTime } from 'ulid';
-import { toDeliveryRecord, type DeliveryRow } from '../rows.js';
-import type { AttemptRecord, DeliveryQuery, DeliveryRecord, ListOrder, QueueDepth } from '../store.js';
+import { deliveryWalk, toDeliveryRecord, walkMayGoOn, type DeliveryRow } from '../rows.js';
+import { DEFAULT_LIST_SCAN_LIMIT, type AttemptRecord, type DeliveryQuery, type DeliveryRecord, type ListPage, type QueueDepth } from '../store.js';
 import { statement, type Database } from './database.js';
-import { filteredPage } from './filtered-page.js';
+import { namedStatements } from './filtered-page.js';
 import type { DueNotice } from './notify.js';
 import { pruneOrder } from './order.js';
 import { pruneRollups } from './rollups.js';
@@ -12,20 +12,34 @@ const COLUMNS = `d.id, d.event_id, e.type AS event_type, e.workbook, d.listener_
   d.lease_owner, d.held, d.last_error, d.created_at, d.updated_at`;
 const FROM = 'deliveries d JOIN events e ON e.seq = d.event_seq';
 
-const pageIn = (order: ListOrder) =>
-  filteredPage(
-    (clauses, limit) => `SELECT ${COLUMNS} FROM ${FROM}
-      WHERE d.project = $1 ${clauses.map((c) => `AND ${c}`).join(' ')}
-      ORDER BY d.id ${order === 'desc' ? 'DESC' : 'ASC'} LIMIT ${limit}`,
-    {
-      after: (p) => (order === 'desc' ? `d.id < ${p}` : `d.id > ${p}`),
-      listener_id: (p) => `d.listener_id = ${p}`,
-      // Through the event's row number, which deliveries_event_seq indexes.
-      event_id: (p) => `d.event_seq = (SELECT seq FROM events WHERE project = $1 AND id = ${p})`,
-      status: (p) => `d.status = ${p}`,
-    },
-  );
-const pages = { asc: pageIn('asc'), desc: pageIn('desc') };
+// A page walks one index in id order: a listener's, a status's (deliveries_project_status holds
+// no succeeded ones), an event's (sorted), or the primary key's. The other filters are checked
+// on at most scanLimit rows of the walk (see deliveryWalk). One statement per order, walk,
+// cursor and filters checked, made on first use.
+const walks = {
+  listener: ['d.project = @project AND d.listener_id = @listener_id', ['project', 'listener_id']],
+  status: [`d.project = @project AND d.status = @status AND d.status <> 'succeeded'`, ['project', 'status']],
+  event: ['d.event_seq = (SELECT seq FROM events WHERE project = @project AND id = @event_id)', ['project', 'event_id']],
+  all: ['true', []],
+} as const;
+const listStatement = namedStatements((key) => {
+  const [order, walkName, after, ...sieve] = key.split(',');
+  const dir = order === 'desc' ? 'DESC' : 'ASC';
+  const [served, names] = walks[walkName as keyof typeof walks];
+  const walk = `FROM deliveries d WHERE ${served} ${after ? `AND d.id ${order === 'desc' ? '<' : '>'} @after` : ''} ORDER BY d.id ${dir}`;
+  const walked = [...names, ...(after ? ['after'] : [])];
+  if (sieve[0] === 'probe') return { text: `SELECT d.id ${walk} LIMIT 1 OFFSET @scan - 1`, names: [...walked, 'scan'] };
+  if (!sieve.length) return { text: `SELECT ${COLUMNS} ${walk.replace('WHERE', 'JOIN events e ON e.seq = d.event_seq WHERE')} LIMIT @limit`, names: [...walked, 'limit'] };
+  return {
+    text: `SELECT ${COLUMNS}
+      FROM (SELECT d.id, d.project, d.listener_id, d.status, d.event_id ${walk} LIMIT @scan) w
+        JOIN deliveries d ON d.id = w.id JOIN events e ON e.seq = d.event_seq
+      WHERE ${sieve.map((k) => `w.${k} = @${k}`).join(' AND ')}
+      ORDER BY w.id ${dir} LIMIT @limit`,
+    names: [...walked, 'scan', ...sieve, 'limit'],
+  };
+});
+const sortsOff = 'SET LOCAL enable_sort = off';
 
 const byId = statement(`SELECT ${COLUMNS} FROM ${FROM} WHERE d.project = $1 AND d.id = $2`);
 const lockById = statement(`SELECT ${COLUMNS} FROM ${FROM} WHERE d.project = $1 AND d.id = $2 FOR UPDATE OF d`);
@@ -86,14 +100,22 @@ const pruneEvents = statement(`DELETE FROM events WHERE seq IN (
 /** Every delivery statement of the PostgreSQL backend but the dispatcher's cycle (queue.ts). */
 export function deliveryQueries(db: Database, notice: DueNotice) {
   return {
-    async list(project: string, q: DeliveryQuery): Promise<DeliveryRecord[]> {
+    async list(project: string, q: DeliveryQuery): Promise<ListPage<DeliveryRecord>> {
       const now = Date.now();
-      const { statement: s, values } = pages[q.order ?? 'asc'](
-        [project],
-        { after: q.after, listener_id: q.listener_id, event_id: q.event_id, status: q.status },
-        q.limit,
-      );
-      return (await db.rows<DeliveryRow>(s, values)).map((r) => toDeliveryRecord(r, now));
+      const { walk, sieve } = deliveryWalk(q, (status) => status !== 'succeeded');
+      const head = [q.order ?? 'asc', walk, q.after ? 'after' : ''];
+      const params = { ...q, project, scan: q.scanLimit ?? DEFAULT_LIST_SCAN_LIMIT };
+      return db.transaction(async (c) => {
+        // With sorts off the planner walks the index in order rather than sort what it finds;
+        // an event's few deliveries are sorted.
+        if (walk !== 'event') await c.count(sortsOff, []);
+        const page = listStatement([...head, ...sieve].join(','), params);
+        const rows = (await c.rows<DeliveryRow>(page.statement, page.values)).map((r) => toDeliveryRecord(r, now));
+        if (!walkMayGoOn(rows.length, q, sieve.length > 0)) return { rows, resume: null };
+        const probe = listStatement([...head, 'probe'].join(','), params);
+        const [end] = await c.rows<{ id: string }>(probe.statement, probe.values);
+        return { rows, resume: end?.id ?? null };
+      });
     },
     async get(project: string, id: string): Promise<DeliveryRecord | null> {
       const [row] = await db.rows<DeliveryRow>(byId, [project, id]);

@@ -1,15 +1,25 @@
 import { newId } from '../../ids.js';
 import { FilterBudgetError } from '../../fanout/filter-budget.js';
 import type { EventEnvelope } from '../../records/event.js';
-import { executionAnswer, isEventCursor, replayPage, toStoredEvent, windowAnswer, windowFrom, type EventRow, type ReplayRow, type WindowRow } from '../rows.js';
 import {
+  EVENT_SIEVE,
+  eventCursor,
+  eventPageFrom,
+  eventSieve,
+  executionAnswer,
+  isEventCursor,
+  replayPage,
+  walkMayGoOn,
+  type ListedEventRow, toStoredEvent, windowAnswer, windowFrom, type EventRow, type ReplayRow, type WindowRow } from '../rows.js';
+import {
+  DEFAULT_LIST_SCAN_LIMIT,
   StoreConflictError,
   type AppendedEvent,
   type EventQuery,
   type FanOut,
   type Handoff,
   type ListenerRouting,
-  type ListOrder,
+  type ListPage,
   type NewEvent,
   type ReplayAnswer,
   type ReplayExecution,
@@ -17,7 +27,7 @@ import {
   type StoredEvent,
 } from '../store.js';
 import { statement, type Conn, type Database } from './database.js';
-import { filteredPage } from './filtered-page.js';
+import { namedStatements } from './filtered-page.js';
 import { fanOutAt } from './listeners.js';
 import type { DueNotice } from './notify.js';
 import { placeDeliveries } from './order.js';
@@ -77,20 +87,31 @@ const moreFailed = statement(`SELECT EXISTS (SELECT 1 FROM deliveries d JOIN eve
     WHERE d.project = $1 AND d.listener_id = $2 AND d.status = 'failed'
       AND e.received_at >= $3 AND e.received_at < $4) AS more`);
 
-const pageIn = (order: ListOrder) =>
-  filteredPage(
-    (clauses, limit) => `SELECT seq, envelope, received_at FROM events
-      WHERE project = $1 ${clauses.map((c) => `AND ${c}`).join(' ')}
-      ORDER BY seq ${order === 'desc' ? 'DESC' : 'ASC'} LIMIT ${limit}`,
-    {
-      after: (p) => (order === 'desc' ? `seq < ${p}` : `seq > ${p}`),
-      workbook: (p) => `workbook = ${p}`,
-      execution_id: (p) => `execution_id = ${p}`,
-      type: (p) => `type = ${p}`,
-      since: (p) => `received_at >= ${p}`,
-    },
-  );
-const pages = { asc: pageIn('asc'), desc: pageIn('desc') };
+// A page of the log walks events_project_received from a position on (sorts off around it, as
+// for a replay's window); a page of one execution's events walks events_project_execution in
+// sequence order. The other filters are checked on at most scanLimit rows of the walk. One
+// statement per order, walk and filters checked, made on first use.
+const listStatement = namedStatements((key) => {
+  const [order, walkName, ...sieve] = key.split(',');
+  const dir = order === 'desc' ? 'DESC' : 'ASC';
+  const [cmp, strict] = order === 'desc' ? ['<=', '<'] : ['>=', '>'];
+  const execution = walkName === 'execution';
+  const walk = execution
+    ? `FROM events WHERE project = @project AND execution_id = @execution_id AND sequence ${strict} @sequence ORDER BY sequence ${dir}`
+    : `FROM events
+        WHERE project = @project AND received_at ${cmp} @r AND (received_at ${strict} @r OR seq ${strict} @seq) ${walkName === 'since' ? 'AND received_at >= @since' : ''}
+        ORDER BY received_at ${dir}, seq ${dir}`;
+  const walked = execution ? ['project', 'execution_id', 'sequence'] : ['project', 'r', 'seq', ...(walkName === 'since' ? ['since'] : [])];
+  if (sieve[0] === 'probe') return { text: `SELECT received_at, seq, sequence ${walk} LIMIT 1 OFFSET @scan - 1`, names: [...walked, 'scan'] };
+  if (!sieve.length) return { text: `SELECT seq, envelope, received_at, sequence ${walk} LIMIT @limit`, names: [...walked, 'limit'] };
+  return {
+    text: `SELECT e.seq, e.envelope, e.received_at, e.sequence
+      FROM (SELECT seq, received_at, sequence, workbook, type ${walk} LIMIT @scan) w JOIN events e ON e.seq = w.seq
+      WHERE ${sieve.map((k) => EVENT_SIEVE[k as keyof typeof EVENT_SIEVE]).join(' AND ')}
+      ORDER BY ${execution ? `w.sequence ${dir}` : `w.received_at ${dir}, w.seq ${dir}`} LIMIT @limit`,
+    names: [...walked, 'scan', ...sieve, 'limit'],
+  };
+});
 
 const REPLAY_PAGE = 1000;
 
@@ -372,13 +393,23 @@ export function eventQueries(db: Database, notice: DueNotice, { appendsAtOnce = 
       const [row] = await db.rows<EventRow>(byId, [project, id]);
       return row ? toStoredEvent(row) : null;
     },
-    async list(project: string, q: EventQuery): Promise<Array<StoredEvent & { cursor: string }>> {
-      const { statement: s, values } = pages[q.order ?? 'asc'](
-        [project],
-        { after: q.after ? Number(q.after) : null, workbook: q.workbook, execution_id: q.execution_id, type: q.type, since: q.since },
-        q.limit,
-      );
-      return (await db.rows<EventRow>(s, values)).map((row) => ({ ...toStoredEvent(row), cursor: String(row.seq) }));
+    async list(project: string, q: EventQuery): Promise<ListPage<StoredEvent & { cursor: string }>> {
+      const from = eventPageFrom(q);
+      const sieve = eventSieve(q);
+      const walkName = q.execution_id !== undefined ? 'execution' : q.since !== undefined ? 'since' : 'log';
+      const head = [q.order ?? 'asc', walkName];
+      const params = { ...q, project, r: from.receivedAt, seq: from.seq, sequence: from.sequence, scan: q.scanLimit ?? DEFAULT_LIST_SCAN_LIMIT };
+      return db.transaction(async (c) => {
+        // The index's order rather than a sort of what the walk finds (the plan for a table
+        // not analysed yet); an execution's walk needs no sort.
+        if (walkName !== 'execution') await c.count(sortsOff, []);
+        const page = listStatement([...head, ...sieve].join(','), params);
+        const rows = (await c.rows<ListedEventRow>(page.statement, page.values)).map((row) => ({ ...toStoredEvent(row), cursor: eventCursor(row, walkName === 'execution') }));
+        if (!walkMayGoOn(rows.length, q, sieve.length > 0)) return { rows, resume: null };
+        const probe = listStatement([...head, 'probe'].join(','), params);
+        const [end] = await c.rows<ListedEventRow>(probe.statement, probe.values);
+        return { rows, resume: end ? eventCursor(end, walkName === 'execution') : null };
+      });
     },
     /**
      * New deliveries for one listener of the window's events it matches, or its failed ones

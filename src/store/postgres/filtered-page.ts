@@ -24,3 +24,21 @@ export function filteredPage(
     return { statement: s, values: [...fixed, ...names.map((k) => given[k]), limit] };
   };
 }
+
+/**
+ * A statement written with named parameters (`@name`), numbered in the order `names` gives
+ * them: made once per key (say, the order, walk and filters of a page) on first use.
+ */
+export function namedStatements(make: (key: string) => { text: string; names: readonly string[] }) {
+  const made = new Map<string, { statement: Statement; names: readonly string[] }>();
+  /** The statement of `key` and its values, taken from `params` by name. */
+  return (key: string, params: Record<string, unknown>): { statement: Statement; values: unknown[] } => {
+    let m = made.get(key);
+    if (!m) {
+      const { text, names } = make(key);
+      m = { statement: statement(text.replace(/@([a-z_]+)/g, (_, n: string) => `$${names.indexOf(n) + 1}`)), names };
+      made.set(key, m);
+    }
+    return { statement: m.statement, values: m.names.map((n) => params[n]) };
+  };
+}

@@ -1,8 +1,8 @@
 import type { Database, Statement } from 'better-sqlite3';
 import { encodeTime } from 'ulid';
-import { filteredPage } from './filtered-page.js';
+import { statementCache } from './filtered-page.js';
 import { initialGateState, type GateListener } from '../../dispatch/listener-gate.js';
-import { specCache, toClaimedDelivery, toDeliveryRecord, type ClaimEvent, type ClaimRow, type DeliveryRow, type SpecColumn } from '../rows.js';
+import { deliveryWalk, specCache, toClaimedDelivery, toDeliveryRecord, walkMayGoOn, type ClaimEvent, type ClaimRow, type DeliveryRow, type SpecColumn } from '../rows.js';
 import type {
   AttemptRecord,
   AttemptResult,
@@ -10,9 +10,10 @@ import type {
   ClaimOptions,
   DeliveryQuery,
   DeliveryRecord,
-  ListOrder,
+  ListPage,
   QueueDepth,
 } from '../store.js';
+import { DEFAULT_LIST_SCAN_LIMIT } from '../store.js';
 import type { ExecutionOrder } from './execution-order.js';
 import type { GateQueries } from './gates.js';
 import type { ListenerVersions } from './listener-versions.js';
@@ -40,21 +41,30 @@ export interface DeliveryQueryDeps {
 
 /** Every delivery and attempt statement of the SQLite backend, prepared once. */
 export function deliveryQueries(db: Database, { versions, rollups, gates, executionOrder }: DeliveryQueryDeps) {
-  const pageIn = (order: ListOrder) =>
-    filteredPage<DeliveryRow>(
-      db,
-      (clauses) => `SELECT ${COLUMNS} FROM ${FROM}
-        WHERE d.project = @project ${clauses.map((c) => `AND ${c}`).join(' ')}
-        ORDER BY d.id ${order === 'desc' ? 'DESC' : 'ASC'} LIMIT @limit`,
-      {
-        after: order === 'desc' ? 'd.id < @after' : 'd.id > @after',
-        listener_id: 'd.listener_id = @listener_id',
-        // Through the event's row number, which deliveries_event_seq indexes.
-        event_id: 'd.event_seq = (SELECT seq FROM events WHERE project = @project AND id = @event_id)',
-        status: 'd.status = @status',
-      },
-    );
-  const pages = { asc: pageIn('asc'), desc: pageIn('desc') };
+  // A page walks one index in id order (INDEXED BY: the planner could pick another and filter
+  // rather than walk): a listener's, a status's, an event's (sorted), or the primary key's. The
+  // other filters are checked on at most scanLimit rows of the walk (see deliveryWalk). One
+  // statement per order, walk, cursor and filters checked, made on first use.
+  const walks = {
+    listener: ['deliveries_project_listener', 'd.project = @project AND d.listener_id = @listener_id'],
+    status: ['deliveries_project_status', 'd.project = @project AND d.status = @status'],
+    event: ['deliveries_event_seq', 'd.event_seq = (SELECT seq FROM events WHERE project = @project AND id = @event_id)'],
+    all: ['sqlite_autoindex_deliveries_1', 'true'],
+  } as const;
+  const listStatement = statementCache((key) => {
+    const [order, walkName, after, ...sieve] = key.split(',');
+    const dir = order === 'desc' ? 'DESC' : 'ASC';
+    const [index, served] = walks[walkName as keyof typeof walks];
+    const walk = `FROM deliveries d INDEXED BY ${index} WHERE ${served} ${after ? `AND d.id ${order === 'desc' ? '<' : '>'} @after` : ''}
+      ORDER BY d.id ${dir}`;
+    if (sieve[0] === 'probe') return db.prepare(`SELECT d.id ${walk} LIMIT 1 OFFSET @scan - 1`).pluck();
+    if (!sieve.length) return db.prepare(`SELECT ${COLUMNS} ${walk.replace('WHERE', `JOIN events e ON e.seq = d.event_seq WHERE`)} LIMIT @limit`);
+    return db.prepare(`SELECT ${COLUMNS}
+      FROM (SELECT d.rowid AS rid, d.id, d.project, d.listener_id, d.status, d.event_id ${walk} LIMIT @scan) w
+        JOIN deliveries d ON d.rowid = w.rid JOIN events e ON e.seq = d.event_seq
+      WHERE ${sieve.map((k) => `w.${k} = @${k}`).join(' AND ')}
+      ORDER BY w.id ${dir} LIMIT @limit`);
+  });
   const byId = db.prepare(`SELECT ${COLUMNS} FROM ${FROM} WHERE d.project = ? AND d.id = ?`) as Statement<[string, string], DeliveryRow>;
   const attempts = db.prepare(`SELECT number, started_at, duration_ms, status_code, error, response_excerpt
     FROM attempts WHERE delivery_id = ? ORDER BY number`) as Statement<[string], AttemptRecord>;
@@ -156,16 +166,20 @@ export function deliveryQueries(db: Database, { versions, rollups, gates, execut
 
   return {
     disable,
-    list(project: string, q: DeliveryQuery, now: number): DeliveryRecord[] {
-      return pages[q.order ?? 'asc']({
-          project,
-          after: q.after ?? null,
-          listener_id: q.listener_id ?? null,
-          event_id: q.event_id ?? null,
-          status: q.status ?? null,
-          limit: q.limit,
-        })
-        .map((r) => toDeliveryRecord(r, now));
+    list(project: string, q: DeliveryQuery, now: number): ListPage<DeliveryRecord> {
+      const { walk, sieve } = deliveryWalk(q, () => true);
+      const head = [q.order ?? 'asc', walk, q.after ? 'after' : ''];
+      const params: Record<string, unknown> = { project, limit: q.limit, scan: q.scanLimit ?? DEFAULT_LIST_SCAN_LIMIT };
+      for (const k of ['after', 'listener_id', 'status', 'event_id'] as const) if (q[k] !== undefined && q[k] !== null) params[k] = q[k];
+      // Each statement binds only the names it uses.
+      const bound = (names: string[]) => Object.fromEntries(Object.entries(params).filter(([k]) => names.includes(k)));
+      const servedBy = { listener: ['listener_id'], status: ['status'], event: ['event_id'], all: [] }[walk];
+      const walkNames = ['project', 'after', ...servedBy].filter((k) => walk !== 'all' || k !== 'project');
+      const rowNames = [...walkNames, ...sieve, 'limit', ...(sieve.length ? ['scan'] : [])];
+      const rows = (listStatement([...head, ...sieve].join(',')).all(bound(rowNames)) as DeliveryRow[]).map((r) => toDeliveryRecord(r, now));
+      if (!walkMayGoOn(rows.length, q, sieve.length > 0)) return { rows, resume: null };
+      const end = listStatement([...head, 'probe'].join(',')).get(bound([...walkNames, 'scan'])) as string | undefined;
+      return { rows, resume: end ?? null };
     },
     get(project: string, id: string, now: number): DeliveryRecord | null {
       const row = byId.get(project, id);

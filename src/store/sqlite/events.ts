@@ -1,15 +1,25 @@
 import type { Database, Statement } from 'better-sqlite3';
 import { newId } from '../../ids.js';
-import { filteredPage } from './filtered-page.js';
+import { statementCache } from './filtered-page.js';
 import type { EventEnvelope, OriginalMessage } from '../../records/event.js';
 import type { Handing } from '../handing.js';
-import { executionAnswer, isEventCursor, replayPage, toStoredEvent, windowAnswer, windowFrom, type EventRow, type ReplayRow, type WindowRow } from '../rows.js';
 import {
+  EVENT_SIEVE,
+  eventCursor,
+  eventPageFrom,
+  eventSieve,
+  executionAnswer,
+  isEventCursor,
+  replayPage,
+  walkMayGoOn,
+  type ListedEventRow, toStoredEvent, windowAnswer, windowFrom, type EventRow, type ReplayRow, type WindowRow } from '../rows.js';
+import {
+  DEFAULT_LIST_SCAN_LIMIT,
   StoreConflictError,
   type AppendedEvent,
   type EventQuery,
   type FanOut,
-  type ListOrder,
+  type ListPage,
   type NewEvent,
   type ReplayAnswer,
   type ReplayExecution,
@@ -48,22 +58,30 @@ export function eventQueries(db: Database, executionOrder: ExecutionOrder) {
     (id, project, event_seq, event_id, listener_id, status, attempt_count, next_attempt_at, lease_owner, held, gap, created_at, updated_at)
     VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?, ?)`);
   const byId = db.prepare('SELECT seq, envelope, received_at FROM events WHERE project = ? AND id = ?') as Statement<[string, string], EventRow>;
-  // One statement set per direction; the cursor bound is a filter, absent on the first page.
-  const pageIn = (order: ListOrder) =>
-    filteredPage<EventRow>(
-      db,
-      (clauses) => `SELECT seq, envelope, received_at FROM events
-        WHERE project = @project ${clauses.map((c) => `AND ${c}`).join(' ')}
-        ORDER BY seq ${order === 'desc' ? 'DESC' : 'ASC'} LIMIT @limit`,
-      {
-        after: order === 'desc' ? 'seq < @after' : 'seq > @after',
-        workbook: 'workbook = @workbook',
-        execution_id: 'execution_id = @execution_id',
-        type: 'type = @type',
-        since: 'received_at >= @since',
-      },
-    );
-  const pages = { asc: pageIn('asc'), desc: pageIn('desc') };
+  // A page of the log walks events_project_received (whose entries end with the rowid, seq) from
+  // a position on; a page of one execution's events walks events_project_execution in sequence
+  // order (INDEXED BY: a walk that the planner swapped for the other index would filter rather
+  // than walk). The other filters are checked on at most scanLimit rows of the walk. One
+  // statement per order, walk and filters checked, made on first use.
+  const listStatement = statementCache((key) => {
+    const [order, walkName, ...sieve] = key.split(',');
+    const dir = order === 'desc' ? 'DESC' : 'ASC';
+    const [cmp, strict] = order === 'desc' ? ['<=', '<'] : ['>=', '>'];
+    const walk =
+      walkName === 'execution'
+        ? `FROM events INDEXED BY events_project_execution
+            WHERE project = @project AND execution_id = @execution_id AND sequence ${strict} @sequence ORDER BY sequence ${dir}`
+        : `FROM events INDEXED BY events_project_received
+            WHERE project = @project AND received_at ${cmp} @r AND (received_at ${strict} @r OR seq ${strict} @seq) ${walkName === 'since' ? 'AND received_at >= @since' : ''}
+            ORDER BY received_at ${dir}, seq ${dir}`;
+    if (sieve[0] === 'probe') return db.prepare(`SELECT received_at, seq, sequence ${walk} LIMIT 1 OFFSET @scan - 1`);
+    if (!sieve.length) return db.prepare(`SELECT seq, envelope, received_at, sequence ${walk} LIMIT @limit`);
+    const order_ = walkName === 'execution' ? `w.sequence ${dir}` : `w.received_at ${dir}, w.seq ${dir}`;
+    return db.prepare(`SELECT e.seq, e.envelope, e.received_at, e.sequence
+      FROM (SELECT seq, received_at, sequence, workbook, type ${walk} LIMIT @scan) w JOIN events e ON e.seq = w.seq
+      WHERE ${sieve.map((k) => EVENT_SIEVE[k as keyof typeof EVENT_SIEVE]).join(' AND ')}
+      ORDER BY ${order_} LIMIT @limit`);
+  });
   // Walks events_project_received (whose entries end with the rowid, seq) from a position on:
   // each page starts where the last one stopped, however large the window.
   const windowEvents = db.prepare(`SELECT seq, id, envelope, received_at FROM events
@@ -171,17 +189,23 @@ export function eventQueries(db: Database, executionOrder: ExecutionOrder) {
       const row = byId.get(project, id);
       return row ? toStoredEvent(row) : null;
     },
-    list(project: string, q: EventQuery): Array<StoredEvent & { cursor: string }> {
-      return pages[q.order ?? 'asc']({
-          project,
-          after: q.after ? Number(q.after) : null,
-          workbook: q.workbook ?? null,
-          execution_id: q.execution_id ?? null,
-          type: q.type ?? null,
-          since: q.since ?? null,
-          limit: q.limit,
-        })
-        .map((row) => ({ ...toStoredEvent(row), cursor: String(row.seq) }));
+    list(project: string, q: EventQuery): ListPage<StoredEvent & { cursor: string }> {
+      const from = eventPageFrom(q);
+      const sieve = eventSieve(q);
+      const walkName = q.execution_id !== undefined ? 'execution' : q.since !== undefined ? 'since' : 'log';
+      const head = [q.order ?? 'asc', walkName];
+      // Each statement binds only the names it uses.
+      const walked =
+        walkName === 'execution'
+          ? { project, execution_id: q.execution_id, sequence: from.sequence }
+          : { project, r: from.receivedAt, seq: from.seq, ...(walkName === 'since' && { since: q.since }) };
+      const scan = q.scanLimit ?? DEFAULT_LIST_SCAN_LIMIT;
+      const checked = Object.fromEntries(sieve.map((k) => [k, q[k]]));
+      const found = listStatement([...head, ...sieve].join(',')).all({ ...walked, ...checked, limit: q.limit, ...(sieve.length && { scan }) }) as ListedEventRow[];
+      const rows = found.map((row) => ({ ...toStoredEvent(row), cursor: eventCursor(row, walkName === 'execution') }));
+      if (!walkMayGoOn(rows.length, q, sieve.length > 0)) return { rows, resume: null };
+      const end = listStatement([...head, 'probe'].join(',')).get({ ...walked, scan }) as ListedEventRow | undefined;
+      return { rows, resume: end ? eventCursor(end, walkName === 'execution') : null };
     },
     /**
      * Replay for one listener. Call inside a transaction. A replay of an execution keeps its

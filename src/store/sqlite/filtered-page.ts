@@ -24,3 +24,13 @@ export function filteredPage<Row>(
     return stmt.all(bound);
   };
 }
+
+/** Statements made on first use, one per key (say, the order, walk and filters of a page). */
+export function statementCache(make: (key: string) => Statement): (key: string) => Statement {
+  const statements = new Map<string, Statement>();
+  return (key) => {
+    let stmt = statements.get(key);
+    if (!stmt) statements.set(key, (stmt = make(key)));
+    return stmt;
+  };
+}

@@ -176,8 +176,8 @@ export function openSqliteStore(options: SqliteOptions): SqliteStore {
     async listEvents(project, q) {
       return run(() => events.list(project, q));
     },
-    isEventCursor(text) {
-      return events.isCursor(text);
+    isEventCursor(text, ofExecution) {
+      return events.isCursor(text, ofExecution);
     },
     async getEvent(project, id) {
       return run(() => events.get(project, id));
