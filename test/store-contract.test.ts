@@ -1,5 +1,7 @@
+import Database from 'better-sqlite3';
 import fs from 'node:fs';
 import path from 'node:path';
+import pg from 'pg';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
@@ -60,6 +62,11 @@ interface TestDatabase {
   where: string;
   /** Closes every store opened and removes the database. */
   close(): Promise<void>;
+  /**
+   * Commits `sql` (`$1`… parameters) on a connection of its own just before a store next runs a
+   * statement whose text matches `marker`: another process's commit falling between two reads.
+   */
+  commitBefore(marker: RegExp, sql: string, params: unknown[]): void;
 }
 
 async function newDatabase(backend: TestBackend, url = TEST_DATABASE_URL): Promise<TestDatabase> {
@@ -68,12 +75,27 @@ async function newDatabase(backend: TestBackend, url = TEST_DATABASE_URL): Promi
   if (backend === 'sqlite') {
     const dir = tempDir('store-contract-');
     const file = path.join(dir, 'relay.db');
+    let raw: Database.Database | null = null;
     return {
       where: file,
       open: async () => opened(await openSqliteStore({ path: file, durability: 'full', busyTimeoutMs: 5_000, commitIntervalMs: 0 })),
       async close() {
+        raw?.close();
         await Promise.all(stores.map((s) => s.close()));
         fs.rmSync(dir, { recursive: true, force: true });
+      },
+      commitBefore(marker, sql, params) {
+        const other = (raw ??= new Database(file));
+        // Every connection's statements share one prototype; its `get` is put back at once.
+        const proto = Object.getPrototypeOf(other.prepare('SELECT 1')) as { get: (...args: unknown[]) => unknown };
+        const get = proto.get;
+        proto.get = function (this: { source: string }, ...args: unknown[]) {
+          if (marker.test(this.source)) {
+            proto.get = get;
+            other.prepare(sql.replace(/\$\d+/g, '?')).run(...params);
+          }
+          return get.apply(this, args);
+        };
       },
     };
   }
@@ -84,6 +106,22 @@ async function newDatabase(backend: TestBackend, url = TEST_DATABASE_URL): Promi
     async close() {
       await Promise.all(stores.map((s) => s.close()));
       await schema.drop();
+    },
+    commitBefore(marker, sql, params) {
+      const proto = pg.Client.prototype as unknown as { query: (...args: unknown[]) => unknown };
+      const query = proto.query;
+      proto.query = function (this: unknown, q: unknown, ...rest: unknown[]) {
+        const text = typeof q === 'string' ? q : (q as { text?: string } | null)?.text;
+        if (typeof text !== 'string' || !marker.test(text)) return query.call(this, q, ...rest);
+        proto.query = query;
+        const other = new pg.Client({ connectionString: url });
+        const committed = other
+          .connect()
+          .then(() => other.query(`SET search_path = ${schema.schema}`))
+          .then(() => other.query(sql, params))
+          .finally(() => other.end());
+        return committed.then(() => query.call(this, q, ...rest));
+      };
     },
   };
 }
@@ -635,16 +673,43 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       expect(pages.map(ids)).toEqual([[done[0]], [done[1]], []]);
       expect(await store.listDeliveries(P, { listener_id: 'l1', status: 'succeeded', limit: 5, scanLimit: 3 })).toEqual({ rows: [pages[0][0]], resume: l1[2].id });
       expect((await read({ listener_id: 'l1', status: 'succeeded', scanLimit: 3, order: 'desc' }, 5)).map(ids)).toEqual([[done[1]], [done[0]], []]);
-      // Every delivery of the database walked (p2's interleaved), the project and status checked.
+      // The project's deliveries walked (p2's interleaved in the table), the status checked.
       expect((await read({ status: 'succeeded', scanLimit: 5 }, 5)).flat().map((d) => d.id)).toEqual(done);
       const pending = await read({ status: 'pending', scanLimit: 5 }, 4);
       expect(pending.flat().map((d) => d.id)).toEqual(all.filter((d) => !done.includes(d.id)).map((d) => d.id));
       expect(pending.flat().every((d) => d.status === 'pending')).toBe(true);
-      const unfiltered = await read({ scanLimit: 5 }, 100);
-      expect(unfiltered.flat()).toEqual((await store.listDeliveries(P, { limit: 100 })).rows);
+      // Where it stopped is always one of the project's own deliveries.
+      const mine = new Set(all.map((d) => d.id));
+      for (let after: string | null = null, pages = 0; pages === 0 || after !== null; pages++) {
+        const { rows, resume } = await store.listDeliveries(P, { status: 'succeeded', after, limit: 5, scanLimit: 1 });
+        expect(rows.every((d) => done.includes(d.id))).toBe(true);
+        if (resume !== null) expect(mine.has(resume)).toBe(true);
+        after = resume;
+      }
+      // Unfiltered, a page walks the project's own deliveries and is never cut short.
+      expect((await read({ scanLimit: 1 }, 100)).map(ids)).toEqual([ids(all)]);
+      const theirs = await store.listDeliveries(Q, { limit: 3, scanLimit: 1 });
+      expect(theirs.rows.map((d) => d.event_id)).toEqual(['q0', 'q1', 'q2']);
+      expect(theirs.resume).toBeNull();
       expect(await store.listDeliveries(Q, { listener_id: 'l1', limit: 5, scanLimit: 1 })).toEqual({ rows: [], resume: null });
       // An event's deliveries with a listener checked.
       expect((await store.listDeliveries(P, { event_id: 'e2', listener_id: 'l2', limit: 5, scanLimit: 2 })).rows.map((d) => d.listener_id)).toEqual(['l2']);
+    });
+
+    it("reads a page and where its walk stopped in one snapshot, whatever another process commits between them", async () => {
+      await store.createListener(listener('l1'));
+      for (let i = 0; i < 6; i++) await store.appendEvents(P, [event(`e${i}`)], routing, T + i * 10);
+      const all = ids((await store.listDeliveries(P, { limit: 100 })).rows);
+      // l1's pending deliveries, three looked at a page. Between the first page and its probe
+      // (the statement that finds where the walk stopped) e0's delivery succeeds elsewhere: a
+      // probe that saw it would stop a row further on, past e3's, which no page checked.
+      db.commitBefore(/OFFSET/, `UPDATE deliveries SET status = 'succeeded' WHERE id = $1`, [all[0]]);
+      const first = await store.listDeliveries(P, { listener_id: 'l1', status: 'pending', limit: 5, scanLimit: 3 });
+      expect(first).toEqual({ rows: expect.any(Array), resume: all[2] });
+      expect(ids(first.rows)).toEqual(all.slice(0, 3));
+      const rest = await store.listDeliveries(P, { listener_id: 'l1', status: 'pending', after: first.resume, limit: 5, scanLimit: 3 });
+      expect(ids(rest.rows)).toEqual(all.slice(3));
+      expect((await store.getDelivery(P, all[0]))?.status).toBe('succeeded');
     });
 
     it('pages deliveries both ways by id, with filters', async () => {

@@ -347,14 +347,14 @@ export function eventSieve(q: EventQuery): Array<'workbook' | 'type' | 'since'> 
 }
 
 /**
- * Which index a page of deliveries walks (in id order): an event's, a status's (where the
- * backend's index holds that status; a listener's first when the status is succeeded), a
- * listener's, or every delivery's; the other filters given are checked on each row walked (the
- * project too, on the walk of every delivery).
+ * Which index a page of deliveries walks (in id order, within the project): an event's, a
+ * status's (where the backend's index holds that status; a listener's first when the status is
+ * succeeded), a listener's, or the project's; the other filters given are checked on each row
+ * walked.
  */
 export function deliveryWalk(q: DeliveryQuery, statusWalks: (status: string) => boolean): {
-  walk: 'listener' | 'status' | 'event' | 'all';
-  sieve: Array<'project' | 'listener_id' | 'status' | 'event_id'>;
+  walk: 'listener' | 'status' | 'event' | 'project';
+  sieve: Array<'listener_id' | 'status' | 'event_id'>;
 } {
   // Deliveries that have not succeeded are few beside those that have: their status walks first.
   const byStatus = q.status !== undefined && statusWalks(q.status);
@@ -362,16 +362,17 @@ export function deliveryWalk(q: DeliveryQuery, statusWalks: (status: string) => 
     q.event_id !== undefined ? 'event'
     : byStatus && (q.status !== 'succeeded' || q.listener_id === undefined) ? 'status'
     : q.listener_id !== undefined ? 'listener'
-    : 'all';
-  const served = { event: 'event_id', listener: 'listener_id', status: 'status', all: 'project' } as const;
-  const sieve = (['listener_id', 'status', 'event_id'] as const).filter((k) => q[k] !== undefined && served[walk] !== k);
-  return { walk, sieve: walk === 'all' ? ['project', ...sieve] : sieve };
+    : 'project';
+  const served = { event: 'event_id', listener: 'listener_id', status: 'status', project: null } as const;
+  return { walk, sieve: (['listener_id', 'status', 'event_id'] as const).filter((k) => q[k] !== undefined && served[walk] !== k) };
 }
 
 /**
  * Whether a page's walk may have stopped short: it checked filters on the rows it walked
  * (`sieved`) and found fewer rows than the page holds. The store then asks where the first
- * `scanLimit` rows of the walk end (none: the walk held fewer, and the list ends here).
+ * `scanLimit` rows of the walk end (none: the walk held fewer, and the list ends here), in the
+ * same snapshot as the page: a row that changed in between would otherwise be passed over
+ * unchecked.
  */
 export function walkMayGoOn(found: number, q: PageQuery, sieved: boolean): boolean {
   return sieved && found < q.limit;

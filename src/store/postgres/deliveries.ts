@@ -13,14 +13,14 @@ const COLUMNS = `d.id, d.event_id, e.type AS event_type, e.workbook, d.listener_
 const FROM = 'deliveries d JOIN events e ON e.seq = d.event_seq';
 
 // A page walks one index in id order: a listener's, a status's (deliveries_project_status holds
-// no succeeded ones), an event's (sorted), or the primary key's. The other filters are checked
+// no succeeded ones), an event's (sorted), or the project's. The other filters are checked
 // on at most scanLimit rows of the walk (see deliveryWalk). One statement per order, walk,
 // cursor and filters checked, made on first use.
 const walks = {
   listener: ['d.project = @project AND d.listener_id = @listener_id', ['project', 'listener_id']],
   status: [`d.project = @project AND d.status = @status AND d.status <> 'succeeded'`, ['project', 'status']],
   event: ['d.event_seq = (SELECT seq FROM events WHERE project = @project AND id = @event_id)', ['project', 'event_id']],
-  all: ['true', []],
+  project: ['d.project = @project', ['project']],
 } as const;
 const listStatement = namedStatements((key) => {
   const [order, walkName, after, ...sieve] = key.split(',');
@@ -40,6 +40,7 @@ const listStatement = namedStatements((key) => {
   };
 });
 const sortsOff = 'SET LOCAL enable_sort = off';
+const snapshot = 'SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY';
 
 const byId = statement(`SELECT ${COLUMNS} FROM ${FROM} WHERE d.project = $1 AND d.id = $2`);
 const lockById = statement(`SELECT ${COLUMNS} FROM ${FROM} WHERE d.project = $1 AND d.id = $2 FOR UPDATE OF d`);
@@ -106,8 +107,10 @@ export function deliveryQueries(db: Database, notice: DueNotice) {
       const head = [q.order ?? 'asc', walk, q.after ? 'after' : ''];
       const params = { ...q, project, scan: q.scanLimit ?? DEFAULT_LIST_SCAN_LIMIT };
       return db.transaction(async (c) => {
-        // With sorts off the planner walks the index in order rather than sort what it finds;
-        // an event's few deliveries are sorted.
+        // One snapshot for the page and its probe (see walkMayGoOn). With sorts off the planner
+        // walks the index in order rather than sort what it finds; an event's few deliveries
+        // are sorted.
+        await c.count(snapshot, []);
         if (walk !== 'event') await c.count(sortsOff, []);
         const page = listStatement([...head, ...sieve].join(','), params);
         const rows = (await c.rows<DeliveryRow>(page.statement, page.values)).map((r) => toDeliveryRecord(r, now));

@@ -68,6 +68,8 @@ const windowEvents = statement(`SELECT seq, id, envelope, received_at FROM event
 // call that way). Left on for the page's other statements: without sorts, the lock of an
 // ordered listener's heads walks the whole table.
 const sortsOff = 'SET LOCAL enable_sort = off';
+/** A list's reads, its page and its probe, in one snapshot. */
+const readSnapshot = 'SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY';
 const sortsBack = 'SET LOCAL enable_sort TO DEFAULT';
 // Walks events_project_execution: the execution's events in sequence order, from a sequence on.
 const executionEvents = statement(`SELECT seq, id, envelope, sequence FROM events
@@ -400,8 +402,10 @@ export function eventQueries(db: Database, notice: DueNotice, { appendsAtOnce = 
       const head = [q.order ?? 'asc', walkName];
       const params = { ...q, project, r: from.receivedAt, seq: from.seq, sequence: from.sequence, scan: q.scanLimit ?? DEFAULT_LIST_SCAN_LIMIT };
       return db.transaction(async (c) => {
-        // The index's order rather than a sort of what the walk finds (the plan for a table
-        // not analysed yet); an execution's walk needs no sort.
+        // One snapshot for the page and its probe (see walkMayGoOn). The index's order rather
+        // than a sort of what the walk finds (the plan for a table not analysed yet); an
+        // execution's walk needs no sort.
+        await c.count(readSnapshot, []);
         if (walkName !== 'execution') await c.count(sortsOff, []);
         const page = listStatement([...head, ...sieve].join(','), params);
         const rows = (await c.rows<ListedEventRow>(page.statement, page.values)).map((row) => ({ ...toStoredEvent(row), cursor: eventCursor(row, walkName === 'execution') }));

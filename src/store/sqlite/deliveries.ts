@@ -1,6 +1,6 @@
 import type { Database, Statement } from 'better-sqlite3';
 import { encodeTime } from 'ulid';
-import { statementCache } from './filtered-page.js';
+import { snapshotOf, statementCache } from './filtered-page.js';
 import { initialGateState, type GateListener } from '../../dispatch/listener-gate.js';
 import { deliveryWalk, specCache, toClaimedDelivery, toDeliveryRecord, walkMayGoOn, type ClaimEvent, type ClaimRow, type DeliveryRow, type SpecColumn } from '../rows.js';
 import type {
@@ -42,15 +42,16 @@ export interface DeliveryQueryDeps {
 /** Every delivery and attempt statement of the SQLite backend, prepared once. */
 export function deliveryQueries(db: Database, { versions, rollups, gates, executionOrder }: DeliveryQueryDeps) {
   // A page walks one index in id order (INDEXED BY: the planner could pick another and filter
-  // rather than walk): a listener's, a status's, an event's (sorted), or the primary key's. The
+  // rather than walk): a listener's, a status's, an event's (sorted), or the project's. The
   // other filters are checked on at most scanLimit rows of the walk (see deliveryWalk). One
   // statement per order, walk, cursor and filters checked, made on first use.
   const walks = {
     listener: ['deliveries_project_listener', 'd.project = @project AND d.listener_id = @listener_id'],
     status: ['deliveries_project_status', 'd.project = @project AND d.status = @status'],
     event: ['deliveries_event_seq', 'd.event_seq = (SELECT seq FROM events WHERE project = @project AND id = @event_id)'],
-    all: ['sqlite_autoindex_deliveries_1', 'true'],
+    project: ['deliveries_project_id', 'd.project = @project'],
   } as const;
+  const inSnapshot = snapshotOf(db);
   const listStatement = statementCache((key) => {
     const [order, walkName, after, ...sieve] = key.split(',');
     const dir = order === 'desc' ? 'DESC' : 'ASC';
@@ -173,13 +174,15 @@ export function deliveryQueries(db: Database, { versions, rollups, gates, execut
       for (const k of ['after', 'listener_id', 'status', 'event_id'] as const) if (q[k] !== undefined && q[k] !== null) params[k] = q[k];
       // Each statement binds only the names it uses.
       const bound = (names: string[]) => Object.fromEntries(Object.entries(params).filter(([k]) => names.includes(k)));
-      const servedBy = { listener: ['listener_id'], status: ['status'], event: ['event_id'], all: [] }[walk];
-      const walkNames = ['project', 'after', ...servedBy].filter((k) => walk !== 'all' || k !== 'project');
+      const servedBy = { listener: ['listener_id'], status: ['status'], event: ['event_id'], project: [] }[walk];
+      const walkNames = ['project', 'after', ...servedBy];
       const rowNames = [...walkNames, ...sieve, 'limit', ...(sieve.length ? ['scan'] : [])];
-      const rows = (listStatement([...head, ...sieve].join(',')).all(bound(rowNames)) as DeliveryRow[]).map((r) => toDeliveryRecord(r, now));
-      if (!walkMayGoOn(rows.length, q, sieve.length > 0)) return { rows, resume: null };
-      const end = listStatement([...head, 'probe'].join(',')).get(bound([...walkNames, 'scan'])) as string | undefined;
-      return { rows, resume: end ?? null };
+      return inSnapshot(() => {
+        const rows = (listStatement([...head, ...sieve].join(',')).all(bound(rowNames)) as DeliveryRow[]).map((r) => toDeliveryRecord(r, now));
+        if (!walkMayGoOn(rows.length, q, sieve.length > 0)) return { rows, resume: null };
+        const end = listStatement([...head, 'probe'].join(',')).get(bound([...walkNames, 'scan'])) as string | undefined;
+        return { rows, resume: end ?? null };
+      });
     },
     get(project: string, id: string, now: number): DeliveryRecord | null {
       const row = byId.get(project, id);

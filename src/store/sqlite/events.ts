@@ -1,6 +1,6 @@
 import type { Database, Statement } from 'better-sqlite3';
 import { newId } from '../../ids.js';
-import { statementCache } from './filtered-page.js';
+import { snapshotOf, statementCache } from './filtered-page.js';
 import type { EventEnvelope, OriginalMessage } from '../../records/event.js';
 import type { Handing } from '../handing.js';
 import {
@@ -63,6 +63,7 @@ export function eventQueries(db: Database, executionOrder: ExecutionOrder) {
   // order (INDEXED BY: a walk that the planner swapped for the other index would filter rather
   // than walk). The other filters are checked on at most scanLimit rows of the walk. One
   // statement per order, walk and filters checked, made on first use.
+  const inSnapshot = snapshotOf(db);
   const listStatement = statementCache((key) => {
     const [order, walkName, ...sieve] = key.split(',');
     const dir = order === 'desc' ? 'DESC' : 'ASC';
@@ -201,11 +202,13 @@ export function eventQueries(db: Database, executionOrder: ExecutionOrder) {
           : { project, r: from.receivedAt, seq: from.seq, ...(walkName === 'since' && { since: q.since }) };
       const scan = q.scanLimit ?? DEFAULT_LIST_SCAN_LIMIT;
       const checked = Object.fromEntries(sieve.map((k) => [k, q[k]]));
-      const found = listStatement([...head, ...sieve].join(',')).all({ ...walked, ...checked, limit: q.limit, ...(sieve.length && { scan }) }) as ListedEventRow[];
-      const rows = found.map((row) => ({ ...toStoredEvent(row), cursor: eventCursor(row, walkName === 'execution') }));
-      if (!walkMayGoOn(rows.length, q, sieve.length > 0)) return { rows, resume: null };
-      const end = listStatement([...head, 'probe'].join(',')).get({ ...walked, scan }) as ListedEventRow | undefined;
-      return { rows, resume: end ? eventCursor(end, walkName === 'execution') : null };
+      return inSnapshot(() => {
+        const found = listStatement([...head, ...sieve].join(',')).all({ ...walked, ...checked, limit: q.limit, ...(sieve.length && { scan }) }) as ListedEventRow[];
+        const rows = found.map((row) => ({ ...toStoredEvent(row), cursor: eventCursor(row, walkName === 'execution') }));
+        if (!walkMayGoOn(rows.length, q, sieve.length > 0)) return { rows, resume: null };
+        const end = listStatement([...head, 'probe'].join(',')).get({ ...walked, scan }) as ListedEventRow | undefined;
+        return { rows, resume: end ? eventCursor(end, walkName === 'execution') : null };
+      });
     },
     /**
      * Replay for one listener. Call inside a transaction. A replay of an execution keeps its

@@ -34,3 +34,11 @@ export function statementCache(make: (key: string) => Statement): (key: string) 
     return stmt;
   };
 }
+
+/**
+ * Runs reads in one snapshot: a read transaction (WAL: it blocks no writer), or the transaction
+ * already open on the connection.
+ */
+export function snapshotOf(db: Database): <T>(read: () => T) => T {
+  return (read) => (db.inTransaction ? read() : db.transaction(read).deferred());
+}
