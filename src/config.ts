@@ -143,7 +143,7 @@ export interface Config {
   maxInFlight: number;
   /** Events one replay call looks at, matching or not (RELAY_REPLAY_SCAN_LIMIT); the answer says where to go on. */
   replayScanLimit: number;
-  /** Rows a page of events or deliveries looks at when its filters are checked row by row (RELAY_LIST_SCAN_LIMIT). */
+  /** Rows a page of events, deliveries or executions looks at when its filters are checked row by row (RELAY_LIST_SCAN_LIMIT). */
   listScanLimit: number;
   /** RELAY_HEAP_GROWING_PERCENT: V8's old-generation growth between full collections; null lets V8 choose. */
   heapGrowingPercent: number | null;

@@ -271,6 +271,22 @@ describe('pages whose filters their walk does not serve (RELAY_LIST_SCAN_LIMIT)'
     expect(await pages(`/v1/deliveries?listener_id=${listener.body.id}&status=failed`)).toEqual([[]]);
   });
 
+  it('apply to executions too', async () => {
+    for (const name of ['scan_a', 'scan_b']) await createWorkbook(bounded.api, workbook(name, 'only: {action: std.noop}'));
+    const started: string[] = [];
+    for (const name of [...Array(12).fill('scan_a'), 'scan_b']) {
+      const res = await bounded.api('POST', '/v1/executions', { workbook: name, workflow: 'main' });
+      expect(res.status).toBe(201);
+      started.push(res.body.id);
+    }
+    const first = await bounded.api('GET', '/v1/executions?workbook=scan_b&limit=3');
+    expect(first.body).toEqual({ items: [], next_cursor: expect.any(String) });
+    const second = await bounded.api('GET', `/v1/executions?workbook=scan_b&limit=3&cursor=${first.body.next_cursor}`);
+    expect(second.body.items.map((e: { id: string }) => e.id)).toEqual([started[12]]);
+    expect(second.body.next_cursor).toBeNull();
+    expect((await pages('/v1/executions?workbook=scan_a&order=desc')).flat()).toEqual(started.slice(0, 12).reverse());
+  });
+
   it('refuse a cursor of an earlier version, and a cursor of the log for one execution', async () => {
     const old = Buffer.from('v3:events:asc:17').toString('base64url');
     const res = await bounded.api('GET', `/v1/events?cursor=${old}`);

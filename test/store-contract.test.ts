@@ -1828,13 +1828,15 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
           execution('x4', now, { workbook: 'w-a', state: 'PAUSED' }),
         ],
       );
-      const walk = async (order: ListOrder, filter: { workbook?: string; workflow?: string; state?: ExecutionRecord['state'] } = {}) => {
+      type Filter = { workbook?: string; workflow?: string; state?: ExecutionRecord['state']; scanLimit?: number };
+      const walk = async (order: ListOrder, filter: Filter = {}) => {
         const pages: string[][] = [];
         for (let after: string | null = null; ; ) {
-          const page = ids(await store.listExecutions(P, { ...filter, order, limit: 3, after }));
-          if (page.length === 0) return pages;
-          pages.push(page);
-          after = page.at(-1)!;
+          const { rows, resume } = await store.listExecutions(P, { ...filter, order, limit: 3, after });
+          if (rows.length === 0 && resume === null) return pages;
+          pages.push(ids(rows));
+          after = rows.length === 3 ? rows[2].id : resume;
+          if (after === null) return pages;
         }
       };
       expect(await walk('asc')).toEqual([['x1', 'x2', 'x3'], ['x4']]);
@@ -1842,7 +1844,13 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       expect(await walk('asc', { workbook: 'w-a' })).toEqual([['x1', 'x3', 'x4']]);
       expect(await walk('desc', { workflow: 'other' })).toEqual([['x3']]);
       expect(await walk('asc', { state: 'PAUSED' })).toEqual([['x4']]);
-      expect(ids(await store.listExecutions(Q, { limit: 10 }))).toEqual([]);
+      // Filters checked on at most scanLimit executions a page: a page stops there and says where.
+      expect(await walk('asc', { workbook: 'w-a', scanLimit: 2 })).toEqual([['x1'], ['x3', 'x4']]);
+      expect(await walk('desc', { workbook: 'w-a', scanLimit: 1 })).toEqual([['x4'], ['x3'], [], ['x1']]);
+      expect(await walk('asc', { state: 'ERROR', scanLimit: 3 })).toEqual([['x3']]);
+      expect(await store.listExecutions(P, { state: 'SUCCESS', limit: 3, scanLimit: 2 })).toEqual({ rows: [expect.objectContaining({ id: 'x2' })], resume: 'x2' });
+      expect(await store.listExecutions(P, { limit: 2, scanLimit: 1 })).toEqual({ rows: [expect.objectContaining({ id: 'x1' }), expect.objectContaining({ id: 'x2' })], resume: null });
+      expect(ids((await store.listExecutions(Q, { limit: 10 })).rows)).toEqual([]);
 
       expect(await store.deleteWorkbook(P, 'w-a')).toBe('executions_running'); // x1 RUNNING, x4 PAUSED
       expect(await store.deleteWorkbook(P, 'w-b')).toBe('deleted');

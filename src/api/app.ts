@@ -39,7 +39,7 @@ export interface AppDeps {
   engine: Engine;
   /** Events one replay call looks at (RELAY_REPLAY_SCAN_LIMIT). */
   replayScanLimit?: number;
-  /** Rows a page of events or deliveries looks at when its filters are checked row by row (RELAY_LIST_SCAN_LIMIT). */
+  /** Rows a page of events, deliveries or executions looks at when its filters are checked row by row (RELAY_LIST_SCAN_LIMIT). */
   listScanLimit?: number;
   /** false: only the operations routes (a dispatcher-only process). */
   serveApi?: boolean;
@@ -74,7 +74,7 @@ export function createApp(deps: AppDeps): express.Express {
   v1.use('/listeners', listenerRoutes(deps));
   v1.use(statsRoutes({ store: deps.store }));
   v1.use('/deliveries', deliveryRoutes({ store: deps.store, onRequeued: deps.wakeDispatcher, listScanLimit: deps.listScanLimit }));
-  v1.use('/executions', executionRoutes({ store: deps.store, engine: deps.engine }));
+  v1.use('/executions', executionRoutes({ store: deps.store, engine: deps.engine, listScanLimit: deps.listScanLimit }));
   v1.use('/tasks', taskRoutes({ store: deps.store, engine: deps.engine }));
   if (deps.serveApi !== false) {
     app.use('/v1', v1);

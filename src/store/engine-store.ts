@@ -1,6 +1,6 @@
 import type { EventEnvelope } from '../records/event.js';
 import type { ExecutionRecord, ExecutionState, TaskRecord, TaskSummary, WorkbookRecord } from '../records/states.js';
-import type { ListenerRouting, OrderedPageQuery, PageQuery } from './store.js';
+import type { ListenerRouting, ListPage, PageQuery, ScannedPageQuery } from './store.js';
 
 export type { ExecutionOperation, ExecutionRecord, ExecutionState, TaskRecord, TaskState, TaskSummary, WorkbookRecord } from '../records/states.js';
 export { EXECUTION_STATES, TASK_STATES } from '../records/states.js';
@@ -34,7 +34,8 @@ export interface TaskClaim {
  */
 export type EngineScope = { executionId: string } | { taskId: string } | { launch: true };
 
-export interface ExecutionQuery extends OrderedPageQuery {
+/** Executions walk the project's in id order; workbook, workflow and state are checked row by row (see ScannedPageQuery). */
+export interface ExecutionQuery extends ScannedPageQuery {
   workbook?: string;
   workflow?: string;
   state?: ExecutionState;
@@ -75,7 +76,8 @@ export interface EngineStore {
   deleteWorkbook(project: string, name: string): Promise<WorkbookDeletion>;
 
   getExecution(project: string, id: string): Promise<ExecutionRecord | null>;
-  listExecutions(project: string, query: ExecutionQuery): Promise<ExecutionRecord[]>;
+  /** `resume` is an execution id. */
+  listExecutions(project: string, query: ExecutionQuery): Promise<ListPage<ExecutionRecord>>;
   getTask(project: string, id: string): Promise<TaskRecord | null>;
   listTasks(project: string, executionId: string, query: PageQuery): Promise<TaskRecord[]>;
   /** The result of the latest instance of each named task that succeeded; names with none are absent. */

@@ -2,6 +2,7 @@ import { initialGateState, type JudgedAttempt, type ListenerGateState } from '..
 import { FilterBudgetError } from '../fanout/filter-budget.js';
 import type { EventEnvelope, SourceFormat } from '../records/event.js';
 import { LISTENER_OPTION_DEFAULTS, type ListenerSpec, type StoredListener } from '../records/listener.js';
+import type { ExecutionQuery } from './engine-store.js';
 import type { AttemptResult, ClaimedDelivery, DeliveryQuery, DeliveryRecord, EventQuery, FanOut, PageQuery, RecordJudge, ReplayAnswer, ReplayExecution, ReplayWindow, StoredEvent } from './store.js';
 
 /*
@@ -209,6 +210,11 @@ export interface EventRow {
 /** An event as a page of the log reads it, with its place in its execution (see eventCursor). */
 export interface ListedEventRow extends EventRow {
   sequence: number | null;
+}
+
+/** The filters of an execution list, all checked on each row its walk (the project's, by id) reads. */
+export function executionSieve(q: ExecutionQuery): Array<'workbook' | 'workflow' | 'state'> {
+  return (['workbook', 'workflow', 'state'] as const).filter((k) => q[k] !== undefined);
 }
 
 /** What a page of events checks on each row it walks, on the walk's columns (named w). */

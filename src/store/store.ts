@@ -107,7 +107,7 @@ export interface ScannedPageQuery extends OrderedPageQuery {
   scanLimit?: number;
 }
 
-/** Rows a page of events or deliveries looks at unless its query says (RELAY_LIST_SCAN_LIMIT). */
+/** Rows a page of events, deliveries or executions looks at unless its query says (RELAY_LIST_SCAN_LIMIT). */
 export const DEFAULT_LIST_SCAN_LIMIT = 50_000;
 
 /**

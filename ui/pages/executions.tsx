@@ -30,6 +30,8 @@ export function ExecutionsPage({ params }: { params: URLSearchParams }) {
       <ErrorNotice error={executions.error} />
       {!executions.data ? (
         <Loading what="executions" />
+      ) : executions.data.items.length === 0 && executions.data.next_cursor ? (
+        <p>No executions in this stretch are in state {state}; the next page looks further back.</p>
       ) : executions.data.items.length === 0 ? (
         <p>
           No executions{state ? ` in state ${state}` : ' yet'}. Start one with <code>POST /v1/executions</code> or{' '}

@@ -42,7 +42,8 @@ const oneValue = (value: unknown, field: string): string | undefined => {
   return value;
 };
 
-export function executionRoutes({ store, engine }: { store: EngineStore; engine: Engine }): Router {
+/** `listScanLimit`: executions a page looks at when it filters them (RELAY_LIST_SCAN_LIMIT). */
+export function executionRoutes({ store, engine, listScanLimit }: { store: EngineStore; engine: Engine; listScanLimit?: number }): Router {
   const router = Router();
 
   async function load(project: string, id: string) {
@@ -71,15 +72,16 @@ export function executionRoutes({ store, engine }: { store: EngineStore; engine:
     if (state !== undefined && !EXECUTION_STATES.includes(state as ExecutionState)) {
       throw invalidField('state', `one of ${EXECUTION_STATES.join(', ')}`);
     }
-    const rows = await store.listExecutions(res.locals.project, {
+    const found = await store.listExecutions(res.locals.project, {
       after,
       order,
       limit: limit + 1,
+      scanLimit: listScanLimit,
       workbook: oneValue(req.query.workbook, 'workbook'),
       workflow: oneValue(req.query.workflow, 'workflow'),
       state: state as ExecutionState | undefined,
     });
-    res.json(page('executions', rows, limit, (e) => e.id, toExecutionView, order));
+    res.json(page('executions', found.rows, limit, (e) => e.id, toExecutionView, order, found.resume));
   });
 
   router.get('/:id', async (req, res) => {

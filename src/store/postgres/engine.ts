@@ -1,15 +1,17 @@
 import type { ClaimedTask, EngineStore, ExecutionRecord, InFlightTask, WorkbookRecord } from '../engine-store.js';
-import { StoreConflictError, type ListOrder } from '../store.js';
+import { DEFAULT_LIST_SCAN_LIMIT, StoreConflictError } from '../store.js';
+import { executionSieve, walkMayGoOn } from '../rows.js';
 import { statement, type Database } from './database.js';
 import { EXECUTION_COLUMNS, TASK_COLUMNS, toExecution, toTask, type ExecutionRow, type TaskRow } from './engine-load.js';
 import { engineTransactions } from './engine-tx.js';
-import { filteredPage } from './filtered-page.js';
+import { namedStatements } from './filtered-page.js';
 import type { DueNotice } from './notify.js';
 
 interface WorkbookRow { project: string; name: string; source: string; spec: string; created_at: number; updated_at: number }
 type ClaimRow = TaskRow & { e_workbook: string; e_workflow: string; e_spec: string; e_input: string; e_state: ExecutionRecord['state']; due_at: number };
 
 const toWorkbook = (r: WorkbookRow): WorkbookRecord => ({ ...r, spec: JSON.parse(r.spec) });
+const EXECUTION_COLUMNS_OF_X = EXECUTION_COLUMNS.split(',').map((c) => `x.${c.trim()}`).join(', ');
 const TASK_COLUMNS_OF_T = TASK_COLUMNS.split(',').map((c) => `t.${c.trim()}`).join(', ');
 
 const wb = {
@@ -23,21 +25,28 @@ const wb = {
   running: statement(`SELECT 1 FROM executions WHERE project = $1 AND workbook = $2 AND state IN ('RUNNING', 'PAUSED') LIMIT 1`),
 };
 
-const executionPage = (order: ListOrder) =>
-  filteredPage(
-    (clauses, limit) => `SELECT ${EXECUTION_COLUMNS} FROM executions WHERE project = $1 ${clauses.map((c) => `AND ${c}`).join(' ')}
-      ORDER BY id ${order === 'desc' ? 'DESC' : 'ASC'} LIMIT ${limit}`,
-    {
-      after: (p) => `id ${order === 'desc' ? '<' : '>'} ${p}`,
-      workbook: (p) => `workbook = ${p}`,
-      workflow: (p) => `workflow = ${p}`,
-      state: (p) => `state = ${p}`,
-    },
-  );
+// Executions in id (creation) order along executions_project_id (sorts off around it, so the
+// planner walks the index rather than sort what it finds); workbook, workflow and state are
+// checked on at most scanLimit rows of the walk. One statement per order, cursor and filters
+// checked, made on first use.
+const executionPage = namedStatements((key) => {
+  const [order, after, ...sieve] = key.split(',');
+  const dir = order === 'desc' ? 'DESC' : 'ASC';
+  const walk = `FROM executions WHERE project = @project ${after ? `AND id ${order === 'desc' ? '<' : '>'} @after` : ''} ORDER BY id ${dir}`;
+  const walked = ['project', ...(after ? ['after'] : [])];
+  if (sieve[0] === 'probe') return { text: `SELECT id ${walk} LIMIT 1 OFFSET @scan - 1`, names: [...walked, 'scan'] };
+  if (!sieve.length) return { text: `SELECT ${EXECUTION_COLUMNS} ${walk} LIMIT @limit`, names: [...walked, 'limit'] };
+  return {
+    text: `SELECT ${EXECUTION_COLUMNS_OF_X} FROM (SELECT id, workbook, workflow, state ${walk} LIMIT @scan) w JOIN executions x ON x.id = w.id
+      WHERE ${sieve.map((k) => `w.${k} = @${k}`).join(' AND ')} ORDER BY w.id ${dir} LIMIT @limit`,
+    names: [...walked, 'scan', ...sieve, 'limit'],
+  };
+});
+/** A list's reads, its page and its probe, in one snapshot, and the index's order rather than a sort. */
+const listSettings = 'SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET LOCAL enable_sort = off';
 
 const ex = {
   get: statement(`SELECT ${EXECUTION_COLUMNS} FROM executions WHERE project = $1 AND id = $2`),
-  page: { asc: executionPage('asc'), desc: executionPage('desc') },
 };
 
 const tk = {
@@ -118,12 +127,18 @@ export function engineStore(db: Database, notice: DueNotice): EngineStore {
       return row ? toExecution(row) : null;
     },
     async listExecutions(project, q) {
-      const { statement: s, values } = ex.page[q.order ?? 'asc'](
-        [project],
-        { after: q.after, workbook: q.workbook, workflow: q.workflow, state: q.state },
-        q.limit,
-      );
-      return (await db.rows<ExecutionRow>(s, values)).map(toExecution);
+      const sieve = executionSieve(q);
+      const head = [q.order ?? 'asc', q.after ? 'after' : ''];
+      const params = { ...q, project, scan: q.scanLimit ?? DEFAULT_LIST_SCAN_LIMIT };
+      return db.transaction(async (c) => {
+        await c.count(listSettings, []);
+        const page = executionPage([...head, ...sieve].join(','), params);
+        const rows = (await c.rows<ExecutionRow>(page.statement, page.values)).map(toExecution);
+        if (!walkMayGoOn(rows.length, q, sieve.length > 0)) return { rows, resume: null };
+        const probe = executionPage([...head, 'probe'].join(','), params);
+        const [end] = await c.rows<{ id: string }>(probe.statement, probe.values);
+        return { rows, resume: end?.id ?? null };
+      });
     },
     async getTask(project, id) {
       const [row] = await db.rows<TaskRow>(tk.get, [project, id]);

@@ -10,7 +10,9 @@ import type {
   TaskRecord,
   WorkbookRecord,
 } from '../engine-store.js';
-import { StoreConflictError, type FanOut, type ListenerRouting, type ListOrder } from '../store.js';
+import { DEFAULT_LIST_SCAN_LIMIT, StoreConflictError, type FanOut, type ListenerRouting } from '../store.js';
+import { executionSieve, walkMayGoOn } from '../rows.js';
+import { snapshotOf, statementCache } from './filtered-page.js';
 import type { eventQueries } from './events.js';
 import type { createWriteBatcher } from './write-batcher.js';
 
@@ -36,14 +38,22 @@ const taskParams = (t: TaskRecord) => ({
   result: t.result === null || t.result === undefined ? null : JSON.stringify(t.result),
 });
 
-/** Executions in id (creation) order, from after the cursor's id; `desc` walks newest first. */
-function executionPage(db: Database, order: ListOrder) {
-  return db.prepare(`SELECT * FROM executions WHERE project = @project
-      AND (@after IS NULL OR id ${order === 'desc' ? '<' : '>'} @after)
-      AND (@workbook IS NULL OR workbook = @workbook)
-      AND (@workflow IS NULL OR workflow = @workflow)
-      AND (@state IS NULL OR state = @state)
-    ORDER BY id ${order === 'desc' ? 'DESC' : 'ASC'} LIMIT @limit`) as Statement<Record<string, unknown>, ExecutionRow>;
+/**
+ * Executions in id (creation) order along executions_project_id, from after the cursor's id;
+ * `desc` walks newest first. workbook, workflow and state are checked on at most scanLimit rows
+ * of the walk. One statement per order, cursor and filters checked, made on first use.
+ */
+function executionPages(db: Database) {
+  return statementCache((key) => {
+    const [order, after, ...sieve] = key.split(',');
+    const dir = order === 'desc' ? 'DESC' : 'ASC';
+    const walk = `FROM executions INDEXED BY executions_project_id
+      WHERE project = @project ${after ? `AND id ${order === 'desc' ? '<' : '>'} @after` : ''} ORDER BY id ${dir}`;
+    if (sieve[0] === 'probe') return db.prepare(`SELECT id ${walk} LIMIT 1 OFFSET @scan - 1`).pluck();
+    if (!sieve.length) return db.prepare(`SELECT * ${walk} LIMIT @limit`);
+    return db.prepare(`SELECT x.* FROM (SELECT id, workbook, workflow, state ${walk} LIMIT @scan) w JOIN executions x ON x.id = w.id
+      WHERE ${sieve.map((k) => `w.${k} = @${k}`).join(' AND ')} ORDER BY w.id ${dir} LIMIT @limit`);
+  });
 }
 
 export interface EngineQueryDeps {
@@ -68,9 +78,10 @@ export function engineStore(db: Database, { events, batcher, guard, fanOut }: En
       .prepare(`SELECT 1 FROM executions WHERE project = ? AND workbook = ? AND state IN ('RUNNING', 'PAUSED') LIMIT 1`)
       .pluck() as Statement<[string, string], number>,
   };
+  const inSnapshot = snapshotOf(db);
   const ex = {
     get: db.prepare('SELECT * FROM executions WHERE project = ? AND id = ?') as Statement<[string, string], ExecutionRow>,
-    page: { asc: executionPage(db, 'asc'), desc: executionPage(db, 'desc') },
+    page: executionPages(db),
     insert: db.prepare(`INSERT INTO executions (id, project, workbook, workflow, spec, input, state, state_info, pending_operation,
         created_at, updated_at)
       VALUES (@id, @project, @workbook, @workflow, @spec, @input, @state, @state_info, @pending_operation, @created_at, @updated_at)`),
@@ -183,10 +194,18 @@ export function engineStore(db: Database, { events, batcher, guard, fanOut }: En
       return row ? toExecution(row) : null;
     },
     async listExecutions(project, q) {
-      const rows = guard(() =>
-        ex.page[q.order ?? 'asc'].all({ project, after: q.after ?? null, workbook: q.workbook ?? null, workflow: q.workflow ?? null, state: q.state ?? null, limit: q.limit }),
+      const sieve = executionSieve(q);
+      const head = [q.order ?? 'asc', q.after ? 'after' : ''];
+      const walked = { project, ...(q.after && { after: q.after }) };
+      const scan = q.scanLimit ?? DEFAULT_LIST_SCAN_LIMIT;
+      const checked = Object.fromEntries(sieve.map((k) => [k, q[k]]));
+      return guard(() =>
+        inSnapshot(() => {
+          const rows = (ex.page([...head, ...sieve].join(',')).all({ ...walked, ...checked, limit: q.limit, ...(sieve.length && { scan }) }) as ExecutionRow[]).map(toExecution);
+          if (!walkMayGoOn(rows.length, q, sieve.length > 0)) return { rows, resume: null };
+          return { rows, resume: (ex.page([...head, 'probe'].join(',')).get({ ...walked, scan }) as string | undefined) ?? null };
+        }),
       );
-      return rows.map(toExecution);
     },
     async getTask(project, id) {
       const row = guard(() => tk.get.get(project, id));
