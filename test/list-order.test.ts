@@ -287,7 +287,7 @@ describe('pages whose filters their walk does not serve (RELAY_LIST_SCAN_LIMIT)'
     expect((await pages('/v1/executions?workbook=scan_a&order=desc')).flat()).toEqual(started.slice(0, 12).reverse());
   });
 
-  it('refuse a cursor of an earlier version, and a cursor of the log for one execution', async () => {
+  it('refuse a cursor of an earlier version, a cursor of the log for one execution, and one execution\'s for another', async () => {
     const old = Buffer.from('v3:events:asc:17').toString('base64url');
     const res = await bounded.api('GET', `/v1/events?cursor=${old}`);
     expect(res.status).toBe(400);
@@ -304,5 +304,13 @@ describe('pages whose filters their walk does not serve (RELAY_LIST_SCAN_LIMIT)'
     expect(unfiltered.body.errors).toEqual([{ field: 'cursor', message: expect.stringContaining("continues a list of one execution's events") }]);
     const same = await bounded.api('GET', `/v1/events?execution_id=x-1&limit=1&cursor=${ofExecution.body.next_cursor}`);
     expect(same.body.items.map((e: { sequence: number }) => e.sequence)).toEqual([2]);
+    // A cursor of one execution's events continues no other execution's.
+    const other = await bounded.api('GET', `/v1/events?execution_id=x-2&cursor=${ofExecution.body.next_cursor}`);
+    expect(other.status).toBe(400);
+    expect(other.body.errors).toEqual([{ field: 'cursor', message: 'this cursor continues the events of execution x-1, not of x-2: start again without a cursor' }]);
+    // Before they named their execution, such cursors held its sequence alone.
+    const bare = await bounded.api('GET', `/v1/events?execution_id=x-1&cursor=${Buffer.from('v3:events:asc:x1').toString('base64url')}`);
+    expect(bare.status).toBe(400);
+    expect(bare.body.errors).toEqual([{ field: 'cursor', message: 'a cursor of an earlier version of the relay: start again without a cursor' }]);
   });
 });

@@ -558,7 +558,7 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
         const { rows: page, resume } = await store.listEvents(P, { ...filter, order, limit, after });
         expect(resume).toBeNull();
         if (page.length === 0) return pages;
-        for (const e of page) expect(store.isEventCursor(e.cursor, filter.execution_id !== undefined)).toBe(true);
+        for (const e of page) expect(store.eventCursorScope(e.cursor)).toEqual({ execution_id: filter.execution_id ?? null });
         pages.push(page.map((e) => e.envelope.id));
         after = page.at(-1)!.cursor;
       }
@@ -598,8 +598,8 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       expect(await walkEvents('desc', 1, { type: 'TASK_SUCCEEDED' })).toEqual([['c'], ['a']]);
       expect(await walkEvents('asc', 2, { workbook: 'billing' })).toEqual([['a', 'b'], ['d']]);
       expect(await walkEvents('desc', 10, { since: T + 2000 })).toEqual([['e', 'd', 'c']]);
-      expect(store.isEventCursor('not a cursor')).toBe(false);
-      expect(store.isEventCursor('')).toBe(false);
+      expect(store.eventCursorScope('not a cursor')).toBeNull();
+      expect(store.eventCursorScope('')).toBeNull();
     });
 
     it('checks workbook and type on at most scanLimit events a page, and says where the walk stopped', async () => {
@@ -641,12 +641,12 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       expect(x.map((e) => [e.envelope.id, e.envelope.sequence])).toEqual([['x1', 1], ['x2', 2]]);
       expect((await store.listEvents(P, { limit: 10, since: T + 400 })).rows.map((e) => e.envelope.id)).toEqual(['x2', 'x1']);
       expect((await store.listEvents(P, { limit: 10, execution_id: 'exec-3', order: 'desc', after: x[1].cursor })).rows).toEqual([x[0]]);
-      expect(x.map((e) => e.cursor)).toEqual(['x1', 'x2']);
-      expect(store.isEventCursor(x[0].cursor, true)).toBe(true);
-      expect(store.isEventCursor((await store.listEvents(Q, { limit: 1 })).rows[0].cursor, true)).toBe(false);
+      expect(x.map((e) => e.cursor)).toEqual(['x1:exec-3', 'x2:exec-3']);
+      expect(store.eventCursorScope(x[0].cursor)).toEqual({ execution_id: 'exec-3' });
+      expect(store.eventCursorScope((await store.listEvents(Q, { limit: 1 })).rows[0].cursor)).toEqual({ execution_id: null });
       // Unfiltered pages and walks served whole are never cut short.
       const exec2 = await store.listEvents(P, { execution_id: 'exec-2', limit: 2, scanLimit: 1 });
-      expect(exec2).toEqual({ rows: [{ ...log[6], cursor: 'x1' }, { ...log[7], cursor: 'x2' }], resume: null });
+      expect(exec2).toEqual({ rows: [{ ...log[6], cursor: 'x1:exec-2' }, { ...log[7], cursor: 'x2:exec-2' }], resume: null });
       expect((await store.listEvents(P, { limit: 100, scanLimit: 1 })).rows).toHaveLength(14);
     });
 

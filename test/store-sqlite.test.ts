@@ -892,13 +892,13 @@ describe('operations', () => {
     expect(store.appliedMigrations).toContain('008_ordering_and_gates.sql');
     await store.appendEvents(P, [event('a'), event('b')], toAll([]), 1);
     const [, second] = (await store.listEvents(P, { limit: 10 })).rows;
-    expect(store.isEventCursor(second.cursor)).toBe(true);
-    for (const bad of ['', '1', '0.1.', '01.1', '1.0', '-1.1', '1.5.0', '1e3', 'abc', ' 1.1', '1.99999999999999999']) expect(store.isEventCursor(bad)).toBe(false);
-    expect(store.isEventCursor('0.1')).toBe(true);
-    expect(store.isEventCursor('0.1', true)).toBe(false);
-    expect(store.isEventCursor('x7', true)).toBe(true);
-    expect(store.isEventCursor('x7')).toBe(false);
-    for (const bad of ['x', 'x0', 'x07', '7', 'x99999999999999999']) expect(store.isEventCursor(bad, true)).toBe(false);
+    const log = { execution_id: null };
+    expect(store.eventCursorScope(second.cursor)).toEqual(log);
+    for (const bad of ['', '1', '0.1.', '01.1', '1.0', '-1.1', '1.5.0', '1e3', 'abc', ' 1.1', '1.99999999999999999']) expect(store.eventCursorScope(bad)).toBeNull();
+    expect(store.eventCursorScope('0.1')).toEqual(log);
+    expect(store.eventCursorScope('x7:e-1')).toEqual({ execution_id: 'e-1' });
+    expect(store.eventCursorScope('x7:a:b')).toEqual({ execution_id: 'a:b' });
+    for (const bad of ['x', 'x7', 'x7:', 'x0:e', 'x07:e', '7:e', 'x99999999999999999:e']) expect(store.eventCursorScope(bad)).toBeNull();
     expect(((await store.listEvents(P, { limit: 10, after: second.cursor, order: 'desc' })).rows).map((e) => e.envelope.id)).toEqual(['a']);
 
     const unsubscribe = store.subscribeDue(() => {

@@ -317,20 +317,26 @@ export function toStoredEvent(row: EventRow): StoredEvent {
 
 /**
  * A position in the event log: after this event in the order received (its receive time and
- * seq), or, in a list of one execution's events, in that execution's order (`x` and its sequence).
+ * seq), or, in a list of the events of execution `executionId`, in that execution's order (`x`,
+ * its sequence and the execution's id, so that no other execution's list takes it).
  */
-export function eventCursor(row: { received_at: number; seq: number; sequence: number | null }, ofExecution: boolean): string {
-  return ofExecution ? `x${row.sequence}` : `${row.received_at}.${row.seq}`;
+export function eventCursor(row: { received_at: number; seq: number; sequence: number | null }, executionId: string | undefined): string {
+  return executionId !== undefined ? `x${row.sequence}:${executionId}` : `${row.received_at}.${row.seq}`;
 }
 
-function executionPosition(text: string): number | null {
-  const m = /^x([1-9][0-9]{0,15})$/.exec(text);
-  return m && Number.isSafeInteger(Number(m[1])) ? Number(m[1]) : null;
+function executionPosition(text: string): { sequence: number; executionId: string } | null {
+  const m = /^x([1-9][0-9]{0,15}):(.+)$/s.exec(text);
+  return m && Number.isSafeInteger(Number(m[1])) ? { sequence: Number(m[1]), executionId: m[2] } : null;
 }
 
-/** Whether `text` is a cursor an event list hands out: of a list of one execution's events, or of the log. */
-export function isEventCursor(text: string, ofExecution = false): boolean {
-  return ofExecution ? executionPosition(text) !== null : parseReplayCursor(text) !== null;
+/**
+ * Which list an event cursor continues: the log (`execution_id` null) or one execution's events;
+ * null when it is not a cursor an event list hands out.
+ */
+export function eventCursorScope(text: string): { execution_id: string | null } | null {
+  const position = executionPosition(text);
+  if (position) return { execution_id: position.executionId };
+  return parseReplayCursor(text) ? { execution_id: null } : null;
 }
 
 /**
@@ -342,7 +348,7 @@ export function eventPageFrom(q: EventQuery): { receivedAt: number; seq: number;
   const top = Number.MAX_SAFE_INTEGER;
   const start = q.order === 'desc' ? { receivedAt: top, seq: top, sequence: top } : { receivedAt: q.since ?? 0, seq: 0, sequence: 0 };
   if (!q.after) return start;
-  if (q.execution_id !== undefined) return { ...start, sequence: executionPosition(q.after) ?? start.sequence };
+  if (q.execution_id !== undefined) return { ...start, sequence: executionPosition(q.after)?.sequence ?? start.sequence };
   return { ...start, ...parseReplayCursor(q.after) };
 }
 

@@ -330,10 +330,10 @@ export interface OutboxStore {
    */
   listEvents(project: string, query: EventQuery): Promise<ListPage<StoredEvent & { cursor: string }>>;
   /**
-   * Whether a text is an event log position this store hands out (a malformed cursor is a 400);
-   * `ofExecution`: one a list of one execution's events can go on from.
+   * Which list an event position this store handed out continues: the log (`execution_id`
+   * null) or the events of one execution; null when the text is not one (a 400).
    */
-  isEventCursor(text: string, ofExecution?: boolean): boolean;
+  eventCursorScope(text: string): { execution_id: string | null } | null;
   getEvent(project: string, id: string): Promise<StoredEvent | null>;
 
   /** Deliveries by id (a ULID: the order made); `resume` is a delivery id. */

@@ -80,21 +80,26 @@ export function eventRoutes({ store, listScanLimit }: { store: OutboxStore; list
   router.get('/', async (req, res) => {
     const { limit, after, order } = orderedPageParams(req.query, 'events');
     // An event cursor is a position in the event log, or in one execution's events (listed in
-    // their sequence order); anything else is not one of ours. Before the log was walked in the
-    // order received, its cursors held an event's number alone.
+    // their sequence order), and continues only that list; anything else is not one of ours.
+    // Before the log was walked in the order received, its cursors held an event's number alone,
+    // and before they named their execution, an execution's held its sequence alone.
     const executionId = stringParam(req.query.execution_id, 'execution_id');
-    const ofExecution = executionId !== undefined;
-    if (after !== null && !store.isEventCursor(after, ofExecution)) {
-      if (/^[0-9]+$/.test(after)) throw invalidField('cursor', 'a cursor of an earlier version of the relay: start again without a cursor');
-      if (store.isEventCursor(after, !ofExecution)) {
+    if (after !== null) {
+      const scope = store.eventCursorScope(after);
+      if (!scope) {
+        if (/^x?[0-9]+$/.test(after)) throw invalidField('cursor', 'a cursor of an earlier version of the relay: start again without a cursor');
+        throw invalidField('cursor', 'not a cursor this API returned');
+      }
+      if (scope.execution_id !== (executionId ?? null)) {
         throw invalidField(
           'cursor',
-          ofExecution
+          scope.execution_id === null
             ? 'this cursor continues a list of events without execution_id: give the same filters with it, or start again without a cursor'
-            : "this cursor continues a list of one execution's events: give its execution_id with it, or start again without a cursor",
+            : executionId === undefined
+              ? "this cursor continues a list of one execution's events: give its execution_id with it, or start again without a cursor"
+              : `this cursor continues the events of execution ${scope.execution_id}, not of ${executionId}: start again without a cursor`,
         );
       }
-      throw invalidField('cursor', 'not a cursor this API returned');
     }
     const found = await store.listEvents(res.locals.project, {
       after,

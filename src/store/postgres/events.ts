@@ -7,7 +7,7 @@ import {
   eventPageFrom,
   eventSieve,
   executionAnswer,
-  isEventCursor,
+  eventCursorScope,
   replayPage,
   walkMayGoOn,
   type ListedEventRow, toStoredEvent, windowAnswer, windowFrom, type EventRow, type ReplayRow, type WindowRow } from '../rows.js';
@@ -390,7 +390,7 @@ export function eventQueries(db: Database, notice: DueNotice, { appendsAtOnce = 
       handoff = h;
     },
     /** Whether `text` is a cursor `list` hands out: an event's seq, in decimal. */
-    isCursor: isEventCursor,
+    cursorScope: eventCursorScope,
     async get(project: string, id: string): Promise<StoredEvent | null> {
       const [row] = await db.rows<EventRow>(byId, [project, id]);
       return row ? toStoredEvent(row) : null;
@@ -407,11 +407,11 @@ export function eventQueries(db: Database, notice: DueNotice, { appendsAtOnce = 
         // execution's walk needs no sort.
         await c.count(walkName === 'execution' ? readSnapshot : `${readSnapshot}; ${sortsOff}`, []);
         const page = listStatement([...head, ...sieve].join(','), params);
-        const rows = (await c.rows<ListedEventRow>(page.statement, page.values)).map((row) => ({ ...toStoredEvent(row), cursor: eventCursor(row, walkName === 'execution') }));
+        const rows = (await c.rows<ListedEventRow>(page.statement, page.values)).map((row) => ({ ...toStoredEvent(row), cursor: eventCursor(row, q.execution_id) }));
         if (!walkMayGoOn(rows.length, q, sieve.length > 0)) return { rows, resume: null };
         const probe = listStatement([...head, 'probe'].join(','), params);
         const [end] = await c.rows<ListedEventRow>(probe.statement, probe.values);
-        return { rows, resume: end ? eventCursor(end, walkName === 'execution') : null };
+        return { rows, resume: end ? eventCursor(end, q.execution_id) : null };
       });
     },
     /**

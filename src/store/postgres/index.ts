@@ -92,7 +92,7 @@ export async function openPostgresStore(o: PostgresOptions): Promise<Store> {
     appendEvents: (project, list, routing, now) => events.appendEvents(project, list, routing, now),
     handOffTo: (h) => events.handOffTo(h),
     listEvents: (project, q) => events.list(project, q),
-    isEventCursor: (text, ofExecution) => events.isCursor(text, ofExecution),
+    eventCursorScope: (text) => events.cursorScope(text),
     getEvent: (project, id) => events.get(project, id),
 
     listDeliveries: (project, q) => deliveries.list(project, q),

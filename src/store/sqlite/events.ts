@@ -9,7 +9,7 @@ import {
   eventPageFrom,
   eventSieve,
   executionAnswer,
-  isEventCursor,
+  eventCursorScope,
   replayPage,
   walkMayGoOn,
   type ListedEventRow, toStoredEvent, windowAnswer, windowFrom, type EventRow, type ReplayRow, type WindowRow } from '../rows.js';
@@ -156,7 +156,7 @@ export function eventQueries(db: Database, executionOrder: ExecutionOrder) {
 
   return {
     /** Whether `text` is a cursor `list` hands out: an event's seq, in decimal. */
-    isCursor: isEventCursor,
+    cursorScope: eventCursorScope,
     /** One event with its deliveries (handed over to `handing` where it takes them). Call inside a transaction. */
     append(project: string, event: NewEvent, fanOut: FanOut, now: number, handing?: Handing): AppendedEvent {
       const id = event.envelope.id;
@@ -204,10 +204,10 @@ export function eventQueries(db: Database, executionOrder: ExecutionOrder) {
       const checked = Object.fromEntries(sieve.map((k) => [k, q[k]]));
       return inSnapshot(() => {
         const found = listStatement([...head, ...sieve].join(',')).all({ ...walked, ...checked, limit: q.limit, ...(sieve.length && { scan }) }) as ListedEventRow[];
-        const rows = found.map((row) => ({ ...toStoredEvent(row), cursor: eventCursor(row, walkName === 'execution') }));
+        const rows = found.map((row) => ({ ...toStoredEvent(row), cursor: eventCursor(row, q.execution_id) }));
         if (!walkMayGoOn(rows.length, q, sieve.length > 0)) return { rows, resume: null };
         const end = listStatement([...head, 'probe'].join(',')).get({ ...walked, scan }) as ListedEventRow | undefined;
-        return { rows, resume: end ? eventCursor(end, walkName === 'execution') : null };
+        return { rows, resume: end ? eventCursor(end, q.execution_id) : null };
       });
     },
     /**

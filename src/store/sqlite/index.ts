@@ -176,8 +176,8 @@ export function openSqliteStore(options: SqliteOptions): SqliteStore {
     async listEvents(project, q) {
       return run(() => events.list(project, q));
     },
-    isEventCursor(text, ofExecution) {
-      return events.isCursor(text, ofExecution);
+    eventCursorScope(text) {
+      return events.cursorScope(text);
     },
     async getEvent(project, id) {
       return run(() => events.get(project, id));
