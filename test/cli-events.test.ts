@@ -509,8 +509,33 @@ describe('listener-replay and lists over calls the relay bounds (RELAY_REPLAY_SC
     const all = await receiver.waitForCount('/bounded-cli', 16, 10_000);
     expect(all.slice(12).map((r) => JSON.parse(r.text).id).sort()).toEqual(['bounded-0', 'bounded-1', 'bounded-3', 'bounded-4']);
     const refused = await boundedCli(['listener-replay', created.id, '--since', since, '--only-failed', '--after', first.next.after]);
-    expect(refused).toMatchObject({ code: 2, stdout: '' });
-    expect(refused.stderr).toMatch(/--after goes on with a replay of new deliveries/);
+    expect(refused).toMatchObject({ code: 1, stdout: '' });
+    expect(refused.stderr).toMatch(/after: goes on with a replay of new deliveries/);
+  });
+
+  it('re-queues failed deliveries over calls that each look at RELAY_REPLAY_SCAN_LIMIT of them, each once', async () => {
+    receiver.respond('/bounded-failing', [{ status: 500, body: 'down' }]);
+    const res = await fetch(`${bounded.url}/v1/listeners`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${bounded.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ workbook: 'bounded-failing', event_types: ['NOTIFICATION'], callback: { url: receiver.url('/bounded-failing') }, retry: { schedule_ms: [50] } }),
+    });
+    expect(res.status).toBe(201);
+    const listener = ((await res.json()) as { id: string }).id;
+    const since = new Date(Date.now() - 1000).toISOString();
+    const events = Array.from({ length: 3 }, (_, i) => ({ id: `bounded-failing-${i}`, type: 'WILL_FAIL', workbook: 'bounded-failing' }));
+    expect((await boundedCli(['event-publish'], { input: ndjson(events) })).code).toBe(0);
+    const failed = async () => okJson(await boundedCli(['delivery-list', '--listener-id', listener, '--status', 'failed', '--all', '-f', 'json'])).items.length;
+    await eventually(async () => (await failed()) === 3, 20_000, 'three failed deliveries');
+    expect(receiver.requests('/bounded-failing')).toHaveLength(6);
+
+    const requeued = await boundedCli(['listener-replay', listener, '--since', since, '--only-failed']);
+    expect(requeued.code, requeued.stderr).toBe(0);
+    // 3 failed deliveries, 2 looked at per call: 2 calls.
+    expect(requeued.stderr).toBe('… re-queued 2 failed deliveries so far (1 call); going on where the relay stopped\n');
+    expect(requeued.stdout).toMatch(new RegExp(`^re-queued 3 failed deliveries for listener ${listener} in 2 calls\nfollow them with: `));
+    const got = await receiver.waitForCount('/bounded-failing', 9, 10_000);
+    expect(got.slice(6).map((r) => JSON.parse(r.text).id).sort()).toEqual(events.map((e) => e.id));
   });
 
   it('a list follows the pages the relay cut short until it holds --limit', async () => {

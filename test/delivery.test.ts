@@ -192,7 +192,9 @@ describe('replay calls bounded by RELAY_REPLAY_SCAN_LIMIT', () => {
       [{ since, after: '12' }, /not a position a replay answer gave/],
       [{ since, after: 'x'.repeat(41) }, /.+/],
       [{ execution_id: 'ex-1', after: '1.1' }, /without execution_id/],
-      [{ since, only_failed: true, after: '1.1' }, /re-queue of failed ones/],
+      [{ since, only_failed: true, after: '1.1' }, /goes on with a replay of new deliveries: give only_failed as the answer's next does/],
+      [{ since, after: 'f01JD3M5Q8X2W9Y7Z6V5T4S3R2Q' }, /goes on with a re-queue of failed deliveries/],
+      [{ since, only_failed: true, after: 'f01jd3m5q8x2w9y7z6v5t4s3r2q' }, /not a position a replay answer gave/],
     ] as const) {
       const res = await relay.api('POST', `/v1/listeners/${listener.id}/replay`, body, { validate: false });
       expect(res.status, JSON.stringify(body)).toBe(400);

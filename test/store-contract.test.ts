@@ -1148,12 +1148,54 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
         T + 5_010,
       );
       const failedWindow = { since: T + 1_500, until: T + 10_000, onlyFailed: true, after: null, limit: 1, scanLimit: 1000 };
-      expect(await store.replay(P, 'l1', failedWindow, everything, T + 20_000)).toEqual({ count: 1, truncated: true });
+      expect(await store.replay(P, 'l1', failedWindow, everything, T + 20_000)).toEqual({ count: 1, truncated: true, after: expect.any(String) });
       expect(await store.replay(P, 'l1', { ...failedWindow, limit: 10 }, everything, T + 20_000)).toEqual({ count: 1, truncated: false });
       for (const id of ['b', 'c']) {
         expect(await deliveryOf(id)).toMatchObject({ status: 'pending', next_attempt_at: T + 20_000, attempt_count: 1 });
       }
       expect((await store.listDeliveries(P, { limit: 100, listener_id: 'l1' })).rows).toHaveLength(4);
+    });
+
+    it('re-queues failed deliveries walking the project\'s failed ones in the order made, at most scanLimit a call, each once by following after', async () => {
+      await store.createListener(listener('l1'));
+      await store.createListener(listener('l2'));
+      for (let i = 0; i < 8; i++) await store.appendEvents(P, [event(`f${i}`)], routing, T + i * 1000);
+      const failed = { status: 'failed' as const, nextAttemptAt: null, lastError: 'HTTP 500', disableListener: null };
+      const failAll = async (now: number) => {
+        const claimed = await claim(store, 'w1', now, { limit: 100 });
+        await record('w1', claimed.map((d) => result(d, attempt(d.attemptNumber, now), failed)), now + 10);
+        return claimed.length;
+      };
+      // All sixteen fail: l1's and l2's, made in event order (l1's then l2's of each event).
+      expect(await failAll(T + 9_000)).toBe(16);
+      const window = { since: T + 2_000, until: T + 7_000, onlyFailed: true, after: null as string | null, limit: 100, scanLimit: 3 };
+      const answers = [];
+      for (let w = window; ; ) {
+        const a = await store.replay(P, 'l1', w, () => [], T + 20_000);
+        answers.push(a);
+        // What a call re-queued fails again before the next one: following after never meets it again.
+        await failAll(T + 20_000);
+        if (!a.truncated) break;
+        expect(store.isReplayCursor(a.after!, true)).toBe(true);
+        expect(store.isReplayCursor(a.after!, false)).toBe(false);
+        w = { ...window, after: a.after! };
+      }
+      // Sixteen failed deliveries, three looked at a call: six calls, the last one finding the end.
+      expect(answers.map((a) => [a.count, a.truncated])).toEqual([[0, true], [1, true], [2, true], [1, true], [1, true], [0, false]]);
+      for (const id of ['f2', 'f3', 'f4', 'f5', 'f6']) expect(await deliveryOf(id)).toMatchObject({ status: 'failed', attempt_count: 2 });
+      for (const id of ['f0', 'f1', 'f7']) expect(await deliveryOf(id)).toMatchObject({ status: 'failed', attempt_count: 1 });
+      for (let i = 0; i < 8; i++) expect(await deliveryOf(`f${i}`, 'l2')).toMatchObject({ status: 'failed', attempt_count: 1 });
+      // At the limit the call stops at the last one it re-queued, and goes on after it.
+      const first = await store.replay(P, 'l1', { ...window, scanLimit: 1000, limit: 2 }, () => [], T + 30_000);
+      expect(first).toEqual({ count: 2, truncated: true, after: expect.any(String) });
+      expect(await store.replay(P, 'l1', { ...window, scanLimit: 1000, limit: 2, after: first.after! }, () => [], T + 30_000)).toEqual({
+        count: 2,
+        truncated: true,
+        after: expect.any(String),
+      });
+      expect((await store.listDeliveries(P, { limit: 100, listener_id: 'l1', status: 'pending' })).rows.map((d) => d.event_id).sort()).toEqual(['f2', 'f3', 'f4', 'f5']);
+      // Another project's failed deliveries are neither looked at nor re-queued.
+      expect(await store.replay(Q, 'l1', { ...window, scanLimit: 1000 }, () => [], T + 30_000)).toEqual({ count: 0, truncated: false });
     });
 
     it('goes on with a window replay from where a call stopped, at either limit, each event once', async () => {

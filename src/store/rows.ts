@@ -247,6 +247,39 @@ export function parseReplayCursor(text: string): { receivedAt: number; seq: numb
 }
 
 /**
+ * A re-queue of failed deliveries walks the project's failed deliveries in id order (a ULID, so
+ * the order made); its `after` is the id of the last one looked at, marked so that no window
+ * replay takes it.
+ */
+export function failedWalkCursor(deliveryId: string): string {
+  return `f${deliveryId}`;
+}
+
+/** The delivery id a re-queue's `after` names, or null when it is not one. */
+export function parseFailedWalkCursor(text: string): string | null {
+  const m = /^f([0-9A-HJKMNP-TV-Z]{26})$/.exec(text);
+  return m ? m[1] : null;
+}
+
+/** Whether `text` is an `after` that a replay of this kind (a re-queue of failed deliveries, or not) handed out. */
+export function isReplayCursor(text: string, onlyFailed = false): boolean {
+  return onlyFailed ? parseFailedWalkCursor(text) !== null : parseReplayCursor(text) !== null;
+}
+
+/**
+ * A re-queue's answer from the positions its walk found: `capId`, the limit-th match (it
+ * stopped there); `endId`, the last delivery of a stretch cut at scanLimit. Either stop says
+ * where the next call goes on.
+ */
+export function requeueAnswer(count: number, capId: string | null, endId: string | null): ReplayAnswer {
+  const stop = capId ?? endId;
+  return stop === null ? { count, truncated: false } : { count, truncated: true, after: failedWalkCursor(stop) };
+}
+
+/** A position after every delivery id (ULIDs are upper-case letters and digits). */
+export const LAST_DELIVERY_ID = '~';
+
+/**
  * Where a window replay's next page starts: after the last row looked at, else after the
  * call's `after`, else at the window's start; never before the window's start.
  */

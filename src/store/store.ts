@@ -219,7 +219,8 @@ export interface QueueDepth {
  * Replay of a time window of receive times: new deliveries of its events that match, walked in
  * the order received (receive time, then storage order), from `after` on (a `ReplayAnswer`'s
  * `after`, or null for the window's start); or, with `onlyFailed`, the listener's failed
- * deliveries of the window re-queued.
+ * deliveries of the window re-queued, walked among the project's failed deliveries in the order
+ * made from `after` on.
  */
 export interface ReplayWindow {
   since: number;
@@ -228,7 +229,7 @@ export interface ReplayWindow {
   after: string | null;
   /** At most this many deliveries made (or re-queued). */
   limit: number;
-  /** At most this many events looked at: a call's work is bounded whatever the filter. */
+  /** At most this many events (with `onlyFailed`: failed deliveries) looked at: a call's work is bounded whatever the filter. */
   scanLimit: number;
 }
 
@@ -344,8 +345,8 @@ export interface OutboxStore {
   retryDelivery(project: string, id: string, now: number): Promise<'queued' | 'in_flight' | 'no_listener' | 'not_found'>;
   /** New deliveries for a listener of the window's events that `matches` (or re-queues its failed ones). */
   replay(project: string, listenerId: string, window: ReplayWindow | ReplayExecution, matches: FanOut, now: number): Promise<ReplayAnswer>;
-  /** Whether `text` is a window replay's `after` that this store hands out. */
-  isReplayCursor(text: string): boolean;
+  /** Whether `text` is an `after` this store hands out for a window replay (`onlyFailed`: for a re-queue of failed deliveries). */
+  isReplayCursor(text: string, onlyFailed?: boolean): boolean;
 }
 
 /**

@@ -24,19 +24,17 @@ interface ReplayAnswer {
   next?: Record<string, unknown>;
 }
 
-const replayed = (r: ReplayAnswer, [one, many]: readonly [string, string]) =>
-  `${r.count} ${r.count === 1 ? one : many}.${r.truncated ? ' More failed deliveries wait in the window than one call re-queues: re-queue again once these have been tried.' : ''}`;
+const replayed = (count: number, [one, many]: readonly [string, string]) => `${count} ${count === 1 ? one : many}.`;
 
-/** A replay to its end: each call the relay cut short goes on from where it stopped (its `next`). */
-async function replayAll(listenerId: string, body: Record<string, unknown>): Promise<ReplayAnswer> {
-  const total: ReplayAnswer = { count: 0, truncated: false };
+/** A replay to its end: each call the relay cut short goes on from where it stopped (its `next`); the deliveries made or re-queued. */
+async function replayAll(listenerId: string, body: Record<string, unknown>): Promise<number> {
+  let count = 0;
   for (let next: Record<string, unknown> | undefined = body; next !== undefined; ) {
     const answer: ReplayAnswer = await call('POST', `/listeners/${pathId(listenerId)}/replay`, { body: next });
-    total.count += answer.count;
-    total.truncated = answer.truncated && answer.next === undefined;
+    count += answer.count;
     next = answer.truncated ? answer.next : undefined;
   }
-  return total;
+  return count;
 }
 
 export function ListenerPage({ id }: { id: string }) {

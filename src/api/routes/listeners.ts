@@ -36,7 +36,7 @@ export interface ListenerRouteDeps {
   transports: TransportRegistry;
   ingest: Ingest;
   wakeDispatcher: () => void;
-  /** At most this many events one replay call looks at, matching or not: its work is bounded. */
+  /** At most this many events (or, re-queueing failed deliveries, failed deliveries) one replay call looks at, matching or not: its work is bounded. */
   replayScanLimit?: number;
 }
 
@@ -60,9 +60,6 @@ const ReplayInput = z
     if (r.from_sequence !== undefined) ctx.addIssue({ code: 'custom', path: ['from_sequence'], message: 'goes with execution_id' });
     if (r.since === undefined) ctx.addIssue({ code: 'custom', path: ['since'], message: 'required: the start of the window (or give execution_id to replay one execution)' });
     else if (r.until && Date.parse(r.until) <= Date.parse(r.since)) ctx.addIssue({ code: 'custom', path: ['until'], message: 'must be after since' });
-    if (r.after !== undefined && r.only_failed === true) {
-      ctx.addIssue({ code: 'custom', path: ['after'], message: 'goes on with a replay of new deliveries: a re-queue of failed ones goes on when asked again without it' });
-    }
   });
 
 const isPlainObject = (v: unknown): v is Record<string, unknown> =>
@@ -304,7 +301,14 @@ export function listenerRoutes({ store, ingest, wakeDispatcher, transports, repl
     const parsed = ReplayInput.safeParse(req.body ?? {});
     if (!parsed.success) throw validationProblem(parsed.error);
     const r = parsed.data;
-    if (r.after !== undefined && !store.isReplayCursor(r.after)) throw invalidField('after', 'not a position a replay answer gave (its next.after)');
+    if (r.after !== undefined && !store.isReplayCursor(r.after, r.only_failed === true)) {
+      throw invalidField(
+        'after',
+        store.isReplayCursor(r.after, r.only_failed !== true)
+          ? `goes on with a ${r.only_failed === true ? 'replay of new deliveries' : 're-queue of failed deliveries'}: give only_failed as the answer's next does`
+          : 'not a position a replay answer gave (its next.after)',
+      );
+    }
     const listener = await load(res.locals.project, req.params.id);
     // "Match the listener now": its current rule, whether or not it is enabled at this moment.
     const matches = compileListenerRule({ ...listener, enabled: true });
@@ -329,11 +333,13 @@ export function listenerRoutes({ store, ingest, wakeDispatcher, transports, repl
     );
     if (result.count) wakeDispatcher();
     // A call that stopped at a limit says what to send to go on: the same window (its end fixed)
-    // from where it stopped. Not for a re-queue of failed deliveries: those it re-queued may have
-    // failed again by the next call, so following it blindly might never end.
+    // from where it stopped. A re-queue of failed deliveries goes on in the order they were made,
+    // so those it re-queued are not looked at again if they fail once more.
     let next: Record<string, unknown> | undefined;
     if (result.truncated && window === null) next = { execution_id: r.execution_id, from_sequence: result.fromSequence };
-    else if (result.truncated && result.after !== undefined) next = { since: r.since, until: new Date(window!.until).toISOString(), after: result.after };
+    else if (result.truncated && result.after !== undefined) {
+      next = { since: r.since, until: new Date(window!.until).toISOString(), ...(r.only_failed === true && { only_failed: true }), after: result.after };
+    }
     res.status(202).json({ count: result.count, truncated: result.truncated, ...(next && { next }) });
   });
 

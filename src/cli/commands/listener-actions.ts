@@ -111,9 +111,8 @@ export function registerListenerActionCommands(program: Command, io: CliIo): voi
         'With --only-failed, the listener\'s failed deliveries of the window are re-queued instead (same webhook-id). ' +
         'With --execution instead of a window, the events of that execution (from --from-sequence on) that match ' +
         'get new deliveries, sent one after the other in sequence order. ' +
-        'The relay bounds each call (100 000 deliveries, RELAY_REPLAY_SCAN_LIMIT events looked at) and says where to go on; ' +
-        'this command goes on until the whole window (or execution) is done, saying on stderr how far it got after each call ' +
-        '(a re-queue of failed deliveries stops at 100 000: run it again once those have been tried). ' +
+        'The relay bounds each call (100 000 deliveries; RELAY_REPLAY_SCAN_LIMIT events, or with --only-failed failed deliveries, looked at) ' +
+        'and says where to go on; this command goes on until the whole window (or execution) is done, saying on stderr how far it got after each call. ' +
         'It prints how to follow the deliveries; with --wait it polls them until they ' +
         'have all finished, printing "n of m finished" on stderr at most once a second (stdout keeps the result), ' +
         'and exits 1 if any of them did not succeed.',
@@ -145,7 +144,6 @@ export function registerListenerActionCommands(program: Command, io: CliIo): voi
           body = { execution_id: opts.execution, ...(opts.fromSequence !== undefined && { from_sequence: opts.fromSequence }) };
         } else {
           if (opts.fromSequence !== undefined) throw new UsageError('--from-sequence goes with --execution');
-          if (opts.after !== undefined && opts.onlyFailed) throw new UsageError('--after goes on with a replay of new deliveries, not with --only-failed');
           if (opts.since === undefined) throw new UsageError('give --since (a time window) or --execution (one execution)');
           if (opts.until !== undefined && Date.parse(opts.until) <= Date.parse(opts.since)) {
             throw new UsageError(`--until ${opts.until} must be after --since ${opts.since}`);
@@ -158,7 +156,7 @@ export function registerListenerActionCommands(program: Command, io: CliIo): voi
           };
         }
         // Each call is bounded; its answer's `next` is the body that goes on from where it stopped.
-        // The result as the API gives it, for the whole window (cut short only by a re-queue's limit).
+        // The result as the API gives it, for the whole window.
         const result = { count: 0, truncated: false };
         let calls = 0;
         // With --wait, what the listener had before each call, to tell that call's deliveries.
@@ -187,7 +185,6 @@ export function registerListenerActionCommands(program: Command, io: CliIo): voi
         const table = ctx.output === 'table';
         if (table) {
           ctx.print.line(`${what} ${deliveries(result.count)} for listener ${id}${calls > 1 ? ` in ${calls} calls` : ''}`);
-          if (result.truncated) ctx.print.line('stopped at 100 000, the most one call re-queues: run it again once these have been tried for the rest');
           if (result.count && !opts.wait) ctx.print.line(`follow ${result.count === 1 ? 'it' : 'them'} with: ${followPending(id)}`);
         }
         if (!opts.wait || !result.count) return table ? undefined : ctx.print.data(result);

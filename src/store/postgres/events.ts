@@ -10,7 +10,7 @@ import {
   eventCursorScope,
   replayPage,
   walkMayGoOn,
-  type ListedEventRow, toStoredEvent, windowAnswer, windowFrom, type EventRow, type ReplayRow, type WindowRow } from '../rows.js';
+  type ListedEventRow, parseFailedWalkCursor, requeueAnswer, toStoredEvent, windowAnswer, windowFrom, type EventRow, type ReplayRow, type WindowRow } from '../rows.js';
 import {
   DEFAULT_LIST_SCAN_LIMIT,
   StoreConflictError,
@@ -79,15 +79,22 @@ const insertReplayed = statement(`INSERT INTO deliveries
     (id, project, event_seq, event_id, listener_id, status, attempt_count, next_attempt_at, held, gap, created_at, updated_at)
   SELECT d.id, $1, d.seq, d.event_id, $2, 'pending', 0, CASE WHEN d.held IS NULL THEN $3::bigint END, d.held, d.gap::bigint[], $3, $3
   FROM unnest($4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[]) AS d(id, seq, event_id, held, gap)`);
+// A re-queue walks the project's failed deliveries in id order (deliveries_project_status)
+// from a position on ($2, null: the start), up to the end of a stretch of at most the call's
+// scanLimit of them, and picks the listener's whose event is in the window. Positions are
+// compared as the index orders them; a bound left out is null (each statement is planned for
+// its values, so the null test costs nothing).
+const failedStretchEnd = statement(`SELECT id FROM deliveries
+  WHERE project = $1 AND status = 'failed' AND ($2::text IS NULL OR id > $2) ORDER BY id LIMIT 1 OFFSET $3 - 1`);
+// $1 project, $2 listener, $3 since, $4 until, $5 after, $6 up to (inclusive).
+const FAILED_PICKED = `FROM deliveries d JOIN events e ON e.seq = d.event_seq
+  WHERE d.project = $1 AND d.status = 'failed' AND ($5::text IS NULL OR d.id > $5) AND ($6::text IS NULL OR d.id <= $6)
+    AND d.listener_id = $2 AND e.received_at >= $3 AND e.received_at < $4`;
+const requeueCap = statement(`SELECT d.id ${FAILED_PICKED} ORDER BY d.id LIMIT 1 OFFSET $7 - 1`);
 // Like a manual retry: sent when asked, out of order, without the gap it once carried.
-const requeueFailed = statement(`UPDATE deliveries SET status = 'pending', next_attempt_at = $5, updated_at = $5, lease_owner = NULL,
+const requeueFailed = statement(`UPDATE deliveries SET status = 'pending', next_attempt_at = $7, updated_at = $7, lease_owner = NULL,
     gap = NULL
-  WHERE id IN (SELECT d.id FROM deliveries d JOIN events e ON e.seq = d.event_seq
-    WHERE d.project = $1 AND d.listener_id = $2 AND d.status = 'failed'
-      AND e.received_at >= $3 AND e.received_at < $4 LIMIT $6)`);
-const moreFailed = statement(`SELECT EXISTS (SELECT 1 FROM deliveries d JOIN events e ON e.seq = d.event_seq
-    WHERE d.project = $1 AND d.listener_id = $2 AND d.status = 'failed'
-      AND e.received_at >= $3 AND e.received_at < $4) AS more`);
+  WHERE id IN (SELECT d.id ${FAILED_PICKED})`);
 
 // A page of the log walks events_project_received from a position on (sorts off around it, as
 // for a replay's window); a page of one execution's events walks events_project_execution in
@@ -430,10 +437,12 @@ export function eventQueries(db: Database, notice: DueNotice, { appendsAtOnce = 
           answer = executionAnswer(w, r);
           due = r.due;
         } else if (w.onlyFailed) {
-          const params = [project, listenerId, w.since, w.until];
-          const count = await c.count(requeueFailed, [...params, now, w.limit]);
-          const truncated = count === w.limit && (await c.rows<{ more: boolean }>(moreFailed, params))[0].more;
-          answer = { count, truncated };
+          const after = (w.after !== null && parseFailedWalkCursor(w.after)) || null;
+          const endId = (await c.rows<{ id: string }>(failedStretchEnd, [project, after, w.scanLimit]))[0]?.id ?? null;
+          const walk = [project, listenerId, w.since, w.until, after];
+          const capId = (await c.rows<{ id: string }>(requeueCap, [...walk, endId, w.limit]))[0]?.id ?? null;
+          const count = await c.count(requeueFailed, [...walk, capId ?? endId, now]);
+          answer = requeueAnswer(count, capId, endId);
           due = count > 0;
         } else {
           const next = async (last: WindowRow | null) => {

@@ -11,7 +11,7 @@ import { exclusively } from './locks.js';
 import { migrate } from './migrate.js';
 import { createDueListener, dueNotice } from './notify.js';
 import { queueQueries } from './queue.js';
-import { parseReplayCursor } from '../rows.js';
+import { isReplayCursor } from '../rows.js';
 import { rollupQueries } from './rollups.js';
 
 export interface PostgresOptions {
@@ -100,7 +100,7 @@ export async function openPostgresStore(o: PostgresOptions): Promise<Store> {
     listAttempts: (project, id) => deliveries.attempts(project, id),
     retryDelivery: (project, id, now) => deliveries.retry(project, id, now),
     replay: (project, listenerId, window, matches, now) => events.replay(project, listenerId, window, matches, now),
-    isReplayCursor: (text) => parseReplayCursor(text) !== null,
+    isReplayCursor: (text, onlyFailed) => isReplayCursor(text, onlyFailed),
 
     recordAndClaim: (owner, results, claim, now, judge) => queue.recordAndClaim(owner, results, claim, now, judge),
     releaseLeases: (owner, ids, now) => deliveries.release(owner, ids, now),

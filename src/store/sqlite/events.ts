@@ -12,7 +12,7 @@ import {
   eventCursorScope,
   replayPage,
   walkMayGoOn,
-  type ListedEventRow, toStoredEvent, windowAnswer, windowFrom, type EventRow, type ReplayRow, type WindowRow } from '../rows.js';
+  type ListedEventRow, LAST_DELIVERY_ID, parseFailedWalkCursor, requeueAnswer, toStoredEvent, windowAnswer, windowFrom, type EventRow, type ReplayRow, type WindowRow } from '../rows.js';
 import {
   DEFAULT_LIST_SCAN_LIMIT,
   StoreConflictError,
@@ -93,16 +93,22 @@ export function eventQueries(db: Database, executionOrder: ExecutionOrder) {
   const executionEvents = db.prepare(`SELECT seq, id, envelope, sequence FROM events
     WHERE project = ? AND execution_id = ? AND sequence >= ?
     ORDER BY sequence LIMIT ?`) as Statement<[string, string, number, number], ReplayRow & { sequence: number }>;
+  // A re-queue walks the project's failed deliveries in id order (deliveries_project_status)
+  // from a position on, up to the end of a stretch of at most the call's scanLimit of them, and
+  // picks the listener's whose event is in the window.
+  const failedStretchEnd = db
+    .prepare(`SELECT id FROM deliveries INDEXED BY deliveries_project_status
+      WHERE project = @project AND status = 'failed' AND id > @after ORDER BY id LIMIT 1 OFFSET @scan - 1`)
+    .pluck() as Statement<[{ project: string; after: string; scan: number }], string>;
+  const FAILED_PICKED = `FROM deliveries d INDEXED BY deliveries_project_status JOIN events e ON e.seq = d.event_seq
+    WHERE d.project = @project AND d.status = 'failed' AND d.id > @after AND d.id <= @upto
+      AND d.listener_id = @listener AND e.received_at >= @since AND e.received_at < @until`;
+  type FailedWalk = { project: string; listener: string; since: number; until: number; after: string; upto: string };
+  const requeueCap = db.prepare(`SELECT d.id ${FAILED_PICKED} ORDER BY d.id LIMIT 1 OFFSET @limit - 1`).pluck() as Statement<[FailedWalk & { limit: number }], string>;
   // Like a manual retry: sent when asked, out of order, without the gap it once carried.
   const requeueFailed = db.prepare(`UPDATE deliveries SET status = 'pending', next_attempt_at = @now, updated_at = @now,
       lease_owner = NULL, gap = NULL
-    WHERE id IN (SELECT d.id FROM deliveries d JOIN events e ON e.seq = d.event_seq
-      WHERE d.project = @project AND d.listener_id = @listener AND d.status = 'failed'
-        AND e.received_at >= @since AND e.received_at < @until LIMIT @limit)`);
-
-  const moreFailed = db.prepare(`SELECT EXISTS (SELECT 1 FROM deliveries d JOIN events e ON e.seq = d.event_seq
-      WHERE d.project = @project AND d.listener_id = @listener AND d.status = 'failed'
-        AND e.received_at >= @since AND e.received_at < @until)`).pluck();
+    WHERE id IN (SELECT d.id ${FAILED_PICKED})`) as Statement<[FailedWalk & { now: number }]>;
 
   /**
    * One delivery per listener. A delivery that keeps its execution's order (`ordered` says so of
@@ -221,9 +227,12 @@ export function eventQueries(db: Database, executionOrder: ExecutionOrder) {
         return executionAnswer(w, replayRows(project, listenerId, next, matches, true, w, now));
       }
       if (w.onlyFailed) {
-        const params = { project, listener: listenerId, since: w.since, until: w.until };
-        const { changes } = requeueFailed.run({ ...params, now, limit: w.limit });
-        return { count: changes, truncated: changes === w.limit && moreFailed.get(params) === 1 };
+        const after = (w.after !== null && parseFailedWalkCursor(w.after)) || '';
+        const endId = failedStretchEnd.get({ project, after, scan: w.scanLimit }) ?? null;
+        const walk = { project, listener: listenerId, since: w.since, until: w.until, after, upto: endId ?? LAST_DELIVERY_ID };
+        const capId = requeueCap.get({ ...walk, limit: w.limit }) ?? null;
+        const { changes } = requeueFailed.run({ ...walk, upto: capId ?? walk.upto, now });
+        return requeueAnswer(changes, capId, endId);
       }
       const next = (last: WindowRow | null) => {
         const from = windowFrom(w, last);

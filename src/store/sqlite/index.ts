@@ -15,7 +15,7 @@ import { deliveryQueries } from './deliveries.js';
 import { createWriteBatcher } from './write-batcher.js';
 import { engineStore } from './engine.js';
 import { retryWhileBusy, SYNC_BUSY_TIMEOUT_MS } from './busy.js';
-import { parseReplayCursor } from '../rows.js';
+import { isReplayCursor } from '../rows.js';
 
 export interface SqliteOptions {
   path: string;
@@ -198,7 +198,7 @@ export function openSqliteStore(options: SqliteOptions): SqliteStore {
     replay(project, listenerId, window, matches, now) {
       return batcher.run(() => events.replay(project, listenerId, window, matches, now));
     },
-    isReplayCursor: (text) => parseReplayCursor(text) !== null,
+    isReplayCursor: (text, onlyFailed) => isReplayCursor(text, onlyFailed),
 
     async recordAndClaim(owner, results, claim, now, judge) {
       return tx(() => {
