@@ -11,7 +11,7 @@ export interface TokenRegistry {
   projectOf(token: string): string | undefined;
 }
 
-const digest = (token: string) => crypto.createHash('sha256').update(token).digest('base64');
+const digest = (token: string) => crypto.hash('sha256', token, 'base64');
 
 export function tokenRegistry(tokens: Map<string, string>): TokenRegistry {
   const byDigest = new Map<string, string>();

@@ -16,7 +16,7 @@ export interface IngestItem {
 /** Digest of what the client sent (its `sequence` and `source_format` aside, which the relay ignores). */
 export function bodyHash(input: EventInput): string {
   const { sequence: _sequence, source_format: _sourceFormat, ...rest } = input;
-  return crypto.createHash('sha256').update(canonicalJson(rest)).digest('base64url');
+  return crypto.hash('sha256', canonicalJson(rest), 'base64url');
 }
 
 export interface IngestDeps {
