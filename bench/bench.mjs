@@ -223,10 +223,12 @@ const RUNS = {
       await receiver.reset({ trackEvents: true });
       const cpuBefore = relay.cpuSeconds();
       const mainBefore = relay.mainThreadCpuSeconds();
+      const systemBefore = relay.systemCpuSeconds();
       const { starts, acks, t0, total, failed } = await openLoop(relay, 'lat', SIZES.latencySeconds);
       await receiver.waitForUnique(total - failed);
       const cpuSeconds = relay.cpuSeconds() - cpuBefore;
       const mainSeconds = relay.mainThreadCpuSeconds() - mainBefore;
+      const systemSeconds = relay.systemCpuSeconds() - systemBefore;
       const wallSeconds = (now() - t0) / 1000;
       const arrivals = await receiver.eventArrivals();
       if (process.env.BENCH_LATENCY_TRACE) {
@@ -252,6 +254,8 @@ const RUNS = {
         latency_relay_cpu_utilisation: Number((cpuSeconds / wallSeconds).toFixed(2)),
         // Of that, the main thread's (the ingest requests); the rest is mostly the dispatch thread.
         latency_relay_main_thread_cpu_ms_per_event: Number(((mainSeconds * 1000) / total).toFixed(3)),
+        // And of all of it, the kernel's work for the relay (sockets, the log pipe, fsync).
+        latency_relay_system_cpu_ms_per_event: Number(((systemSeconds * 1000) / total).toFixed(3)),
       });
     }),
 

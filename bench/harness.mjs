@@ -19,9 +19,10 @@ export function killChildren() {
 }
 
 /** CPU seconds (user + system) in a /proc stat file, of a process or of one of its threads. */
-function cpuSecondsOf(statFile) {
+/** CPU seconds from a /proc stat file: user and system time, or system time alone. */
+function cpuSecondsOf(statFile, { systemOnly = false } = {}) {
   const fields = fs.readFileSync(statFile, 'utf8').split(') ')[1].split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  return ((systemOnly ? 0 : Number(fields[11])) + Number(fields[12])) / CLOCK_TICKS;
 }
 
 /** Peak resident memory and CPU time of a child process, read from /proc. */
@@ -38,6 +39,8 @@ export function watchProcess(child) {
     peakRss: () => (sample(), peakRss),
     /** CPU seconds (user + system) the process has used so far, all of its threads. */
     cpuSeconds: () => cpuSecondsOf(`/proc/${child.pid}/stat`),
+    /** Of those, the seconds spent in the kernel for it (sockets, pipes, fsync): system time. */
+    systemCpuSeconds: () => cpuSecondsOf(`/proc/${child.pid}/stat`, { systemOnly: true }),
     /**
      * CPU seconds of its main thread alone (the thread whose id is the process's), which takes
      * the API's requests; the rest is the dispatch thread's, the garbage collector's helpers'
@@ -136,8 +139,10 @@ export async function startRelay(database, role = 'all', extraEnv = {}) {
   const relay = {
     url,
     role,
+    pid: child.pid,
     peakRss: watch.peakRss,
     cpuSeconds: watch.cpuSeconds,
+    systemCpuSeconds: watch.systemCpuSeconds,
     mainThreadCpuSeconds: watch.mainThreadCpuSeconds,
     async stop() {
       watch.stop();

@@ -39,6 +39,7 @@ const ROWS = [
   ['ingest answer p99 (ms) in the latency run', (f) => f.latency_ack_p99_ms],
   ['relay CPU per event (ms), CPU use, in the latency run', (f) => f.latency_relay_cpu_ms_per_event !== undefined && `${f.latency_relay_cpu_ms_per_event}, ${f.latency_relay_cpu_utilisation}`],
   ['  of which its main thread (the API)', (f) => f.latency_relay_main_thread_cpu_ms_per_event],
+  ['  of which in the kernel (system time)', (f) => f.latency_relay_system_cpu_ms_per_event],
   ...[0, 1].map((i) => [
     (f) => f.backlog[i] && `backlog ${f.backlog[i].backlog}: deliveries/s (first ${f.backlog[i].measured}), peak RSS MB`,
     (f) => f.backlog[i] && `${f.backlog[i].deliveries_per_s_first_10k}, ${f.backlog[i].relay_peak_rss_mb}`,
