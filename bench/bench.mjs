@@ -48,8 +48,8 @@ scenarios (full / --quick counts)
                 deliveries/s of each, ordered / unordered, and the arrivals whose sequence is
                 below one already received for their execution (0 for the ordered listener)
   latency       1,000 single-event requests/s, open loop, after a warm-up: ingest-to-receipt
-                p50/p95/p99/max, ingest answer p99, relay CPU per event and its main
-                thread's share
+                p50/p95/p99/max, ingest answer p99, relay CPU per event, its main
+                thread's share and the kernel's (system time)
   ceiling       plain undici requests to the same receiver, same connection count, no
                 database (measured once, shared by the backends)
   backlog       a 10,000 and a 1,000,000 (--quick: 100,000) delivery backlog ingested with
