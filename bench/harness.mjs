@@ -18,8 +18,10 @@ export function killChildren() {
   children.clear();
 }
 
-/** CPU seconds (user + system) in a /proc stat file, of a process or of one of its threads. */
-/** CPU seconds from a /proc stat file: user and system time, or system time alone. */
+/**
+ * CPU seconds in a /proc stat file, of a process or of one of its threads: user and system
+ * time, or system time alone.
+ */
 function cpuSecondsOf(statFile, { systemOnly = false } = {}) {
   const fields = fs.readFileSync(statFile, 'utf8').split(') ')[1].split(' ');
   return ((systemOnly ? 0 : Number(fields[11])) + Number(fields[12])) / CLOCK_TICKS;
@@ -139,7 +141,6 @@ export async function startRelay(database, role = 'all', extraEnv = {}) {
   const relay = {
     url,
     role,
-    pid: child.pid,
     peakRss: watch.peakRss,
     cpuSeconds: watch.cpuSeconds,
     systemCpuSeconds: watch.systemCpuSeconds,
