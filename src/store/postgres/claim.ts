@@ -9,7 +9,8 @@ import { ROLLUP_PARAMS, rollupCtes, rollupValues } from './rollups.js';
  * The second statement of a cycle (see queue.ts). The rollups and the judged gate states are
  * written; then the claim's candidates, for every
  * project the gate allotted: each project's due deliveries in due order, up to its share,
- * skipping rows another dispatcher is claiming right now, and only of listeners whose transport
+ * looking past those whose lease has not ended, skipping rows another dispatcher is claiming
+ * right now, and only of listeners whose transport
  * this process has (or of no listener). The first row of each listener brings the listener's
  * record and its gate state, locked; a state another transaction holds (a dispatcher recording
  * or claiming for that listener right now) is skipped rather than waited for: its candidates
@@ -25,7 +26,7 @@ const pickCandidates = statement(`WITH ${rollupCtes(1)}, ${gateUpsertCte('judged
         l.enabled, l.updated_at AS listener_updated_at, l.spec, l.secret, l.previous_secret, l.previous_secret_expires_at
       FROM deliveries d LEFT JOIN listeners l ON l.id = d.listener_id
       WHERE d.project = a.project AND d.status = 'pending' AND d.held IS NULL AND d.next_attempt_at <= $${P + 2}
-        AND (l.id IS NULL OR l.transport = ANY($${P + 3}::text[]))
+        AND (d.leased_until IS NULL OR d.leased_until <= $${P + 2}) AND (l.id IS NULL OR l.transport = ANY($${P + 3}::text[]))
       ORDER BY d.next_attempt_at LIMIT a.share
       FOR UPDATE OF d SKIP LOCKED
     ) c
@@ -44,7 +45,8 @@ const pickCandidates = statement(`WITH ${rollupCtes(1)}, ${gateUpsertCte('judged
 
 /*
  * The third statement of a cycle: the candidates settled: leased until the time given (now + leaseMs + the listener's
- * timeout: the lease outlives the attempt, so only a dead process's claims expire), deferred by
+ * timeout: the lease outlives the attempt, so only a dead process's claims expire), in columns
+ * no index names, so that the update is heap-only (migration 006), deferred by
  * the gate to their time (unleased), held when their listener is disabled, cancelled when it is
  * gone; the states the gate changed are written. What sending needs comes back for the leased.
  * The candidates are named by primary key as well as joined, so that the planner reads them
@@ -56,7 +58,8 @@ const settle = statement(`WITH x AS (
     UPDATE deliveries d SET
       status = CASE WHEN x.action = 'cancel' THEN 'cancelled' ELSE d.status END,
       lease_owner = CASE WHEN x.action = 'take' THEN $4 END,
-      next_attempt_at = CASE WHEN x.action IN ('take', 'defer') THEN x.at END,
+      leased_until = CASE WHEN x.action = 'take' THEN x.at END,
+      next_attempt_at = CASE WHEN x.action = 'take' THEN d.next_attempt_at WHEN x.action = 'defer' THEN x.at END,
       last_error = CASE WHEN x.action = 'cancel' THEN 'listener deleted' ELSE d.last_error END,
       updated_at = CASE WHEN x.action IN ('cancel', 'hold') THEN $5 ELSE d.updated_at END
     FROM x WHERE d.id = x.id AND d.id = ANY($1::text[])

@@ -8,8 +8,9 @@ import { pruneOrder } from './order.js';
 import { pruneRollups } from './rollups.js';
 
 // With the event's type and workbook through event_seq, the events primary key: one lookup per row.
-const COLUMNS = `d.id, d.event_id, e.type AS event_type, e.workbook, d.listener_id, d.status, d.attempt_count, d.next_attempt_at,
-  d.lease_owner, d.held, d.last_error, d.created_at, d.updated_at`;
+// A leased delivery's next try is its lease's end (see claim.ts), as on SQLite.
+const COLUMNS = `d.id, d.event_id, e.type AS event_type, e.workbook, d.listener_id, d.status, d.attempt_count,
+  coalesce(d.leased_until, d.next_attempt_at) AS next_attempt_at, d.lease_owner, d.held, d.last_error, d.created_at, d.updated_at`;
 const FROM = 'deliveries d JOIN events e ON e.seq = d.event_seq';
 
 // A page walks one index in id order: a listener's, a status's (deliveries_project_status holds
@@ -50,12 +51,12 @@ const attempts = statement(`SELECT a.number, a.started_at, a.duration_ms, a.stat
 const listenerExists = statement('SELECT 1 FROM listeners WHERE project = $1 AND id = $2');
 // A manual retry of a finished delivery is sent when asked, out of order: it is no head and
 // carries no gap. A pending one (a head waiting for its next try, say) keeps its gap.
-const requeue = statement(`UPDATE deliveries SET status = 'pending', next_attempt_at = $2, lease_owner = NULL,
+const requeue = statement(`UPDATE deliveries SET status = 'pending', next_attempt_at = $2, lease_owner = NULL, leased_until = NULL,
     gap = CASE WHEN status = 'pending' THEN gap END, updated_at = $2 WHERE id = $1`);
-const release = statement(`UPDATE deliveries SET lease_owner = NULL, next_attempt_at = $3
+const release = statement(`UPDATE deliveries SET lease_owner = NULL, leased_until = NULL, next_attempt_at = $3
   WHERE id = ANY($1::text[]) AND lease_owner = $2`);
-const renew = statement(`UPDATE deliveries SET next_attempt_at = greatest(next_attempt_at, $3)
-  WHERE id = ANY($1::text[]) AND lease_owner = $2 AND status = 'pending' AND next_attempt_at IS NOT NULL`);
+const renew = statement(`UPDATE deliveries SET leased_until = greatest(leased_until, $3)
+  WHERE id = ANY($1::text[]) AND lease_owner = $2 AND status = 'pending' AND leased_until IS NOT NULL`);
 
 /**
  * The projects with pending due-index deliveries, as a recursive CTE `projects` (a query using
@@ -69,19 +70,22 @@ export const pendingProjectsCte = (when = 'true') => `projects AS (
       ORDER BY d.project LIMIT 1)
     FROM projects p WHERE p.project IS NOT NULL
   )`;
-// Each project's earliest due time, read from the front of its part of the index.
+// Each project's earliest due time, read from the front of its part of the index, past the
+// deliveries whose lease has not ended: when one of those ends (its process died), the
+// dispatcher's poll finds it due.
 const nextDue = statement(`WITH RECURSIVE ${pendingProjectsCte()}
   SELECT min((SELECT d.next_attempt_at FROM deliveries d
     WHERE d.status = 'pending' AND d.held IS NULL AND d.project = p.project AND d.next_attempt_at IS NOT NULL
+      AND (d.leased_until IS NULL OR d.leased_until <= $1)
     ORDER BY d.next_attempt_at LIMIT 1)) AS at
   FROM projects p WHERE p.project IS NOT NULL`);
 
-// A claimed delivery's next_attempt_at is its lease's end: count it as due (in flight), not
-// scheduled. An expired lease (its process died) is due again and may be the oldest.
+// A claimed delivery counts as due (in flight), not scheduled. One whose lease has ended (its
+// process died) is due again and may be the oldest.
 const depth = statement(`SELECT
     count(*) FILTER (WHERE next_attempt_at <= $1 OR lease_owner IS NOT NULL)::int AS due,
     count(*) FILTER (WHERE next_attempt_at > $1 AND lease_owner IS NULL)::int AS scheduled,
-    min(next_attempt_at) FILTER (WHERE next_attempt_at <= $1) AS oldest
+    min(greatest(next_attempt_at, leased_until)) FILTER (WHERE greatest(next_attempt_at, leased_until) <= $1) AS oldest
   FROM deliveries WHERE status = 'pending' AND held IS NULL`);
 
 // A delivery goes once it has been finished (last updated) for the retention time, its attempts
@@ -153,7 +157,7 @@ export function deliveryQueries(db: Database, notice: DueNotice) {
       });
     },
     async nextDueAt(): Promise<number | null> {
-      const [row] = await db.rows<{ at: number | null }>(nextDue);
+      const [row] = await db.rows<{ at: number | null }>(nextDue, [Date.now()]);
       return row?.at ?? null;
     },
     async depth(now: number): Promise<QueueDepth> {

@@ -93,7 +93,7 @@ const FAILED_PICKED = `FROM deliveries d JOIN events e ON e.seq = d.event_seq
 const requeueCap = statement(`SELECT d.id ${FAILED_PICKED} ORDER BY d.id LIMIT 1 OFFSET $7 - 1`);
 // Like a manual retry: sent when asked, out of order, without the gap it once carried.
 const requeueFailed = statement(`UPDATE deliveries SET status = 'pending', next_attempt_at = $7, updated_at = $7, lease_owner = NULL,
-    gap = NULL
+    leased_until = NULL, gap = NULL
   WHERE id IN (SELECT d.id ${FAILED_PICKED})`);
 
 // A page of the log walks events_project_received from a position on (sorts off around it, as

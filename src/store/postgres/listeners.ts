@@ -52,7 +52,7 @@ const rotate = statement(`UPDATE listeners SET secret = $3, previous_secret = $4
   WHERE project = $1 AND id = $2 RETURNING ${COLUMNS}`);
 const remove = statement('DELETE FROM listeners WHERE project = $1 AND id = $2');
 const cancelPending = statement(`UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, lease_owner = NULL,
-    held = NULL, last_error = 'listener deleted', updated_at = $3
+    leased_until = NULL, held = NULL, last_error = 'listener deleted', updated_at = $3
   WHERE project = $1 AND listener_id = $2 AND status = 'pending'`);
 // A deleted listener's minutes and outcomes go with it; they must not come back.
 const forgetRollups = statement('DELETE FROM listener_rollups WHERE listener_id = $1');

@@ -42,11 +42,10 @@ export function outboxCtes(first: number): string {
     ORDER BY x.n
     RETURNING id, seq
   ), dl AS (
-    INSERT INTO deliveries (id, project, event_seq, event_id, listener_id, status, attempt_count, next_attempt_at, lease_owner, held, gap,
-      created_at, updated_at)
-    SELECT d.id, ${p(0)}, ev.seq, d.event_id, d.listener_id, 'pending', 0,
-      CASE WHEN d.leased_until IS NOT NULL THEN d.leased_until WHEN d.held IS NULL THEN ${p(1)}::bigint END,
-      CASE WHEN d.leased_until IS NOT NULL THEN ${p(18)}::text END, d.held, d.gap::bigint[], ${p(1)}, ${p(1)}
+    INSERT INTO deliveries (id, project, event_seq, event_id, listener_id, status, attempt_count, next_attempt_at, lease_owner,
+      leased_until, held, gap, created_at, updated_at)
+    SELECT d.id, ${p(0)}, ev.seq, d.event_id, d.listener_id, 'pending', 0, CASE WHEN d.held IS NULL THEN ${p(1)}::bigint END,
+      CASE WHEN d.leased_until IS NOT NULL THEN ${p(18)}::text END, d.leased_until, d.held, d.gap::bigint[], ${p(1)}, ${p(1)}
     FROM unnest(${p(12)}::text[], ${p(13)}::text[], ${p(14)}::text[], ${p(15)}::text[], ${p(16)}::text[], ${p(17)}::bigint[])
       AS d(id, event_id, listener_id, held, gap, leased_until)
     JOIN ev ON ev.id = d.event_id

@@ -49,7 +49,7 @@ const record = statement(`WITH RECURSIVE input AS (
     RETURNING delivery_id, number
   ), completed AS (
     UPDATE deliveries d SET status = r.status, attempt_count = r.number, next_attempt_at = r.next_attempt_at,
-      lease_owner = NULL, last_error = r.last_error, updated_at = $2
+      lease_owner = NULL, leased_until = NULL, last_error = r.last_error, updated_at = $2
     FROM input r WHERE d.id = ANY($3::text[]) AND d.id = r.delivery_id AND d.lease_owner = r.owner
     RETURNING d.id, d.status, d.gap, d.event_seq
   ), finished AS (
@@ -63,7 +63,8 @@ const record = statement(`WITH RECURSIVE input AS (
   UNION ALL SELECT 'promoted', id, NULL, project FROM promoted WHERE next_attempt_at IS NOT NULL
   UNION ALL SELECT 'due', p.project, NULL, NULL FROM projects p
     WHERE p.project IS NOT NULL AND (SELECT d.next_attempt_at FROM deliveries d
-      WHERE d.status = 'pending' AND d.held IS NULL AND d.project = p.project ORDER BY d.next_attempt_at LIMIT 1) <= $18`);
+      WHERE d.status = 'pending' AND d.held IS NULL AND d.project = p.project AND (d.leased_until IS NULL OR d.leased_until <= $18)
+      ORDER BY d.next_attempt_at LIMIT 1) <= $18`);
 
 /** Listeners the judgement turns off, as a 410 does. */
 const disableListeners = statement(`WITH ${disableCtes('$1', '$2', '$3', null)}
