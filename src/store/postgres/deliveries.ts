@@ -8,9 +8,11 @@ import { pruneOrder } from './order.js';
 import { pruneRollups } from './rollups.js';
 
 // With the event's type and workbook through event_seq, the events primary key: one lookup per row.
-// A leased delivery's next try is its lease's end (see claim.ts), as on SQLite.
+// A leased delivery's next try is its lease's end (see claim.ts), as on SQLite; a lease taken
+// before migration 006 ends at next_attempt_at.
 const COLUMNS = `d.id, d.event_id, e.type AS event_type, e.workbook, d.listener_id, d.status, d.attempt_count,
-  coalesce(d.leased_until, d.next_attempt_at) AS next_attempt_at, d.lease_owner, d.held, d.last_error, d.created_at, d.updated_at`;
+  CASE WHEN d.lease_owner IS NULL THEN d.next_attempt_at ELSE greatest(d.next_attempt_at, d.leased_until) END AS next_attempt_at,
+  d.lease_owner, d.held, d.last_error, d.created_at, d.updated_at`;
 const FROM = 'deliveries d JOIN events e ON e.seq = d.event_seq';
 
 // A page walks one index in id order: a listener's, a status's (deliveries_project_status holds

@@ -1,0 +1,81 @@
+import pg from 'pg';
+import { pino } from 'pino';
+import { describe, expect, it } from 'vitest';
+import { createFanOut } from '../src/fanout/fanout.js';
+import type { ClaimedDelivery, Store } from '../src/store/store.js';
+import { openPostgresStore } from '../src/store/postgres/index.js';
+import { createTestSchema, TEST_DATABASE_URL } from './helpers/backend.js';
+import { storedListener, taskEnvelope } from './helpers/envelopes.js';
+
+/*
+ * A PostgreSQL database of an earlier release, with deliveries in flight, opened by this one:
+ * the migrations it lacks are applied, and the deliveries keep their leases. The local server,
+ * a schema of its own.
+ */
+
+const P = 'p1';
+
+async function claimAt(s: Store, owner: string, now: number, leaseMs: number, share = 100): Promise<ClaimedDelivery[]> {
+  const { claimed } = await s.recordAndClaim(owner, [], {
+    owner,
+    now,
+    leaseMs,
+    transports: ['http'],
+    allot: (due) => new Map(due.map((p) => [p, share])),
+    admit: (candidates) => ({ take: candidates.map((c) => c.id), defer: new Map(), changed: new Map() }),
+  }, now);
+  return claimed;
+}
+
+async function sql(text: string) {
+  const c = new pg.Client({ connectionString: TEST_DATABASE_URL });
+  await c.connect();
+  try {
+    return (await c.query(text)).rows;
+  } finally {
+    await c.end();
+  }
+}
+
+describe('PostgreSQL: a database of an earlier release', () => {
+  it('keeps the leases of deliveries claimed before migration 006: in flight until they end, then due again', async () => {
+    const schema = await createTestSchema('upgrade');
+    const stores: Store[] = [];
+    const open = async () => {
+      const opened = await openPostgresStore({ url: TEST_DATABASE_URL, schema: schema.schema, pool: 2, log: pino({ level: 'silent' }) });
+      stores.push(opened);
+      return opened;
+    };
+    try {
+      const s = schema.schema;
+      let store = await open();
+      await store.createListener(storedListener('l1', { project: P }));
+      const now = Date.now();
+      await store.appendEvents(P, ['a', 'b'].map((id) => ({ envelope: taskEnvelope({ id, sequence: null }), original: null, bodyHash: id })), createFanOut(), now);
+      const claimed = await claimAt(store, 'old-process', now, 60_000, 1);
+      expect(claimed).toHaveLength(1);
+      const [leased] = claimed;
+      await store.close();
+      // The schema as the release before migration 006 left it: the lease's end in next_attempt_at.
+      const [{ until }] = await sql(`SELECT leased_until AS until FROM "${s}".deliveries WHERE id = '${leased.id}'`);
+      expect(Number(until)).toBeGreaterThan(now + 60_000);
+      await sql(`UPDATE "${s}".deliveries SET next_attempt_at = leased_until WHERE leased_until IS NOT NULL;
+        ALTER TABLE "${s}".deliveries DROP COLUMN leased_until, RESET (fillfactor);
+        DELETE FROM "${s}".schema_migrations WHERE version = 6`);
+
+      store = await open();
+      expect(await sql(`SELECT name FROM "${s}".schema_migrations WHERE version = 6`)).toEqual([{ name: '006_claims_heap_only.sql' }]);
+      expect(await store.getDelivery(P, leased.id)).toMatchObject({ status: 'pending', in_flight: true, next_attempt_at: Number(until) });
+      // Before the lease ends, a claim takes only the other delivery; after it, the leased one.
+      const other = await claimAt(store, 'new-process', now + 1_000, 60_000);
+      expect(other.map((d) => d.id)).not.toContain(leased.id);
+      expect(other).toHaveLength(1);
+      expect(await claimAt(store, 'new-process', Number(until) - 1, 60_000)).toEqual([]);
+      expect((await claimAt(store, 'new-process', Number(until), 60_000)).map((d) => d.id)).toEqual([leased.id]);
+    } finally {
+      // A store the test closed already answers its second close with an error, ignored.
+      for (const opened of stores) await opened.close().catch(() => {});
+      await schema.drop();
+    }
+  }, 60_000);
+});
