@@ -2,15 +2,15 @@ import { initialGateState, type GateListener, type ListenerGateState } from '../
 import { specCache, toClaimedDelivery, type ClaimEvent, type ClaimRow, type SpecColumn } from '../rows.js';
 import type { AttemptResult, ClaimedDelivery, ClaimOptions } from '../store.js';
 import { statement, type Conn } from './database.js';
+import { leaseEnded } from './deliveries.js';
 import { GATE_COLUMNS, GATE_PARAMS, gateUpsertCte, gateValues, toState, type GateRow } from './gates.js';
 import { ROLLUP_PARAMS, rollupCtes, rollupValues } from './rollups.js';
 
 /*
  * The second statement of a cycle (see queue.ts). The rollups and the judged gate states are
- * written; then the claim's candidates, for every
- * project the gate allotted: each project's due deliveries in due order, up to its share,
- * looking past those whose lease has not ended, skipping rows another dispatcher is claiming
- * right now, and only of listeners whose transport
+ * written; then the claim's candidates, for every project the gate allotted: each project's
+ * due deliveries in due order, up to its share, looking past those whose lease has not ended,
+ * skipping rows another dispatcher is claiming right now, and only of listeners whose transport
  * this process has (or of no listener). The first row of each listener brings the listener's
  * record and its gate state, locked; a state another transaction holds (a dispatcher recording
  * or claiming for that listener right now) is skipped rather than waited for: its candidates
@@ -26,7 +26,7 @@ const pickCandidates = statement(`WITH ${rollupCtes(1)}, ${gateUpsertCte('judged
         l.enabled, l.updated_at AS listener_updated_at, l.spec, l.secret, l.previous_secret, l.previous_secret_expires_at
       FROM deliveries d LEFT JOIN listeners l ON l.id = d.listener_id
       WHERE d.project = a.project AND d.status = 'pending' AND d.held IS NULL AND d.next_attempt_at <= $${P + 2}
-        AND (d.leased_until IS NULL OR d.leased_until <= $${P + 2}) AND (l.id IS NULL OR l.transport = ANY($${P + 3}::text[]))
+        AND ${leaseEnded(`$${P + 2}`)} AND (l.id IS NULL OR l.transport = ANY($${P + 3}::text[]))
       ORDER BY d.next_attempt_at LIMIT a.share
       FOR UPDATE OF d SKIP LOCKED
     ) c

@@ -61,6 +61,13 @@ const renew = statement(`UPDATE deliveries SET leased_until = greatest(leased_un
   WHERE id = ANY($1::text[]) AND lease_owner = $2 AND status = 'pending' AND leased_until IS NOT NULL`);
 
 /**
+ * Whether delivery `d` is free of a live lease at `at` (an SQL value): never leased, or its
+ * lease has ended (its process died). A claim leaves next_attempt_at, which deliveries_due
+ * orders by, as it was, so every reader of the queue looks past live leases with this.
+ */
+export const leaseEnded = (at: string) => `(d.leased_until IS NULL OR d.leased_until <= ${at})`;
+
+/**
  * The projects with pending due-index deliveries, as a recursive CTE `projects` (a query using
  * it says WITH RECURSIVE): found by skipping through deliveries_due's leading column, one index
  * probe per project however many deliveries each has. `when` may switch it off.
@@ -78,7 +85,7 @@ export const pendingProjectsCte = (when = 'true') => `projects AS (
 const nextDue = statement(`WITH RECURSIVE ${pendingProjectsCte()}
   SELECT min((SELECT d.next_attempt_at FROM deliveries d
     WHERE d.status = 'pending' AND d.held IS NULL AND d.project = p.project AND d.next_attempt_at IS NOT NULL
-      AND (d.leased_until IS NULL OR d.leased_until <= $1)
+      AND ${leaseEnded('$1')}
     ORDER BY d.next_attempt_at LIMIT 1)) AS at
   FROM projects p WHERE p.project IS NOT NULL`);
 

@@ -2,7 +2,7 @@ import type { ListenerGateState } from '../../dispatch/listener-gate.js';
 import { judgeRecorded, turnedOffEvents } from '../rows.js';
 import type { AttemptResult, ListenerRouting, NewEvent, RecordJudge } from '../store.js';
 import { statement, type Conn } from './database.js';
-import { pendingProjectsCte } from './deliveries.js';
+import { leaseEnded, pendingProjectsCte } from './deliveries.js';
 import { GATE_COLUMNS, toState, type GateRow } from './gates.js';
 import { handOnCtes } from './order.js';
 
@@ -63,7 +63,7 @@ const record = statement(`WITH RECURSIVE input AS (
   UNION ALL SELECT 'promoted', id, NULL, project FROM promoted WHERE next_attempt_at IS NOT NULL
   UNION ALL SELECT 'due', p.project, NULL, NULL FROM projects p
     WHERE p.project IS NOT NULL AND (SELECT d.next_attempt_at FROM deliveries d
-      WHERE d.status = 'pending' AND d.held IS NULL AND d.project = p.project AND (d.leased_until IS NULL OR d.leased_until <= $18)
+      WHERE d.status = 'pending' AND d.held IS NULL AND d.project = p.project AND ${leaseEnded('$18')}
       ORDER BY d.next_attempt_at LIMIT 1) <= $18`);
 
 /** Listeners the judgement turns off, as a 410 does. */
