@@ -6,6 +6,7 @@ import { ConfigError, loadConfig } from './config.js';
 import { limitHeapGrowth } from './heap.js';
 import { createLogger } from './log.js';
 import { ROLES, startRelay, type Role } from './relay.js';
+import { SchemaTooNewError } from './store/migrations.js';
 import { TransportLoadError } from './transports/registry.js';
 
 const USAGE = `usage: callback-relay-server [--role all|api|dispatcher|engine]
@@ -108,6 +109,12 @@ try {
   if (err instanceof TransportLoadError) {
     process.stderr.write(`callback-relay: bad configuration: RELAY_TRANSPORT_MODULES: ${err.message}\n`);
     log.fatal({ err, module: err.module }, err.message);
+    process.exit(2);
+  }
+  if (err instanceof SchemaTooNewError) {
+    // Restarting the same release cannot help: said once, plainly, and exit as for a bad configuration.
+    process.stderr.write(`callback-relay: ${err.message}\n`);
+    log.fatal({ migrations: err.unknown, latest_known: err.latestKnown }, 'the database is newer than this release');
     process.exit(2);
   }
   if (err instanceof AdminTokenExposedError) {

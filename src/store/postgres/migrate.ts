@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { readMigrations, type Migration } from '../migrations.js';
+import { readMigrations, refuseUnknownMigrations, SchemaTooNewError, type Migration } from '../migrations.js';
 import { clientConfig, type ConnectionSettings } from './database.js';
 import { lockKey } from './locks.js';
 import { toStoreError } from './errors.js';
@@ -10,7 +10,9 @@ export const POSTGRES_MIGRATIONS_DIR = new URL('../../../db/postgres/', import.m
  * Creates the schema when missing and applies, in order, the migrations not yet recorded in it.
  * Several processes may start at once: each waits for a session advisory lock of this schema,
  * so every migration is applied once, and one that finds them applied does nothing. Each
- * migration commits with its bookkeeping row, so a crash mid-way leaves all of it or none.
+ * migration commits with its bookkeeping row, so a crash mid-way leaves all of it or none. A
+ * schema a later release migrated (a recorded migration this release lacks) is refused with
+ * SchemaTooNewError, before anything is applied.
  */
 export async function migrate(settings: ConnectionSettings, migrations: Migration[] = readMigrations(POSTGRES_MIGRATIONS_DIR)): Promise<string[]> {
   const client = new pg.Client(clientConfig(settings));
@@ -25,7 +27,9 @@ export async function migrate(settings: ConnectionSettings, migrations: Migratio
       name text NOT NULL,
       applied_at timestamptz NOT NULL DEFAULT now()
     )`);
-    const applied = new Set((await client.query<{ version: number }>('SELECT version FROM schema_migrations')).rows.map((r) => r.version));
+    const rows = (await client.query<{ version: number; name: string }>('SELECT version, name FROM schema_migrations')).rows;
+    refuseUnknownMigrations('postgres', rows, migrations);
+    const applied = new Set(rows.map((r) => r.version));
     const done: string[] = [];
     for (const m of migrations) {
       if (applied.has(m.version)) continue;
@@ -46,6 +50,7 @@ export async function migrate(settings: ConnectionSettings, migrations: Migratio
     await client.query('SELECT pg_advisory_unlock($1)', [lockKey(settings.schema, 'migrate')]);
     return done;
   } catch (err) {
+    if (err instanceof SchemaTooNewError) throw err;
     throw toStoreError(err);
   } finally {
     await client.end().catch(() => {});

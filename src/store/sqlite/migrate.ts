@@ -1,11 +1,13 @@
 import type { Database } from 'better-sqlite3';
-import { readMigrations, type Migration } from '../migrations.js';
+import { readMigrations, refuseUnknownMigrations, type Migration } from '../migrations.js';
 
 export const SQLITE_MIGRATIONS_DIR = new URL('../../../db/sqlite/', import.meta.url);
 
 /**
  * Applies, in order, the migrations not yet recorded. Each runs in its own transaction with
- * its bookkeeping row, so a crash mid-way leaves either all of a migration or none of it.
+ * its bookkeeping row, so a crash mid-way leaves either all of a migration or none of it. A
+ * database a later release migrated (a recorded migration this release lacks) is refused with
+ * SchemaTooNewError, before anything is applied.
  */
 export function migrate(db: Database, migrations: Migration[] = readMigrations(SQLITE_MIGRATIONS_DIR)): string[] {
   db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -13,9 +15,9 @@ export function migrate(db: Database, migrations: Migration[] = readMigrations(S
     name TEXT NOT NULL,
     applied_at TEXT NOT NULL
   ) STRICT`);
-  const applied = new Set(
-    db.prepare('SELECT version FROM schema_migrations').pluck().all() as number[],
-  );
+  const rows = db.prepare('SELECT version, name FROM schema_migrations').all() as Array<{ version: number; name: string }>;
+  refuseUnknownMigrations('sqlite', rows, migrations);
+  const applied = new Set(rows.map((r) => r.version));
   const record = db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)');
   const done: string[] = [];
   for (const m of migrations) {
