@@ -21,6 +21,12 @@ export function derive(byBackend) {
   return Object.fromEntries(Object.entries(ratios).filter(([, v]) => v !== undefined));
 }
 
+/** The two-process runs' deliveries/s in the order they ran (each figure above is the mean of its two). */
+function runsInOrder({ order, one_dispatcher: one, two_dispatchers: two }) {
+  const next = { 1: [...one.runs_deliveries_per_s], 2: [...two.runs_deliveries_per_s] };
+  return order.map((n) => next[n].shift()).join(' / ');
+}
+
 const ROWS = [
   ['ingest, batch API (events/s)', (f) => f.ingest_events_per_s],
   ['deliveries/s, 1 listener', (f) => f.deliveries_per_s_1_listener],
@@ -49,8 +55,9 @@ const ROWS = [
   ['notifications consumed from RabbitMQ into the outbox (/s, 1 listener)', (f) => f.amqp_ingest?.notifications_per_s],
   ['engine, 5-task workflow: executions/s', (f) => (typeof f.engine === 'string' ? 'skipped' : f.engine?.executions_per_s)],
   ['engine: events delivered/s', (f) => f.engine?.events_delivered_per_s],
-  ['deliveries/s, 1 api + 1 dispatcher process', (f) => f.two_process?.one_dispatcher.deliveries_per_s],
-  ['deliveries/s, 1 api + 2 dispatcher processes', (f) => f.two_process?.two_dispatchers.deliveries_per_s],
+  ['deliveries/s, 1 api + 1 dispatcher process (mean of 2 runs)', (f) => f.two_process?.one_dispatcher.deliveries_per_s],
+  ['deliveries/s, 1 api + 2 dispatcher processes (mean of 2 runs)', (f) => f.two_process?.two_dispatchers.deliveries_per_s],
+  ['  runs in order 1, 2, 2, 1 dispatchers', (f) => f.two_process?.order && runsInOrder(f.two_process)],
   ['relay CPU per event (ms), all processes: 1 / 2 dispatchers', (f) => f.two_process && `${f.two_process.one_dispatcher.relay_cpu_ms_per_event} / ${f.two_process.two_dispatchers.relay_cpu_ms_per_event}`],
   ['  of which the dispatcher processes: 1 / 2 dispatchers', (f) => f.two_process?.one_dispatcher.dispatchers_cpu_ms_per_event !== undefined && `${f.two_process.one_dispatcher.dispatchers_cpu_ms_per_event} / ${f.two_process.two_dispatchers.dispatchers_cpu_ms_per_event}`],
   ['graphile-worker: deliveries/s (signed, 1 attempt row each)', (f) => f.graphile?.deliveries_per_s],
@@ -61,7 +68,7 @@ const ROWS = [
 const RATIO_LABELS = {
   postgres_to_sqlite_deliveries: 'postgres / sqlite, deliveries/s to 1 listener',
   postgres_to_graphile_deliveries: 'relay on postgres / graphile-worker, deliveries/s',
-  two_to_one_dispatchers: 'two dispatcher processes / one, deliveries/s',
+  two_to_one_dispatchers: 'two dispatcher processes / one, deliveries/s (means)',
 };
 
 export function printTable(results) {
