@@ -85,16 +85,25 @@ if (config.heapGrowingPercent !== null) {
   log.info({ percent: config.heapGrowingPercent }, 'V8 heap growth between full collections limited (RELAY_HEAP_GROWING_PERCENT)');
 }
 try {
-  const relay = await startRelay(config, log, { role, dispatchThread: config.dispatchThread });
+  const relay = await startRelay(config, log, {
+    role,
+    dispatchThread: config.dispatchThread,
+    // A later release migrated the database (its fatal line is logged): stop as on SIGTERM,
+    // letting attempts in flight finish and record, then exit as for a bad configuration.
+    onSuperseded: (err) => {
+      process.stderr.write(`callback-relay: ${err.message} This process stops.\n`);
+      setImmediate(() => stop({ reason: 'the database was migrated by a later release' }, 2));
+    },
+  });
   let stopping = false;
-  const stop = (signal: string) => {
+  const stop = (why: { signal: string } | { reason: string }, exitCode = 0) => {
     if (stopping) return;
     stopping = true;
-    log.info({ signal }, 'shutting down');
+    log.info(why, 'shutting down');
     relay.close().then(
       () => {
         log.info('stopped');
-        process.exit(0);
+        process.exit(exitCode);
       },
       (err) => {
         log.error({ err }, 'shutdown failed');
@@ -102,8 +111,8 @@ try {
       },
     );
   };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop({ signal: 'SIGTERM' }));
+  process.on('SIGINT', () => stop({ signal: 'SIGINT' }));
 } catch (err) {
   const e = err as NodeJS.ErrnoException;
   if (err instanceof TransportLoadError) {

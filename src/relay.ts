@@ -15,6 +15,7 @@ import { createAmqpConsumer } from './ingest/amqp-consumer.js';
 import { createIngest } from './ingest/ingest.js';
 import { createMetrics, withThreadMetrics, type MetricsJson } from './metrics.js';
 import { createNetworkGuard, describeLoopbackPolicy, loopbackAllowed, type NetworkGuard } from './net/network-guard.js';
+import type { SchemaTooNewError } from './store/migrations.js';
 import { startPruner } from './store/pruner.js';
 import { openStore } from './store/open.js';
 import { createAmqpTransport } from './transports/amqp.js';
@@ -59,6 +60,12 @@ export interface RelayOptions {
   inDispatchThread?: boolean;
   /** The dispatch thread's room for hand-overs, made by the main thread (handoff-room.ts). */
   handoffRoom?: SharedArrayBuffer;
+  /**
+   * A later release migrated the database while this relay runs (PostgreSQL): its fatal line is
+   * logged, and the caller stops the relay (main.ts: as on SIGTERM, then exit code 2). Without
+   * it the relay closes itself. Called at most once, after startRelay has resolved.
+   */
+  onSuperseded?: (err: SchemaTooNewError) => void;
 }
 
 /**
@@ -98,6 +105,19 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
           ...(store.backend === 'sqlite' ? { synchronous: config.durability } : {}),
         },
         store.appliedMigrations.length ? 'database migrated' : 'database up to date',
+      );
+    }
+
+    // A process of an earlier release must not go on beside a later one (a migration may change
+    // how the queue is shared): once the relay is up it stops; before that, as soon as it is.
+    let supersededBy: SchemaTooNewError | null = null;
+    let onSuperseded: (err: SchemaTooNewError) => void = (err) => void (supersededBy = err);
+    if (serves.http) {
+      cleanups.push(
+        store.watchMigrations((err) => {
+          log.fatal({ migrations: err.unknown, latest_known: err.latestKnown }, `${err.message} This process stops.`);
+          onSuperseded(err);
+        }),
       );
     }
 
@@ -283,6 +303,8 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
       log.info('the dispatcher runs in its own thread');
     }
     log.info({ url, port, role }, `callback-relay listening on ${url}`);
+    onSuperseded = options.onSuperseded ?? (() => void closeRelay());
+    if (supersededBy) onSuperseded(supersededBy);
     return { url, port, close: closeRelay, wakeDispatcher, dispatchMetrics, dispatcher };
   } catch (err) {
     await runCleanups();

@@ -213,7 +213,7 @@ describe('PostgreSQL restarted under a running relay', () => {
 
     // Each part that lost the database says, once it is back, that it carries on.
     const messages = () => relay.stdoutLines.map((line) => (line.startsWith('{') ? JSON.parse(line).msg : line));
-    const resumed = ['the store answers again; dispatching resumes', 'listening for due deliveries again', 'the store answers again; the engine claims tasks again'];
+    const resumed = ['the store answers again; dispatching resumes', 'listening for notifications again', 'the store answers again; the engine claims tasks again'];
     await waitUntil(() => resumed.every((m) => messages().includes(m)), 30_000, () => `not logged: ${resumed.filter((m) => !messages().includes(m)).join(' | ')}`, 100);
 
     const around = (from: number, to: number) => countBy(answers.filter((a) => a.ended >= from && a.started <= to), (a) => String(a.status));

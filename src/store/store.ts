@@ -3,6 +3,7 @@ import type { ListenerSpec, StoredListener } from '../records/listener.js';
 import type { AttemptRecord, DeliveryRecord, DeliveryStatus } from '../records/states.js';
 import type { EngineStore } from './engine-store.js';
 import type { GateAdmission, GateCandidate, GateListener, JudgedAttempt, ListenerGateState } from '../dispatch/listener-gate.js';
+import type { SchemaTooNewError } from './migrations.js';
 
 /** Keyset pagination: rows after `after` (an id), at most `limit`. */
 export interface PageQuery {
@@ -419,6 +420,12 @@ export interface OperationsStore {
    * pruner: once per database at a time.
    */
   exclusively<T>(name: string, fn: () => Promise<T>): Promise<T | undefined>;
+  /**
+   * Calls `onNewer` (once) when a later release migrates the database while this process runs:
+   * PostgreSQL hears its migrator's NOTIFY and reads the migrations again after every reconnect.
+   * Answers the unsubscribe. SQLite, one process per file, never calls it.
+   */
+  watchMigrations(onNewer: (err: SchemaTooNewError) => void): () => void;
 }
 
 /**

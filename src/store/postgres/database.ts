@@ -160,7 +160,12 @@ export function openDatabase(settings: ConnectionSettings & { pool: number; log:
   // A connection that dies while idle, or between two queries of a checked-out client, emits
   // 'error' on its client; unhandled, that would end the process. The pool drops idle ones by
   // itself; a checked-out one fails its next query, and is then released as broken.
-  pool.on('error', (err) => log.warn({ err }, 'an idle PostgreSQL connection failed; the pool opens a new one when needed'));
+  pool.on('error', (err) => {
+    // pg-pool hangs the client on the error; logged, it would write out the whole connection
+    // (its prepared statements' text among it) in one line of some twenty kilobytes.
+    Reflect.deleteProperty(err, 'client');
+    log.warn({ err }, 'an idle PostgreSQL connection failed; the pool opens a new one when needed');
+  });
   pool.on('connect', (client) => {
     client.on('error', (err) => log.debug({ err }, 'a PostgreSQL connection failed'));
   });

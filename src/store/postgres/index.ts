@@ -8,8 +8,9 @@ import { eventQueries } from './events.js';
 import { listenerQueries } from './listeners.js';
 import { readGates } from './gates.js';
 import { exclusively } from './locks.js';
-import { migrate } from './migrate.js';
-import { createDueListener, dueNotice } from './notify.js';
+import { readMigrations } from '../migrations.js';
+import { migrate, POSTGRES_MIGRATIONS_DIR } from './migrate.js';
+import { createSchemaListener, dueNotice } from './notify.js';
 import { queueQueries } from './queue.js';
 import { isReplayCursor } from '../rows.js';
 import { rollupQueries } from './rollups.js';
@@ -50,12 +51,13 @@ export async function openPostgresStore(o: PostgresOptions): Promise<Store> {
     throw new Error(`PostgreSQL schema name ${JSON.stringify(o.schema)}: use lower-case letters, digits and _, not starting with a digit`);
   }
   const settings = { url: o.url, schema: o.schema };
-  const appliedMigrations = await migrate(settings);
+  const known = readMigrations(POSTGRES_MIGRATIONS_DIR);
+  const appliedMigrations = await migrate(settings, known);
   const db = openDatabase({ ...settings, pool: o.pool, log: o.log });
   // This store's NOTIFYs carry its token, so its own LISTEN connection can skip them.
   const self = crypto.randomBytes(8).toString('hex');
   const notice = dueNotice(db, o.schema, self, o.log);
-  const due = createDueListener(settings, self, o.log);
+  const channels = createSchemaListener(settings, self, known, o.log);
   const listeners = listenerQueries(db, notice);
   const events = eventQueries(db, notice, { appendsAtOnce: Math.max(1, Math.floor(o.pool / 2)) });
   const deliveries = deliveryQueries(db, notice);
@@ -72,7 +74,7 @@ export async function openPostgresStore(o: PostgresOptions): Promise<Store> {
       await db.rows('SELECT 1');
     },
     close() {
-      closed ??= due.close().then(() => db.end());
+      closed ??= channels.close().then(() => db.end());
       return closed;
     },
     exclusively: (name, fn) => exclusively(settings, name, fn),
@@ -107,7 +109,8 @@ export async function openPostgresStore(o: PostgresOptions): Promise<Store> {
     renewLeases: (owner, ids, until) => deliveries.renew(owner, ids, until),
     nextDueAt: () => deliveries.nextDueAt(),
     queueDepth: (now) => deliveries.depth(now),
-    subscribeDue: (onDue) => due.subscribe(onDue),
+    subscribeDue: (onDue) => channels.subscribe(onDue),
+    watchMigrations: (onNewer) => channels.watchMigrations(onNewer),
     pruneFinished: (before, batch) => deliveries.prune(before, batch),
   };
 }

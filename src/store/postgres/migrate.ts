@@ -2,6 +2,7 @@ import pg from 'pg';
 import { readMigrations, refuseUnknownMigrations, SchemaTooNewError, type Migration } from '../migrations.js';
 import { clientConfig, type ConnectionSettings } from './database.js';
 import { lockKey } from './locks.js';
+import { migratedChannel } from './notify.js';
 import { toStoreError } from './errors.js';
 
 export const POSTGRES_MIGRATIONS_DIR = new URL('../../../db/postgres/', import.meta.url);
@@ -12,7 +13,8 @@ export const POSTGRES_MIGRATIONS_DIR = new URL('../../../db/postgres/', import.m
  * so every migration is applied once, and one that finds them applied does nothing. Each
  * migration commits with its bookkeeping row, so a crash mid-way leaves all of it or none. A
  * schema a later release migrated (a recorded migration this release lacks) is refused with
- * SchemaTooNewError, before anything is applied.
+ * SchemaTooNewError, before anything is applied. Having applied any, it says so on the schema's
+ * migrated channel, so that running processes of an earlier release stop (see notify.ts).
  */
 export async function migrate(settings: ConnectionSettings, migrations: Migration[] = readMigrations(POSTGRES_MIGRATIONS_DIR)): Promise<string[]> {
   const client = new pg.Client(clientConfig(settings));
@@ -46,6 +48,7 @@ export async function migrate(settings: ConnectionSettings, migrations: Migratio
       }
       done.push(m.name);
     }
+    if (done.length) await client.query('SELECT pg_notify($1, $2)', [migratedChannel(settings.schema), done.at(-1)]);
     // Closing the session below releases the lock too; unlocking first lets the next process go on at once.
     await client.query('SELECT pg_advisory_unlock($1)', [lockKey(settings.schema, 'migrate')]);
     return done;

@@ -2,17 +2,24 @@ import crypto from 'node:crypto';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { backoffDelay } from '../../backoff.js';
+import { refuseUnknownMigrations, SchemaTooNewError, type Migration } from '../migrations.js';
 import { clientConfig, statement, type Conn, type ConnectionSettings, type Database } from './database.js';
 
 /**
- * The NOTIFY channel of deliveries made due in `schema`: each relay database (a schema) has its
- * own, so relays of another schema in the same database are not woken. Channel names are
- * identifiers of at most 63 bytes; a long schema name is shortened to a digest.
+ * A NOTIFY channel of `schema`: each relay database (a schema) has its own, so relays of another
+ * schema in the same database are not woken. Channel names are identifiers of at most 63
+ * bytes; a long schema name is shortened to a digest.
  */
-export function dueChannel(schema: string): string {
-  const plain = `relay_due_${schema}`;
-  return plain.length <= 63 ? plain : `relay_due_${crypto.createHash('sha256').update(schema).digest('hex').slice(0, 40)}`;
+function channelOf(kind: 'due' | 'migrated', schema: string): string {
+  const plain = `relay_${kind}_${schema}`;
+  return plain.length <= 63 ? plain : `relay_${kind}_${crypto.createHash('sha256').update(schema).digest('hex').slice(0, 40)}`;
 }
+
+/** The channel of deliveries made due in `schema`. */
+export const dueChannel = (schema: string) => channelOf('due', schema);
+
+/** The channel on which a relay that applied migrations to `schema` says so (the payload: the last one's name). */
+export const migratedChannel = (schema: string) => channelOf('migrated', schema);
 
 /**
  * How a transaction that made deliveries due tells the dispatchers of other processes: once it
@@ -64,15 +71,21 @@ export function dueNotice(db: Pick<Database, 'rows'>, schema: string, self: stri
 }
 
 /**
- * One connection outside the pool that LISTENs on the schema's channel and calls every
- * subscriber when a notification arrives. Notifications this store itself sent carry its
- * `self` token and are skipped: its own process wakes its dispatcher directly. A dropped
- * connection is opened again with capped exponential backoff and jitter; notifications sent
- * meanwhile are lost, so subscribers are called once after every reconnect.
+ * One connection outside the pool that LISTENs on the schema's channels while anyone subscribes:
+ * on the due channel it calls every due subscriber when a notification arrives (those this
+ * store itself sent carry its `self` token and are skipped: its own process wakes its
+ * dispatcher directly); on the migrated channel, and after every connect, it reads the
+ * schema's migrations and calls the migration watchers once if a later release applied one
+ * this release does not know. A dropped connection is opened again with capped exponential
+ * backoff and jitter; notifications sent meanwhile are lost, so due subscribers are called
+ * once after every reconnect, and the migrations are read again.
  */
-export function createDueListener(settings: ConnectionSettings, self: string, log: Logger) {
-  const channel = dueChannel(settings.schema);
+export function createSchemaListener(settings: ConnectionSettings, self: string, known: readonly Migration[], log: Logger) {
+  const due = dueChannel(settings.schema);
+  const migrated = migratedChannel(settings.schema);
   const subscribers = new Set<() => void>();
+  const watchers = new Set<(err: SchemaTooNewError) => void>();
+  let superseded: SchemaTooNewError | null = null;
   /** The listening loop now running, if any; stopping it ends its connection and its pause. */
   let current: { stopped: boolean; client: pg.Client | null; interrupt: () => void; done: Promise<void> } | null = null;
 
@@ -86,6 +99,19 @@ export function createDueListener(settings: ConnectionSettings, self: string, lo
     }
   };
 
+  /** Reads the migrations on `c`; a later release's calls the watchers (once). */
+  async function checkMigrations(c: pg.Client) {
+    if (superseded || watchers.size === 0) return;
+    const { rows } = await c.query<{ version: number; name: string }>('SELECT version, name FROM schema_migrations');
+    try {
+      refuseUnknownMigrations('postgres', rows, known);
+    } catch (err) {
+      if (!(err instanceof SchemaTooNewError) || superseded) throw err;
+      superseded = err;
+      for (const onNewer of watchers) onNewer(err);
+    }
+  }
+
   function start() {
     const state = { stopped: false, client: null as pg.Client | null, interrupt: () => {}, done: Promise.resolve() };
 
@@ -95,16 +121,21 @@ export function createDueListener(settings: ConnectionSettings, self: string, lo
       state.client = c;
       const ended = new Promise<void>((resolve) => {
         c.on('error', (err) => {
-          if (!state.stopped) log.warn({ err }, 'the PostgreSQL connection listening for due deliveries failed');
+          if (!state.stopped) log.warn({ err }, 'the PostgreSQL connection listening for notifications (due deliveries, migrations) failed');
           resolve();
         });
         c.on('end', () => resolve());
       });
       c.on('notification', (n) => {
-        if (n.channel === channel && n.payload !== self) callAll();
+        if (n.channel === due && n.payload !== self) callAll();
+        if (n.channel === migrated) {
+          checkMigrations(c).catch((err) => log.warn({ err }, 'could not read the migrations another process applied'));
+        }
       });
       await c.connect();
-      await c.query(`LISTEN "${channel}"`);
+      await c.query(`LISTEN "${due}"; LISTEN "${migrated}"`);
+      // A migration applied while this connection was not listening sent its notification in vain.
+      await checkMigrations(c);
       return { ended };
     }
 
@@ -115,12 +146,12 @@ export function createDueListener(settings: ConnectionSettings, self: string, lo
         try {
           const { ended } = await listen();
           if (listenedBefore) callAll();
-          if (failures > 0) log.info({ failures }, 'listening for due deliveries again');
+          if (failures > 0) log.info({ failures }, 'listening for notifications again');
           listenedBefore = true;
           failures = 0;
           await ended;
         } catch (err) {
-          if (!state.stopped) log.warn({ err }, 'could not listen for due deliveries; trying again');
+          if (!state.stopped) log.warn({ err }, 'could not listen for notifications (due deliveries, migrations); trying again');
         }
         state.client?.end().catch(() => {});
         state.client = null;
@@ -150,15 +181,19 @@ export function createDueListener(settings: ConnectionSettings, self: string, lo
     await state.done;
   }
 
+  /** Adds `item` to `set`, starting the connection if it is the first subscriber of either kind. */
+  function join<T>(set: Set<T>, item: T): () => void {
+    set.add(item);
+    if (!current) start();
+    return () => {
+      set.delete(item);
+      if (subscribers.size === 0 && watchers.size === 0) void stop();
+    };
+  }
+
   return {
-    subscribe(onDue: () => void): () => void {
-      subscribers.add(onDue);
-      if (!current) start();
-      return () => {
-        subscribers.delete(onDue);
-        if (subscribers.size === 0) void stop();
-      };
-    },
+    subscribe: (onDue: () => void): (() => void) => join(subscribers, onDue),
+    watchMigrations: (onNewer: (err: SchemaTooNewError) => void): (() => void) => join(watchers, onNewer),
     close: stop,
   };
 }
