@@ -4,6 +4,7 @@ import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import { readMigrations } from '../src/store/migrations.js';
 import { POSTGRES_MIGRATIONS_DIR } from '../src/store/postgres/migrate.js';
+import { MIGRATIONS_READ_EVERY_MS } from '../src/store/sqlite/index.js';
 import { SQLITE_MIGRATIONS_DIR } from '../src/store/sqlite/migrate.js';
 import { createTestSchema, TEST_DATABASE_URL, type TestBackend } from './helpers/backend.js';
 import { killAllRelays, runToExit, startRelayProcess } from './helpers/relay-process.js';
@@ -104,6 +105,30 @@ describe.each(cases)('a database migrated by a later release, on %s', (backend, 
       }
     } finally {
       await schema?.drop();
+    }
+  });
+});
+
+describe('a SQLite relay running when a later release migrates its file', () => {
+  it('reads the migrations every two seconds, and stops with exit code 2 once it finds one it does not know', async () => {
+    const dataDir = tempDir();
+    const relay = await startRelayProcess({ RELAY_PORT: '0', RELAY_DATA_DIR: dataDir, RELAY_LOG_LEVEL: 'info' });
+    try {
+      const db = await onSqlite(dataDir);
+      // As another process of a later release does: its migration and row committed to the file.
+      await db.run(`INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)`, [999, FUTURE, new Date().toISOString()]);
+      const started = Date.now();
+      const exit = await Promise.race([relay.exited, new Promise((resolve) => setTimeout(() => resolve('still running'), 10_000))]);
+      expect(exit, relay.output).toEqual({ code: 2, signal: null });
+      expect(Date.now() - started).toBeLessThan(MIGRATIONS_READ_EVERY_MS + 3_000);
+      const fatal = relay.logs.filter((l) => l.level >= 60);
+      expect(fatal, relay.output).toHaveLength(1);
+      expect(fatal[0].msg).toContain(`the SQLite database was migrated by a later release of callback-relay: it has migration ${FUTURE}`);
+      expect(fatal[0].msg).toContain('This process stops.');
+      expect(relay.logs.some((l) => l.msg === 'shutting down' && l.reason === 'the database was migrated by a later release')).toBe(true);
+      expect(relay.logs.some((l) => l.msg === 'stopped')).toBe(true);
+    } finally {
+      if (!relay.exit) await relay.kill9();
     }
   });
 });

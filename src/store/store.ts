@@ -422,8 +422,8 @@ export interface OperationsStore {
   exclusively<T>(name: string, fn: () => Promise<T>): Promise<T | undefined>;
   /**
    * Calls `onNewer` (once) when a later release migrates the database while this process runs:
-   * PostgreSQL hears its migrator's NOTIFY and reads the migrations again after every reconnect.
-   * Answers the unsubscribe. SQLite, one process per file, never calls it.
+   * PostgreSQL hears its migrator's NOTIFY and reads the migrations again after every reconnect;
+   * SQLite reads them every two seconds. Answers the unsubscribe.
    */
   watchMigrations(onNewer: (err: SchemaTooNewError) => void): () => void;
 }

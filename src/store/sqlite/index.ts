@@ -3,7 +3,8 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { StoreUnavailableError, type Handoff, type ListenerRouting, type NewEvent, type Store } from '../store.js';
 import { startHanding, type Handing } from '../handing.js';
-import { migrate } from './migrate.js';
+import { readMigrations, refuseUnknownMigrations, SchemaTooNewError } from '../migrations.js';
+import { migrate, SQLITE_MIGRATIONS_DIR } from './migrate.js';
 import { listenerQueries } from './listeners.js';
 import { listenerVersions } from './listener-versions.js';
 import { rollupQueries } from './rollups.js';
@@ -16,6 +17,9 @@ import { createWriteBatcher } from './write-batcher.js';
 import { engineStore } from './engine.js';
 import { retryWhileBusy, SYNC_BUSY_TIMEOUT_MS } from './busy.js';
 import { isReplayCursor } from '../rows.js';
+
+/** How often a SQLite store that watches its migrations reads them (see watchMigrations). */
+export const MIGRATIONS_READ_EVERY_MS = 2_000;
 
 export interface SqliteOptions {
   path: string;
@@ -68,7 +72,8 @@ export function openSqliteStore(options: SqliteOptions): SqliteStore {
   db.pragma('foreign_keys = ON');
   // Ingest inserts into several indexes at random places; a larger page cache keeps them hot.
   db.pragma(`cache_size = -${(options.cacheMiB ?? 64) * 1024}`);
-  const appliedMigrations = migrate(db);
+  const known = readMigrations(SQLITE_MIGRATIONS_DIR);
+  const appliedMigrations = migrate(db, known);
   const versions = listenerVersions(db);
   const rollups = rollupQueries(db);
   const gates = gateQueries(db);
@@ -226,10 +231,22 @@ export function openSqliteStore(options: SqliteOptions): SqliteStore {
     subscribeDue() {
       return () => {};
     },
-    // SQLite tells a process nothing of another's commits (as above): a later release that
-    // migrates the file while this process runs goes unnoticed here.
-    watchMigrations() {
-      return () => {};
+    // SQLite tells a process nothing of another's commits (as above): the migrations are read
+    // every MIGRATIONS_READ_EVERY_MS instead, a few microseconds each time.
+    watchMigrations(onNewer) {
+      const read = db.prepare<[], { version: number; name: string }>('SELECT version, name FROM schema_migrations');
+      const timer = setInterval(() => {
+        try {
+          refuseUnknownMigrations('sqlite', read.all(), known);
+        } catch (err) {
+          // A closed or busy file is someone else's business; the next read tries again.
+          if (!(err instanceof SchemaTooNewError)) return;
+          clearInterval(timer);
+          onNewer(err);
+        }
+      }, MIGRATIONS_READ_EVERY_MS);
+      timer.unref();
+      return () => clearInterval(timer);
     },
     async pruneFinished(before, batch) {
       return tx(() => deliveries.prune(before, batch));
