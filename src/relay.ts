@@ -61,9 +61,10 @@ export interface RelayOptions {
   /** The dispatch thread's room for hand-overs, made by the main thread (handoff-room.ts). */
   handoffRoom?: SharedArrayBuffer;
   /**
-   * A later release migrated the database while this relay runs (PostgreSQL): its fatal line is
-   * logged, and the caller stops the relay (main.ts: as on SIGTERM, then exit code 2). Without
-   * it the relay closes itself. Called at most once, after startRelay has resolved.
+   * A later release migrated the database while this relay runs (see the store's
+   * watchMigrations): its fatal line is logged, and the caller stops the relay (main.ts: as on
+   * SIGTERM, then exit code 2). Without it the relay closes itself. Called at most once, not
+   * before the relay listens (though perhaps before startRelay's promise resolves).
    */
   onSuperseded?: (err: SchemaTooNewError) => void;
 }

@@ -231,15 +231,15 @@ export function openSqliteStore(options: SqliteOptions): SqliteStore {
     subscribeDue() {
       return () => {};
     },
-    // SQLite tells a process nothing of another's commits (as above): the migrations are read
-    // every MIGRATIONS_READ_EVERY_MS instead, a few microseconds each time.
+    // SQLite tells a process nothing of another's commits (as above): the migrations (a table of
+    // a dozen rows) are read every MIGRATIONS_READ_EVERY_MS instead.
     watchMigrations(onNewer) {
       const read = db.prepare<[], { version: number; name: string }>('SELECT version, name FROM schema_migrations');
       const timer = setInterval(() => {
         try {
           refuseUnknownMigrations('sqlite', read.all(), known);
         } catch (err) {
-          // A closed or busy file is someone else's business; the next read tries again.
+          // A read that failed (the file busy, or closed under the timer): the next one tries again.
           if (!(err instanceof SchemaTooNewError)) return;
           clearInterval(timer);
           onNewer(err);
