@@ -3,7 +3,7 @@ import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import { migrate } from '../src/store/postgres/migrate.js';
 import { migratedChannel } from '../src/store/postgres/notify.js';
-import { createTestSchema, TEST_DATABASE_URL, type TestSchema } from './helpers/backend.js';
+import { createTestSchema, sql, TEST_DATABASE_URL, type TestSchema } from './helpers/backend.js';
 import { killAllRelayChildren, startRelayChild, type RelayChild } from './helpers/multiprocess.js';
 import { tempDir } from './helpers/relay.js';
 import { bodyServer, waitUntil } from './helpers/relay-process.js';
@@ -19,16 +19,6 @@ afterAll(killAllRelayChildren);
 
 const FUTURE = '999_from_a_later_release.sql';
 const ANSWER_AFTER_MS = 1_500;
-
-async function sql<T extends pg.QueryResultRow = pg.QueryResultRow>(text: string, params: unknown[] = [], url = TEST_DATABASE_URL): Promise<T[]> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    return (await c.query<T>(text, params)).rows;
-  } finally {
-    await c.end();
-  }
-}
 
 /** A receiver that answers 200 after ANSWER_AFTER_MS; counts what it answered. */
 async function slowReceiver() {

@@ -1,10 +1,9 @@
-import pg from 'pg';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { createFanOut } from '../src/fanout/fanout.js';
 import type { ClaimedDelivery, Store } from '../src/store/store.js';
 import { openPostgresStore } from '../src/store/postgres/index.js';
-import { createTestSchema, TEST_DATABASE_URL } from './helpers/backend.js';
+import { createTestSchema, sql, TEST_DATABASE_URL } from './helpers/backend.js';
 import { storedListener, taskEnvelope } from './helpers/envelopes.js';
 
 /*
@@ -25,16 +24,6 @@ async function claimAt(s: Store, owner: string, now: number, leaseMs: number, sh
     admit: (candidates) => ({ take: candidates.map((c) => c.id), defer: new Map(), changed: new Map() }),
   }, now);
   return claimed;
-}
-
-async function sql(text: string) {
-  const c = new pg.Client({ connectionString: TEST_DATABASE_URL });
-  await c.connect();
-  try {
-    return (await c.query(text)).rows;
-  } finally {
-    await c.end();
-  }
 }
 
 describe('PostgreSQL: a database of an earlier release', () => {

@@ -1,12 +1,11 @@
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import { readMigrations } from '../src/store/migrations.js';
 import { POSTGRES_MIGRATIONS_DIR } from '../src/store/postgres/migrate.js';
 import { MIGRATIONS_READ_EVERY_MS } from '../src/store/sqlite/index.js';
 import { SQLITE_MIGRATIONS_DIR } from '../src/store/sqlite/migrate.js';
-import { createTestSchema, TEST_DATABASE_URL, type TestBackend } from './helpers/backend.js';
+import { createTestSchema, sql, type TestBackend } from './helpers/backend.js';
 import { killAllRelays, runToExit, startRelayProcess } from './helpers/relay-process.js';
 import { tempDir } from './helpers/relay.js';
 
@@ -43,19 +42,9 @@ async function onSqlite(dataDir: string): Promise<Migrations> {
 }
 
 async function onPostgres(schema: string): Promise<Migrations> {
-  const query = async (sql: string, params: unknown[]) => {
-    const c = new pg.Client({ connectionString: TEST_DATABASE_URL });
-    await c.connect();
-    try {
-      await c.query(`SET search_path TO "${schema}"`);
-      return (await c.query(sql, params)).rows;
-    } finally {
-      await c.end();
-    }
-  };
   return {
-    rows: async () => (await query('SELECT version, name FROM schema_migrations ORDER BY version', [])) as Array<{ version: number; name: string }>,
-    run: async (sql, params) => void (await query(sql, params)),
+    rows: () => sql<{ version: number; name: string }>('SELECT version, name FROM schema_migrations ORDER BY version', [], schema),
+    run: async (text, params) => void (await sql(text, params, schema)),
   };
 }
 

@@ -46,14 +46,22 @@ async function connect(): Promise<pg.Client> {
   return client;
 }
 
-/** Runs statements on one short-lived connection. */
-async function withClient<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
+/** Runs statements on one short-lived connection to the local server's database `test`. */
+export async function withClient<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
   const client = await connect();
   try {
     return await fn(client);
   } finally {
     await client.end();
   }
+}
+
+/** One statement on a short-lived connection, its rows; `schema` sets the search path first. */
+export async function sql<T extends pg.QueryResultRow = pg.QueryResultRow>(text: string, params: unknown[] = [], schema?: string): Promise<T[]> {
+  return withClient(async (c) => {
+    if (schema) await c.query(`SET search_path TO "${schema}"`);
+    return (await c.query<T>(text, params)).rows;
+  });
 }
 
 // Schemas this file created and has not dropped yet, dropped after its last test.
