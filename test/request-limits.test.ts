@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jsonDepth } from '../src/json-depth.js';
 import { MAX_JSON_DEPTH } from '../src/api/json-body.js';
@@ -79,6 +80,56 @@ describe('deeply nested bodies', () => {
     const ok = `{"type":"x.y","data":{"v":${nested(MAX_JSON_DEPTH - 2)}}}`;
     const res = await relay.api('POST', '/v1/events', undefined, { raw: ok, headers: { 'content-type': 'application/json' } });
     expect(res.status, res.text).toBe(202);
+  });
+});
+
+describe('compressed bodies', () => {
+  let relay: TestRelay;
+  beforeAll(async () => {
+    relay = await startTestRelay();
+  });
+  afterAll(async () => {
+    await relay?.close();
+  });
+  const event = JSON.stringify({ id: 'zipped-1', type: 'TASK_SUCCEEDED', workbook: 'wb', execution_id: 'e1' });
+
+  it('takes gzip, deflate and br bodies', async () => {
+    for (const [encoding, compress] of [['gzip', zlib.gzipSync], ['deflate', zlib.deflateSync], ['br', zlib.brotliCompressSync]] as const) {
+      const res = await relay.api('POST', '/v1/events', undefined, {
+        raw: compress(JSON.stringify({ ...JSON.parse(event), id: `zipped-${encoding}` })),
+        headers: { 'content-type': 'application/json', 'content-encoding': encoding },
+      });
+      expect(res.status, `${encoding}: ${res.text}`).toBe(202);
+      expect(res.body.items).toEqual([{ id: `zipped-${encoding}`, duplicate: false }]);
+    }
+  });
+
+  it('answers 400 naming the body, and stores nothing, when the bytes are not what Content-Encoding says', async () => {
+    const before = (await relay.api('GET', '/v1/events')).body.items.length;
+    for (const encoding of ['gzip', 'deflate', 'br']) {
+      for (const [method, path, contentType] of [
+        ['POST', '/v1/events', 'application/json'],
+        ['POST', '/v1/listeners', 'application/json'],
+        ['POST', '/v1/workbooks', 'application/yaml'],
+        ['POST', '/v1/ingest/mistral', 'application/json'],
+      ] as const) {
+        const res = await relay.api(method, path, undefined, { raw: event, headers: { 'content-type': contentType, 'content-encoding': encoding } });
+        expect(res.status, `${encoding} ${path}: ${res.text}`).toBe(400);
+        expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+        expect(res.body.errors).toEqual([{ field: '(body)', message: expect.stringContaining(`not ${encoding} data as Content-Encoding says`) }]);
+      }
+    }
+    expect((await relay.api('GET', '/v1/events')).body.items.length).toBe(before);
+  });
+
+  it('holds the size limit to the decoded body: 64 MiB of zeros in 64 KB of gzip is a 413, at once', async () => {
+    const bomb = zlib.gzipSync(Buffer.alloc(64 * 1024 * 1024, 0x20));
+    expect(bomb.length).toBeLessThan(100 * 1024);
+    const started = Date.now();
+    const res = await relay.api('POST', '/v1/events', undefined, { raw: bomb, headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' } });
+    expect(res.status, res.text).toBe(413);
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect((await relay.api('GET', '/healthz')).status).toBe(200);
   });
 });
 

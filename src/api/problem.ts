@@ -115,12 +115,24 @@ const BODY_PARSER_PROBLEMS: Record<string, (e: { message: string; limit?: number
   'request.aborted': () => badRequest('the request was aborted'),
 };
 
+/**
+ * A body that its Content-Encoding (gzip, deflate, br) does not describe: body-parser marks
+ * zlib's error (which has an errno) a 400 but gives it no type of its own.
+ */
+function undecodableBody(err: unknown, contentEncoding: string | undefined): Problem | null {
+  if (contentEncoding === undefined || typeof (err as { errno?: unknown } | null)?.errno !== 'number' || (err as { status?: unknown }).status !== 400) return null;
+  const message = `not ${contentEncoding ?? 'compressed'} data as Content-Encoding says: ${(err as Error).message}`;
+  return badRequest(`the body could not be decoded: ${message}`, [{ field: '(body)', message }]);
+}
+
 export function problemHandler(log: Logger): ErrorRequestHandler {
   return (err, req, res, _next) => {
     if (res.headersSent) return;
     if (err instanceof Problem) return sendProblem(res, err);
     const type = (err as { type?: string }).type;
     if (type && BODY_PARSER_PROBLEMS[type]) return sendProblem(res, BODY_PARSER_PROBLEMS[type](err));
+    const undecodable = undecodableBody(err, req.headers['content-encoding']);
+    if (undecodable) return sendProblem(res, undecodable);
     if (err instanceof StoreUnavailableError) {
       return sendProblem(
         res,

@@ -30,7 +30,7 @@ export interface TestRelay extends Relay {
     method: string,
     pathname: string,
     body?: unknown,
-    opts?: { token?: string | null; headers?: Record<string, string>; raw?: string; validate?: boolean },
+    opts?: { token?: string | null; headers?: Record<string, string>; raw?: string | Uint8Array; validate?: boolean },
   ): Promise<ApiResponse>;
 }
 
@@ -72,12 +72,12 @@ export async function request(
   pathname: string,
   body?: unknown,
   /** `validate: false` skips the openapi.yaml check, for deliberately odd requests. */
-  opts: { token?: string | null; headers?: Record<string, string>; raw?: string; validate?: boolean } = {},
+  opts: { token?: string | null; headers?: Record<string, string>; raw?: string | Uint8Array; validate?: boolean } = {},
 ): Promise<ApiResponse> {
   const headers: Record<string, string> = { ...opts.headers };
   const token = opts.token === undefined ? TOKEN_A : opts.token;
   if (token) headers.authorization = `Bearer ${token}`;
-  let payload: string | undefined = opts.raw;
+  let payload: string | Uint8Array | undefined = opts.raw;
   if (body !== undefined && payload === undefined) {
     payload = JSON.stringify(body);
     headers['content-type'] ??= 'application/json';
