@@ -270,6 +270,20 @@ describe('the CLI against a relay', () => {
     const unknownShow = await cli(['listener-show', created[0].id, '-c', 'colour']);
     expect(unknownShow).toMatchObject({ code: 2, stdout: '' });
     expect(unknownShow.stderr).toMatch(/^error: unknown column "colour": give one of id, workbook, event_types, /);
+
+    // A change made with a mistyped -c: the answer is printed whole (the secret, shown once, is
+    // not lost), and the usage error says the change was made.
+    const typo = await cli(['listener-add', 'workbook', 'typo', receiver.url('/typo'), '-f', 'json', '-c', 'secrett']);
+    expect(typo.code).toBe(2);
+    const made = JSON.parse(typo.stdout);
+    expect(made.secret).toMatch(/^whsec_/);
+    expect(typo.stderr).toMatch(new RegExp(`^error: unknown column "secrett": give one of id, workbook, .*; listener ${made.id} was created all the same, shown whole above\n`));
+    expect((await api('GET', `/v1/listeners/${made.id}`)).status).toBe(200);
+    const rotated = await cli(['listener-rotate-secret', made.id, '-f', 'value', '-c', 'nope']);
+    expect(rotated.code).toBe(2);
+    expect(rotated.stdout).toMatch(/^whsec_/m);
+    expect(rotated.stdout).not.toContain(made.secret);
+    expect(rotated.stderr).toContain(`listener ${made.id} has its new secret all the same, shown whole above`);
   }, T);
 
   it('lists deliveries and executions newest first by default, --order asc oldest first, --all walking each once', async () => {

@@ -55,8 +55,11 @@ export interface Printer {
   /**
    * One record in the chosen format. Answers true when it printed the whole record as a table,
    * so that the caller may add what belongs to it (its deliveries, attempts or tasks, a note).
+   * `made` says what change the record is the answer to ("the listener was created"): a -c
+   * naming no field of it then prints the whole record before the usage error, so that nothing
+   * the change answered once (a new secret) is lost.
    */
-  show(doc: unknown, fields: FieldPair[]): boolean;
+  show(doc: unknown, fields: FieldPair[], made?: string): boolean;
   /** What a command that is not a list or a show answered (json, yaml, value or csv). */
   data(value: unknown): void;
 }
@@ -254,8 +257,16 @@ export function createPrinter(io: { stdout(text: string): void; stderr(text: str
         },
       };
     },
-    show(doc, fields) {
-      lines(renderShow(doc, fields, view));
+    show(doc, fields, made) {
+      let rendered: string[];
+      try {
+        rendered = renderShow(doc, fields, view);
+      } catch (err) {
+        if (!(err instanceof UsageError) || made === undefined) throw err;
+        lines(renderShow(doc, fields, { ...view, columns: undefined }));
+        throw new UsageError(`${err.message}; ${made} all the same, shown whole above`);
+      }
+      lines(rendered);
       return view.format === 'table' && !view.columns?.length;
     },
     data: (value) => lines(renderData(value, view.format)),

@@ -89,7 +89,7 @@ export function registerDeliveryCommands(program: Command, io: CliIo): void {
     .action(
       action<[string], object>(io, async (ctx, [id]) => {
         const delivery = await ctx.client.request<DeliveryView>('POST', `${deliveryPath(id)}/retry`);
-        if (!ctx.print.show(delivery, deliveryFields(delivery, ctx.now))) return;
+        if (!ctx.print.show(delivery, deliveryFields(delivery, ctx.now), `delivery ${delivery.id} was re-queued`)) return;
         ctx.print.line(`\nre-queued delivery ${delivery.id}; follow it with: callback-relay delivery-show ${delivery.id}`);
         ctx.print.line(`the listener's deliveries still to be sent: ${followPending(delivery.listener_id)}`);
       }),

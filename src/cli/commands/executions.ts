@@ -33,8 +33,8 @@ export async function tasksOf(ctx: CommandContext, executionId: string): Promise
   return (await fetchPages<TaskView>(ctx, `${executionPath(executionId)}/tasks`, {}, { all: true })).items;
 }
 
-function showExecution(ctx: CommandContext, execution: ExecutionView, note?: string): void {
-  if (ctx.print.show(execution, executionFields(execution, ctx.now)) && note) ctx.print.line(`\n${note}`);
+function showExecution(ctx: CommandContext, execution: ExecutionView, note?: string, made?: string): void {
+  if (ctx.print.show(execution, executionFields(execution, ctx.now), made) && note) ctx.print.line(`\n${note}`);
 }
 
 export function registerExecutionCommands(program: Command, io: CliIo): void {
@@ -61,7 +61,7 @@ export function registerExecutionCommands(program: Command, io: CliIo): void {
         if (inline !== undefined && opts.inputFile !== undefined) throw new UsageError('give the input once: INPUT_JSON or --input-file, not both');
         const input = opts.inputFile !== undefined ? await readJsonObject(opts.inputFile, io) : inline === undefined ? {} : jsonObject(inline);
         const execution = await ctx.client.request<ExecutionView>('POST', '/v1/executions', { body: { workbook, workflow, input } });
-        showExecution(ctx, execution, `follow it with: callback-relay execution-get ${execution.id}`);
+        showExecution(ctx, execution, `follow it with: callback-relay execution-get ${execution.id}`, `execution ${execution.id} was started`);
       }),
     );
 
@@ -148,7 +148,7 @@ export function registerExecutionCommands(program: Command, io: CliIo): void {
           }
           throw err;
         }
-        showExecution(ctx, execution);
+        showExecution(ctx, execution, undefined, `execution ${execution.id} was changed`);
       }),
     );
 }

@@ -163,7 +163,7 @@ export function configureListenerAdd(cmd: Command, io: CliIo, invocation: string
       action<[string, string, string], AddOptions>(io, async (ctx, [kind, id, url], opts) => {
         const body = listenerAddBody(kind, id, url, opts);
         const created = await ctx.client.request<ListenerWithSecret>('POST', '/v1/listeners', { body });
-        showListener(ctx, created, SECRET_NOTE);
+        showListener(ctx, created, SECRET_NOTE, `listener ${created.id} was created`);
       }),
     );
 }

@@ -86,6 +86,6 @@ export function listenerFields(l: ListenerWithSecret, now: number): FieldPair[] 
 export const SECRET_NOTE = 'Store the secret now: it is not shown again (listener-rotate-secret makes a new one).';
 
 /** One listener: `key: value` lines, or the API's JSON as is. */
-export function showListener(ctx: CommandContext, listener: ListenerWithSecret, note?: string): void {
-  if (ctx.print.show(listener, listenerFields(listener, ctx.now)) && note) ctx.print.line(`\n${note}`);
+export function showListener(ctx: CommandContext, listener: ListenerWithSecret, note?: string, made?: string): void {
+  if (ctx.print.show(listener, listenerFields(listener, ctx.now), made) && note) ctx.print.line(`\n${note}`);
 }

@@ -166,7 +166,7 @@ export function registerListenerCommands(program: Command, io: CliIo): void {
           body,
           contentType: 'application/merge-patch+json',
         });
-        showListener(ctx, updated);
+        showListener(ctx, updated, undefined, `listener ${updated.id} was changed`);
       }),
     );
 
@@ -196,7 +196,7 @@ export function registerListenerCommands(program: Command, io: CliIo): void {
       action<[string], { secret?: string }>(io, async (ctx, [id], opts) => {
         const body = opts.secret === undefined ? undefined : { secret: opts.secret };
         const rotated = await ctx.client.request<ListenerWithSecret>('POST', `${listenerPath(id)}/rotate-secret`, { body });
-        showListener(ctx, rotated, SECRET_NOTE);
+        showListener(ctx, rotated, SECRET_NOTE, `listener ${rotated.id} has its new secret`);
       }),
     );
 }

@@ -40,7 +40,7 @@ export function registerTaskCommands(program: Command, io: CliIo): void {
     .action(
       action<[string], object>(io, async (ctx, [id]) => {
         const task = await ctx.client.request<TaskView>('PUT', `/v1/tasks/${encodeURIComponent(id)}`, { body: { state: 'RUNNING' } });
-        if (!ctx.print.show(task, taskFields(task, ctx.now))) return;
+        if (!ctx.print.show(task, taskFields(task, ctx.now), `task ${task.id} is re-running`)) return;
         ctx.print.line(`\nre-running task ${task.name}; follow it with: callback-relay execution-get ${task.execution_id}`);
       }),
     );

@@ -37,8 +37,8 @@ async function sendDefinition(ctx: CommandContext, io: CliIo, method: 'POST' | '
   }
 }
 
-function showWorkbook(ctx: CommandContext, workbook: WorkbookView, note?: string): void {
-  if (ctx.print.show(workbook, workbookFields(workbook, ctx.now)) && note) ctx.print.line(`\n${note}`);
+function showWorkbook(ctx: CommandContext, workbook: WorkbookView, made: string, note?: string): void {
+  if (ctx.print.show(workbook, workbookFields(workbook, ctx.now), made) && note) ctx.print.line(`\n${note}`);
 }
 
 export function registerWorkbookCommands(program: Command, io: CliIo): void {
@@ -58,7 +58,7 @@ export function registerWorkbookCommands(program: Command, io: CliIo): void {
       action<[string], object>(io, async (ctx, [file]) => {
         const created = await sendDefinition(ctx, io, 'POST', '/v1/workbooks', file);
         const first = created.workflows[0];
-        showWorkbook(ctx, created, first && `start one with: callback-relay execution-create ${created.name} ${first} [INPUT_JSON]`);
+        showWorkbook(ctx, created, `workbook ${created.name} was stored`, first && `start one with: callback-relay execution-create ${created.name} ${first} [INPUT_JSON]`);
       }),
     );
 
@@ -73,7 +73,7 @@ export function registerWorkbookCommands(program: Command, io: CliIo): void {
     .addHelpText('after', examples(['callback-relay workbook-update billing examples/billing.yaml']))
     .action(
       action<[string, string], object>(io, async (ctx, [name, file]) => {
-        showWorkbook(ctx, await sendDefinition(ctx, io, 'PUT', workbookPath(name), file));
+        showWorkbook(ctx, await sendDefinition(ctx, io, 'PUT', workbookPath(name), file), `workbook ${name} was replaced`);
       }),
     );
 
