@@ -9,7 +9,7 @@ import { ROLES, startRelay, type Role } from './relay.js';
 import { SchemaTooNewError } from './store/migrations.js';
 import { TransportLoadError } from './transports/registry.js';
 
-const USAGE = `usage: callback-relay-server [--role all|api|dispatcher|engine]
+const USAGE = `usage: node dist/main.js [--role all|api|dispatcher|engine]   (npm start -- --role …)
 
 Runs the relay: the REST API, the workflow engine, the dispatcher and the background pruner.
   --role all         everything in one process (default, or RELAY_ROLE); the
@@ -115,6 +115,12 @@ try {
   process.on('SIGINT', () => stop({ signal: 'SIGINT' }));
 } catch (err) {
   const e = err as NodeJS.ErrnoException;
+  if (err instanceof ConfigError) {
+    // Found while starting (a data folder that cannot be one): as a bad value at the start.
+    process.stderr.write(`callback-relay: bad configuration: ${err.message}\n`);
+    log.fatal({ err, variable: err.variable }, `bad configuration: ${err.message}`);
+    process.exit(2);
+  }
   if (err instanceof TransportLoadError) {
     process.stderr.write(`callback-relay: bad configuration: RELAY_TRANSPORT_MODULES: ${err.message}\n`);
     log.fatal({ err, module: err.module }, err.message);
@@ -135,8 +141,19 @@ try {
     log.fatal({ err }, `cannot listen on ${config.host}:${config.port} (${e.code}); set RELAY_HOST`);
     unresolvableHost(config.host, e.code);
   }
-  if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') {
-    log.fatal({ err }, `cannot listen on ${config.host}:${config.port} (${e.code}); set RELAY_HOST or RELAY_PORT`);
+  // An address not of this machine, or a port this process may not take, is the configuration's
+  // fault and stays so however often it is restarted; a port in use may be free again.
+  if (e.syscall === 'listen' && (e.code === 'EADDRNOTAVAIL' || e.code === 'EACCES')) {
+    const [variable, why] =
+      e.code === 'EADDRNOTAVAIL'
+        ? ['RELAY_HOST', `${JSON.stringify(config.host)} is no address of this machine`]
+        : ['RELAY_PORT', `port ${config.port} on ${config.host} needs a privilege this process does not have`];
+    process.stderr.write(`callback-relay: bad configuration: ${variable}: ${why} (${e.code})\n`);
+    log.fatal({ err }, `cannot listen on ${config.host}:${config.port} (${e.code}); set ${variable}`);
+    process.exit(2);
+  }
+  if (e.code === 'EADDRINUSE') {
+    log.fatal({ err }, `cannot listen on ${config.host}:${config.port} (${e.code}); another process has that port: set RELAY_PORT or RELAY_HOST`);
   } else {
     log.fatal({ err }, 'failed to start');
   }

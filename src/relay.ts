@@ -1,7 +1,9 @@
 import type { AddressInfo } from 'node:net';
+import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { createApp } from './api/app.js';
+import { ensureDataFolder } from './data-folder.js';
 import { createHttpServer } from './api/server.js';
 import type { ReadinessCheck } from './api/routes/operations.js';
 import { ensureAdminToken, tokenRegistry } from './api/auth.js';
@@ -94,6 +96,15 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
       dispatcher: (role === 'all' && !threaded) || role === 'dispatcher',
       http: options.inDispatchThread !== true,
     };
+    // The API's token goes in the data folder when RELAY_TOKENS gives none; roles without the API need none.
+    const keepsAdminToken = config.tokens.size === 0 && serves.api;
+    if (serves.http) {
+      if (config.database.kind === 'sqlite') {
+        const namedBy = config.database.path === path.join(config.dataDir, 'relay.db') ? 'RELAY_DATA_DIR' : 'RELAY_DATABASE_URL';
+        ensureDataFolder(path.dirname(config.database.path), namedBy);
+      }
+      if (keepsAdminToken) ensureDataFolder(config.dataDir, 'RELAY_DATA_DIR');
+    }
     const store = await openStore(config, log, options.inDispatchThread ? 'dispatch-thread' : threaded ? 'beside-dispatch-thread' : 'process');
     cleanups.push(() => store.close());
     // The dispatch thread's lines would repeat the main thread's.
@@ -123,7 +134,7 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
     }
 
     let tokens = config.tokens;
-    if (tokens.size === 0 && serves.http) {
+    if (keepsAdminToken) {
       const admin = ensureAdminToken(config.dataDir);
       tokens = new Map([[admin.token, 'default']]);
       log.info({ file: admin.file, project: 'default', created: admin.created }, 'no RELAY_TOKENS set: the API token is in this file');

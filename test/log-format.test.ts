@@ -100,6 +100,29 @@ describe('RELAY_LOG_FORMAT', () => {
     expect(fs.readdirSync(dataDir)).toEqual([]);
   });
 
+  it('a data folder that cannot be one stops the relay with exit code 2, naming the variable, before anything is made', async () => {
+    const file = `${tempDir()}/a-file`;
+    fs.writeFileSync(file, 'not a folder');
+    const relay = await runToExit({ RELAY_PORT: '0', RELAY_DATA_DIR: file });
+    expect(relay.exit).toEqual({ code: 2, signal: null });
+    expect(relay.stderr).toBe(`callback-relay: bad configuration: RELAY_DATA_DIR: ${JSON.stringify(file)} cannot be a folder this process writes in: EEXIST\n`);
+    expect(fs.readFileSync(file, 'utf8')).toBe('not a folder');
+    // sysfs takes no folders, whoever asks (root included).
+    const refused = await runToExit({ RELAY_PORT: '0', RELAY_DATA_DIR: '/sys/callback-relay-data', RELAY_DATABASE_URL: `sqlite:${tempDir()}/relay.db` });
+    expect(refused.exit).toEqual({ code: 2, signal: null });
+    expect(refused.stderr).toBe('callback-relay: bad configuration: RELAY_DATA_DIR: "/sys/callback-relay-data" cannot be a folder this process writes in: EPERM\n');
+    const database = await runToExit({ RELAY_PORT: '0', RELAY_DATA_DIR: tempDir(), RELAY_DATABASE_URL: `sqlite:${file}/relay.db` });
+    expect(database.exit).toEqual({ code: 2, signal: null });
+    expect(database.stderr).toBe(`callback-relay: bad configuration: RELAY_DATABASE_URL: ${JSON.stringify(file)} cannot be a folder this process writes in: EEXIST\n`);
+  });
+
+  it('an address not of this machine stops the relay with exit code 2, naming RELAY_HOST', async () => {
+    // 192.0.2.1 is TEST-NET-1 (RFC 5737): no machine has it.
+    const relay = await runToExit({ RELAY_PORT: '0', RELAY_DATA_DIR: tempDir(), RELAY_HOST: '192.0.2.1' });
+    expect(relay.exit).toEqual({ code: 2, signal: null });
+    expect(relay.stderr).toBe('callback-relay: bad configuration: RELAY_HOST: "192.0.2.1" is no address of this machine (EADDRNOTAVAIL)\n');
+  });
+
   it('takes an IP address or a host name for RELAY_HOST, and never quotes a password back', () => {
     const base = { RELAY_DATA_DIR: tempDir() };
     for (const host of ['127.0.0.1', '0.0.0.0', '::', '::1', 'localhost', 'relay-1.example.org']) expect(loadConfig({ ...base, RELAY_HOST: host }).host).toBe(host);

@@ -61,7 +61,7 @@ export function createApp(deps: AppDeps): express.Express {
   const requireApiToken = requireToken(deps.tokens);
   if (deps.serveApi !== false) app.post('/v1/events', requireApiToken, ...postEvents({ ingest: deps.ingest }));
 
-  app.use(operationRoutes({ store: deps.store, metrics: deps.metrics, readiness: deps.readiness }));
+  app.use(operationRoutes({ store: deps.store, metrics: deps.metrics, readiness: deps.readiness, servesApi: deps.serveApi !== false }));
 
   const v1 = express.Router();
   v1.use(requireApiToken);

@@ -9,10 +9,19 @@ export const OPENAPI_FILE = new URL('../../../openapi.yaml', import.meta.url);
 /** A part the relay needs besides the database (a notification consumer): ready, or why not. */
 export type ReadinessCheck = () => { ready: boolean; detail: string };
 
-/** Routes for operators and load balancers; no token. */
-export function operationRoutes({ store, metrics, readiness = [] }: { store: OperationsStore; metrics: MetricsSource; readiness?: ReadinessCheck[] }): Router {
+/** Routes for operators and load balancers; no token. `/openapi.yaml` where the API is served. */
+export function operationRoutes({
+  store,
+  metrics,
+  readiness = [],
+  servesApi = true,
+}: {
+  store: OperationsStore;
+  metrics: MetricsSource;
+  readiness?: ReadinessCheck[];
+  servesApi?: boolean;
+}): Router {
   const router = Router();
-  const openapi = fs.readFileSync(OPENAPI_FILE, 'utf8');
 
   router.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
@@ -33,9 +42,12 @@ export function operationRoutes({ store, metrics, readiness = [] }: { store: Ope
     res.json({ status: 'ready', database: store.backend });
   });
 
-  router.get('/openapi.yaml', (_req, res) => {
-    res.type('application/yaml').send(openapi);
-  });
+  if (servesApi) {
+    const openapi = fs.readFileSync(OPENAPI_FILE, 'utf8');
+    router.get('/openapi.yaml', (_req, res) => {
+      res.type('application/yaml').send(openapi);
+    });
+  }
 
   router.get('/metrics', async (_req, res) => {
     res.type(metrics.contentType).send(await metrics.metrics());
