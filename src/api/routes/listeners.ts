@@ -154,15 +154,25 @@ export function listenerRoutes({ store, ingest, wakeDispatcher, transports, repl
     return toListenerView(listener, health);
   }
 
+  const notEnabled = (name: string) =>
+    invalidField(
+      'callback.transport',
+      `${name} is not enabled in this relay (enabled: ${transports.names.join(', ') || 'none'}); the operator enables transports with RELAY_TRANSPORTS and RELAY_TRANSPORT_MODULES`,
+    );
+
+  /**
+   * A callback whose transport is not enabled here is refused for that first, before its
+   * fields are checked against the schema: what else is wrong with it would not help.
+   */
+  function refuseDisabledTransport(callback: unknown) {
+    const name = isPlainObject(callback) ? callback.transport : undefined;
+    if (typeof name === 'string' && !transports.get(name)) throw notEnabled(name);
+  }
+
   /** The API's side of the transport contract: enabled, the module's own fields, its I/O checks. */
   async function checkCallback(callback: Callback) {
     const transport = transports.get(callback.transport);
-    if (!transport) {
-      throw invalidField(
-        'callback.transport',
-        `${callback.transport} is not enabled in this relay (enabled: ${transports.names.join(', ') || 'none'}); the operator enables transports with RELAY_TRANSPORTS and RELAY_TRANSPORT_MODULES`,
-      );
-    }
+    if (!transport) throw notEnabled(callback.transport);
     const problems = [...safely(() => transport.validate(callback))];
     if (problems.length === 0 && transport.check) problems.push(...(await transport.check(callback)));
     // A guard's reason already names its field.
@@ -187,6 +197,7 @@ export function listenerRoutes({ store, ingest, wakeDispatcher, transports, repl
 
   router.post('/', async (req, res) => {
     if (isPlainObject(req.body) && 'health' in req.body) throw invalidField('health', READ_ONLY);
+    if (isPlainObject(req.body)) refuseDisabledTransport(req.body.callback);
     const parsed = ListenerInput.safeParse(req.body ?? {});
     if (!parsed.success) throw validationProblem(parsed.error);
     const { secret, ...spec } = parsed.data;
@@ -241,6 +252,7 @@ export function listenerRoutes({ store, ingest, wakeDispatcher, transports, repl
       merged.callback = patchCallback;
     }
     if (isPlainObject(merged.callback)) unmaskCallback(merged.callback, base.callback);
+    if (isPlainObject(patch.callback)) refuseDisabledTransport(merged.callback);
     const parsed = ListenerInput.safeParse(merged);
     if (!parsed.success) throw validationProblem(parsed.error);
     const { secret: _none, ...spec } = parsed.data;
