@@ -173,3 +173,29 @@ describe('closest names', () => {
     expect(likelyEventName('compute.instance.create.end')).toBeNull();
   });
 });
+
+describe('query parameters', () => {
+  it('refuses one a list or the stats do not take, naming it and the one it looks like', async () => {
+    const created = await relay.api('POST', '/v1/listeners', listener());
+    expect(created.status).toBe(201);
+    // The filter mistyped would otherwise answer the whole list as if it matched.
+    const typo = await refused('GET', '/v1/deliveries?listenr_id=x', undefined);
+    expect(typo.errors).toEqual([
+      { field: 'listenr_id', message: 'unknown query parameter (did you mean listener_id?); this route takes limit, cursor, order, listener_id, event_id, status' },
+    ]);
+    expect((await refused('GET', '/v1/events?exection_id=e1', undefined)).errors[0]).toMatchObject({ field: 'exection_id', message: expect.stringContaining('(did you mean execution_id?)') });
+    expect((await refused('GET', '/v1/executions?stat=RUNNING', undefined)).errors[0]).toMatchObject({ field: 'stat', message: expect.stringContaining('(did you mean state?)') });
+    // order is taken by events, deliveries and executions only.
+    expect((await refused('GET', '/v1/listeners?order=desc', undefined)).errors).toEqual([{ field: 'order', message: 'unknown query parameter; this route takes limit, cursor, workbook' }]);
+    expect((await refused('GET', '/v1/workbooks?workbook=x', undefined)).errors[0].field).toBe('workbook');
+    expect((await refused('GET', '/v1/executions/x/tasks?order=asc', undefined)).errors[0].field).toBe('order');
+    expect((await refused('GET', '/v1/stats?windw=1h', undefined)).errors).toEqual([
+      { field: 'windw', message: 'unknown query parameter (did you mean window?); this route takes window, bucket' },
+    ]);
+    expect((await refused('GET', `/v1/listeners/${created.body.id}/stats?buckets=1m`, undefined)).errors[0]).toMatchObject({ field: 'buckets' });
+    // Those it takes still work.
+    for (const path of ['/v1/deliveries?listener_id=x&status=failed&order=desc&limit=5', '/v1/events?workbook=w&type=T&order=desc', '/v1/listeners?workbook=billing&limit=1', '/v1/stats?window=1h&bucket=1m']) {
+      expect((await relay.api('GET', path)).status, path).toBe(200);
+    }
+  });
+});

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { LIST_ORDERS, type ListOrder } from '../store/store.js';
+import { closestName } from '../closest-name.js';
 import { invalidField } from './problem.js';
 
 export const DEFAULT_LIMIT = 50;
@@ -70,15 +71,36 @@ function cursorParam(query: Record<string, unknown>): string | undefined {
   return cursor || undefined;
 }
 
-/** Reads `limit` and `cursor` of `list` from a query; fetch `limit + 1` rows to know whether a next page exists. */
-export function pageParams(query: Record<string, unknown>, list: ListName): { limit: number; after: string | null } {
+/**
+ * Refuses a query parameter the route does not take, as an unknown field of a body is: a
+ * filter mistyped (`listenr_id`) would otherwise answer the whole list as if it matched.
+ */
+export function onlyKnownParams(query: Record<string, unknown>, known: readonly string[]): void {
+  for (const name of Object.keys(query)) {
+    if (known.includes(name)) continue;
+    const meant = closestName(name, known);
+    throw invalidField(name, `unknown query parameter${meant ? ` (did you mean ${meant}?)` : ''}; this route takes ${known.join(', ')}`);
+  }
+}
+
+/**
+ * Reads `limit` and `cursor` of `list` from a query, which may hold besides only the `filters`
+ * named; fetch `limit + 1` rows to know whether a next page exists.
+ */
+export function pageParams(query: Record<string, unknown>, list: ListName, filters: readonly string[] = []): { limit: number; after: string | null } {
+  onlyKnownParams(query, ['limit', 'cursor', ...filters]);
   const limit = limitParam(query);
   const cursor = cursorParam(query);
   return { limit, after: cursor ? decodeCursor(cursor, list, null) : null };
 }
 
 /** pageParams plus `order` (asc unless given), for the lists that can be walked newest first. */
-export function orderedPageParams(query: Record<string, unknown>, list: ListName): { limit: number; after: string | null; order: ListOrder } {
+export function orderedPageParams(
+  query: Record<string, unknown>,
+  list: ListName,
+  filters: readonly string[] = [],
+): { limit: number; after: string | null; order: ListOrder } {
+  onlyKnownParams(query, ['limit', 'cursor', 'order', ...filters]);
   const limit = limitParam(query);
   const order = query.order ?? 'asc';
   if (typeof order !== 'string' || !LIST_ORDERS.includes(order as ListOrder)) {

@@ -10,7 +10,7 @@ export function deliveryRoutes({ store, onRequeued, listScanLimit }: { store: Ou
   const router = Router();
 
   router.get('/', async (req, res) => {
-    const { limit, after, order } = orderedPageParams(req.query, 'deliveries');
+    const { limit, after, order } = orderedPageParams(req.query, 'deliveries', ['listener_id', 'event_id', 'status']);
     const q = req.query;
     for (const field of ['listener_id', 'event_id', 'status'] as const) {
       if (q[field] !== undefined && (typeof q[field] !== 'string' || q[field] === '')) throw invalidField(field, 'give one non-empty value');

@@ -78,7 +78,7 @@ export function eventRoutes({ store, listScanLimit }: { store: OutboxStore; list
   const router = Router();
 
   router.get('/', async (req, res) => {
-    const { limit, after, order } = orderedPageParams(req.query, 'events');
+    const { limit, after, order } = orderedPageParams(req.query, 'events', ['workbook', 'execution_id', 'type', 'since']);
     // An event cursor is a position in the event log, or in one execution's events (listed in
     // their sequence order), and continues only that list; anything else is not one of ours.
     // Before the log was walked in the order received, its cursors held an event's number alone,

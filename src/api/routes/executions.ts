@@ -67,7 +67,7 @@ export function executionRoutes({ store, engine, listScanLimit }: { store: Engin
   });
 
   router.get('/', async (req, res) => {
-    const { limit, after, order } = orderedPageParams(req.query, 'executions');
+    const { limit, after, order } = orderedPageParams(req.query, 'executions', ['workbook', 'workflow', 'state']);
     const state = oneValue(req.query.state, 'state');
     if (state !== undefined && !EXECUTION_STATES.includes(state as ExecutionState)) {
       throw invalidField('state', `one of ${EXECUTION_STATES.join(', ')}`);

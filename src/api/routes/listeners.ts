@@ -223,7 +223,7 @@ export function listenerRoutes({ store, ingest, wakeDispatcher, transports, repl
   });
 
   router.get('/', async (req, res) => {
-    const { limit, after } = pageParams(req.query, 'listeners');
+    const { limit, after } = pageParams(req.query, 'listeners', ['workbook']);
     const workbook = req.query.workbook;
     if (workbook !== undefined && (typeof workbook !== 'string' || !workbook)) {
       throw invalidField('workbook', 'give one workbook name');

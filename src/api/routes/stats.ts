@@ -1,10 +1,12 @@
 import { Router } from 'express';
 import { resolveStatsRange, seriesStart, toStatsView, type StatsRange } from '../../records/health.js';
 import type { ListenerStore } from '../../store/store.js';
+import { onlyKnownParams } from '../paging.js';
 import { invalidField, notFound } from '../problem.js';
 
 /** `window` and `bucket` from a query; a bad one is a 400 naming it. */
 function statsRange(query: Record<string, unknown>): StatsRange {
+  onlyKnownParams(query, ['window', 'bucket']);
   for (const field of ['window', 'bucket'] as const) {
     const value = query[field];
     if (value !== undefined && (typeof value !== 'string' || value === '')) throw invalidField(field, 'give one value, such as 24h');
