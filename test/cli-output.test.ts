@@ -252,6 +252,14 @@ describe('the CLI against a relay', () => {
       ['"id","event_types","enabled","callback.format"', ...[...created].sort((a, b) => (a.id < b.id ? -1 : 1)).map((l) => `"${l.id}","EXECUTION,TASK","true","json"`)].join('\n') + '\n',
     );
 
+    // The listener's JSON fields that are no default column are columns when asked for.
+    const extra = await cli(['listener-list', '-f', 'csv', '-c', 'id', '-c', 'created_at', '-c', 'updated_at', '-c', 'filter', '--sort-column', 'id']);
+    expect(extra.code, extra.stderr).toBe(0);
+    const extraRows = extra.stdout.trim().split('\n');
+    expect(extraRows[0]).toBe('"id","created_at","updated_at","filter"');
+    expect(extraRows.slice(1).map((r) => r.split(',')[0])).toEqual([...created].map((l) => `"${l.id}"`).sort());
+    for (const row of extraRows.slice(1)) expect(row).toMatch(/^"[^"]+","\d{4}-\d\d-\d\dT[^"]+Z","\d{4}-\d\d-\d\dT[^"]+Z",$/);
+
     const asJson = okJson(await cli(['listener-list', '-f', 'json']));
     const asYaml = await cli(['listener-list', '-f', 'yaml']);
     expect(asYaml.code).toBe(0);

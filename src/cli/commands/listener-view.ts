@@ -1,7 +1,7 @@
 import type { ListenerView } from '../../records/listener.js';
 import type { CommandContext } from '../context.js';
 import { formatDuration, type Column, type FieldPair } from '../output.js';
-import { timeWithRelative } from '../relative-time.js';
+import { relativeTime, timeWithRelative } from '../relative-time.js';
 import { healthSummary } from './health-view.js';
 
 /** A listener as the API answers create and rotate-secret: the view plus the secret. */
@@ -54,6 +54,9 @@ export const LISTENER_COLUMNS: Array<Column<ListenerView>> = [
   { header: 'ORDERING', field: 'ordering', cell: (l) => l.ordering, optional: true },
   { header: 'MAX IN FLIGHT', field: 'max_in_flight', cell: (l) => String(l.max_in_flight), optional: true },
   { header: 'RATE LIMIT', field: 'rate_limit_per_s', cell: (l) => (l.rate_limit_per_s === null ? '-' : `${l.rate_limit_per_s}/s`), optional: true },
+  { header: 'FILTER', field: 'filter', cell: (l) => (l.filter ? JSON.stringify(l.filter) : '-'), optional: true },
+  { header: 'CREATED AT', field: 'created_at', cell: (l, now) => relativeTime(l.created_at, now), optional: true },
+  { header: 'UPDATED AT', field: 'updated_at', cell: (l, now) => relativeTime(l.updated_at, now), optional: true },
 ];
 
 export function listenerFields(l: ListenerWithSecret, now: number): FieldPair[] {
