@@ -130,6 +130,22 @@ describe('health and stats of real deliveries', () => {
     expect(totals(other.body.series)).toEqual({ succeeded: 0, failed: 0, retried: 0 });
   }, T);
 
+  it('keep a deleted listener\'s attempts in the project\'s stats: its history, not its health', async () => {
+    const created = await relay.api('POST', '/v1/listeners', { workbook: 'stats-deleted', event_types: ['NOTIFICATION'], callback: { url: receiver.url('/ok') } });
+    expect(created.status, created.text).toBe(201);
+    const id = created.body.id;
+    const projectTotals = async () => totals((await relay.api('GET', '/v1/stats?window=1h&bucket=1m')).body.series);
+    const before = await projectTotals();
+    expect((await relay.api('POST', '/v1/events', { id: 'stats-deleted-1', type: 'stats.tick', workbook: 'stats-deleted' })).status).toBe(202);
+    await eventually(() => finished(id, 1), 20_000, 'the delivery to finish');
+    const counted = await projectTotals();
+    expect(counted).toEqual({ ...before, succeeded: before.succeeded + 1 });
+
+    expect((await relay.api('DELETE', `/v1/listeners/${id}`)).status).toBe(204);
+    expect(await projectTotals()).toEqual(counted);
+    expect((await relay.api('GET', `/v1/listeners/${id}/stats`)).status).toBe(404);
+  }, T);
+
   it('answer 404 for another project\'s listener or an unknown one', async () => {
     for (const [path, token] of [
       [`/v1/listeners/${ids.ok}/stats`, TOKEN_B],

@@ -54,8 +54,8 @@ const remove = statement('DELETE FROM listeners WHERE project = $1 AND id = $2')
 const cancelPending = statement(`UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, lease_owner = NULL,
     leased_until = NULL, held = NULL, last_error = 'listener deleted', updated_at = $3
   WHERE project = $1 AND listener_id = $2 AND status = 'pending'`);
-// A deleted listener's minutes and outcomes go with it; they must not come back.
-const forgetRollups = statement('DELETE FROM listener_rollups WHERE listener_id = $1');
+// A deleted listener's outcomes go with it. Its minutes stay, part of the project's history
+// (GET /v1/stats), until the pruner's cutoff passes them; nothing is added to them after.
 const forgetOutcomes = statement('DELETE FROM listener_outcomes WHERE listener_id = $1');
 const forgetGate = statement('DELETE FROM listener_gates WHERE listener_id = $1');
 // Disabling holds what waits (deliveries in flight finish and are held when they come back);
@@ -135,7 +135,6 @@ export function listenerQueries(db: Database, notice: DueNotice) {
         await c.count(cancelPending, [project, id, now]);
         await forgetOrder(c, id);
         await c.count(forgetGate, [id]);
-        await c.count(forgetRollups, [id]);
         await c.count(forgetOutcomes, [id]);
         await c.count(bumpVersion, [project]);
         return true;

@@ -7,7 +7,7 @@ import { statement, type Conn, type Database } from './database.js';
  * their parameters numbered from `$first` (see rollupValues): an upsert of the minutes and one
  * of the last outcomes, each (listener, minute) and each listener once in its arrays. The
  * listener row supplies the project, and an attempt of a listener deleted meanwhile adds
- * nothing (deleting a listener deletes its rollups; they must not come back). Two dispatchers
+ * nothing (its minutes stay as they were when it was deleted). Two dispatchers
  * may record out of order: an outcome older than the one kept is ignored.
  */
 export function rollupCtes(first: number): string {

@@ -5,7 +5,7 @@ import type { AttemptResult, ListenerOutcomes, RollupMinute, RollupQuery } from 
 /** Every rollup and last-outcome statement of the SQLite backend, prepared once. */
 export function rollupQueries(db: Database) {
   // The listener row supplies the project, and an attempt of a listener deleted meanwhile
-  // adds nothing (deleting a listener deletes its rollups; they must not come back).
+  // adds nothing (its minutes stay as they were when it was deleted).
   const addMinute = db.prepare(`INSERT INTO listener_rollups
       (listener_id, project, minute, succeeded, failed, retried, ${LATENCY_COLUMNS.join(', ')})
     SELECT id, project, @minute, @succeeded, @failed, @retried, ${LATENCY_COLUMNS.map((c) => `@${c}`).join(', ')}
@@ -42,7 +42,6 @@ export function rollupQueries(db: Database) {
     GROUP BY listener_id`) as Statement<[string, number, string], RollupRow & { listener_id: string }>;
   const prune = db.prepare(`DELETE FROM listener_rollups WHERE (listener_id, minute) IN (
     SELECT listener_id, minute FROM listener_rollups WHERE minute < ? LIMIT ?)`);
-  const forgetMinutes = db.prepare('DELETE FROM listener_rollups WHERE listener_id = ?');
   const forgetOutcomes = db.prepare('DELETE FROM listener_outcomes WHERE listener_id = ?');
 
   return {
@@ -85,9 +84,12 @@ export function rollupQueries(db: Database) {
     prune(before: number, batch: number): number {
       return prune.run(before, batch).changes;
     },
-    /** A deleted listener's minutes and outcomes. Call inside the transaction that deletes it. */
+    /**
+     * A deleted listener's last outcomes. Its minutes stay, part of the project's history
+     * (GET /v1/stats), until they are as old as the pruner's cutoff; no attempt is added to them
+     * (addMinute reads the listener). Call inside the transaction that deletes it.
+     */
     forget(listenerId: string): void {
-      forgetMinutes.run(listenerId);
       forgetOutcomes.run(listenerId);
     },
   };
