@@ -186,7 +186,10 @@ after: {action: std.noop}`),
     expect(receiver.requests('/just-too-big')).toHaveLength(1);
     expect(receiver.requests('/far-too-big')).toHaveLength(1);
     const failed = events.filter((e) => e.type === 'TASK_FAILED');
-    expect(failed.map((e) => e.data)).toEqual([{ tries: 1 }, { tries: 1 }]);
+    // The reason travels as data.fault too (DESIGN.md, "Event envelope additions").
+    expect(failed.map((e) => e.data)).toEqual(
+      tasks.slice(0, 2).map((t) => ({ tries: 1, fault: { exception: 'TaskFailed', exception_message: t.state_info } })),
+    );
   });
 
   it('ends a loop of transitions at RELAY_MAX_TASKS_PER_EXECUTION', async () => {

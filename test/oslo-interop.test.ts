@@ -211,6 +211,13 @@ describe('the relay end to end, read by the real oslo.messaging notification lis
         execution_id: executionId,
         task_name: 'boom',
         execution: { 'callback_relay_object.name': 'ExecutionPayload', 'callback_relay_object.data': { id: executionId, workbook: 'oslo_e2e' } },
+        // The engine's failure as Watcher sends one: an ExceptionPayload.
+        fault: { 'callback_relay_object.name': 'ExceptionPayload', 'callback_relay_object.data': { exception: 'TaskFailed', exception_message: expect.stringContaining('no luck') } },
+      });
+      const workflowFailed = listener.lines.find((l) => l.event_type === 'workflow.failed')!.payload as Record<string, Record<string, any>>;
+      expect(workflowFailed['callback_relay_object.data'].fault).toMatchObject({
+        'callback_relay_object.name': 'ExceptionPayload',
+        'callback_relay_object.data': { exception: 'WorkflowFailed', exception_message: expect.any(String) },
       });
     } finally {
       listener.stop();

@@ -55,10 +55,21 @@ function appendEngineEvent(
   tx.appendEvent(envelope);
 }
 
-/** The Mistral event of a state change (none for moves that have no event). */
+/**
+ * The Mistral event of a state change (none for moves that have no event). A move to ERROR
+ * (TASK_FAILED, WORKFLOW_FAILED) carries its reason as `data.fault` too, as every failure's
+ * details do (DESIGN.md, "Event envelope additions"): the oslo format sends it as the
+ * ExceptionPayload.
+ */
 function emit(tx: EngineTx, e: ExecutionRecord, task: TaskRecord | null, previous: string | null, data: Record<string, unknown> = {}) {
-  const type = eventName(task ? 'TASK' : 'WORKFLOW', previous, task ? task.state : e.state);
-  if (type) appendEngineEvent(tx, e, task, type, { previous_state: previous, data });
+  const state = task ? task.state : e.state;
+  const type = eventName(task ? 'TASK' : 'WORKFLOW', previous, state);
+  if (!type) return;
+  if (state === 'ERROR' && !('fault' in data)) {
+    const fault: Fault = { exception: task ? 'TaskFailed' : 'WorkflowFailed', exception_message: (task ? task.state_info : e.state_info) ?? state };
+    data = { ...data, fault };
+  }
+  appendEngineEvent(tx, e, task, type, { previous_state: previous, data });
 }
 
 /**
