@@ -32,6 +32,8 @@ let page: Page;
 let problems: string[];
 /** The test at hand expects a 404 from the API (the browser logs it as an error). */
 let expectNotFound = false;
+/** The test at hand expects a 400 from the API. */
+let expectBadRequest = false;
 
 // One workbook for the tests' events: a listener of `*` would also get the relay's own `relay.*` events.
 const WORKBOOK = 'dashboard';
@@ -143,10 +145,12 @@ describe('dashboard in Chromium', { timeout: 60_000 }, () => {
   beforeEach(async () => {
     problems = [];
     expectNotFound = false;
+    expectBadRequest = false;
     context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
     page = await context.newPage();
     page.on('console', (msg) => {
-      if (msg.type() === 'error' && !/status of 401/.test(msg.text()) && !(expectNotFound && /status of 404/.test(msg.text()))) problems.push(`console: ${msg.text()}`);
+      const expected = /status of 401/.test(msg.text()) || (expectNotFound && /status of 404/.test(msg.text())) || (expectBadRequest && /status of 400/.test(msg.text()));
+      if (msg.type() === 'error' && !expected) problems.push(`console: ${msg.text()}`);
     });
     page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
     page.on('request', (req) => {
@@ -174,6 +178,24 @@ describe('dashboard in Chromium', { timeout: 60_000 }, () => {
     await page.waitForTimeout(4_000);
     expect(asked).toHaveLength(1);
     expect(await page.getByText('Loading the listener').count()).toBe(0);
+  });
+
+  it('shows a refused list’s answer without "Loading", and links another engine’s execution id to its events', async () => {
+    expectBadRequest = true;
+    await signIn();
+    await page.goto(`${relay.url}/ui/executions?state=bogus`);
+    await expect.poll(() => page.getByRole('alert').textContent(), SEEN).toMatch(/The API answered 400.*state/);
+    await page.waitForTimeout(1_000);
+    expect(await page.getByText('Loading executions').count()).toBe(0);
+    expect(await page.getByRole('option', { name: 'IDLE' }).count()).toBe(1);
+
+    // An execution the relay holds no record of (posted by another engine) leads to its events.
+    const posted = await relay.api('POST', '/v1/events', { type: 'TASK_SUCCEEDED', workbook: WORKBOOK, execution_id: 'elsewhere-1', task_name: 'charge' });
+    expect(posted.status).toBe(202);
+    await page.goto(`${relay.url}/ui/events?workbook=${WORKBOOK}`);
+    await page.getByRole('link', { name: 'elsewhere-1' }).first().click();
+    await expect.poll(() => page.url(), SEEN).toBe(`${relay.url}/ui/events?execution_id=elsewhere-1`);
+    await page.getByRole('row').filter({ hasText: 'TASK_SUCCEEDED' }).first().waitFor(SEEN);
   });
 
   it('refuses a wrong token with the API’s 401, and keeps nothing', async () => {
@@ -207,6 +229,8 @@ describe('dashboard in Chromium', { timeout: 60_000 }, () => {
     // The header value stays masked, as the API gives it.
     await page.getByText('X-Api-Key: ***').waitFor(SEEN);
     await page.getByRole('row', { name: /invoice\.paid/ }).waitFor(SEEN);
+    // A percentile from the rollups is its histogram bucket's upper bound, and says so.
+    await expect.poll(async () => (await page.locator('.facts').first().textContent()) ?? '', SEEN).toMatch(/p95 duration, 24 h≤ \d+ ms/);
 
     await page.getByRole('button', { name: 'Ping' }).click();
     const status = page.getByRole('status').first();
@@ -275,6 +299,8 @@ describe('dashboard in Chromium', { timeout: 60_000 }, () => {
     await page.goto(`${relay.url}/ui/deliveries/${failed[0].id}`);
     await page.getByText('✗ failed').first().waitFor(SEEN);
     await page.getByRole('button', { name: 'Retry now' }).click();
+    // Due now, not "sent now": the listener's gate (disabled, circuit, rate limit) still decides.
+    await expect.poll(() => page.getByRole('status').first().textContent(), SEEN).toMatch(/^Re-queued: the delivery is pending, due now with the same webhook-id; it goes once its listener lets it/);
     await expect.poll(() => page.locator('.facts').first().textContent(), SEEN).toMatch(/Status✓ succeeded/);
     await expect.poll(() => page.getByRole('heading', { name: /^Attempts/ }).textContent(), SEEN).toBe('Attempts (2)');
     const sent = receiver.requests('/down').filter((r) => r.headers['webhook-id'] === failed[0].id);

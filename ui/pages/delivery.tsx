@@ -32,7 +32,7 @@ export function DeliveryPage({ id }: { id: string }) {
                   action.run(async () => {
                     const after = await call<Delivery>('POST', `/deliveries/${pathId(id)}/retry`);
                     delivery.reload();
-                    return `Re-queued: the delivery is ${after.status} and is sent again now, with the same webhook-id.`;
+                    return `Re-queued: the delivery is ${after.status}, due now with the same webhook-id; it goes once its listener lets it (a disabled listener, an open circuit or a rate limit holds it back).`;
                   })
                 }
               >

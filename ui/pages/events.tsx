@@ -13,6 +13,16 @@ const FILTERS = [
   { name: 'type', label: 'Event type', hint: 'exact, such as TASK_FAILED' },
 ] as const;
 
+/**
+ * Where an event's execution id leads: the execution's page for the embedded engine's own
+ * executions; for an execution of another engine (an event posted or ingested), which the relay
+ * holds no record of, its events.
+ */
+function executionHref(ev: RelayEvent): string {
+  const id = ev.execution_id ?? '';
+  return ev.source === 'engine' ? `/executions/${encodeURIComponent(id)}` : `/events${query({ execution_id: id })}`;
+}
+
 /** The event log, newest first; the filters live in the address, so a filtered view can be bookmarked. */
 export function EventsPage({ params }: { params: URLSearchParams }) {
   const filters = Object.fromEntries(FILTERS.map((f) => [f.name, params.get(f.name) ?? '']));
@@ -61,7 +71,7 @@ export function EventsPage({ params }: { params: URLSearchParams }) {
       </form>
       <ErrorNotice error={events.error} />
       {!events.data ? (
-        <Loading what="events" />
+        !events.error && <Loading what="events" />
       ) : events.data.items.length === 0 ? (
         events.data.next_cursor ? (
           <p>No events in this stretch of the log match these filters; the next page looks further back.</p>
@@ -96,7 +106,7 @@ export function EventsPage({ params }: { params: URLSearchParams }) {
                   <td>{ev.workbook ?? <span class="muted">none</span>}</td>
                   <td>
                     {ev.execution_id ? (
-                      <Link to={`/executions/${encodeURIComponent(ev.execution_id)}`}>
+                      <Link to={executionHref(ev)}>
                         <Code value={ev.execution_id} />
                       </Link>
                     ) : (
@@ -142,7 +152,7 @@ export function EventPage({ id }: { id: string }) {
             <dd>{ev.workbook ?? <span class="muted">none</span>}</dd>
             <dt>Execution</dt>
             <dd>
-              {ev.execution_id ? <Link to={`/executions/${encodeURIComponent(ev.execution_id)}`}>{ev.execution_id}</Link> : <span class="muted">none</span>}
+              {ev.execution_id ? <Link to={executionHref(ev)}>{ev.execution_id}</Link> : <span class="muted">none</span>}
               {ev.sequence !== null ? ` (sequence ${ev.sequence})` : ''}
             </dd>
             <dt>Task</dt>

@@ -5,7 +5,7 @@ import { usePoll } from '../hooks.js';
 import { Link, navigate } from '../router.js';
 import type { Execution, Page } from '../types.js';
 
-const STATES = ['RUNNING', 'PAUSED', 'SUCCESS', 'ERROR', 'CANCELLED'];
+const STATES = ['IDLE', 'RUNNING', 'PAUSED', 'SUCCESS', 'ERROR', 'CANCELLED'];
 
 export function ExecutionsPage({ params }: { params: URLSearchParams }) {
   const state = params.get('state') ?? '';
@@ -29,7 +29,7 @@ export function ExecutionsPage({ params }: { params: URLSearchParams }) {
       </p>
       <ErrorNotice error={executions.error} />
       {!executions.data ? (
-        <Loading what="executions" />
+        !executions.error && <Loading what="executions" />
       ) : executions.data.items.length === 0 && executions.data.next_cursor ? (
         <p>No executions in this stretch are in state {state}; the next page looks further back.</p>
       ) : executions.data.items.length === 0 ? (

@@ -177,7 +177,8 @@ function Health({ listener }: { listener: Listener }) {
         <dt>Success rate, 24 h</dt>
         <dd>{h ? percent(h.success_rate_24h) : '—'}</dd>
         <dt>p95 duration, 24 h</dt>
-        <dd>{h ? duration(h.p95_ms_24h) : '—'}</dd>
+        {/* The rollups keep a histogram: a percentile is the upper bound of its bucket. */}
+        <dd>{h && h.p95_ms_24h !== null ? `≤ ${duration(h.p95_ms_24h)}` : '—'}</dd>
         <dt>Last success</dt>
         <dd>{h?.last_success_at ? <Time iso={h.last_success_at} /> : <span class="muted">none</span>}</dd>
         <dt>Last failure</dt>

@@ -47,7 +47,7 @@ export function ListenersPage() {
         <h2 id="listeners-table">All listeners</h2>
         <ErrorNotice error={list.error} />
         {!list.data ? (
-          <Loading what="listeners" />
+          !list.error && <Loading what="listeners" />
         ) : list.data.items.length === 0 ? (
           <p>
             No listeners yet. Create one with <code>POST /v1/listeners</code> or <code>npx callback-relay listener-add</code>.
@@ -80,7 +80,7 @@ export function ListenersPage() {
                       <ListenerState listener={l} />
                     </td>
                     <td>{l.health ? percent(l.health.success_rate_24h) : '—'}</td>
-                    <td>{l.health ? duration(l.health.p95_ms_24h) : '—'}</td>
+                    <td>{l.health && l.health.p95_ms_24h !== null ? `≤ ${duration(l.health.p95_ms_24h)}` : '—'}</td>
                     <td>
                       <LastFailure listener={l} />
                     </td>
