@@ -125,17 +125,21 @@ describe('RELAY_TRANSPORTS', () => {
       expect(res.status).toBe(400);
       expect(res.body.errors).toEqual([{ field: 'callback.transport', message: expect.stringMatching(/amqp is not enabled in this relay \(enabled: http\)/) }]);
       // Said first, whatever else the callback gets wrong for its transport's schema (exec wants
-      // a command, not a url): the fields of a transport that cannot be used would not help.
+      // a command, not a url), which follows.
       for (const callback of [{ transport: 'exec', url: 'http://example.com/' }, { transport: 'smtp', to: 'a@example.com' }]) {
         const wrong = await relay.api('POST', '/v1/listeners', { workbook: '*', event_types: ['NOTIFICATION'], callback });
         expect(wrong.status).toBe(400);
-        expect(wrong.body.errors).toEqual([{ field: 'callback.transport', message: expect.stringContaining(`${callback.transport} is not enabled in this relay (enabled: http)`) }]);
+        expect(wrong.body.errors[0]).toEqual({ field: 'callback.transport', message: expect.stringContaining(`${callback.transport} is not enabled in this relay (enabled: http)`) });
+        expect(wrong.body.errors.filter((e: { field: string }) => e.field === 'callback.transport')).toHaveLength(1);
+        expect(wrong.body.detail).toMatch(new RegExp(`^callback.transport: ${callback.transport} is not enabled in this relay`));
       }
+      const exec = await relay.api('POST', '/v1/listeners', { workbook: '*', event_types: ['NOTIFICATION'], callback: { transport: 'exec', url: 'http://example.com/' } });
+      expect(exec.body.errors.map((e: { field: string }) => e.field)).toEqual(['callback.transport', 'callback.command', 'callback.url']);
       const created = await relay.api('POST', '/v1/listeners', { workbook: '*', event_types: ['NOTIFICATION'], callback: { url: 'http://example.com/hook' } });
       expect(created.status, created.text).toBe(201);
       const patched = await relay.api('PATCH', `/v1/listeners/${created.body.id}`, { callback: { transport: 'exec', url: 'http://example.com/' } }, { headers: { 'content-type': 'application/merge-patch+json' } });
       expect(patched.status).toBe(400);
-      expect(patched.body.errors).toEqual([{ field: 'callback.transport', message: expect.stringContaining('exec is not enabled in this relay') }]);
+      expect(patched.body.errors[0]).toEqual({ field: 'callback.transport', message: expect.stringContaining('exec is not enabled in this relay') });
     } finally {
       await relay.close();
     }

@@ -11,14 +11,14 @@ import type { ListenerHealth } from '../../records/listener-health.js';
 import { healthSince, listenerHealth, newListenerHealth } from '../../records/health.js';
 import { callbackOrigin, unmaskBrokerUrl, type Callback } from '../../records/callback.js';
 import { generateSecret, isValidSecret } from '../../dispatch/signing.js';
-import { z } from 'zod';
+import { z, type ZodError } from 'zod';
 import { compileListenerRule } from '../../fanout/match.js';
 import type { Ingest } from '../../ingest/ingest.js';
 import type { TransportRegistry } from '../../transports/registry.js';
 import { PING_EVENT_TYPE, toEnvelope, type EventEnvelope } from '../../records/event.js';
 import type { Store } from '../../store/store.js';
 import { applyMergePatch } from '../merge-patch.js';
-import { badRequest, conflict, invalidField, notFound, validationProblem } from '../problem.js';
+import { badRequest, conflict, invalidField, notFound, validationProblem, type Problem } from '../problem.js';
 import { page, pageParams } from '../paging.js';
 import { meteredRoute, newFilterMeter, REPLAY_FILTER_BUDGET_MS } from '../../fanout/filter-budget.js';
 
@@ -161,12 +161,16 @@ export function listenerRoutes({ store, ingest, wakeDispatcher, transports, repl
     );
 
   /**
-   * A callback whose transport is not enabled here is refused for that first, before its
-   * fields are checked against the schema: what else is wrong with it would not help.
+   * The schema's problems with a listener, led by `callback.transport` when the callback names
+   * a transport that is not enabled here: that one has to be solved whatever else is wrong.
    */
-  function refuseDisabledTransport(callback: unknown) {
+  function refusal(error: ZodError, callback: unknown): Problem {
+    const problem = validationProblem(error);
     const name = isPlainObject(callback) ? callback.transport : undefined;
-    if (typeof name === 'string' && !transports.get(name)) throw notEnabled(name);
+    if (typeof name !== 'string' || transports.get(name)) return problem;
+    const first = notEnabled(name);
+    const rest = (problem.errors ?? []).filter((e) => e.field !== 'callback.transport');
+    return badRequest([first.detail, ...rest.map((e) => `${e.field}: ${e.message}`)].join('; '), [...first.errors!, ...rest]);
   }
 
   /** The API's side of the transport contract: enabled, the module's own fields, its I/O checks. */
@@ -197,9 +201,8 @@ export function listenerRoutes({ store, ingest, wakeDispatcher, transports, repl
 
   router.post('/', async (req, res) => {
     if (isPlainObject(req.body) && 'health' in req.body) throw invalidField('health', READ_ONLY);
-    if (isPlainObject(req.body)) refuseDisabledTransport(req.body.callback);
     const parsed = ListenerInput.safeParse(req.body ?? {});
-    if (!parsed.success) throw validationProblem(parsed.error);
+    if (!parsed.success) throw refusal(parsed.error, isPlainObject(req.body) ? req.body.callback : undefined);
     const { secret, ...spec } = parsed.data;
     await checkCallback(spec.callback);
     const now = new Date().toISOString();
@@ -252,9 +255,8 @@ export function listenerRoutes({ store, ingest, wakeDispatcher, transports, repl
       merged.callback = patchCallback;
     }
     if (isPlainObject(merged.callback)) unmaskCallback(merged.callback, base.callback);
-    if (isPlainObject(patch.callback)) refuseDisabledTransport(merged.callback);
     const parsed = ListenerInput.safeParse(merged);
-    if (!parsed.success) throw validationProblem(parsed.error);
+    if (!parsed.success) throw refusal(parsed.error, isPlainObject(patch.callback) ? merged.callback : undefined);
     const { secret: _none, ...spec } = parsed.data;
     if (JSON.stringify(spec.callback) !== JSON.stringify(base.callback)) await checkCallback(spec.callback);
     refuseHeadersFollowingToNewOrigin(base.callback, spec.callback, patch);
