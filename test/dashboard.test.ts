@@ -285,6 +285,10 @@ describe('dashboard in Chromium', { timeout: 60_000 }, () => {
     expect(await attempts.nth(2).textContent()).toMatch(/200✓ succeeded.*ok/);
     expect(await page.locator('.facts').first().textContent()).toMatch(/Status✓ succeeded/);
     await shot('delivery');
+    // On a phone the page keeps to the screen's width: long ids wrap, tables scroll in their box.
+    await page.setViewportSize({ width: 375, height: 800 });
+    await expect.poll(() => page.evaluate(() => document.documentElement.scrollWidth), SEEN).toBeLessThanOrEqual(375);
+    await shot('delivery-phone');
   });
 
   it('re-queues failed deliveries with the retry buttons and shows them succeed', async () => {
