@@ -317,6 +317,9 @@ describe('dashboard in Chromium', { timeout: 60_000 }, () => {
     const recent = page.getByRole('table', { name: /latest 20 deliveries/ });
     await expect.poll(async () => (await recent.textContent())?.match(/✓ succeeded/g)?.length ?? 0, SEEN).toBe(2);
     await deliveriesOf(id, (items) => items.every((d) => d.status === 'succeeded'));
+    // Nothing failed is left: the answer says what counts as failed.
+    await page.getByRole('button', { name: 'Retry failed deliveries' }).click();
+    await expect.poll(() => page.getByRole('status').first().textContent(), SEEN).toMatch(/^0 failed deliveries re-queued\. A delivery is failed once its last try failed/);
   });
 
   it('shows an execution’s tasks as a timeline, re-runs a failed task, and pauses, resumes and cancels', async () => {

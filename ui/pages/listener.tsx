@@ -115,7 +115,11 @@ function Actions({ listener, action, reload }: { listener: Listener; action: Act
           type="button"
           disabled={action.busy}
           onClick={() =>
-            run(async () => replayed(await replayAll(listener.id, { since: ALL_TIME, only_failed: true }), REQUEUED))
+            run(async () => {
+              const count = await replayAll(listener.id, { since: ALL_TIME, only_failed: true });
+              // "Failed" is the end of the schedule: deliveries that fail and are still pending are not it.
+              return `${replayed(count, REQUEUED)}${count === 0 ? ' A delivery is failed once its last try failed; those still pending go on being tried on their schedule.' : ''}`;
+            })
           }
         >
           Retry failed deliveries
