@@ -287,7 +287,7 @@ describe('dashboard in Chromium', { timeout: 60_000 }, () => {
     await shot('delivery');
     // On a phone the page keeps to the screen's width: long ids wrap, tables scroll in their box.
     await page.setViewportSize({ width: 375, height: 800 });
-    await expect.poll(() => page.evaluate(() => document.documentElement.scrollWidth), SEEN).toBeLessThanOrEqual(375);
+    await expect.poll(() => page.evaluate<number>('document.documentElement.scrollWidth'), SEEN).toBeLessThanOrEqual(375);
     await shot('delivery-phone');
   });
 

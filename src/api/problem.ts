@@ -28,8 +28,9 @@ export class Problem extends Error {
 
 export const badRequest = (detail: string, errors?: FieldError[]) =>
   new Problem(400, 'invalid-request', 'Invalid request', detail, errors);
-export const invalidField = (field: string, message: string) =>
-  badRequest(`${field}: ${message}`, [{ field, message }]);
+/** A 400 listing each field's problem; its detail is the same list as text. */
+export const fieldProblems = (errors: FieldError[]) => badRequest(errors.map((e) => `${e.field}: ${e.message}`).join('; '), errors);
+export const invalidField = (field: string, message: string) => fieldProblems([{ field, message }]);
 export const notFound = (what: string) => new Problem(404, 'not-found', 'Not found', `${what} does not exist`);
 export const conflict = (detail: string) => new Problem(409, 'conflict', 'Conflict', detail);
 export const unsupportedMediaType = (detail: string) =>
@@ -85,9 +86,7 @@ export function fieldErrors(error: ZodError, prefix = ''): FieldError[] {
 }
 
 export function validationProblem(error: ZodError, prefix = ''): Problem {
-  const errors = fieldErrors(error, prefix);
-  const detail = errors.map((e) => `${e.field}: ${e.message}`).join('; ');
-  return badRequest(detail, errors);
+  return fieldProblems(fieldErrors(error, prefix));
 }
 
 export function sendProblem(res: Response, p: Problem): void {

@@ -6,7 +6,7 @@ import type { Ingest } from '../../ingest/ingest.js';
 import type { OutboxStore } from '../../store/store.js';
 import { requireMediaType } from '../media-type.js';
 import { jsonBody } from '../json-body.js';
-import { badRequest, invalidField, notFound, validationProblem, type FieldError } from '../problem.js';
+import { fieldProblems, invalidField, notFound, validationProblem, type FieldError } from '../problem.js';
 import { orderedPageParams, page } from '../paging.js';
 
 export const EVENTS_BODY_LIMIT = '16mb';
@@ -36,7 +36,7 @@ function parseEvents(body: unknown): EventInput[] {
     if (parsed.success) events.push(parsed.data);
     else errors.push(...validationProblem(parsed.error, `events.${i}`).errors!);
   });
-  if (errors.length) throw badRequest(errors.map((e) => `${e.field}: ${e.message}`).join('; '), errors);
+  if (errors.length) throw fieldProblems(errors);
   return events;
 }
 

@@ -7,7 +7,7 @@ import type { WorkflowSpec } from '../../engine/workbook.js';
 import { ExecutionInput, ExecutionStateInput, toExecutionView, toTaskView } from '../../records/engine.js';
 import { EXECUTION_STATES, type ExecutionState } from '../../records/states.js';
 import type { EngineStore } from '../../store/engine-store.js';
-import { badRequest, conflict, invalidField, notFound, validationProblem, type FieldError } from '../problem.js';
+import { conflict, fieldProblems, invalidField, notFound, validationProblem, type FieldError } from '../problem.js';
 import { orderedPageParams, page, pageParams } from '../paging.js';
 
 /** The execution input with defaults applied; missing required and unknown names, and too much of it, are 400s. */
@@ -23,7 +23,7 @@ function checkInput(spec: WorkflowSpec, input: Record<string, unknown>, maxBytes
     else if (!i.required) value[i.name] = i.default ?? null;
     else errors.push({ field: `input.${i.name}`, message: 'required' });
   }
-  if (errors.length) throw badRequest(errors.map((e) => `${e.field}: ${e.message}`).join('; '), errors);
+  if (errors.length) throw fieldProblems(errors);
   // The input is stored with the execution, sent in its first event and read by every task.
   const bytes = jsonBytes(value);
   if (bytes > maxBytes) throw invalidField('input', tooLargeMessage('the execution input', bytes, maxBytes));

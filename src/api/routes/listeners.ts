@@ -18,7 +18,7 @@ import type { TransportRegistry } from '../../transports/registry.js';
 import { PING_EVENT_TYPE, toEnvelope, type EventEnvelope } from '../../records/event.js';
 import type { Store } from '../../store/store.js';
 import { applyMergePatch } from '../merge-patch.js';
-import { badRequest, conflict, invalidField, notFound, validationProblem, type Problem } from '../problem.js';
+import { badRequest, conflict, fieldErrors, fieldProblems, invalidField, notFound, validationProblem, type FieldError, type Problem } from '../problem.js';
 import { page, pageParams } from '../paging.js';
 import { meteredRoute, newFilterMeter, REPLAY_FILTER_BUDGET_MS } from '../../fanout/filter-budget.js';
 
@@ -83,7 +83,7 @@ function refuseHeadersFollowingToNewOrigin(before: Callback, after: Callback, pa
   const move = `callback.url moves from ${from} to ${to}`;
   if (!isPlainObject(patchCallback) || !('headers' in patchCallback)) {
     const message = `${move}: send the header values again (${carried.join(', ')}), or "headers": null to drop them`;
-    throw badRequest(`callback.headers: ${message}`, [{ field: 'callback.headers', message }]);
+    throw invalidField('callback.headers', message);
   }
   const errors = carried.map((name) => ({
     field: `callback.headers.${name}`,
@@ -92,7 +92,7 @@ function refuseHeadersFollowingToNewOrigin(before: Callback, after: Callback, pa
         ? `is masked ("***"), but ${move}: send the value again, or null to drop the header`
         : `has a stored value, but ${move}: send the value again, or null to drop the header`,
   }));
-  throw badRequest(errors.map((e) => `${e.field}: ${e.message}`).join('; '), errors);
+  throw fieldProblems(errors);
 }
 
 /**
@@ -154,29 +154,25 @@ export function listenerRoutes({ store, ingest, wakeDispatcher, transports, repl
     return toListenerView(listener, health);
   }
 
-  const notEnabled = (name: string) =>
-    invalidField(
-      'callback.transport',
-      `${name} is not enabled in this relay (enabled: ${transports.names.join(', ') || 'none'}); the operator enables transports with RELAY_TRANSPORTS and RELAY_TRANSPORT_MODULES`,
-    );
+  const notEnabled = (name: string): FieldError => ({
+    field: 'callback.transport',
+    message: `${name} is not enabled in this relay (enabled: ${transports.names.join(', ') || 'none'}); the operator enables transports with RELAY_TRANSPORTS and RELAY_TRANSPORT_MODULES`,
+  });
 
   /**
    * The schema's problems with a listener, led by `callback.transport` when the callback names
    * a transport that is not enabled here: that one has to be solved whatever else is wrong.
    */
   function refusal(error: ZodError, callback: unknown): Problem {
-    const problem = validationProblem(error);
     const name = isPlainObject(callback) ? callback.transport : undefined;
-    if (typeof name !== 'string' || transports.get(name)) return problem;
-    const first = notEnabled(name);
-    const rest = (problem.errors ?? []).filter((e) => e.field !== 'callback.transport');
-    return badRequest([first.detail, ...rest.map((e) => `${e.field}: ${e.message}`)].join('; '), [...first.errors!, ...rest]);
+    if (typeof name !== 'string' || transports.get(name)) return validationProblem(error);
+    return fieldProblems([notEnabled(name), ...fieldErrors(error).filter((e) => e.field !== 'callback.transport')]);
   }
 
   /** The API's side of the transport contract: enabled, the module's own fields, its I/O checks. */
   async function checkCallback(callback: Callback) {
     const transport = transports.get(callback.transport);
-    if (!transport) throw notEnabled(callback.transport);
+    if (!transport) throw fieldProblems([notEnabled(callback.transport)]);
     const problems = [...safely(() => transport.validate(callback))];
     if (problems.length === 0 && transport.check) problems.push(...(await transport.check(callback)));
     // A guard's reason already names its field.
