@@ -111,6 +111,10 @@ describe('RELAY_LOG_FORMAT', () => {
     const refused = await runToExit({ RELAY_PORT: '0', RELAY_DATA_DIR: '/sys/callback-relay-data', RELAY_DATABASE_URL: `sqlite:${tempDir()}/relay.db` });
     expect(refused.exit).toEqual({ code: 2, signal: null });
     expect(refused.stderr).toBe('callback-relay: bad configuration: RELAY_DATA_DIR: "/sys/callback-relay-data" cannot be a folder this process writes in: EPERM\n');
+    // procfs answers ENOENT for a folder made in it, which Node's recursive mkdir tries again forever.
+    const proc = await runToExit({ RELAY_PORT: '0', RELAY_DATA_DIR: '/proc/callback-relay-data/deeper' });
+    expect(proc.exit).toEqual({ code: 2, signal: null });
+    expect(proc.stderr).toBe('callback-relay: bad configuration: RELAY_DATA_DIR: "/proc/callback-relay-data/deeper" cannot be a folder this process writes in: ENOENT (/proc/callback-relay-data)\n');
     const database = await runToExit({ RELAY_PORT: '0', RELAY_DATA_DIR: tempDir(), RELAY_DATABASE_URL: `sqlite:${file}/relay.db` });
     expect(database.exit).toEqual({ code: 2, signal: null });
     expect(database.stderr).toBe(`callback-relay: bad configuration: RELAY_DATABASE_URL: ${JSON.stringify(file)} cannot be a folder this process writes in: EEXIST\n`);
