@@ -244,10 +244,24 @@ describe('dashboard in Chromium', { timeout: 60_000 }, () => {
     await expect.poll(() => status.textContent(), SEEN).toMatch(/Listener enabled/);
     expect((await relay.api('GET', `/v1/listeners/${id}`)).body.enabled).toBe(true);
 
-    // The window's one event (a PING is never replayed) gets a new delivery.
+    // The replay's outcome shows under its form, in view where its button was pressed, not
+    // with the actions at the top of the page: first a window that ends before it starts.
+    const replayStatus = page.getByRole('region', { name: 'Replay a window' }).getByRole('status');
+    expectBadRequest = true;
     await page.getByLabel('From').fill(toLocalInput(Date.now() - 3_600_000));
+    await page.getByLabel('Until (empty: now)').fill(toLocalInput(Date.now() - 7_200_000));
     await page.getByRole('button', { name: 'Replay' }).click();
-    await expect.poll(() => status.textContent(), SEEN).toMatch(/^1 new delivery created\./);
+    await expect.poll(() => replayStatus.textContent(), SEEN).toMatch(/until.*must be after since/);
+    const shown = await replayStatus.boundingBox();
+    expect(shown).not.toBeNull();
+    expect(shown!.y).toBeGreaterThanOrEqual(0);
+    expect(shown!.y + shown!.height).toBeLessThanOrEqual(await page.evaluate('window.innerHeight'));
+    expect(await status.textContent()).toMatch(/Listener enabled/);
+    expectBadRequest = false;
+    // The window's one event (a PING is never replayed) gets a new delivery.
+    await page.getByLabel('Until (empty: now)').fill('');
+    await page.getByRole('button', { name: 'Replay' }).click();
+    await expect.poll(() => replayStatus.textContent(), SEEN).toMatch(/^1 new delivery created\./);
     await receiver.waitFor((all) => all.filter((r) => r.path === '/billing' && JSON.parse(r.text).type === 'invoice.paid').length === 2);
 
     await page.getByRole('button', { name: 'Rotate secret…' }).click();

@@ -58,7 +58,7 @@ export function ListenerPage({ id }: { id: string }) {
           <Health listener={l} />
           <DeliveryChart path={`/listeners/${pathId(id)}/stats`} title="Deliveries per minute to this listener" />
           <Record listener={l} />
-          <ReplayForm listener={l} action={action} />
+          <ReplayForm listener={l} />
           <RecentDeliveries listenerId={l.id} />
         </>
       )}
@@ -253,7 +253,9 @@ function Record({ listener: l }: { listener: Listener }) {
   );
 }
 
-function ReplayForm({ listener, action }: { listener: Listener; action: Action }) {
+/** Its outcome shows under the form, where the button was pressed, not with the actions at the top of the page. */
+function ReplayForm({ listener }: { listener: Listener }) {
+  const action = useAction();
   const ids = useId();
   const [since, setSince] = useState(() => toLocalInput(Date.now() - 3_600_000));
   const [until, setUntil] = useState('');
@@ -289,6 +291,7 @@ function ReplayForm({ listener, action }: { listener: Listener; action: Action }
           Replay
         </button>
       </form>
+      <StatusLine message={action.message} error={action.error} />
     </section>
   );
 }
