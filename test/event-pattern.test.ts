@@ -43,6 +43,39 @@ describe('event patterns', () => {
     expect(eventPatternProblem('a..b')).toBeNull(); // an exact name, whatever it looks like
   });
 
+  it('agrees with a plain table of pattern words against type words on random patterns', () => {
+    // The reference: which prefixes of the type each prefix of the pattern can consume.
+    const reference = (pattern: string, type: string) => {
+      const words = pattern.split('.');
+      const parts = type.split('.');
+      let reach = parts.map((_, j) => j === 0).concat(parts.length === 0);
+      for (const w of words) {
+        const next = new Array<boolean>(parts.length + 1).fill(false);
+        for (let j = 0; j <= parts.length; j++) {
+          if (!reach[j]) continue;
+          if (w === '#') for (let k = j; k <= parts.length; k++) next[k] = true;
+          else if (j < parts.length && (w === '*' || w === parts[j])) next[j + 1] = true;
+        }
+        reach = next;
+      }
+      return reach[parts.length];
+    };
+    let x = 7;
+    const pick = <T,>(from: readonly T[]) => from[(x = (Math.imul(x, 1103515245) + 12345) >>> 0) % from.length];
+    const words = (n: number, from: readonly string[]) => Array.from({ length: n }, () => pick(from)).join('.');
+    let matched = 0;
+    for (let i = 0; i < 20_000; i++) {
+      const pattern = words(1 + (i % 7), ['a', 'b', '*', '#', '#']);
+      const type = words(1 + ((i * 5) % 9), ['a', 'b', 'c']);
+      const expected = reference(pattern, type);
+      if (compileEventPattern(pattern)(type) !== expected) expect({ pattern, type, matches: !expected }).toEqual({ pattern, type, matches: expected });
+      if (expected) matched++;
+    }
+    // Both answers came up often.
+    expect(matched).toBeGreaterThan(2_000);
+    expect(matched).toBeLessThan(18_000);
+  });
+
   it('stays linear on patterns full of #', () => {
     const pattern = Array.from({ length: 100 }, () => '#.a').join('.');
     const type = Array.from({ length: 100 }, () => 'b').join('.');

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FilterBudgetError, meteredRoute, newFilterMeter, testCharged } from '../src/fanout/filter-budget.js';
+import { FilterBudgetError, matchCharged, meteredRoute, newFilterMeter } from '../src/fanout/filter-budget.js';
 import { compileListenerRule } from '../src/fanout/match.js';
 import type { EventEnvelope } from '../src/records/event.js';
 import { replayPage } from '../src/store/rows.js';
@@ -8,7 +8,7 @@ import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { startTestRelay, type TestRelay } from './helpers/relay.js';
 
 /*
- * A request's $regex work is bounded (src/fanout/filter-budget.ts): a linear-time engine and
+ * A request's matching is bounded (src/fanout/filter-budget.ts): a linear-time engine and
  * bounded patterns still let many costly patterns times many long values hold the relay.
  */
 
@@ -47,11 +47,11 @@ describe('a replay page under the budget', () => {
 
 describe('the meter', () => {
   const matcher = compileListenerRule(storedListener('l1', { workbook: '*', event_types: ['TASK'], filter: costlyFilter }));
-  const route = Object.assign((e: EventEnvelope) => (matcher(e) ? ['l1'] : []), {});
+  const route = Object.assign((e: EventEnvelope) => (matchCharged(matcher, e) ? ['l1'] : []), {});
   const heavy = taskEnvelope({ data: { s: LONG, t: LONG, u: LONG } });
 
   it('charges only a metered route, and stops it once the budget is spent', () => {
-    expect(testCharged(/b/, 'abc')).toBe(true);
+    expect(matchCharged(matcher, taskEnvelope({ data: { s: SHORT, t: SHORT, u: SHORT } }))).toBe(true);
     // Unmetered (the engine's events, a notifier's message): no limit.
     expect(route(heavy)).toEqual([]);
     const meter = newFilterMeter(1);
@@ -118,6 +118,52 @@ describe('requests that would cost too much filter work', () => {
     const received = await receiver.waitForCount('/mixed', 4);
     expect(received.map((r) => JSON.parse(r.text).data.i).sort()).toEqual([0, 1, 2, 3]);
   }, 30_000);
+
+  it('meters a Mistral notification as it does a request of events', async () => {
+    // One such event takes one listener a few tenths of a second; four take more than the budget.
+    for (let i = 0; i < 4; i++) {
+      const res = await relay.api('POST', '/v1/listeners', {
+        workbook: 'mcostly',
+        event_types: ['EXECUTION'],
+        filter: costlyFilter,
+        callback: { url: receiver.url('/mcostly') },
+      });
+      expect(res.status, res.text).toBe(201);
+    }
+    const body = JSON.stringify({ event: 'WORKFLOW_SUCCEEDED', id: 'exec-costly', state: 'SUCCESS', name: 'wf', s: LONG, t: LONG, u: LONG });
+    const started = Date.now();
+    const mistral = await relay.api('POST', '/v1/ingest/mistral?workbook=mcostly', undefined, { raw: body });
+    expect(mistral.status, mistral.text).toBe(422);
+    expect(mistral.body.errors).toEqual([{ field: '(body)', message: expect.stringMatching(/took more than 500 ms.*nothing was stored$/) }]);
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect((await relay.api('GET', '/v1/events?workbook=mcostly')).body.items).toEqual([]);
+  }, 30_000);
+
+  it('counts event patterns too: a request against many long patterns is refused instead of holding the relay', async () => {
+    // 20 listeners of 100 patterns, each a run of 49 words between two #s: matching a type of
+    // 100 words against one takes about 2,500 word comparisons, so 1,000 such events would
+    // hold the relay for seconds.
+    const type = Array.from({ length: 100 }, () => 'a').join('.');
+    const run = Array.from({ length: 48 }, () => 'a').join('.');
+    for (let l = 0; l < 20; l++) {
+      const events = Array.from({ length: 100 }, (_, i) => `#.${run}.b${l}x${i}.#`);
+      const res = await relay.api('POST', '/v1/listeners', { workbook: 'patterns', event_types: ['NOTIFICATION'], events, callback: { url: receiver.url('/patterns') } });
+      expect(res.status, res.text).toBe(201);
+    }
+    const started = Date.now();
+    const [res, health] = await Promise.all([
+      relay.api('POST', '/v1/events', { events: Array.from({ length: 1_000 }, (_, i) => ({ type, workbook: 'patterns', data: { i } })) }),
+      new Promise((r) => setTimeout(r, 200)).then(() => relay.api('GET', '/healthz')),
+    ]);
+    expect(res.status, res.text).toBe(422);
+    expect(res.body.errors).toEqual([{ field: '(body)', message: expect.stringMatching(/event patterns\) took more than 500 ms.*nothing was stored$/) }]);
+    expect(health.status).toBe(200);
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect((await relay.api('GET', '/v1/events?workbook=patterns')).body.items).toEqual([]);
+    // A type the patterns are quick to turn down goes through.
+    const fine = await relay.api('POST', '/v1/events', { events: [{ type: 'a.b0x0', workbook: 'patterns' }] });
+    expect(fine.status, fine.text).toBe(202);
+  }, 60_000);
 
   it('stops a replay call at its budget and says where to go on, keeping what it made', async () => {
     // Stored while no listener tests them, then replayed to one that does: a light event, then

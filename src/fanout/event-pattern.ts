@@ -17,34 +17,50 @@ export function eventPatternProblem(entry: string): string | null {
   return entry.split('.').some((w) => w === '') ? `"${entry}" has an empty word; write words between the dots` : null;
 }
 
+/** A compiled pattern over a type's words: the type is split at its dots once for all of a listener's patterns. */
+export type WordsPredicate = (words: readonly string[]) => boolean;
+
+/** Whether `part` (pattern words without `#`) matches `words` from `at` on. */
+function segmentAt(part: readonly string[], words: readonly string[], at: number): boolean {
+  for (let i = 0; i < part.length; i++) if (part[i] !== '*' && part[i] !== words[at + i]) return false;
+  return true;
+}
+
 /**
- * Compiles a pattern into a predicate. Matching walks the words once per position of the
- * pattern (a table of pattern × type words), so it is linear in their product, with no
- * backtracking whatever the pattern.
+ * Compiles a pattern into a predicate over a type's words. Without `#` a type matches word for
+ * word. With it, the pattern is its segments between the `#`s: the first must match at the
+ * start, the last at the end, and each one between at its leftmost place after the one before
+ * (a later place never leaves more room for the rest), so no path is ever tried twice: the
+ * work is at most the type's words times a segment's, and usually the type's words alone.
  */
-export function compileEventPattern(pattern: string): TypePredicate {
-  // Consecutive `#` words mean what one does.
-  const words = pattern.split('.').filter((w, i, all) => !(w === '#' && all[i - 1] === '#'));
+export function compileWordsPattern(pattern: string): WordsPredicate {
+  const words = pattern.split('.');
+  if (!words.includes('#')) return (type) => type.length === words.length && segmentAt(words, type, 0);
+  const segments: string[][] = [[]];
+  for (const w of words) {
+    if (w === '#') segments.push([]);
+    else segments[segments.length - 1].push(w);
+  }
+  const first = segments[0];
+  const last = segments[segments.length - 1];
+  const middle = segments.slice(1, -1).filter((s) => s.length > 0);
+  const least = segments.reduce((n, s) => n + s.length, 0);
   return (type) => {
-    const parts = type.split('.');
-    // reach[j]: the pattern so far can end having consumed j words of the type.
-    let reach = new Uint8Array(parts.length + 1);
-    reach[0] = 1;
-    for (const word of words) {
-      const next = new Uint8Array(parts.length + 1);
-      if (word === '#') {
-        let seen = 0;
-        for (let j = 0; j <= parts.length; j++) {
-          seen |= reach[j];
-          next[j] = seen;
-        }
-      } else {
-        for (let j = 0; j < parts.length; j++) {
-          if (reach[j] && (word === '*' || word === parts[j])) next[j + 1] = 1;
-        }
-      }
-      reach = next;
+    if (type.length < least || !segmentAt(first, type, 0)) return false;
+    const end = type.length - last.length;
+    if (!segmentAt(last, type, end)) return false;
+    let at = first.length;
+    for (const part of middle) {
+      while (at + part.length <= end && !segmentAt(part, type, at)) at++;
+      if (at + part.length > end) return false;
+      at += part.length;
     }
-    return reach[parts.length] === 1;
+    return true;
   };
+}
+
+/** Compiles a pattern into a predicate over a whole type. */
+export function compileEventPattern(pattern: string): TypePredicate {
+  const matches = compileWordsPattern(pattern);
+  return (type) => matches(type.split('.'));
 }

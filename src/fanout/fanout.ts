@@ -1,6 +1,7 @@
 import type { EventEnvelope } from '../records/event.js';
 import type { StoredListener } from '../records/listener.js';
 import type { ClaimedDelivery, FanOut, ListenerRouting } from '../store/store.js';
+import { matchCharged } from './filter-budget.js';
 import { compileListenerRule, type ListenerMatcher, type ListenerRule } from './match.js';
 
 interface CompiledListener {
@@ -95,7 +96,8 @@ export function createFanOut(options: FanOutOptions = {}): FanOutCache {
       const route: FanOut = Object.assign(
         (envelope: EventEnvelope) => {
           const ids: string[] = [];
-          for (const l of listeners) if (l.matches(envelope)) ids.push(l.id);
+          // A client's request is metered: each listener's match is charged to its budget.
+          for (const l of listeners) if (matchCharged(l.matches, envelope)) ids.push(l.id);
           return ids;
         },
         { ordered, handOff: handOffListeners(enabled) },

@@ -1,21 +1,23 @@
 import type { FanOut, ListenerRouting } from '../store/store.js';
 
 /*
- * The time a client's request may spend in `$regex`. The engine is linear-time, and a filter's
- * patterns and the strings they test are bounded (filter.ts), but nothing bounds how many
- * listeners of a project test how many events of a request: a 1000-event request against a
- * project of many costly patterns could hold the thread that serves every request (and the
- * write lock the fan-out runs under) for minutes. So a request's fan-out runs under a meter:
- * past its budget the request is refused (and stores nothing) instead.
+ * The time a client's request may spend matching its events against listeners. `$regex` runs
+ * on a linear-time engine, event patterns never backtrack (event-pattern.ts), and filters,
+ * patterns and the strings they test are bounded, but nothing bounds how many listeners of a
+ * project test how many events of a request: a 1000-event request against a project of many
+ * costly filters or long patterns could hold the thread that serves every request (and the
+ * write lock the fan-out runs under) for minutes. So a request's fan-out runs under a meter,
+ * charged listener by listener: past its budget the request is refused (and stores nothing)
+ * instead.
  *
  * The meter is the fan-out's: a route wrapped by `meteredRouting` charges it while it runs.
  * Routes are synchronous, so the active meter is simply the one of the route running now.
  */
 
-/** `$regex` time one ingest request may take, in milliseconds. */
+/** Matching time one ingest request may take, in milliseconds. */
 export const FILTER_BUDGET_MS = 500;
 /**
- * `$regex` time one replay call may take: it looks at up to RELAY_REPLAY_SCAN_LIMIT events, and
+ * Matching time one replay call may take: it looks at up to RELAY_REPLAY_SCAN_LIMIT events, and
  * an ordinary pattern over a few KiB of a value takes about 10 µs an event. A call that runs past
  * it stops there and says where to go on (store/rows.ts, replayPage).
  */
@@ -25,7 +27,7 @@ export class FilterBudgetError extends Error {
   readonly code = 'FILTER_BUDGET';
   constructor(readonly budgetMs: number) {
     super(
-      `matching these events against the $regex filters took more than ${budgetMs} ms; ` +
+      `matching these events against the project's listeners (their $regex filters and event patterns) took more than ${budgetMs} ms; ` +
         'send fewer events at a time, or shorter values where the filters test them',
     );
     this.name = 'FilterBudgetError';
@@ -41,18 +43,21 @@ export const newFilterMeter = (budgetMs = FILTER_BUDGET_MS): FilterMeter => ({ b
 
 let active: FilterMeter | null = null;
 
-/** `re.test(text)`, charged to the route's meter when one runs; throws FilterBudgetError once it is spent. */
-export function testCharged(re: { test(text: string): boolean }, text: string): boolean {
+/**
+ * `matches(event)`, one listener's match, charged to the route's meter when one runs (its
+ * patterns and its filter alike); throws FilterBudgetError once the meter is spent.
+ */
+export function matchCharged<E>(matches: (event: E) => boolean, event: E): boolean {
   const meter = active;
-  if (meter === null) return re.test(text);
+  if (meter === null) return matches(event);
   const started = performance.now();
-  const matched = re.test(text);
+  const matched = matches(event);
   meter.spentMs += performance.now() - started;
   if (meter.spentMs > meter.budgetMs) throw new FilterBudgetError(meter.budgetMs);
   return matched;
 }
 
-/** `route`, charging its `$regex` work to `meter`. */
+/** `route`, charging its matching to `meter`. */
 export function meteredRoute(route: FanOut, meter: FilterMeter): FanOut {
   const charged = (envelope: Parameters<FanOut>[0]) => {
     const outer = active;
@@ -67,7 +72,7 @@ export function meteredRoute(route: FanOut, meter: FilterMeter): FanOut {
 }
 
 /**
- * `routing`, whose routes charge their `$regex` work to `meter`: one meter for one request's
+ * `routing`, whose routes charge their matching to `meter`: one meter for one request's
  * events. A store takes the route once for each transaction it runs the request's events in,
  * so the meter starts again then: a transaction that runs again does not pay twice.
  */

@@ -2,7 +2,6 @@ import { z } from 'zod';
 import { compileEnvelopePath, parseEnvelopePath } from '../records/envelope-path.js';
 import { EventEnvelope } from '../records/event.js';
 import { compilePattern } from './pattern.js';
-import { testCharged } from './filter-budget.js';
 
 /*
  * A listener's payload filter: `{ "<dot.path>": condition, … }` over the event envelope.
@@ -256,8 +255,8 @@ function compileOperator(key: string, op: string, arg: unknown): ValueTest {
       if (!compiled.ok) throw new InvalidFilterError(key, compiled.reason);
       const re = compiled.pattern;
       // test() searches anywhere, as RegExp.test does, and keeps no state between events.
-      // Charged to the request's budget while a metered fan-out runs (filter-budget.ts).
-      return (v) => typeof v === 'string' && v.length <= MAX_REGEX_SUBJECT_LENGTH && testCharged(re, v);
+      // A metered fan-out charges the whole match to the request's budget (filter-budget.ts).
+      return (v) => typeof v === 'string' && v.length <= MAX_REGEX_SUBJECT_LENGTH && re.test(v);
     }
     case '$gt':
     case '$lt':

@@ -1,6 +1,6 @@
 import { closestName } from '../closest-name.js';
 import { categoryOf, FIXED_CATEGORY_TYPES, PING_EVENT_TYPE } from '../records/event.js';
-import { compileEventPattern, isEventPattern } from './event-pattern.js';
+import { compileEventPattern, compileWordsPattern, isEventPattern, type WordsPredicate } from './event-pattern.js';
 import { compileFilter, type Filter, type FilterPredicate } from './filter.js';
 
 /** Listener `events` aliases and the event names they stand for. */
@@ -93,15 +93,20 @@ export function compileListenerRule(rule: ListenerRule): ListenerMatcher {
   const categories = new Set<string>(rule.event_types);
   // An empty `events` narrows nothing, as an empty `event_types` does in a Mistral subscription.
   let types: ReadonlySet<string> | null = null;
-  let patterns: Array<(type: string) => boolean> = [];
+  let patterns: WordsPredicate[] = [];
   if (rule.events && rule.events.length > 0) {
     const exact = rule.events.filter((e) => !isEventPattern(e));
-    patterns = rule.events.filter(isEventPattern).map(compileEventPattern);
+    patterns = rule.events.filter(isEventPattern).map(compileWordsPattern);
     types = new Set(expandEventAliases(exact).filter((e) => categories.has(categoryOf(e))));
     if (types.size === 0 && patterns.length === 0) return NEVER;
   }
   if (categories.size === 0) return NEVER;
-  const named = (type: string) => types === null || types.has(type) || patterns.some((p) => p(type));
+  const named = (type: string) => {
+    if (types === null || types.has(type)) return true;
+    if (patterns.length === 0) return false;
+    const words = type.split('.');
+    return patterns.some((p) => p(words));
+  };
 
   const workbook = rule.workbook === '*' ? null : rule.workbook;
   const targetKind = rule.target?.kind ?? null;

@@ -41,9 +41,9 @@ export function createIngest({ store, fanOut, onDeliveriesCommitted, onEventsSto
 
   return {
     /**
-     * `metered`: a client's batch, whose `$regex` work is bounded (FilterBudgetError past
-     * FILTER_BUDGET_MS, nothing stored). A notifier's message is one event, and a notifier
-     * drops what is refused (Mistral's answers 200 whatever happens): those are not metered.
+     * `metered`: a client's request (a batch, a Mistral notification), whose matching is
+     * bounded (FilterBudgetError past FILTER_BUDGET_MS, nothing stored). A RabbitMQ queue's
+     * message is one event, which a refusal would only drop: those are not metered.
      */
     async ingest(project: string, items: IngestItem[], defaultSource = 'api', { metered = false } = {}): Promise<AppendedEvent[]> {
       const now = Date.now();

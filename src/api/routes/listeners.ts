@@ -20,7 +20,7 @@ import type { Store } from '../../store/store.js';
 import { applyMergePatch } from '../merge-patch.js';
 import { badRequest, conflict, fieldErrors, fieldProblems, invalidField, notFound, validationProblem, type FieldError, type Problem } from '../problem.js';
 import { page, pageParams } from '../paging.js';
-import { meteredRoute, newFilterMeter, REPLAY_FILTER_BUDGET_MS } from '../../fanout/filter-budget.js';
+import { matchCharged, meteredRoute, newFilterMeter, REPLAY_FILTER_BUDGET_MS } from '../../fanout/filter-budget.js';
 
 /** How long a rotated-out secret keeps signing beside the new one. */
 export const SECRET_OVERLAP_MS = 24 * 3600 * 1000;
@@ -331,10 +331,10 @@ export function listenerRoutes({ store, ingest, wakeDispatcher, transports, repl
       window === null
         ? { executionId: r.execution_id!, fromSequence: r.from_sequence ?? 1, ...limits }
         : { ...window, onlyFailed: r.only_failed ?? false, after: r.after ?? null, ...limits },
-      // An ordered listener's window replay is ordered too. Its $regex work is bounded as an
+      // An ordered listener's window replay is ordered too. Its matching is bounded as an
       // ingest request's is (filter-budget.ts).
       meteredRoute(
-        Object.assign((envelope: EventEnvelope) => (matches(envelope) ? [listener.id] : []), {
+        Object.assign((envelope: EventEnvelope) => (matchCharged(matches, envelope) ? [listener.id] : []), {
           ordered: new Set(listener.ordering === 'execution' ? [listener.id] : []),
         }),
         newFilterMeter(REPLAY_FILTER_BUDGET_MS),
