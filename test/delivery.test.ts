@@ -805,6 +805,16 @@ describe('Mistral ingest', () => {
     expect(listed.body.items.map((e: any) => e.id)).toEqual([res.body.id]);
   });
 
+  it('refuses a query parameter it does not take, naming it, and stores nothing', async () => {
+    const before = (await relay.api('GET', '/v1/events?limit=1000')).body.items.length;
+    // A typo would otherwise store every notification of the subscription without its workbook.
+    const res = await postMistral(MISTRAL_TASK_BODY, '?workbok=billing');
+    expect(res.status, res.text).toBe(400);
+    expect(res.headers['content-type']).toMatch(/^application\/problem\+json/);
+    expect(res.body.errors).toEqual([{ field: 'workbok', message: expect.stringContaining('did you mean workbook?') }]);
+    expect((await relay.api('GET', '/v1/events?limit=1000')).body.items.length).toBe(before);
+  });
+
   it('answers 400 with a problem for a body that is not JSON, and 401 without a token', async () => {
     const before = (await relay.api('GET', '/v1/events?limit=1000')).body.items.length;
     const bad = await postMistral('not json at all');

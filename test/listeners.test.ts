@@ -138,6 +138,16 @@ describe('paging', () => {
     ['limit=abc', 'limit'],
     ['cursor=%%%', 'cursor'],
     ['cursor=bm90LWEtY3Vyc29y', 'cursor'],
+    // Numbers spelled other than in digits.
+    ['limit=0x10', 'limit'],
+    ['limit=1e3', 'limit'],
+    ['limit=%2B5', 'limit'],
+    ['limit=%0A5', 'limit'],
+    ['limit=5.0', 'limit'],
+    // Cursors of the right shape around an id this API never hands out.
+    ['cursor=djM6bGlzdGVuZXJzOmFzYzol', 'cursor'],
+    ['cursor=djM6bGlzdGVuZXJzOmFzYzp-', 'cursor'],
+    ['cursor=djE6YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFh', 'cursor'],
   ])('refuses %s naming %s', async (query, field) => {
     const r = await relay.api('GET', `/v1/listeners?${query}`);
     expect(r.status).toBe(400);

@@ -3,6 +3,7 @@ import type { Ingest } from '../../ingest/ingest.js';
 import { MISTRAL_SOURCE, MistralBodyError, parseMistralNotification } from '../../ingest/mistral.js';
 import { invalidField } from '../problem.js';
 import { BODY_LIMIT } from '../limits.js';
+import { onlyKnownParams } from '../paging.js';
 
 /**
  * What a real Mistral's webhook notifier posts: no Content-Type, posted once, never retried.
@@ -11,6 +12,8 @@ import { BODY_LIMIT } from '../limits.js';
 export function mistralRoutes({ ingest }: { ingest: Ingest }): Router {
   const router = Router();
   router.post('/', express.raw({ type: () => true, limit: BODY_LIMIT }), async (req, res) => {
+    // A mistyped parameter (`workbok`) would store every notification without its workbook.
+    onlyKnownParams(req.query, ['workbook']);
     const workbook = req.query.workbook;
     if (workbook !== undefined && (typeof workbook !== 'string' || workbook === '')) {
       throw invalidField('workbook', 'give one workbook name');
