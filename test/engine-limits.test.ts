@@ -192,6 +192,26 @@ after: {action: std.noop}`),
     );
   });
 
+  it('fails a task whose evaluated sleep or timeout is longer than the engine keeps time for, and goes on', async () => {
+    await createWorkbook(
+      api,
+      workbook('endless', `
+nap: {action: std.sleep, input: {seconds: "<% $.s %>"}, on-error: [call]}
+call: {action: std.http, input: {url: "${receiver.url('/never')}", timeout: "<% $.t %>"}, on-error: [after]}
+after: {action: std.noop}`, ['s', 't']),
+    );
+    const id = await startExecution(api, 'endless', { s: 1e17, t: 1e12 });
+    const execution = await waitForState(api, id, ['SUCCESS', 'ERROR']);
+    expect(execution.state).toBe('SUCCESS');
+    const tasks = await tasksOf(api, id);
+    expect(tasks.map((t) => [t.name, t.state, t.state_info])).toEqual([
+      ['nap', 'ERROR', 'input.seconds must be a number of seconds ≥ 0 and at most 31536000'],
+      ['call', 'ERROR', 'input.timeout must be a number of seconds > 0 and at most 86400'],
+      ['after', 'SUCCESS', null],
+    ]);
+    expect(receiver.requests('/never')).toHaveLength(0);
+  });
+
   it('ends a loop of transitions at RELAY_MAX_TASKS_PER_EXECUTION', async () => {
     // A loop with no way out at all is refused when the workbook is stored; this one leaves
     // through a side branch (tick) on every turn, so it is accepted and would run forever.

@@ -319,9 +319,24 @@ e: {action: std.http, input: {url: "http://x", method: put}}
       { field: `${task('a')}.input.url`, message: 'url must be an http or https URL', line: 6 },
       { field: `${task('a')}.input.method`, message: 'method must be one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS', line: 6 },
       { field: `${task('a')}.input.headers`, message: 'headers header values must be strings', line: 6 },
-      { field: `${task('a')}.input.timeout`, message: 'timeout must be a number of seconds > 0', line: 6 },
-      { field: `${task('b')}.input.seconds`, message: 'seconds must be a number of seconds ≥ 0', line: 7 },
+      { field: `${task('a')}.input.timeout`, message: 'timeout must be a number of seconds > 0 and at most 86400', line: 6 },
+      { field: `${task('b')}.input.seconds`, message: 'seconds must be a number of seconds ≥ 0 and at most 31536000', line: 7 },
       { field: `${task('c')}.input.out`, message: 'std.echo takes no input out; it takes output', line: 8 },
+    ]);
+  });
+
+  it('a sleep or a timeout longer than the engine keeps time for', () => {
+    const source = withTasks(`
+a: {action: std.sleep, input: {seconds: 1e308}}
+b: {action: std.sleep, input: {seconds: 31536001}}
+c: {action: std.http, input: {url: "http://x", timeout: 1e17}}
+d: {action: std.sleep, input: {seconds: 31536000}, on-success: [e]}
+e: {action: std.http, input: {url: "http://x", timeout: 86400}}
+`);
+    expect(issuesOf(source)).toEqual([
+      { field: `${task('a')}.input.seconds`, message: 'seconds must be a number of seconds ≥ 0 and at most 31536000', line: 6 },
+      { field: `${task('b')}.input.seconds`, message: 'seconds must be a number of seconds ≥ 0 and at most 31536000', line: 7 },
+      { field: `${task('c')}.input.timeout`, message: 'timeout must be a number of seconds > 0 and at most 86400', line: 8 },
     ]);
   });
 

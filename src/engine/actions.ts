@@ -3,6 +3,7 @@ import type { NetworkGuard } from '../net/network-guard.js';
 import { tooLargeMessage } from './limits.js';
 import type { Outcome } from './transitions.js';
 import { redactCredentials, redactUrl } from './url-credentials.js';
+import { MAX_HTTP_TIMEOUT_S, secondsProblem } from './workbook-actions.js';
 import type { ActionName } from './workbook.js';
 
 /*
@@ -49,7 +50,11 @@ async function httpAction(input: Record<string, unknown>, { guard, agent, maxRes
   if (!url) return fail('input.url must be an http or https URL', false);
   // Every message about this call names the URL without its credentials.
   const shown = redactUrl(url);
-  const timeoutS = typeof input.timeout === 'number' && input.timeout > 0 ? input.timeout : DEFAULT_HTTP_TIMEOUT_S;
+  if (input.timeout !== undefined && input.timeout !== null) {
+    const problem = secondsProblem(input.timeout, 'positive', MAX_HTTP_TIMEOUT_S);
+    if (problem) return fail(`input.timeout ${problem}`, false);
+  }
+  const timeoutS = typeof input.timeout === 'number' ? input.timeout : DEFAULT_HTTP_TIMEOUT_S;
   const timeoutMs = Math.round(timeoutS * 1000);
   const headers: Record<string, string> = {};
   if (input.headers && typeof input.headers === 'object') {

@@ -8,6 +8,7 @@ import { assertWithinLimit, boundedOutcome, DEFAULT_ENGINE_LIMITS, type EngineLi
 import { finishTask, scheduleWake } from './state-changes.js';
 import type { Outcome } from './transitions.js';
 import type { TaskSpec, WorkflowSpec } from './workbook.js';
+import { MAX_SLEEP_S, secondsProblem } from './workbook-actions.js';
 import { createWakeSignal } from '../wake-signal.js';
 
 /** Runs one state change of a project, on what `scope` names, in one transaction; resolves after commit. */
@@ -146,8 +147,9 @@ export function createRunner(o: RunnerOptions): Runner {
       const input = await inputOf(task, spec);
       if (input === STOPPED) return;
       if (task.action === 'std.sleep') {
-        const seconds = Number(input.seconds);
-        if (!Number.isFinite(seconds) || seconds < 0) throw new Error('input.seconds must be a number of seconds ≥ 0');
+        const problem = secondsProblem(input.seconds, 'zero', MAX_SLEEP_S);
+        if (problem) throw new Error(`input.seconds ${problem}`);
+        const seconds = input.seconds as number;
         // Measured from the attempt's start, so a restart neither shortens nor repeats the wait.
         const due = startedAt + Math.round(seconds * 1000);
         if (due > Date.now()) {

@@ -11,12 +11,22 @@ interface Parameter {
 const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'];
 
 const isString: Check = (v) => (typeof v === 'string' ? null : 'must be a string');
+/** The longest `std.sleep`: a year. */
+export const MAX_SLEEP_S = 365 * 24 * 3600;
+/** The longest `std.http` timeout: a day (timers of Node run at most about 24.8 days). */
+export const MAX_HTTP_TIMEOUT_S = 24 * 3600;
+
+/** Why `v` is not a number of seconds from `min` (inclusive for zero) up to `max`, or null. */
+export function secondsProblem(v: unknown, min: 'zero' | 'positive', max: number): string | null {
+  return typeof v === 'number' && Number.isFinite(v) && (min === 'zero' ? v >= 0 : v > 0) && v <= max
+    ? null
+    : `must be a number of seconds ${min === 'zero' ? '≥ 0' : '> 0'} and at most ${max}`;
+}
+
 const isSeconds =
-  (min: 'zero' | 'positive'): Check =>
+  (min: 'zero' | 'positive', max: number): Check =>
   (v) =>
-    typeof v === 'number' && Number.isFinite(v) && (min === 'zero' ? v >= 0 : v > 0)
-      ? null
-      : `must be a number of seconds ${min === 'zero' ? '≥ 0' : '> 0'}`;
+    secondsProblem(v, min, max);
 
 const checkUrl: Check = (v) => {
   if (typeof v !== 'string') return 'must be a string';
@@ -41,13 +51,13 @@ const ACTION_INPUTS: Record<ActionName, Record<string, Parameter>> = {
   'std.noop': {},
   'std.echo': { output: {} },
   'std.fail': { error_message: { check: isString } },
-  'std.sleep': { seconds: { required: true, check: isSeconds('zero') } },
+  'std.sleep': { seconds: { required: true, check: isSeconds('zero', MAX_SLEEP_S) } },
   'std.http': {
     url: { required: true, check: checkUrl },
     method: { check: checkMethod },
     headers: { check: checkHeaders },
     body: {},
-    timeout: { check: isSeconds('positive') },
+    timeout: { check: isSeconds('positive', MAX_HTTP_TIMEOUT_S) },
   },
 };
 
