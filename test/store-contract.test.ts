@@ -827,7 +827,8 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       expect(appended).toEqual([{ id: 'a', duplicate: false, deliveries: 3, handed: 1 }]);
       expect(h.delivered).toHaveLength(1);
       const [handed] = h.delivered;
-      expect(handed).toEqual(firstAttemptOf(l1, (await deliveryOf('a', 'l1')).id));
+      // It carries the end of its lease as written, for the dispatcher to renew it in time.
+      expect(handed).toEqual({ ...firstAttemptOf(l1, (await deliveryOf('a', 'l1')).id), leasedUntil: T + 1_500 });
       expect(envelopeOf(handed)).toEqual((await store.getEvent(P, 'a'))!.envelope);
       // Leased until now + leaseMs + the listener's timeout.
       expect((await deliveryOf('a', 'l1')).next_attempt_at).toBe(T + 1_500);

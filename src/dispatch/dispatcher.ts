@@ -254,7 +254,7 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
       failures.listenersDisabled(outcome.disabledListeners, batch);
       o.onListenersDisabled?.(outcome.disabledListeners);
     }
-    for (const d of outcome.claimed) launch(d);
+    for (const d of outcome.claimed) launch(d, now);
     return { claimed: outcome.claimed.length, asked: outcome.asked, dueProjects, hadRoom: hasRoom, at: now, failed: false };
   }
 
@@ -349,14 +349,18 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
     }
   }
 
-  function launch(d: ClaimedDelivery, handedOver = false) {
+  /** `claimedAt`: the time the claim leased it from (a hand-over carries the end of its lease). */
+  function launch(d: ClaimedDelivery, claimedAt: number | null) {
+    const handedOver = claimedAt === null;
     // Still being sent by this process (its lease ran out while it waited for a slow
     // receiver): the claim just extended the lease; sending it twice would help no one.
     if (inFlight.has(d.id)) return;
     inFlight.add(d.id);
     // A hand-over took its slot when it was committed.
     if (!handedOver) room.add(-1);
-    leases.set(d.id, { until: Date.now() + leaseMs + d.listener.callback.timeout_ms, timeoutMs: d.listener.callback.timeout_ms });
+    // The lease as the store wrote it, so that it is renewed before it ends there.
+    const timeoutMs = d.listener.callback.timeout_ms;
+    leases.set(d.id, { until: d.leasedUntil ?? (claimedAt ?? Date.now()) + leaseMs + timeoutMs, timeoutMs });
     gate.admit(d.project);
     attempt(d)
       .catch((err): AttemptResult => {
@@ -405,13 +409,26 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
     const now = Date.now();
     const byUntil = new Map<number, string[]>();
     for (const [id, lease] of leases) {
-      if (lease.until - now > LEASE_MARGIN_MS / 2) continue;
+      // Renewed once half of it has passed: a renewal that fails is tried again each second
+      // (the timer's) while the other half lasts.
+      if (lease.until - now > (leaseMs + lease.timeoutMs) / 2) continue;
       const until = now + leaseMs + lease.timeoutMs;
-      lease.until = until;
-      byUntil.set(until, [...(byUntil.get(until) ?? []), id]);
+      const ids = byUntil.get(until);
+      if (ids) ids.push(id);
+      else byUntil.set(until, [id]);
     }
     for (const [until, ids] of byUntil) {
-      await store.renewLeases(owner, ids, until).catch((err) => log.error({ err, deliveries: ids.length }, 'could not renew leases'));
+      try {
+        await store.renewLeases(owner, ids, until);
+      } catch (err) {
+        log.error({ err, deliveries: ids.length }, 'could not renew leases; trying again in a second');
+        continue;
+      }
+      // Only a lease the store extended counts as extended.
+      for (const id of ids) {
+        const lease = leases.get(id);
+        if (lease && lease.until < until) lease.until = until;
+      }
     }
   }
   let renewing: Promise<void> | null = null;
@@ -480,7 +497,7 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
       for (const d of deliveries) {
         if (running && closedCircuits.has(d.listenerId) && transports.get(d.listener.callback.transport) !== undefined) {
           o.onHandedOver?.('sent');
-          launch(d, true);
+          launch(d, null);
         } else back.push(d.id);
       }
       if (back.length) giveBack(back);

@@ -28,8 +28,9 @@ export function startHanding(handoff: Handoff | null): Handing {
       if (handoff === null) return null;
       const listener = fanOut.handOff?.get(d.listenerId);
       if (listener === undefined || !handoff.take()) return null;
-      handed.push({ id: d.id, project: d.project, listenerId: d.listenerId, attemptNumber: 1, envelopeJson: d.envelopeJson, original: d.original, listener, gap: null });
-      return now + handoff.leaseMs + listener.callback.timeout_ms;
+      const leasedUntil = now + handoff.leaseMs + listener.callback.timeout_ms;
+      handed.push({ id: d.id, project: d.project, listenerId: d.listenerId, attemptNumber: 1, envelopeJson: d.envelopeJson, original: d.original, listener, gap: null, leasedUntil });
+      return leasedUntil;
     },
     get count() {
       return handed.length;

@@ -150,6 +150,8 @@ export interface ClaimedDelivery {
   listener: Pick<StoredListener, 'callback' | 'retry' | 'secret' | 'previous_secret' | 'previous_secret_expires_at' | 'updated_at' | 'max_in_flight' | 'ordering'>;
   /** Sequences of its execution skipped (failed for good) since the last success of an ordered delivery; null otherwise. */
   gap: number[] | null;
+  /** The end of its lease as written, for a delivery handed over at commit (a claim's runs from the claim's `now`). */
+  leasedUntil?: number;
 }
 
 /** What one attempt came to, recorded with the others of its batch in one write. */
