@@ -1,7 +1,7 @@
 import { initialGateState, type GateListener, type ListenerGateState } from '../../dispatch/listener-gate.js';
 import { specCache, toClaimedDelivery, type ClaimEvent, type ClaimRow, type SpecColumn } from '../rows.js';
 import type { AttemptResult, ClaimedDelivery, ClaimOptions } from '../store.js';
-import { statement, type Conn } from './database.js';
+import { statement, type Conn, type Database } from './database.js';
 import { leaseEnded } from './deliveries.js';
 import { GATE_COLUMNS, GATE_PARAMS, gateUpsertCte, gateValues, toState, type GateRow } from './gates.js';
 import { ROLLUP_PARAMS, rollupCtes, rollupValues } from './rollups.js';
@@ -51,22 +51,39 @@ const pickCandidates = statement(`WITH ${rollupCtes(1)}, ${gateUpsertCte('judged
  * gone; the states the gate changed are written. What sending needs comes back for the leased.
  * The candidates are named by primary key as well as joined, so that the planner reads them
  * through it rather than hashing the whole table (see record.ts).
+ * A hold is decided on the listener as it is now, its row locked for share: one enabled since the
+ * pick read it leaves the delivery due ('leave'), and one being enabled right now waits for this
+ * commit, so that its release of what is held sees this hold (listeners.ts, releaseHeld).
  */
-const settle = statement(`WITH x AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) AS x(id, action, at)
+const settle = statement(`WITH given AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $${6 + GATE_PARAMS}::text[]) AS x(id, action, at, listener_id)
+  ), held_by AS MATERIALIZED (
+    SELECT l.id, l.enabled FROM listeners l WHERE l.id IN (SELECT listener_id FROM given WHERE action = 'hold') FOR SHARE
+  ), x AS (
+    SELECT g.id, CASE WHEN g.action = 'hold' AND (SELECT h.enabled FROM held_by h WHERE h.id = g.listener_id) THEN 'leave' ELSE g.action END AS action, g.at
+    FROM given g
   ), settled AS (
     UPDATE deliveries d SET
       status = CASE WHEN x.action = 'cancel' THEN 'cancelled' ELSE d.status END,
       lease_owner = CASE WHEN x.action = 'take' THEN $4 END,
       leased_until = CASE WHEN x.action = 'take' THEN x.at END,
-      next_attempt_at = CASE WHEN x.action = 'take' THEN d.next_attempt_at WHEN x.action = 'defer' THEN x.at END,
+      next_attempt_at = CASE WHEN x.action IN ('take', 'leave') THEN d.next_attempt_at WHEN x.action = 'defer' THEN x.at END,
       last_error = CASE WHEN x.action = 'cancel' THEN 'listener deleted' ELSE d.last_error END,
       updated_at = CASE WHEN x.action IN ('cancel', 'hold') THEN $5 ELSE d.updated_at END
     FROM x WHERE d.id = x.id AND d.id = ANY($1::text[])
     RETURNING d.id, d.event_seq, x.action
   ), ${gateUpsertCte('admitted', 6)}
   SELECT s.id, e.envelope, e.original_body, e.original_format
-  FROM settled s JOIN events e ON e.seq = s.event_seq WHERE s.action = 'take'`);
+  FROM settled s LEFT JOIN events e ON e.seq = s.event_seq WHERE s.action = 'take'`);
+
+/*
+ * Deliveries a claim took whose event is gone: a replay that read the event while the pruner
+ * removed it (PostgreSQL has no foreign key between them) can leave one behind. Nothing can
+ * be sent for it, so it is cancelled, once this process holds it.
+ */
+const cancelOrphans = statement(`UPDATE deliveries SET status = 'cancelled', lease_owner = NULL, leased_until = NULL,
+    last_error = 'its event was pruned before it was sent', updated_at = $3
+  WHERE id = ANY($1::text[]) AND lease_owner = $2 AND status = 'pending'`);
 
 interface CandidateRow extends ClaimRow {
   gap: number[] | null;
@@ -112,15 +129,22 @@ export function claimQueries() {
      * (oldest first, over all projects) and they are settled. `judged` are this transaction's
      * states already, newer than what was read.
      */
-    async admitAndSettle(c: Conn, candidates: CandidateRow[], judged: ReadonlyMap<string, ListenerGateState>, claim: ClaimOptions): Promise<ClaimedDelivery[]> {
+    async admitAndSettle(
+      c: Conn,
+      candidates: CandidateRow[],
+      judged: ReadonlyMap<string, ListenerGateState>,
+      claim: ClaimOptions,
+    ): Promise<{ claimed: ClaimedDelivery[]; orphans: string[] }> {
       candidates.sort((a, b) => a.due_at - b.due_at || (a.id < b.id ? -1 : 1));
       const settleIds: string[] = [];
       const actions: string[] = [];
       const times: Array<number | null> = [];
-      const settleAs = (id: string, action: string, at: number | null) => {
-        settleIds.push(id);
+      const listenerIds: string[] = [];
+      const settleAs = (row: CandidateRow, action: string, at: number | null) => {
+        settleIds.push(row.id);
         actions.push(action);
         times.push(at);
+        listenerIds.push(row.listener_id);
       };
       const specs = new Map<string, SpecColumn>();
       const listeners = new Map<string, GateListener>();
@@ -135,9 +159,9 @@ export function claimQueries() {
       }
       const offered: CandidateRow[] = [];
       for (const row of candidates) {
-        if (!row.listener_exists) settleAs(row.id, 'cancel', null);
+        if (!row.listener_exists) settleAs(row, 'cancel', null);
         // A disabled listener's deliveries wait, unscheduled, until it is enabled again.
-        else if (!row.enabled) settleAs(row.id, 'hold', null);
+        else if (!row.enabled) settleAs(row, 'hold', null);
         else if (listeners.has(row.listener_id)) offered.push(row);
       }
       const admission = offered.length
@@ -148,21 +172,37 @@ export function claimQueries() {
       for (const id of admission.take) {
         const row = byId.get(id);
         if (!row) continue;
-        settleAs(id, 'take', claim.now + claim.leaseMs + specs.get(row.listener_id)!.callback.timeout_ms);
+        settleAs(row, 'take', claim.now + claim.leaseMs + specs.get(row.listener_id)!.callback.timeout_ms);
         taken.push(row);
       }
-      for (const [id, at] of admission.defer) if (byId.has(id)) settleAs(id, 'defer', at);
-      if (settleIds.length === 0 && admission.changed.size === 0) return [];
-      const sent = await c.commitWith<ClaimEvent & { id: string }>(settle, [
+      for (const [id, at] of admission.defer) {
+        const row = byId.get(id);
+        if (row) settleAs(row, 'defer', at);
+      }
+      if (settleIds.length === 0 && admission.changed.size === 0) return { claimed: [], orphans: [] };
+      const sent = await c.commitWith<Partial<ClaimEvent> & { id: string }>(settle, [
         settleIds,
         actions,
         times,
         claim.owner,
         claim.now,
         ...gateValues(admission.changed),
+        listenerIds,
       ]);
       const events = new Map(sent.map((s) => [s.id, s]));
-      return taken.map((row) => toClaimedDelivery(row, events.get(row.id)!, specs.get(row.listener_id)!, row.gap));
+      const claimed: ClaimedDelivery[] = [];
+      const orphans: string[] = [];
+      for (const row of taken) {
+        const event = events.get(row.id);
+        if (event?.envelope == null) orphans.push(row.id);
+        else claimed.push(toClaimedDelivery(row, event as ClaimEvent, specs.get(row.listener_id)!, row.gap));
+      }
+      return { claimed, orphans };
+    },
+
+    /** Cancels the deliveries of `orphans` (see cancelOrphans), outside the claim's transaction. */
+    async cancelOrphans(db: Database, owner: string, orphans: readonly string[], now: number): Promise<void> {
+      await db.count(cancelOrphans, [orphans, owner, now]);
     },
   };
 }

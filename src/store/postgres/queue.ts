@@ -21,7 +21,7 @@ export function queueQueries(db: Database, { notice, append }: { notice: DueNoti
   const claims = claimQueries();
 
   async function cycle(owner: string, results: AttemptResult[], claim: ClaimOptions | null, now: number, judge: RecordJudge | null) {
-    return db.transaction(async (c) => {
+    const done = await db.transaction(async (c) => {
       const batch = await recordBatch(c, owner, results, now, judge !== null, claim?.now ?? null);
       // Held deliveries that became due may belong to a listener another process serves.
       if (batch.promoted > 0) notice.afterCommit(c);
@@ -37,11 +37,17 @@ export function queueQueries(db: Database, { notice, append }: { notice: DueNoti
       }
       const shares = claim && batch.due.length ? [...claim.allot(batch.due)].filter(([, n]) => n > 0) : [];
       const asked = shares.reduce((sum, [, n]) => sum + n, 0);
-      if (batch.recorded.length === 0 && judged.size === 0 && shares.length === 0) return { disabledListeners: disabled, claimed: [], asked };
+      if (batch.recorded.length === 0 && judged.size === 0 && shares.length === 0) return { disabledListeners: disabled, claimed: [], orphans: [], asked };
       const candidates = await claims.pick(c, batch.recorded, judged, shares, claim, now);
-      const claimed = claim && candidates.length ? await claims.admitAndSettle(c, candidates, judged, claim) : [];
-      return { disabledListeners: disabled, claimed, asked };
+      const { claimed, orphans } = claim && candidates.length ? await claims.admitAndSettle(c, candidates, judged, claim) : { claimed: [], orphans: [] };
+      return { disabledListeners: disabled, claimed, orphans, asked };
     });
+    const { orphans, ...outcome } = done;
+    if (orphans.length && claim) {
+      // Not fatal to the cycle: left leased, they are claimed (and cancelled) again when the lease ends.
+      await claims.cancelOrphans(db, claim.owner, orphans, now).catch(() => {});
+    }
+    return outcome;
   }
 
   return {
