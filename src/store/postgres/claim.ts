@@ -52,15 +52,19 @@ const pickCandidates = statement(`WITH ${rollupCtes(1)}, ${gateUpsertCte('judged
  * The candidates are named by primary key as well as joined, so that the planner reads them
  * through it rather than hashing the whole table (see record.ts).
  * A hold is decided on the listener as it is now, its row locked for share: one enabled since the
- * pick read it leaves the delivery due ('leave'), and one being enabled right now waits for this
- * commit, so that its release of what is held sees this hold (listeners.ts, releaseHeld).
+ * pick read it leaves the delivery due ('leave'), and one being changed right now (its row locked
+ * by a PATCH) is skipped and leaves the delivery due as well, for the next cycle to decide. The
+ * skip is what keeps the two apart: a PATCH that disables holds the listener's row and then waits
+ * for the deliveries this claim has locked (listeners.ts, holdPending), so waiting for its row
+ * here would close a circle; and a PATCH that enables after this commit sees the hold and
+ * releases it (releaseHeld).
  */
 const settle = statement(`WITH given AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $${6 + GATE_PARAMS}::text[]) AS x(id, action, at, listener_id)
   ), held_by AS MATERIALIZED (
-    SELECT l.id, l.enabled FROM listeners l WHERE l.id IN (SELECT listener_id FROM given WHERE action = 'hold') FOR SHARE
+    SELECT l.id, l.enabled FROM listeners l WHERE l.id IN (SELECT listener_id FROM given WHERE action = 'hold') FOR SHARE SKIP LOCKED
   ), x AS (
-    SELECT g.id, CASE WHEN g.action = 'hold' AND (SELECT h.enabled FROM held_by h WHERE h.id = g.listener_id) THEN 'leave' ELSE g.action END AS action, g.at
+    SELECT g.id, CASE WHEN g.action = 'hold' AND (SELECT h.enabled FROM held_by h WHERE h.id = g.listener_id) IS NOT FALSE THEN 'leave' ELSE g.action END AS action, g.at
     FROM given g
   ), settled AS (
     UPDATE deliveries d SET
