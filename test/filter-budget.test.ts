@@ -4,6 +4,7 @@ import { compileListenerRule } from '../src/fanout/match.js';
 import type { EventEnvelope } from '../src/records/event.js';
 import { replayPage } from '../src/store/rows.js';
 import { storedListener, taskEnvelope } from './helpers/envelopes.js';
+import { createWorkbook, workbook } from './helpers/engine.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { startTestRelay, type TestRelay } from './helpers/relay.js';
 
@@ -137,6 +138,34 @@ describe('requests that would cost too much filter work', () => {
     expect(mistral.body.errors).toEqual([{ field: '(body)', message: expect.stringMatching(/took more than 500 ms.*nothing was stored$/) }]);
     expect(Date.now() - started).toBeLessThan(5_000);
     expect((await relay.api('GET', '/v1/events?workbook=mcostly')).body.items).toEqual([]);
+  }, 30_000);
+
+  it('meters the launch of an execution, whose event carries the client\'s input', async () => {
+    await createWorkbook(relay.api, workbook('xcostly', 'only:\n  action: std.noop', ['s', 't', 'u']));
+    const inputFilter = { 'data.input.s': { $regex: COSTLY }, 'data.input.t': { $regex: COSTLY }, 'data.input.u': { $regex: COSTLY } };
+    for (let i = 0; i < 4; i++) {
+      const res = await relay.api('POST', '/v1/listeners', { workbook: 'xcostly', event_types: ['EXECUTION'], filter: inputFilter, callback: { url: receiver.url('/xcostly') } });
+      expect(res.status, res.text).toBe(201);
+    }
+    const started = Date.now();
+    const [res, health] = await Promise.all([
+      relay.api('POST', '/v1/executions', { workbook: 'xcostly', workflow: 'main', input: { s: LONG, t: LONG, u: LONG } }),
+      new Promise((r) => setTimeout(r, 200)).then(() => relay.api('GET', '/healthz')),
+    ]);
+    expect(res.status, res.text).toBe(422);
+    expect(res.body.errors).toEqual([{ field: '(body)', message: expect.stringMatching(/took more than 500 ms.*nothing was stored$/) }]);
+    expect(health.status).toBe(200);
+    // Unmetered, the four listeners held the relay for seconds on this one event.
+    expect(Date.now() - started).toBeLessThan(5_000);
+    const executions = await relay.api('GET', '/v1/executions?limit=1000');
+    expect(executions.body.items.filter((e: { workbook: string }) => e.workbook === 'xcostly')).toEqual([]);
+    expect((await relay.api('GET', '/v1/events?workbook=xcostly')).body.items).toEqual([]);
+
+    // Short values go through, to every listener whose filter they match.
+    const fine = await relay.api('POST', '/v1/executions', { workbook: 'xcostly', workflow: 'main', input: { s: SHORT, t: SHORT, u: SHORT } });
+    expect(fine.status, fine.text).toBe(201);
+    const received = await receiver.waitForCount('/xcostly', 4);
+    expect(received.map((r) => JSON.parse(r.text).type)).toEqual(Array(4).fill('WORKFLOW_LAUNCHED'));
   }, 30_000);
 
   it('counts event patterns too: a request against many long patterns is refused instead of holding the relay', async () => {
