@@ -16,6 +16,16 @@ const JSONFILE = path.join(ROOT, 'examples/transports/jsonfile.mjs');
 // Polls are bounded generously: the suite runs many files at once on two cores.
 const WAIT = { timeout: 15_000, interval: 50 };
 
+/** The listener's one delivery once it has failed, with its attempts. */
+async function failedDelivery(relay: TestRelay, listenerId: string) {
+  const failed = await vi.waitFor(async () => {
+    const items = (await relay.api('GET', `/v1/deliveries?listener_id=${listenerId}&status=failed`)).body.items;
+    expect(items).toHaveLength(1);
+    return items[0];
+  }, WAIT);
+  return (await relay.api('GET', `/v1/deliveries/${failed.id}`)).body;
+}
+
 describe('examples/transports/jsonfile.mjs', () => {
   let relay: TestRelay;
   let dir: string;
@@ -77,13 +87,37 @@ describe('examples/transports/jsonfile.mjs', () => {
       retry: { schedule_ms: [50] },
     });
     await relay.api('POST', '/v1/events', { type: 'file.blocked' });
-    const failed = await vi.waitFor(async () => {
-      const items = (await relay.api('GET', `/v1/deliveries?listener_id=${created.body.id}&status=failed`)).body.items;
-      expect(items).toHaveLength(1);
-      return items[0];
-    }, WAIT);
-    const detail = (await relay.api('GET', `/v1/deliveries/${failed.id}`)).body;
+    const detail = await failedDelivery(relay, created.body.id);
     expect(detail.attempts.map((a: { error: string }) => a.error)).toEqual(['EISDIR', 'EISDIR']);
+  });
+});
+
+describe('a module whose send never settles', () => {
+  let relay: TestRelay;
+  beforeAll(async () => {
+    const file = path.join(tempDir(), 'stuck.mjs');
+    fs.writeFileSync(file, 'export default { name: "stuck", validate: () => [], send: () => new Promise(() => {}), close: async () => {} };\n');
+    relay = await startTestRelay({ RELAY_TRANSPORT_MODULES: file });
+  });
+  afterAll(async () => {
+    await relay?.close();
+  });
+
+  it('has each attempt end as a TIMEOUT past its deadline, retried and then failed', async () => {
+    const created = await relay.api('POST', '/v1/listeners', {
+      workbook: '*',
+      event_types: ['NOTIFICATION'],
+      callback: { transport: 'stuck', timeout_ms: 200 },
+      retry: { schedule_ms: [50] },
+    });
+    expect(created.status, created.text).toBe(201);
+    await relay.api('POST', '/v1/events', { type: 'module.stuck' });
+    const detail = await failedDelivery(relay, created.body.id);
+    expect(detail.attempts.map((a: { error: string }) => a.error)).toEqual(['TIMEOUT', 'TIMEOUT']);
+    // Each attempt lasted its timeout and the grace after it, not longer.
+    for (const a of detail.attempts) expect(a.duration_ms).toBeGreaterThanOrEqual(2_000);
+    for (const a of detail.attempts) expect(a.duration_ms).toBeLessThan(5_000);
+    expect(detail.last_error).toBe('the stuck transport gave no outcome within 200 ms (and 2000 ms more)');
   });
 });
 

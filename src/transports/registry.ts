@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import type { TransportModule } from './contract.js';
+import type { TransportModule, TransportOutcome } from './contract.js';
 
 /** The transports built into the relay; RELAY_TRANSPORTS chooses among them (`exec` only when named). */
 export const BUILT_IN_TRANSPORTS = ['http', 'amqp', 'exec'] as const;
@@ -53,9 +53,44 @@ export async function loadTransportModules(paths: readonly string[], taken: Read
     }
     const module = assertTransportModule(exported, file, names);
     names.add(module.name);
-    loaded.push(module);
+    loaded.push(heldToDeadline(module));
   }
   return loaded;
+}
+
+/** How long past an attempt's deadline an operator's module may take before its attempt is over. */
+export const MODULE_DEADLINE_GRACE_MS = 2_000;
+
+/**
+ * An operator's module whose `send` is over by the attempt's deadline (and a little more) even
+ * when the module forgets it: a send that never settles would otherwise keep its delivery in
+ * flight, its lease renewed and its slots taken, for as long as the process lives. Past that time
+ * the attempt is a `TIMEOUT` (retried as any other) and whatever the send does later is ignored.
+ * The built-in transports bound their own attempts (one sweep timer, no timer per attempt).
+ */
+export function heldToDeadline(module: TransportModule): TransportModule {
+  return {
+    name: module.name,
+    validate: (callback) => module.validate(callback),
+    ...(module.check ? { check: (callback: Record<string, unknown>) => module.check!(callback) } : {}),
+    send(attempt) {
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<TransportOutcome>((resolve) => {
+        timer = setTimeout(
+          () =>
+            resolve({
+              ok: false,
+              error: 'TIMEOUT',
+              message: `the ${module.name} transport gave no outcome within ${attempt.callback.timeout_ms} ms (and ${MODULE_DEADLINE_GRACE_MS} ms more)`,
+            }),
+          Math.max(0, attempt.deadline - Date.now()) + MODULE_DEADLINE_GRACE_MS,
+        );
+      });
+      // A module that throws at once is turned into an outcome by the dispatcher, as one whose promise rejects.
+      return Promise.race([Promise.resolve().then(() => module.send(attempt)), late]).finally(() => clearTimeout(timer));
+    },
+    close: () => module.close(),
+  };
 }
 
 export interface TransportRegistry {
