@@ -80,6 +80,17 @@ describe('listener lifecycle', () => {
     const rotatedOwn = await relay.api('POST', `/v1/listeners/${id}/rotate-secret`, { secret: ownSecret });
     expect(rotatedOwn.status).toBe(200);
     expect(rotatedOwn.body.secret).toBe(ownSecret);
+    // A body that is there must be an object: `null` or a list is refused and rotates nothing.
+    for (const raw of ['null', '[]']) {
+      const refused = await relay.api('POST', `/v1/listeners/${id}/rotate-secret`, undefined, { raw, headers: { 'content-type': 'application/json' } });
+      expect(refused.status, refused.text).toBe(400);
+      expect(refused.body.errors).toEqual([{ field: '(body)', message: 'expected an object' }]);
+    }
+    expect((await relay.api('GET', `/v1/listeners/${id}`)).body.updated_at).toBe(rotatedOwn.body.updated_at);
+    // So must a replay's.
+    const replayNull = await relay.api('POST', `/v1/listeners/${id}/replay`, undefined, { raw: 'null', headers: { 'content-type': 'application/json' } });
+    expect(replayNull.status, replayNull.text).toBe(400);
+    expect(replayNull.body.errors).toEqual([{ field: '(body)', message: 'Invalid input: expected object, received null' }]);
 
     const deleted = await relay.api('DELETE', `/v1/listeners/${id}`);
     expect(deleted.status).toBe(204);

@@ -175,6 +175,13 @@ describe('parseWorkbook refuses, with field, message and line', () => {
       { field: 'name', message: 'workbook name must match ^[A-Za-z0-9_.-]{1,100}$', line: 2 },
     ]);
     expect(issuesOf(EXAMPLE.replace('name: billing\n', ''))).toEqual([{ field: 'name', message: 'workbook name is required', line: 1 }]);
+    // Its URL, /v1/workbooks/.., is one that clients turn into /v1/.
+    for (const name of ['.', '..']) {
+      expect(issuesOf(EXAMPLE.replace('name: billing', `name: '${name}'`))).toEqual([
+        { field: 'name', message: `workbook name cannot be ${name}: no URL path can name it`, line: 2 },
+      ]);
+    }
+    expect(parseWorkbook(EXAMPLE.replace('name: billing', 'name: billing.v2')).name).toBe('billing.v2');
   });
 
   it('unknown top-level and workflow keys', () => {

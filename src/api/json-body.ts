@@ -1,4 +1,4 @@
-import express, { type RequestHandler } from 'express';
+import express, { type Request, type RequestHandler } from 'express';
 import { badRequest } from './problem.js';
 import { jsonDepth, MAX_JSON_DEPTH } from '../json-depth.js';
 
@@ -22,3 +22,9 @@ export function jsonBody(limit: string): RequestHandler {
     verify: (_req, _res, buf) => assertJsonDepth(buf),
   });
 }
+
+/**
+ * The request's JSON body, `{}` when it has none (no body, or an empty one). A body that is
+ * there stays what it is, `null` too, for the route's schema to refuse.
+ */
+export const bodyOrEmpty = (req: Request): unknown => (req.body === undefined ? {} : req.body);

@@ -59,6 +59,8 @@ export function validateWorkbook(root: unknown, lineOf: LineOf): { spec: Workboo
   if (root.version === undefined || root.version === null) issues.add(['version'], "version is required; use '2.0'", { at: 'key' });
   else if (root.version !== '2.0' && root.version !== 2) issues.add(['version'], "version must be '2.0'");
   issues.name(['name'], root.name, 'workbook name');
+  // The name is a segment of its URL (/v1/workbooks/<name>), which clients resolve away.
+  if (root.name === '.' || root.name === '..') issues.add(['name'], `workbook name cannot be ${root.name}: no URL path can name it`);
 
   const workflows: Array<[string, WorkflowSpec]> = [];
   if (!isPlainObject(root.workflows) || Object.keys(root.workflows).length === 0) {

@@ -7,6 +7,7 @@ import type { WorkflowSpec } from '../../engine/workbook.js';
 import { ExecutionInput, ExecutionStateInput, toExecutionView, toTaskView } from '../../records/engine.js';
 import { EXECUTION_STATES, type ExecutionState } from '../../records/states.js';
 import type { EngineStore } from '../../store/engine-store.js';
+import { bodyOrEmpty } from '../json-body.js';
 import { conflict, fieldProblems, invalidField, notFound, validationProblem, type FieldError } from '../problem.js';
 import { orderedPageParams, page, pageParams } from '../paging.js';
 
@@ -53,7 +54,7 @@ export function executionRoutes({ store, engine, listScanLimit }: { store: Engin
   }
 
   router.post('/', async (req, res) => {
-    const parsed = ExecutionInput.safeParse(req.body ?? {});
+    const parsed = ExecutionInput.safeParse(bodyOrEmpty(req));
     if (!parsed.success) throw validationProblem(parsed.error);
     const { workbook: name, workflow, input } = parsed.data;
     const workbook = await store.getWorkbook(res.locals.project, name);
@@ -89,7 +90,7 @@ export function executionRoutes({ store, engine, listScanLimit }: { store: Engin
   });
 
   router.put('/:id', async (req, res) => {
-    const parsed = ExecutionStateInput.safeParse(req.body ?? {});
+    const parsed = ExecutionStateInput.safeParse(bodyOrEmpty(req));
     if (!parsed.success) throw validationProblem(parsed.error);
     const outcome = await engine.changeExecutionState(res.locals.project, req.params.id, parsed.data.state);
     if (isRefusal(outcome)) throw outcome.refused === 404 ? notFound(outcome.detail) : conflict(outcome.detail);

@@ -17,6 +17,7 @@ import type { Ingest } from '../../ingest/ingest.js';
 import type { TransportRegistry } from '../../transports/registry.js';
 import { PING_EVENT_TYPE, toEnvelope, type EventEnvelope } from '../../records/event.js';
 import type { Store } from '../../store/store.js';
+import { bodyOrEmpty } from '../json-body.js';
 import { applyMergePatch } from '../merge-patch.js';
 import { badRequest, conflict, fieldErrors, fieldProblems, invalidField, notFound, validationProblem, type FieldError, type Problem } from '../problem.js';
 import { page, pageParams } from '../paging.js';
@@ -197,7 +198,7 @@ export function listenerRoutes({ store, ingest, wakeDispatcher, transports, repl
 
   router.post('/', async (req, res) => {
     if (isPlainObject(req.body) && 'health' in req.body) throw invalidField('health', READ_ONLY);
-    const parsed = ListenerInput.safeParse(req.body ?? {});
+    const parsed = ListenerInput.safeParse(bodyOrEmpty(req));
     if (!parsed.success) throw refusal(parsed.error, isPlainObject(req.body) ? req.body.callback : undefined);
     const { secret, ...spec } = parsed.data;
     await checkCallback(spec.callback);
@@ -268,7 +269,7 @@ export function listenerRoutes({ store, ingest, wakeDispatcher, transports, repl
   });
 
   router.post('/:id/rotate-secret', async (req, res) => {
-    const body: unknown = req.body ?? {};
+    const body = bodyOrEmpty(req);
     if (!isPlainObject(body)) throw badRequest('the body must be a JSON object', [{ field: '(body)', message: 'expected an object' }]);
     const unknown = Object.keys(body).filter((k) => k !== 'secret');
     if (unknown.length) throw invalidField(unknown[0], 'unknown field');
@@ -308,7 +309,7 @@ export function listenerRoutes({ store, ingest, wakeDispatcher, transports, repl
   });
 
   router.post('/:id/replay', async (req, res) => {
-    const parsed = ReplayInput.safeParse(req.body ?? {});
+    const parsed = ReplayInput.safeParse(bodyOrEmpty(req));
     if (!parsed.success) throw validationProblem(parsed.error);
     const r = parsed.data;
     if (r.after !== undefined && !store.isReplayCursor(r.after, r.only_failed === true)) {
