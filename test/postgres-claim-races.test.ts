@@ -8,10 +8,11 @@ import { createTestSchema, sql, TEST_DATABASE_URL, type TestSchema } from './hel
 import { storedListener, taskEnvelope } from './helpers/envelopes.js';
 
 /*
- * What a PostgreSQL claim meets from transactions beside it, which SQLite's one writer rules
- * out: an event removed under a delivery (a replay racing the pruner: no foreign key joins
- * them), and a listener enabled between the claim's pick and its settle. The local server, a
- * schema of its own, the store's own statements.
+ * What a PostgreSQL claim or prune meets from transactions beside it, which SQLite's one writer
+ * rules out: an event removed under a delivery (a replay racing the pruner: no foreign key joins
+ * them), a listener enabled between the claim's pick and its settle, and a finished delivery
+ * re-queued while the pruner is removing it. The local server, a schema of its own, the store's
+ * own statements.
  */
 
 const P = 'p1';
@@ -51,7 +52,33 @@ const deliveryRows = (s: TestSchema) =>
     s.schema,
   );
 
-describe('PostgreSQL claims beside other transactions', () => {
+/** Another session of the schema, in a transaction it has begun: `end` rolls back what it left open. */
+async function otherSession(s: TestSchema): Promise<pg.Client> {
+  const other = new pg.Client({ connectionString: TEST_DATABASE_URL });
+  await other.connect();
+  await other.query(`SET search_path TO "${s.schema}"`);
+  await other.query('BEGIN');
+  return other;
+}
+
+/** Waits (up to 5 s) until a statement like `pattern` waits for a lock, or `settled()`; says whether one waits. */
+async function waitsForLock(pattern: string, settled: () => boolean): Promise<boolean> {
+  const waiting = async () => (await sql(`SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1`, [pattern])).length > 0;
+  for (let i = 0; i < 200 && !settled() && !(await waiting()); i++) await new Promise((r) => setTimeout(r, 25));
+  return waiting();
+}
+
+/** The store's one delivery failed a month ago, of an event received then: the pruner's to remove. */
+async function failedLongAgo(s: Store) {
+  await s.createListener(storedListener('l1', { project: P }));
+  await s.appendEvents(P, [event('old')], createFanOut(), Date.now());
+  const long = Date.now() - 30 * 86_400_000;
+  await sql(`UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, updated_at = $1`, [long], schema!.schema);
+  await sql(`UPDATE events SET received_at = $1`, [long], schema!.schema);
+  return long;
+}
+
+describe('PostgreSQL claims, prunes and re-queues beside other transactions', () => {
   it('cancels a delivery whose event is gone and sends the others of its batch', async () => {
     const s = await openStore();
     await s.createListener(storedListener('l1', { project: P }));
@@ -78,11 +105,8 @@ describe('PostgreSQL claims beside other transactions', () => {
     await sql(`UPDATE listeners SET enabled = false`, [], schema!.schema);
 
     // Another session enables it and has not committed yet.
-    const other = new pg.Client({ connectionString: TEST_DATABASE_URL });
-    await other.connect();
+    const other = await otherSession(schema!);
     try {
-      await other.query(`SET search_path TO "${schema!.schema}"`);
-      await other.query('BEGIN');
       await other.query('UPDATE listeners SET enabled = true');
 
       const now = Date.now();
@@ -120,5 +144,55 @@ describe('PostgreSQL claims beside other transactions', () => {
     expect(claimed).toEqual([]);
     const [row] = await deliveryRows(schema!);
     expect(row).toMatchObject({ event_id: 'waits', status: 'pending', lease_owner: null, next_attempt_at: null });
+  });
+
+  it('keeps a finished delivery that a retry re-queued while the pruner was removing it', async () => {
+    const s = await openStore();
+    await failedLongAgo(s);
+
+    // A manual retry (retry in deliveries.ts: the row locked, re-queued) that has not committed.
+    const other = await otherSession(schema!);
+    try {
+      await other.query(`SELECT id FROM deliveries FOR UPDATE`);
+      await other.query(`UPDATE deliveries SET status = 'pending', next_attempt_at = $1, updated_at = $1`, [Date.now()]);
+      let done = false;
+      // The cutoff is after the delivery was made (its id, a ULID, bounds what the pruner reads).
+      const pruning = s.pruneFinished(Date.now() + 1_000, 100).finally(() => (done = true));
+      // The pruner read the delivery as finished and waits for the retry's row lock.
+      expect(await waitsForLock('%DELETE FROM deliveries%', () => done)).toBe(true);
+      await other.query('COMMIT');
+      expect(await pruning).toEqual({ deliveries: 0, events: 0, rollups: 0 });
+    } finally {
+      await other.end();
+    }
+    // The retry was answered 202: the delivery must be there, due, and its event with it.
+    const [row] = await deliveryRows(schema!);
+    expect(row).toMatchObject({ event_id: 'old', status: 'pending', lease_owner: null });
+    const later = Date.now();
+    const { claimed } = await s.recordAndClaim('races-test', [], claimAll(later), later);
+    expect(claimed.map((d) => JSON.parse(d.envelopeJson).id)).toEqual(['old']);
+  });
+
+  it('leaves a delivery alone that a retry re-queued and a dispatcher leased while a replay of failed ones was re-queueing it', async () => {
+    const s = await openStore();
+    const long = await failedLongAgo(s);
+
+    // Retried and claimed already (what a retry and the next claim leave), not committed yet.
+    const other = await otherSession(schema!);
+    try {
+      await other.query(`SELECT id FROM deliveries FOR UPDATE`);
+      await other.query(`UPDATE deliveries SET status = 'pending', lease_owner = 'sender', leased_until = $1, updated_at = $2`, [Date.now() + 60_000, Date.now()]);
+      let done = false;
+      const window = { since: long - 1_000, until: Date.now(), onlyFailed: true, after: null, limit: 100, scanLimit: 1_000 };
+      const replaying = s.replay(P, 'l1', window, Object.assign(() => ['l1'], {}), Date.now()).finally(() => (done = true));
+      expect(await waitsForLock('%UPDATE deliveries SET status%', () => done)).toBe(true);
+      await other.query('COMMIT');
+      expect((await replaying).count).toBe(0);
+    } finally {
+      await other.end();
+    }
+    // Still the sender's: re-queued over its lease, it would be sent twice at once.
+    const [row] = await deliveryRows(schema!);
+    expect(row).toMatchObject({ event_id: 'old', status: 'pending', lease_owner: 'sender' });
   });
 });

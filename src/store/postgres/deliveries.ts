@@ -100,8 +100,13 @@ const depth = statement(`SELECT
 // A delivery goes once it has been finished (last updated) for the retention time, its attempts
 // with it. It was created before it finished, and ids are ULIDs: the cutoff as an id bounds the
 // key range read.
+// The conditions stand on the DELETE itself as well as in its pick: a row that another
+// transaction changed meanwhile (a manual retry, a replay re-queueing it) is checked again as it
+// is after that commit, and a delivery re-queued and answered 202 is not removed. The pick's
+// rows alone would be (PostgreSQL rechecks only the target row's own conditions).
 const pruneDeliveries = statement(`WITH gone AS (
     DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries WHERE id < $1 AND status <> 'pending' AND updated_at < $3 LIMIT $2)
+      AND status <> 'pending' AND updated_at < $3
     RETURNING id
   ), attempts_gone AS (
     DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM gone)

@@ -91,10 +91,12 @@ const FAILED_PICKED = `FROM deliveries d JOIN events e ON e.seq = d.event_seq
   WHERE d.project = $1 AND d.status = 'failed' AND ($5::text IS NULL OR d.id > $5) AND ($6::text IS NULL OR d.id <= $6)
     AND d.listener_id = $2 AND e.received_at >= $3 AND e.received_at < $4`;
 const requeueCap = statement(`SELECT d.id ${FAILED_PICKED} ORDER BY d.id LIMIT 1 OFFSET $7 - 1`);
-// Like a manual retry: sent when asked, out of order, without the gap it once carried.
+// Like a manual retry: sent when asked, out of order, without the gap it once carried. The
+// status stands on the UPDATE itself as well: a delivery a manual retry re-queued meanwhile (and
+// a dispatcher may have leased) is checked again as it is after that commit, and left alone.
 const requeueFailed = statement(`UPDATE deliveries SET status = 'pending', next_attempt_at = $7, updated_at = $7, lease_owner = NULL,
     leased_until = NULL, gap = NULL
-  WHERE id IN (SELECT d.id ${FAILED_PICKED})`);
+  WHERE id IN (SELECT d.id ${FAILED_PICKED}) AND status = 'failed'`);
 
 // A page of the log walks events_project_received from a position on (sorts off around it, as
 // for a replay's window); a page of one execution's events walks events_project_execution in
