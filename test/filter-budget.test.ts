@@ -4,7 +4,7 @@ import { compileListenerRule } from '../src/fanout/match.js';
 import type { EventEnvelope } from '../src/records/event.js';
 import { replayPage } from '../src/store/rows.js';
 import { storedListener, taskEnvelope } from './helpers/envelopes.js';
-import { createWorkbook, workbook } from './helpers/engine.js';
+import { createWorkbook, startExecution, tasksOf, waitForState, workbook } from './helpers/engine.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { startTestRelay, type TestRelay } from './helpers/relay.js';
 
@@ -53,7 +53,7 @@ describe('the meter', () => {
 
   it('charges only a metered route, and stops it once the budget is spent', () => {
     expect(matchCharged(matcher, taskEnvelope({ data: { s: SHORT, t: SHORT, u: SHORT } }))).toBe(true);
-    // Unmetered (the engine's events, a notifier's message): no limit.
+    // Unmetered (a RabbitMQ message, the engine's events other than a result): no limit.
     expect(route(heavy)).toEqual([]);
     const meter = newFilterMeter(1);
     expect(() => meteredRoute(route, meter)(heavy)).toThrow(FilterBudgetError);
@@ -166,6 +166,33 @@ describe('requests that would cost too much filter work', () => {
     expect(fine.status, fine.text).toBe(201);
     const received = await receiver.waitForCount('/xcostly', 4);
     expect(received.map((r) => JSON.parse(r.text).type)).toEqual(Array(4).fill('WORKFLOW_LAUNCHED'));
+  }, 30_000);
+
+  it('fails a task whose result would cost too much to match, instead of holding the relay', async () => {
+    // An echo of the input is the task's result: the launch's event carries no result, its
+    // TASK_SUCCEEDED would.
+    const tasks = "echo:\n  action: std.echo\n  input:\n    output: {s: '<% $.s %>', t: '<% $.t %>', u: '<% $.u %>'}";
+    await createWorkbook(relay.api, workbook('rcostly', tasks, ['s', 't', 'u']));
+    const resultFilter = { 'data.result.s': { $regex: COSTLY }, 'data.result.t': { $regex: COSTLY }, 'data.result.u': { $regex: COSTLY } };
+    for (let i = 0; i < 4; i++) {
+      const res = await relay.api('POST', '/v1/listeners', { workbook: 'rcostly', event_types: ['TASK'], filter: resultFilter, callback: { url: receiver.url('/rcostly') } });
+      expect(res.status, res.text).toBe(201);
+    }
+    const started = Date.now();
+    const id = await startExecution(relay.api, 'rcostly', { s: LONG, t: LONG, u: LONG });
+    const execution = await waitForState(relay.api, id, ['SUCCESS', 'ERROR'], 15_000);
+    // Unmetered, the four listeners held the relay for seconds and the task succeeded.
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(execution.state).toBe('ERROR');
+    const [task] = await tasksOf(relay.api, id);
+    expect(task).toMatchObject({ name: 'echo', state: 'ERROR', result: null });
+    expect(task.state_info).toMatch(/^its result was not kept: matching these events against the project's listeners .* took more than 500 ms/);
+
+    // A short result goes through, to the listeners whose filter it matches.
+    const fine = await startExecution(relay.api, 'rcostly', { s: SHORT, t: SHORT, u: SHORT });
+    expect((await waitForState(relay.api, fine, ['SUCCESS', 'ERROR'])).state).toBe('SUCCESS');
+    const received = await receiver.waitForCount('/rcostly', 4);
+    expect(received.map((r) => JSON.parse(r.text).type)).toEqual(Array(4).fill('TASK_SUCCEEDED'));
   }, 30_000);
 
   it('counts event patterns too: a request against many long patterns is refused instead of holding the relay', async () => {

@@ -3,7 +3,6 @@ import type { FanOutCache } from '../fanout/fanout.js';
 import { meteredRouting, newFilterMeter } from '../fanout/filter-budget.js';
 import type { NetworkGuard } from '../net/network-guard.js';
 import type { EngineScope, EngineStore, EngineTx, ExecutionRecord, TaskRecord } from '../store/engine-store.js';
-import type { ListenerRouting } from '../store/store.js';
 import { newOwner, ownerStopped } from './owner.js';
 import { createActionAgent } from './actions.js';
 import { DEFAULT_ENGINE_LIMITS, type EngineLimits } from './limits.js';
@@ -40,14 +39,13 @@ export function createEngine(o: EngineOptions) {
     maxResultBytes: o.maxResultBytes ?? DEFAULT_ENGINE_LIMITS.maxResultBytes,
     maxTasksPerExecution: o.maxTasksPerExecution ?? DEFAULT_ENGINE_LIMITS.maxTasksPerExecution,
   };
-  const commitRouted = async <T>(routing: ListenerRouting, project: string, scope: EngineScope, fn: (tx: EngineTx) => T): Promise<T> => {
+  const commit: Commit = async (project, scope, fn, options) => {
+    const routing = options?.metered ? meteredRouting(o.fanOut, newFilterMeter()) : o.fanOut;
     const { value, events, deliveries } = await o.store.engineTransaction(project, scope, routing, fn);
     for (let i = 0; i < events; i++) o.onEventsStored?.('engine');
     if (deliveries > 0) o.wakeDispatcher();
     return value;
   };
-  // The runner's commits are not metered: what a task came to cannot be refused.
-  const commit: Commit = (project, scope, fn) => commitRouted(o.fanOut, project, scope, fn);
   const owner = newOwner();
   const taskLeaseMs = o.taskLeaseMs ?? 30_000;
   // The runner and its HTTP agent exist only where the engine runs (roles all and engine); a
@@ -60,7 +58,7 @@ export function createEngine(o: EngineOptions) {
    * past the budget the change is refused and nothing is stored.
    */
   async function change<T>(project: string, scope: EngineScope, fn: (tx: EngineTx) => T): Promise<T> {
-    const value = await commitRouted(meteredRouting(o.fanOut, newFilterMeter()), project, scope, fn);
+    const value = await commit(project, scope, fn, { metered: true });
     running?.runner.wake();
     return value;
   }

@@ -1,6 +1,7 @@
 import { setTimeout as pause } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { backoffDelay, type BackoffOptions } from '../backoff.js';
+import { FilterBudgetError } from '../fanout/filter-budget.js';
 import type { ClaimedTask, EngineScope, EngineStore, EngineTx } from '../store/engine-store.js';
 import { runAction, type ActionDeps } from './actions.js';
 import { evaluate, referencedTasks } from './expressions.js';
@@ -12,7 +13,12 @@ import { MAX_SLEEP_S, secondsProblem } from './workbook-actions.js';
 import { createWakeSignal } from '../wake-signal.js';
 
 /** Runs one state change of a project, on what `scope` names, in one transaction; resolves after commit. */
-export type Commit = <T>(project: string, scope: EngineScope, fn: (tx: EngineTx) => T) => Promise<T>;
+/**
+ * Commits an engine transaction with its events. `metered`: their matching against the project's
+ * listeners is bounded (fanout/filter-budget.ts) and past the budget nothing is committed
+ * (FilterBudgetError).
+ */
+export type Commit = <T>(project: string, scope: EngineScope, fn: (tx: EngineTx) => T, options?: { metered?: boolean }) => Promise<T>;
 
 export interface RunnerHooks {
   /** Called before each try to commit an action's outcome; a throw counts as a failed commit (tests). */
@@ -176,11 +182,25 @@ export function createRunner(o: RunnerOptions): Runner {
   async function commitOutcome(task: ClaimedTask, startedAt: number, outcome: Outcome) {
     let current = outcome;
     let refusals = 0;
+    // A result is the action's (a response, an echo of the client's input): its TASK_SUCCEEDED
+    // carries it, so its matching is metered as a request's is. A failure's event carries a
+    // short message only.
+    const commitCurrent = async () =>
+      (
+        await commit(task.project, { executionId: task.execution_id }, (tx) => finishTask(tx, task.id, startedAt, current, limits.maxTasksPerExecution), {
+          metered: current.ok,
+        })
+      ).end;
     const end = await persistently('commit a task outcome', task, async () => {
       try {
         o.hooks?.beforeCommitOutcome?.(task, current);
-        return (await commit(task.project, { executionId: task.execution_id }, (tx) => finishTask(tx, task.id, startedAt, current, limits.maxTasksPerExecution))).end;
+        return await commitCurrent();
       } catch (err) {
+        if (err instanceof FilterBudgetError && current.ok) {
+          // Matching the result would hold the relay: the task fails instead, saying why.
+          current = { ok: false, error: `its result was not kept: ${err.message}`, retryable: false };
+          return await commitCurrent();
+        }
         if (!isStoreUnavailable(err) && ++refusals >= UNRECORDABLE_AFTER && current === outcome) {
           current = { ok: false, error: `the outcome could not be recorded: ${(err as Error).message}`, retryable: false };
         }
