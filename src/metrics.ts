@@ -52,7 +52,7 @@ export function createMetrics(store: Store) {
   });
   const amqpRejected = new Counter({
     name: 'relay_amqp_messages_rejected_total',
-    help: 'Notifications rejected without requeue (too_large, not_json, bad_envelope, no_event_type, invalid_field, id_conflict), by reason',
+    help: 'Notifications rejected without requeue (too_large, not_json, bad_envelope, no_event_type, invalid_field, id_conflict, filter_budget), by reason',
     labelNames: ['reason'] as const,
     registers: [base],
   });

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { startRelay } from '../src/relay.js';
 import { captureLog, request, startTestRelay, tempDir, TOKEN_A, type TestRelay } from './helpers/relay.js';
+import { costlyFilter, LONG, SHORT } from './helpers/costly-filter.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { waitUntil } from './helpers/relay-process.js';
 import { BROKER_URL, connectTestBroker, freePort, startBrokerProxy, uniqueName, type TestBroker } from './interop/broker.js';
@@ -260,6 +261,43 @@ describe('notifications from RabbitMQ become events', () => {
     await new Promise((resolve) => setTimeout(resolve, 300));
     for (const r of reasons) expect(await metric(relay, 'relay_amqp_messages_rejected_total', `reason="${r}"`)).toBe(before[r] + 1);
   });
+
+  it('rejects a notification whose matching against the project\'s listeners would hold the relay, and goes on', async () => {
+    // Four listeners of the consuming project whose filters take tenths of a second on each
+    // long value: one notification of three such values would take seconds to match.
+    const ids: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const res = await relay.api('POST', '/v1/listeners', { workbook: '*', event_types: ['NOTIFICATION'], filter: costlyFilter, callback: { url: receiver.url('/amqp-costly') } });
+      expect(res.status, res.text).toBe(201);
+      ids.push(res.body.id);
+    }
+    try {
+      const before = await metric(relay, 'relay_amqp_messages_rejected_total', 'reason="filter_budget"');
+      const type = uniqueName('costly.notification');
+      const heavy = notification({ event_type: type, payload: leasePayload({ s: LONG, t: LONG, u: LONG }) });
+      const light = notification({ event_type: type, payload: leasePayload({ s: SHORT, t: SHORT, u: SHORT }) });
+      const started = Date.now();
+      publish(heavy);
+      publish(light);
+      await waitForEvents(type, 1);
+      await waitUntil(
+        async () => (await metric(relay, 'relay_amqp_messages_rejected_total', 'reason="filter_budget"')) === before + 1,
+        10_000,
+        () => 'the rejection was not counted',
+      );
+      // Unmetered, this one message held the relay for seconds.
+      expect(Date.now() - started).toBeLessThan(5_000);
+      expect((await eventsOfType(relay, type)).map((e) => e.id)).toEqual([light.message_id]);
+      for (const q of queues) {
+        const { messageCount } = await broker.onOwnChannel((ch) => ch.checkQueue(q));
+        expect(messageCount, q).toBe(0);
+      }
+      // The light one reached every listener whose filter it matches.
+      expect((await receiver.waitForCount('/amqp-costly', 4)).map((r) => JSON.parse(r.text).id)).toEqual(Array(4).fill(light.message_id));
+    } finally {
+      for (const id of ids) await relay.api('DELETE', `/v1/listeners/${id}`);
+    }
+  }, 30_000);
 
   it('stores what the real oslo.messaging Notifier publishes, with the right fields', async () => {
     const type = uniqueName('esi_leap.lease.delete');

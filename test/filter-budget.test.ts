@@ -5,6 +5,7 @@ import type { EventEnvelope } from '../src/records/event.js';
 import { replayPage } from '../src/store/rows.js';
 import { storedListener, taskEnvelope } from './helpers/envelopes.js';
 import { createWorkbook, startExecution, tasksOf, waitForState, workbook } from './helpers/engine.js';
+import { COSTLY, costlyFilter, LONG, SHORT } from './helpers/costly-filter.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { startTestRelay, type TestRelay } from './helpers/relay.js';
 
@@ -13,18 +14,6 @@ import { startTestRelay, type TestRelay } from './helpers/relay.js';
  * bounded patterns still let many costly patterns times many long values hold the relay.
  */
 
-// Along a random string of a and b this pattern keeps hundreds of states alive, more than the
-// engine's DFA caches: among the slowest patterns the limits let through (306 RE2 instructions;
-// three of them fit in one filter), about 0.2-0.7 s for each 64 Ki-character value here.
-const COSTLY = '[ab]*a[ab]{300}[cd]';
-/** 64 Ki characters of a and b, the same on every run (a small LCG). */
-const LONG = (() => {
-  let x = 12345;
-  return Array.from({ length: 64 * 1024 }, () => ((x = (Math.imul(x, 1103515245) + 12345) >>> 0) & 0x10000 ? 'a' : 'b')).join('');
-})();
-/** A value the pattern matches: an a, 300 of a and b, then c. */
-const SHORT = `a${'b'.repeat(300)}c`;
-const costlyFilter = { 'data.s': { $regex: COSTLY }, 'data.t': { $regex: COSTLY }, 'data.u': { $regex: COSTLY } };
 
 describe('a replay page under the budget', () => {
   const rows = [1, 2, 3].map((seq) => ({ seq, id: `e${seq}`, envelope: JSON.stringify(taskEnvelope({ id: `e${seq}` })) }));

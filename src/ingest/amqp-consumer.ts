@@ -3,6 +3,7 @@ import * as amqp from 'amqplib';
 import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
 import type { Logger } from 'pino';
 import { backoffDelay, delay, type BackoffOptions } from '../backoff.js';
+import { FilterBudgetError } from '../fanout/filter-budget.js';
 import { StoreConflictError, StoreUnavailableError, type AppendedEvent } from '../store/store.js';
 import { maskAmqpUrl, parseBrokerUrl } from '../records/amqp-url.js';
 import { classifyAmqpError, scrubSecret } from '../transports/amqp-outcome.js';
@@ -20,8 +21,11 @@ import { OSLO_REJECT_REASONS, parseOsloNotification } from './oslo.js';
 
 export const AMQP_INGEST_SOURCE = 'amqp';
 
-/** The parser's reasons, and `id_conflict`: the store has another body under that id. */
-export const AMQP_REJECT_REASONS = [...OSLO_REJECT_REASONS, 'id_conflict'] as const;
+/**
+ * The parser's reasons; `id_conflict`: the store has another body under that id;
+ * `filter_budget`: matching it against the project's listeners took more than FILTER_BUDGET_MS.
+ */
+export const AMQP_REJECT_REASONS = [...OSLO_REJECT_REASONS, 'id_conflict', 'filter_budget'] as const;
 export type AmqpRejectReason = (typeof AMQP_REJECT_REASONS)[number];
 
 export interface AmqpConsumerMetrics {
@@ -233,6 +237,8 @@ export function createAmqpConsumer(options: AmqpConsumerOptions): AmqpConsumer {
       if (result.duplicate) log.debug({ queue, id: result.id }, 'notification was stored before: acknowledged again');
     } catch (err) {
       if (err instanceof StoreConflictError) return reject(channel, queue, msg, 'id_conflict', err.message);
+      // Matching it against the project's listeners would hold the relay: the same message would again.
+      if (err instanceof FilterBudgetError) return reject(channel, queue, msg, 'filter_budget', err.message);
       storeFailures += 1;
       const waitMs = backoffDelay(storeFailures, storeBackoff);
       const fields = { queue, id: parsed.input.id, err, requeueInMs: waitMs };

@@ -41,18 +41,18 @@ export function createIngest({ store, fanOut, onDeliveriesCommitted, onEventsSto
 
   return {
     /**
-     * `metered`: a client's request (a batch, a Mistral notification), whose matching is
-     * bounded (FilterBudgetError past FILTER_BUDGET_MS, nothing stored). A RabbitMQ queue's
-     * message is one event, which a refusal would only drop: those are not metered.
+     * Stores the events of one request (a batch, a Mistral notification, a RabbitMQ message).
+     * Their matching against the project's listeners is bounded: past FILTER_BUDGET_MS it
+     * throws FilterBudgetError and nothing is stored (a 422; a message is rejected).
      */
-    async ingest(project: string, items: IngestItem[], defaultSource = 'api', { metered = false } = {}): Promise<AppendedEvent[]> {
+    async ingest(project: string, items: IngestItem[], defaultSource = 'api'): Promise<AppendedEvent[]> {
       const now = Date.now();
       const events = items.map(({ input, original }) => ({
         envelope: toEnvelope(input, now, defaultSource, original?.format ?? null),
         original: original ?? null,
         bodyHash: bodyHash(input),
       }));
-      return append(project, events, metered ? meteredRouting(fanOut, newFilterMeter()) : fanOut);
+      return append(project, events, meteredRouting(fanOut, newFilterMeter()));
     },
     /** One event to exactly these listeners, bypassing fan-out (PING). */
     async sendTo(project: string, envelope: EventEnvelope, listenerIds: string[]): Promise<AppendedEvent> {

@@ -64,7 +64,7 @@ export function postEvents({ ingest }: { ingest: Ingest }): RequestHandler[] {
     jsonBody(EVENTS_BODY_LIMIT),
     async (req, res) => {
       const events = parseEvents(req.body);
-      const results = await ingest.ingest(res.locals.project, events.map((input) => ({ input })), 'api', { metered: true });
+      const results = await ingest.ingest(res.locals.project, events.map((input) => ({ input })), 'api');
       res.status(202).json({ items: results.map((r) => ({ id: r.id, duplicate: r.duplicate })) });
     },
   ];

@@ -31,9 +31,7 @@ export function mistralRoutes({ ingest }: { ingest: Ingest }): Router {
       return;
     }
     // Metered as POST /v1/events is: a project's own filters cannot hold the relay (a 422 then).
-    const [result] = await ingest.ingest(res.locals.project, [{ input: parsed.event, original: { format: 'mistral', body: parsed.originalBody } }], MISTRAL_SOURCE, {
-      metered: true,
-    });
+    const [result] = await ingest.ingest(res.locals.project, [{ input: parsed.event, original: { format: 'mistral', body: parsed.originalBody } }], MISTRAL_SOURCE);
     res.status(200).json({ stored: true, id: result.id, duplicate: result.duplicate });
   });
   return router;
