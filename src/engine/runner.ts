@@ -198,7 +198,13 @@ export function createRunner(o: RunnerOptions): Runner {
       } catch (err) {
         if (err instanceof FilterBudgetError && current.ok) {
           // Matching the result would hold the relay: the task fails instead, saying why.
-          current = { ok: false, error: `its result was not kept: ${err.message}`, retryable: false };
+          current = {
+            ok: false,
+            error:
+              `its result was not kept: matching its TASK_SUCCEEDED against the project's listeners (their $regex filters and event patterns) ` +
+              `took more than ${err.budgetMs} ms; return a shorter result where the filters test it`,
+            retryable: false,
+          };
           return await commitCurrent();
         }
         if (!isStoreUnavailable(err) && ++refusals >= UNRECORDABLE_AFTER && current === outcome) {
