@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { FanOutCache } from '../fanout/fanout.js';
-import { meteredRouting, newFilterMeter } from '../fanout/filter-budget.js';
+import { FILTER_BUDGET_MS, meteredRouting, newFilterMeter } from '../fanout/filter-budget.js';
 import type { NetworkGuard } from '../net/network-guard.js';
 import type { EngineScope, EngineStore, EngineTx, ExecutionRecord, TaskRecord } from '../store/engine-store.js';
 import { newOwner, ownerStopped } from './owner.js';
@@ -40,7 +40,7 @@ export function createEngine(o: EngineOptions) {
     maxTasksPerExecution: o.maxTasksPerExecution ?? DEFAULT_ENGINE_LIMITS.maxTasksPerExecution,
   };
   const commit: Commit = async (project, scope, fn, options) => {
-    const routing = options?.metered ? meteredRouting(o.fanOut, newFilterMeter()) : o.fanOut;
+    const routing = options?.metered ? meteredRouting(o.fanOut, newFilterMeter(FILTER_BUDGET_MS, options.advice)) : o.fanOut;
     const { value, events, deliveries } = await o.store.engineTransaction(project, scope, routing, fn);
     for (let i = 0; i < events; i++) o.onEventsStored?.('engine');
     if (deliveries > 0) o.wakeDispatcher();
@@ -58,7 +58,7 @@ export function createEngine(o: EngineOptions) {
    * past the budget the change is refused and nothing is stored.
    */
   async function change<T>(project: string, scope: EngineScope, fn: (tx: EngineTx) => T): Promise<T> {
-    const value = await commit(project, scope, fn, { metered: true });
+    const value = await commit(project, scope, fn, { metered: true, advice: 'send shorter input values where the filters test them' });
     running?.runner.wake();
     return value;
   }

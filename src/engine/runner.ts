@@ -18,7 +18,12 @@ import { createWakeSignal } from '../wake-signal.js';
  * listeners is bounded (fanout/filter-budget.ts) and past the budget nothing is committed
  * (FilterBudgetError).
  */
-export type Commit = <T>(project: string, scope: EngineScope, fn: (tx: EngineTx) => T, options?: { metered?: boolean }) => Promise<T>;
+export type Commit = <T>(
+  project: string,
+  scope: EngineScope,
+  fn: (tx: EngineTx) => T,
+  options?: { metered?: boolean; /** what a refusal tells the client to do */ advice?: string },
+) => Promise<T>;
 
 export interface RunnerHooks {
   /** Called before each try to commit an action's outcome; a throw counts as a failed commit (tests). */
@@ -189,6 +194,7 @@ export function createRunner(o: RunnerOptions): Runner {
       (
         await commit(task.project, { executionId: task.execution_id }, (tx) => finishTask(tx, task.id, startedAt, current, limits.maxTasksPerExecution), {
           metered: current.ok,
+          advice: 'return a shorter result where the filters test it',
         })
       ).end;
     const end = await persistently('commit a task outcome', task, async () => {
@@ -198,13 +204,7 @@ export function createRunner(o: RunnerOptions): Runner {
       } catch (err) {
         if (err instanceof FilterBudgetError && current.ok) {
           // Matching the result would hold the relay: the task fails instead, saying why.
-          current = {
-            ok: false,
-            error:
-              `its result was not kept: matching its TASK_SUCCEEDED against the project's listeners (their $regex filters and event patterns) ` +
-              `took more than ${err.budgetMs} ms; return a shorter result where the filters test it`,
-            retryable: false,
-          };
+          current = { ok: false, error: `its result was not kept: ${err.message}`, retryable: false };
           return await commitCurrent();
         }
         if (!isStoreUnavailable(err) && ++refusals >= UNRECORDABLE_AFTER && current === outcome) {

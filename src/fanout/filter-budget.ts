@@ -23,23 +23,28 @@ export const FILTER_BUDGET_MS = 500;
  */
 export const REPLAY_FILTER_BUDGET_MS = 2_000;
 
+/** What a client can do about a request of events that ran past the budget. */
+export const REQUEST_ADVICE = 'send fewer events at a time, or shorter values where the filters test them';
+
 export class FilterBudgetError extends Error {
   readonly code = 'FILTER_BUDGET';
-  constructor(readonly budgetMs: number) {
-    super(
-      `matching these events against the project's listeners (their $regex filters and event patterns) took more than ${budgetMs} ms; ` +
-        'send fewer events at a time, or shorter values where the filters test them',
-    );
+  constructor(
+    readonly budgetMs: number,
+    advice = REQUEST_ADVICE,
+  ) {
+    super(`matching these events against the project's listeners (their $regex filters and event patterns) took more than ${budgetMs} ms; ${advice}`);
     this.name = 'FilterBudgetError';
   }
 }
 
 export interface FilterMeter {
   readonly budgetMs: number;
+  /** What the refusal tells the client to do. */
+  readonly advice: string;
   spentMs: number;
 }
 
-export const newFilterMeter = (budgetMs = FILTER_BUDGET_MS): FilterMeter => ({ budgetMs, spentMs: 0 });
+export const newFilterMeter = (budgetMs = FILTER_BUDGET_MS, advice = REQUEST_ADVICE): FilterMeter => ({ budgetMs, advice, spentMs: 0 });
 
 let active: FilterMeter | null = null;
 
@@ -53,7 +58,7 @@ export function matchCharged<E>(matches: (event: E) => boolean, event: E): boole
   const started = performance.now();
   const matched = matches(event);
   meter.spentMs += performance.now() - started;
-  if (meter.spentMs > meter.budgetMs) throw new FilterBudgetError(meter.budgetMs);
+  if (meter.spentMs > meter.budgetMs) throw new FilterBudgetError(meter.budgetMs, meter.advice);
   return matched;
 }
 
