@@ -199,3 +199,30 @@ describe('query parameters', () => {
     }
   });
 });
+
+describe('a path that is not percent-encoded UTF-8', () => {
+  it('is a 400 naming the path on every route that takes an id or a name, not a 500', async () => {
+    const bad = '%E0%A4%A';
+    const routes: Array<[string, string, unknown?]> = [
+      ['GET', `/v1/listeners/${bad}`],
+      ['PATCH', `/v1/listeners/${bad}`, { enabled: false }],
+      ['DELETE', `/v1/listeners/${bad}`],
+      ['POST', `/v1/listeners/${bad}/ping`, {}],
+      ['GET', `/v1/events/${bad}`],
+      ['GET', `/v1/deliveries/${bad}`],
+      ['POST', `/v1/deliveries/${bad}/retry`, {}],
+      ['GET', `/v1/workbooks/${bad}`],
+      ['DELETE', `/v1/workbooks/${bad}`],
+      ['GET', `/v1/executions/${bad}`],
+      ['GET', `/v1/tasks/${bad}`],
+      ['GET', '/v1/events/%FF'],
+    ];
+    for (const [method, path, body] of routes) {
+      const { detail, errors } = await refused(method, path, body);
+      expect(errors, `${method} ${path}`).toEqual([{ field: '(path)', message: 'not valid percent-encoded UTF-8' }]);
+      expect(detail).toMatch(/^the URL path is not valid percent-encoded UTF-8 \(Failed to decode param '%/);
+    }
+    // Without a token it is a 401 as any other /v1 request.
+    expect((await relay.api('GET', `/v1/listeners/${bad}`, undefined, { token: null })).status).toBe(401);
+  });
+});

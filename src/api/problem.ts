@@ -124,13 +124,23 @@ function undecodableBody(err: unknown, contentEncoding: string | undefined): Pro
   return badRequest(`the body could not be decoded: ${message}`, [{ field: '(body)', message }]);
 }
 
+/**
+ * A path segment that is not percent-encoded UTF-8 (`/v1/events/%FF`): the router cannot decode
+ * it into the route's parameter and marks its URIError a 400.
+ */
+function undecodablePath(err: unknown): Problem | null {
+  if (!(err instanceof URIError) || (err as { status?: unknown }).status !== 400) return null;
+  const message = 'not valid percent-encoded UTF-8';
+  return badRequest(`the URL path is ${message} (${err.message})`, [{ field: '(path)', message }]);
+}
+
 export function problemHandler(log: Logger): ErrorRequestHandler {
   return (err, req, res, _next) => {
     if (res.headersSent) return;
     if (err instanceof Problem) return sendProblem(res, err);
     const type = (err as { type?: string }).type;
     if (type && BODY_PARSER_PROBLEMS[type]) return sendProblem(res, BODY_PARSER_PROBLEMS[type](err));
-    const undecodable = undecodableBody(err, req.headers['content-encoding']);
+    const undecodable = undecodableBody(err, req.headers['content-encoding']) ?? undecodablePath(err);
     if (undecodable) return sendProblem(res, undecodable);
     if (err instanceof StoreUnavailableError) {
       return sendProblem(
