@@ -226,3 +226,30 @@ describe('a path that is not percent-encoded UTF-8', () => {
     expect((await relay.api('GET', `/v1/listeners/${bad}`, undefined, { token: null })).status).toBe(401);
   });
 });
+
+describe('a key named __proto__', () => {
+  it('is refused wherever it is in a JSON body, instead of vanishing from what is stored', async () => {
+    const json = { headers: { 'content-type': 'application/json' } };
+    const bodies: Array<[string, string]> = [
+      // Dropped, it made data lose a key, and a filter of it match every event.
+      ['/v1/events', '{"type":"proto.event","id":"proto-1","data":{"__proto__":{"admin":true},"x":1}}'],
+      ['/v1/events', '{"type":"proto.event","id":"proto-2","data":{"\\u005f_proto__":1}}'],
+      ['/v1/listeners', '{"workbook":"*","event_types":["TASK"],"filter":{"__proto__":{"$regex":"a"}},"callback":{"url":"http://127.0.0.1:9/hook"}}'],
+    ];
+    const listenersBefore = (await relay.api('GET', '/v1/listeners?limit=1000')).body.items.length;
+    for (const [path, raw] of bodies) {
+      const res = await relay.api('POST', path, undefined, { raw, ...json });
+      expect(res.status, res.text).toBe(400);
+      expect(res.body).toMatchObject({
+        detail: 'the body is refused: a key named __proto__ cannot be stored',
+        errors: [{ field: '(body)', message: 'a key named __proto__ cannot be stored' }],
+      });
+    }
+    expect((await relay.api('GET', '/v1/events/proto-1')).status).toBe(404);
+    expect((await relay.api('GET', '/v1/listeners?limit=1000')).body.items).toHaveLength(listenersBefore);
+    // Keys that only look like it are data as any other.
+    const fine = await relay.api('POST', '/v1/events', undefined, { raw: '{"type":"proto.event","id":"proto-3","data":{"constructor":1,"__proto":2}}', ...json });
+    expect(fine.status, fine.text).toBe(202);
+    expect((await relay.api('GET', '/v1/events/proto-3')).body.data).toEqual({ constructor: 1, __proto: 2 });
+  });
+});

@@ -1,5 +1,5 @@
 import express, { type Request, type RequestHandler } from 'express';
-import { badRequest } from './problem.js';
+import { badRequest, ProtoKeyError } from './problem.js';
 import { jsonDepth, MAX_JSON_DEPTH } from '../json-depth.js';
 
 export { MAX_JSON_DEPTH };
@@ -13,6 +13,11 @@ export function assertJsonDepth(text: Buffer | string, field = '(body)'): void {
   }
 }
 
+const refuseProtoKeys = (key: string, value: unknown): unknown => {
+  if (key === '__proto__') throw new ProtoKeyError();
+  return value;
+};
+
 /** express.json for every route, with the nesting limit checked on the raw bytes before parsing. */
 export function jsonBody(limit: string): RequestHandler {
   return express.json({
@@ -20,6 +25,7 @@ export function jsonBody(limit: string): RequestHandler {
     type: () => true,
     strict: false,
     verify: (_req, _res, buf) => assertJsonDepth(buf),
+    reviver: refuseProtoKeys,
   });
 }
 

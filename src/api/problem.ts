@@ -105,6 +105,19 @@ export function sendProblem(res: Response, p: Problem): void {
     );
 }
 
+/**
+ * A body holding a key named `__proto__`. JSON.parse keeps it as a key like any other, but the
+ * relay's schemas (and any plain object it is copied into) cannot: it would vanish without a
+ * word, and a filter of such a key would become one that matches everything. So it is refused.
+ * (body-parser keeps only the message of what parsing threw: the class says what it is.)
+ */
+export class ProtoKeyError extends Error {
+  constructor() {
+    super('a key named __proto__ cannot be stored');
+    this.name = 'ProtoKeyError';
+  }
+}
+
 const BODY_PARSER_PROBLEMS: Record<string, (e: { message: string; limit?: number }) => Problem> = {
   'entity.parse.failed': (e) => badRequest(`the body is not valid JSON: ${e.message}`, [{ field: '(body)', message: e.message }]),
   'entity.too.large': (e) =>
@@ -138,6 +151,7 @@ export function problemHandler(log: Logger): ErrorRequestHandler {
   return (err, req, res, _next) => {
     if (res.headersSent) return;
     if (err instanceof Problem) return sendProblem(res, err);
+    if (err instanceof ProtoKeyError) return sendProblem(res, badRequest(`the body is refused: ${err.message}`, [{ field: '(body)', message: err.message }]));
     const type = (err as { type?: string }).type;
     if (type && BODY_PARSER_PROBLEMS[type]) return sendProblem(res, BODY_PARSER_PROBLEMS[type](err));
     const undecodable = undecodableBody(err, req.headers['content-encoding']) ?? undecodablePath(err);
