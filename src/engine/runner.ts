@@ -12,18 +12,13 @@ import type { TaskSpec, WorkflowSpec } from './workbook.js';
 import { MAX_SLEEP_S, secondsProblem } from './workbook-actions.js';
 import { createWakeSignal } from '../wake-signal.js';
 
-/** Runs one state change of a project, on what `scope` names, in one transaction; resolves after commit. */
 /**
- * Commits an engine transaction with its events. `metered`: their matching against the project's
- * listeners is bounded (fanout/filter-budget.ts) and past the budget nothing is committed
- * (FilterBudgetError).
+ * Runs one state change of a project, on what `scope` names, in one transaction; resolves after
+ * commit. `metered`: the matching of its events against the project's listeners is bounded
+ * (fanout/filter-budget.ts), and past the budget nothing is committed: FilterBudgetError, whose
+ * message ends with `advice`, what the client can do about it.
  */
-export type Commit = <T>(
-  project: string,
-  scope: EngineScope,
-  fn: (tx: EngineTx) => T,
-  options?: { metered?: boolean; /** what a refusal tells the client to do */ advice?: string },
-) => Promise<T>;
+export type Commit = <T>(project: string, scope: EngineScope, fn: (tx: EngineTx) => T, options?: { metered?: boolean; advice?: string }) => Promise<T>;
 
 export interface RunnerHooks {
   /** Called before each try to commit an action's outcome; a throw counts as a failed commit (tests). */
