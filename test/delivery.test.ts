@@ -815,6 +815,19 @@ describe('Mistral ingest', () => {
     expect((await relay.api('GET', '/v1/events?limit=1000')).body.items.length).toBe(before);
   });
 
+  it('refuses a body holding a key named __proto__, naming the body, and stores nothing', async () => {
+    const before = (await relay.api('GET', '/v1/events?limit=1000')).body.items.length;
+    // Parsed as any other key, it vanished from the stored event's data without a word.
+    const body = MISTRAL_TASK_BODY.replace(/^\{/, '{"__proto__": {"admin": true}, ');
+    expect(JSON.parse(body)).toHaveProperty('__proto__');
+    for (const raw of [body, body.replace('__proto__', '\\u005f_proto__')]) {
+      const res = await postMistral(raw);
+      expect(res.status, res.text).toBe(400);
+      expect(res.body).toMatchObject({ errors: [{ field: '(body)', message: 'holds a key named __proto__, which cannot be stored' }] });
+    }
+    expect((await relay.api('GET', '/v1/events?limit=1000')).body.items.length).toBe(before);
+  });
+
   it('answers 400 with a problem for a body that is not JSON, and 401 without a token', async () => {
     const before = (await relay.api('GET', '/v1/events?limit=1000')).body.items.length;
     const bad = await postMistral('not json at all');

@@ -366,6 +366,17 @@ describe('parseOsloNotification: what is not a notification', () => {
     expect(rejected(Buffer.from(deep), 'not_json').detail).toContain('deeper than 64 levels');
   });
 
+  it('rejects a message holding a key named __proto__ as invalid_field, instead of dropping the key', () => {
+    // Parsed as any other key, it vanished from the event's data (and a filter of it matched everything).
+    const inPayload = `{"event_type":"x.y","message_id":"m-1","payload":{"__proto__":{"admin":true},"b":2}}`;
+    expect(rejected(Buffer.from(inPayload), 'invalid_field').detail).toBe('the message holds a key named __proto__, which cannot be stored');
+    const escaped = JSON.stringify({ 'oslo.version': '2.0', 'oslo.message': '{"event_type":"x.y","payload":{"\\u005f_proto__":1}}' });
+    expect(rejected(Buffer.from(escaped), 'invalid_field').detail).toBe('oslo.message holds a key named __proto__, which cannot be stored');
+    // Keys that only look like it, and escapes elsewhere, are data as any other.
+    expect(event(v2({ ...MESSAGE, payload: { constructor: 1, __proto: 2, text: 'caf\u00e9' } })).input.data).toEqual({ constructor: 1, __proto: 2, text: 'caf\u00e9' });
+    expect(event(Buffer.from('{"event_type":"x.y","payload":{"t":"caf\\u00e9"}}')).input.data).toEqual({ t: 'café' });
+  });
+
   it('rejects a message over the size limit as too_large without reading it', () => {
     const body = Buffer.alloc(MAX_NOTIFICATION_BYTES + 1, 0x20);
     expect(rejected(body, 'too_large').detail).toContain(String(MAX_NOTIFICATION_BYTES + 1));

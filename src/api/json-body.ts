@@ -1,5 +1,6 @@
 import express, { type Request, type RequestHandler } from 'express';
-import { badRequest, ProtoKeyError } from './problem.js';
+import { badRequest } from './problem.js';
+import { refuseProtoKeys } from '../json-keys.js';
 import { jsonDepth, MAX_JSON_DEPTH } from '../json-depth.js';
 
 export { MAX_JSON_DEPTH };
@@ -12,11 +13,6 @@ export function assertJsonDepth(text: Buffer | string, field = '(body)'): void {
     ]);
   }
 }
-
-const refuseProtoKeys = (key: string, value: unknown): unknown => {
-  if (key === '__proto__') throw new ProtoKeyError();
-  return value;
-};
 
 /** express.json for every route, with the nesting limit checked on the raw bytes before parsing. */
 export function jsonBody(limit: string): RequestHandler {

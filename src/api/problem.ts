@@ -2,6 +2,7 @@ import type { ErrorRequestHandler, Response } from 'express';
 import type { Logger } from 'pino';
 import { z, type ZodError } from 'zod';
 import { closestName } from '../closest-name.js';
+import { ProtoKeyError } from '../json-keys.js';
 import { FilterBudgetError } from '../fanout/filter-budget.js';
 import { StoreConflictError, StoreUnavailableError } from '../store/store.js';
 
@@ -103,19 +104,6 @@ export function sendProblem(res: Response, p: Problem): void {
         ...(p.errors ? { errors: p.errors } : {}),
       }),
     );
-}
-
-/**
- * A body holding a key named `__proto__`. JSON.parse keeps it as a key like any other, but the
- * relay's schemas (and any plain object it is copied into) cannot: it would vanish without a
- * word, and a filter of such a key would become one that matches everything. So it is refused.
- * (body-parser keeps only the message of what parsing threw: the class says what it is.)
- */
-export class ProtoKeyError extends Error {
-  constructor() {
-    super('a key named __proto__ cannot be stored');
-    this.name = 'ProtoKeyError';
-  }
 }
 
 const BODY_PARSER_PROBLEMS: Record<string, (e: { message: string; limit?: number }) => Problem> = {

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { jsonDepth, MAX_JSON_DEPTH } from '../json-depth.js';
+import { parseJsonKeepingKeys, ProtoKeyError } from '../json-keys.js';
 import { EventInput, type DataSchema, type OriginalMessage } from '../records/event.js';
 
 /*
@@ -129,8 +130,9 @@ function parseObject(text: string, reason: OsloRejectReason, what: string): Reco
   }
   let value: unknown;
   try {
-    value = JSON.parse(text);
+    value = parseJsonKeepingKeys(text);
   } catch (err) {
+    if (err instanceof ProtoKeyError) throw new Rejection('invalid_field', `${what} holds a key named __proto__, which cannot be stored`);
     throw new Rejection(reason, `${what} is not valid JSON (${(err as Error).message})`);
   }
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
