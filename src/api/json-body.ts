@@ -1,6 +1,6 @@
 import express, { type Request, type RequestHandler } from 'express';
 import { badRequest } from './problem.js';
-import { refuseProtoKeys } from '../json-keys.js';
+import { assertNoProtoKey } from '../json-keys.js';
 import { jsonDepth, MAX_JSON_DEPTH } from '../json-depth.js';
 
 export { MAX_JSON_DEPTH };
@@ -14,14 +14,19 @@ export function assertJsonDepth(text: Buffer | string, field = '(body)'): void {
   }
 }
 
-/** express.json for every route, with the nesting limit checked on the raw bytes before parsing. */
+/**
+ * express.json for every route, with the nesting limit and keys named `__proto__` (see
+ * json-keys.ts) checked on the raw bytes before parsing.
+ */
 export function jsonBody(limit: string): RequestHandler {
   return express.json({
     limit,
     type: () => true,
     strict: false,
-    verify: (_req, _res, buf) => assertJsonDepth(buf),
-    reviver: refuseProtoKeys,
+    verify: (_req, _res, buf) => {
+      assertJsonDepth(buf);
+      assertNoProtoKey(buf);
+    },
   });
 }
 
