@@ -261,3 +261,27 @@ describe('a key named __proto__', () => {
     expect((await relay.api('GET', '/v1/events/proto-3')).body.data).toEqual({ constructor: 1, __proto: 2 });
   });
 });
+
+describe('a number beyond what a double holds', () => {
+  it('is refused naming its key, instead of being stored as null', async () => {
+    const json = { headers: { 'content-type': 'application/json' } };
+    const cases: Array<[string, string, string]> = [
+      ['/v1/events', '{"type":"big.event","id":"big-1","data":{"bytes":1e309}}', '"bytes"'],
+      ['/v1/events', `{"type":"big.event","id":"big-2","data":{"n":[-${'9'.repeat(320)}]}}`, 'item 0 of an array'],
+      ['/v1/listeners', '{"workbook":"*","event_types":["TASK"],"filter":{"data.size":{"$gt":1E+999}},"callback":{"url":"http://127.0.0.1:9/hook"}}', '"$gt"'],
+    ];
+    const listenersBefore = (await relay.api('GET', '/v1/listeners?limit=1000')).body.items.length;
+    for (const [path, raw, key] of cases) {
+      const res = await relay.api('POST', path, undefined, { raw, ...json });
+      expect(res.status, res.text).toBe(400);
+      const message = `${key} is a number too large to store (beyond ±1.8e308)`;
+      expect(res.body).toMatchObject({ detail: `the body is refused: ${message}`, errors: [{ field: '(body)', message }] });
+    }
+    for (const id of ['big-1', 'big-2']) expect((await relay.api('GET', `/v1/events/${id}`)).status).toBe(404);
+    expect((await relay.api('GET', '/v1/listeners?limit=1000')).body.items).toHaveLength(listenersBefore);
+    // What a double holds, and the same text in a string, is stored as sent (a tiny one is 0, as in any JSON reader).
+    const fine = await relay.api('POST', '/v1/events', undefined, { raw: '{"type":"big.event","id":"big-3","data":{"a":1.7e308,"b":1e-400,"c":"1e999"}}', ...json });
+    expect(fine.status, fine.text).toBe(202);
+    expect((await relay.api('GET', '/v1/events/big-3')).body.data).toEqual({ a: 1.7e308, b: 0, c: '1e999' });
+  });
+});

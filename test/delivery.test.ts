@@ -815,7 +815,7 @@ describe('Mistral ingest', () => {
     expect((await relay.api('GET', '/v1/events?limit=1000')).body.items.length).toBe(before);
   });
 
-  it('refuses a body holding a key named __proto__, naming the body, and stores nothing', async () => {
+  it('refuses a body holding a key named __proto__ or a number beyond a double, naming the body, and stores nothing', async () => {
     const before = (await relay.api('GET', '/v1/events?limit=1000')).body.items.length;
     // Parsed as any other key, it vanished from the stored event's data without a word.
     const body = MISTRAL_TASK_BODY.replace(/^\{/, '{"__proto__": {"admin": true}, ');
@@ -823,8 +823,12 @@ describe('Mistral ingest', () => {
     for (const raw of [body, body.replace('__proto__', '\\u005f_proto__')]) {
       const res = await postMistral(raw);
       expect(res.status, res.text).toBe(400);
-      expect(res.body).toMatchObject({ errors: [{ field: '(body)', message: 'holds a key named __proto__, which cannot be stored' }] });
+      expect(res.body).toMatchObject({ errors: [{ field: '(body)', message: 'a key named __proto__ cannot be stored' }] });
     }
+    // A number beyond a double was stored as null.
+    const huge = await postMistral(MISTRAL_TASK_BODY.replace(/^\{/, '{"runtime_context": {"retries": 1e400}, '));
+    expect(huge.status, huge.text).toBe(400);
+    expect(huge.body).toMatchObject({ errors: [{ field: '(body)', message: '"retries" is a number too large to store (beyond ±1.8e308)' }] });
     expect((await relay.api('GET', '/v1/events?limit=1000')).body.items.length).toBe(before);
   });
 

@@ -369,12 +369,22 @@ describe('parseOsloNotification: what is not a notification', () => {
   it('rejects a message holding a key named __proto__ as invalid_field, instead of dropping the key', () => {
     // Parsed as any other key, it vanished from the event's data (and a filter of it matched everything).
     const inPayload = `{"event_type":"x.y","message_id":"m-1","payload":{"__proto__":{"admin":true},"b":2}}`;
-    expect(rejected(Buffer.from(inPayload), 'invalid_field').detail).toBe('the message holds a key named __proto__, which cannot be stored');
+    expect(rejected(Buffer.from(inPayload), 'invalid_field').detail).toBe('the message: a key named __proto__ cannot be stored');
     const escaped = JSON.stringify({ 'oslo.version': '2.0', 'oslo.message': '{"event_type":"x.y","payload":{"\\u005f_proto__":1}}' });
-    expect(rejected(Buffer.from(escaped), 'invalid_field').detail).toBe('oslo.message holds a key named __proto__, which cannot be stored');
+    expect(rejected(Buffer.from(escaped), 'invalid_field').detail).toBe('oslo.message: a key named __proto__ cannot be stored');
     // Keys that only look like it, and escapes elsewhere, are data as any other.
     expect(event(v2({ ...MESSAGE, payload: { constructor: 1, __proto: 2, text: 'caf\u00e9' } })).input.data).toEqual({ constructor: 1, __proto: 2, text: 'caf\u00e9' });
     expect(event(Buffer.from('{"event_type":"x.y","payload":{"t":"caf\\u00e9"}}')).input.data).toEqual({ t: 'café' });
+  });
+
+  it('rejects a number beyond a double as invalid_field, instead of storing it as null', () => {
+    expect(rejected(Buffer.from('{"event_type":"x.y","payload":{"disk_gb":1e309}}'), 'invalid_field').detail).toBe(
+      'the message: "disk_gb" is a number too large to store (beyond ±1.8e308)',
+    );
+    expect(rejected(Buffer.from(`{"event_type":"x.y","payload":{"n":-${'9'.repeat(400)}}}`), 'invalid_field').detail).toContain('"n" is a number too large');
+    // Large exponents that a double holds, and the same text inside strings, are data as any other.
+    const fine = event(Buffer.from(`{"event_type":"x.y","payload":{"a":1e308,"b":1E-400,"c":"1e999","d":"${'9'.repeat(400)}"}}`));
+    expect(fine.input.data).toEqual({ a: 1e308, b: 0, c: '1e999', d: '9'.repeat(400) });
   });
 
   it('rejects a message over the size limit as too_large without reading it', () => {

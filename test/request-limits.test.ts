@@ -3,7 +3,7 @@ import net from 'node:net';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { jsonDepth } from '../src/json-depth.js';
+import { jsonDepth, jsonShape } from '../src/json-depth.js';
 import { MAX_JSON_DEPTH } from '../src/api/json-body.js';
 import { killAllRelays, runToExit, startRelayProcess } from './helpers/relay-process.js';
 import { startTestRelay, tempDir, type TestRelay } from './helpers/relay.js';
@@ -17,6 +17,14 @@ describe('jsonDepth', () => {
     expect(jsonDepth('{"a":"[[[[\\"[[[["}')).toBe(1);
     expect(jsonDepth('["\\\\",[["x"]]]')).toBe(3);
     expect(jsonDepth(nested(20_000), 64)).toBe(65); // stops counting past the limit
+  });
+
+  it('finds, in the same walk, numbers that may be beyond a double, outside strings only', () => {
+    const large = (text: string) => jsonShape(text).largeNumber;
+    for (const text of ['[1e309]', '{"a":-2.5E+400}', '[1e-400]', `[${'9'.repeat(309)}]`, `{"a":true,"b":${'1'.repeat(320)}.5}`]) expect(large(text), text).toBe(true);
+    for (const text of ['[1e99]', '{"a":1.5E-12,"b":true,"c":false}', `[${'9'.repeat(308)}]`, `["1e999","${'9'.repeat(400)}"]`, `[0.${'1'.repeat(400)}]`]) {
+      expect(large(text), text).toBe(false);
+    }
   });
 });
 

@@ -1,13 +1,13 @@
 import express, { type Request, type RequestHandler } from 'express';
 import { badRequest } from './problem.js';
-import { assertNoProtoKey } from '../json-keys.js';
-import { jsonDepth, MAX_JSON_DEPTH } from '../json-depth.js';
+import { assertStorableJson } from '../json-text.js';
+import { jsonShape, MAX_JSON_DEPTH } from '../json-depth.js';
 
 export { MAX_JSON_DEPTH };
 
 /** Refuses JSON text nested deeper than MAX_JSON_DEPTH with a 400 naming the body. */
-export function assertJsonDepth(text: Buffer | string, field = '(body)'): void {
-  if (jsonDepth(text, MAX_JSON_DEPTH) > MAX_JSON_DEPTH) {
+export function assertJsonDepth(text: Buffer | string, field = '(body)', shape = jsonShape(text, MAX_JSON_DEPTH)): void {
+  if (shape.depth > MAX_JSON_DEPTH) {
     throw badRequest(`${field}: objects and arrays nest deeper than ${MAX_JSON_DEPTH} levels`, [
       { field, message: `objects and arrays nest deeper than ${MAX_JSON_DEPTH} levels` },
     ]);
@@ -15,8 +15,8 @@ export function assertJsonDepth(text: Buffer | string, field = '(body)'): void {
 }
 
 /**
- * express.json for every route, with the nesting limit and keys named `__proto__` (see
- * json-keys.ts) checked on the raw bytes before parsing.
+ * express.json for every route, with the nesting limit and what cannot be stored as sent (see
+ * json-text.ts) checked on the raw bytes before parsing.
  */
 export function jsonBody(limit: string): RequestHandler {
   return express.json({
@@ -24,8 +24,9 @@ export function jsonBody(limit: string): RequestHandler {
     type: () => true,
     strict: false,
     verify: (_req, _res, buf) => {
-      assertJsonDepth(buf);
-      assertNoProtoKey(buf);
+      const shape = jsonShape(buf, MAX_JSON_DEPTH);
+      assertJsonDepth(buf, '(body)', shape);
+      assertStorableJson(buf, shape);
     },
   });
 }

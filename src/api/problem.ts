@@ -2,7 +2,7 @@ import type { ErrorRequestHandler, Response } from 'express';
 import type { Logger } from 'pino';
 import { z, type ZodError } from 'zod';
 import { closestName } from '../closest-name.js';
-import { ProtoKeyError } from '../json-keys.js';
+import { UnstorableJsonError } from '../json-text.js';
 import { FilterBudgetError } from '../fanout/filter-budget.js';
 import { StoreConflictError, StoreUnavailableError } from '../store/store.js';
 
@@ -139,7 +139,7 @@ export function problemHandler(log: Logger): ErrorRequestHandler {
   return (err, req, res, _next) => {
     if (res.headersSent) return;
     if (err instanceof Problem) return sendProblem(res, err);
-    if (err instanceof ProtoKeyError) return sendProblem(res, badRequest(`the body is refused: ${err.message}`, [{ field: '(body)', message: err.message }]));
+    if (err instanceof UnstorableJsonError) return sendProblem(res, badRequest(`the body is refused: ${err.message}`, [{ field: '(body)', message: err.message }]));
     const type = (err as { type?: string }).type;
     if (type && BODY_PARSER_PROBLEMS[type]) return sendProblem(res, BODY_PARSER_PROBLEMS[type](err));
     const undecodable = undecodableBody(err, req.headers['content-encoding']) ?? undecodablePath(err);

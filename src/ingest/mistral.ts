@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { jsonDepth, MAX_JSON_DEPTH } from '../json-depth.js';
-import { parseJsonKeepingKeys, ProtoKeyError } from '../json-keys.js';
+import { parseStorableJson, UnstorableJsonError } from '../json-text.js';
 import { NAME_MAX, type EventInput } from '../records/event.js';
 
 export const MISTRAL_SOURCE = 'mistral';
@@ -145,9 +145,9 @@ function parseBody(text: string): Record<string, unknown> {
   }
   let value: unknown;
   try {
-    value = parseJsonKeepingKeys(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
+    value = parseStorableJson(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
   } catch (err) {
-    if (err instanceof ProtoKeyError) throw new MistralBodyError('(body)', 'holds a key named __proto__, which cannot be stored');
+    if (err instanceof UnstorableJsonError) throw new MistralBodyError('(body)', err.message);
     throw new MistralBodyError('(body)', 'is not valid JSON');
   }
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { jsonDepth, MAX_JSON_DEPTH } from '../json-depth.js';
-import { parseJsonKeepingKeys, ProtoKeyError } from '../json-keys.js';
+import { parseStorableJson, UnstorableJsonError } from '../json-text.js';
 import { EventInput, type DataSchema, type OriginalMessage } from '../records/event.js';
 
 /*
@@ -130,9 +130,9 @@ function parseObject(text: string, reason: OsloRejectReason, what: string): Reco
   }
   let value: unknown;
   try {
-    value = parseJsonKeepingKeys(text);
+    value = parseStorableJson(text);
   } catch (err) {
-    if (err instanceof ProtoKeyError) throw new Rejection('invalid_field', `${what} holds a key named __proto__, which cannot be stored`);
+    if (err instanceof UnstorableJsonError) throw new Rejection('invalid_field', `${what}: ${err.message}`);
     throw new Rejection(reason, `${what} is not valid JSON (${(err as Error).message})`);
   }
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
