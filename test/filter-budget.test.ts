@@ -1,5 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FilterBudgetError, matchCharged, meteredRoute, newFilterMeter } from '../src/fanout/filter-budget.js';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+import { FilterBudgetError, MAX_DELIVERIES_PER_REQUEST, matchCharged, meteredRoute, newFilterMeter } from '../src/fanout/filter-budget.js';
 import { compileListenerRule } from '../src/fanout/match.js';
 import type { EventEnvelope } from '../src/records/event.js';
 import { replayPage } from '../src/store/rows.js';
@@ -49,6 +49,17 @@ describe('the meter', () => {
     expect(meter.spentMs).toBeGreaterThan(1);
     // The meter is the route's only while it runs.
     expect(route(heavy)).toEqual([]);
+  });
+
+  it('counts the deliveries the route makes, and stops it past the most one request may make', () => {
+    const three = Object.assign(() => ['l1', 'l2', 'l3'], {});
+    const meter = newFilterMeter(500, undefined, 7);
+    const metered = meteredRoute(three, meter);
+    expect(metered(heavy)).toHaveLength(3);
+    expect(metered(heavy)).toHaveLength(3);
+    expect(() => metered(heavy)).toThrow(/would make more than 7 deliveries/);
+    expect(meter.deliveries).toBe(9);
+    expect(newFilterMeter().maxDeliveries).toBe(MAX_DELIVERIES_PER_REQUEST);
   });
 
   it('lets cheap work through, and keeps the route\'s properties', () => {
@@ -213,6 +224,38 @@ describe('requests that would cost too much filter work', () => {
     // A type the patterns are quick to turn down goes through.
     const fine = await relay.api('POST', '/v1/events', { events: [{ type: 'a.b0x0', workbook: 'patterns' }] });
     expect(fine.status, fine.text).toBe(202);
+  }, 60_000);
+
+  it('refuses a request whose events would make more deliveries than one request may, storing none of it', async () => {
+    // 21 listeners that take every event of the workbook: 1,000 events would make 21,000
+    // deliveries, each a row of the request's transaction. (A relay of its own, with no
+    // dispatcher: the deliveries it makes are counted, not sent.)
+    const relay = await startTestRelay({ RELAY_ROLE: 'api' });
+    onTestFinished(() => relay.close());
+    const ids: string[] = [];
+    for (let i = 0; i < 21; i++) {
+      const res = await relay.api('POST', '/v1/listeners', { workbook: 'wide', event_types: ['NOTIFICATION'], callback: { url: receiver.url('/wide') } });
+      expect(res.status, res.text).toBe(201);
+      ids.push(res.body.id);
+    }
+    const events = (n: number, tag: string) => Array.from({ length: n }, (_, i) => ({ id: `${tag}-${i}`, type: 'budget.wide', workbook: 'wide' }));
+    const res = await relay.api('POST', '/v1/events', { events: events(1_000, 'too-many') });
+    expect(res.status, res.text.slice(0, 300)).toBe(422);
+    expect(res.body.errors).toEqual([
+      {
+        field: '(body)',
+        message:
+          `these events would make more than ${MAX_DELIVERIES_PER_REQUEST} deliveries (one per event for each of the project's listeners that matches it), ` +
+          'more than one request may make; send fewer events at a time, or match them with fewer listeners; nothing was stored',
+      },
+    ]);
+    expect((await relay.api('GET', '/v1/events?workbook=wide')).body.items).toEqual([]);
+    // With one listener fewer the same request makes exactly the most: it is stored.
+    expect((await relay.api('DELETE', `/v1/listeners/${ids.pop()}`)).status).toBe(204);
+    const fine = await relay.api('POST', '/v1/events', { events: events(1_000, 'just-enough') });
+    expect(fine.status, fine.text).toBe(202);
+    const deliveries = await relay.api('GET', `/v1/deliveries?listener_id=${ids[0]}&limit=1000`);
+    expect(deliveries.body.items).toHaveLength(1_000);
   }, 60_000);
 
   it('stops a replay call at its budget and says where to go on, keeping what it made', async () => {

@@ -23,6 +23,14 @@ export const FILTER_BUDGET_MS = 500;
  */
 export const REPLAY_FILTER_BUDGET_MS = 2_000;
 
+/**
+ * Deliveries one request's events may make: one per event for each listener that matches it,
+ * each a row written in the request's transaction. However cheap the matching, 1,000 events
+ * of a project whose 1,000 listeners all match them would be a million rows, written while the
+ * thread that serves every request waits. Past it the request is refused as past the budget.
+ */
+export const MAX_DELIVERIES_PER_REQUEST = 20_000;
+
 /** What a client can do about a request of events that ran past the budget. */
 export const REQUEST_ADVICE = 'send fewer events at a time, or shorter values where the filters test them';
 
@@ -31,8 +39,14 @@ export class FilterBudgetError extends Error {
   constructor(
     readonly budgetMs: number,
     advice = REQUEST_ADVICE,
+    /** Set when it was the deliveries, not the time, that ran past the budget. */
+    maxDeliveries?: number,
   ) {
-    super(`matching these events against the project's listeners (their $regex filters and event patterns) took more than ${budgetMs} ms; ${advice}`);
+    super(
+      maxDeliveries === undefined
+        ? `matching these events against the project's listeners (their $regex filters and event patterns) took more than ${budgetMs} ms; ${advice}`
+        : `these events would make more than ${maxDeliveries} deliveries (one per event for each of the project's listeners that matches it), more than one request may make; send fewer events at a time, or match them with fewer listeners`,
+    );
     this.name = 'FilterBudgetError';
   }
 }
@@ -42,9 +56,18 @@ export interface FilterMeter {
   /** What the refusal tells the client to do. */
   readonly advice: string;
   spentMs: number;
+  /** Deliveries the routes charged to this meter made, and how many they may make. */
+  deliveries: number;
+  readonly maxDeliveries: number;
 }
 
-export const newFilterMeter = (budgetMs = FILTER_BUDGET_MS, advice = REQUEST_ADVICE): FilterMeter => ({ budgetMs, advice, spentMs: 0 });
+export const newFilterMeter = (budgetMs = FILTER_BUDGET_MS, advice = REQUEST_ADVICE, maxDeliveries = MAX_DELIVERIES_PER_REQUEST): FilterMeter => ({
+  budgetMs,
+  advice,
+  spentMs: 0,
+  deliveries: 0,
+  maxDeliveries,
+});
 
 let active: FilterMeter | null = null;
 
@@ -62,16 +85,20 @@ export function matchCharged<E>(matches: (event: E) => boolean, event: E): boole
   return matched;
 }
 
-/** `route`, charging its matching to `meter`. */
+/** `route`, charging its matching and the deliveries it makes to `meter`. */
 export function meteredRoute(route: FanOut, meter: FilterMeter): FanOut {
   const charged = (envelope: Parameters<FanOut>[0]) => {
     const outer = active;
     active = meter;
+    let ids: readonly string[];
     try {
-      return route(envelope);
+      ids = route(envelope);
     } finally {
       active = outer;
     }
+    meter.deliveries += ids.length;
+    if (meter.deliveries > meter.maxDeliveries) throw new FilterBudgetError(meter.budgetMs, meter.advice, meter.maxDeliveries);
+    return ids;
   };
   return Object.assign(charged, { ordered: route.ordered, handOff: route.handOff });
 }
@@ -87,10 +114,12 @@ export function meteredRouting(routing: ListenerRouting, meter: FilterMeter): Li
       const route = routing.at(project, version);
       if (route === null) return null;
       meter.spentMs = 0;
+      meter.deliveries = 0;
       return meteredRoute(route, meter);
     },
     compile(project, version, enabled) {
       meter.spentMs = 0;
+      meter.deliveries = 0;
       return meteredRoute(routing.compile(project, version, enabled), meter);
     },
   };

@@ -333,12 +333,12 @@ export function listenerRoutes({ store, ingest, wakeDispatcher, transports, repl
         ? { executionId: r.execution_id!, fromSequence: r.from_sequence ?? 1, ...limits }
         : { ...window, onlyFailed: r.only_failed ?? false, after: r.after ?? null, ...limits },
       // An ordered listener's window replay is ordered too. Its matching is bounded as an
-      // ingest request's is (filter-budget.ts).
+      // ingest request's is (filter-budget.ts); its deliveries, one listener's, by the scan limit.
       meteredRoute(
         Object.assign((envelope: EventEnvelope) => (matchCharged(matches, envelope) ? [listener.id] : []), {
           ordered: new Set(listener.ordering === 'execution' ? [listener.id] : []),
         }),
-        newFilterMeter(REPLAY_FILTER_BUDGET_MS),
+        newFilterMeter(REPLAY_FILTER_BUDGET_MS, undefined, Infinity),
       ),
       now,
     );
