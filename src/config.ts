@@ -8,7 +8,7 @@ import { LOOPBACK_MODES, parseAllowNetworks, type Cidr, type LoopbackMode } from
 import { maskAmqpUrl, parseBrokerUrl } from './records/amqp-url.js';
 import { DEFAULT_AMQP_EXCHANGE } from './records/callback.js';
 import { RELAY_EXEC_VARIABLES } from './transports/exec-args.js';
-import { DEFAULT_LIST_SCAN_LIMIT } from './store/store.js';
+import { DEFAULT_LIST_SCAN_LIMIT, DEFAULT_MAX_LISTENERS_PER_PROJECT } from './store/store.js';
 
 /** Thrown for a bad environment value; main prints its one-line message and exits with code 2. */
 export class ConfigError extends Error {
@@ -73,6 +73,7 @@ const variables = {
   RELAY_COMMIT_INTERVAL_MS: int(0, 1000).default(10),
   RELAY_MAX_IN_FLIGHT: int(1, 100_000).default(512),
   RELAY_REPLAY_SCAN_LIMIT: int(1, 10_000_000).default(100_000),
+  RELAY_MAX_LISTENERS_PER_PROJECT: int(1, 1_000_000).default(DEFAULT_MAX_LISTENERS_PER_PROJECT),
   RELAY_LIST_SCAN_LIMIT: int(1, 10_000_000).default(DEFAULT_LIST_SCAN_LIMIT),
   // Unset: V8 chooses (see src/heap.ts).
   RELAY_HEAP_GROWING_PERCENT: int(1, 1000).optional(),
@@ -141,6 +142,8 @@ export interface Config {
   busyTimeoutMs: number;
   connectionsPerOrigin: number;
   maxInFlight: number;
+  /** Listeners one project may have (RELAY_MAX_LISTENERS_PER_PROJECT); creating one more is a 409. */
+  maxListenersPerProject: number;
   /** Events one replay call looks at, matching or not (RELAY_REPLAY_SCAN_LIMIT); the answer says where to go on. */
   replayScanLimit: number;
   /** Rows a page of events, deliveries or executions looks at when its filters are checked row by row (RELAY_LIST_SCAN_LIMIT). */
@@ -325,6 +328,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, stdoutIsTTY = p
     connectionsPerOrigin: r.RELAY_CONNECTIONS_PER_ORIGIN,
     maxInFlight: r.RELAY_MAX_IN_FLIGHT,
     replayScanLimit: r.RELAY_REPLAY_SCAN_LIMIT,
+    maxListenersPerProject: r.RELAY_MAX_LISTENERS_PER_PROJECT,
     listScanLimit: r.RELAY_LIST_SCAN_LIMIT,
     heapGrowingPercent: r.RELAY_HEAP_GROWING_PERCENT ?? null,
     commitIntervalMs: r.RELAY_COMMIT_INTERVAL_MS,

@@ -259,6 +259,7 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
       wakeDispatcher,
       engine,
       replayScanLimit: config.replayScanLimit,
+      maxListenersPerProject: config.maxListenersPerProject,
       listScanLimit: config.listScanLimit,
       serveApi: serves.api,
       readiness,

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jsonDepth, jsonShape } from '../src/json-depth.js';
 import { MAX_JSON_DEPTH } from '../src/api/json-body.js';
 import { killAllRelays, runToExit, startRelayProcess } from './helpers/relay-process.js';
-import { startTestRelay, tempDir, type TestRelay } from './helpers/relay.js';
+import { startTestRelay, tempDir, TOKEN_B, type TestRelay } from './helpers/relay.js';
 
 const nested = (depth: number, open = '[', close = ']') => open.repeat(depth) + close.repeat(depth);
 
@@ -147,6 +147,39 @@ function preload(code: string): string {
   fs.writeFileSync(file, code);
   return `--import=${file}`;
 }
+
+describe('listeners per project (RELAY_MAX_LISTENERS_PER_PROJECT)', () => {
+  let relay: TestRelay;
+  beforeAll(async () => {
+    relay = await startTestRelay({ RELAY_MAX_LISTENERS_PER_PROJECT: '3' });
+  });
+  afterAll(async () => {
+    await relay?.close();
+  });
+  const create = (token?: string) =>
+    relay.api('POST', '/v1/listeners', { workbook: '*', event_types: ['TASK'], callback: { url: 'https://hooks.example.com/x' } }, token ? { token } : {});
+  const countOf = async (token?: string) => (await relay.api('GET', '/v1/listeners?limit=1000', undefined, token ? { token } : {})).body.items.length;
+
+  it('takes creations up to the limit, however many ask at once, and refuses the rest with a 409 that says what to do', async () => {
+    // Asked all at once: no two may both take the last place (on PostgreSQL, on separate connections).
+    const answers = await Promise.all(Array.from({ length: 8 }, () => create()));
+    expect(answers.map((a) => a.status).sort()).toEqual([201, 201, 201, 409, 409, 409, 409, 409]);
+    const refused = answers.find((a) => a.status === 409)!;
+    expect(refused.headers.get('content-type')).toContain('application/problem+json');
+    expect(refused.body.detail).toBe(
+      'the project has 3 listeners, the most this relay allows one project (RELAY_MAX_LISTENERS_PER_PROJECT); delete one it no longer needs first',
+    );
+    expect(await countOf()).toBe(3);
+    // Another project has places of its own.
+    expect((await create(TOKEN_B)).status).toBe(201);
+    // A deleted listener frees its place.
+    const [first] = (await relay.api('GET', '/v1/listeners?limit=1')).body.items;
+    expect((await relay.api('DELETE', `/v1/listeners/${first.id}`)).status).toBe(204);
+    expect((await create()).status).toBe(201);
+    expect((await create()).status).toBe(409);
+    expect(await countOf()).toBe(3);
+  });
+});
 
 describe('an error nothing caught', () => {
   afterAll(killAllRelays);

@@ -39,6 +39,8 @@ export interface AppDeps {
   engine: Engine;
   /** Events one replay call looks at (RELAY_REPLAY_SCAN_LIMIT). */
   replayScanLimit?: number;
+  /** Listeners one project may have (RELAY_MAX_LISTENERS_PER_PROJECT). */
+  maxListenersPerProject?: number;
   /** Rows a page of events, deliveries or executions looks at when its filters are checked row by row (RELAY_LIST_SCAN_LIMIT). */
   listScanLimit?: number;
   /** false: only the operations routes (a dispatcher-only process). */

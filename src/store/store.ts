@@ -109,6 +109,16 @@ export interface ScannedPageQuery extends OrderedPageQuery {
 }
 
 /** Rows a page of events, deliveries or executions looks at unless its query says (RELAY_LIST_SCAN_LIMIT). */
+/**
+ * Listeners one project may have unless the operator says otherwise: every event of the project
+ * is matched against each of them, and each that takes it makes a delivery.
+ */
+export const DEFAULT_MAX_LISTENERS_PER_PROJECT = 10_000;
+
+/** What creating a listener past a project's limit says. */
+export const tooManyListeners = (max: number) =>
+  `the project has ${max} listeners, the most this relay allows one project (RELAY_MAX_LISTENERS_PER_PROJECT); delete one it no longer needs first`;
+
 export const DEFAULT_LIST_SCAN_LIMIT = 50_000;
 
 /**
@@ -296,7 +306,12 @@ export interface ListenerOutcomes {
 
 /** Listener records (the API, fan-out). Every change bumps the project's listener version. */
 export interface ListenerStore {
-  createListener(listener: StoredListener): Promise<void>;
+  /**
+   * Stores a new listener; StoreConflictError when its project has `maxPerProject` listeners
+   * already (counted in the same transaction, after the project's listener version is locked,
+   * so that two creations cannot both take the last place).
+   */
+  createListener(listener: StoredListener, maxPerProject?: number): Promise<void>;
   getListener(project: string, id: string): Promise<StoredListener | null>;
   listListeners(project: string, query: ListenerQuery): Promise<StoredListener[]>;
   /** Replaces the spec; returns the updated record, or null when there is no such listener. */

@@ -16,7 +16,7 @@ import { compileListenerRule } from '../../fanout/match.js';
 import type { Ingest } from '../../ingest/ingest.js';
 import type { TransportRegistry } from '../../transports/registry.js';
 import { PING_EVENT_TYPE, toEnvelope, type EventEnvelope } from '../../records/event.js';
-import type { Store } from '../../store/store.js';
+import { DEFAULT_MAX_LISTENERS_PER_PROJECT, type Store } from '../../store/store.js';
 import { bodyOrEmpty } from '../json-body.js';
 import { applyMergePatch } from '../merge-patch.js';
 import { badRequest, conflict, fieldErrors, fieldProblems, invalidField, notFound, validationProblem, type FieldError, type Problem } from '../problem.js';
@@ -39,6 +39,8 @@ export interface ListenerRouteDeps {
   wakeDispatcher: () => void;
   /** At most this many events (or, re-queueing failed deliveries, failed deliveries) one replay call looks at, matching or not: its work is bounded. */
   replayScanLimit?: number;
+  /** Listeners one project may have: creating one more is a 409. */
+  maxListenersPerProject?: number;
 }
 
 /** A time window of the relay's receive time, or one execution from a sequence on: not both. */
@@ -118,7 +120,14 @@ function unmaskCallback(merged: Record<string, unknown>, stored: Callback): void
   }
 }
 
-export function listenerRoutes({ store, ingest, wakeDispatcher, transports, replayScanLimit = 100_000 }: ListenerRouteDeps): Router {
+export function listenerRoutes({
+  store,
+  ingest,
+  wakeDispatcher,
+  transports,
+  replayScanLimit = 100_000,
+  maxListenersPerProject = DEFAULT_MAX_LISTENERS_PER_PROJECT,
+}: ListenerRouteDeps): Router {
   const router = Router();
 
   const transportEnabled = (l: StoredListener) => transports.get(l.callback.transport) !== undefined;
@@ -214,7 +223,7 @@ export function listenerRoutes({ store, ingest, wakeDispatcher, transports, repl
       created_at: now,
       updated_at: now,
     };
-    await store.createListener(listener);
+    await store.createListener(listener, maxListenersPerProject);
     const health = newListenerHealth({ enabled: listener.enabled, transportEnabled: true });
     res
       .status(201)

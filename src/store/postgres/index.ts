@@ -79,7 +79,7 @@ export async function openPostgresStore(o: PostgresOptions): Promise<Store> {
     },
     exclusively: (name, fn) => exclusively(settings, name, fn),
 
-    createListener: (l) => listeners.create(l),
+    createListener: (l, maxPerProject) => listeners.create(l, maxPerProject),
     getListener: (project, id) => listeners.get(project, id),
     listListeners: (project, q) => listeners.list(project, q),
     updateListener: (project, id, spec, updatedAt) => listeners.update(project, id, spec, updatedAt),

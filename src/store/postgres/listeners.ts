@@ -1,6 +1,6 @@
 import type { ListenerSpec, StoredListener } from '../../records/listener.js';
 import { parseSpec, specColumn, toStoredListener, type ListenerColumns } from '../rows.js';
-import { StoreConflictError, type FanOut, type ListenerQuery, type ListenerRouting, type SecretRotation } from '../store.js';
+import { StoreConflictError, tooManyListeners, type FanOut, type ListenerQuery, type ListenerRouting, type SecretRotation } from '../store.js';
 import { statement, type Conn, type Database } from './database.js';
 import { isUniqueViolation } from './errors.js';
 import { filteredPage } from './filtered-page.js';
@@ -42,6 +42,8 @@ export async function fanOutAt(c: Conn, project: string, version: number, routin
 }
 
 const insert = statement(`INSERT INTO listeners (${COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`);
+/** The project's listeners, counted up to the limit only. */
+const countOfProject = statement('SELECT count(*)::int AS n FROM (SELECT 1 FROM listeners WHERE project = $1 LIMIT $2) x');
 const byId = statement(`SELECT ${COLUMNS} FROM listeners WHERE project = $1 AND id = $2`);
 const lockById = statement(`SELECT enabled, spec FROM listeners WHERE project = $1 AND id = $2 FOR UPDATE`);
 // Turning a listener back on clears the reason the relay had turned it off.
@@ -77,14 +79,20 @@ const enabledOnes = statement(`SELECT ${COLUMNS} FROM listeners WHERE project = 
 /** Every listener statement of the PostgreSQL backend. */
 export function listenerQueries(db: Database, notice: DueNotice) {
   return {
-    async create(l: StoredListener): Promise<void> {
+    async create(l: StoredListener, maxPerProject = Infinity): Promise<void> {
       try {
         await db.transaction(async (c) => {
+          // The version row first: it is locked until the commit, so the count that follows
+          // sees every creation of the project that committed before this one.
+          await c.count(bumpVersion, [l.project]);
+          if (Number.isFinite(maxPerProject)) {
+            const [{ n }] = await c.rows<{ n: number }>(countOfProject, [l.project, maxPerProject]);
+            if (n >= maxPerProject) throw new StoreConflictError(tooManyListeners(maxPerProject));
+          }
           await c.count(insert, [
             l.id, l.project, l.workbook, specColumn(l), l.enabled, l.disabled_reason, l.secret,
             l.previous_secret, l.previous_secret_expires_at, l.created_at, l.updated_at,
           ]);
-          await c.count(bumpVersion, [l.project]);
         });
       } catch (err) {
         if (isUniqueViolation(err, 'listeners_pkey')) throw new StoreConflictError(`listener ${l.id} already exists`);

@@ -124,8 +124,8 @@ export function openSqliteStore(options: SqliteOptions): SqliteStore {
       }
     },
 
-    async createListener(l) {
-      await tx(() => listeners.create(l));
+    async createListener(l, maxPerProject = Infinity) {
+      await tx(() => listeners.create(l, maxPerProject));
     },
     async getListener(project, id) {
       return run(() => listeners.get(project, id));

@@ -1,7 +1,7 @@
 import type { Database, Statement } from 'better-sqlite3';
 import type { ListenerSpec, StoredListener } from '../../records/listener.js';
 import { parseSpec, specColumn, toStoredListener, type ListenerColumns } from '../rows.js';
-import type { ListenerQuery, SecretRotation } from '../store.js';
+import { StoreConflictError, tooManyListeners, type ListenerQuery, type SecretRotation } from '../store.js';
 import type { ExecutionOrder } from './execution-order.js';
 import type { GateQueries } from './gates.js';
 import type { ListenerVersions } from './listener-versions.js';
@@ -27,6 +27,8 @@ export function listenerQueries(
     VALUES (@id, @project, @workbook, @spec, @enabled, @disabled_reason, @secret, @previous_secret,
      @previous_secret_expires_at, @created_at, @updated_at)`);
   const byId = db.prepare('SELECT * FROM listeners WHERE project = ? AND id = ?') as Statement<[string, string], ListenerRow>;
+  /** The project's listeners, counted up to the limit only. */
+  const countOfProject = db.prepare('SELECT count(*) AS n FROM (SELECT 1 FROM listeners WHERE project = ? LIMIT ?)') as Statement<[string, number], { n: number }>;
   const page = db.prepare(`SELECT * FROM listeners
     WHERE project = @project AND id > @after AND (@workbook IS NULL OR workbook = @workbook)
     ORDER BY id LIMIT @limit`) as Statement<Record<string, unknown>, ListenerRow>;
@@ -50,8 +52,11 @@ export function listenerQueries(
     WHERE project = ? AND listener_id = ? AND status = 'pending' AND next_attempt_at IS NULL AND held IS NULL`);
 
   return {
-    /** Call inside a transaction. */
-    create(l: StoredListener): void {
+    /** Call inside a transaction; StoreConflictError when the project has `maxPerProject` listeners already. */
+    create(l: StoredListener, maxPerProject = Infinity): void {
+      if (Number.isFinite(maxPerProject) && countOfProject.get(l.project, maxPerProject)!.n >= maxPerProject) {
+        throw new StoreConflictError(tooManyListeners(maxPerProject));
+      }
       insert.run({
         id: l.id,
         project: l.project,
