@@ -135,6 +135,17 @@ describe('event-publish', () => {
     expect(r.stderr).toContain('1000 events (events.0–events.999) were published in 1 request before it; nothing after events.999 was sent');
     expect(json(await cli(['event-list', '--workbook', 'half', '--all', '-f', 'json'])).items).toHaveLength(1000);
   }, T);
+
+  it('refuses what the relay could not store as written (a number beyond a double, a key named __proto__), naming the line, before sending it', async () => {
+    // Parsed and sent again as it was, -1e999 went out as null and the event was stored with it.
+    const huge = await cli(['event-publish', '-'], { input: '{"id":"huge-1","type":"HUGE","workbook":"huge","data":{"sizes":[1,-1e999]}}\n' });
+    expect(huge.code).toBe(2);
+    expect(huge.stderr).toContain('stdin line 1: item 1 of an array is a number too large to store (beyond ±1.8e308)');
+    const proto = await cli(['event-publish', '-'], { input: '{\n"id":"huge-2","type":"HUGE","workbook":"huge","data":{"__proto__":{"a":1}}\n}\n' });
+    expect(proto.code).toBe(2);
+    expect(proto.stderr).toContain('stdin: a key named __proto__ cannot be stored');
+    expect(json(await cli(['event-list', '--workbook', 'huge', '-f', 'json'])).items).toEqual([]);
+  }, T);
 });
 
 describe('event-list and event-show', () => {

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { maskAmqpUrl, parseBrokerUrl } from '../records/amqp-url.js';
 import { ListenerInput } from '../records/listener.js';
+import { parseStorableJson, UnstorableJsonError } from '../json-text.js';
 import { argumentPathProblems } from '../transports/exec-args.js';
 import {
   ConfigValueError,
@@ -135,8 +136,9 @@ function filterOf(value: string | undefined): Record<string, { $regex: string }>
   if (value === undefined || value.trim() === '') return null;
   let parsed: unknown;
   try {
-    parsed = JSON.parse(value);
+    parsed = parseStorableJson(value);
   } catch (err) {
+    if (err instanceof UnstorableJsonError) throw new SectionProblem('filter_params', err.message);
     throw new SectionProblem('filter_params', `is not valid JSON: ${(err as Error).message}${inlineCommentHint(value)}`);
   }
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {

@@ -1,5 +1,6 @@
 import { InvalidArgumentError } from 'commander';
 import { z } from 'zod';
+import { parseStorableJson, UnstorableJsonError } from '../json-text.js';
 
 /** Option parsers; an InvalidArgumentError becomes a usage error (exit code 2). */
 
@@ -57,8 +58,9 @@ export const retrySchedule = (value: string): number[] => {
 export const jsonObject = (value: string): Record<string, unknown> => {
   let parsed: unknown;
   try {
-    parsed = JSON.parse(value);
+    parsed = parseStorableJson(value);
   } catch (err) {
+    if (err instanceof UnstorableJsonError) throw new InvalidArgumentError(`${err.message}.`);
     throw new InvalidArgumentError(`not valid JSON (${(err as Error).message}).`);
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {

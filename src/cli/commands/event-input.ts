@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
+import { parseStorableJson, UnstorableJsonError } from '../../json-text.js';
 import { UsageError } from '../errors.js';
 
 /*
@@ -63,8 +64,9 @@ export async function* readEvents(input: NodeJS.ReadableStream, name: string): A
       }
       let value: unknown;
       try {
-        value = JSON.parse(line);
+        value = parseStorableJson(line);
       } catch (err) {
+        if (err instanceof UnstorableJsonError) throw new UsageError(`${name} line ${n}: ${err.message}`);
         if (mode === 'lines') throw new UsageError(`${name} line ${n} is not valid JSON (${jsonError(err)})`);
         // The first line is not a whole JSON value: a document over several lines, or bad input.
         mode = 'document';
@@ -87,8 +89,9 @@ export async function* readEvents(input: NodeJS.ReadableStream, name: string): A
 
   let value: unknown;
   try {
-    value = JSON.parse(document.join('\n'));
+    value = parseStorableJson(document.join('\n'));
   } catch (err) {
+    if (err instanceof UnstorableJsonError) throw new UsageError(`${name}: ${err.message}`);
     throw new UsageError(
       `${name} is neither one JSON document (${jsonError(err)}) nor JSON lines (${firstLineError})`,
     );

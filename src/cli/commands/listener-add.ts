@@ -5,6 +5,7 @@ import { HTTP_METHODS, LISTENER_ORDERINGS, PAYLOAD_FORMATS } from '../../records
 import { action, addColumnOption, type CliIo } from '../context.js';
 import { UsageError } from '../errors.js';
 import { collectChoices, collectHeader, collectList, intInRange, jsonObject, retrySchedule, upperChoice } from '../options.js';
+import { parseStorableJson, UnstorableJsonError } from '../../json-text.js';
 import { helpExamples as examples } from '../output.js';
 import { SECRET_NOTE, showListener, type ListenerWithSecret } from './listener-view.js';
 
@@ -54,8 +55,9 @@ export const rateLimitOrNone = (value: string): number | null => {
 /** --template: any JSON value (an object, a string, ...), sent as the callback's template. */
 export const jsonValue = (value: string): unknown => {
   try {
-    return JSON.parse(value);
+    return parseStorableJson(value);
   } catch (err) {
+    if (err instanceof UnstorableJsonError) throw new InvalidArgumentError(`${err.message}.`);
     throw new InvalidArgumentError(`not valid JSON (${(err as Error).message}); quote a string template as JSON too: '"Task <% $.task_name %> done"'.`);
   }
 };
