@@ -125,6 +125,20 @@ describe('event-publish', () => {
     expect(array.stderr).toMatch(/\nhint: nothing was published \(a request is stored all or nothing\)\n$/);
   }, T);
 
+  it('sends --batch events per request, and refuses a batch size the API would not take before reading any input', async () => {
+    const events = Array.from({ length: 25 }, (_, i) => ({ id: `batched-${i}`, type: 'BATCHED', workbook: 'batched' }));
+    const r = await cli(['event-publish', '-', '--batch', '10'], { input: ndjson(events) });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toBe('published 25 events (0 duplicates) in 3 requests\n');
+    expect(json(await cli(['event-list', '--workbook', 'batched', '--all', '-f', 'json'])).items).toHaveLength(25);
+    for (const bad of ['0', '1001', 'ten']) {
+      const refused = await cli(['event-publish', '-', '--batch', bad], { input: ndjson(events) });
+      expect(refused.code).toBe(2);
+      expect(refused.stderr).toContain("option '--batch <n>' argument");
+      expect(refused.stderr).toContain('expected a whole number from 1 to 1000.');
+    }
+  }, T);
+
   it('stops at input that is not JSON: exit 2, naming the line and what was already sent', async () => {
     const good = Array.from({ length: 1200 }, (_, i) => JSON.stringify({ id: `half-${i}`, type: 'HALF', workbook: 'half' }));
     const lines = [...good.slice(0, 1100), '{"type": "HALF", oops}', ...good.slice(1100)];

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { action, type CliIo, type CommandContext } from '../context.js';
 import { ApiError, UnreachableError, UsageError, type ProblemDetails } from '../errors.js';
+import { intInRange } from '../options.js';
 import { helpExamples as examples } from '../output.js';
 import { openInput, readEvents, type InputEvent } from './event-input.js';
 
@@ -58,7 +59,7 @@ function partialNote(published: number, requests: number, batch: Batch, stored: 
   return `${before}; ${fate}. Publish the rest again from events.${batch.offset}${line}.`;
 }
 
-async function publish(ctx: CommandContext, io: CliIo, file: string | undefined): Promise<void> {
+async function publish(ctx: CommandContext, io: CliIo, file: string | undefined, perRequest: number): Promise<void> {
   const { stream, name } = await openInput(file, io.cwd, io.stdin);
   const items: PublishResult['items'] = [];
   let published = 0;
@@ -105,7 +106,7 @@ async function publish(ctx: CommandContext, io: CliIo, file: string | undefined)
   try {
     for await (const { value, line } of readEvents(stream, name) as AsyncGenerator<InputEvent>) {
       const bytes = Buffer.byteLength(JSON.stringify(value) ?? 'null') + 1;
-      if (batch.events.length >= MAX_EVENTS_PER_REQUEST || (batch.events.length && batch.bytes + bytes > MAX_REQUEST_BYTES)) await send();
+      if (batch.events.length >= perRequest || (batch.events.length && batch.bytes + bytes > MAX_REQUEST_BYTES)) await send();
       batch.events.push(value);
       batch.lines.push(line);
       batch.bytes += bytes;
@@ -135,7 +136,7 @@ export function registerEventPublish(program: Command, io: CliIo): void {
     .description(
       'Publish events (POST /v1/events) from FILE, or from stdin when FILE is "-" or absent. The input is one event ' +
         'object, an array of events, {"events": [...]}, or JSON lines (one event per line, read as it arrives). ' +
-        `Events are sent in order, at most ${MAX_EVENTS_PER_REQUEST} per request; each request is stored all or ` +
+        `Events are sent in order, at most ${MAX_EVENTS_PER_REQUEST} per request (--batch: fewer); each request is stored all or ` +
         'nothing. Events that carry an "id" are stored once: sending them again counts them as duplicates. ' +
         'A request the relay refuses stops the publish (exit 1) and says how many events were published before it; ' +
         'input that is not JSON stops it too (exit 2), after the requests already sent. ' +
@@ -143,17 +144,24 @@ export function registerEventPublish(program: Command, io: CliIo): void {
         `${PROGRESS_EVERY} requests; -f json prints the ids ({"items": [{"id", "duplicate"}]}), -f csv and value one line each.`,
     )
     .argument('[file]', 'events file; "-" or absent: stdin')
+    .option(
+      '--batch <n>',
+      `events per request, 1 to ${MAX_EVENTS_PER_REQUEST}: fewer when the relay answers that a request's events would make too many deliveries, or cost too much matching (422)`,
+      intInRange(1, MAX_EVENTS_PER_REQUEST),
+      MAX_EVENTS_PER_REQUEST,
+    )
     .addHelpText(
       'after',
       examples([
         `echo '{"type":"TASK_SUCCEEDED","workbook":"demo","execution_id":"e1","task_name":"charge"}' | callback-relay event-publish`,
         'callback-relay event-publish events.ndjson',
         'callback-relay event-publish batch.json -f json',
+        'callback-relay event-publish events.ndjson --batch 100',
       ]),
     )
     .action(
-      action<[string | undefined], object>(io, async (ctx, [file]) => {
-        await publish(ctx, io, file);
+      action<[string | undefined], { batch: number }>(io, async (ctx, [file], opts) => {
+        await publish(ctx, io, file, opts.batch);
       }),
     );
 }
