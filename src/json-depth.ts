@@ -58,8 +58,3 @@ export function jsonShape(text: Buffer | string, limit = Infinity): JsonShape {
   }
   return { depth: max, largeNumber };
 }
-
-/** The deepest nesting of `[` and `{` in JSON text, outside strings; stops counting past `limit`. */
-export function jsonDepth(text: Buffer | string, limit = Infinity): number {
-  return jsonShape(text, limit).depth;
-}

@@ -34,9 +34,12 @@ function refuseUnstorable(this: unknown, key: string, value: unknown): unknown {
 const mayBeUnstorable = (text: string | Buffer, shape: JsonShape = jsonShape(text)): boolean =>
   shape.largeNumber || text.includes('__proto__') || text.includes('\\u');
 
-/** JSON.parse, throwing UnstorableJsonError at what cannot be stored as sent (see above). */
-export function parseStorableJson(text: string): unknown {
-  return mayBeUnstorable(text) ? JSON.parse(text, refuseUnstorable) : JSON.parse(text);
+/**
+ * JSON.parse, throwing UnstorableJsonError at what cannot be stored as sent (see above).
+ * `shape` is the text's, when the caller has walked it already.
+ */
+export function parseStorableJson(text: string, shape?: JsonShape): unknown {
+  return mayBeUnstorable(text, shape) ? JSON.parse(text, refuseUnstorable) : JSON.parse(text);
 }
 
 /**

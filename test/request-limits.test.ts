@@ -3,20 +3,20 @@ import net from 'node:net';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { jsonDepth, jsonShape } from '../src/json-depth.js';
+import { jsonShape } from '../src/json-depth.js';
 import { MAX_JSON_DEPTH } from '../src/api/json-body.js';
 import { killAllRelays, runToExit, startRelayProcess } from './helpers/relay-process.js';
 import { startTestRelay, tempDir, TOKEN_B, type TestRelay } from './helpers/relay.js';
 
 const nested = (depth: number, open = '[', close = ']') => open.repeat(depth) + close.repeat(depth);
 
-describe('jsonDepth', () => {
+describe('jsonShape', () => {
   it('counts nesting outside strings only', () => {
-    expect(jsonDepth('1')).toBe(0);
-    expect(jsonDepth('{"a":[1,{"b":[]}]}')).toBe(4);
-    expect(jsonDepth('{"a":"[[[[\\"[[[["}')).toBe(1);
-    expect(jsonDepth('["\\\\",[["x"]]]')).toBe(3);
-    expect(jsonDepth(nested(20_000), 64)).toBe(65); // stops counting past the limit
+    expect(jsonShape('1').depth).toBe(0);
+    expect(jsonShape('{"a":[1,{"b":[]}]}').depth).toBe(4);
+    expect(jsonShape('{"a":"[[[[\\"[[[["}').depth).toBe(1);
+    expect(jsonShape('["\\\\",[["x"]]]').depth).toBe(3);
+    expect(jsonShape(nested(20_000), 64).depth).toBe(65); // stops counting past the limit
   });
 
   it('finds, in the same walk, numbers that may be beyond a double, outside strings only', () => {

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { jsonDepth, MAX_JSON_DEPTH } from '../json-depth.js';
+import { jsonShape, MAX_JSON_DEPTH } from '../json-depth.js';
 import { parseStorableJson, UnstorableJsonError } from '../json-text.js';
 import { NAME_MAX, type EventInput } from '../records/event.js';
 
@@ -140,12 +140,13 @@ function decodeUtf8(raw: Buffer): string {
 }
 
 function parseBody(text: string): Record<string, unknown> {
-  if (jsonDepth(text, MAX_JSON_DEPTH) > MAX_JSON_DEPTH) {
+  const shape = jsonShape(text, MAX_JSON_DEPTH);
+  if (shape.depth > MAX_JSON_DEPTH) {
     throw new MistralBodyError('(body)', `nests objects and arrays deeper than ${MAX_JSON_DEPTH} levels`);
   }
   let value: unknown;
   try {
-    value = parseStorableJson(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
+    value = parseStorableJson(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text, shape);
   } catch (err) {
     if (err instanceof UnstorableJsonError) throw new MistralBodyError('(body)', err.message);
     throw new MistralBodyError('(body)', 'is not valid JSON');

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { jsonDepth, MAX_JSON_DEPTH } from '../json-depth.js';
+import { jsonShape, MAX_JSON_DEPTH } from '../json-depth.js';
 import { parseStorableJson, UnstorableJsonError } from '../json-text.js';
 import { EventInput, type DataSchema, type OriginalMessage } from '../records/event.js';
 
@@ -125,12 +125,13 @@ function mapNotification(body: Buffer): { input: EventInput & { id: string }; or
 }
 
 function parseObject(text: string, reason: OsloRejectReason, what: string): Record<string, unknown> {
-  if (jsonDepth(text, MAX_JSON_DEPTH) > MAX_JSON_DEPTH) {
+  const shape = jsonShape(text, MAX_JSON_DEPTH);
+  if (shape.depth > MAX_JSON_DEPTH) {
     throw new Rejection(reason, `${what} nests objects and arrays deeper than ${MAX_JSON_DEPTH} levels`);
   }
   let value: unknown;
   try {
-    value = parseStorableJson(text);
+    value = parseStorableJson(text, shape);
   } catch (err) {
     if (err instanceof UnstorableJsonError) throw new Rejection('invalid_field', `${what}: ${err.message}`);
     throw new Rejection(reason, `${what} is not valid JSON (${(err as Error).message})`);

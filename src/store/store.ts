@@ -108,7 +108,6 @@ export interface ScannedPageQuery extends OrderedPageQuery {
   scanLimit?: number;
 }
 
-/** Rows a page of events, deliveries or executions looks at unless its query says (RELAY_LIST_SCAN_LIMIT). */
 /**
  * Listeners one project may have unless the operator says otherwise: every event of the project
  * is matched against each of them, and each that takes it makes a delivery.
@@ -119,6 +118,7 @@ export const DEFAULT_MAX_LISTENERS_PER_PROJECT = 10_000;
 export const tooManyListeners = (max: number) =>
   `the project has ${max} listeners, the most this relay allows one project (RELAY_MAX_LISTENERS_PER_PROJECT); delete one it no longer needs first`;
 
+/** Rows a page of events, deliveries or executions looks at unless its query says (RELAY_LIST_SCAN_LIMIT). */
 export const DEFAULT_LIST_SCAN_LIMIT = 50_000;
 
 /**
