@@ -1,8 +1,9 @@
 import pg from 'pg';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
+import { DEFAULT_BREAKER, initialGateState, judgeAttempts, type ListenerGateState } from '../src/dispatch/listener-gate.js';
 import { createFanOut } from '../src/fanout/fanout.js';
-import type { ClaimOptions, NewEvent, Store } from '../src/store/store.js';
+import type { AttemptResult, ClaimedDelivery, ClaimOptions, NewEvent, RecordJudge, Store } from '../src/store/store.js';
 import { openPostgresStore } from '../src/store/postgres/index.js';
 import { createTestSchema, sql, TEST_DATABASE_URL, type TestSchema } from './helpers/backend.js';
 import { storedListener, taskEnvelope } from './helpers/envelopes.js';
@@ -11,8 +12,8 @@ import { storedListener, taskEnvelope } from './helpers/envelopes.js';
  * What a PostgreSQL claim or prune meets from transactions beside it, which SQLite's one writer
  * rules out: an event removed under a delivery (a replay racing the pruner: no foreign key joins
  * them), a listener enabled between the claim's pick and its settle, and a finished delivery
- * re-queued while the pruner is removing it. The local server, a schema of its own, the store's
- * own statements.
+ * re-queued while the pruner is removing it, two dispatchers judging one new listener at once.
+ * The local server, a schema of its own, the store's own statements.
  */
 
 const P = 'p1';
@@ -194,5 +195,66 @@ describe('PostgreSQL claims, prunes and re-queues beside other transactions', ()
     // Still the sender's: re-queued over its lease, it would be sent twice at once.
     const [row] = await deliveryRows(schema!);
     expect(row).toMatchObject({ event_id: 'old', status: 'pending', lease_owner: 'sender' });
+  });
+
+  it('has two dispatchers judging a new listener\'s first attempts at once take turns, the second judging from the first\'s state', async () => {
+    const a = await openStore();
+    const b = await openPostgresStore({ url: TEST_DATABASE_URL, schema: schema!.schema, pool: 3, log: pino({ level: 'silent' }) });
+    try {
+      await a.createListener(storedListener('l1', { project: P }));
+      await a.appendEvents(P, [event('e1'), event('e2')], createFanOut(), Date.now());
+      const now = Date.now();
+      const one = (owner: string): ClaimOptions => ({ ...claimAll(now), owner, allot: (due) => new Map(due.map((p) => [p, 1])) });
+      const [da] = (await a.recordAndClaim('a', [], one('a'), now)).claimed;
+      const [db] = (await b.recordAndClaim('b', [], one('b'), now)).claimed;
+      expect([da, db].map((d) => d?.listenerId)).toEqual(['l1', 'l1']);
+
+      const seen: Array<ListenerGateState | undefined> = [];
+      const judge: RecordJudge = {
+        routing: createFanOut(),
+        judge(attempts, states, at) {
+          seen.push(states.get('l1'));
+          const j = judgeAttempts(attempts, states, at, DEFAULT_BREAKER);
+          return { changed: j.changed, disable: j.disable, events: [] };
+        },
+        turnedOff: () => {
+          throw new Error('nothing is turned off here');
+        },
+      };
+      const succeeded = (d: ClaimedDelivery): AttemptResult => ({
+        deliveryId: d.id, listenerId: d.listenerId, project: P, eventId: 'e', eventType: 'TASK_SUCCEEDED',
+        attempt: { number: 1, started_at: now, duration_ms: 5, status_code: 200, error: null, response_excerpt: null },
+        status: 'succeeded', nextAttemptAt: null, lastError: null, disableListener: null,
+      });
+
+      // Both cycles are held after their first statement (the rollups they write next wait for
+      // this session's lock) until both have started: then neither has committed yet.
+      const other = await otherSession(schema!);
+      try {
+        const [{ pid }] = (await other.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows;
+        await other.query('LOCK TABLE listener_outcomes IN EXCLUSIVE MODE');
+        const recording = Promise.all([a.recordAndClaim('a', [succeeded(da)], null, now + 10, judge), b.recordAndClaim('b', [succeeded(db)], null, now + 10, judge)]);
+        // Waiting for this session, or for a session that waits for it.
+        const held = async () => {
+          const [{ n }] = await sql<{ n: number }>(`WITH direct AS (SELECT pid FROM pg_stat_activity WHERE pg_blocking_pids(pid) && ARRAY[$1]::int[])
+            SELECT (SELECT count(*) FROM direct)::int + (SELECT count(*) FROM pg_stat_activity
+              WHERE pid NOT IN (SELECT pid FROM direct) AND pg_blocking_pids(pid) && ARRAY(SELECT pid FROM direct))::int AS n`, [pid]);
+          return n;
+        };
+        for (let i = 0; i < 200 && (await held()) < 2; i++) await new Promise((r) => setTimeout(r, 25));
+        expect(await held()).toBe(2);
+        await other.query('ROLLBACK');
+        await recording;
+      } finally {
+        await other.end();
+      }
+      // The second judged the first's attempt: both count in the breaker's window.
+      expect(seen).toHaveLength(2);
+      expect(seen[0]).toEqual(initialGateState(now + 10));
+      expect(seen[1]).toMatchObject({ breaker: 'closed', window_attempts: 1, window_failures: 0 });
+      expect((await a.listenerGates(P, ['l1'])).get('l1')).toMatchObject({ breaker: 'closed', window_attempts: 2, window_failures: 0 });
+    } finally {
+      await b.close();
+    }
   });
 });

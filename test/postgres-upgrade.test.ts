@@ -26,17 +26,27 @@ async function claimAt(s: Store, owner: string, now: number, leaseMs: number, sh
   return claimed;
 }
 
+/** Runs `test` in a schema of its own, dropped after it, with the stores it opened closed. */
+async function inSchema(test: (schema: string, open: () => Promise<Store>) => Promise<void>) {
+  const schema = await createTestSchema('upgrade');
+  const stores: Store[] = [];
+  const open = async () => {
+    const opened = await openPostgresStore({ url: TEST_DATABASE_URL, schema: schema.schema, pool: 2, log: pino({ level: 'silent' }) });
+    stores.push(opened);
+    return opened;
+  };
+  try {
+    await test(schema.schema, open);
+  } finally {
+    // A store the test closed already answers its second close with an error, ignored.
+    for (const opened of stores) await opened.close().catch(() => {});
+    await schema.drop();
+  }
+}
+
 describe('PostgreSQL: a database of an earlier release', () => {
   it('keeps the leases of deliveries claimed before migration 006: in flight until they end, then due again', async () => {
-    const schema = await createTestSchema('upgrade');
-    const stores: Store[] = [];
-    const open = async () => {
-      const opened = await openPostgresStore({ url: TEST_DATABASE_URL, schema: schema.schema, pool: 2, log: pino({ level: 'silent' }) });
-      stores.push(opened);
-      return opened;
-    };
-    try {
-      const s = schema.schema;
+    await inSchema(async (s, open) => {
       let store = await open();
       await store.createListener(storedListener('l1', { project: P }));
       const now = Date.now();
@@ -61,10 +71,35 @@ describe('PostgreSQL: a database of an earlier release', () => {
       expect(other).toHaveLength(1);
       expect(await claimAt(store, 'new-process', Number(until) - 1, 60_000)).toEqual([]);
       expect((await claimAt(store, 'new-process', Number(until), 60_000)).map((d) => d.id)).toEqual([leased.id]);
-    } finally {
-      // A store the test closed already answers its second close with an error, ignored.
-      for (const opened of stores) await opened.close().catch(() => {});
-      await schema.drop();
-    }
+    });
+  }, 60_000);
+
+  it('gives every listener of a database before migration 007 its gate row, keeping the states it had', async () => {
+    await inSchema(async (s, open) => {
+      let store = await open();
+      for (const id of ['judged', 'new']) await store.createListener(storedListener(id, { project: P }));
+      // The schema as the release before 007 left it: a row only where the gate had judged.
+      await sql(`DELETE FROM "${s}".listener_gates WHERE listener_id = 'new';
+        UPDATE "${s}".listener_gates SET breaker = 'open', probe_at = 5000, window_start = 1000, window_attempts = 12, window_failures = 11;
+        ALTER TABLE "${s}".listener_gates ALTER COLUMN breaker SET NOT NULL, ALTER COLUMN window_start DROP DEFAULT,
+          ALTER COLUMN window_attempts DROP DEFAULT, ALTER COLUMN window_failures DROP DEFAULT;
+        DELETE FROM "${s}".schema_migrations WHERE version = 7`);
+      await store.close();
+
+      store = await open();
+      expect(await sql(`SELECT name FROM "${s}".schema_migrations WHERE version = 7`)).toEqual([{ name: '007_gate_rows_with_listeners.sql' }]);
+      expect(await sql(`SELECT listener_id, breaker FROM "${s}".listener_gates ORDER BY listener_id`)).toEqual([
+        { listener_id: 'judged', breaker: 'open' },
+        { listener_id: 'new', breaker: null },
+      ]);
+      // A blank row is no state: the API shows the judged listener's only.
+      expect(Object.fromEntries(await store.listenerGates(P, ['judged', 'new']))).toEqual({
+        judged: expect.objectContaining({ breaker: 'open', probe_at: 5000, window_attempts: 12, window_failures: 11 }),
+      });
+      // Deliveries to the listener with the blank row are claimed as before.
+      const now = Date.now();
+      await store.appendEvents(P, [{ envelope: taskEnvelope({ id: 'a', sequence: null }), original: null, bodyHash: 'a' }], createFanOut(), now);
+      expect((await claimAt(store, 'new-process', now, 60_000)).map((d) => d.listenerId).sort()).toEqual(['judged', 'new']);
+    });
   }, 60_000);
 });

@@ -156,9 +156,10 @@ export function claimQueries() {
         if (!row.first || !row.enabled) continue;
         const spec = specOf(row.listener_id, row.listener_updated_at!, row.spec!);
         specs.set(row.listener_id, spec);
+        // A row that exists but was not locked is another dispatcher's right now: not this cycle.
+        // (A blank row, locked, is a listener the gate has not judged yet.)
+        if (!judged.has(row.listener_id) && row.gate === null && row.has_gate) continue;
         const state = judged.get(row.listener_id) ?? (row.gate ? toState(JSON.parse(row.gate) as GateRow) : null);
-        // A state that exists but was not locked is another dispatcher's right now: not this cycle.
-        if (state === null && row.has_gate) continue;
         listeners.set(row.listener_id, { state: state ?? initialGateState(claim.now), ratePerS: spec.rate_limit_per_s });
       }
       const offered: CandidateRow[] = [];

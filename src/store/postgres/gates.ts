@@ -3,15 +3,29 @@ import { statement, type Database } from './database.js';
 
 const STATE_COLUMNS = 'breaker, probe_at, window_start, window_attempts, window_failures, prev_attempts, prev_failures, failing_since, tokens, tokens_at';
 
-export type GateRow = ListenerGateState & { listener_id: string };
+/*
+ * A listener's gate row is made with the listener, blank (its breaker NULL), and holds a state
+ * once the gate has judged or admitted for it (migration 007): dispatchers take turns on the
+ * row, which exists to be locked before any state does.
+ */
+export type GateRow = Omit<ListenerGateState, 'breaker'> & { listener_id: string; breaker: ListenerGateState['breaker'] | null };
 
-export const toState = ({ listener_id: _id, ...state }: GateRow): ListenerGateState => state;
-const toMap = (rows: GateRow[]) => new Map(rows.map((r) => [r.listener_id, toState(r)]));
+/** A row's state, or null for a blank one. */
+export const toState = ({ listener_id: _id, ...state }: GateRow): ListenerGateState | null =>
+  state.breaker === null ? null : (state as ListenerGateState);
+const toMap = (rows: GateRow[]) => new Map(rows.map((r) => [r.listener_id, toState(r)!]));
 
 export const GATE_COLUMNS = `listener_id, ${STATE_COLUMNS}`;
 
 const ofProject = statement(`SELECT listener_id, ${STATE_COLUMNS} FROM listener_gates
-  WHERE listener_id = ANY($1::text[]) AND project = $2`);
+  WHERE listener_id = ANY($1::text[]) AND project = $2 AND breaker IS NOT NULL`);
+
+/** The blank row of a listener being created (in its transaction). */
+export const blankGate = statement('INSERT INTO listener_gates (listener_id, project) VALUES ($1, $2)');
+/** A listener enabled again starts afresh: its row goes back to blank (the failures that turned it off no longer count). */
+export const blankGateAgain = statement(`UPDATE listener_gates SET breaker = NULL, probe_at = NULL, window_start = 0, window_attempts = 0,
+    window_failures = 0, prev_attempts = 0, prev_failures = 0, failing_since = NULL, tokens = NULL, tokens_at = NULL
+  WHERE listener_id = $1`);
 
 /**
  * Writes gate states, as a CTE named `name` whose parameters are numbered from `$first` (see

@@ -4,6 +4,7 @@ import { StoreConflictError, tooManyListeners, type FanOut, type ListenerQuery, 
 import { statement, type Conn, type Database } from './database.js';
 import { isUniqueViolation } from './errors.js';
 import { filteredPage } from './filtered-page.js';
+import { blankGate, blankGateAgain } from './gates.js';
 import type { DueNotice } from './notify.js';
 import { forgetOrder, releaseOrder } from './order.js';
 
@@ -93,6 +94,7 @@ export function listenerQueries(db: Database, notice: DueNotice) {
             l.id, l.project, l.workbook, specColumn(l), l.enabled, l.disabled_reason, l.secret,
             l.previous_secret, l.previous_secret_expires_at, l.created_at, l.updated_at,
           ]);
+          await c.count(blankGate, [l.id, l.project]);
         });
       } catch (err) {
         if (isUniqueViolation(err, 'listeners_pkey')) throw new StoreConflictError(`listener ${l.id} already exists`);
@@ -118,8 +120,7 @@ export function listenerQueries(db: Database, notice: DueNotice) {
         if (before.enabled && !spec.enabled) await c.count(holdPending, [project, id]);
         if (!before.enabled && spec.enabled) {
           due += await c.count(releaseHeld, [project, id, now]);
-          // Enabled again, it starts afresh: the failures that turned it off no longer count.
-          await c.count(forgetGate, [id]);
+          await c.count(blankGateAgain, [id]);
         }
         if (parseSpec(before.spec).ordering === 'execution' && spec.ordering === 'none') {
           const released = await releaseOrder(c, id, spec.enabled ? now : null, now);

@@ -124,7 +124,10 @@ export async function recordBatch(
   for (const row of rows) {
     if (row.kind === 'recorded') recordedKeys.add(`${row.id}\n${row.number}`);
     else if (row.kind === 'disabled') turnedOff.add(row.id);
-    else if (row.kind === 'gate') batch.states.set(row.id, toState(JSON.parse(row.data!) as GateRow));
+    else if (row.kind === 'gate') {
+      const state = toState(JSON.parse(row.data!) as GateRow);
+      if (state) batch.states.set(row.id, state);
+    }
     else if (row.kind === 'promoted') {
       batch.promoted++;
       if (claimNow !== null && now <= claimNow) promotedIn.add(row.data!);
