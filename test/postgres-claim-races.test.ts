@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { DEFAULT_BREAKER, initialGateState, judgeAttempts, type ListenerGateState } from '../src/dispatch/listener-gate.js';
+import { admitCandidates, DEFAULT_BREAKER, initialGateState, judgeAttempts, type ListenerGateState } from '../src/dispatch/listener-gate.js';
 import { createFanOut } from '../src/fanout/fanout.js';
 import type { AttemptResult, ClaimedDelivery, ClaimOptions, NewEvent, RecordJudge, Store } from '../src/store/store.js';
 import { openPostgresStore } from '../src/store/postgres/index.js';
@@ -67,6 +67,23 @@ async function waitsForLock(pattern: string, settled: () => boolean): Promise<bo
   const waiting = async () => (await sql(`SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1`, [pattern])).length > 0;
   for (let i = 0; i < 200 && !settled() && !(await waiting()); i++) await new Promise((r) => setTimeout(r, 25));
   return waiting();
+}
+
+const pidOf = async (session: pg.Client) => (await session.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+
+/**
+ * How many sessions wait for session `pid`, or for a session that waits for it: polled (up to
+ * 5 s) until `count` do.
+ */
+async function heldBy(pid: number, count: number): Promise<number> {
+  const held = async () => {
+    const [{ n }] = await sql<{ n: number }>(`WITH direct AS (SELECT pid FROM pg_stat_activity WHERE pg_blocking_pids(pid) && ARRAY[$1]::int[])
+      SELECT (SELECT count(*) FROM direct)::int + (SELECT count(*) FROM pg_stat_activity
+        WHERE pid NOT IN (SELECT pid FROM direct) AND pg_blocking_pids(pid) && ARRAY(SELECT pid FROM direct))::int AS n`, [pid]);
+    return n;
+  };
+  for (let i = 0; i < 200 && (await held()) < count; i++) await new Promise((r) => setTimeout(r, 25));
+  return held();
 }
 
 /** The store's one delivery failed a month ago, of an event received then: the pruner's to remove. */
@@ -231,18 +248,10 @@ describe('PostgreSQL claims, prunes and re-queues beside other transactions', ()
       // this session's lock) until both have started: then neither has committed yet.
       const other = await otherSession(schema!);
       try {
-        const [{ pid }] = (await other.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows;
-        await other.query('LOCK TABLE listener_outcomes IN EXCLUSIVE MODE');
+        const pid = await pidOf(other);
+        await other.query('LOCK TABLE listener_rollups IN EXCLUSIVE MODE');
         const recording = Promise.all([a.recordAndClaim('a', [succeeded(da)], null, now + 10, judge), b.recordAndClaim('b', [succeeded(db)], null, now + 10, judge)]);
-        // Waiting for this session, or for a session that waits for it.
-        const held = async () => {
-          const [{ n }] = await sql<{ n: number }>(`WITH direct AS (SELECT pid FROM pg_stat_activity WHERE pg_blocking_pids(pid) && ARRAY[$1]::int[])
-            SELECT (SELECT count(*) FROM direct)::int + (SELECT count(*) FROM pg_stat_activity
-              WHERE pid NOT IN (SELECT pid FROM direct) AND pg_blocking_pids(pid) && ARRAY(SELECT pid FROM direct))::int AS n`, [pid]);
-          return n;
-        };
-        for (let i = 0; i < 200 && (await held()) < 2; i++) await new Promise((r) => setTimeout(r, 25));
-        expect(await held()).toBe(2);
+        expect(await heldBy(pid, 2)).toBe(2);
         await other.query('ROLLBACK');
         await recording;
       } finally {
@@ -253,6 +262,40 @@ describe('PostgreSQL claims, prunes and re-queues beside other transactions', ()
       expect(seen[0]).toEqual(initialGateState(now + 10));
       expect(seen[1]).toMatchObject({ breaker: 'closed', window_attempts: 1, window_failures: 0 });
       expect((await a.listenerGates(P, ['l1'])).get('l1')).toMatchObject({ breaker: 'closed', window_attempts: 2, window_failures: 0 });
+    } finally {
+      await b.close();
+    }
+  });
+
+  it('lets two dispatchers claiming a new rate-limited listener at once take one bucket between them', async () => {
+    const a = await openStore();
+    const b = await openPostgresStore({ url: TEST_DATABASE_URL, schema: schema!.schema, pool: 3, log: pino({ level: 'silent' }) });
+    try {
+      // One a second: a bucket of one token.
+      await a.createListener(storedListener('l1', { project: P, rate_limit_per_s: 1 }));
+      await a.appendEvents(P, ['e1', 'e2', 'e3', 'e4'].map(event), createFanOut(), Date.now());
+      const now = Date.now();
+      const gated = (owner: string): ClaimOptions => ({
+        ...claimAll(now),
+        owner,
+        allot: (due) => new Map(due.map((p) => [p, 2])),
+        admit: (candidates, listeners, at) => admitCandidates(candidates, listeners, at, DEFAULT_BREAKER),
+      });
+      // Both claims are held before they pick (its rollups wait for this session's lock), then go together.
+      const other = await otherSession(schema!);
+      let claimed: ClaimedDelivery[];
+      try {
+        const pid = await pidOf(other);
+        await other.query('LOCK TABLE listener_rollups IN EXCLUSIVE MODE');
+        const claiming = Promise.all([a.recordAndClaim('a', [], gated('a'), now), b.recordAndClaim('b', [], gated('b'), now)]);
+        expect(await heldBy(pid, 2)).toBe(2);
+        await other.query('ROLLBACK');
+        claimed = (await claiming).flatMap((c) => c.claimed);
+      } finally {
+        await other.end();
+      }
+      expect(claimed).toHaveLength(1);
+      expect((await a.listenerGates(P, ['l1'])).get('l1')).toMatchObject({ tokens: 0 });
     } finally {
       await b.close();
     }
