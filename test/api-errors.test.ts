@@ -155,6 +155,21 @@ describe('closest names', () => {
     expect(editDistance(b, a)).toBe(d);
   });
 
+  it('stops at a limit with limit + 1, and agrees with the whole table below it', () => {
+    expect(editDistance('kitten', 'sitting', 2)).toBe(3);
+    expect(editDistance('kitten', 'sitting', 3)).toBe(3);
+    expect(editDistance('a'.repeat(5000), 'b'.repeat(5000), 3)).toBe(4);
+    expect(editDistance('ab'.repeat(50), 'ba'.repeat(50), 3)).toBe(2);
+    // Pairs from a small alphabet, so that transpositions and near misses are common.
+    let seed = 7;
+    const random = (n: number) => (seed = (seed * 48271) % 2147483647) % n;
+    const word = () => Array.from({ length: random(9) }, () => 'abc'[random(3)]).join('');
+    for (let k = 0; k < 2000; k++) {
+      const [a, b, limit] = [word(), word(), random(5)];
+      expect(editDistance(a, b, limit)).toBe(Math.min(editDistance(a, b), limit + 1));
+    }
+  });
+
   it('picks the nearest within a distance that grows with the word, ignoring case', () => {
     expect(closestName('evnts', ['event_types', 'events'])).toBe('events');
     expect(closestName('URL', ['url', 'method'])).toBe('url');
