@@ -100,6 +100,27 @@ call:
     expect(task).toMatchObject({ name: 'call', action: 'std.http', state: 'SUCCESS', tries: 2, result: { status: 200, body: { ok: true } } });
   });
 
+  it('runs 200 parallel tasks of one execution, each reading its input, and ends the workflow after the last of them', async () => {
+    const tasks = Array.from({ length: 200 }, (_, i) =>
+      i === 150
+        ? `t${i}: {action: std.fail, input: {error_message: "<% $.tag %> failed"}}`
+        : `t${i}: {action: std.echo, input: {output: "<% $.tag %> ${i}"}}`,
+    );
+    await createWorkbook(api, workbook('wide', tasks.join('\n'), ['tag', 'pad']));
+    const id = await startExecution(api, 'wide', { tag: 'w', pad: 'x'.repeat(100_000) });
+    const execution = await waitForState(api, id, ['SUCCESS', 'ERROR'], 30_000);
+    expect(execution).toMatchObject({ state: 'ERROR', state_info: 'task t150 failed: w failed', input: { tag: 'w' } });
+    const all = await tasksOf(api, id);
+    expect(all).toHaveLength(200);
+    expect(all.filter((t) => t.state === 'SUCCESS')).toHaveLength(199);
+    expect(all.find((t) => t.name === 't7')).toMatchObject({ state: 'SUCCESS', result: 'w 7' });
+    // Launched, each task launched and ended, then the workflow's end: last, after every task's.
+    const events = await waitForEvents(receiver, HOOK, id, 'WORKFLOW_FAILED', 402, 30_000);
+    expect(events).toHaveLength(402);
+    expect(events.map((e) => e.type).slice(-1)).toEqual(['WORKFLOW_FAILED']);
+    expect(sequences(events)).toEqual(oneToN(402));
+  }, 60_000);
+
   it('follows on-error after a failure, and the workflow succeeds', async () => {
     await createWorkbook(
       api,

@@ -185,6 +185,7 @@ function launchTasks(tx: EngineTx, e: ExecutionRecord, names: string[], maxTasks
 /** Ends the workflow when no task is left running. */
 function settleWorkflow(tx: EngineTx, e: ExecutionRecord): void {
   if (e.state !== 'RUNNING' && e.state !== 'PAUSED') return;
+  if (tx.hasRunningTask(e.id)) return;
   const verdict = workflowVerdict(specOf(e), tx.taskSummaries(e.id));
   if (verdict.done) moveExecution(tx, e, verdict.state, verdict.info);
 }

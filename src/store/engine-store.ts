@@ -7,7 +7,21 @@ export { EXECUTION_STATES, TASK_STATES } from '../records/states.js';
 
 /** A task the runner claimed, with what running it needs from its execution. */
 export interface ClaimedTask extends TaskRecord {
+  /** Tasks of one execution claimed together share its spec and input (read them, never change them). */
   execution: Pick<ExecutionRecord, 'workbook' | 'workflow' | 'spec' | 'input' | 'state'>;
+}
+
+/**
+ * An execution's spec and input, parsed once per execution however many of its tasks one claim
+ * takes (a workflow of a thousand parallel tasks would parse them a thousand times).
+ */
+export function claimedExecutions(): (id: string, spec: string, input: string) => Pick<ExecutionRecord, 'spec' | 'input'> {
+  const parsed = new Map<string, Pick<ExecutionRecord, 'spec' | 'input'>>();
+  return (id, spec, input) => {
+    let bodies = parsed.get(id);
+    if (!bodies) parsed.set(id, (bodies = { spec: JSON.parse(spec), input: JSON.parse(input) as Record<string, unknown> }));
+    return bodies;
+  };
 }
 
 /** A RUNNING task whose action started and has not committed an outcome, with who runs it. */
@@ -52,6 +66,8 @@ export interface EngineTx {
   task(id: string): TaskRecord | null;
   /** Every task of the execution, oldest first, without results (they may be large). */
   taskSummaries(executionId: string): TaskSummary[];
+  /** Whether a task of the execution is RUNNING: most finishes leave one, and then nothing is read further. */
+  hasRunningTask(executionId: string): boolean;
   /** How many task records (task runs) the execution has. */
   countTasks(executionId: string): number;
   insertExecution(execution: ExecutionRecord): void;

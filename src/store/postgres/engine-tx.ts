@@ -55,6 +55,7 @@ export function engineTransactions(db: Database, notice: DueNotice) {
           tasksInOrder()
             .filter((t) => t.execution_id === executionId)
             .map(({ result: _r, ...summary }): TaskSummary => summary),
+        hasRunningTask: (executionId) => tasksInOrder().some((t) => t.execution_id === executionId && t.state === 'RUNNING'),
         countTasks: (executionId) => tasksInOrder().filter((t) => t.execution_id === executionId).length,
         insertExecution: (e) => {
           const row = { ...e, project };

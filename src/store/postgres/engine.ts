@@ -1,4 +1,4 @@
-import type { ClaimedTask, EngineStore, ExecutionRecord, InFlightTask, WorkbookRecord } from '../engine-store.js';
+import { claimedExecutions, type ClaimedTask, type EngineStore, type ExecutionRecord, type InFlightTask, type WorkbookRecord } from '../engine-store.js';
 import { DEFAULT_LIST_SCAN_LIMIT, StoreConflictError } from '../store.js';
 import { executionSieve, walkMayGoOn } from '../rows.js';
 import { statement, type Database } from './database.js';
@@ -162,9 +162,10 @@ export function engineStore(db: Database, notice: DueNotice): EngineStore {
     async claimRunnableTasks({ owner, now, limit, leaseMs }) {
       const rows = await db.rows<ClaimRow>(tk.claim, [now, limit, owner, leaseMs]);
       rows.sort((a, b) => a.due_at - b.due_at || (a.id < b.id ? -1 : 1));
+      const bodiesOf = claimedExecutions();
       return rows.map(({ e_workbook, e_workflow, e_spec, e_input, e_state, due_at: _d, ...task }): ClaimedTask => ({
         ...toTask(task),
-        execution: { workbook: e_workbook, workflow: e_workflow, spec: JSON.parse(e_spec), input: JSON.parse(e_input), state: e_state },
+        execution: { workbook: e_workbook, workflow: e_workflow, ...bodiesOf(task.execution_id, e_spec, e_input), state: e_state },
       }));
     },
     async renewTaskLeases(owner, until) {

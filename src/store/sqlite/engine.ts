@@ -20,7 +20,12 @@ interface WorkbookRow { project: string; name: string; source: string; spec: str
 type ExecutionRow = Omit<ExecutionRecord, 'spec' | 'input'> & { spec: string; input: string };
 type TaskRow = Omit<TaskRecord, 'result' | 'rerun'> & { result: string | null; rerun: number };
 type InFlightRow = TaskRow & { owner: string | null; lease_until: number | null };
-type ClaimRow = TaskRow & { e_workbook: string; e_workflow: string; e_spec: string; e_input: string; e_state: ExecutionRecord['state'] };
+type ClaimRow = TaskRow & { e_workbook: string; e_workflow: string; e_state: ExecutionRecord['state'] };
+type ExecutionHead = Omit<ExecutionRecord, 'spec' | 'input'>;
+type Bodies = Pick<ExecutionRecord, 'spec' | 'input'>;
+
+/** Parsed specs and inputs the engine's transactions keep, of the executions they read last. */
+const BODIES_KEPT = 16;
 
 const TASK_COLUMNS = `id, project, execution_id, name, action, state, state_info, result, tries, next_run_at,
   action_started_at, rerun, created_at, updated_at`;
@@ -81,6 +86,11 @@ export function engineStore(db: Database, { events, batcher, guard, fanOut }: En
   const inSnapshot = snapshotOf(db);
   const ex = {
     get: db.prepare('SELECT * FROM executions WHERE project = ? AND id = ?') as Statement<[string, string], ExecutionRow>,
+    // An engine transaction reads the execution's state (each of its tasks' finishes does) apart
+    // from its spec and input, which never change: those are parsed once and kept (bodiesOf).
+    head: db.prepare(`SELECT id, project, workbook, workflow, state, state_info, pending_operation, created_at, updated_at
+      FROM executions WHERE project = ? AND id = ?`) as Statement<[string, string], ExecutionHead>,
+    bodies: db.prepare('SELECT spec, input FROM executions WHERE id = ?') as Statement<[string], { spec: string; input: string }>,
     page: executionPages(db),
     insert: db.prepare(`INSERT INTO executions (id, project, workbook, workflow, spec, input, state, state_info, pending_operation,
         created_at, updated_at)
@@ -92,6 +102,7 @@ export function engineStore(db: Database, { events, batcher, guard, fanOut }: En
     get: db.prepare(`SELECT ${TASK_COLUMNS} FROM task_executions WHERE project = ? AND id = ?`) as Statement<[string, string], TaskRow>,
     summaries: db.prepare(`SELECT ${SUMMARY_COLUMNS} FROM task_executions WHERE project = ? AND execution_id = ? ORDER BY id`) as Statement<[string, string], Omit<TaskRow, 'result'>>,
     count: db.prepare('SELECT COUNT(*) FROM task_executions WHERE project = ? AND execution_id = ?').pluck() as Statement<[string, string], number>,
+    running: db.prepare(`SELECT 1 FROM task_executions WHERE project = ? AND execution_id = ? AND state = 'RUNNING' LIMIT 1`).pluck() as Statement<[string, string], number>,
     latestResult: db.prepare(`SELECT result FROM task_executions WHERE project = ? AND execution_id = ? AND name = ? AND state = 'SUCCESS'
       ORDER BY id DESC LIMIT 1`) as Statement<[string, string, string], { result: string | null }>,
     page: db.prepare(`SELECT ${TASK_COLUMNS} FROM task_executions WHERE project = ? AND execution_id = ? AND id > ?
@@ -100,8 +111,7 @@ export function engineStore(db: Database, { events, batcher, guard, fanOut }: En
       @state, @state_info, @result, @tries, @next_run_at, @action_started_at, @rerun, @created_at, @updated_at)`),
     save: db.prepare(`UPDATE task_executions SET state = @state, state_info = @state_info, result = @result, tries = @tries,
       next_run_at = @next_run_at, action_started_at = @action_started_at, rerun = @rerun, updated_at = @updated_at WHERE id = @id`),
-    due: db.prepare(`SELECT ${CLAIM_COLUMNS}, e.workbook AS e_workbook, e.workflow AS e_workflow, e.spec AS e_spec, e.input AS e_input,
-        e.state AS e_state
+    due: db.prepare(`SELECT ${CLAIM_COLUMNS}, e.workbook AS e_workbook, e.workflow AS e_workflow, e.state AS e_state
       FROM task_executions t JOIN executions e ON e.id = t.execution_id
       WHERE t.state = 'RUNNING' AND t.next_run_at <= ? AND e.state = 'RUNNING'
       ORDER BY t.next_run_at LIMIT ?`) as Statement<[number, number], ClaimRow>,
@@ -122,6 +132,20 @@ export function engineStore(db: Database, { events, batcher, guard, fanOut }: En
       WHERE state = 'RUNNING' AND next_run_at IS NULL AND action_started_at IS NOT NULL AND owner = @owner`),
   };
 
+  const kept = new Map<string, Bodies>();
+  /** The execution's spec and input, parsed, from those kept when there (most recently used last). */
+  function bodiesOf(id: string): Bodies {
+    let bodies = kept.get(id);
+    if (bodies) kept.delete(id);
+    else {
+      const row = ex.bodies.get(id)!;
+      bodies = { spec: JSON.parse(row.spec), input: JSON.parse(row.input) as Record<string, unknown> };
+      if (kept.size >= BODIES_KEPT) kept.delete(kept.keys().next().value!);
+    }
+    kept.set(id, bodies);
+    return bodies;
+  }
+
   function transactionFor(project: string, routing: ListenerRouting, now: number, count: { events: number; deliveries: number }): EngineTx {
     // Read at the first event, still inside this transaction: a change that appends none
     // neither reads the listener version nor compiles.
@@ -129,14 +153,15 @@ export function engineStore(db: Database, { events, batcher, guard, fanOut }: En
     return {
       now,
       execution: (id) => {
-        const row = ex.get.get(project, id);
-        return row ? toExecution(row) : null;
+        const head = ex.head.get(project, id);
+        return head ? { ...head, ...bodiesOf(id) } : null;
       },
       task: (id) => {
         const row = tk.get.get(project, id);
         return row ? toTask(row) : null;
       },
       taskSummaries: (executionId) => tk.summaries.all(project, executionId).map(toSummary),
+      hasRunningTask: (executionId) => tk.running.get(project, executionId) !== undefined,
       countTasks: (executionId) => tk.count.get(project, executionId) ?? 0,
       insertExecution: (e) => {
         ex.insert.run({ ...e, project, spec: JSON.stringify(e.spec), input: JSON.stringify(e.input) });
@@ -236,14 +261,14 @@ export function engineStore(db: Database, { events, batcher, guard, fanOut }: En
     claimRunnableTasks({ owner, now, limit, leaseMs }) {
       return batcher.run(() =>
         tk.due.all(now, limit).map((row): ClaimedTask => {
-          const { e_workbook, e_workflow, e_spec, e_input, e_state, ...task } = row;
+          const { e_workbook, e_workflow, e_state, ...task } = row;
           const claimed = tk.claim.get({ id: task.id, now, owner, lease_until: now + leaseMs })!;
           return {
             ...toTask(task),
             ...claimed,
             next_run_at: null,
             updated_at: now,
-            execution: { workbook: e_workbook, workflow: e_workflow, spec: JSON.parse(e_spec), input: JSON.parse(e_input), state: e_state },
+            execution: { workbook: e_workbook, workflow: e_workflow, ...bodiesOf(task.execution_id), state: e_state },
           };
         }),
       );
