@@ -35,6 +35,7 @@ export const POSTGRES_RUN = [
   'exec-relay',
   'filter-budget',
   'list-order',
+  'page-bytes',
   'openapi',
   'oslo-interop',
   'request-limits',

@@ -1706,8 +1706,8 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
 
       const events = (await store.listEvents(P, { limit: 10, execution_id: 'x1' })).rows;
       expect(events.map((e) => [e.envelope.id, e.envelope.sequence])).toEqual([['ev1', 1], ['ev2', 2], ['ev3', 3], ['ev4', 4]]);
-      expect(ids(await store.listTasks(P, 'x1', { limit: 2 }))).toEqual(['t1', 't2']);
-      expect(ids(await store.listTasks(P, 'x1', { limit: 2, after: 't2' }))).toEqual(['t3']);
+      expect(await store.listTasks(P, 'x1', { limit: 2 })).toEqual({ rows: [expect.objectContaining({ id: 't1' }), expect.objectContaining({ id: 't2' })], resume: null });
+      expect(ids((await store.listTasks(P, 'x1', { limit: 2, after: 't2' })).rows)).toEqual(['t3']);
     });
 
     it('runs a change whose scope does not exist with nothing loaded', async () => {
@@ -1852,7 +1852,7 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       await store.createWorkbook({ ...wb('w-a', T), project: Q });
       expect(await store.getWorkbook(P, 'w-a')).toEqual(wb('w-a', T));
       expect(await store.getWorkbook(P, 'nope')).toBeNull();
-      const names = async (after?: string) => (await store.listWorkbooks(P, { limit: 2, after })).map((w) => w.name);
+      const names = async (after?: string) => (await store.listWorkbooks(P, { limit: 2, after })).rows.map((w) => w.name);
       expect([await names(), await names('w-b'), await names('w-c')]).toEqual([['w-a', 'w-b'], ['w-c'], []]);
       expect(await store.updateWorkbook(P, 'w-b', 'name: w-b2', { name: 'w-b2' }, T + 5)).toEqual({
         ...wb('w-b', T),

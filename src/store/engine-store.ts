@@ -86,7 +86,7 @@ export interface EngineStore {
   createWorkbook(workbook: WorkbookRecord): Promise<void>;
   getWorkbook(project: string, name: string): Promise<WorkbookRecord | null>;
   /** Pages by name. */
-  listWorkbooks(project: string, query: PageQuery): Promise<WorkbookRecord[]>;
+  listWorkbooks(project: string, query: PageQuery): Promise<ListPage<WorkbookRecord>>;
   updateWorkbook(project: string, name: string, source: string, spec: unknown, updatedAt: number): Promise<WorkbookRecord | null>;
   /** Refuses while an execution of the workbook is RUNNING or PAUSED (checked in the same transaction). */
   deleteWorkbook(project: string, name: string): Promise<WorkbookDeletion>;
@@ -95,7 +95,7 @@ export interface EngineStore {
   /** `resume` is an execution id. */
   listExecutions(project: string, query: ExecutionQuery): Promise<ListPage<ExecutionRecord>>;
   getTask(project: string, id: string): Promise<TaskRecord | null>;
-  listTasks(project: string, executionId: string, query: PageQuery): Promise<TaskRecord[]>;
+  listTasks(project: string, executionId: string, query: PageQuery): Promise<ListPage<TaskRecord>>;
   /** The result of the latest instance of each named task that succeeded; names with none are absent. */
   latestResults(project: string, executionId: string, names: string[]): Promise<Map<string, unknown>>;
 

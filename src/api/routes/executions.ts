@@ -100,8 +100,8 @@ export function executionRoutes({ store, engine, listScanLimit }: { store: Engin
   router.get('/:id/tasks', async (req, res) => {
     const { limit, after } = pageParams(req.query, 'tasks');
     const execution = await load(res.locals.project, req.params.id);
-    const rows = await store.listTasks(res.locals.project, execution.id, { after, limit: limit + 1 });
-    res.json(page('tasks', rows, limit, (t) => t.id, toTaskView));
+    const { rows, resume } = await store.listTasks(res.locals.project, execution.id, { after, limit: limit + 1 });
+    res.json(page('tasks', rows, limit, (t) => t.id, toTaskView, 'asc', resume));
   });
 
   return router;

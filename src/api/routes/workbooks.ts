@@ -109,8 +109,8 @@ export function workbookRoutes({ store }: { store: EngineStore }): Router {
 
   router.get('/', async (req, res) => {
     const { limit, after } = pageParams(req.query, 'workbooks');
-    const rows = await store.listWorkbooks(res.locals.project, { after, limit: limit + 1 });
-    res.json(page('workbooks', rows, limit, (w) => w.name, toWorkbookView));
+    const { rows, resume } = await store.listWorkbooks(res.locals.project, { after, limit: limit + 1 });
+    res.json(page('workbooks', rows, limit, (w) => w.name, toWorkbookView, 'asc', resume));
   });
 
   router.get('/:name', async (req, res) => {

@@ -1,4 +1,5 @@
 import { claimedExecutions, type ClaimedTask, type EngineStore, type ExecutionRecord, type InFlightTask, type WorkbookRecord } from '../engine-store.js';
+import { pageOfSql, withinBytesSql, type PageColumns } from '../page-bytes.js';
 import { DEFAULT_LIST_SCAN_LIMIT, StoreConflictError } from '../store.js';
 import { executionSieve, walkMayGoOn } from '../rows.js';
 import { statement, type Database } from './database.js';
@@ -17,7 +18,7 @@ const TASK_COLUMNS_OF_T = TASK_COLUMNS.split(',').map((c) => `t.${c.trim()}`).jo
 const wb = {
   get: statement('SELECT * FROM workbooks WHERE project = $1 AND name = $2'),
   lock: statement('SELECT 1 FROM workbooks WHERE project = $1 AND name = $2 FOR UPDATE'),
-  page: statement('SELECT * FROM workbooks WHERE project = $1 AND name > $2 ORDER BY name LIMIT $3'),
+  page: statement(withinBytesSql('SELECT * FROM workbooks WHERE project = $1 AND name > $2 ORDER BY name LIMIT $3', 'octet_length(source) + octet_length(spec)', 'name')),
   insert: statement(`INSERT INTO workbooks (project, name, source, spec, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
     ON CONFLICT (project, name) DO NOTHING`),
   update: statement('UPDATE workbooks SET source = $3, spec = $4, updated_at = $5 WHERE project = $1 AND name = $2 RETURNING *'),
@@ -35,10 +36,12 @@ const executionPage = namedStatements((key) => {
   const walk = `FROM executions WHERE project = @project ${after ? `AND id ${order === 'desc' ? '<' : '>'} @after` : ''} ORDER BY id ${dir}`;
   const walked = ['project', ...(after ? ['after'] : [])];
   if (sieve[0] === 'probe') return { text: `SELECT id ${walk} LIMIT 1 OFFSET @scan - 1`, names: [...walked, 'scan'] };
-  if (!sieve.length) return { text: `SELECT ${EXECUTION_COLUMNS} ${walk} LIMIT @limit`, names: [...walked, 'limit'] };
+  // The page's rows, as many as fit in PAGE_BYTES of specs and inputs (see withinBytesSql).
+  const within = (page: string) => withinBytesSql(page, 'octet_length(spec) + octet_length(input)', `id ${dir}`);
+  if (!sieve.length) return { text: within(`SELECT ${EXECUTION_COLUMNS} ${walk} LIMIT @limit`), names: [...walked, 'limit'] };
   return {
-    text: `SELECT ${EXECUTION_COLUMNS_OF_X} FROM (SELECT id, workbook, workflow, state ${walk} LIMIT @scan) w JOIN executions x ON x.id = w.id
-      WHERE ${sieve.map((k) => `w.${k} = @${k}`).join(' AND ')} ORDER BY w.id ${dir} LIMIT @limit`,
+    text: within(`SELECT ${EXECUTION_COLUMNS_OF_X} FROM (SELECT id, workbook, workflow, state ${walk} LIMIT @scan) w JOIN executions x ON x.id = w.id
+      WHERE ${sieve.map((k) => `w.${k} = @${k}`).join(' AND ')} ORDER BY w.id ${dir} LIMIT @limit`),
     names: [...walked, 'scan', ...sieve, 'limit'],
   };
 });
@@ -51,8 +54,8 @@ const ex = {
 
 const tk = {
   get: statement(`SELECT ${TASK_COLUMNS} FROM task_executions WHERE project = $1 AND id = $2`),
-  page: statement(`SELECT ${TASK_COLUMNS} FROM task_executions WHERE project = $1 AND execution_id = $2 AND id > $3
-    ORDER BY id LIMIT $4`),
+  page: statement(withinBytesSql(`SELECT ${TASK_COLUMNS} FROM task_executions WHERE project = $1 AND execution_id = $2 AND id > $3
+    ORDER BY id LIMIT $4`, 'coalesce(octet_length(result), 0)', 'id')),
   latestResults: statement(`SELECT DISTINCT ON (name) name, result FROM task_executions
     WHERE project = $1 AND execution_id = $2 AND name = ANY($3::text[]) AND state = 'SUCCESS'
     ORDER BY name, id DESC`),
@@ -107,7 +110,9 @@ export function engineStore(db: Database, notice: DueNotice): EngineStore {
       return row ? toWorkbook(row) : null;
     },
     async listWorkbooks(project, q) {
-      return (await db.rows<WorkbookRow>(wb.page, [project, q.after ?? '', q.limit])).map(toWorkbook);
+      const found = pageOfSql(await db.rows<WorkbookRow & PageColumns>(wb.page, [project, q.after ?? '', q.limit]));
+      const rows = found.rows.map(toWorkbook);
+      return { rows, resume: found.cut ? rows[rows.length - 1].name : null };
     },
     async updateWorkbook(project, name, source, spec, updatedAt) {
       const [row] = await db.rows<WorkbookRow>(wb.update, [project, name, source, JSON.stringify(spec), updatedAt]);
@@ -133,7 +138,9 @@ export function engineStore(db: Database, notice: DueNotice): EngineStore {
       return db.transaction(async (c) => {
         await c.count(listSettings, []);
         const page = executionPage([...head, ...sieve].join(','), params);
-        const rows = (await c.rows<ExecutionRow>(page.statement, page.values)).map(toExecution);
+        const found = pageOfSql(await c.rows<ExecutionRow & PageColumns>(page.statement, page.values));
+        const rows = found.rows.map(toExecution);
+        if (found.cut) return { rows, resume: rows[rows.length - 1].id };
         if (!walkMayGoOn(rows.length, q, sieve.length > 0)) return { rows, resume: null };
         const probe = executionPage([...head, 'probe'].join(','), params);
         const [end] = await c.rows<{ id: string }>(probe.statement, probe.values);
@@ -145,7 +152,9 @@ export function engineStore(db: Database, notice: DueNotice): EngineStore {
       return row ? toTask(row) : null;
     },
     async listTasks(project, executionId, q) {
-      return (await db.rows<TaskRow>(tk.page, [project, executionId, q.after ?? '', q.limit])).map(toTask);
+      const found = pageOfSql(await db.rows<TaskRow & PageColumns>(tk.page, [project, executionId, q.after ?? '', q.limit]));
+      const rows = found.rows.map(toTask);
+      return { rows, resume: found.cut ? rows[rows.length - 1].id : null };
     },
     async latestResults(project, executionId, names) {
       const results = new Map<string, unknown>();

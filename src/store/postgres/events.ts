@@ -1,4 +1,5 @@
 import { newId } from '../../ids.js';
+import { pageOfSql, withinBytesSql, type PageColumns } from '../page-bytes.js';
 import { FilterBudgetError } from '../../fanout/filter-budget.js';
 import type { EventEnvelope } from '../../records/event.js';
 import {
@@ -114,12 +115,15 @@ const listStatement = namedStatements((key) => {
         ORDER BY received_at ${dir}, seq ${dir}`;
   const walked = execution ? ['project', 'execution_id', 'sequence'] : ['project', 'r', 'seq', ...(walkName === 'since' ? ['since'] : [])];
   if (sieve[0] === 'probe') return { text: `SELECT received_at, seq, sequence ${walk} LIMIT 1 OFFSET @scan - 1`, names: [...walked, 'scan'] };
-  if (!sieve.length) return { text: `SELECT seq, envelope, received_at, sequence ${walk} LIMIT @limit`, names: [...walked, 'limit'] };
+  // The page's rows, as many as fit in PAGE_BYTES of envelopes (see withinBytesSql).
+  const order_ = execution ? `sequence ${dir}` : `received_at ${dir}, seq ${dir}`;
+  const within = (page: string) => withinBytesSql(page, 'octet_length(envelope)', order_);
+  if (!sieve.length) return { text: within(`SELECT seq, envelope, received_at, sequence ${walk} LIMIT @limit`), names: [...walked, 'limit'] };
   return {
-    text: `SELECT e.seq, e.envelope, e.received_at, e.sequence
+    text: within(`SELECT e.seq, e.envelope, e.received_at, e.sequence
       FROM (SELECT seq, received_at, sequence, workbook, type ${walk} LIMIT @scan) w JOIN events e ON e.seq = w.seq
       WHERE ${sieve.map((k) => EVENT_SIEVE[k as keyof typeof EVENT_SIEVE]).join(' AND ')}
-      ORDER BY ${execution ? `w.sequence ${dir}` : `w.received_at ${dir}, w.seq ${dir}`} LIMIT @limit`,
+      ORDER BY ${execution ? `w.sequence ${dir}` : `w.received_at ${dir}, w.seq ${dir}`} LIMIT @limit`),
     names: [...walked, 'scan', ...sieve, 'limit'],
   };
 });
@@ -416,7 +420,9 @@ export function eventQueries(db: Database, notice: DueNotice, { appendsAtOnce = 
         // execution's walk needs no sort.
         await c.count(walkName === 'execution' ? readSnapshot : `${readSnapshot}; ${sortsOff}`, []);
         const page = listStatement([...head, ...sieve].join(','), params);
-        const rows = (await c.rows<ListedEventRow>(page.statement, page.values)).map((row) => ({ ...toStoredEvent(row), cursor: eventCursor(row, q.execution_id) }));
+        const found = pageOfSql(await c.rows<ListedEventRow & PageColumns>(page.statement, page.values));
+        const rows = found.rows.map((row) => ({ ...toStoredEvent(row), cursor: eventCursor(row, q.execution_id) }));
+        if (found.cut) return { rows, resume: rows[rows.length - 1].cursor };
         if (!walkMayGoOn(rows.length, q, sieve.length > 0)) return { rows, resume: null };
         const probe = listStatement([...head, 'probe'].join(','), params);
         const [end] = await c.rows<ListedEventRow>(probe.statement, probe.values);

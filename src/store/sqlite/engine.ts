@@ -10,6 +10,7 @@ import type {
   TaskRecord,
   WorkbookRecord,
 } from '../engine-store.js';
+import { takeWithinBytes } from '../page-bytes.js';
 import { DEFAULT_LIST_SCAN_LIMIT, StoreConflictError, type FanOut, type ListenerRouting } from '../store.js';
 import { executionSieve, walkMayGoOn } from '../rows.js';
 import { snapshotOf, statementCache } from './filtered-page.js';
@@ -197,7 +198,9 @@ export function engineStore(db: Database, { events, batcher, guard, fanOut }: En
       return row ? toWorkbook(row) : null;
     },
     async listWorkbooks(project, q) {
-      return guard(() => wb.page.all(project, q.after ?? '', q.limit)).map(toWorkbook);
+      const found = guard(() => takeWithinBytes(wb.page.iterate(project, q.after ?? '', q.limit), (row) => row.source.length + row.spec.length));
+      const rows = found.rows.map(toWorkbook);
+      return { rows, resume: found.cut ? rows[rows.length - 1].name : null };
     },
     updateWorkbook(project, name, source, spec, updatedAt) {
       return batcher.run(() => {
@@ -226,7 +229,10 @@ export function engineStore(db: Database, { events, batcher, guard, fanOut }: En
       const checked = Object.fromEntries(sieve.map((k) => [k, q[k]]));
       return guard(() =>
         inSnapshot(() => {
-          const rows = (ex.page([...head, ...sieve].join(',')).all({ ...walked, ...checked, limit: q.limit, ...(sieve.length && { scan }) }) as ExecutionRow[]).map(toExecution);
+          const walk = ex.page([...head, ...sieve].join(',')).iterate({ ...walked, ...checked, limit: q.limit, ...(sieve.length && { scan }) });
+          const found = takeWithinBytes(walk as Iterable<ExecutionRow>, (row) => row.spec.length + row.input.length);
+          const rows = found.rows.map(toExecution);
+          if (found.cut) return { rows, resume: rows[rows.length - 1].id };
           if (!walkMayGoOn(rows.length, q, sieve.length > 0)) return { rows, resume: null };
           return { rows, resume: (ex.page([...head, 'probe'].join(',')).get({ ...walked, scan }) as string | undefined) ?? null };
         }),
@@ -237,7 +243,9 @@ export function engineStore(db: Database, { events, batcher, guard, fanOut }: En
       return row ? toTask(row) : null;
     },
     async listTasks(project, executionId, q) {
-      return guard(() => tk.page.all(project, executionId, q.after ?? '', q.limit)).map(toTask);
+      const found = guard(() => takeWithinBytes(tk.page.iterate(project, executionId, q.after ?? '', q.limit), (row) => row.result?.length ?? 0));
+      const rows = found.rows.map(toTask);
+      return { rows, resume: found.cut ? rows[rows.length - 1].id : null };
     },
     async latestResults(project, executionId, names) {
       const results = new Map<string, unknown>();

@@ -1,6 +1,7 @@
 import type { Database, Statement } from 'better-sqlite3';
 import { newId } from '../../ids.js';
 import { snapshotOf, statementCache } from './filtered-page.js';
+import { takeWithinBytes } from '../page-bytes.js';
 import type { EventEnvelope, OriginalMessage } from '../../records/event.js';
 import type { Handing } from '../handing.js';
 import {
@@ -209,8 +210,10 @@ export function eventQueries(db: Database, executionOrder: ExecutionOrder) {
       const scan = q.scanLimit ?? DEFAULT_LIST_SCAN_LIMIT;
       const checked = Object.fromEntries(sieve.map((k) => [k, q[k]]));
       return inSnapshot(() => {
-        const found = listStatement([...head, ...sieve].join(',')).all({ ...walked, ...checked, limit: q.limit, ...(sieve.length && { scan }) }) as ListedEventRow[];
-        const rows = found.map((row) => ({ ...toStoredEvent(row), cursor: eventCursor(row, q.execution_id) }));
+        const walk = listStatement([...head, ...sieve].join(',')).iterate({ ...walked, ...checked, limit: q.limit, ...(sieve.length && { scan }) });
+        const found = takeWithinBytes(walk as Iterable<ListedEventRow>, (row) => row.envelope.length);
+        const rows = found.rows.map((row) => ({ ...toStoredEvent(row), cursor: eventCursor(row, q.execution_id) }));
+        if (found.cut) return { rows, resume: rows[rows.length - 1].cursor };
         if (!walkMayGoOn(rows.length, q, sieve.length > 0)) return { rows, resume: null };
         const end = listStatement([...head, 'probe'].join(',')).get({ ...walked, scan }) as ListedEventRow | undefined;
         return { rows, resume: end ? eventCursor(end, q.execution_id) : null };
