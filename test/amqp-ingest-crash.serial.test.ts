@@ -83,10 +83,10 @@ function body(s: Setup, i: number): Buffer {
   return Buffer.from(JSON.stringify({ 'oslo.version': '2.0', 'oslo.message': JSON.stringify(message) }));
 }
 
-async function publish(s: Setup, from: number, to: number, pauseEvery = 0): Promise<void> {
+async function publish(s: Setup, from: number, to: number, pauseEvery = 0, pauseMs = 5): Promise<void> {
   for (let i = from; i < to; i++) {
     confirm.publish(s.exchange, s.queue, body(s, i), { contentType: 'application/json' });
-    if (pauseEvery > 0 && i % pauseEvery === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+    if (pauseEvery > 0 && i % pauseEvery === 0) await new Promise((resolve) => setTimeout(resolve, pauseMs));
   }
   await confirm.waitForConfirms();
 }
@@ -127,9 +127,10 @@ describe('consumer in a relay process', () => {
     await consumerConnected(relay);
 
     // Killed while the messages pour in: some stored, some being stored, some not yet delivered.
-    // They come in over a few hundred milliseconds (a pause every 5), so that a backend that
-    // commits a whole burst at once (PostgreSQL's group commit) still has some left to take.
-    const publishing = publish(s, 0, total, 5);
+    // They come in over more than half a second (a pause of 10 ms every 5), so that a backend
+    // that commits a whole burst at once (PostgreSQL's group commit), or a first commit that is
+    // late on a busy machine, still leaves some to take.
+    const publishing = publish(s, 0, total, 5, 10);
     const storedAtKill = await waitUntil(async () => (await eventIds(relay, s.type)).length, 10_000, () => 'nothing was stored before the kill', 5);
     await relay.kill9();
     await publishing;

@@ -3,6 +3,7 @@ import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createFanOut } from '../src/fanout/fanout.js';
 import type { NewEvent, Store } from '../src/store/store.js';
+import { clientConfig } from '../src/store/postgres/database.js';
 import { openPostgresStore } from '../src/store/postgres/index.js';
 import { createTestSchema, TEST_DATABASE_URL, type TestSchema } from './helpers/backend.js';
 import { storedListener, taskEnvelope } from './helpers/envelopes.js';
@@ -130,6 +131,23 @@ describe('PostgreSQL plans as tables grow', () => {
     expect(stats.seqRead('deliveries')).toBeLessThan(100_000);
     expect(stats.seqRead('events')).toBeLessThan(30_000);
   }, 120_000);
+
+  it('never compiles a statement with JIT, also one whose plan a disabled sort makes look costly', async () => {
+    schema = await createTestSchema('plans');
+    const c = new pg.Client(clientConfig({ url: TEST_DATABASE_URL, schema: schema.schema }));
+    await c.connect();
+    try {
+      expect((await c.query('SHOW jit')).rows).toEqual([{ jit: 'off' }]);
+      // As a list page reads: sorts off, and a sort it still needs priced at 10^10.
+      await c.query('BEGIN; SET LOCAL enable_sort = off');
+      const [{ 'QUERY PLAN': [plan] }] = (await c.query('EXPLAIN (ANALYZE, FORMAT JSON) SELECT g FROM generate_series(1, 100) g ORDER BY g % 7')).rows;
+      expect(plan.Plan['Total Cost']).toBeGreaterThan(1e9);
+      expect(plan.JIT).toBeUndefined();
+      await c.query('ROLLBACK');
+    } finally {
+      await c.end();
+    }
+  });
 
   it("a dispatcher's cycles reach the deliveries and attempts they record by key, not by reading the tables whole", async () => {
     schema = await createTestSchema('plans');
