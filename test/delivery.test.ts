@@ -603,6 +603,33 @@ describe('filters and routing', () => {
       expect(got, `listener ${name}`).toEqual((expectedPerListener.get(name) ?? []).sort());
     }
   });
+
+  it('sends the very next event by each change of a listener among many, its callback and rule alike', async () => {
+    const wb = 'wb-changes';
+    const many = [];
+    for (let i = 0; i < 12; i++) many.push(await createListener(relay, receiver.url(`/many-${i}`), { workbook: wb, filter: { 'data.n': i } }));
+    const send = async (n: number) => (await ingest(relay, [{ type: 'WORKFLOW_LAUNCHED', workbook: wb, data: { n } }]))[0];
+    const arrivedAt = async (path: string, eventId: string) =>
+      receiver.waitFor((all) => all.some((r) => r.path === path && JSON.parse(r.text).id === eventId));
+
+    await arrivedAt('/many-3', await send(3));
+    // A new callback, the rule as it was: delivered at the new address from the very next event.
+    let patched = await relay.api('PATCH', `/v1/listeners/${many[3].id}`, { callback: { url: receiver.url('/many-3-moved'), timeout_ms: 2000 } });
+    expect(patched.status, patched.text).toBe(200);
+    const moved = await send(3);
+    await arrivedAt('/many-3-moved', moved);
+    // A new rule: the next event routes by it, and the other listeners as before.
+    patched = await relay.api('PATCH', `/v1/listeners/${many[3].id}`, { filter: { 'data.n': 103 } });
+    expect(patched.status, patched.text).toBe(200);
+    const [byOld, byNew, other] = [await send(3), await send(103), await send(7)];
+    await arrivedAt('/many-3-moved', byNew);
+    await arrivedAt('/many-7', other);
+    const routedTo = async (eventId: string) => (await deliveriesOfEvent(relay, eventId)).map((d: any) => d.listener_id);
+    expect(await routedTo(byOld)).not.toContain(many[3].id);
+    expect(await routedTo(byNew)).toContain(many[3].id);
+    expect(await routedTo(other)).toContain(many[7].id);
+    expect(receiver.requests('/many-3').map((r) => JSON.parse(r.text).id)).not.toContain(moved);
+  });
 });
 
 // ---- 10-11: ingest -----------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import { compileListenerRule, type ListenerRule } from '../src/fanout/match.js';
 import type { EventEnvelope } from '../src/records/event.js';
 import { specOf, type StoredListener } from '../src/records/listener.js';
 import { openSqliteStore, type SqliteStore } from '../src/store/sqlite/index.js';
-import type { ListenerRouting } from '../src/store/store.js';
+import type { EnabledListener, KeptListeners, ListenerRouting } from '../src/store/store.js';
 import { storedListener, taskEnvelope } from './helpers/envelopes.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { startTestRelay, tempDir, type TestRelay } from './helpers/relay.js';
@@ -27,6 +27,8 @@ describe('fan-out cache', () => {
   let store: SqliteStore;
   let compiled: string[];
   let reads: string[];
+  /** The listeners whose whole rows the store read and handed over for compiling. */
+  let rows: string[];
   let eventNumber = 0;
 
   /**
@@ -43,9 +45,11 @@ describe('fan-out cache', () => {
     });
     return {
       at: f.at,
-      compile: (project: string, version: number, enabled: StoredListener[]) => {
+      kept: f.kept,
+      compile: (project: string, version: number, enabled: EnabledListener[], kept: KeptListeners) => {
         reads.push(project);
-        return f.compile(project, version, enabled);
+        rows.push(...enabled.filter((e) => e.row !== null).map((e) => e.id));
+        return f.compile(project, version, enabled, kept);
       },
     };
   }
@@ -72,6 +76,7 @@ describe('fan-out cache', () => {
     }
     compiled = [];
     reads = [];
+    rows = [];
   });
   afterEach(async () => {
     await store.close();
@@ -95,9 +100,12 @@ describe('fan-out cache', () => {
     compiled = [];
     reads = [];
 
+    rows = [];
     await change(P, 7, { filter: { 'data.n': 100 } });
     expect(await route(f, P, { n: 100 })).toEqual([listener(P, 7).id]);
     expect(compiled).toEqual([listener(P, 7).id]);
+    // Of the project's 40 listeners the store read the whole row of the changed one only.
+    expect(rows).toEqual([listener(P, 7).id]);
     // Every other listener still routes with the matcher it had; the other project is not read again.
     expect(await route(f, P, { n: 7 })).toEqual([]);
     expect(await route(f, P, { n: 3 })).toEqual([listener(P, 3).id]);
@@ -151,13 +159,16 @@ describe('fan-out cache', () => {
     expect(compiled).toEqual([listener(P, 4).id]);
   });
 
-  it('compiles nothing for a change that leaves the rule as it was', async () => {
+  it('after a change that leaves the rule as it was, reads and compiles that listener only', async () => {
     const f = fanOut();
     await route(f, P, { n: 0 });
     compiled = [];
+    rows = [];
+    // Every write of a listener's row moves its revision, whatever it changed.
     await change(P, 4, { description: 'renamed', callback: { ...listener(P, 4).callback, url: 'http://127.0.0.1:9/y' } });
     expect(await route(f, P, { n: 4 })).toEqual([listener(P, 4).id]);
-    expect(compiled).toEqual([]);
+    expect(rows).toEqual([listener(P, 4).id]);
+    expect(compiled).toEqual([listener(P, 4).id]);
   });
 
   it('reads a project once for events that commit together after a change', async () => {

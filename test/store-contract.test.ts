@@ -261,7 +261,10 @@ function countingRouting() {
       const c = compiled.get(project);
       return c && c.version === version ? c.fanOut : null;
     },
-    compile(project, version, enabled) {
+    // It keeps no listener, so the store hands over every enabled listener's row.
+    kept: () => new Map(),
+    compile(project, version, heads) {
+      const enabled = heads.map((h) => h.row!);
       compiles.push({ project, version, listeners: enabled.map((l) => l.id).sort() });
       const match = (e: EventEnvelope) =>
         enabled.filter((l) => (l.workbook === '*' || l.workbook === e.workbook) && l.event_types.includes(e.category)).map((l) => l.id);
@@ -435,6 +438,44 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       ]);
       const versions = compiles.map((c) => c.version);
       expect(versions.every((v, i) => i === 0 || v > versions[i - 1])).toBe(true);
+    });
+
+    it('hands over, after a change, the rows only of the listeners the routing does not keep at their revision', async () => {
+      const fanOut = createFanOut();
+      const handed: string[][] = [];
+      const keeping: ListenerRouting = {
+        at: fanOut.at,
+        kept: fanOut.kept,
+        compile(project, version, enabled, kept) {
+          handed.push(enabled.filter((e) => e.row !== null).map((e) => e.id).sort());
+          return fanOut.compile(project, version, enabled, kept);
+        },
+      };
+      const other = await db.open();
+      const append = async (id: string) => (await store.appendEvents(P, [event(id)], keeping, T))[0].deliveries;
+      const [l1, l2, l3] = ['l1', 'l2', 'l3'].map((id) => listener(id));
+      for (const l of [l1, l2, l3]) await store.createListener(l);
+      expect(await append('e1')).toBe(3);
+
+      await store.updateListener(P, 'l2', { ...specOf(l2), description: 'changed' }, iso(T + 1));
+      expect(await append('e2')).toBe(3);
+      await store.rotateListenerSecret(P, 'l3', { secret: l3.secret, previousSecret: l3.secret, previousSecretExpiresAt: iso(T + 1) }, iso(T + 1));
+      expect(await append('e3')).toBe(3);
+      // Two changes within one millisecond, the second through another connection.
+      await store.updateListener(P, 'l1', { ...specOf(l1), workbook: 'other' }, iso(T + 2));
+      expect(await append('e4')).toBe(2);
+      await other.updateListener(P, 'l1', { ...specOf(l1), workbook: '*' }, iso(T + 2));
+      expect(await append('e5')).toBe(3);
+      await other.updateListener(P, 'l1', { ...specOf(l1), enabled: false }, iso(T + 3));
+      expect(await append('e6')).toBe(2);
+      await store.createListener(listener('l4'));
+      expect(await append('e7')).toBe(3);
+      await store.deleteListener(P, 'l2');
+      expect(await append('e8')).toBe(2);
+      await store.updateListener(P, 'l1', { ...specOf(l1), enabled: true }, iso(T + 4));
+      expect(await append('e9')).toBe(3);
+
+      expect(handed).toEqual([['l1', 'l2', 'l3'], ['l2'], ['l3'], ['l1'], ['l1'], [], ['l4'], [], ['l1']]);
     });
 
     it('routes by a change another process committed', async () => {

@@ -56,7 +56,10 @@ function routing(choose: (enabled: StoredListener[]) => FanOut) {
   const r: ListenerRouting & { compiles: typeof compiles } = {
     compiles,
     at: (project, version) => (kept.get(project)?.version === version ? kept.get(project)!.route : null),
-    compile(project, version, enabled) {
+    // It keeps no listener, so the store hands over every enabled listener's row.
+    kept: () => new Map(),
+    compile(project, version, heads) {
+      const enabled = heads.map((h) => h.row!);
       compiles.push({ project, version, enabled: enabled.map((l) => l.id).sort() });
       const route = choose(enabled);
       kept.set(project, { version, route });

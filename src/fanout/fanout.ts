@@ -1,14 +1,16 @@
 import type { EventEnvelope } from '../records/event.js';
 import type { StoredListener } from '../records/listener.js';
-import type { ClaimedDelivery, FanOut, ListenerRouting } from '../store/store.js';
+import type { ClaimedDelivery, EnabledListener, FanOut, KeptListeners, ListenerRouting } from '../store/store.js';
 import { matchCharged } from './filter-budget.js';
 import { compileListenerRule, type ListenerMatcher, type ListenerRule } from './match.js';
 
+/** What routing keeps of one listener at one revision: never its rule or filter text. */
 interface CompiledListener {
   id: string;
-  /** The rule as it was compiled, to tell whether a listener read again has changed. */
-  rule: string;
+  revision: number;
   matches: ListenerMatcher;
+  ordered: boolean;
+  handOff: ClaimedDelivery['listener'] | null;
 }
 
 export interface FanOutOptions {
@@ -24,75 +26,74 @@ export interface FanOutOptions {
 
 const NEVER: ListenerMatcher = () => false;
 
-/** Everything the matcher reads, as one string: equal strings compile to the same matcher. */
-function ruleKey(l: StoredListener): string {
-  return JSON.stringify([l.workbook, l.event_types, l.events, l.target, l.filter, l.enabled]);
-}
-
 /**
- * The listeners whose fresh deliveries may go straight to this process's dispatcher at commit:
- * those whose admission needs no state of the database (no execution order to keep, no rate
- * limit), with what sending needs of them.
+ * Sending's part of a listener whose fresh deliveries may go straight to this process's
+ * dispatcher at commit: one whose admission needs no state of the database (no execution order
+ * to keep, no rate limit). Null for the others.
  */
-function handOffListeners(enabled: readonly StoredListener[]): ReadonlyMap<string, ClaimedDelivery['listener']> {
-  const out = new Map<string, ClaimedDelivery['listener']>();
-  for (const l of enabled) {
-    if (l.ordering === 'execution' || l.rate_limit_per_s != null) continue;
-    out.set(l.id, {
-      callback: l.callback,
-      retry: l.retry,
-      secret: l.secret,
-      previous_secret: l.previous_secret,
-      previous_secret_expires_at: l.previous_secret_expires_at,
-      updated_at: l.updated_at,
-      max_in_flight: l.max_in_flight,
-      ordering: l.ordering,
-    });
-  }
-  return out;
+function handOffOf(l: StoredListener): ClaimedDelivery['listener'] | null {
+  if (l.ordering === 'execution' || l.rate_limit_per_s != null) return null;
+  return {
+    callback: l.callback,
+    retry: l.retry,
+    secret: l.secret,
+    previous_secret: l.previous_secret,
+    previous_secret_expires_at: l.previous_secret_expires_at,
+    updated_at: l.updated_at,
+    max_in_flight: l.max_in_flight,
+    ordering: l.ordering,
+  };
 }
 
 /**
  * Fan-out: which of a project's listeners an event goes to, as the store's ListenerRouting.
  * The store reads the project's listener version inside each write transaction; while it is
  * the version compiled here, the kept matcher routes with no read and no compile. When another
- * change (made by any process) moved it on, the store hands over the project's enabled
- * listeners, read in that same transaction, and only the listeners whose rule changed are
- * compiled again: one change costs one compile, not one per listener.
+ * change (made by any process) moved it on, the store reads the project's enabled listeners in
+ * that same transaction, but the rows only of those not kept here at their revision: one
+ * change costs one row read, parsed and compiled, not one per listener.
  */
 export function createFanOut(options: FanOutOptions = {}): FanOutCache {
   const compile = options.compile ?? compileListenerRule;
-  const projects = new Map<string, { version: number; route: FanOut; matchers: Map<string, CompiledListener> }>();
+  const projects = new Map<string, { version: number; route: FanOut; listeners: Map<string, CompiledListener> }>();
+  const NONE: ReadonlyMap<string, CompiledListener> = new Map();
 
-  function compileOne(listener: StoredListener): ListenerMatcher {
+  function compileOne(listener: StoredListener, revision: number): CompiledListener {
+    let matches = NEVER;
     try {
-      return compile(listener);
+      matches = compile(listener);
     } catch (err) {
       options.onUncompilable?.(listener, err as Error);
-      return NEVER;
     }
+    return { id: listener.id, revision, matches, ordered: listener.ordering === 'execution', handOff: handOffOf(listener) };
   }
 
   /*
-   * The key is the rule itself rather than updated_at: updated_at has millisecond resolution,
-   * so two changes within one millisecond would keep it, and a secret rotation bumps it without
-   * changing what the listener matches. A matcher is reused only for the very rule it compiled.
+   * The key is a revision the store bumps with every write of the row rather than updated_at:
+   * updated_at has millisecond resolution, so two changes within one millisecond would keep it.
+   * A secret rotation moves the revision too, and the one listener is compiled again.
    */
   return {
     at(project, version) {
       const entry = projects.get(project);
       return entry && entry.version === version ? entry.route : null;
     },
-    compile(project, version, enabled) {
-      const previous = projects.get(project)?.matchers;
-      const matchers = new Map<string, CompiledListener>();
-      for (const row of enabled) {
-        const rule = ruleKey(row);
-        const kept = previous?.get(row.id);
-        matchers.set(row.id, kept && kept.rule === rule ? kept : { id: row.id, rule, matches: compileOne(row) });
+    kept(project) {
+      return projects.get(project)?.listeners ?? NONE;
+    },
+    compile(project, version, enabled: EnabledListener[], before: KeptListeners) {
+      const kept = new Map<string, CompiledListener>();
+      for (const e of enabled) {
+        // The snapshot `kept` answered: another transaction may have compiled since.
+        const known = before.get(e.id) as CompiledListener | undefined;
+        if (known && known.revision === e.revision) kept.set(e.id, known);
+        else if (e.row) kept.set(e.id, compileOne(e.row, e.revision));
+        else throw new Error(`listener ${e.id} came without its row, at revision ${e.revision}, which is not the one kept`);
       }
-      const listeners = [...matchers.values()];
-      const ordered: ReadonlySet<string> = new Set(enabled.filter((l) => l.ordering === 'execution').map((l) => l.id));
+      const listeners = [...kept.values()];
+      const ordered: ReadonlySet<string> = new Set(listeners.filter((l) => l.ordered).map((l) => l.id));
+      const handOff = new Map<string, ClaimedDelivery['listener']>();
+      for (const l of listeners) if (l.handOff) handOff.set(l.id, l.handOff);
       const route: FanOut = Object.assign(
         (envelope: EventEnvelope) => {
           const ids: string[] = [];
@@ -100,9 +101,11 @@ export function createFanOut(options: FanOutOptions = {}): FanOutCache {
           for (const l of listeners) if (matchCharged(l.matches, envelope)) ids.push(l.id);
           return ids;
         },
-        { ordered, handOff: handOffListeners(enabled) },
+        { ordered, handOff },
       );
-      projects.set(project, { version, route, matchers });
+      // Transactions of one project may compile out of order (PostgreSQL): keep the newest.
+      const current = projects.get(project);
+      if (!current || current.version <= version) projects.set(project, { version, route, listeners: kept });
       return route;
     },
   };

@@ -117,10 +117,11 @@ export function meteredRouting(routing: ListenerRouting, meter: FilterMeter): Li
       meter.deliveries = 0;
       return meteredRoute(route, meter);
     },
-    compile(project, version, enabled) {
+    kept: (project) => routing.kept(project),
+    compile(project, version, enabled, kept) {
       meter.spentMs = 0;
       meter.deliveries = 0;
-      return meteredRoute(routing.compile(project, version, enabled), meter);
+      return meteredRoute(routing.compile(project, version, enabled, kept), meter);
     },
   };
 }

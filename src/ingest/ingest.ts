@@ -57,7 +57,11 @@ export function createIngest({ store, fanOut, onDeliveriesCommitted, onEventsSto
     /** One event to exactly these listeners, bypassing fan-out (PING). */
     async sendTo(project: string, envelope: EventEnvelope, listenerIds: string[]): Promise<AppendedEvent> {
       const route: FanOut = () => listenerIds;
-      const [result] = await append(project, [{ envelope, original: null, bodyHash: envelope.id }], { at: () => route, compile: () => route });
+      const [result] = await append(project, [{ envelope, original: null, bodyHash: envelope.id }], {
+        at: () => route,
+        kept: () => new Map(),
+        compile: () => route,
+      });
       return result;
     },
   };

@@ -58,13 +58,35 @@ export type FanOut = ((envelope: EventEnvelope) => readonly string[]) & {
  * same transaction as every change to its listeners (create, update, delete, rotation, a
  * listener the relay turns off). A transaction that appends events reads the version, asks
  * `at` for the matcher compiled at that version and, when there is none, reads the project's
- * enabled listeners inside the same transaction and hands them to `compile`. So the very next
+ * enabled listeners inside the same transaction (the rows of those `kept` does not hold at
+ * their revision) and hands them to `compile`. So the very next
  * event after a listener change, on any process, is routed by the change.
  * Both calls are synchronous and do no I/O.
  */
 export interface ListenerRouting {
   at(project: string, version: number): FanOut | null;
-  compile(project: string, version: number, enabled: StoredListener[]): FanOut;
+  /**
+   * The project's listeners whose compiled form this routing keeps, each with the revision it
+   * compiled: a snapshot that later compiles do not change. The store reads again only the
+   * rows of listeners not in it or at another revision, and hands the snapshot back to
+   * `compile`: one change costs one row read and parsed, not one per listener.
+   */
+  kept(project: string): KeptListeners;
+  compile(project: string, version: number, enabled: EnabledListener[], kept: KeptListeners): FanOut;
+}
+
+/** What a routing keeps of a project's listeners, by id; the store reads only `revision`. */
+export type KeptListeners = ReadonlyMap<string, { readonly revision: number }>;
+
+/**
+ * One of a project's enabled listeners as a transaction that routes sees it: its revision
+ * (moved by every write of its row; ids are never reused) and its row, or `row: null` when
+ * the routing's `kept` holds it at this very revision.
+ */
+export interface EnabledListener {
+  id: string;
+  revision: number;
+  row: StoredListener | null;
 }
 
 export interface AppendedEvent {

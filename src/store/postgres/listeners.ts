@@ -1,6 +1,6 @@
 import type { ListenerSpec, StoredListener } from '../../records/listener.js';
 import { parseSpec, specColumn, toStoredListener, type ListenerColumns } from '../rows.js';
-import { StoreConflictError, tooManyListeners, type FanOut, type ListenerQuery, type ListenerRouting, type SecretRotation } from '../store.js';
+import { StoreConflictError, tooManyListeners, type EnabledListener, type FanOut, type ListenerQuery, type ListenerRouting, type SecretRotation } from '../store.js';
 import { statement, type Conn, type Database } from './database.js';
 import { isUniqueViolation } from './errors.js';
 import { filteredPage } from './filtered-page.js';
@@ -23,23 +23,36 @@ const bumpVersion = statement(`INSERT INTO listener_versions (project, version) 
 
 // Version and enabled listeners in one statement, so both are read from one snapshot: the
 // matcher compiled from these rows is the one of this version. A project without listeners
-// still answers one row (with nulls) for its version.
-const enabledAtVersion = statement(`SELECT v.version, ${COLUMNS.split(',').map((c) => `l.${c.trim()}`).join(', ')}
+// still answers one row (with nulls) for its version. The columns of a listener the routing
+// keeps at its revision ($2, $3) come back null: its spec is not read out of its TOAST pages.
+const whole = (c: string) => `CASE WHEN k.id IS NULL THEN l.${c} END AS ${c}`;
+const enabledAtVersion = statement(`SELECT v.version, l.id, l.revision, k.id IS NOT NULL AS kept,
+    ${COLUMNS.split(',').map((c) => c.trim()).filter((c) => c !== 'id').map(whole).join(', ')}
   FROM (SELECT coalesce((SELECT version FROM listener_versions WHERE project = $1), 0) AS version) v
   LEFT JOIN listeners l ON l.project = $1 AND l.enabled
+  LEFT JOIN unnest($2::text[], $3::int[]) AS k(id, revision) ON k.id = l.id AND k.revision = l.revision
   ORDER BY l.id`);
 
 /**
  * The matcher for a project's listeners as the calling transaction sees them: the one compiled
  * at `version` (read by the caller in this transaction), or one compiled now from the enabled
- * listeners read here, at the version read with them.
+ * listeners read here, at the version read with them (the rows only of those the routing does
+ * not keep at their revision).
  */
 export async function fanOutAt(c: Conn, project: string, version: number, routing: ListenerRouting): Promise<FanOut> {
-  const kept = routing.at(project, version);
-  if (kept) return kept;
-  const rows = await c.rows<ListenerRow & { version: number }>(enabledAtVersion, [project]);
-  const enabled = rows.filter((r) => r.id !== null).map(toListener);
-  return routing.compile(project, rows[0].version, enabled);
+  const route = routing.at(project, version);
+  if (route) return route;
+  const kept = routing.kept(project);
+  const ids = [...kept.keys()];
+  const rows = await c.rows<ListenerRow & { version: number; revision: number; kept: boolean }>(enabledAtVersion, [
+    project,
+    ids,
+    ids.map((id) => kept.get(id)!.revision),
+  ]);
+  const enabled: EnabledListener[] = rows
+    .filter((r) => r.id !== null)
+    .map((r) => ({ id: r.id, revision: r.revision, row: r.kept ? null : toListener(r) }));
+  return routing.compile(project, rows[0].version, enabled, kept);
 }
 
 const insert = statement(`INSERT INTO listeners (${COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`);
@@ -49,9 +62,10 @@ const byId = statement(`SELECT ${COLUMNS} FROM listeners WHERE project = $1 AND 
 const lockById = statement(`SELECT enabled, spec FROM listeners WHERE project = $1 AND id = $2 FOR UPDATE`);
 // Turning a listener back on clears the reason the relay had turned it off.
 const update = statement(`UPDATE listeners SET workbook = $3, spec = $4, enabled = $5,
-    disabled_reason = CASE WHEN $5 THEN NULL ELSE disabled_reason END, updated_at = $6
+    disabled_reason = CASE WHEN $5 THEN NULL ELSE disabled_reason END, updated_at = $6, revision = revision + 1
   WHERE project = $1 AND id = $2 RETURNING ${COLUMNS}`);
-const rotate = statement(`UPDATE listeners SET secret = $3, previous_secret = $4, previous_secret_expires_at = $5, updated_at = $6
+const rotate = statement(`UPDATE listeners SET secret = $3, previous_secret = $4, previous_secret_expires_at = $5, updated_at = $6,
+    revision = revision + 1
   WHERE project = $1 AND id = $2 RETURNING ${COLUMNS}`);
 const remove = statement('DELETE FROM listeners WHERE project = $1 AND id = $2');
 const cancelPending = statement(`UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, lease_owner = NULL,

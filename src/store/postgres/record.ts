@@ -8,7 +8,7 @@ import { handOnCtes } from './order.js';
 
 /** Turns listeners off as a 410 does: disabled_reason, waiting deliveries held (but `spare`), listener version bumped. */
 const disableCtes = (ids: string, reasons: string, nowIso: string, spare: string | null) => `disabled AS (
-    UPDATE listeners l SET enabled = false, disabled_reason = x.reason, updated_at = ${nowIso}
+    UPDATE listeners l SET enabled = false, disabled_reason = x.reason, updated_at = ${nowIso}, revision = l.revision + 1
     FROM (SELECT DISTINCT ON (listener_id) listener_id, reason
       FROM unnest(${ids}::text[], ${reasons}::text[]) WITH ORDINALITY AS x(listener_id, reason, n) ORDER BY listener_id, n) x
     WHERE l.id = x.listener_id AND l.enabled

@@ -105,7 +105,7 @@ export function deliveryQueries(db: Database, { versions, rollups, gates, execut
       last_error = ?, updated_at = ?
     WHERE id = ? AND lease_owner = ?`);
   const disableListener = db
-    .prepare(`UPDATE listeners SET enabled = 0, disabled_reason = ?, updated_at = ? WHERE id = ? AND enabled = 1 RETURNING project`)
+    .prepare(`UPDATE listeners SET enabled = 0, disabled_reason = ?, updated_at = ?, revision = revision + 1 WHERE id = ? AND enabled = 1 RETURNING project`)
     .pluck() as Statement<[string, string, string], string>;
   const holdListener = db.prepare(`UPDATE deliveries SET next_attempt_at = NULL
     WHERE project = ? AND listener_id = ? AND status = 'pending' AND lease_owner IS NULL`);

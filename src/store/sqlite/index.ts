@@ -81,7 +81,7 @@ export function openSqliteStore(options: SqliteOptions): SqliteStore {
   const listeners = listenerQueries(db, { versions, rollups, gates, executionOrder: order });
   const events = eventQueries(db, order);
   const deliveries = deliveryQueries(db, { versions, rollups, gates, executionOrder: order });
-  const fanOut = (project: string, routing: ListenerRouting) => versions.fanOut(project, routing, listeners.listEnabled);
+  const fanOut = (project: string, routing: ListenerRouting) => versions.fanOut(project, routing, listeners.enabledFor);
   // Call inside the write transaction: routes at the listener version it reads, after every
   // listener change committed before it.
   const appendRouted = (project: string, list: NewEvent[], routing: ListenerRouting, now: number, handing?: Handing) => {

@@ -1,6 +1,5 @@
 import type { Database, Statement } from 'better-sqlite3';
-import type { StoredListener } from '../../records/listener.js';
-import type { FanOut, ListenerRouting } from '../store.js';
+import type { EnabledListener, FanOut, KeptListeners, ListenerRouting } from '../store.js';
 
 /**
  * Each project's listener version (see ListenerRouting in ../store.ts): bumped by every
@@ -21,12 +20,16 @@ export function listenerVersions(db: Database) {
     },
     /**
      * The matcher for the project's listeners as this transaction sees them: the one compiled
-     * at the current version, or one compiled now from the enabled listeners read here.
+     * at the current version, or one compiled now from the enabled listeners read here (the
+     * rows only of those the routing does not keep at their revision).
      * Call inside the write transaction that routes with it.
      */
-    fanOut(project: string, routing: ListenerRouting, enabled: (project: string) => StoredListener[]): FanOut {
+    fanOut(project: string, routing: ListenerRouting, enabled: (project: string, kept: KeptListeners) => EnabledListener[]): FanOut {
       const version = this.current(project);
-      return routing.at(project, version) ?? routing.compile(project, version, enabled(project));
+      const route = routing.at(project, version);
+      if (route) return route;
+      const kept = routing.kept(project);
+      return routing.compile(project, version, enabled(project, kept), kept);
     },
   };
 }

@@ -1,7 +1,7 @@
 import type { Database, Statement } from 'better-sqlite3';
 import type { ListenerSpec, StoredListener } from '../../records/listener.js';
 import { parseSpec, specColumn, toStoredListener, type ListenerColumns } from '../rows.js';
-import { StoreConflictError, tooManyListeners, type ListenerQuery, type SecretRotation } from '../store.js';
+import { StoreConflictError, tooManyListeners, type EnabledListener, type KeptListeners, type ListenerQuery, type SecretRotation } from '../store.js';
 import type { ExecutionOrder } from './execution-order.js';
 import type { GateQueries } from './gates.js';
 import type { ListenerVersions } from './listener-versions.js';
@@ -34,13 +34,16 @@ export function listenerQueries(
     ORDER BY id LIMIT @limit`) as Statement<Record<string, unknown>, ListenerRow>;
   // Turning a listener back on clears the reason the relay had turned it off.
   const update = db.prepare(`UPDATE listeners SET workbook = @workbook, spec = @spec, enabled = @enabled,
-      disabled_reason = CASE WHEN @enabled = 1 THEN NULL ELSE disabled_reason END, updated_at = @updated_at
+      disabled_reason = CASE WHEN @enabled = 1 THEN NULL ELSE disabled_reason END, updated_at = @updated_at,
+      revision = revision + 1
     WHERE project = @project AND id = @id`);
   const rotate = db.prepare(`UPDATE listeners SET secret = @secret, previous_secret = @previous_secret,
-      previous_secret_expires_at = @previous_secret_expires_at, updated_at = @updated_at
+      previous_secret_expires_at = @previous_secret_expires_at, updated_at = @updated_at, revision = revision + 1
     WHERE project = @project AND id = @id`);
   const remove = db.prepare('DELETE FROM listeners WHERE project = ? AND id = ?');
   const enabledOnes = db.prepare('SELECT * FROM listeners WHERE project = ? AND enabled = 1') as Statement<[string], ListenerRow>;
+  const enabledHeads = db.prepare('SELECT id, revision FROM listeners WHERE project = ? AND enabled = 1') as Statement<[string], { id: string; revision: number }>;
+  const someOf = db.prepare('SELECT * FROM listeners WHERE project = ? AND id IN (SELECT value FROM json_each(?))') as Statement<[string, string], ListenerRow>;
   const cancelPending = db.prepare(`UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, lease_owner = NULL,
       held = NULL, last_error = 'listener deleted', updated_at = ?
     WHERE project = ? AND listener_id = ? AND status = 'pending'`);
@@ -134,6 +137,16 @@ export function listenerQueries(
     },
     listEnabled(project: string): StoredListener[] {
       return enabledOnes.all(project).map(toRecord);
+    },
+    /**
+     * The project's enabled listeners for routing, with the rows only of those `kept` does not
+     * hold at their revision. Call inside the write transaction that routes with them.
+     */
+    enabledFor(project: string, kept: KeptListeners): EnabledListener[] {
+      const heads = enabledHeads.all(project);
+      const stale = heads.filter((h) => kept.get(h.id)?.revision !== h.revision).map((h) => h.id);
+      const rows = new Map(stale.length ? someOf.all(project, JSON.stringify(stale)).map((r) => [r.id, toRecord(r)]) : []);
+      return heads.map((h) => ({ id: h.id, revision: h.revision, row: rows.get(h.id) ?? null }));
     },
   };
 }
