@@ -59,9 +59,9 @@ export type FanOut = ((envelope: EventEnvelope) => readonly string[]) & {
  * listener the relay turns off). A transaction that appends events reads the version, asks
  * `at` for the matcher compiled at that version and, when there is none, reads the project's
  * enabled listeners inside the same transaction (the rows of those `kept` does not hold at
- * their revision) and hands them to `compile`. So the very next
- * event after a listener change, on any process, is routed by the change.
- * Both calls are synchronous and do no I/O.
+ * their revision) and hands them to `compile`. So the very next event after a listener
+ * change, on any process, is routed by the change.
+ * All three calls are synchronous and do no I/O.
  */
 export interface ListenerRouting {
   at(project: string, version: number): FanOut | null;
