@@ -17,6 +17,7 @@ export function derive(byBackend) {
     postgres_to_sqlite_deliveries: ratio(postgres?.deliveries_per_s_1_listener, sqlite?.deliveries_per_s_1_listener),
     postgres_to_graphile_deliveries: ratio(postgres?.deliveries_per_s_1_listener, postgres?.graphile?.deliveries_per_s),
     two_to_one_dispatchers: postgres?.two_process?.two_to_one,
+    two_to_one_dispatchers_backlog: postgres?.two_process?.backlog?.two_to_one,
   };
   return Object.fromEntries(Object.entries(ratios).filter(([, v]) => v !== undefined));
 }
@@ -60,6 +61,9 @@ const ROWS = [
   ['  runs in order 1, 2, 2, 1 dispatchers', (f) => f.two_process?.order && runsInOrder(f.two_process)],
   ['relay CPU per event (ms), all processes: 1 / 2 dispatchers', (f) => f.two_process && `${f.two_process.one_dispatcher.relay_cpu_ms_per_event} / ${f.two_process.two_dispatchers.relay_cpu_ms_per_event}`],
   ['  of which the dispatcher processes: 1 / 2 dispatchers', (f) => f.two_process?.one_dispatcher.dispatchers_cpu_ms_per_event !== undefined && `${f.two_process.one_dispatcher.dispatchers_cpu_ms_per_event} / ${f.two_process.two_dispatchers.dispatchers_cpu_ms_per_event}`],
+  ['a stored backlog drained: deliveries/s, 1 / 2 dispatcher processes (means of 2)', (f) => f.two_process?.backlog && `${f.two_process.backlog.one_dispatcher.deliveries_per_s} / ${f.two_process.backlog.two_dispatchers.deliveries_per_s}`],
+  ['  runs in order 1, 2, 2, 1 dispatchers', (f) => f.two_process?.backlog && runsInOrder({ order: f.two_process.order, ...f.two_process.backlog })],
+  ['  dispatcher processes\' CPU per delivery (ms): 1 / 2 dispatchers', (f) => f.two_process?.backlog && `${f.two_process.backlog.one_dispatcher.dispatchers_cpu_ms_per_event} / ${f.two_process.backlog.two_dispatchers.dispatchers_cpu_ms_per_event}`],
   ['graphile-worker: deliveries/s (signed, 1 attempt row each)', (f) => f.graphile?.deliveries_per_s],
   ['graphile-worker: jobs added/s (addJobs, 1000 per call)', (f) => f.graphile?.jobs_added_per_s],
   ['graphile-worker: CPU per job (ms), worker + adding', (f) => f.graphile && `${f.graphile.worker_cpu_ms_per_job} + ${f.graphile.add_cpu_ms_per_job}`],
@@ -69,6 +73,7 @@ const RATIO_LABELS = {
   postgres_to_sqlite_deliveries: 'postgres / sqlite, deliveries/s to 1 listener',
   postgres_to_graphile_deliveries: 'relay on postgres / graphile-worker, deliveries/s',
   two_to_one_dispatchers: 'two dispatcher processes / one, deliveries/s (means)',
+  two_to_one_dispatchers_backlog: '  the same, draining a stored backlog',
 };
 
 export function printTable(results) {

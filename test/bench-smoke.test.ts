@@ -32,3 +32,24 @@ it('runs the benchmark end to end and writes its figures', async () => {
   expect(latest.figures.backlog).toHaveLength(2);
   expect(fs.readdirSync(out).filter((f) => f.endsWith('-smoke.json'))).toHaveLength(1);
 }, 300_000);
+
+// The PostgreSQL-only scenario of several processes: both of its measurements, in order.
+it('runs the two-process scenario on PostgreSQL, with the ingest alongside and from a stored backlog', async () => {
+  const out = tempDir('relay-bench-out-');
+  const { stdout } = await promisify(execFile)(process.execPath, ['bench/bench.mjs', '--smoke', '--backend', 'postgres', '--only', 'two-process', '--out', out], {
+    timeout: 120_000,
+  });
+  expect(stdout).toMatch(/a stored backlog drained: deliveries\/s, 1 \/ 2 dispatcher processes \(means of 2\) +\d+ \/ \d+/);
+  const latest = JSON.parse(fs.readFileSync(path.join(out, 'latest.json'), 'utf8'));
+  const { two_process: twoProcess } = latest.by_backend.postgres;
+  expect(twoProcess.order).toEqual([1, 2, 2, 1]);
+  for (const measured of [twoProcess, twoProcess.backlog]) {
+    for (const half of [measured.one_dispatcher, measured.two_dispatchers]) {
+      expect(half.runs_deliveries_per_s).toHaveLength(2);
+      expect(half.duplicates).toBe(0);
+      expect(half.dispatchers_cpu_ms_per_event).toBeGreaterThan(0);
+    }
+  }
+  expect(latest.ratios.two_to_one_dispatchers).toBeGreaterThan(0);
+  expect(latest.ratios.two_to_one_dispatchers_backlog).toBe(twoProcess.backlog.two_to_one);
+}, 180_000);
