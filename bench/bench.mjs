@@ -74,9 +74,10 @@ scenarios (full / --quick counts)
 
 printed: a table with a column per backend (deliveries/s, ingest events/s, latency, backlog
 rates, fan-out, ordering, engine, …) and the ratios: postgres / sqlite delivery rate, relay
-on postgres / graphile-worker, two dispatcher processes / one. bench/results/latest.json
-holds the same: "figures" (the first backend's, as in earlier files), "by_backend", "ratios";
-earlier runs stay beside it, named by date, commit, mode and backends.
+on postgres / graphile-worker, two dispatcher processes / one (beside the ingest, and draining
+a stored backlog). bench/results/latest.json holds the same: "figures" (the first backend's, as
+in earlier files), "by_backend", "ratios"; earlier runs stay beside it, named by date, commit,
+mode and backends.
 
 environment
   BENCH_PG_URL           PostgreSQL for --backend postgres|both (default ${PG_URL})
