@@ -102,4 +102,30 @@ describe('PostgreSQL: a database of an earlier release', () => {
       expect((await claimAt(store, 'new-process', now, 60_000)).map((d) => d.listenerId).sort()).toEqual(['judged', 'new']);
     });
   }, 60_000);
+  it('sums the minutes it kept into hours when migration 009 adds the hourly rollups', async () => {
+    await inSchema(async (s, open) => {
+      let store = await open();
+      await store.close();
+      const HOUR = 3_600_000;
+      const H = Math.floor(Date.now() / HOUR) * HOUR;
+      const latency = Array.from({ length: 12 }, (_, i) => `latency_${i}`);
+      // Minutes as the release before 009 kept them: two listeners over two hours, no hourly table.
+      const rows = ([['l1', H - 60_000, 2], ['l1', H, 3], ['l1', H + 59 * 60_000, 4], ['l2', H + 60_000, 5]] as const)
+        .map(([listener, minute, succeeded]) => `('${listener}', '${P}', ${minute}, ${succeeded}, 1, 0, ${latency.map((_, i) => (i === 2 ? 1 : 0)).join(', ')})`);
+      await sql(`INSERT INTO "${s}".listener_rollups (listener_id, project, minute, succeeded, failed, retried, ${latency.join(', ')})
+        VALUES ${rows.join(', ')};
+        DROP TABLE "${s}".listener_rollups_hourly; DELETE FROM "${s}".schema_migrations WHERE version = 9`);
+
+      store = await open();
+      expect(await sql(`SELECT name FROM "${s}".schema_migrations WHERE version = 9`)).toEqual([{ name: '009_hourly_rollups.sql' }]);
+      const hours = await store.rollups(P, { listenerId: 'l1', since: 0, hours: true });
+      expect(hours.map(({ at, succeeded, failed, latency: l }) => [at, succeeded, failed, l[2]])).toEqual([
+        [H - HOUR, 2, 1, 1],
+        [H, 7, 2, 2],
+      ]);
+      expect((await store.rollups(P, { since: H, hours: true })).map(({ at, succeeded }) => [at, succeeded])).toEqual([[H, 12]]);
+      // Health from half an hour before H: the minutes of (H - 30 min, H), then the hours from H.
+      expect(Object.fromEntries([...(await store.rollupTotals(P, ['l1', 'l2'], H - 30 * 60_000))].map(([id, t]) => [id, t.succeeded]))).toEqual({ l1: 9, l2: 5 });
+    });
+  }, 60_000);
 });

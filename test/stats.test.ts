@@ -125,6 +125,17 @@ describe('health and stats of real deliveries', () => {
     expect(ats[287]).toBeLessThanOrEqual(Date.now());
     expect(ats[287] + 300_000).toBeGreaterThan(after);
 
+    // Buckets of whole hours are summed from the hourly rollups, to the same totals.
+    const week = await relay.api('GET', '/v1/stats?window=7d');
+    expect(week.body).toMatchObject({ window: '7d', bucket: '1h' });
+    expect(week.body.series).toHaveLength(168);
+    expect(totals(week.body.series)).toEqual({ succeeded: 4, failed: 2, retried: 3 });
+    expect(week.body.series.every((p: { at: string }) => Date.parse(p.at) % 3_600_000 === 0)).toBe(true);
+    for (const [name, id] of Object.entries(ids) as Array<[keyof typeof ids, string]>) {
+      const hourly = await relay.api('GET', `/v1/listeners/${id}/stats?window=30d&bucket=1d`);
+      expect([name, hourly.body.series.length, totals(hourly.body.series)]).toEqual([name, 30, expected[name]]);
+    }
+
     // Another project sees none of it.
     const other = await relay.api('GET', '/v1/stats?window=1h', undefined, { token: TOKEN_B });
     expect(totals(other.body.series)).toEqual({ succeeded: 0, failed: 0, retried: 0 });

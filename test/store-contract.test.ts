@@ -1397,9 +1397,11 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       ]);
       expect(await store.rollups(P, { listenerId: 'l1', since: T + MINUTE })).toHaveLength(1);
       // Totals per listener, for a page of them: l3 has no attempts, q1 is another project's.
+      // (Whole hours are summed from the hourly rows: `at` is then the hour's start.)
+      const hourOfT = Math.floor(T / (60 * MINUTE)) * 60 * MINUTE;
       expect(Object.fromEntries(await store.rollupTotals(P, ['l1', 'l2', 'l3', 'q1'], 0))).toEqual({
-        l1: { at: T, succeeded: 2, failed: 1, retried: 1, latency: latency({ 0: 1, 2: 1, 3: 1, 11: 1 }) },
-        l2: { at: T, succeeded: 1, failed: 0, retried: 0, latency: latency({ 4: 1 }) },
+        l1: { at: hourOfT, succeeded: 2, failed: 1, retried: 1, latency: latency({ 0: 1, 2: 1, 3: 1, 11: 1 }) },
+        l2: { at: hourOfT, succeeded: 1, failed: 0, retried: 0, latency: latency({ 4: 1 }) },
       });
       expect(Object.fromEntries(await store.rollupTotals(P, ['l1', 'l2'], T + MINUTE))).toEqual({
         l1: { at: T + MINUTE, succeeded: 0, failed: 1, retried: 0, latency: latency({ 11: 1 }) },
@@ -1438,6 +1440,70 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
         l2: { last_success_at: T + 4_200, last_failure: { at: later + 5, error: 'HTTP 502', status_code: 502 } },
       });
       expect(await store.listenerOutcomes(Q, ['l1'])).toEqual(new Map());
+    });
+
+    it('sums the minutes by the hour: series by the hour, totals from the hours and the minutes before the first whole one, pruning by whole hours', async () => {
+      const HOUR = 60 * MINUTE;
+      const H = Math.floor(T / HOUR) * HOUR;
+      await seed(['a', 'b', 'c', 'd'], [listener('l1'), listener('l2')]);
+      const claimed = await claim(store, 'w1', T + 10, { leaseMs: LONG_LEASE });
+      const of = (eventId: string, listenerId: string) => claimed.find((d) => d.listenerId === listenerId && envelopeOf(d).id === eventId)!;
+      const retry: Outcome = { status: 'pending', nextAttemptAt: T + 999 * MINUTE, lastError: 'HTTP 503', disableListener: null };
+      // Two batches, so that an hour is added to by more than one statement.
+      await record(
+        'w1',
+        [
+          result(of('a', 'l1'), attempt(1, H - 2 * MINUTE, { duration_ms: 5 })),
+          result(of('b', 'l1'), attempt(1, H + 5 * MINUTE, { duration_ms: 30 })),
+          result(of('a', 'l2'), attempt(1, H + 6 * MINUTE, { duration_ms: 200 })),
+        ],
+        T + 20,
+      );
+      await record(
+        'w1',
+        [
+          result(of('c', 'l1'), attempt(1, H + 59 * MINUTE, { duration_ms: 99, status_code: 503, error: 'HTTP_ERROR' }), retry),
+          result(of('d', 'l1'), attempt(1, H + 70 * MINUTE, { duration_ms: 5 })),
+        ],
+        T + 30,
+      );
+      const latency = (counts: Record<number, number>) => Array.from({ length: LATENCY_BOUNDS_MS.length + 1 }, (_, i) => counts[i] ?? 0);
+
+      expect(await store.rollups(P, { listenerId: 'l1', since: 0, hours: true })).toEqual([
+        { at: H - HOUR, succeeded: 1, failed: 0, retried: 0, latency: latency({ 0: 1 }) },
+        { at: H, succeeded: 1, failed: 0, retried: 1, latency: latency({ 2: 1, 3: 1 }) },
+        { at: H + HOUR, succeeded: 1, failed: 0, retried: 0, latency: latency({ 0: 1 }) },
+      ]);
+      expect(await store.rollups(P, { since: H, hours: true })).toEqual([
+        { at: H, succeeded: 2, failed: 0, retried: 1, latency: latency({ 2: 1, 3: 1, 4: 1 }) },
+        { at: H + HOUR, succeeded: 1, failed: 0, retried: 0, latency: latency({ 0: 1 }) },
+      ]);
+      // The minutes are there as well, each in its own row.
+      expect((await store.rollups(P, { listenerId: 'l1', since: 0 })).map((m) => m.at)).toEqual([H - 2 * MINUTE, H + 5 * MINUTE, H + 59 * MINUTE, H + 70 * MINUTE]);
+      expect(await store.rollups(Q, { since: 0, hours: true })).toEqual([]);
+
+      const totals = async (since: number) => Object.fromEntries(await store.rollupTotals(P, ['l1', 'l2'], since));
+      // From half an hour before H: that half hour's minutes, then the whole hours.
+      expect(await totals(H - 30 * MINUTE)).toEqual({
+        l1: { at: H - 2 * MINUTE, succeeded: 3, failed: 0, retried: 1, latency: latency({ 0: 2, 2: 1, 3: 1 }) },
+        l2: { at: H, succeeded: 1, failed: 0, retried: 0, latency: latency({ 4: 1 }) },
+      });
+      expect(await totals(H - MINUTE)).toMatchObject({ l1: { at: H, succeeded: 2, retried: 1 }, l2: { at: H, succeeded: 1 } });
+      // From within the hour H: its minutes from then on (the retry at H + 59 min), then H + 1 h.
+      expect(await totals(H + 30 * MINUTE)).toEqual({
+        l1: { at: H + 59 * MINUTE, succeeded: 1, failed: 0, retried: 1, latency: latency({ 0: 1, 3: 1 }) },
+      });
+      expect(await totals(H + HOUR)).toEqual({
+        l1: { at: H + HOUR, succeeded: 1, failed: 0, retried: 0, latency: latency({ 0: 1 }) },
+      });
+
+      // A cutoff at H + 90 min takes every minute before it and the hours that ended by then.
+      for (;;) {
+        const pruned = await store.pruneFinished(H + 90 * MINUTE, 100);
+        if (pruned.deliveries + pruned.events + pruned.rollups === 0) break;
+      }
+      expect(await store.rollups(P, { since: 0 })).toEqual([]);
+      expect((await store.rollups(P, { since: 0, hours: true })).map((h) => h.at)).toEqual([H + HOUR]);
     });
   });
 

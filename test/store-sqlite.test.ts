@@ -944,7 +944,8 @@ describe('query plans', () => {
       const stmt = db.prepare(`EXPLAIN QUERY PLAN ${sql[0]}`);
       const rows = (Object.keys(named).length ? stmt.all(named) : stmt.all(...Array((sql[0].match(/\?/g) ?? []).length).fill(null))) as Array<{ detail: string }>;
       const details = rows.map((r) => r.detail);
-      expect(details.filter((d) => /^SCAN (?!json_each)/.test(d)), details.join('\n')).toEqual([]);
+      // (A scan of a subquery's own rows reads no table.)
+      expect(details.filter((d) => /^SCAN (?!json_each|\(subquery-\d+\))/.test(d)), details.join('\n')).toEqual([]);
       return details;
     };
     try {
@@ -972,9 +973,51 @@ describe('query plans', () => {
       expect(plan(/SELECT listener_id, minute FROM listener_rollups WHERE minute </)).toContain(
         'SEARCH listener_rollups USING COVERING INDEX listener_rollups_minute (minute<?)',
       );
+      expect(plan(/FROM listener_rollups_hourly WHERE listener_id = \? AND hour >= \?/)).toEqual([
+        'SEARCH listener_rollups_hourly USING PRIMARY KEY (listener_id=? AND hour>?)',
+      ]);
+      expect(plan(/FROM listener_rollups_hourly WHERE project = \? AND hour >= \? GROUP BY hour/)).toEqual([
+        'SEARCH listener_rollups_hourly USING INDEX listener_rollups_hourly_project_hour (project=? AND hour>?)',
+      ]);
+      expect(plan(/SELECT listener_id, hour FROM listener_rollups_hourly WHERE hour <=/)).toContain(
+        'SEARCH listener_rollups_hourly USING COVERING INDEX listener_rollups_hourly_hour (hour<?)',
+      );
+      // A page's totals: each listener's minutes, then its hours, through the primary keys.
+      expect(plan(/min\(at\) AS at/).filter((d) => d.startsWith('SEARCH'))).toEqual([
+        'SEARCH listener_rollups USING PRIMARY KEY (listener_id=? AND minute>? AND minute<?)',
+        'SEARCH listener_rollups_hourly USING PRIMARY KEY (listener_id=? AND hour>?)',
+      ]);
       expect(plan(/FROM listeners l LEFT JOIN listener_outcomes o/)[0]).toMatch(/^SEARCH l USING (COVERING )?INDEX/);
     } finally {
       db.close();
     }
+  });
+});
+
+describe('a database of an earlier release', () => {
+  it('sums the minutes it kept into hours when migration 012 adds the hourly rollups', async () => {
+    await store.close();
+    const HOUR = 3_600_000;
+    const H = Math.floor(Date.now() / HOUR) * HOUR;
+    const latency = Array.from({ length: 12 }, (_, i) => `latency_${i}`);
+    const raw = new Database(dbPath);
+    // Minutes as the release before 012 kept them: two listeners over two hours, no hourly table.
+    const add = raw.prepare(`INSERT INTO listener_rollups (listener_id, project, minute, succeeded, failed, retried, ${latency.join(', ')})
+      VALUES (?, 'p1', ?, ?, 1, 0, ${latency.map((_, i) => (i === 2 ? 1 : 0)).join(', ')})`);
+    for (const [listener, minute, succeeded] of [['l1', H - 60_000, 2], ['l1', H, 3], ['l1', H + 59 * 60_000, 4], ['l2', H + 60_000, 5]] as const) {
+      add.run(listener, minute, succeeded);
+    }
+    raw.exec('DROP TABLE listener_rollups_hourly; DELETE FROM schema_migrations WHERE version = 12');
+    raw.close();
+
+    store = openSqliteStore({ path: dbPath, durability: 'full', busyTimeoutMs: 1000 });
+    const hours = await store.rollups('p1', { listenerId: 'l1', since: 0, hours: true });
+    expect(hours.map(({ at, succeeded, failed, latency: l }) => [at, succeeded, failed, l[2]])).toEqual([
+      [H - HOUR, 2, 1, 1],
+      [H, 7, 2, 2],
+    ]);
+    expect((await store.rollups('p1', { since: H, hours: true })).map(({ at, succeeded }) => [at, succeeded])).toEqual([[H, 12]]);
+    // Health from half an hour before H: the minutes of (H - 30 min, H), then the hours from H.
+    expect(Object.fromEntries([...(await store.rollupTotals('p1', ['l1', 'l2'], H - 30 * 60_000))].map(([id, t]) => [id, t.succeeded]))).toEqual({ l1: 9, l2: 5 });
   });
 });

@@ -9,7 +9,7 @@ import type { HealthState, ListenerHealth } from './listener-health.js';
  */
 
 const MINUTE_MS = 60_000;
-const HOUR_MS = 60 * MINUTE_MS;
+export const HOUR_MS = 60 * MINUTE_MS;
 const DAY_MS = 24 * HOUR_MS;
 
 /** What `health` looks back over. */

@@ -1,3 +1,4 @@
+import { HOUR_MS } from '../records/health.js';
 import { LATENCY_BOUNDS_MS, type AttemptResult, type ListenerOutcomes, type RollupMinute } from './store.js';
 
 /*
@@ -29,11 +30,12 @@ export interface OutcomeTally {
 }
 
 /**
- * The recorded attempts summed per (listener, minute) and their last outcomes per listener, each
- * once, in the order they first appear. An attempt counts in the minute it ended (started_at +
- * duration_ms), the time its outcome was known.
+ * The recorded attempts summed per (listener, minute) and per (listener, hour), and their last
+ * outcomes per listener, each once, in the order they first appear. An attempt counts in the
+ * minute it ended (started_at + duration_ms), the time its outcome was known, and in that
+ * minute's hour.
  */
-export function tallyRollups(recorded: readonly AttemptResult[]): { minutes: MinuteTally[]; outcomes: OutcomeTally[] } {
+export function tallyRollups(recorded: readonly AttemptResult[]): { minutes: MinuteTally[]; hours: MinuteTally[]; outcomes: OutcomeTally[] } {
   const minutes = new Map<string, MinuteTally>();
   const lasts = new Map<string, OutcomeTally>();
   for (const r of recorded) {
@@ -60,7 +62,25 @@ export function tallyRollups(recorded: readonly AttemptResult[]): { minutes: Min
     if (r.status === 'succeeded') o.successAt = Math.max(o.successAt ?? at, at);
     else if (!o.failure || at >= o.failure.at) o.failure = { at, error: r.lastError ?? a.error, statusCode: a.status_code };
   }
-  return { minutes: [...minutes.values()], outcomes: [...lasts.values()] };
+  return { minutes: [...minutes.values()], hours: byHour(minutes.values()), outcomes: [...lasts.values()] };
+}
+
+/** Minutes summed per (listener, hour), each once, in the order they first appear. */
+function byHour(minutes: Iterable<MinuteTally>): MinuteTally[] {
+  const hours = new Map<string, MinuteTally>();
+  for (const m of minutes) {
+    const hour = Math.floor(m.at / HOUR_MS) * HOUR_MS;
+    const key = `${m.listener}\n${hour}`;
+    const h = hours.get(key);
+    if (!h) hours.set(key, { ...m, at: hour, latency: [...m.latency] });
+    else {
+      h.succeeded += m.succeeded;
+      h.failed += m.failed;
+      h.retried += m.retried;
+      m.latency.forEach((n, i) => (h.latency[i] += n));
+    }
+  }
+  return [...hours.values()];
 }
 
 /** A rollup row: a minute (or a sum of minutes) with one column per LATENCY_COLUMNS. */

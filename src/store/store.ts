@@ -316,8 +316,13 @@ export interface RollupMinute {
 export interface RollupQuery {
   /** one listener, or the whole project when absent */
   listenerId?: string;
-  /** unix ms, inclusive; minutes from `since` on */
+  /** unix ms, inclusive; minutes from `since` on (hours: a whole hour, hours from it on) */
   since: number;
+  /**
+   * Rows of a whole hour each (`at`: the hour), the minutes summed by the hour, for a series
+   * whose buckets are whole hours: a 30-day series reads 720 rows a listener instead of 43,200.
+   */
+  hours?: boolean;
 }
 
 /** The last outcomes of a listener, kept with the attempts that produce them. */
@@ -345,11 +350,13 @@ export interface ListenerStore {
   listEnabledListeners(project: string): Promise<StoredListener[]>;
   /** The last success and failure of each listener asked about (ids of other projects are absent). */
   listenerOutcomes(project: string, listenerIds: readonly string[]): Promise<Map<string, ListenerOutcomes>>;
-  /** Per-minute rollups from `since` on, oldest first (minutes with no attempts are absent). */
+  /** Per-minute (or per-hour) rollups from `since` on, oldest first (those with no attempts are absent). */
   rollups(project: string, query: RollupQuery): Promise<RollupMinute[]>;
   /**
-   * Each listener's minutes from `since` on summed into one (`at`: its first minute), in one
-   * read for a page of listeners; listeners without attempts are absent.
+   * Each listener's minutes from `since` on summed into one, in one read for a page of
+   * listeners; listeners without attempts are absent. The whole hours of the span are read
+   * from the hourly rows, the minutes before the first of them from the minute rows (`at`: the
+   * start of the first row summed).
    */
   rollupTotals(project: string, listenerIds: readonly string[], since: number): Promise<Map<string, RollupMinute>>;
   /** The gate state (breaker, bucket, failing streak) of each listener asked about that has one. */

@@ -1,5 +1,5 @@
 import { Router } from 'express';
-import { resolveStatsRange, seriesStart, toStatsView, type StatsRange } from '../../records/health.js';
+import { HOUR_MS, resolveStatsRange, seriesStart, toStatsView, type StatsRange } from '../../records/health.js';
 import type { ListenerStore } from '../../store/store.js';
 import { onlyKnownParams } from '../paging.js';
 import { invalidField, notFound } from '../problem.js';
@@ -16,14 +16,17 @@ function statsRange(query: Record<string, unknown>): StatsRange {
   return result.range;
 }
 
-/** Delivery statistics from the per-minute rollups: the whole project's, or one listener's. */
+/** The rollups a series reads: from `since` on, by the hour when its buckets are whole hours. */
+const rollupQuery = (range: StatsRange, now: number) => ({ since: seriesStart(range, now), hours: range.bucketMs % HOUR_MS === 0 });
+
+/** Delivery statistics from the rollups: the whole project's, or one listener's. */
 export function statsRoutes({ store }: { store: Pick<ListenerStore, 'getListener' | 'rollups'> }): Router {
   const router = Router();
 
   router.get('/stats', async (req, res) => {
     const range = statsRange(req.query);
     const now = Date.now();
-    const minutes = await store.rollups(res.locals.project, { since: seriesStart(range, now) });
+    const minutes = await store.rollups(res.locals.project, rollupQuery(range, now));
     res.json(toStatsView(range, minutes, now));
   });
 
@@ -32,7 +35,7 @@ export function statsRoutes({ store }: { store: Pick<ListenerStore, 'getListener
     const listener = await store.getListener(res.locals.project, req.params.id);
     if (!listener) throw notFound(`listener ${req.params.id}`);
     const now = Date.now();
-    const minutes = await store.rollups(listener.project, { listenerId: listener.id, since: seriesStart(range, now) });
+    const minutes = await store.rollups(listener.project, { listenerId: listener.id, ...rollupQuery(range, now) });
     res.json(toStatsView(range, minutes, now));
   });
 

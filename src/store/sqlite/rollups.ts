@@ -1,4 +1,5 @@
 import type { Database, Statement } from 'better-sqlite3';
+import { HOUR_MS } from '../../records/health.js';
 import { LATENCY_COLUMNS, tallyRollups, toListenerOutcomes, toRollupMinute, type OutcomeRow, type RollupRow } from '../rollup-tally.js';
 import type { AttemptResult, ListenerOutcomes, RollupMinute, RollupQuery } from '../store.js';
 
@@ -6,13 +7,17 @@ import type { AttemptResult, ListenerOutcomes, RollupMinute, RollupQuery } from 
 export function rollupQueries(db: Database) {
   // The listener row supplies the project, and an attempt of a listener deleted meanwhile
   // adds nothing (its minutes stay as they were when it was deleted).
-  const addMinute = db.prepare(`INSERT INTO listener_rollups
-      (listener_id, project, minute, succeeded, failed, retried, ${LATENCY_COLUMNS.join(', ')})
-    SELECT id, project, @minute, @succeeded, @failed, @retried, ${LATENCY_COLUMNS.map((c) => `@${c}`).join(', ')}
+  // The same upsert into the minutes and into the hours.
+  const addTo = (table: string, column: string) =>
+    db.prepare(`INSERT INTO ${table}
+      (listener_id, project, ${column}, succeeded, failed, retried, ${LATENCY_COLUMNS.join(', ')})
+    SELECT id, project, @at, @succeeded, @failed, @retried, ${LATENCY_COLUMNS.map((c) => `@${c}`).join(', ')}
       FROM listeners WHERE id = @listener
-    ON CONFLICT (listener_id, minute) DO UPDATE SET succeeded = succeeded + excluded.succeeded,
+    ON CONFLICT (listener_id, ${column}) DO UPDATE SET succeeded = succeeded + excluded.succeeded,
       failed = failed + excluded.failed, retried = retried + excluded.retried,
       ${LATENCY_COLUMNS.map((c) => `${c} = ${c} + excluded.${c}`).join(', ')}`);
+  const addMinute = addTo('listener_rollups', 'minute');
+  const addHour = addTo('listener_rollups_hourly', 'hour');
   // Two dispatchers may record out of order: an outcome older than the one kept is ignored.
   const newer = 'excluded.last_failure_at >= coalesce(last_failure_at, excluded.last_failure_at)';
   const keepOutcome = db.prepare(`INSERT INTO listener_outcomes
@@ -35,13 +40,29 @@ export function rollupQueries(db: Database) {
   const ofProject = db.prepare(`SELECT minute AS at, sum(succeeded) AS succeeded, sum(failed) AS failed, sum(retried) AS retried,
       ${LATENCY_COLUMNS.map((c) => `sum(${c}) AS ${c}`).join(', ')}
     FROM listener_rollups WHERE project = ? AND minute >= ? GROUP BY minute ORDER BY minute`) as Statement<[string, number], RollupRow>;
-  // Several listeners at once (a page of a list): each one's primary key range, summed.
-  const totals = db.prepare(`SELECT listener_id, min(minute) AS at, sum(succeeded) AS succeeded, sum(failed) AS failed, sum(retried) AS retried,
+  // The same two from the hours.
+  const hoursOfListener = db.prepare(`SELECT hour AS at, succeeded, failed, retried, ${LATENCY_COLUMNS.join(', ')}
+    FROM listener_rollups_hourly WHERE listener_id = ? AND hour >= ? AND project = ? ORDER BY hour`) as Statement<[string, number, string], RollupRow>;
+  const hoursOfProject = db.prepare(`SELECT hour AS at, sum(succeeded) AS succeeded, sum(failed) AS failed, sum(retried) AS retried,
       ${LATENCY_COLUMNS.map((c) => `sum(${c}) AS ${c}`).join(', ')}
-    FROM listener_rollups WHERE listener_id IN (SELECT value FROM json_each(?)) AND minute >= ? AND project = ?
-    GROUP BY listener_id`) as Statement<[string, number, string], RollupRow & { listener_id: string }>;
+    FROM listener_rollups_hourly WHERE project = ? AND hour >= ? GROUP BY hour ORDER BY hour`) as Statement<[string, number], RollupRow>;
+  // Several listeners at once (a page of a list): each one's primary key ranges, summed: the
+  // minutes before the first whole hour, then the hours. (`+project`: not through the project's
+  // index, which holds every listener of the project, not only the page's.)
+  const sums = `sum(succeeded) AS succeeded, sum(failed) AS failed, sum(retried) AS retried, ${LATENCY_COLUMNS.map((c) => `sum(${c}) AS ${c}`).join(', ')}`;
+  const columns = `succeeded, failed, retried, ${LATENCY_COLUMNS.join(', ')}`;
+  const totals = db.prepare(`SELECT listener_id, min(at) AS at, ${sums} FROM (
+      SELECT listener_id, minute AS at, ${columns} FROM listener_rollups
+        WHERE listener_id IN (SELECT value FROM json_each(@ids)) AND minute >= @since AND minute < @hour AND +project = @project
+      UNION ALL
+      SELECT listener_id, hour AS at, ${columns} FROM listener_rollups_hourly
+        WHERE listener_id IN (SELECT value FROM json_each(@ids)) AND hour >= @hour AND +project = @project
+    ) GROUP BY listener_id`) as Statement<[{ ids: string; since: number; hour: number; project: string }], RollupRow & { listener_id: string }>;
   const prune = db.prepare(`DELETE FROM listener_rollups WHERE (listener_id, minute) IN (
     SELECT listener_id, minute FROM listener_rollups WHERE minute < ? LIMIT ?)`);
+  // An hour goes once all of it is older than the cutoff.
+  const pruneHours = db.prepare(`DELETE FROM listener_rollups_hourly WHERE (listener_id, hour) IN (
+    SELECT listener_id, hour FROM listener_rollups_hourly WHERE hour <= ? - ${HOUR_MS} LIMIT ?)`);
   const forgetOutcomes = db.prepare('DELETE FROM listener_outcomes WHERE listener_id = ?');
 
   return {
@@ -51,11 +72,13 @@ export function rollupQueries(db: Database) {
      * Call inside the transaction that records them.
      */
     add(recorded: readonly AttemptResult[]): void {
-      const { minutes, outcomes: lasts } = tallyRollups(recorded);
-      for (const m of minutes) {
-        const params: Record<string, unknown> = { listener: m.listener, minute: m.at, succeeded: m.succeeded, failed: m.failed, retried: m.retried };
-        LATENCY_COLUMNS.forEach((c, i) => (params[c] = m.latency[i]));
-        addMinute.run(params);
+      const { minutes, hours, outcomes: lasts } = tallyRollups(recorded);
+      for (const [add, rows] of [[addMinute, minutes], [addHour, hours]] as const) {
+        for (const m of rows) {
+          const params: Record<string, unknown> = { listener: m.listener, at: m.at, succeeded: m.succeeded, failed: m.failed, retried: m.retried };
+          LATENCY_COLUMNS.forEach((c, i) => (params[c] = m.latency[i]));
+          add.run(params);
+        }
       }
       for (const o of lasts) {
         keepOutcome.run({
@@ -72,17 +95,19 @@ export function rollupQueries(db: Database) {
     },
     totals(project: string, listenerIds: readonly string[], since: number): Map<string, RollupMinute> {
       const out = new Map<string, RollupMinute>();
-      for (const row of totals.all(JSON.stringify(listenerIds), since, project)) out.set(row.listener_id, toRollupMinute(row));
+      const hour = Math.ceil(since / HOUR_MS) * HOUR_MS;
+      for (const row of totals.all({ ids: JSON.stringify(listenerIds), since, hour, project })) out.set(row.listener_id, toRollupMinute(row));
       return out;
     },
 
     read(project: string, q: RollupQuery): RollupMinute[] {
-      const rows = q.listenerId === undefined ? ofProject.all(project, q.since) : ofListener.all(q.listenerId, q.since, project);
+      const [listener, all] = q.hours ? [hoursOfListener, hoursOfProject] : [ofListener, ofProject];
+      const rows = q.listenerId === undefined ? all.all(project, q.since) : listener.all(q.listenerId, q.since, project);
       return rows.map(toRollupMinute);
     },
-    /** Deletes up to `batch` minutes older than `before`. Call inside a transaction. */
+    /** Deletes up to `batch` minutes older than `before`, and as many hours wholly older. Call inside a transaction. */
     prune(before: number, batch: number): number {
-      return prune.run(before, batch).changes;
+      return prune.run(before, batch).changes + pruneHours.run(before, batch).changes;
     },
     /**
      * A deleted listener's last outcomes. Its minutes stay, part of the project's history
