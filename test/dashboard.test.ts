@@ -280,6 +280,12 @@ describe('dashboard in Chromium', { timeout: 60_000 }, () => {
     await pings.first().waitFor(SEEN);
     expect(await page.getByRole('row').filter({ hasText: 'invoice.paid' }).count()).toBe(0);
     await shot('events');
+    // Back and forward change the address under the form, and the form shows what is applied.
+    await page.goBack();
+    await expect.poll(() => page.url(), SEEN).toBe(`${relay.url}/ui/events`);
+    await expect.poll(() => page.getByLabel('Event type').inputValue(), SEEN).toBe('');
+    await page.goForward();
+    await expect.poll(() => page.getByLabel('Event type').inputValue(), SEEN).toBe('PING');
   });
 
   it('shows a delivery that failed twice, then succeeded, with its three attempts', async () => {

@@ -1,4 +1,4 @@
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { get, pathId, query } from '../api.js';
 import { Code, ErrorNotice, Loading, PageTitle, Pager, Time, usePages } from '../components/common.js';
 import { DeliveriesTable } from '../components/deliveries.js';
@@ -28,8 +28,14 @@ export function EventsPage({ params }: { params: URLSearchParams }) {
   const filters = Object.fromEntries(FILTERS.map((f) => [f.name, params.get(f.name) ?? '']));
   const key = query(filters);
   const [draft, setDraft] = useState(filters);
-  // Back and forward change the address under the form: show what is applied.
-  useEffect(() => setDraft(filters), [key]);
+  // Back and forward change the address under the form: show what is applied. Only then: the
+  // effect also runs after the first paint, and what was typed by then must stay.
+  const shown = useRef(key);
+  useEffect(() => {
+    if (shown.current === key) return;
+    shown.current = key;
+    setDraft(filters);
+  }, [key]);
   const pages = usePages(`events ${key}`);
   const events = usePoll(`events ${key} ${pages.cursor ?? ''}`, () =>
     get<Page<RelayEvent>>(`/events${query({ ...filters, order: 'desc', limit: 50, cursor: pages.cursor })}`),
