@@ -121,16 +121,18 @@ done: {action: std.noop}`),
     expect(slow.hits()).toBeGreaterThanOrEqual(httpTasks - interrupted);
 
     // Every committed event arrives, numbered 1..n per execution; no event that was not stored.
+    // A delivery the killed process had claimed waits for its lease to end: the grace (0 here),
+    // 5 s and the callback's timeout (15 s) after its claim, then the next process's poll.
     for (const id of ids) {
       const stored = (await api('GET', `/v1/events?execution_id=${id}&limit=1000`)).body.items;
       const last = stored[stored.length - 1];
       expect(['WORKFLOW_SUCCEEDED', 'WORKFLOW_FAILED']).toContain(last.type);
       expect(stored.map((e: any) => e.sequence)).toEqual(oneToN(stored.length));
-      await receiver.waitFor(() => eventsOf(receiver, HOOK, id).length >= stored.length, 20_000);
+      await receiver.waitFor(() => eventsOf(receiver, HOOK, id).length >= stored.length, 40_000);
       const received = eventsOf(receiver, HOOK, id);
       expect(received.map((e) => e.id)).toEqual(stored.map((e: any) => e.id));
       expect(received.map((e) => e.sequence)).toEqual(oneToN(stored.length));
     }
     await relay.stop();
-  }, 90_000);
+  }, 120_000);
 });
