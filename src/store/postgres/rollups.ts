@@ -55,23 +55,22 @@ export const ROLLUP_PARAMS = 2 * SPAN_PARAMS + 5;
 const outcomes = statement(`SELECT l.id, o.last_success_at, o.last_failure_at, o.last_failure_error, o.last_failure_status_code
   FROM listeners l LEFT JOIN listener_outcomes o ON o.listener_id = l.id
   WHERE l.id = ANY($1::text[]) AND l.project = $2`);
-// One listener: its primary key range. The project: listener_rollups_project_minute.
-const ofListener = statement(`SELECT minute AS at, succeeded, failed, retried, ${LATENCY_COLUMNS.join(', ')}
-  FROM listener_rollups WHERE listener_id = $1 AND minute >= $2 AND project = $3 ORDER BY minute`);
-const ofProject = statement(`SELECT minute AS at, sum(succeeded)::int AS succeeded, sum(failed)::int AS failed,
-    sum(retried)::int AS retried, ${LATENCY_COLUMNS.map((c) => `sum(${c})::int AS ${c}`).join(', ')}
-  FROM listener_rollups WHERE project = $1 AND minute >= $2 GROUP BY minute ORDER BY minute`);
-// The same two from the hours.
-const hoursOfListener = statement(`SELECT hour AS at, succeeded, failed, retried, ${LATENCY_COLUMNS.join(', ')}
-  FROM listener_rollups_hourly WHERE listener_id = $1 AND hour >= $2 AND project = $3 ORDER BY hour`);
-const hoursOfProject = statement(`SELECT hour AS at, sum(succeeded)::int AS succeeded, sum(failed)::int AS failed,
-    sum(retried)::int AS retried, ${LATENCY_COLUMNS.map((c) => `sum(${c})::int AS ${c}`).join(', ')}
-  FROM listener_rollups_hourly WHERE project = $1 AND hour >= $2 GROUP BY hour ORDER BY hour`);
+const columns = `succeeded, failed, retried, ${LATENCY_COLUMNS.join(', ')}`;
+const sums = `sum(succeeded)::int AS succeeded, sum(failed)::int AS failed,
+    sum(retried)::int AS retried, ${LATENCY_COLUMNS.map((c) => `sum(${c})::int AS ${c}`).join(', ')}`;
+// A series from the minutes or the hours. One listener: its primary key range. The project:
+// the (project, minute|hour) index.
+const seriesOf = (table: string, column: string) => ({
+  listener: statement(`SELECT ${column} AS at, ${columns}
+  FROM ${table} WHERE listener_id = $1 AND ${column} >= $2 AND project = $3 ORDER BY ${column}`),
+  project: statement(`SELECT ${column} AS at, ${sums}
+  FROM ${table} WHERE project = $1 AND ${column} >= $2 GROUP BY ${column} ORDER BY ${column}`),
+});
+const byMinute = seriesOf('listener_rollups', 'minute');
+const byHour = seriesOf('listener_rollups_hourly', 'hour');
 // A page of listeners' attempts summed per listener: their primary key ranges, the minutes
 // before the first whole hour ($3), then the hours.
-const columns = `succeeded, failed, retried, ${LATENCY_COLUMNS.join(', ')}`;
-const totals = statement(`SELECT listener_id, min(at) AS at, sum(succeeded)::int AS succeeded, sum(failed)::int AS failed,
-    sum(retried)::int AS retried, ${LATENCY_COLUMNS.map((c) => `sum(${c})::int AS ${c}`).join(', ')}
+const totals = statement(`SELECT listener_id, min(at) AS at, ${sums}
   FROM (
     SELECT listener_id, minute AS at, ${columns} FROM listener_rollups
       WHERE listener_id = ANY($1::text[]) AND minute >= $2 AND minute < $3 AND project = $4
@@ -119,11 +118,11 @@ export function rollupQueries(db: Database) {
       return toListenerOutcomes(await db.rows<OutcomeRow>(outcomes, [listenerIds, project]));
     },
     async read(project: string, q: RollupQuery): Promise<RollupMinute[]> {
-      const [listener, all] = q.hours ? [hoursOfListener, hoursOfProject] : [ofListener, ofProject];
+      const series = q.hours ? byHour : byMinute;
       const rows =
         q.listenerId === undefined
-          ? await db.rows<RollupRow>(all, [project, q.since])
-          : await db.rows<RollupRow>(listener, [q.listenerId, q.since, project]);
+          ? await db.rows<RollupRow>(series.project, [project, q.since])
+          : await db.rows<RollupRow>(series.listener, [q.listenerId, q.since, project]);
       return rows.map(toRollupMinute);
     },
     /** Each listener's attempts from `since` on summed into one (see ListenerStore.rollupTotals). */

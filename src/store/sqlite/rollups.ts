@@ -33,24 +33,21 @@ export function rollupQueries(db: Database) {
   const outcomes = db.prepare(`SELECT l.id, o.last_success_at, o.last_failure_at, o.last_failure_error, o.last_failure_status_code
     FROM listeners l LEFT JOIN listener_outcomes o ON o.listener_id = l.id
     WHERE l.id IN (SELECT value FROM json_each(?)) AND l.project = ?`) as Statement<[string, string], OutcomeRow>;
-  // One listener: its primary key range. The project: listener_rollups_project_minute, whose
-  // order is the grouping order.
-  const ofListener = db.prepare(`SELECT minute AS at, succeeded, failed, retried, ${LATENCY_COLUMNS.join(', ')}
-    FROM listener_rollups WHERE listener_id = ? AND minute >= ? AND project = ? ORDER BY minute`) as Statement<[string, number, string], RollupRow>;
-  const ofProject = db.prepare(`SELECT minute AS at, sum(succeeded) AS succeeded, sum(failed) AS failed, sum(retried) AS retried,
-      ${LATENCY_COLUMNS.map((c) => `sum(${c}) AS ${c}`).join(', ')}
-    FROM listener_rollups WHERE project = ? AND minute >= ? GROUP BY minute ORDER BY minute`) as Statement<[string, number], RollupRow>;
-  // The same two from the hours.
-  const hoursOfListener = db.prepare(`SELECT hour AS at, succeeded, failed, retried, ${LATENCY_COLUMNS.join(', ')}
-    FROM listener_rollups_hourly WHERE listener_id = ? AND hour >= ? AND project = ? ORDER BY hour`) as Statement<[string, number, string], RollupRow>;
-  const hoursOfProject = db.prepare(`SELECT hour AS at, sum(succeeded) AS succeeded, sum(failed) AS failed, sum(retried) AS retried,
-      ${LATENCY_COLUMNS.map((c) => `sum(${c}) AS ${c}`).join(', ')}
-    FROM listener_rollups_hourly WHERE project = ? AND hour >= ? GROUP BY hour ORDER BY hour`) as Statement<[string, number], RollupRow>;
+  const columns = `succeeded, failed, retried, ${LATENCY_COLUMNS.join(', ')}`;
+  const sums = `sum(succeeded) AS succeeded, sum(failed) AS failed, sum(retried) AS retried, ${LATENCY_COLUMNS.map((c) => `sum(${c}) AS ${c}`).join(', ')}`;
+  // A series from the minutes or the hours. One listener: its primary key range. The project:
+  // the (project, minute|hour) index, whose order is the grouping order.
+  const seriesOf = (table: string, column: string) => ({
+    listener: db.prepare(`SELECT ${column} AS at, ${columns}
+    FROM ${table} WHERE listener_id = ? AND ${column} >= ? AND project = ? ORDER BY ${column}`) as Statement<[string, number, string], RollupRow>,
+    project: db.prepare(`SELECT ${column} AS at, ${sums}
+    FROM ${table} WHERE project = ? AND ${column} >= ? GROUP BY ${column} ORDER BY ${column}`) as Statement<[string, number], RollupRow>,
+  });
+  const byMinute = seriesOf('listener_rollups', 'minute');
+  const byHour = seriesOf('listener_rollups_hourly', 'hour');
   // Several listeners at once (a page of a list): each one's primary key ranges, summed: the
   // minutes before the first whole hour, then the hours. (`+project`: not through the project's
   // index, which holds every listener of the project, not only the page's.)
-  const sums = `sum(succeeded) AS succeeded, sum(failed) AS failed, sum(retried) AS retried, ${LATENCY_COLUMNS.map((c) => `sum(${c}) AS ${c}`).join(', ')}`;
-  const columns = `succeeded, failed, retried, ${LATENCY_COLUMNS.join(', ')}`;
   const totals = db.prepare(`SELECT listener_id, min(at) AS at, ${sums} FROM (
       SELECT listener_id, minute AS at, ${columns} FROM listener_rollups
         WHERE listener_id IN (SELECT value FROM json_each(@ids)) AND minute >= @since AND minute < @hour AND +project = @project
@@ -101,8 +98,8 @@ export function rollupQueries(db: Database) {
     },
 
     read(project: string, q: RollupQuery): RollupMinute[] {
-      const [listener, all] = q.hours ? [hoursOfListener, hoursOfProject] : [ofListener, ofProject];
-      const rows = q.listenerId === undefined ? all.all(project, q.since) : listener.all(q.listenerId, q.since, project);
+      const series = q.hours ? byHour : byMinute;
+      const rows = q.listenerId === undefined ? series.project.all(project, q.since) : series.listener.all(q.listenerId, q.since, project);
       return rows.map(toRollupMinute);
     },
     /** Deletes up to `batch` minutes older than `before`, and as many hours wholly older. Call inside a transaction. */
