@@ -39,6 +39,7 @@ export const POSTGRES_RUN = [
   'openapi',
   'oslo-interop',
   'request-limits',
+  'restart-leases',
   'stats',
   'templates',
   'transport-modules',

@@ -121,8 +121,9 @@ done: {action: std.noop}`),
     expect(slow.hits()).toBeGreaterThanOrEqual(httpTasks - interrupted);
 
     // Every committed event arrives, numbered 1..n per execution; no event that was not stored.
-    // A delivery the killed process had claimed waits for its lease to end: the grace (0 here),
-    // 5 s and the callback's timeout (15 s) after its claim, then the next process's poll.
+    // A delivery the killed process had claimed is given back as the restarted relay's
+    // dispatcher starts (test/restart-leases.test.ts); the wait is a lease's length (the grace,
+    // 0 here, 5 s and the callback's 15 s) with room to spare.
     for (const id of ids) {
       const stored = (await api('GET', `/v1/events?execution_id=${id}&limit=1000`)).body.items;
       const last = stored[stored.length - 1];

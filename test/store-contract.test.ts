@@ -1115,6 +1115,29 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       expect(again.map((d) => d.attemptNumber)).toEqual([1, 1, 1]);
     });
 
+    it('gives back the live leases of owners judged gone, keeping the others and finished deliveries as they are', async () => {
+      await seed(['a', 'b', 'c', 'd', 'e']);
+      const byDead = ids(await claim(store, 'dead', T, { leaseMs: LONG_LEASE, limit: 2 }));
+      const byLive = ids(await claim(store, 'live', T, { leaseMs: LONG_LEASE, limit: 1 }));
+      const doneByDead = await claim(store, 'dead', T, { leaseMs: LONG_LEASE, limit: 1 });
+      const shortByDead = ids(await claim(store, 'dead', T, { leaseMs: 10, limit: 1 }));
+      expect([byDead.length, byLive.length, doneByDead.length, shortByDead.length]).toEqual([2, 1, 1, 1]);
+      await store.recordAndClaim('dead', [result(doneByDead[0], attempt(1, T))], null, T + 5);
+
+      const asked: string[] = [];
+      const isGone = (owner: string) => (asked.push(owner), owner === 'dead');
+      // The short lease (10 ms + the listener's 1 s timeout) has ended by T + 2000: it is due already, not given back.
+      expect(await store.releaseLeasesOfGone(isGone, T + 2_000)).toEqual({ owners: ['dead'], deliveries: 2 });
+      expect(sorted(asked)).toEqual(['dead', 'live']);
+      const again = await claim(store, 'next', T + 2_000, { leaseMs: LONG_LEASE });
+      expect(sorted(ids(again))).toEqual(sorted([...byDead, ...shortByDead]));
+      expect(again.map((d) => d.attemptNumber)).toEqual([1, 1, 1]);
+      // The live owner's lease holds (nothing is left to claim), and the succeeded delivery stays succeeded.
+      expect(await claim(store, 'other', T + 2_000, { leaseMs: LONG_LEASE })).toEqual([]);
+      expect((await store.getDelivery(P, doneByDead[0].id))?.status).toBe('succeeded');
+      expect(await store.releaseLeasesOfGone(() => false, T + 2_000)).toEqual({ owners: [], deliveries: 0 });
+    });
+
     it('extends the leases their owner holds, never shortening one, and no one else\'s', async () => {
       await seed(['a', 'b']);
       // Listener timeout 1000 ms: these leases end at T + 500 + 1000.

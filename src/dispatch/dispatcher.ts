@@ -1,4 +1,3 @@
-import crypto from 'node:crypto';
 import type { Logger } from 'pino';
 import type { EventEnvelope } from '../records/event.js';
 import type { AttemptResult, ClaimedDelivery, DeliveryQueue, ListenerRouting, RecordJudge } from '../store/store.js';
@@ -14,6 +13,7 @@ import { renderPayload, USER_AGENT, type CallbackFormat } from './formats.js';
 import { decideOutcome, normalizeOutcome } from './outcome.js';
 import { signatureHeaders } from './signing.js';
 import { createWakeSignal } from '../wake-signal.js';
+import { newOwner, ownerStopped, processIsGoneHere } from '../owner.js';
 
 export interface DispatcherOptions {
   store: DeliveryQueue;
@@ -103,7 +103,7 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
   const maxInFlight = o.maxInFlight ?? 512;
   const idlePollMs = o.idlePollMs ?? 1_000;
   const flushDelayMs = o.flushDelayMs ?? 20;
-  const owner = `${process.pid}-${crypto.randomBytes(6).toString('hex')}`;
+  const owner = newOwner();
   const gate = createAdmissionGate({ maxInFlight, slotsPerOrigin: o.slotsPerOrigin ?? 32 });
   const failures = createFailureLog({ log });
   const breaker = o.breaker ?? DEFAULT_BREAKER;
@@ -440,8 +440,30 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
     while (running && Date.now() < until) await sleep(until - Date.now());
   }
 
+  /**
+   * Deliveries that a process of this host claimed and never finished, because it was killed,
+   * go again now rather than when their leases end: a relay restarted after a crash picks up
+   * at once. Owners of other hosts, or of this process, wait for their leases. Done once, as
+   * the dispatcher starts (tried again each cycle while the database does not answer): it reads
+   * the owner of every leased delivery. Answers whether it was done.
+   */
+  async function releaseGone(): Promise<boolean> {
+    try {
+      const { owners, deliveries } = await store.releaseLeasesOfGone(processIsGoneHere, Date.now());
+      if (deliveries > 0) {
+        log.warn({ owners, deliveries }, 'gave back deliveries that a process of this host claimed before it died; they are sent again now');
+      }
+      return true;
+    } catch (err) {
+      log.error({ err }, 'could not give back the deliveries of processes that died; trying again at the next cycle');
+      return false;
+    }
+  }
+
   async function loop() {
+    let swept = false;
     while (running) {
+      swept ||= await releaseGone();
       failures.summarize();
       const r = await cycle(true);
       // Hand-overs are taken while this claim left nothing due waiting: not when it filled what
@@ -549,6 +571,7 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
       clearInterval(renewTimer);
       await renewing;
       await Promise.all(givingBack);
+      ownerStopped(owner);
     },
   };
 }

@@ -3,7 +3,7 @@ import type { FanOutCache } from '../fanout/fanout.js';
 import { FILTER_BUDGET_MS, meteredRouting, newFilterMeter } from '../fanout/filter-budget.js';
 import type { NetworkGuard } from '../net/network-guard.js';
 import type { EngineScope, EngineStore, EngineTx, ExecutionRecord, TaskRecord } from '../store/engine-store.js';
-import { newOwner, ownerStopped } from './owner.js';
+import { newOwner, ownerStopped } from '../owner.js';
 import { createActionAgent } from './actions.js';
 import { DEFAULT_ENGINE_LIMITS, type EngineLimits } from './limits.js';
 import { recoverInterruptedTasks } from './recovery.js';

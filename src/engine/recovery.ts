@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { EngineStore, InFlightTask } from '../store/engine-store.js';
-import { ownerIsDeadHere } from './owner.js';
+import { ownerIsDeadHere } from '../owner.js';
 import type { Commit } from './runner.js';
 import { failPendingOperation, finishTask, isAttemptInFlight, rearmWait } from './state-changes.js';
 

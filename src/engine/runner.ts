@@ -40,7 +40,7 @@ export interface RunnerOptions {
   limits?: EngineLimits;
   /** Pauses between tries of a database step that failed (a claim, a commit). */
   storeBackoff?: BackoffOptions;
-  /** This runner's owner id (src/engine/owner.ts): claimed tasks carry it. */
+  /** This runner's owner id (src/owner.ts): claimed tasks carry it. */
   owner: string;
   /** How long a claimed task's lease lasts; renewed every third of it while the runner lives. */
   taskLeaseMs?: number;

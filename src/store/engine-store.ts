@@ -26,7 +26,7 @@ export function claimedExecutions(): (id: string, spec: string, input: string) =
 
 /** A RUNNING task whose action started and has not committed an outcome, with who runs it. */
 export interface InFlightTask extends TaskRecord {
-  /** The runner that claimed it (`host:pid:random`, see src/engine/owner.ts); null for rows from before owners. */
+  /** The runner that claimed it (`place:pid:random`, see src/owner.ts); null for rows from before owners. */
   owner: string | null;
   /** unix ms until which its owner is known to be alive; null for rows from before owners. */
   lease_until: number | null;

@@ -433,6 +433,14 @@ export interface DeliveryQueue {
   /** Gives back leases of unsent deliveries (shutdown), due at `now`. */
   releaseLeases(owner: string, deliveryIds: string[], now: number): Promise<void>;
   /**
+   * Gives back every live lease whose owner `isGone` says has died (a dispatcher of this host
+   * whose process no longer exists, src/owner.ts), so that a relay restarted after a crash sends
+   * what the dead process had claimed at once rather than when those leases end. Reads the
+   * owners of every leased delivery (a walk of the pending ones), so a dispatcher does it as it
+   * starts, not in every cycle. Answers the owners judged gone and the deliveries given back.
+   */
+  releaseLeasesOfGone(isGone: (owner: string) => boolean, now: number): Promise<{ owners: string[]; deliveries: number }>;
+  /**
    * Extends the leases `owner` holds on these deliveries to `until` (never shortens one): a
    * delivery that waits in this process's gate, or whose attempt runs long, or whose outcome
    * waits to be recorded, stays this process's while it lives.

@@ -57,6 +57,11 @@ const requeue = statement(`UPDATE deliveries SET status = 'pending', next_attemp
     gap = CASE WHEN status = 'pending' THEN gap END, updated_at = $2 WHERE id = $1`);
 const release = statement(`UPDATE deliveries SET lease_owner = NULL, leased_until = NULL, next_attempt_at = $3
   WHERE id = ANY($1::text[]) AND lease_owner = $2`);
+// A lease is live while leased_until is to come; given back, the delivery keeps its place in the due order.
+const leaseOwners = statement(`SELECT DISTINCT lease_owner FROM deliveries
+  WHERE status = 'pending' AND lease_owner IS NOT NULL AND leased_until > $1`);
+const releaseOwners = statement(`UPDATE deliveries SET lease_owner = NULL, leased_until = NULL
+  WHERE status = 'pending' AND lease_owner = ANY($1::text[]) AND leased_until > $2`);
 const renew = statement(`UPDATE deliveries SET leased_until = greatest(leased_until, $3)
   WHERE id = ANY($1::text[]) AND lease_owner = $2 AND status = 'pending' AND leased_until IS NOT NULL`);
 
@@ -159,16 +164,27 @@ export function deliveryQueries(db: Database, notice: DueNotice) {
         return 'queued' as const;
       });
     },
-    /** Gives back unsent deliveries' leases, due at `now`; other processes' dispatchers are told. */
     async renew(owner: string, ids: readonly string[], until: number): Promise<void> {
       if (ids.length === 0) return;
       await db.count(renew, [ids, owner, until]);
     },
+    /** Gives back unsent deliveries' leases, due at `now`; other processes' dispatchers are told. */
     async release(owner: string, ids: string[], now: number): Promise<void> {
       if (ids.length === 0) return;
       await db.transaction(async (c) => {
         if ((await c.count(release, [ids, owner, now])) > 0) notice.afterCommit(c);
       });
+    },
+    /** Gives back the live leases of owners `isGone` judges dead; they keep their due times, and other processes' dispatchers are told. */
+    async releaseGone(isGone: (owner: string) => boolean, now: number): Promise<{ owners: string[]; deliveries: number }> {
+      const owners = (await db.rows<{ lease_owner: string }>(leaseOwners, [now])).map((r) => r.lease_owner).filter(isGone);
+      if (owners.length === 0) return { owners, deliveries: 0 };
+      const released = await db.transaction(async (c) => {
+        const n = await c.count(releaseOwners, [owners, now]);
+        if (n > 0) notice.afterCommit(c);
+        return n;
+      });
+      return { owners, deliveries: released };
     },
     async nextDueAt(): Promise<number | null> {
       const [row] = await db.rows<{ at: number | null }>(nextDue, [Date.now()]);

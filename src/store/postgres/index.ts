@@ -106,6 +106,7 @@ export async function openPostgresStore(o: PostgresOptions): Promise<Store> {
 
     recordAndClaim: (owner, results, claim, now, judge) => queue.recordAndClaim(owner, results, claim, now, judge),
     releaseLeases: (owner, ids, now) => deliveries.release(owner, ids, now),
+    releaseLeasesOfGone: (isGone, now) => deliveries.releaseGone(isGone, now),
     renewLeases: (owner, ids, until) => deliveries.renew(owner, ids, until),
     nextDueAt: () => deliveries.nextDueAt(),
     queueDepth: (now) => deliveries.depth(now),

@@ -110,6 +110,12 @@ export function deliveryQueries(db: Database, { versions, rollups, gates, execut
   const holdListener = db.prepare(`UPDATE deliveries SET next_attempt_at = NULL
     WHERE project = ? AND listener_id = ? AND status = 'pending' AND lease_owner IS NULL`);
   const release = db.prepare(`UPDATE deliveries SET lease_owner = NULL, next_attempt_at = ? WHERE id = ? AND lease_owner = ?`);
+  // A lease is live while its end (next_attempt_at) is to come.
+  const leaseOwners = db
+    .prepare(`SELECT DISTINCT lease_owner FROM deliveries WHERE status = 'pending' AND lease_owner IS NOT NULL AND next_attempt_at > ?`)
+    .pluck() as Statement<[number], string>;
+  const releaseOwner = db.prepare(`UPDATE deliveries SET lease_owner = NULL, next_attempt_at = @now
+    WHERE status = 'pending' AND lease_owner = @owner AND next_attempt_at > @now`);
   const renew = db.prepare(`UPDATE deliveries SET next_attempt_at = max(next_attempt_at, ?)
     WHERE id = ? AND lease_owner = ? AND status = 'pending' AND next_attempt_at IS NOT NULL`);
 
@@ -267,6 +273,16 @@ export function deliveryQueries(db: Database, { versions, rollups, gates, execut
     },
     release(owner: string, ids: string[], now: number): void {
       for (const id of ids) release.run(now, id, owner);
+    },
+    /** The owners of live leases. */
+    leaseOwners(now: number): string[] {
+      return leaseOwners.all(now);
+    },
+    /** Gives back the live leases of these owners, due at `now`; answers how many. */
+    releaseOwners(owners: readonly string[], now: number): number {
+      let released = 0;
+      for (const owner of owners) released += releaseOwner.run({ owner, now }).changes;
+      return released;
     },
     renew(owner: string, ids: readonly string[], until: number): void {
       for (const id of ids) renew.run(until, id, owner);

@@ -216,6 +216,12 @@ export function openSqliteStore(options: SqliteOptions): SqliteStore {
     async releaseLeases(owner, ids, now) {
       await tx(() => deliveries.release(owner, ids, now));
     },
+    async releaseLeasesOfGone(isGone, now) {
+      // Read without the write lock: mostly no owner is gone, and there is nothing to write.
+      const owners = (await run(() => deliveries.leaseOwners(now))).filter(isGone);
+      if (owners.length === 0) return { owners, deliveries: 0 };
+      return { owners, deliveries: await tx(() => deliveries.releaseOwners(owners, now)) };
+    },
     async renewLeases(owner, ids, until) {
       if (ids.length) await tx(() => deliveries.renew(owner, ids, until));
     },

@@ -2,7 +2,8 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import os from 'node:os';
 import { describe, expect, it } from 'vitest';
-import { newOwner, ownerIsDeadHere, ownerStopped } from '../src/engine/owner.js';
+import fs from 'node:fs';
+import { newOwner, ownerIsDeadHere, ownerStopped, processIsGoneHere } from '../src/owner.js';
 import { isOrphan } from '../src/engine/recovery.js';
 import type { InFlightTask } from '../src/store/engine-store.js';
 
@@ -25,24 +26,43 @@ const task = (owner: string | null, lease_until: number | null): InFlightTask =>
   lease_until,
 });
 
-describe('task owners', () => {
-  it('knows a runner of this process is alive until it stops', () => {
+// This process's place in owner names: the host and, on Linux, its pid namespace.
+const namespace = /\[(\d+)\]/.exec(fs.readlinkSync('/proc/self/ns/pid'))![1];
+const place = `${os.hostname()}/${namespace}`;
+
+describe('lease owners', () => {
+  it('names the host, the pid namespace and the process, and knows an owner of this process is alive until it stops', () => {
     const owner = newOwner();
-    expect(owner.startsWith(`${os.hostname()}:${process.pid}:`)).toBe(true);
+    expect(owner).toMatch(new RegExp(`^${place.replace(/[.]/g, '\\.')}:${process.pid}:[0-9a-f]{12}$`));
     expect(ownerIsDeadHere(owner)).toBe(false);
     ownerStopped(owner);
     expect(ownerIsDeadHere(owner)).toBe(true);
+    // A dispatcher's sweep never judges this process, whatever this thread knows of the owner.
+    expect(processIsGoneHere(owner)).toBe(false);
   });
 
-  it('knows a process of this host is gone once it exits, and never judges another host', async () => {
+  it('knows a process of this host is gone once it exits, and never judges another host or pid namespace', async () => {
     const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'], { stdio: 'ignore' });
     await once(child, 'spawn');
-    const owner = `${os.hostname()}:${child.pid}:abcdef`;
-    expect(ownerIsDeadHere(owner)).toBe(false);
+    const owner = `${place}:${child.pid}:abcdef`;
+    // Written by a release that named the host only: taken to be of this namespace.
+    const unnamespaced = `${os.hostname()}:${child.pid}:abcdef`;
+    const otherNamespace = `${os.hostname()}/1${namespace}:${child.pid}:abcdef`;
+    const otherHost = `another-host-${os.hostname()}:${child.pid}:abcdef`;
+    for (const o of [owner, unnamespaced, otherNamespace, otherHost]) {
+      expect(ownerIsDeadHere(o), o).toBe(false);
+      expect(processIsGoneHere(o), o).toBe(false);
+    }
     child.kill('SIGKILL');
     await once(child, 'exit');
-    expect(ownerIsDeadHere(owner)).toBe(true);
-    expect(ownerIsDeadHere(`another-host-${os.hostname()}:${child.pid}:abcdef`)).toBe(false);
+    for (const o of [owner, unnamespaced]) {
+      expect(ownerIsDeadHere(o), o).toBe(true);
+      expect(processIsGoneHere(o), o).toBe(true);
+    }
+    for (const o of [otherNamespace, otherHost, 'not an owner', `${process.pid}-abcdef`]) {
+      expect(ownerIsDeadHere(o), o).toBe(false);
+      expect(processIsGoneHere(o), o).toBe(false);
+    }
   });
 
   it('takes as orphans only tasks whose lease ended or whose runner is known dead', () => {
