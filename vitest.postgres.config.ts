@@ -35,6 +35,7 @@ export const POSTGRES_RUN = [
   'exec-relay',
   'filter-budget',
   'list-order',
+  'listener-backlogs',
   'page-bytes',
   'openapi',
   'oslo-interop',

@@ -19,6 +19,7 @@ import { createMetrics, withThreadMetrics, type MetricsJson } from './metrics.js
 import { createNetworkGuard, describeLoopbackPolicy, loopbackAllowed, type NetworkGuard } from './net/network-guard.js';
 import type { SchemaTooNewError } from './store/migrations.js';
 import { startPruner } from './store/pruner.js';
+import { startBacklogMover } from './store/backlog-mover.js';
 import { openStore } from './store/open.js';
 import { createAmqpTransport } from './transports/amqp.js';
 import type { TransportModule } from './transports/contract.js';
@@ -201,6 +202,9 @@ export async function startRelay(config: Config, log: Logger, options: RelayOpti
     if (serves.http) {
       const pruner = startPruner({ store, log: log.child({ component: 'pruner' }), retentionDays: config.retentionDays });
       cleanups.push(() => pruner.stop());
+      // What a listener change left of its backlog (every process that serves the API moves some).
+      const mover = startBacklogMover({ store, log: log.child({ component: 'backlogs' }) });
+      cleanups.push(() => mover.stop());
     }
 
     // State changes commit wherever the API runs; the runner (and its recovery of tasks whose

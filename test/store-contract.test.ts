@@ -57,7 +57,8 @@ const silent = pino({ level: 'silent' });
 
 interface TestDatabase {
   /** Opens a store on this database (again: another process of the same deployment). */
-  open(): Promise<Store>;
+  /** `backlogWindow`: deliveries per window of a listener's backlog (the store's default unless given). */
+  open(o?: { backlogWindow?: number }): Promise<Store>;
   /** Where a SQLite database lives; the schema on PostgreSQL. */
   where: string;
   /** Closes every store opened and removes the database. */
@@ -78,7 +79,7 @@ async function newDatabase(backend: TestBackend, url = TEST_DATABASE_URL): Promi
     let raw: Database.Database | null = null;
     return {
       where: file,
-      open: async () => opened(await openSqliteStore({ path: file, durability: 'full', busyTimeoutMs: 5_000, commitIntervalMs: 0 })),
+      open: async (o = {}) => opened(await openSqliteStore({ path: file, durability: 'full', busyTimeoutMs: 5_000, commitIntervalMs: 0, ...o })),
       async close() {
         raw?.close();
         await Promise.all(stores.map((s) => s.close()));
@@ -102,7 +103,7 @@ async function newDatabase(backend: TestBackend, url = TEST_DATABASE_URL): Promi
   const schema = await createTestSchema('contract');
   return {
     where: schema.schema,
-    open: async () => opened(await openPostgresStore({ url, schema: schema.schema, pool: 4, log: silent })),
+    open: async (o = {}) => opened(await openPostgresStore({ url, schema: schema.schema, pool: 4, log: silent, ...o })),
     async close() {
       await Promise.all(stores.map((s) => s.close()));
       await schema.drop();
@@ -1136,6 +1137,47 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       expect(await claim(store, 'other', T + 2_000, { leaseMs: LONG_LEASE })).toEqual([]);
       expect((await store.getDelivery(P, doneByDead[0].id))?.status).toBe('succeeded');
       expect(await store.releaseLeasesOfGone(() => false, T + 2_000)).toEqual({ owners: [], deliveries: 0 });
+    });
+
+    it('moves a changed listener\'s backlog a window at a time, durably, after its latest change', async () => {
+      const l1 = listener('l1');
+      await seed(['a', 'b', 'c', 'd', 'e'], [l1, listener('l2')]);
+      let windowed = await db.open({ backlogWindow: 2 });
+      const heldOf = async (id: string) =>
+        (await windowed.listDeliveries(P, { listener_id: id, limit: 10 })).rows.filter((d) => d.status === 'pending' && d.next_attempt_at === null).length;
+      const statusOf = async (id: string) =>
+        (await windowed.listDeliveries(P, { listener_id: id, limit: 10 })).rows.reduce<Record<string, number>>((n, d) => ((n[d.status] = (n[d.status] ?? 0) + 1), n), {});
+      const step = (now: number) => windowed.moveListenerBacklogs(now);
+
+      // Disabling holds the first window at once, the rest window by window.
+      await windowed.updateListener(P, 'l1', { ...specOf(l1), enabled: false }, iso(T + 1));
+      expect(await heldOf('l1')).toBe(2);
+      expect(await step(T + 2)).toEqual({ listenerId: 'l1', project: P, action: 'hold', moved: 2, done: false });
+      expect(await heldOf('l1')).toBe(4);
+      // Where it goes on is in the database: another store (a restarted process) takes it up.
+      windowed = await db.open({ backlogWindow: 2 });
+      expect(await step(T + 3)).toEqual({ listenerId: 'l1', project: P, action: 'hold', moved: 1, done: true });
+      expect(await step(T + 3)).toBeNull();
+      expect(await heldOf('l1')).toBe(5);
+      expect(await heldOf('l2')).toBe(0);
+      // Nothing of a disabled listener is claimed meanwhile; l2's deliveries are.
+      expect((await claim(store, 'w', T + 4)).map((d) => d.listenerId)).toEqual(['l2', 'l2', 'l2', 'l2', 'l2']);
+
+      // Enabled again half-way through being disabled: its latest change wins.
+      await windowed.updateListener(P, 'l1', { ...specOf(l1), enabled: true }, iso(T + 5));
+      await windowed.updateListener(P, 'l1', { ...specOf(l1), enabled: false }, iso(T + 6));
+      await windowed.updateListener(P, 'l1', { ...specOf(l1), enabled: true }, iso(T + 7));
+      expect(await heldOf('l1')).toBe(3);
+      const steps = [await step(T + 8), await step(T + 8), await step(T + 8)];
+      expect(steps.map((s) => s && [s.action, s.moved, s.done])).toEqual([['release', 2, false], ['release', 1, true], null]);
+      expect(await heldOf('l1')).toBe(0);
+      expect(await claim(store, 'w', T + 9)).toHaveLength(5);
+
+      // Deleting cancels what waits: the first window at once, the rest window by window.
+      expect(await windowed.deleteListener(P, 'l1')).toBe(true);
+      expect(await statusOf('l1')).toEqual({ cancelled: 2, pending: 3 });
+      while (await step(T + 11));
+      expect(await statusOf('l1')).toEqual({ cancelled: 5 });
     });
 
     it('extends the leases their owner holds, never shortening one, and no one else\'s', async () => {

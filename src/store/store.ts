@@ -332,6 +332,21 @@ export interface ListenerOutcomes {
 }
 
 /** Listener records (the API, fan-out). Every change bumps the project's listener version. */
+/** How many of a listener's deliveries (in id order) one transaction looks at when its backlog follows a change. */
+export const BACKLOG_WINDOW = 1_000;
+
+/** What a listener's waiting deliveries do when it is disabled, enabled again or deleted. */
+export type BacklogAction = 'hold' | 'release' | 'cancel';
+
+/** One window of a listener's backlog moved: how many deliveries changed, and whether it was the last. */
+export interface BacklogStep {
+  listenerId: string;
+  project: string;
+  action: BacklogAction;
+  moved: number;
+  done: boolean;
+}
+
 export interface ListenerStore {
   /**
    * Stores a new listener; StoreConflictError when its project has `maxPerProject` listeners
@@ -344,8 +359,22 @@ export interface ListenerStore {
   /** Replaces the spec; returns the updated record, or null when there is no such listener. */
   updateListener(project: string, id: string, spec: ListenerSpec, updatedAt: string): Promise<StoredListener | null>;
   rotateListenerSecret(project: string, id: string, rotation: SecretRotation, updatedAt: string): Promise<StoredListener | null>;
-  /** Removes the listener and cancels its pending deliveries, in one transaction. */
+  /**
+   * Removes the listener and cancels its pending deliveries: the first window of them in the
+   * same transaction, the rest through moveListenerBacklogs.
+   */
   deleteListener(project: string, id: string): Promise<boolean>;
+  /**
+   * Disabling, enabling or deleting a listener moves its waiting deliveries (held, due again,
+   * cancelled) a window at a time (BACKLOG_WINDOW of the listener's deliveries), so that no
+   * transaction, and on SQLite no stretch of the thread, grows with the backlog: the change
+   * moves the first window itself and leaves a durable mark for the rest. This moves the next
+   * window of the oldest backlog still moving, in a transaction of its own, and answers what it
+   * did (null: none is moving). Until its window comes, a claim holds a disabled listener's
+   * delivery and cancels a deleted one's as it meets it; a re-enabled listener's delivery still
+   * held waits for its window. A change of the listener meanwhile starts its backlog again.
+   */
+  moveListenerBacklogs(now: number): Promise<BacklogStep | null>;
   /** Every enabled listener of a project. */
   listEnabledListeners(project: string): Promise<StoredListener[]>;
   /** The last success and failure of each listener asked about (ids of other projects are absent). */

@@ -6,6 +6,7 @@ import { deliveryQueries } from './deliveries.js';
 import { engineStore } from './engine.js';
 import { eventQueries } from './events.js';
 import { listenerQueries } from './listeners.js';
+import { backlogQueries } from './backlogs.js';
 import { readGates } from './gates.js';
 import { exclusively } from './locks.js';
 import { readMigrations } from '../migrations.js';
@@ -23,6 +24,8 @@ export interface PostgresOptions {
   /** Connections in the pool. */
   pool: number;
   log: Logger;
+  /** Deliveries per window of a listener's backlog (default BACKLOG_WINDOW; tests make it small). */
+  backlogWindow?: number;
 }
 
 // The schema is set as each connection's search path at start-up, where it is not quoted.
@@ -58,7 +61,8 @@ export async function openPostgresStore(o: PostgresOptions): Promise<Store> {
   const self = crypto.randomBytes(8).toString('hex');
   const notice = dueNotice(db, o.schema, self, o.log);
   const channels = createSchemaListener(settings, self, known, o.log);
-  const listeners = listenerQueries(db, notice);
+  const backlogs = backlogQueries(db, notice, o.backlogWindow);
+  const listeners = listenerQueries(db, notice, backlogs);
   const events = eventQueries(db, notice, { appendsAtOnce: Math.max(1, Math.floor(o.pool / 2)) });
   const deliveries = deliveryQueries(db, notice);
   const queue = queueQueries(db, { notice, append: events.appendIn });
@@ -85,6 +89,7 @@ export async function openPostgresStore(o: PostgresOptions): Promise<Store> {
     updateListener: (project, id, spec, updatedAt) => listeners.update(project, id, spec, updatedAt),
     rotateListenerSecret: (project, id, rotation, updatedAt) => listeners.rotate(project, id, rotation, updatedAt),
     deleteListener: (project, id) => listeners.remove(project, id, Date.now()),
+    moveListenerBacklogs: (now) => backlogs.next(now),
     listEnabledListeners: (project) => listeners.listEnabled(project),
     listenerOutcomes: (project, ids) => rollups.outcomes(project, ids),
     rollups: (project, q) => rollups.read(project, q),

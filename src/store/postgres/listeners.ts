@@ -1,6 +1,7 @@
 import type { ListenerSpec, StoredListener } from '../../records/listener.js';
 import { parseSpec, specColumn, toStoredListener, type ListenerColumns } from '../rows.js';
 import { StoreConflictError, tooManyListeners, type EnabledListener, type FanOut, type ListenerQuery, type ListenerRouting, type SecretRotation } from '../store.js';
+import type { BacklogQueries } from './backlogs.js';
 import { statement, type Conn, type Database } from './database.js';
 import { isUniqueViolation } from './errors.js';
 import { filteredPage } from './filtered-page.js';
@@ -68,19 +69,10 @@ const rotate = statement(`UPDATE listeners SET secret = $3, previous_secret = $4
     revision = revision + 1
   WHERE project = $1 AND id = $2 RETURNING ${COLUMNS}`);
 const remove = statement('DELETE FROM listeners WHERE project = $1 AND id = $2');
-const cancelPending = statement(`UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, lease_owner = NULL,
-    leased_until = NULL, held = NULL, last_error = 'listener deleted', updated_at = $3
-  WHERE project = $1 AND listener_id = $2 AND status = 'pending'`);
 // A deleted listener's outcomes go with it. Its minutes stay, part of the project's history
 // (GET /v1/stats), until the pruner's cutoff passes them; nothing is added to them after.
 const forgetOutcomes = statement('DELETE FROM listener_outcomes WHERE listener_id = $1');
 const forgetGate = statement('DELETE FROM listener_gates WHERE listener_id = $1');
-// Disabling holds what waits (deliveries in flight finish and are held when they come back);
-// enabling makes due now what it held, never a delivery held behind its execution's head.
-const holdPending = statement(`UPDATE deliveries SET next_attempt_at = NULL
-  WHERE project = $1 AND listener_id = $2 AND status = 'pending' AND lease_owner IS NULL`);
-const releaseHeld = statement(`UPDATE deliveries SET next_attempt_at = $3
-  WHERE project = $1 AND listener_id = $2 AND status = 'pending' AND next_attempt_at IS NULL AND held IS NULL`);
 const page = filteredPage(
   (clauses, limit) => `SELECT ${COLUMNS} FROM listeners WHERE project = $1 ${clauses.map((c) => `AND ${c}`).join(' ')}
     ORDER BY id LIMIT ${limit}`,
@@ -92,7 +84,7 @@ const page = filteredPage(
 const enabledOnes = statement(`SELECT ${COLUMNS} FROM listeners WHERE project = $1 AND enabled ORDER BY id`);
 
 /** Every listener statement of the PostgreSQL backend. */
-export function listenerQueries(db: Database, notice: DueNotice) {
+export function listenerQueries(db: Database, notice: DueNotice, backlogs: BacklogQueries) {
   return {
     async create(l: StoredListener, maxPerProject = Infinity): Promise<void> {
       try {
@@ -131,9 +123,10 @@ export function listenerQueries(db: Database, notice: DueNotice) {
         await c.count(bumpVersion, [project]);
         const now = Date.parse(updatedAt);
         let due = 0;
-        if (before.enabled && !spec.enabled) await c.count(holdPending, [project, id]);
+        // Its waiting deliveries follow it (backlogs.ts; a release notifies by itself).
+        if (before.enabled && !spec.enabled) await backlogs.start(c, project, id, 'hold', now);
         if (!before.enabled && spec.enabled) {
-          due += await c.count(releaseHeld, [project, id, now]);
+          await backlogs.start(c, project, id, 'release', now);
           await c.count(blankGateAgain, [id]);
         }
         if (parseSpec(before.spec).ordering === 'execution' && spec.ordering === 'none') {
@@ -155,7 +148,7 @@ export function listenerQueries(db: Database, notice: DueNotice) {
     async remove(project: string, id: string, now: number): Promise<boolean> {
       return db.transaction(async (c) => {
         if ((await c.count(remove, [project, id])) === 0) return false;
-        await c.count(cancelPending, [project, id, now]);
+        await backlogs.start(c, project, id, 'cancel', now);
         await forgetOrder(c, id);
         await c.count(forgetGate, [id]);
         await c.count(forgetOutcomes, [id]);

@@ -9,6 +9,7 @@ import { listenerQueries } from './listeners.js';
 import { listenerVersions } from './listener-versions.js';
 import { rollupQueries } from './rollups.js';
 import { gateQueries } from './gates.js';
+import { backlogQueries } from './backlogs.js';
 import { executionOrder } from './execution-order.js';
 import { applyJudgement } from './judgement.js';
 import { eventQueries } from './events.js';
@@ -29,6 +30,8 @@ export interface SqliteOptions {
   commitIntervalMs?: number;
   /** The connection's page cache in MiB (default 64). */
   cacheMiB?: number;
+  /** Deliveries per window of a listener's backlog (default BACKLOG_WINDOW; tests make it small). */
+  backlogWindow?: number;
 }
 
 // SQLite result codes that mean "cannot take the write now", not "the request was wrong".
@@ -78,7 +81,8 @@ export function openSqliteStore(options: SqliteOptions): SqliteStore {
   const rollups = rollupQueries(db);
   const gates = gateQueries(db);
   const order = executionOrder(db);
-  const listeners = listenerQueries(db, { versions, rollups, gates, executionOrder: order });
+  const backlogs = backlogQueries(db, options.backlogWindow);
+  const listeners = listenerQueries(db, { versions, rollups, gates, executionOrder: order, backlogs });
   const events = eventQueries(db, order);
   const deliveries = deliveryQueries(db, { versions, rollups, gates, executionOrder: order });
   const fanOut = (project: string, routing: ListenerRouting) => versions.fanOut(project, routing, listeners.enabledFor);
@@ -141,6 +145,9 @@ export function openSqliteStore(options: SqliteOptions): SqliteStore {
     },
     async deleteListener(project, id) {
       return tx(() => listeners.remove(project, id, Date.now()));
+    },
+    async moveListenerBacklogs(now) {
+      return tx(() => backlogs.next(now));
     },
     async listEnabledListeners(project) {
       return run(() => listeners.listEnabled(project));

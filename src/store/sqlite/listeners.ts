@@ -2,6 +2,7 @@ import type { Database, Statement } from 'better-sqlite3';
 import type { ListenerSpec, StoredListener } from '../../records/listener.js';
 import { parseSpec, specColumn, toStoredListener, type ListenerColumns } from '../rows.js';
 import { StoreConflictError, tooManyListeners, type EnabledListener, type KeptListeners, type ListenerQuery, type SecretRotation } from '../store.js';
+import type { BacklogQueries } from './backlogs.js';
 import type { ExecutionOrder } from './execution-order.js';
 import type { GateQueries } from './gates.js';
 import type { ListenerVersions } from './listener-versions.js';
@@ -19,7 +20,13 @@ const toRecord = (row: ListenerRow): StoredListener => toStoredListener(row, row
  */
 export function listenerQueries(
   db: Database,
-  { versions, rollups, gates, executionOrder }: { versions: ListenerVersions; rollups: RollupQueries; gates: GateQueries; executionOrder: ExecutionOrder },
+  {
+    versions,
+    rollups,
+    gates,
+    executionOrder,
+    backlogs,
+  }: { versions: ListenerVersions; rollups: RollupQueries; gates: GateQueries; executionOrder: ExecutionOrder; backlogs: BacklogQueries },
 ) {
   const insert = db.prepare(`INSERT INTO listeners
     (id, project, workbook, spec, enabled, disabled_reason, secret, previous_secret,
@@ -44,15 +51,6 @@ export function listenerQueries(
   const enabledOnes = db.prepare('SELECT * FROM listeners WHERE project = ? AND enabled = 1') as Statement<[string], ListenerRow>;
   const enabledHeads = db.prepare('SELECT id, revision FROM listeners WHERE project = ? AND enabled = 1') as Statement<[string], { id: string; revision: number }>;
   const someOf = db.prepare('SELECT * FROM listeners WHERE project = ? AND id IN (SELECT value FROM json_each(?))') as Statement<[string, string], ListenerRow>;
-  const cancelPending = db.prepare(`UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, lease_owner = NULL,
-      held = NULL, last_error = 'listener deleted', updated_at = ?
-    WHERE project = ? AND listener_id = ? AND status = 'pending'`);
-  // Disabling holds what waits (deliveries in flight finish and are held when they come back);
-  // enabling makes due now what it held, never a delivery held behind its execution's head.
-  const holdPending = db.prepare(`UPDATE deliveries SET next_attempt_at = NULL
-    WHERE project = ? AND listener_id = ? AND status = 'pending' AND lease_owner IS NULL`);
-  const releaseHeld = db.prepare(`UPDATE deliveries SET next_attempt_at = ?
-    WHERE project = ? AND listener_id = ? AND status = 'pending' AND next_attempt_at IS NULL AND held IS NULL`);
 
   return {
     /** Call inside a transaction; StoreConflictError when the project has `maxPerProject` listeners already. */
@@ -100,9 +98,10 @@ export function listenerQueries(
       versions.bump(project);
       const now = Date.parse(updatedAt);
       const wasEnabled = before.enabled === 1;
-      if (wasEnabled && !spec.enabled) holdPending.run(project, id);
+      // Its waiting deliveries follow it (backlogs.ts).
+      if (wasEnabled && !spec.enabled) backlogs.start(project, id, 'hold', now);
       if (!wasEnabled && spec.enabled) {
-        releaseHeld.run(now, project, id);
+        backlogs.start(project, id, 'release', now);
         // Enabled again, it starts afresh: the failures that turned it off no longer count.
         gates.forget(id);
       }
@@ -128,7 +127,7 @@ export function listenerQueries(
     /** Call inside a transaction. */
     remove(project: string, id: string, now: number): boolean {
       if (remove.run(project, id).changes === 0) return false;
-      cancelPending.run(now, project, id);
+      backlogs.start(project, id, 'cancel', now);
       executionOrder.forget(id);
       gates.forget(id);
       rollups.forget(id);
