@@ -41,6 +41,7 @@ export function backlogQueries(db: Database, batch = BACKLOG_WINDOW) {
     ON CONFLICT (listener_id) DO UPDATE SET project = excluded.project, action = excluded.action, after_id = excluded.after_id, since = excluded.since`);
   const advance = db.prepare('UPDATE listener_backlogs SET after_id = ? WHERE listener_id = ?');
   const unmark = db.prepare('DELETE FROM listener_backlogs WHERE listener_id = ?');
+  const anyMark = db.prepare('SELECT 1 FROM listener_backlogs LIMIT 1').pluck() as Statement<[], number>;
   const oldest = db.prepare('SELECT listener_id, project, action, after_id FROM listener_backlogs ORDER BY since, listener_id LIMIT 1') as Statement<[], MarkerRow>;
 
   /** Moves the window after `m.after_id`; leaves the row at its end, or removes it after the last. Call inside a transaction. */
@@ -58,6 +59,10 @@ export function backlogQueries(db: Database, batch = BACKLOG_WINDOW) {
     start(project: string, listenerId: string, action: BacklogAction, now: number): BacklogStep {
       mark.run({ listener: listenerId, project, action, after: '', now });
       return step({ listener_id: listenerId, project, action, after_id: '' }, now);
+    },
+    /** Whether any backlog is still moving: a read, so that looking takes no write lock. */
+    moving(): boolean {
+      return anyMark.get() !== undefined;
     },
     /** The next window of the oldest backlog still moving; null when none is. Call inside a transaction. */
     next(now: number): BacklogStep | null {

@@ -147,6 +147,8 @@ export function openSqliteStore(options: SqliteOptions): SqliteStore {
       return tx(() => listeners.remove(project, id, Date.now()));
     },
     async moveListenerBacklogs(now) {
+      // Looked for every second: only a backlog to move takes the write lock.
+      if (!(await run(() => backlogs.moving()))) return null;
       return tx(() => backlogs.next(now));
     },
     async listEnabledListeners(project) {
