@@ -334,14 +334,16 @@ const RUNS = {
             }
             const processes = kind === 'alongside' ? [apiRelay, ...dispatcherProcesses] : [apiRelay];
             const cpu = (list) => list.reduce((sum, p) => sum + p.cpuSeconds(), 0);
-            const apiBefore = apiRelay.cpuSeconds();
+            let apiBefore = apiRelay.cpuSeconds();
             let cpuBefore = cpu(processes);
             if (kind === 'alongside') ingestSeconds = await ingest(apiRelay, SIZES.events, `p${round}`);
             else {
               dispatcherProcesses = await startDispatchers();
               processes.push(...dispatcherProcesses);
               // Counted from when they listen (their start-up is not the drain's), which leaves
-              // out what their first cycle did by then.
+              // out what their first cycle did by then; the api process's from the same moment,
+              // or what it did meanwhile would be taken off the dispatchers' share.
+              apiBefore = apiRelay.cpuSeconds();
               cpuBefore = cpu(processes);
             }
             const s = await receiver.waitForUnique(SIZES.events);

@@ -44,6 +44,7 @@ const mark = statement(`INSERT INTO listener_backlogs (listener_id, project, act
   ON CONFLICT (listener_id) DO UPDATE SET project = excluded.project, action = excluded.action, after_id = '', since = excluded.since`);
 const advance = statement('UPDATE listener_backlogs SET after_id = $2 WHERE listener_id = $1');
 const unmark = statement('DELETE FROM listener_backlogs WHERE listener_id = $1');
+const anyMark = statement('SELECT EXISTS (SELECT 1 FROM listener_backlogs) AS moving');
 const oldest = statement(`SELECT listener_id, project, action, after_id FROM listener_backlogs
   ORDER BY since, listener_id LIMIT 1 FOR UPDATE SKIP LOCKED`);
 
@@ -78,7 +79,10 @@ export function backlogQueries(db: Database, notice: DueNotice, batch = BACKLOG_
       return step(c, { listener_id: listenerId, project, action, after_id: '' }, now);
     },
     /** The next window of the oldest backlog that no other process is moving right now; null when none is. */
-    next(now: number): Promise<BacklogStep | null> {
+    async next(now: number): Promise<BacklogStep | null> {
+      // Looked for every second: one read, and a transaction only when there is a backlog to move.
+      const [{ moving }] = await db.rows<{ moving: boolean }>(anyMark, []);
+      if (!moving) return null;
       return db.transaction(async (c) => {
         const [m] = await c.rows<MarkerRow>(oldest, []);
         return m ? step(c, m, now) : null;
