@@ -1180,6 +1180,47 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       expect(await statusOf('l1')).toEqual({ cancelled: 5 });
     });
 
+    it('holds the backlog of a listener the relay turns off (a 410, the judgement) as a client\'s disabling does, a window at a time', async () => {
+      await seed(['a', 'b', 'c', 'd', 'e', 'f'], [listener('l1'), listener('l2'), listener('l3')]);
+      const windowed = await db.open({ backlogWindow: 2 });
+      const waiting = async (id: string) => (await windowed.listDeliveries(P, { listener_id: id, limit: 10 })).rows.filter((d) => d.status === 'pending');
+      // One delivery of l1 and one of l2 in flight; the others wait for a retry.
+      const all = await claim(windowed, 'w1', T + 10, { leaseMs: LONG_LEASE });
+      const [toL1, toL2] = ['l1', 'l2'].map((l) => all.find((d) => d.listenerId === l)!);
+      const retry: Outcome = { status: 'pending', nextAttemptAt: T + 15, lastError: 'HTTP 500', disableListener: null };
+      const failed: Outcome = { status: 'failed', nextAttemptAt: null, lastError: 'HTTP 500', disableListener: null };
+      const others = all.filter((d) => d !== toL1 && d !== toL2);
+      expect(others).toHaveLength(16);
+      await windowed.recordAndClaim('w1', others.map((d) => result(d, attempt(1, T + 10, { status_code: 500 }), retry)), null, T + 11);
+
+      // A 410: l1 is off, the delivery that answered it and the first window of the rest are held, in the same commit.
+      const gone = { status: 'pending' as const, nextAttemptAt: null, lastError: 'HTTP 410 Gone', disableListener: 'the receiver answered 410 Gone' };
+      expect((await windowed.recordAndClaim('w1', [result(toL1, attempt(1, T + 12, { status_code: 410 }), gone)], null, T + 20)).disabledListeners).toEqual(['l1']);
+      const l1 = await waiting('l1');
+      expect(l1).toHaveLength(6);
+      expect(l1.filter((d) => d.next_attempt_at === null).length).toBeGreaterThanOrEqual(2);
+      expect(l1.filter((d) => d.next_attempt_at === null).length).toBeLessThan(6);
+      // The rest follow a window at a time, and nothing of l1 is claimed meanwhile.
+      expect(await windowed.moveListenerBacklogs(T + 21)).toMatchObject({ listenerId: 'l1', action: 'hold', done: false });
+      while (await windowed.moveListenerBacklogs(T + 22));
+      expect((await waiting('l1')).map((d) => d.next_attempt_at)).toEqual(Array(6).fill(null));
+
+      // The judgement (every attempt failed for hours) turns l2 off the same way.
+      const judge: RecordJudge = {
+        routing,
+        judge: () => ({ changed: new Map(), disable: new Map([['l2', 'every attempt failed for 120 hours']]), events: [] }),
+        turnedOff: (_p, listenerId, reason, now) => relayOff('off-l2', { listener_id: listenerId, reason }, now),
+      };
+      await windowed.recordAndClaim('w1', [result(toL2, attempt(1, T + 30, { status_code: 500 }), failed)], null, T + 31, judge);
+      expect(await windowed.getListener(P, 'l2')).toMatchObject({ enabled: false, disabled_reason: 'every attempt failed for 120 hours' });
+      expect((await waiting('l2')).filter((d) => d.next_attempt_at === null).length).toBeGreaterThanOrEqual(1);
+      expect((await waiting('l2')).filter((d) => d.next_attempt_at === null).length).toBeLessThan(5);
+      while (await windowed.moveListenerBacklogs(T + 32));
+      expect((await waiting('l2')).map((d) => d.next_attempt_at)).toEqual(Array(5).fill(null));
+      // Only l3's deliveries are left to send.
+      expect(new Set((await claim(windowed, 'w2', T + 999_999)).map((d) => d.listenerId))).toEqual(new Set(['l3']));
+    });
+
     it('extends the leases their owner holds, never shortening one, and no one else\'s', async () => {
       await seed(['a', 'b']);
       // Listener timeout 1000 ms: these leases end at T + 500 + 1000.

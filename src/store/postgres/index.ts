@@ -65,7 +65,7 @@ export async function openPostgresStore(o: PostgresOptions): Promise<Store> {
   const listeners = listenerQueries(db, notice, backlogs);
   const events = eventQueries(db, notice, { appendsAtOnce: Math.max(1, Math.floor(o.pool / 2)) });
   const deliveries = deliveryQueries(db, notice);
-  const queue = queueQueries(db, { notice, append: events.appendIn });
+  const queue = queueQueries(db, { notice, append: events.appendIn, backlogs });
   const rollups = rollupQueries(db);
   let closed: Promise<void> | null = null;
 

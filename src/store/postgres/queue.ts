@@ -1,6 +1,7 @@
 import type { ListenerGateState } from '../../dispatch/listener-gate.js';
 import type { AttemptResult, ClaimOptions, RecordJudge } from '../store.js';
 import type { Database } from './database.js';
+import type { BacklogQueries } from './backlogs.js';
 import { claimQueries } from './claim.js';
 import type { DueNotice } from './notify.js';
 import { judgeBatch, recordBatch, type AppendIn } from './record.js';
@@ -15,9 +16,10 @@ import { judgeBatch, recordBatch, type AppendIn } from './record.js';
  *   3. (admit; claim.ts) the candidates settled: leased, deferred, held or cancelled; the
  *      states the gate changed written.
  * Rare work goes in statements of its own between 1 and 2: listeners the judgement turns off,
- * the relay's own events. The last statement carries the COMMIT along.
+ * the relay's own events, the first window of a turned-off listener's backlog held
+ * (backlogs.ts). The last statement carries the COMMIT along.
  */
-export function queueQueries(db: Database, { notice, append }: { notice: DueNotice; append: AppendIn }) {
+export function queueQueries(db: Database, { notice, append, backlogs }: { notice: DueNotice; append: AppendIn; backlogs: BacklogQueries }) {
   const claims = claimQueries();
 
   async function cycle(owner: string, results: AttemptResult[], claim: ClaimOptions | null, now: number, judge: RecordJudge | null) {
@@ -26,15 +28,19 @@ export function queueQueries(db: Database, { notice, append }: { notice: DueNoti
       // Held deliveries that became due may belong to a listener another process serves.
       if (batch.promoted > 0) notice.afterCommit(c);
       const disabled = batch.disabled;
+      const disabledIn = batch.disabledIn;
       let judged: ReadonlyMap<string, ListenerGateState> = new Map();
       if (judge && (batch.recorded.length || disabled.length)) {
         const verdict = await judgeBatch(c, { results, recorded: batch.recorded, gone: [...disabled] }, batch.states, judge, now, append);
         judged = verdict.changed;
         disabled.push(...verdict.disabled);
+        for (const [id, project] of verdict.disabledIn) disabledIn.set(id, project);
         // The relay's own events may have made deliveries due that the first statement could not see.
         for (const project of verdict.appendedTo) if (!batch.due.includes(project)) batch.due.push(project);
         batch.due.sort();
       }
+      // Their waiting deliveries are held as when a client disables a listener.
+      for (const [id, project] of disabledIn) await backlogs.start(c, project, id, 'hold', now);
       const shares = claim && batch.due.length ? [...claim.allot(batch.due)].filter(([, n]) => n > 0) : [];
       const asked = shares.reduce((sum, [, n]) => sum + n, 0);
       if (batch.recorded.length === 0 && judged.size === 0 && shares.length === 0) return { disabledListeners: disabled, claimed: [], orphans: [], asked };

@@ -6,17 +6,17 @@ import { leaseEnded, pendingProjectsCte } from './deliveries.js';
 import { GATE_COLUMNS, toState, type GateRow } from './gates.js';
 import { handOnCtes } from './order.js';
 
-/** Turns listeners off as a 410 does: disabled_reason, waiting deliveries held (but `spare`), listener version bumped. */
-const disableCtes = (ids: string, reasons: string, nowIso: string, spare: string | null) => `disabled AS (
+/**
+ * Turns listeners off as a 410 does: disabled_reason, listener version bumped. Their waiting
+ * deliveries are held afterwards, in the same transaction, as a client's disabling holds them
+ * (backlogs.ts: the first window, then the rest a window at a time).
+ */
+const disableCtes = (ids: string, reasons: string, nowIso: string) => `disabled AS (
     UPDATE listeners l SET enabled = false, disabled_reason = x.reason, updated_at = ${nowIso}, revision = l.revision + 1
     FROM (SELECT DISTINCT ON (listener_id) listener_id, reason
       FROM unnest(${ids}::text[], ${reasons}::text[]) WITH ORDINALITY AS x(listener_id, reason, n) ORDER BY listener_id, n) x
     WHERE l.id = x.listener_id AND l.enabled
     RETURNING l.id, l.project
-  ), held AS (
-    UPDATE deliveries d SET next_attempt_at = NULL FROM disabled x
-    WHERE d.project = x.project AND d.listener_id = x.id AND d.status = 'pending' AND d.lease_owner IS NULL
-      ${spare ? `AND d.id NOT IN (SELECT id FROM ${spare})` : ''}
   ), bumped AS (
     INSERT INTO listener_versions AS v (project, version) SELECT project, 1 FROM disabled GROUP BY project ORDER BY project
     ON CONFLICT (project) DO UPDATE SET version = v.version + 1
@@ -54,11 +54,11 @@ const record = statement(`WITH RECURSIVE input AS (
     RETURNING d.id, d.status, d.gap, d.event_seq
   ), finished AS (
     SELECT * FROM completed WHERE status <> 'pending'
-  ), ${disableCtes('$14', '$15', '$13', 'promoted')}, ${handOnCtes('finished', 'disabled', '$2')}, gates AS (
+  ), ${disableCtes('$14', '$15', '$13')}, ${handOnCtes('finished', 'disabled', '$2')}, gates AS (
     SELECT ${GATE_COLUMNS} FROM listener_gates WHERE listener_id = ANY($16::text[]) ORDER BY listener_id FOR UPDATE
   ), ${pendingProjectsCte('$17::boolean')}
   SELECT 'recorded' AS kind, delivery_id AS id, number, NULL::text AS data FROM recorded
-  UNION ALL SELECT 'disabled', id, NULL, NULL FROM disabled
+  UNION ALL SELECT 'disabled', id, NULL, project FROM disabled
   UNION ALL SELECT 'gate', listener_id, NULL, row_to_json(gates)::text FROM gates
   UNION ALL SELECT 'promoted', id, NULL, project FROM promoted WHERE next_attempt_at IS NOT NULL
   UNION ALL SELECT 'due', p.project, NULL, NULL FROM projects p
@@ -67,8 +67,8 @@ const record = statement(`WITH RECURSIVE input AS (
       ORDER BY d.next_attempt_at LIMIT 1) <= $18`);
 
 /** Listeners the judgement turns off, as a 410 does. */
-const disableListeners = statement(`WITH ${disableCtes('$1', '$2', '$3', null)}
-  SELECT id FROM disabled`);
+const disableListeners = statement(`WITH ${disableCtes('$1', '$2', '$3')}
+  SELECT id, project FROM disabled`);
 
 /** What the first statement of a cycle found. */
 export interface RecordedBatch {
@@ -76,6 +76,8 @@ export interface RecordedBatch {
   recorded: AttemptResult[];
   /** Listeners a 410 turned off, in the order of the results. */
   disabled: string[];
+  /** The project of each listener turned off (their backlogs are to be held). */
+  disabledIn: Map<string, string>;
   /** The gate states of the batch's listeners that have one, locked (when judging). */
   states: Map<string, ListenerGateState>;
   /**
@@ -118,12 +120,11 @@ export async function recordBatch(
     claimNow ?? now,
   ]);
   const recordedKeys = new Set<string>();
-  const turnedOff = new Set<string>();
-  const batch: RecordedBatch = { recorded: [], disabled: [], states: new Map(), due: [], promoted: 0 };
+  const batch: RecordedBatch = { recorded: [], disabled: [], disabledIn: new Map(), states: new Map(), due: [], promoted: 0 };
   const promotedIn = new Set<string>();
   for (const row of rows) {
     if (row.kind === 'recorded') recordedKeys.add(`${row.id}\n${row.number}`);
-    else if (row.kind === 'disabled') turnedOff.add(row.id);
+    else if (row.kind === 'disabled') batch.disabledIn.set(row.id, row.data!);
     else if (row.kind === 'gate') {
       const state = toState(JSON.parse(row.data!) as GateRow);
       if (state) batch.states.set(row.id, state);
@@ -136,7 +137,7 @@ export async function recordBatch(
   for (const project of promotedIn) if (!batch.due.includes(project)) batch.due.push(project);
   batch.due.sort();
   batch.recorded = results.filter((r) => recordedKeys.has(`${r.deliveryId}\n${r.attempt.number}`));
-  batch.disabled = [...new Set(off.map((r) => r.listenerId))].filter((id) => turnedOff.has(id));
+  batch.disabled = [...new Set(off.map((r) => r.listenerId))].filter((id) => batch.disabledIn.has(id));
   return batch;
 }
 
@@ -157,14 +158,15 @@ export async function judgeBatch(
   judge: RecordJudge,
   now: number,
   append: AppendIn,
-): Promise<{ changed: ReadonlyMap<string, ListenerGateState>; disabled: string[]; appendedTo: string[] }> {
+): Promise<{ changed: ReadonlyMap<string, ListenerGateState>; disabled: string[]; disabledIn: Map<string, string>; appendedTo: string[] }> {
   const verdict = judgeRecorded(judge, recorded, () => states, now);
   const judgedOff = new Map<string, string>();
+  const disabledIn = new Map<string, string>();
   if (verdict.disable.size) {
     const list = [...verdict.disable];
-    const rows = await c.rows<{ id: string }>(disableListeners, [list.map(([id]) => id), list.map(([, why]) => why), new Date(now).toISOString()]);
-    const turnedOff = new Set(rows.map((r) => r.id));
-    for (const [id, why] of list) if (turnedOff.has(id)) judgedOff.set(id, why);
+    const rows = await c.rows<{ id: string; project: string }>(disableListeners, [list.map(([id]) => id), list.map(([, why]) => why), new Date(now).toISOString()]);
+    for (const r of rows) disabledIn.set(r.id, r.project);
+    for (const [id, why] of list) if (disabledIn.has(id)) judgedOff.set(id, why);
   }
   const byProject = new Map<string, NewEvent[]>();
   for (const { project, envelope } of [...verdict.events, ...turnedOffEvents(judge, results, gone, judgedOff, now)]) {
@@ -172,5 +174,5 @@ export async function judgeBatch(
     byProject.set(project, [...(byProject.get(project) ?? []), { envelope, original: null, bodyHash: envelope.id }]);
   }
   for (const [project, list] of byProject) await append(c, project, list, judge.routing, now);
-  return { changed: verdict.changed, disabled: [...judgedOff.keys()], appendedTo: [...byProject.keys()] };
+  return { changed: verdict.changed, disabled: [...judgedOff.keys()], disabledIn, appendedTo: [...byProject.keys()] };
 }

@@ -14,6 +14,7 @@ import type {
   QueueDepth,
 } from '../store.js';
 import { DEFAULT_LIST_SCAN_LIMIT } from '../store.js';
+import type { BacklogQueries } from './backlogs.js';
 import type { ExecutionOrder } from './execution-order.js';
 import type { GateQueries } from './gates.js';
 import type { ListenerVersions } from './listener-versions.js';
@@ -37,10 +38,11 @@ export interface DeliveryQueryDeps {
   rollups: RollupQueries;
   gates: GateQueries;
   executionOrder: ExecutionOrder;
+  backlogs: BacklogQueries;
 }
 
 /** Every delivery and attempt statement of the SQLite backend, prepared once. */
-export function deliveryQueries(db: Database, { versions, rollups, gates, executionOrder }: DeliveryQueryDeps) {
+export function deliveryQueries(db: Database, { versions, rollups, gates, executionOrder, backlogs }: DeliveryQueryDeps) {
   // A page walks one index in id order (INDEXED BY: the planner could pick another and filter
   // rather than walk): a listener's, a status's, an event's (sorted), or the project's. The
   // other filters are checked on at most scanLimit rows of the walk (see deliveryWalk). One
@@ -107,8 +109,6 @@ export function deliveryQueries(db: Database, { versions, rollups, gates, execut
   const disableListener = db
     .prepare(`UPDATE listeners SET enabled = 0, disabled_reason = ?, updated_at = ?, revision = revision + 1 WHERE id = ? AND enabled = 1 RETURNING project`)
     .pluck() as Statement<[string, string, string], string>;
-  const holdListener = db.prepare(`UPDATE deliveries SET next_attempt_at = NULL
-    WHERE project = ? AND listener_id = ? AND status = 'pending' AND lease_owner IS NULL`);
   const release = db.prepare(`UPDATE deliveries SET lease_owner = NULL, next_attempt_at = ? WHERE id = ? AND lease_owner = ?`);
   // A lease is live while its end (next_attempt_at) is to come.
   const leaseOwners = db
@@ -162,11 +162,15 @@ export function deliveryQueries(db: Database, { versions, rollups, gates, execut
     return toClaimedDelivery(row, row, spec, row.gap === null ? null : (JSON.parse(row.gap) as number[]));
   }
 
-  /** Turns a listener off as a 410 does; whether it was on. Call inside a transaction. */
+  /**
+   * Turns a listener off as a 410 does; whether it was on. Its waiting deliveries are held as
+   * when a client disables it: the first window now, the rest by moveListenerBacklogs
+   * (backlogs.ts). Call inside a transaction.
+   */
   function disable(listenerId: string, reason: string, now: number): boolean {
     const project = disableListener.get(reason, new Date(now).toISOString(), listenerId);
     if (project === undefined) return false;
-    holdListener.run(project, listenerId);
+    backlogs.start(project, listenerId, 'hold', now);
     versions.bump(project);
     return true;
   }

@@ -84,7 +84,7 @@ export function openSqliteStore(options: SqliteOptions): SqliteStore {
   const backlogs = backlogQueries(db, options.backlogWindow);
   const listeners = listenerQueries(db, { versions, rollups, gates, executionOrder: order, backlogs });
   const events = eventQueries(db, order);
-  const deliveries = deliveryQueries(db, { versions, rollups, gates, executionOrder: order });
+  const deliveries = deliveryQueries(db, { versions, rollups, gates, executionOrder: order, backlogs });
   const fanOut = (project: string, routing: ListenerRouting) => versions.fanOut(project, routing, listeners.enabledFor);
   // Call inside the write transaction: routes at the listener version it reads, after every
   // listener change committed before it.
