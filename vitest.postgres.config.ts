@@ -39,6 +39,7 @@ export const POSTGRES_RUN = [
   'page-bytes',
   'openapi',
   'oslo-interop',
+  'replay-chunks',
   'request-limits',
   'restart-leases',
   'stats',

@@ -1152,11 +1152,11 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       // Disabling holds the first window at once, the rest window by window.
       await windowed.updateListener(P, 'l1', { ...specOf(l1), enabled: false }, iso(T + 1));
       expect(await heldOf('l1')).toBe(2);
-      expect(await step(T + 2)).toEqual({ listenerId: 'l1', project: P, action: 'hold', moved: 2, done: false });
+      expect(await step(T + 2)).toEqual({ listenerId: 'l1', project: P, action: 'hold', unorder: false, moved: 2, done: false });
       expect(await heldOf('l1')).toBe(4);
       // Where it goes on is in the database: another store (a restarted process) takes it up.
       windowed = await db.open({ backlogWindow: 2 });
-      expect(await step(T + 3)).toEqual({ listenerId: 'l1', project: P, action: 'hold', moved: 1, done: true });
+      expect(await step(T + 3)).toEqual({ listenerId: 'l1', project: P, action: 'hold', unorder: false, moved: 1, done: true });
       expect(await step(T + 3)).toBeNull();
       expect(await heldOf('l1')).toBe(5);
       expect(await heldOf('l2')).toBe(0);
@@ -1685,6 +1685,38 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       await store.updateListener(P, 'lo', { ...specOf(lo), ordering: 'none' }, iso(T + 300));
       expect((await deliveryOf('e3', 'lo')).next_attempt_at).toBe(T + 300);
       expect(sent(await claim(store, 'w1', T + 300), 'lo')).toEqual([['e2', null], ['e3', null]]);
+    });
+
+    it('lets go of what it held behind the heads a window at a time when ordering is turned off, across a disabling meanwhile', async () => {
+      const [lo, lp] = [ordered('lo'), ordered('lp')];
+      await seed(['e1', 'e2', 'e3', 'e4', 'e5'], [lo, lp]);
+      const windowed = await db.open({ backlogWindow: 2 });
+      const waiting = async (id: string) =>
+        (await windowed.listDeliveries(P, { listener_id: id, limit: 10 })).rows.filter((d) => d.status === 'pending' && d.next_attempt_at === null).length;
+      const moveAll = async (now: number) => {
+        const steps = [];
+        for (let s = await windowed.moveListenerBacklogs(now); s; s = await windowed.moveListenerBacklogs(now)) steps.push(s);
+        return steps;
+      };
+      expect([await waiting('lo'), await waiting('lp')]).toEqual([4, 4]);
+
+      // Enabled: the change lets go of the first window (e1 is the head already), the rest follow.
+      await windowed.updateListener(P, 'lo', { ...specOf(lo), ordering: 'none' }, iso(T + 100));
+      expect(await waiting('lo')).toBe(3);
+      expect(await windowed.moveListenerBacklogs(T + 101)).toEqual({ listenerId: 'lo', project: P, action: 'release', unorder: true, moved: 2, done: false });
+      expect(await moveAll(T + 102)).toEqual([{ listenerId: 'lo', project: P, action: 'release', unorder: true, moved: 1, done: true }]);
+      expect(await waiting('lo')).toBe(0);
+
+      // Turned off, then disabled before the rest went: the hold lets go of them too, so enabling makes them all due.
+      await windowed.updateListener(P, 'lp', { ...specOf(lp), ordering: 'none' }, iso(T + 200));
+      await windowed.updateListener(P, 'lp', { ...specOf(lp), ordering: 'none', enabled: false }, iso(T + 201));
+      expect((await moveAll(T + 202)).map((s) => [s.action, s.unorder, s.done])).toEqual([['hold', true, false], ['hold', true, true]]);
+      expect(await waiting('lp')).toBe(5);
+      await windowed.updateListener(P, 'lp', { ...specOf(lp), ordering: 'none', enabled: true }, iso(T + 300));
+      expect((await moveAll(T + 301)).map((s) => [s.action, s.unorder, s.done])).toEqual([['release', false, false], ['release', false, true]]);
+      expect(await waiting('lp')).toBe(0);
+      const claimed = await claim(windowed, 'w1', T + 400);
+      expect([sent(claimed, 'lo').length, sent(claimed, 'lp').length]).toEqual([5, 5]);
     });
 
     it('forgets a deleted listener\'s order', async () => {

@@ -32,7 +32,10 @@ export function startBacklogMover({ store, log, idleMs = 1_000 }: BacklogMoverOp
       const step = await store.moveListenerBacklogs(Date.now());
       if (!step) break;
       windows++;
-      if (step.done) log.info({ listener: step.listenerId, project: step.project }, `a listener's waiting deliveries are all ${WHAT[step.action]}`);
+      if (step.done) {
+        const unordered = step.unorder ? ", none held behind its execution's head (ordering turned off)" : '';
+        log.info({ listener: step.listenerId, project: step.project }, `a listener's waiting deliveries are all ${WHAT[step.action]}${unordered}`);
+      }
       await new Promise((resolve) => setImmediate(resolve));
     }
     return windows;

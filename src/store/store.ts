@@ -343,6 +343,8 @@ export interface BacklogStep {
   listenerId: string;
   project: string;
   action: BacklogAction;
+  /** Its ordering was turned off: the window also let go of what it held behind its executions' heads. */
+  unorder: boolean;
   moved: number;
   done: boolean;
 }
@@ -365,8 +367,8 @@ export interface ListenerStore {
    */
   deleteListener(project: string, id: string): Promise<boolean>;
   /**
-   * Disabling, enabling or deleting a listener moves its waiting deliveries (held, due again,
-   * cancelled) a window at a time (BACKLOG_WINDOW of the listener's deliveries), so that no
+   * Disabling, enabling or deleting a listener, or turning its ordering off, moves its waiting
+   * deliveries (held, due again, cancelled, no longer held behind their executions' heads) a window at a time (BACKLOG_WINDOW of the listener's deliveries), so that no
    * transaction, and on SQLite no stretch of the thread, grows with the backlog: the change
    * moves the first window itself and leaves a durable mark for the rest. This moves the next
    * window of the oldest backlog still moving, in a transaction of its own, and answers what it

@@ -1,4 +1,5 @@
 import { Router } from 'express';
+import { setImmediate as turnOfTheLoop } from 'node:timers/promises';
 import { newId } from '../../ids.js';
 import {
   ListenerInput,
@@ -16,12 +17,12 @@ import { compileListenerRule } from '../../fanout/match.js';
 import type { Ingest } from '../../ingest/ingest.js';
 import type { TransportRegistry } from '../../transports/registry.js';
 import { PING_EVENT_TYPE, toEnvelope, type EventEnvelope } from '../../records/event.js';
-import { DEFAULT_MAX_LISTENERS_PER_PROJECT, type Store } from '../../store/store.js';
+import { DEFAULT_MAX_LISTENERS_PER_PROJECT, type ReplayAnswer, type Store } from '../../store/store.js';
 import { bodyOrEmpty } from '../json-body.js';
 import { applyMergePatch } from '../merge-patch.js';
 import { badRequest, conflict, fieldErrors, fieldProblems, invalidField, notFound, validationProblem, type FieldError, type Problem } from '../problem.js';
 import { page, pageParams } from '../paging.js';
-import { matchCharged, meteredRoute, newFilterMeter, REPLAY_FILTER_BUDGET_MS } from '../../fanout/filter-budget.js';
+import { FilterBudgetError, matchCharged, meteredRoute, newFilterMeter, REPLAY_FILTER_BUDGET_MS } from '../../fanout/filter-budget.js';
 
 /** How long a rotated-out secret keeps signing beside the new one. */
 export const SECRET_OVERLAP_MS = 24 * 3600 * 1000;
@@ -30,6 +31,51 @@ const READ_ONLY = "is read-only: the relay computes it from the listener's attem
 
 /** At most this many deliveries one replay call creates. */
 export const MAX_REPLAY = 100_000;
+/**
+ * At most this many deliveries one transaction of a replay call makes, and events (failed
+ * deliveries) it looks at: a call runs as many as its own limits allow, one after the other, and
+ * the process serves its other requests between them.
+ */
+export const REPLAY_CHUNK = 1_000;
+
+/** Where a replay's next transaction goes on: the answer of the one before. */
+type ReplayFrom = Pick<ReplayAnswer, 'after' | 'fromSequence'>;
+
+/**
+ * One replay call as transactions of at most REPLAY_CHUNK deliveries and events looked at each,
+ * one after the other until the call's limits or the end, the event loop turning between them:
+ * however large the call, the process goes on serving. Each transaction commits what it made
+ * (`made` is told), so a call that gets no answer (the process died) may have made part of its
+ * deliveries. The answer is the call's: its count, and where the next call goes on.
+ */
+async function replayInChunks(
+  run: (chunk: { limit: number; scanLimit: number }, from: ReplayFrom | null) => Promise<ReplayAnswer>,
+  limits: { limit: number; scanLimit: number },
+  made: (count: number) => void,
+): Promise<ReplayAnswer> {
+  let count = 0;
+  let scanLeft = limits.scanLimit;
+  let last: ReplayAnswer | null = null;
+  for (;;) {
+    // With both limits the same, a transaction that stopped at one looked at exactly `size` events.
+    const size = Math.min(REPLAY_CHUNK, limits.limit - count, scanLeft);
+    let answer: ReplayAnswer;
+    try {
+      answer = await run({ limit: size, scanLimit: size }, last);
+    } catch (err) {
+      // The call's matching budget ran out on the first event of a later transaction: it stops after the one before.
+      if (err instanceof FilterBudgetError && last !== null) return { ...last, count, truncated: true };
+      throw err;
+    }
+    count += answer.count;
+    scanLeft -= size;
+    made(answer.count);
+    last = answer;
+    const goesOn = answer.truncated && (answer.after !== undefined || answer.fromSequence !== undefined);
+    if (!goesOn || count >= limits.limit || scanLeft <= 0) return { ...answer, count };
+    await turnOfTheLoop();
+  }
+}
 
 export interface ListenerRouteDeps {
   store: Store;
@@ -268,7 +314,8 @@ export function listenerRoutes({
     refuseHeadersFollowingToNewOrigin(base.callback, spec.callback, patch);
     const updated = await store.updateListener(res.locals.project, current.id, spec, new Date().toISOString());
     if (!updated) throw notFound(`listener ${current.id}`);
-    if (updated.enabled && !current.enabled) wakeDispatcher();
+    // What it held (disabled, or behind its executions' heads) is due again.
+    if (updated.enabled && (!current.enabled || (current.ordering === 'execution' && updated.ordering === 'none'))) wakeDispatcher();
     res.json(await viewOf(updated));
   });
 
@@ -333,25 +380,31 @@ export function listenerRoutes({
     // "Match the listener now": its current rule, whether or not it is enabled at this moment.
     const matches = compileListenerRule({ ...listener, enabled: true });
     const now = Date.now();
-    const limits = { limit: MAX_REPLAY, scanLimit: replayScanLimit };
-    const window = r.execution_id === undefined ? { since: Date.parse(r.since!), until: r.until ? Date.parse(r.until) : now + 1 } : null;
-    const result = await store.replay(
-      listener.project,
-      listener.id,
-      window === null
-        ? { executionId: r.execution_id!, fromSequence: r.from_sequence ?? 1, ...limits }
-        : { ...window, onlyFailed: r.only_failed ?? false, after: r.after ?? null, ...limits },
-      // An ordered listener's window replay is ordered too. Its matching is bounded as an
-      // ingest request's is (filter-budget.ts); its deliveries, one listener's, by the scan limit.
-      meteredRoute(
-        Object.assign((envelope: EventEnvelope) => (matchCharged(matches, envelope) ? [listener.id] : []), {
-          ordered: new Set(listener.ordering === 'execution' ? [listener.id] : []),
-        }),
-        newFilterMeter(REPLAY_FILTER_BUDGET_MS, undefined, Infinity),
-      ),
-      now,
+    const route = meteredRoute(
+      Object.assign((envelope: EventEnvelope) => (matchCharged(matches, envelope) ? [listener.id] : []), {
+        ordered: new Set(listener.ordering === 'execution' ? [listener.id] : []),
+      }),
+      newFilterMeter(REPLAY_FILTER_BUDGET_MS, undefined, Infinity),
     );
-    if (result.count) wakeDispatcher();
+    const window = r.execution_id === undefined ? { since: Date.parse(r.since!), until: r.until ? Date.parse(r.until) : now + 1 } : null;
+    const result = await replayInChunks(
+      (chunk, from) =>
+        store.replay(
+          listener.project,
+          listener.id,
+          window === null
+            ? { executionId: r.execution_id!, fromSequence: from?.fromSequence ?? r.from_sequence ?? 1, ...chunk }
+            : { ...window, onlyFailed: r.only_failed ?? false, after: from ? from.after! : (r.after ?? null), ...chunk },
+          // An ordered listener's window replay is ordered too. Its matching is bounded as an
+          // ingest request's is (filter-budget.ts), over the whole call; its deliveries, one listener's, by the scan limit.
+          route,
+          Date.now(),
+        ),
+      { limit: MAX_REPLAY, scanLimit: replayScanLimit },
+      (made) => {
+        if (made) wakeDispatcher();
+      },
+    );
     // A call that stopped at a limit says what to send to go on: the same window (its end fixed)
     // from where it stopped. A re-queue of failed deliveries goes on in the order they were made,
     // so those it re-queued are not looked at again if they fail once more.

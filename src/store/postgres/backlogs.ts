@@ -3,8 +3,9 @@ import { statement, type Conn, type Database, type Statement } from './database.
 import type { DueNotice } from './notify.js';
 
 /*
- * A listener's waiting deliveries following it, a window at a time (db/postgres/010): held
- * when it is disabled, due again when it is enabled, cancelled when it is deleted. A window is
+ * A listener's waiting deliveries following it, a window at a time (db/postgres/010, 011): held
+ * when it is disabled, due again when it is enabled, cancelled when it is deleted; with
+ * `unorder` (its ordering turned off), no longer held behind its executions' heads. A window is
  * the listener's next deliveries in id order, read through deliveries_project_listener; the
  * change moves the first one in its own transaction and leaves a row for the rest, which
  * moveListenerBacklogs moves one window per transaction. Until they are moved, a claim holds a
@@ -30,22 +31,26 @@ const windowed = (change: string, applies: string) =>
     )
     SELECT (SELECT max(id) FROM w) AS last, (SELECT count(*) FROM w)::int AS n, (SELECT count(*) FROM moved)::int AS moved`);
 // Disabling holds what waits (deliveries in flight finish and are held when they come back);
-// enabling makes due now what it held, never a delivery held behind its execution's head.
+// enabling makes due now what it held, never a delivery held behind its execution's head
+// unless the ordering was turned off ($6), which lets go of those as well.
+// (Every window statement names $5, the time, and $6 so that they all take the same parameters.)
 const moves: Record<BacklogAction, Statement> = {
-  // ($5, the time, is not needed to hold: it is named so that every window statement takes the same parameters.)
-  hold: windowed('next_attempt_at = NULL', 'd.lease_owner IS NULL AND $5::bigint IS NOT NULL'),
-  release: windowed('next_attempt_at = $5', '(d.next_attempt_at + 0) IS NULL AND d.held IS NULL'),
+  hold: windowed('next_attempt_at = NULL, held = CASE WHEN $6::boolean THEN NULL ELSE d.held END', 'd.lease_owner IS NULL AND $5::bigint IS NOT NULL'),
+  release: windowed('next_attempt_at = $5, held = NULL', '(d.next_attempt_at + 0) IS NULL AND (d.held IS NULL OR $6::boolean)'),
   cancel: windowed(
     `status = 'cancelled', next_attempt_at = NULL, lease_owner = NULL, leased_until = NULL, held = NULL, last_error = 'listener deleted', updated_at = $5`,
-    'true',
+    '$6::boolean IS NOT NULL',
   ),
 };
-const mark = statement(`INSERT INTO listener_backlogs (listener_id, project, action, after_id, since) VALUES ($1, $2, $3, '', $4)
-  ON CONFLICT (listener_id) DO UPDATE SET project = excluded.project, action = excluded.action, after_id = '', since = excluded.since`);
+// A change starts the listener's row again with its action; an unfinished unorder stays.
+const mark = statement(`INSERT INTO listener_backlogs AS b (listener_id, project, action, after_id, since, unorder) VALUES ($1, $2, $3, '', $4, $5)
+  ON CONFLICT (listener_id) DO UPDATE SET project = excluded.project, action = excluded.action, after_id = '', since = excluded.since,
+    unorder = b.unorder OR excluded.unorder
+  RETURNING unorder`);
 const advance = statement('UPDATE listener_backlogs SET after_id = $2 WHERE listener_id = $1');
 const unmark = statement('DELETE FROM listener_backlogs WHERE listener_id = $1');
 const anyMark = statement('SELECT EXISTS (SELECT 1 FROM listener_backlogs) AS moving');
-const oldest = statement(`SELECT listener_id, project, action, after_id FROM listener_backlogs
+const oldest = statement(`SELECT listener_id, project, action, after_id, unorder FROM listener_backlogs
   ORDER BY since, listener_id LIMIT 1 FOR UPDATE SKIP LOCKED`);
 
 interface MarkerRow {
@@ -53,6 +58,8 @@ interface MarkerRow {
   project: string;
   action: BacklogAction;
   after_id: string;
+  /** The listener's ordering was turned off: the windows also let go of what it held behind its executions' heads. */
+  unorder: boolean;
 }
 
 export function backlogQueries(db: Database, notice: DueNotice, batch = BACKLOG_WINDOW) {
@@ -64,19 +71,23 @@ export function backlogQueries(db: Database, notice: DueNotice, batch = BACKLOG_
       m.after_id,
       batch,
       now,
+      m.unorder,
     ]);
     if (m.action === 'release' && moved > 0) notice.afterCommit(c);
     const done = n < batch;
     if (done) await c.count(unmark, [m.listener_id]);
     else await c.count(advance, [m.listener_id, last]);
-    return { listenerId: m.listener_id, project: m.project, action: m.action, moved, done };
+    return { listenerId: m.listener_id, project: m.project, action: m.action, unorder: m.unorder, moved, done };
   }
 
   return {
-    /** A listener change: its backlog starts to follow it with the first window. Call in the change's transaction, its listener locked. */
-    async start(c: Conn, project: string, listenerId: string, action: BacklogAction, now: number): Promise<BacklogStep> {
-      await c.count(mark, [listenerId, project, action, now]);
-      return step(c, { listener_id: listenerId, project, action, after_id: '' }, now);
+    /**
+     * A listener change: its backlog starts to follow it with the first window (`unorder`: its
+     * ordering was turned off). Call in the change's transaction, its listener locked.
+     */
+    async start(c: Conn, project: string, listenerId: string, action: BacklogAction, now: number, unorder = false): Promise<BacklogStep> {
+      const [kept] = await c.rows<{ unorder: boolean }>(mark, [listenerId, project, action, now, unorder]);
+      return step(c, { listener_id: listenerId, project, action, after_id: '', unorder: kept.unorder }, now);
     },
     /** The next window of the oldest backlog that no other process is moving right now; null when none is. */
     async next(now: number): Promise<BacklogStep | null> {

@@ -62,7 +62,7 @@ export async function openPostgresStore(o: PostgresOptions): Promise<Store> {
   const notice = dueNotice(db, o.schema, self, o.log);
   const channels = createSchemaListener(settings, self, known, o.log);
   const backlogs = backlogQueries(db, notice, o.backlogWindow);
-  const listeners = listenerQueries(db, notice, backlogs);
+  const listeners = listenerQueries(db, backlogs);
   const events = eventQueries(db, notice, { appendsAtOnce: Math.max(1, Math.floor(o.pool / 2)) });
   const deliveries = deliveryQueries(db, notice);
   const queue = queueQueries(db, { notice, append: events.appendIn, backlogs });

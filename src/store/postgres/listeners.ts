@@ -6,8 +6,7 @@ import { statement, type Conn, type Database } from './database.js';
 import { isUniqueViolation } from './errors.js';
 import { filteredPage } from './filtered-page.js';
 import { blankGate, blankGateAgain } from './gates.js';
-import type { DueNotice } from './notify.js';
-import { forgetOrder, releaseOrder } from './order.js';
+import { forgetOrder } from './order.js';
 
 interface ListenerRow extends ListenerColumns {
   enabled: boolean;
@@ -84,7 +83,7 @@ const page = filteredPage(
 const enabledOnes = statement(`SELECT ${COLUMNS} FROM listeners WHERE project = $1 AND enabled ORDER BY id`);
 
 /** Every listener statement of the PostgreSQL backend. */
-export function listenerQueries(db: Database, notice: DueNotice, backlogs: BacklogQueries) {
+export function listenerQueries(db: Database, backlogs: BacklogQueries) {
   return {
     async create(l: StoredListener, maxPerProject = Infinity): Promise<void> {
       try {
@@ -122,18 +121,13 @@ export function listenerQueries(db: Database, notice: DueNotice, backlogs: Backl
         const [row] = await c.rows<ListenerRow>(update, [project, id, spec.workbook, specColumn(spec), spec.enabled, updatedAt]);
         await c.count(bumpVersion, [project]);
         const now = Date.parse(updatedAt);
-        let due = 0;
-        // Its waiting deliveries follow it (backlogs.ts; a release notifies by itself).
-        if (before.enabled && !spec.enabled) await backlogs.start(c, project, id, 'hold', now);
-        if (!before.enabled && spec.enabled) {
-          await backlogs.start(c, project, id, 'release', now);
-          await c.count(blankGateAgain, [id]);
-        }
-        if (parseSpec(before.spec).ordering === 'execution' && spec.ordering === 'none') {
-          const released = await releaseOrder(c, id, spec.enabled ? now : null, now);
-          if (spec.enabled) due += released;
-        }
-        if (due > 0) notice.afterCommit(c);
+        // Its waiting deliveries follow it (backlogs.ts; a release notifies by itself); with its
+        // ordering turned off, those it held behind their executions' heads go too, and its keys at once.
+        const unorder = parseSpec(before.spec).ordering === 'execution' && spec.ordering === 'none';
+        if (unorder) await forgetOrder(c, id);
+        if (before.enabled !== spec.enabled || unorder) await backlogs.start(c, project, id, spec.enabled ? 'release' : 'hold', now, unorder);
+        // Enabled again, it starts afresh: the failures that turned it off no longer count.
+        if (!before.enabled && spec.enabled) await c.count(blankGateAgain, [id]);
         return toListener(row);
       });
     },

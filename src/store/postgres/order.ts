@@ -60,8 +60,6 @@ export function handOnCtes(finished: string, disabled: string, now: string): str
   )`;
 }
 
-const releaseHeld = statement(`UPDATE deliveries SET held = NULL, next_attempt_at = $2, updated_at = $3
-  WHERE listener_id = $1 AND held IS NOT NULL`);
 const dropKeys = statement('DELETE FROM delivery_heads WHERE listener_id = $1');
 const pruneHeadless = statement(`DELETE FROM delivery_heads WHERE (listener_id, execution_id) IN (
   SELECT listener_id, execution_id FROM delivery_heads WHERE delivery_id IS NULL AND updated_at < $1 LIMIT $2)`);
@@ -114,14 +112,10 @@ export async function placeDeliveries(c: Conn, list: readonly Placing[], now: nu
   return placed;
 }
 
-/** The listener no longer keeps order: what it held is due at `dueAt` (null while it is disabled), its keys go. */
-export async function releaseOrder(c: Conn, listenerId: string, dueAt: number | null, now: number): Promise<number> {
-  const released = await c.count(releaseHeld, [listenerId, dueAt, now]);
-  await c.count(dropKeys, [listenerId]);
-  return released;
-}
-
-/** The listener's keys (it is deleted, its pending deliveries cancelled). */
+/**
+ * The listener's keys: it is deleted (its pending deliveries cancelled), or no longer keeps
+ * order (what it held behind their heads goes with its backlog, backlogs.ts).
+ */
 export async function forgetOrder(c: Conn, listenerId: string): Promise<void> {
   await c.count(dropKeys, [listenerId]);
 }

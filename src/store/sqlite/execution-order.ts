@@ -30,8 +30,6 @@ export function executionOrder(db: Database) {
     WHERE listener_id = @listener AND execution_id = @execution`);
   const dropKey = db.prepare('DELETE FROM delivery_heads WHERE listener_id = ? AND execution_id = ?');
   const dropKeys = db.prepare('DELETE FROM delivery_heads WHERE listener_id = ?');
-  const release = db.prepare(`UPDATE deliveries SET held = NULL, next_attempt_at = @due, updated_at = @now
-    WHERE listener_id = @listener AND held IS NOT NULL`);
   const prune = db.prepare(`DELETE FROM delivery_heads WHERE (listener_id, execution_id) IN (
     SELECT listener_id, execution_id FROM delivery_heads WHERE delivery_id IS NULL AND updated_at < ? LIMIT ?)`);
 
@@ -74,12 +72,10 @@ export function executionOrder(db: Database) {
         dropKey.run(key.listener_id, key.execution_id);
       }
     },
-    /** The listener no longer keeps order: what it held is due at `dueAt` (null while it is disabled), its keys go. */
-    release(listenerId: string, dueAt: number | null, now: number): void {
-      release.run({ listener: listenerId, due: dueAt, now });
-      dropKeys.run(listenerId);
-    },
-    /** The listener's keys (it is deleted, its pending deliveries cancelled). */
+    /**
+     * The listener's keys: it is deleted (its pending deliveries cancelled), or no longer keeps
+     * order (what it held behind their heads goes with its backlog, backlogs.ts).
+     */
     forget(listenerId: string): void {
       dropKeys.run(listenerId);
     },

@@ -98,16 +98,13 @@ export function listenerQueries(
       versions.bump(project);
       const now = Date.parse(updatedAt);
       const wasEnabled = before.enabled === 1;
-      // Its waiting deliveries follow it (backlogs.ts).
-      if (wasEnabled && !spec.enabled) backlogs.start(project, id, 'hold', now);
-      if (!wasEnabled && spec.enabled) {
-        backlogs.start(project, id, 'release', now);
-        // Enabled again, it starts afresh: the failures that turned it off no longer count.
-        gates.forget(id);
-      }
-      if (parseSpec(before.spec).ordering === 'execution' && spec.ordering === 'none') {
-        executionOrder.release(id, spec.enabled ? now : null, now);
-      }
+      // Its waiting deliveries follow it (backlogs.ts); with its ordering turned off, those it
+      // held behind their executions' heads go too, and its keys at once.
+      const unorder = parseSpec(before.spec).ordering === 'execution' && spec.ordering === 'none';
+      if (unorder) executionOrder.forget(id);
+      if (wasEnabled !== spec.enabled || unorder) backlogs.start(project, id, spec.enabled ? 'release' : 'hold', now, unorder);
+      // Enabled again, it starts afresh: the failures that turned it off no longer count.
+      if (!wasEnabled && spec.enabled) gates.forget(id);
       return this.get(project, id);
     },
     /** Call inside a transaction. */
