@@ -2,6 +2,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startReceiver, type ReceivedRequest, type Receiver } from './helpers/receiver.js';
+import { waitUntil } from './helpers/relay-process.js';
 import { startTestRelay, type TestRelay } from './helpers/relay.js';
 
 /*
@@ -206,6 +207,27 @@ describe('endpoint health', () => {
     expect(receiver.requests('/ops')).toHaveLength(1);
     const events = (await relay.api('GET', '/v1/events?limit=100')).body.items as Array<{ type: string }>;
     expect(events.filter((e) => e.type === 'relay.listener.disabled')).toHaveLength(1);
+  }, 30_000);
+
+  it('sends a receiver that answered 410 nothing more than was in flight; what waited in the process is held with the backlog', async () => {
+    receiver = await startReceiver();
+    receiver.respond('/gone-now', [410]);
+    relay = await startTestRelay();
+    const gone = await listener(relay, { events: ['work.*'], max_in_flight: 4, callback: { url: receiver.url('/gone-now'), timeout_ms: 2000 } });
+    await ingest(relay, Array.from({ length: 1000 }, (_, i) => ({ type: 'work.item', data: { i } })));
+
+    const deliveries = async () => (await relay!.api('GET', `/v1/deliveries?listener_id=${gone.id}&limit=1000`)).body.items as Array<{ status: string; next_attempt_at: string | null; in_flight: boolean }>;
+    let last: Awaited<ReturnType<typeof deliveries>> = [];
+    await waitUntil(
+      async () => (last = await deliveries()).every((d) => d.status === 'pending' && d.next_attempt_at === null && !d.in_flight),
+      20_000,
+      () => `not all held: ${JSON.stringify(last.filter((d) => d.next_attempt_at !== null || d.in_flight).slice(0, 3))}`,
+    );
+    expect(await deliveries()).toHaveLength(1000);
+    expect((await relay.api('GET', `/v1/listeners/${gone.id}`)).body).toMatchObject({ enabled: false, disabled_reason: expect.stringMatching(/410/) });
+    // At most its max_in_flight were on their way when the first 410 came back; nothing went after it.
+    expect(receiver.requests('/gone-now').length).toBeGreaterThanOrEqual(1);
+    expect(receiver.requests('/gone-now').length).toBeLessThanOrEqual(4);
   }, 30_000);
 
   it('keeps a listener with rate_limit_per_s 50 at 50 a second or less', async () => {

@@ -90,6 +90,9 @@ function slotKey(callback: { transport: string; url?: unknown }): string {
 // expires for a process that died.
 const LEASE_MARGIN_MS = 5_000;
 
+/** An attempt that was not made: its listener's receiver had answered 410 Gone (see `gone`). */
+const TURNED_AWAY = Symbol('turned away');
+
 /**
  * The dispatcher runs in cycles. Each cycle is one transaction that records the attempts
  * finished since the last one and claims what the admission gate lets in (whatever room there
@@ -144,8 +147,25 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
   /** Claimed and not yet recorded, by this process. */
   const inFlight = new Set<string>();
   const leaseMs = o.shutdownGraceMs + LEASE_MARGIN_MS;
-  /** When each delivery's lease ends and how long its attempt may take, to renew it in time. */
-  const leases = new Map<string, { until: number; timeoutMs: number }>();
+  /**
+   * When each delivery's lease ends and how long its attempt may take, to renew it in time;
+   * `since`: when this process took it (claimed or handed over).
+   */
+  const leases = new Map<string, { until: number; timeoutMs: number; since: number }>();
+  /**
+   * Listeners whose receiver answered 410 Gone to this process: a delivery of one that this
+   * process took before the cycle that recorded the 410 committed (Infinity until it has) is
+   * not sent but turned away, and given back once the listener is off in the store, for the
+   * claim to hold with the rest of its backlog. Without it, the deliveries waiting here for
+   * the listener's slots would all be sent to a receiver that asked for nothing more.
+   */
+  const gone = new Map<string, number>();
+  /** The deliveries turned away, by listener, to give back once its 410 is recorded. */
+  const turnedAway = new Map<string, string[]>();
+  const isTurnedAway = (d: ClaimedDelivery) => {
+    const stop = gone.get(d.listenerId);
+    return stop !== undefined && (leases.get(d.id)?.since ?? 0) <= stop;
+  };
   /** Finished attempts waiting for the next cycle to record them. */
   let results: AttemptResult[] = [];
   let flushTimer: NodeJS.Timeout | null = null;
@@ -250,6 +270,7 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
       leases.delete(r.deliveryId);
     }
     room.add(finished);
+    settleGone(batch);
     if (outcome.disabledListeners.length) {
       failures.listenersDisabled(outcome.disabledListeners, batch);
       o.onListenersDisabled?.(outcome.disabledListeners);
@@ -258,7 +279,7 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
     return { claimed: outcome.claimed.length, asked: outcome.asked, dueProjects, hadRoom: hasRoom, at: now, failed: false };
   }
 
-  async function attempt(d: ClaimedDelivery): Promise<AttemptResult | null> {
+  async function attempt(d: ClaimedDelivery): Promise<AttemptResult | typeof TURNED_AWAY | null> {
     const { callback, retry } = d.listener;
     const transport = transports.get(callback.transport);
     if (transport === undefined) throw new Error(`transport ${callback.transport} is not enabled in this process`);
@@ -287,6 +308,10 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
       releaseListener();
       releaseOrigin();
     };
+    if (isTurnedAway(d)) {
+      releaseSlot();
+      return TURNED_AWAY;
+    }
     try {
       const started = Date.now();
       const secrets = [d.listener.secret];
@@ -325,6 +350,8 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
       const now = Date.now();
       const outcome = normalizeOutcome(raw, now - started);
       const decision = decideOutcome(outcome, d.attemptNumber, retry.schedule_ms, now, o.random);
+      // Before its slot goes to the next delivery of the listener.
+      if (decision.disableListener !== null) gone.set(d.listenerId, Infinity);
       return {
         deliveryId: d.id,
         listenerId: d.listenerId,
@@ -360,7 +387,7 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
     if (!handedOver) room.add(-1);
     // The lease as the store wrote it, so that it is renewed before it ends there.
     const timeoutMs = d.listener.callback.timeout_ms;
-    leases.set(d.id, { until: d.leasedUntil ?? (claimedAt ?? Date.now()) + leaseMs + timeoutMs, timeoutMs });
+    leases.set(d.id, { until: d.leasedUntil ?? (claimedAt ?? Date.now()) + leaseMs + timeoutMs, timeoutMs, since: Date.now() });
     gate.admit(d.project);
     attempt(d)
       .catch((err): AttemptResult => {
@@ -391,6 +418,13 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
       })
       .then((result) => {
         gate.release(d.project);
+        if (result === TURNED_AWAY) {
+          // Not sent: its receiver answered 410 Gone. It keeps its lease until given back.
+          if (inFlight.delete(d.id)) room.add(1);
+          leases.delete(d.id);
+          turnedAway.set(d.listenerId, [...(turnedAway.get(d.listenerId) ?? []), d.id]);
+          return;
+        }
         // Not sent (turned away at shutdown), or released at shutdown: the next process sends it.
         if (result === null || !inFlight.has(d.id)) return;
         failures.attemptFinished(d, result);
@@ -500,16 +534,34 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
 
   let unsubscribe: () => void = () => {};
 
-  /** Handed-over deliveries given back to the queue, still being written. */
+  /** Deliveries given back to the queue, still being written. */
   const givingBack = new Set<Promise<void>>();
+  function release(ids: string[], what: string) {
+    const done = store
+      .releaseLeases(owner, ids, Date.now())
+      .then(wake, (err) => log.error({ err, deliveries: ids.length }, `could not give ${what} back to the queue; they are due when their leases end`))
+      .finally(() => givingBack.delete(done));
+    givingBack.add(done);
+  }
   function giveBack(ids: string[]) {
     room.add(ids.length);
     for (const _ of ids) o.onHandedOver?.('queued');
-    const done = store
-      .releaseLeases(owner, ids, Date.now())
-      .then(wake, (err) => log.error({ err, deliveries: ids.length }, 'could not give handed-over deliveries back to the queue; they are due when their leases end'))
-      .finally(() => givingBack.delete(done));
-    givingBack.add(done);
+    release(ids, 'handed-over deliveries');
+  }
+
+  /**
+   * After a cycle committed `batch`: the 410s in it are recorded (their listeners off in the
+   * store), so what was turned away for them goes back to the queue now.
+   */
+  function settleGone(batch: readonly AttemptResult[]) {
+    const now = Date.now();
+    for (const r of batch) if (r.disableListener !== null && gone.get(r.listenerId) === Infinity) gone.set(r.listenerId, now);
+    for (const [listenerId, ids] of turnedAway) {
+      if (gone.get(listenerId) === Infinity) continue;
+      turnedAway.delete(listenerId);
+      log.info({ listener: listenerId, deliveries: ids.length }, 'not sent: the receiver answered 410 Gone; given back to be held with the rest of the listener\'s backlog');
+      release(ids, 'deliveries of a listener whose receiver answered 410 Gone');
+    }
   }
 
   return {

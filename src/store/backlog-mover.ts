@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { BacklogAction, ListenerStore } from './store.js';
+import type { BacklogAction, BacklogStep, ListenerStore } from './store.js';
 
 export interface BacklogMoverOptions {
   store: Pick<ListenerStore, 'moveListenerBacklogs'>;
@@ -13,6 +13,14 @@ const WHAT: Record<BacklogAction, string> = {
   release: 'due again (listener enabled)',
   cancel: 'cancelled (listener deleted)',
 };
+
+/** What a finished backlog did, for the log line. */
+function whatOf(step: BacklogStep): string {
+  if (!step.unorder || step.action === 'cancel') return WHAT[step.action];
+  return step.action === 'release'
+    ? "due again (ordering turned off: none waits behind its execution's head)"
+    : "held (listener disabled), none of them behind its execution's head any more (ordering turned off)";
+}
 
 /**
  * Moves the rest of the backlogs that listener changes left (see moveListenerBacklogs): one
@@ -32,10 +40,7 @@ export function startBacklogMover({ store, log, idleMs = 1_000 }: BacklogMoverOp
       const step = await store.moveListenerBacklogs(Date.now());
       if (!step) break;
       windows++;
-      if (step.done) {
-        const unordered = step.unorder ? ", none held behind its execution's head (ordering turned off)" : '';
-        log.info({ listener: step.listenerId, project: step.project }, `a listener's waiting deliveries are all ${WHAT[step.action]}${unordered}`);
-      }
+      if (step.done) log.info({ listener: step.listenerId, project: step.project }, `a listener's waiting deliveries are all ${whatOf(step)}`);
       await new Promise((resolve) => setImmediate(resolve));
     }
     return windows;
