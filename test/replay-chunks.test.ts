@@ -1,5 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { REPLAY_CHUNK } from '../src/api/routes/listeners.js';
+import { startReceiver, type Receiver } from './helpers/receiver.js';
+import { waitUntil } from './helpers/relay-process.js';
 import { startTestRelay, type TestRelay } from './helpers/relay.js';
 
 /*
@@ -10,10 +12,13 @@ import { startTestRelay, type TestRelay } from './helpers/relay.js';
  */
 
 let relay: TestRelay | null = null;
+let receiver: Receiver | null = null;
 
 afterEach(async () => {
   await relay?.close();
+  await receiver?.close();
   relay = null;
+  receiver = null;
 });
 
 async function storeEvents(r: TestRelay, total: number, type: string) {
@@ -24,12 +29,13 @@ async function storeEvents(r: TestRelay, total: number, type: string) {
   }
 }
 
-async function listener(r: TestRelay, type: string) {
+async function listener(r: TestRelay, type: string, over: Record<string, unknown> = {}) {
   const created = await r.api('POST', '/v1/listeners', {
     workbook: '*',
     event_types: ['NOTIFICATION'],
     events: [type],
     callback: { url: 'https://hooks.example.com/replay' },
+    ...over,
   });
   expect(created.status, created.text).toBe(201);
   return created.body.id as string;
@@ -82,4 +88,32 @@ describe('a replay call larger than one transaction', () => {
     // Each event once.
     for (const i of [0, scanLimit - 1, scanLimit, total - 1]) expect(await deliveriesOf(relay, id, `replay.bounded-${i}`)).toBe(1);
   }, 180_000);
+
+  it('re-queues failed deliveries over its transactions too, each once when the next call goes on', async () => {
+    receiver = await startReceiver();
+    receiver.respond('/failing', () => 500);
+    const scanLimit = Math.round(REPLAY_CHUNK * 1.5);
+    // (A breaker that opened on these failures would hold the tries this test counts.)
+    relay = await startTestRelay({ RELAY_REPLAY_SCAN_LIMIT: String(scanLimit), RELAY_BREAKER_MIN_ATTEMPTS: '1000000' });
+    const total = Math.round(REPLAY_CHUNK * 2.5);
+    const since = new Date(Date.now() - 1000).toISOString();
+    // No retries: each delivery fails for good on its first try.
+    const id = await listener(relay, 'replay.failing', { callback: { url: receiver.url('/failing'), timeout_ms: 2000 }, retry: { schedule_ms: [] } });
+    await storeEvents(relay, total, 'replay.failing');
+    const pending = async () => ((await relay!.api('GET', `/v1/deliveries?listener_id=${id}&status=pending&limit=1`)).body.items as unknown[]).length;
+    await waitUntil(async () => receiver!.requests('/failing').length >= total && (await pending()) === 0, 30_000, () => `${receiver!.requests('/failing').length} tries`);
+
+    const first = await relay.api('POST', `/v1/listeners/${id}/replay`, { since, only_failed: true });
+    expect(first.status, first.text).toBe(202);
+    expect(first.body).toMatchObject({ count: scanLimit, truncated: true, next: { since, only_failed: true, after: expect.any(String) } });
+    const second = await relay.api('POST', `/v1/listeners/${id}/replay`, first.body.next);
+    expect(second.body).toEqual({ count: total - scanLimit, truncated: false });
+    // Every delivery tried once more, none twice (they fail again meanwhile, and following next does not take them again).
+    await waitUntil(() => receiver!.requests('/failing').length >= 2 * total, 30_000, () => `${receiver!.requests('/failing').length} tries`);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(receiver.requests('/failing')).toHaveLength(2 * total);
+    const tries = new Map<string, number>();
+    for (const req of receiver.requests('/failing')) tries.set(req.headers['webhook-id'] as string, (tries.get(req.headers['webhook-id'] as string) ?? 0) + 1);
+    expect(new Set(tries.values())).toEqual(new Set([2]));
+  }, 120_000);
 });
