@@ -270,11 +270,11 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
       leases.delete(r.deliveryId);
     }
     room.add(finished);
-    settleGone(batch);
     if (outcome.disabledListeners.length) {
       failures.listenersDisabled(outcome.disabledListeners, batch);
       o.onListenersDisabled?.(outcome.disabledListeners);
     }
+    settleGone(batch);
     for (const d of outcome.claimed) launch(d, now);
     return { claimed: outcome.claimed.length, asked: outcome.asked, dueProjects, hadRoom: hasRoom, at: now, failed: false };
   }
