@@ -422,7 +422,9 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
           // Not sent: its receiver answered 410 Gone. It keeps its lease until given back.
           if (inFlight.delete(d.id)) room.add(1);
           leases.delete(d.id);
-          turnedAway.set(d.listenerId, [...(turnedAway.get(d.listenerId) ?? []), d.id]);
+          const ids = turnedAway.get(d.listenerId);
+          if (ids) ids.push(d.id);
+          else turnedAway.set(d.listenerId, [d.id]);
           return;
         }
         // Not sent (turned away at shutdown), or released at shutdown: the next process sends it.

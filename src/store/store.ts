@@ -331,7 +331,6 @@ export interface ListenerOutcomes {
   last_failure: { at: number; error: string | null; status_code: number | null } | null;
 }
 
-/** Listener records (the API, fan-out). Every change bumps the project's listener version. */
 /** How many of a listener's deliveries (in id order) one transaction looks at when its backlog follows a change. */
 export const BACKLOG_WINDOW = 1_000;
 
@@ -349,6 +348,7 @@ export interface BacklogStep {
   done: boolean;
 }
 
+/** Listener records (the API, fan-out). Every change bumps the project's listener version. */
 export interface ListenerStore {
   /**
    * Stores a new listener; StoreConflictError when its project has `maxPerProject` listeners
@@ -367,9 +367,11 @@ export interface ListenerStore {
    */
   deleteListener(project: string, id: string): Promise<boolean>;
   /**
-   * Disabling, enabling or deleting a listener, or turning its ordering off, moves its waiting
-   * deliveries (held, due again, cancelled, no longer held behind their executions' heads) a window at a time (BACKLOG_WINDOW of the listener's deliveries), so that no
-   * transaction, and on SQLite no stretch of the thread, grows with the backlog: the change
+   * Disabling (by a client or by the relay), enabling or deleting a listener, or turning its
+   * ordering off, moves its waiting deliveries (held, due again, cancelled, no longer held
+   * behind their executions' heads) a window at a time (BACKLOG_WINDOW of the listener's
+   * deliveries), so that no transaction, and on SQLite no stretch of the thread, grows with
+   * the backlog: the change
    * moves the first window itself and leaves a durable mark for the rest. This moves the next
    * window of the oldest backlog still moving, in a transaction of its own, and answers what it
    * did (null: none is moving). Until its window comes, a claim holds a disabled listener's

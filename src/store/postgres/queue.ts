@@ -28,25 +28,23 @@ export function queueQueries(db: Database, { notice, append, backlogs }: { notic
       // Held deliveries that became due may belong to a listener another process serves.
       if (batch.promoted > 0) notice.afterCommit(c);
       const disabled = batch.disabled;
-      const disabledIn = batch.disabledIn;
       let judged: ReadonlyMap<string, ListenerGateState> = new Map();
-      if (judge && (batch.recorded.length || disabled.length)) {
-        const verdict = await judgeBatch(c, { results, recorded: batch.recorded, gone: [...disabled] }, batch.states, judge, now, append);
+      if (judge && (batch.recorded.length || disabled.size)) {
+        const verdict = await judgeBatch(c, { results, recorded: batch.recorded, gone: [...disabled.keys()] }, batch.states, judge, now, append);
         judged = verdict.changed;
-        disabled.push(...verdict.disabled);
-        for (const [id, project] of verdict.disabledIn) disabledIn.set(id, project);
+        for (const [id, project] of verdict.disabled) disabled.set(id, project);
         // The relay's own events may have made deliveries due that the first statement could not see.
         for (const project of verdict.appendedTo) if (!batch.due.includes(project)) batch.due.push(project);
         batch.due.sort();
       }
       // Their waiting deliveries are held as when a client disables a listener.
-      for (const [id, project] of disabledIn) await backlogs.start(c, project, id, 'hold', now);
+      for (const [id, project] of disabled) await backlogs.start(c, project, id, 'hold', now);
       const shares = claim && batch.due.length ? [...claim.allot(batch.due)].filter(([, n]) => n > 0) : [];
       const asked = shares.reduce((sum, [, n]) => sum + n, 0);
-      if (batch.recorded.length === 0 && judged.size === 0 && shares.length === 0) return { disabledListeners: disabled, claimed: [], orphans: [], asked };
+      if (batch.recorded.length === 0 && judged.size === 0 && shares.length === 0) return { disabledListeners: [...disabled.keys()], claimed: [], orphans: [], asked };
       const candidates = await claims.pick(c, batch.recorded, judged, shares, claim, now);
       const { claimed, orphans } = claim && candidates.length ? await claims.admitAndSettle(c, candidates, judged, claim) : { claimed: [], orphans: [] };
-      return { disabledListeners: disabled, claimed, orphans, asked };
+      return { disabledListeners: [...disabled.keys()], claimed, orphans, asked };
     });
     const { orphans, ...outcome } = done;
     if (orphans.length && claim) {

@@ -74,10 +74,8 @@ const disableListeners = statement(`WITH ${disableCtes('$1', '$2', '$3')}
 export interface RecordedBatch {
   /** The results whose attempts were new (a try reported twice counts once, like its row). */
   recorded: AttemptResult[];
-  /** Listeners a 410 turned off, in the order of the results. */
-  disabled: string[];
-  /** The project of each listener turned off (their backlogs are to be held). */
-  disabledIn: Map<string, string>;
+  /** Listeners a 410 turned off, in the order of the results, with their projects (their backlogs are to be held). */
+  disabled: Map<string, string>;
   /** The gate states of the batch's listeners that have one, locked (when judging). */
   states: Map<string, ListenerGateState>;
   /**
@@ -120,11 +118,12 @@ export async function recordBatch(
     claimNow ?? now,
   ]);
   const recordedKeys = new Set<string>();
-  const batch: RecordedBatch = { recorded: [], disabled: [], disabledIn: new Map(), states: new Map(), due: [], promoted: 0 };
+  const batch: RecordedBatch = { recorded: [], disabled: new Map(), states: new Map(), due: [], promoted: 0 };
+  const turnedOff = new Map<string, string>();
   const promotedIn = new Set<string>();
   for (const row of rows) {
     if (row.kind === 'recorded') recordedKeys.add(`${row.id}\n${row.number}`);
-    else if (row.kind === 'disabled') batch.disabledIn.set(row.id, row.data!);
+    else if (row.kind === 'disabled') turnedOff.set(row.id, row.data!);
     else if (row.kind === 'gate') {
       const state = toState(JSON.parse(row.data!) as GateRow);
       if (state) batch.states.set(row.id, state);
@@ -137,7 +136,7 @@ export async function recordBatch(
   for (const project of promotedIn) if (!batch.due.includes(project)) batch.due.push(project);
   batch.due.sort();
   batch.recorded = results.filter((r) => recordedKeys.has(`${r.deliveryId}\n${r.attempt.number}`));
-  batch.disabled = [...new Set(off.map((r) => r.listenerId))].filter((id) => batch.disabledIn.has(id));
+  for (const { listenerId } of off) if (turnedOff.has(listenerId)) batch.disabled.set(listenerId, turnedOff.get(listenerId)!);
   return batch;
 }
 
@@ -158,15 +157,15 @@ export async function judgeBatch(
   judge: RecordJudge,
   now: number,
   append: AppendIn,
-): Promise<{ changed: ReadonlyMap<string, ListenerGateState>; disabled: string[]; disabledIn: Map<string, string>; appendedTo: string[] }> {
+): Promise<{ changed: ReadonlyMap<string, ListenerGateState>; disabled: Map<string, string>; appendedTo: string[] }> {
   const verdict = judgeRecorded(judge, recorded, () => states, now);
   const judgedOff = new Map<string, string>();
-  const disabledIn = new Map<string, string>();
+  const projectOf = new Map<string, string>();
   if (verdict.disable.size) {
     const list = [...verdict.disable];
     const rows = await c.rows<{ id: string; project: string }>(disableListeners, [list.map(([id]) => id), list.map(([, why]) => why), new Date(now).toISOString()]);
-    for (const r of rows) disabledIn.set(r.id, r.project);
-    for (const [id, why] of list) if (disabledIn.has(id)) judgedOff.set(id, why);
+    for (const r of rows) projectOf.set(r.id, r.project);
+    for (const [id, why] of list) if (projectOf.has(id)) judgedOff.set(id, why);
   }
   const byProject = new Map<string, NewEvent[]>();
   for (const { project, envelope } of [...verdict.events, ...turnedOffEvents(judge, results, gone, judgedOff, now)]) {
@@ -174,5 +173,6 @@ export async function judgeBatch(
     byProject.set(project, [...(byProject.get(project) ?? []), { envelope, original: null, bodyHash: envelope.id }]);
   }
   for (const [project, list] of byProject) await append(c, project, list, judge.routing, now);
-  return { changed: verdict.changed, disabled: [...judgedOff.keys()], disabledIn, appendedTo: [...byProject.keys()] };
+  const disabled = new Map([...judgedOff.keys()].map((id) => [id, projectOf.get(id)!]));
+  return { changed: verdict.changed, disabled, appendedTo: [...byProject.keys()] };
 }
