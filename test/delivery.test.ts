@@ -1,8 +1,10 @@
 import { readFileSync } from 'node:fs';
+import Database from 'better-sqlite3';
 import { HTTP } from 'cloudevents';
 import { Webhook } from 'standardwebhooks';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startReceiver, type ReceivedRequest, type Receiver } from './helpers/receiver.js';
+import { sql } from './helpers/backend.js';
 import { rawRequest } from './helpers/raw-request.js';
 import { request, startTestRelay, tempDir, TOKEN_A, TOKEN_B, type TestRelay } from './helpers/relay.js';
 import { MISTRAL_TASK_BODY, MISTRAL_WORKFLOW_FIELDS } from './helpers/mistral-bodies.js';
@@ -353,6 +355,38 @@ describe('delivering over HTTP', () => {
     // Schedule [50, 50] is three tries; nothing more comes after a while.
     await sleep(200);
     expect(receiver.requests('/down')).toHaveLength(3);
+  });
+
+  it('fails a delivery the relay cannot send after the last try of its schedule, not every minute for ever', async () => {
+    // A stored event that no longer parses: the attempt fails before anything is sent, a
+    // defect of the relay's (INTERNAL) rather than of the receiver. The receiver's 410 holds
+    // the delivery while the event is broken.
+    receiver.respond('/internal', [410]);
+    const listener = await createListener(relay, receiver.url('/internal'), { workbook: 'wb-internal', schedule: [50, 50] });
+    const [eventId] = await ingest(relay, [{ type: 'TASK_FAILED', workbook: 'wb-internal', execution_id: 'ex-internal' }]);
+    const { id } = await onlyDeliveryOf(relay, eventId);
+    await deliveryWhen(relay, id, (d) => d.attempt_count === 1 && d.next_attempt_at === null && !d.in_flight);
+    const broken = '{"id": "cut off';
+    if (relay.database.kind === 'postgres') await sql('UPDATE events SET envelope = $1 WHERE id = $2', [broken, eventId], relay.database.schema);
+    else {
+      const db = new Database(relay.databasePath);
+      try {
+        db.prepare('UPDATE events SET envelope = ? WHERE id = ?').run(broken, eventId);
+      } finally {
+        db.close();
+      }
+    }
+    expect((await relay.api('PATCH', `/v1/listeners/${listener.id}`, { enabled: true })).status).toBe(200);
+
+    const done = await deliveryWhen(relay, id, settled('failed'));
+    expect(done).toMatchObject({ status: 'failed', attempt_count: 3, next_attempt_at: null });
+    expect(done.last_error).toMatch(/^internal error: .*JSON/);
+    expect(done.attempts.map((a: any) => [a.number, a.status_code, a.error])).toEqual([
+      [1, 410, 'HTTP_ERROR'],
+      [2, null, 'INTERNAL'],
+      [3, null, 'INTERNAL'],
+    ]);
+    expect(receiver.requests('/internal')).toHaveLength(1);
   });
 
   it('turns a listener off on 410 Gone, holds its delivery, and sends it once re-enabled', async () => {

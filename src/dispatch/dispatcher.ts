@@ -405,15 +405,19 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
             lastError: (err as Error).message,
           };
         }
-        // Rendering or signing failed: a defect, not the receiver's fault. Keep the delivery
-        // and try again later rather than lose it.
+        // Rendering or signing failed: a defect, not the receiver's fault. The delivery is tried
+        // again on its listener's retry schedule, and fails (recorded, announced by
+        // relay.delivery.failed, retryable by hand) once that is spent, rather than every minute
+        // for ever.
         log.error({ err, delivery: d.id }, 'attempt failed before sending');
+        const outcome = normalizeOutcome({ ok: false, error: 'INTERNAL', message: `internal error: ${(err as Error)?.message ?? String(err)}` }, 0);
+        const decision = decideOutcome(outcome, d.attemptNumber, d.listener.retry.schedule_ms, now, o.random);
         return {
           ...base,
           attempt: { number: d.attemptNumber, started_at: now, duration_ms: 0, status_code: null, error: 'INTERNAL', response_excerpt: null },
-          status: 'pending',
-          nextAttemptAt: now + 60_000,
-          lastError: `internal error: ${(err as Error).message}`,
+          status: decision.status,
+          nextAttemptAt: decision.nextAttemptAt,
+          lastError: outcome.message,
         };
       })
       .then((result) => {
