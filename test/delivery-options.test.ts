@@ -243,6 +243,22 @@ describe('endpoint health', () => {
     expect(firstTenSeconds).toBeGreaterThanOrEqual(400);
   }, 40_000);
 
+  it('refuses a rate_limit_per_s below one attempt in 1,000 seconds, naming it, and changes nothing', async () => {
+    relay = await startTestRelay();
+    const r = relay;
+    const tooLow = await r.api('POST', '/v1/listeners', { workbook: 'wb-rate', event_types: ['NOTIFICATION'], callback: { url: 'http://127.0.0.1:9/x' }, rate_limit_per_s: 0.0005 });
+    expect(tooLow.status).toBe(400);
+    expect(tooLow.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(tooLow.body.errors).toEqual([{ field: 'rate_limit_per_s', message: 'must be at least 0.001 (one attempt in 1000 seconds)' }]);
+    expect((await r.api('GET', '/v1/listeners')).body.items).toEqual([]);
+
+    const made = await listener(r, { callback: { url: 'http://127.0.0.1:9/x' }, rate_limit_per_s: 0.001 });
+    const tiny = await r.api('PATCH', `/v1/listeners/${made.id}`, { rate_limit_per_s: 1e-300 });
+    expect(tiny.status).toBe(400);
+    expect(tiny.body.errors).toEqual([{ field: 'rate_limit_per_s', message: 'must be at least 0.001 (one attempt in 1000 seconds)' }]);
+    expect((await r.api('GET', `/v1/listeners/${made.id}`)).body.rate_limit_per_s).toBe(0.001);
+  });
+
   it('never has more than max_in_flight requests open at the receiver', async () => {
     let open = 0;
     let most = 0;

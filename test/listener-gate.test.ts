@@ -5,6 +5,7 @@ import {
   durationText,
   HALF_OPEN_RECHECK_MS,
   initialGateState,
+  RATE_WAIT_MAX_MS,
   judgeAttempts,
   listenerDisabledEvent,
   type BreakerSettings,
@@ -226,5 +227,17 @@ describe('rate limit', () => {
     expect(slow.take).toEqual(['c0']);
     expect(bucketCapacity(50)).toBe(5);
     expect(bucketCapacity(0.5)).toBe(1);
+  });
+
+  it('puts a delivery off an hour at most, however low the rate: it is looked at again then', () => {
+    const empty = { ...initialGateState(0), tokens: 0, tokens_at: 10_000 };
+    const cands = ['a', 'b', 'c', 'd'].map((id) => ({ id, listenerId: 'l1' }));
+    // The lowest rate a listener takes: one token in 1,000 s; the fourth is looked at in an hour.
+    const lowest = admitCandidates(cands, new Map([['l1', { state: empty, ratePerS: 0.001 }]]), 10_000, S);
+    expect([...lowest.defer.values()]).toEqual([1_000_000, 2_000_000, 3_000_000, RATE_WAIT_MAX_MS].map((ms) => 10_000 + ms));
+    // A rate far below it (a listener stored so): times stay dates, not Infinity or 1e303 ms.
+    const tiny = admitCandidates(cands, new Map([['l1', { state: empty, ratePerS: 1e-300 }]]), 10_000, S);
+    expect([...tiny.defer.values()]).toEqual(cands.map(() => 10_000 + RATE_WAIT_MAX_MS));
+    expect(tiny.take).toEqual([]);
   });
 });

@@ -86,6 +86,12 @@ export function windowCounts(s: ListenerGateState, now: number, windowMs: number
 
 /** The most tokens a rate limit's bucket holds: a tenth of a second's worth, at least one. */
 export const bucketCapacity = (ratePerS: number) => Math.max(1, ratePerS / 10);
+/**
+ * The longest a rate limit puts a delivery off: it is looked at again then, and the bucket
+ * decides once more. However low a listener's rate, its deliveries' times stay within what a
+ * date and the database's integers hold.
+ */
+export const RATE_WAIT_MAX_MS = 3_600_000;
 
 /** A due delivery the claim may take, and what its listener's gate needs to know. */
 export interface GateCandidate {
@@ -169,7 +175,7 @@ export function admitCandidates(
         // The n-th held delivery waits until n more tokens have come.
         const n = (held.get(c.listenerId) ?? 0) + 1;
         held.set(c.listenerId, n);
-        defer.set(c.id, now + Math.ceil(((n - s.tokens!) * 1000) / rate));
+        defer.set(c.id, now + Math.min(Math.ceil(((n - s.tokens!) * 1000) / rate), RATE_WAIT_MAX_MS));
         continue;
       }
       s.tokens! -= 1;

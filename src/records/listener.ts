@@ -10,6 +10,13 @@ import { DEFAULT_RETRY_SCHEDULE_MS } from '../dispatch/retry-policy.js';
 
 export const LISTENER_ORDERINGS = ['none', 'execution'] as const;
 
+/**
+ * The bounds of `rate_limit_per_s`. The lowest is one attempt in 1,000 seconds: a pace, not a
+ * hold (the gate looks at a delivery it holds back at least hourly, RATE_WAIT_MAX_MS).
+ */
+export const RATE_LIMIT_MIN = 0.001;
+export const RATE_LIMIT_MAX = 100_000;
+
 export const RetrySchema = z.strictObject({
   schedule_ms: z
     .array(z.number().int().min(0).max(7 * 24 * 3600 * 1000))
@@ -46,7 +53,12 @@ export const ListenerInput = z.strictObject({
   /** Attempts in flight at once to this listener. */
   max_in_flight: z.number().int().min(1).max(10_000).default(32),
   /** Attempts per second at most, over every relay process; null: no limit. */
-  rate_limit_per_s: z.number().positive().max(100_000).nullable().default(null),
+  rate_limit_per_s: z
+    .number()
+    .min(RATE_LIMIT_MIN, `must be at least ${RATE_LIMIT_MIN} (one attempt in ${1 / RATE_LIMIT_MIN} seconds)`)
+    .max(RATE_LIMIT_MAX)
+    .nullable()
+    .default(null),
   secret: z.string().refine(isValidSecret, 'must be whsec_ followed by base64 of 24 to 64 bytes').optional(),
 }).superRefine((l, ctx) => {
   // An event outside every listed category could never match: say so instead of storing it.

@@ -1,7 +1,7 @@
 import { Argument, InvalidArgumentError, Option, type Command } from 'commander';
 import { EVENT_CATEGORIES } from '../../records/event.js';
 import { AMQP_FORMATS } from '../../records/callback.js';
-import { HTTP_METHODS, LISTENER_ORDERINGS, PAYLOAD_FORMATS } from '../../records/listener.js';
+import { HTTP_METHODS, LISTENER_ORDERINGS, PAYLOAD_FORMATS, RATE_LIMIT_MAX, RATE_LIMIT_MIN } from '../../records/listener.js';
 import { action, addColumnOption, type CliIo } from '../context.js';
 import { UsageError } from '../errors.js';
 import { collectChoices, collectHeader, collectList, intInRange, jsonObject, retrySchedule, upperChoice } from '../options.js';
@@ -42,13 +42,15 @@ export const TEMPLATE_HELP =
   'the body as a JSON value whose strings may read the event with <% $.path %> (sets --format template; with GET or DELETE an object, sent as the query string)';
 export const ORDERING_HELP = 'execution: one execution\'s events arrive strictly in sequence order; none (default): as they come';
 export const MAX_IN_FLIGHT_HELP = 'attempts in flight at once to this listener (default 32)';
-export const RATE_LIMIT_HELP = 'attempts per second at most, over every relay process';
+export const RATE_LIMIT_HELP = `attempts per second at most (${RATE_LIMIT_MIN} to ${RATE_LIMIT_MAX}), over every relay process`;
 
-/** --rate-limit: a positive number of attempts per second, or "none" (no limit). */
+/** --rate-limit: a number of attempts per second within the listener's bounds, or "none" (no limit). */
 export const rateLimitOrNone = (value: string): number | null => {
   if (value === 'none') return null;
   const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0 || n > 100_000) throw new InvalidArgumentError('a number of attempts per second above 0 (at most 100000), or "none"');
+  if (!Number.isFinite(n) || n < RATE_LIMIT_MIN || n > RATE_LIMIT_MAX) {
+    throw new InvalidArgumentError(`a number of attempts per second from ${RATE_LIMIT_MIN} (one in ${1 / RATE_LIMIT_MIN} seconds) to ${RATE_LIMIT_MAX}, or "none"`);
+  }
   return n;
 };
 
