@@ -371,10 +371,9 @@ export interface ListenerStore {
    * ordering off, moves its waiting deliveries (held, due again, cancelled, no longer held
    * behind their executions' heads) a window at a time (BACKLOG_WINDOW of the listener's
    * deliveries), so that no transaction, and on SQLite no stretch of the thread, grows with
-   * the backlog: the change
-   * moves the first window itself and leaves a durable mark for the rest. This moves the next
-   * window of the oldest backlog still moving, in a transaction of its own, and answers what it
-   * did (null: none is moving). Until its window comes, a claim holds a disabled listener's
+   * the backlog: the change moves the first window itself and leaves a durable mark for the
+   * rest. This moves the next window of the oldest backlog still moving, in a transaction of
+   * its own, and answers what it did (null: none is moving). Until its window comes, a claim holds a disabled listener's
    * delivery and cancels a deleted one's as it meets it; a re-enabled listener's delivery still
    * held waits for its window. A change of the listener meanwhile starts its backlog again.
    */

@@ -159,13 +159,19 @@ export async function judgeBatch(
   append: AppendIn,
 ): Promise<{ changed: ReadonlyMap<string, ListenerGateState>; disabled: Map<string, string>; appendedTo: string[] }> {
   const verdict = judgeRecorded(judge, recorded, () => states, now);
+  // Those the statement turned off (not already off): why, and their projects, in the verdict's order.
   const judgedOff = new Map<string, string>();
-  const projectOf = new Map<string, string>();
+  const disabled = new Map<string, string>();
   if (verdict.disable.size) {
     const list = [...verdict.disable];
     const rows = await c.rows<{ id: string; project: string }>(disableListeners, [list.map(([id]) => id), list.map(([, why]) => why), new Date(now).toISOString()]);
-    for (const r of rows) projectOf.set(r.id, r.project);
-    for (const [id, why] of list) if (projectOf.has(id)) judgedOff.set(id, why);
+    const projectOf = new Map(rows.map((r) => [r.id, r.project]));
+    for (const [id, why] of list) {
+      const project = projectOf.get(id);
+      if (project === undefined) continue;
+      judgedOff.set(id, why);
+      disabled.set(id, project);
+    }
   }
   const byProject = new Map<string, NewEvent[]>();
   for (const { project, envelope } of [...verdict.events, ...turnedOffEvents(judge, results, gone, judgedOff, now)]) {
@@ -173,6 +179,5 @@ export async function judgeBatch(
     byProject.set(project, [...(byProject.get(project) ?? []), { envelope, original: null, bodyHash: envelope.id }]);
   }
   for (const [project, list] of byProject) await append(c, project, list, judge.routing, now);
-  const disabled = new Map([...judgedOff.keys()].map((id) => [id, projectOf.get(id)!]));
   return { changed: verdict.changed, disabled, appendedTo: [...byProject.keys()] };
 }
