@@ -259,6 +259,52 @@ describe('endpoint health', () => {
     expect((await r.api('GET', `/v1/listeners/${made.id}`)).body.rate_limit_per_s).toBe(0.001);
   });
 
+  it("delivers a project's listeners while one of them answers slowly, and that one's backlog after", async () => {
+    // Each receiver counts every request and the distinct deliveries it saw.
+    const serve = (delayMs: number) => {
+      const seen = new Set<string>();
+      let total = 0;
+      const server = http.createServer((req, res) => {
+        req.resume();
+        req.on('end', () => {
+          setTimeout(() => {
+            total++;
+            seen.add(String(req.headers['webhook-id']));
+            res.end('ok');
+          }, delayMs);
+        });
+      });
+      return { server, seen, total: () => total };
+    };
+    // Four requests at a time, a tenth of a second each: 40 a second at best.
+    const slow = serve(100);
+    const fast = serve(0);
+    for (const s of [slow, fast]) await new Promise<void>((r) => s.server.listen(0, '127.0.0.1', r));
+    try {
+      // 56 deliveries in flight for one project: a backlog of the slow one's would fill them.
+      relay = await startTestRelay({ RELAY_MAX_IN_FLIGHT: '64' });
+      for (const [s, maxInFlight] of [[slow, 4], [fast, 32]] as const) {
+        const url = `http://127.0.0.1:${(s.server.address() as AddressInfo).port}/hook`;
+        await listener(relay, { callback: { url, timeout_ms: 5000 }, max_in_flight: maxInFlight });
+      }
+      const N = 400;
+      await ingest(relay, Array.from({ length: N }, (_, i) => ({ type: 'work.item', data: { i } })));
+      await waitUntil(() => fast.seen.size === N, 30_000, () => `the fast listener got ${fast.seen.size} of ${N}`);
+      // The fast listener did not wait for the slow one's backlog: a process holds no more of a
+      // listener's deliveries than its receiver answers in about a second.
+      expect(slow.total()).toBeLessThan(N / 3);
+      // Put off, not lost: the slow one gets every delivery, once.
+      await waitUntil(() => slow.seen.size === N, 60_000, () => `the slow listener got ${slow.seen.size} of ${N}`);
+      await new Promise((r) => setTimeout(r, 700));
+      expect([slow.seen.size, slow.total(), fast.total()]).toEqual([N, N, N]);
+    } finally {
+      for (const s of [slow, fast]) {
+        s.server.closeAllConnections();
+        await new Promise((r) => s.server.close(r));
+      }
+    }
+  }, 90_000);
+
   it('never has more than max_in_flight requests open at the receiver', async () => {
     let open = 0;
     let most = 0;

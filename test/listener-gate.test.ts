@@ -14,6 +14,7 @@ import {
   type ListenerGateState,
   windowCounts,
 } from '../src/dispatch/listener-gate.js';
+import { createListenerPaces, UNKNOWN_PACE_RECHECK_MS } from '../src/dispatch/listener-pace.js';
 
 const S: BreakerSettings = { failureRatio: 0.7, minAttempts: 10, windowMs: 300_000, cooldownMs: 30_000, disableAfterMs: 3600_000 };
 
@@ -110,7 +111,7 @@ describe('circuit breaker', () => {
 
   it('holds deliveries while open, lets one probe through after the cool-down, and closes on its success', () => {
     const open = judgeEach(initialGateState(0), Array(10).fill(false), 0).state;
-    const listeners = new Map<string, GateListener>([['l1', { state: open, ratePerS: null }]]);
+    const listeners = new Map<string, GateListener>([['l1', { state: open, ratePerS: null, maxInFlight: 32 }]]);
     const cands = [
       { id: 'a', listenerId: 'l1' },
       { id: 'b', listenerId: 'l1' },
@@ -131,7 +132,7 @@ describe('circuit breaker', () => {
     expect(probing).toMatchObject({ breaker: 'half_open', probe_at: open.probe_at });
 
     // While the probe is out nothing else goes.
-    const meanwhile = admitCandidates([{ id: 'b', listenerId: 'l1' }], new Map([['l1', { state: probing, ratePerS: null }]]), open.probe_at! + 5, S);
+    const meanwhile = admitCandidates([{ id: 'b', listenerId: 'l1' }], new Map([['l1', { state: probing, ratePerS: null, maxInFlight: 32 }]]), open.probe_at! + 5, S);
     expect(meanwhile.take).toEqual([]);
 
     const closed = judgeAttempts([attempt({ ok: true })], new Map([['l1', probing]]), open.probe_at! + 100, S);
@@ -141,7 +142,7 @@ describe('circuit breaker', () => {
 
   it('opens again for another cool-down when the probe fails, without a second opened event', () => {
     const open = judgeEach(initialGateState(0), Array(10).fill(false), 0).state;
-    const probing = admitCandidates([{ id: 'a', listenerId: 'l1' }], new Map([['l1', { state: open, ratePerS: null }]]), open.probe_at!, S).changed.get('l1')!;
+    const probing = admitCandidates([{ id: 'a', listenerId: 'l1' }], new Map([['l1', { state: open, ratePerS: null, maxInFlight: 32 }]]), open.probe_at!, S).changed.get('l1')!;
     const failed = judgeAttempts([attempt({ ok: false })], new Map([['l1', probing]]), open.probe_at! + 50, S);
     expect(failed.changed.get('l1')).toMatchObject({ breaker: 'open', probe_at: open.probe_at! + 50 + S.cooldownMs });
     expect(failed.events).toEqual([]);
@@ -149,7 +150,7 @@ describe('circuit breaker', () => {
 
   it('sends another probe a cool-down later when the first never reported (its process died)', () => {
     const halfOpen: ListenerGateState = { ...initialGateState(0), breaker: 'half_open', probe_at: 1_000 };
-    const l = new Map([['l1', { state: halfOpen, ratePerS: null }]]);
+    const l = new Map([['l1', { state: halfOpen, ratePerS: null, maxInFlight: 32 }]]);
     expect(admitCandidates([{ id: 'a', listenerId: 'l1' }], l, 1_000 + S.cooldownMs - 1, S).take).toEqual([]);
     expect(admitCandidates([{ id: 'a', listenerId: 'l1' }], l, 1_000 + S.cooldownMs, S).take).toEqual(['a']);
   });
@@ -202,7 +203,7 @@ describe('rate limit', () => {
   it('takes what the bucket holds and spreads the rest at the rate', () => {
     const state = initialGateState(0);
     // 20 a second: a bucket of 2 tokens (a tenth of a second's worth), one token every 50 ms.
-    const listeners = new Map<string, GateListener>([['l1', { state, ratePerS: 20 }]]);
+    const listeners = new Map<string, GateListener>([['l1', { state, ratePerS: 20, maxInFlight: 32 }]]);
     const cands = ['a', 'b', 'c', 'd'].map((id) => ({ id, listenerId: 'l1' }));
     const first = admitCandidates(cands, listeners, 10_000, S);
     expect(first.take).toEqual(['a', 'b']);
@@ -213,7 +214,7 @@ describe('rate limit', () => {
     const s = first.changed.get('l1')!;
     expect(s).toMatchObject({ tokens: 0, tokens_at: 10_000 });
     // 50 ms later one token has come back.
-    const next = admitCandidates([{ id: 'c', listenerId: 'l1' }, { id: 'd', listenerId: 'l1' }], new Map([['l1', { state: s, ratePerS: 20 }]]), 10_050, S);
+    const next = admitCandidates([{ id: 'c', listenerId: 'l1' }, { id: 'd', listenerId: 'l1' }], new Map([['l1', { state: s, ratePerS: 20, maxInFlight: 32 }]]), 10_050, S);
     expect(next.take).toEqual(['c']);
     expect(next.defer.get('d')).toBe(10_100);
   });
@@ -221,9 +222,9 @@ describe('rate limit', () => {
   it('holds a tenth of a second of tokens however long the listener was quiet, and at least one', () => {
     const quiet = { ...initialGateState(0), tokens: 0, tokens_at: 0 };
     const many = Array.from({ length: 20 }, (_, i) => ({ id: `c${i}`, listenerId: 'l1' }));
-    const fast = admitCandidates(many, new Map([['l1', { state: quiet, ratePerS: 50 }]]), 3600_000, S);
+    const fast = admitCandidates(many, new Map([['l1', { state: quiet, ratePerS: 50, maxInFlight: 32 }]]), 3600_000, S);
     expect(fast.take).toHaveLength(5);
-    const slow = admitCandidates(many, new Map([['l1', { state: quiet, ratePerS: 0.5 }]]), 3600_000, S);
+    const slow = admitCandidates(many, new Map([['l1', { state: quiet, ratePerS: 0.5, maxInFlight: 32 }]]), 3600_000, S);
     expect(slow.take).toEqual(['c0']);
     expect(bucketCapacity(50)).toBe(5);
     expect(bucketCapacity(0.5)).toBe(1);
@@ -233,11 +234,77 @@ describe('rate limit', () => {
     const empty = { ...initialGateState(0), tokens: 0, tokens_at: 10_000 };
     const cands = ['a', 'b', 'c', 'd'].map((id) => ({ id, listenerId: 'l1' }));
     // The lowest rate a listener takes: one token in 1,000 s; the fourth is looked at in an hour.
-    const lowest = admitCandidates(cands, new Map([['l1', { state: empty, ratePerS: 0.001 }]]), 10_000, S);
+    const lowest = admitCandidates(cands, new Map([['l1', { state: empty, ratePerS: 0.001, maxInFlight: 32 }]]), 10_000, S);
     expect([...lowest.defer.values()]).toEqual([1_000_000, 2_000_000, 3_000_000, RATE_WAIT_MAX_MS].map((ms) => 10_000 + ms));
     // A rate far below it (a listener stored so): times stay dates, not Infinity or 1e303 ms.
-    const tiny = admitCandidates(cands, new Map([['l1', { state: empty, ratePerS: 1e-300 }]]), 10_000, S);
+    const tiny = admitCandidates(cands, new Map([['l1', { state: empty, ratePerS: 1e-300, maxInFlight: 32 }]]), 10_000, S);
     expect([...tiny.defer.values()]).toEqual(cands.map(() => 10_000 + RATE_WAIT_MAX_MS));
     expect(tiny.take).toEqual([]);
+  });
+});
+
+describe("a listener's pace (what one process holds of it)", () => {
+  const cands = (listenerId: string, n: number) => Array.from({ length: n }, (_, i) => ({ id: `${listenerId}-${i}`, listenerId }));
+  const closed = (maxInFlight: number): GateListener => ({ state: initialGateState(0), ratePerS: null, maxInFlight });
+
+  it('takes two rounds of max_in_flight of a listener not heard from yet, and looks at the rest again shortly', () => {
+    const paces = createListenerPaces();
+    const got = admitCandidates(cands('l1', 10), new Map([['l1', closed(4)]]), 10_000, S, paces);
+    expect(got.take).toEqual(['l1-0', 'l1-1', 'l1-2', 'l1-3', 'l1-4', 'l1-5', 'l1-6', 'l1-7']);
+    expect([...got.defer]).toEqual([
+      ['l1-8', 10_000 + UNKNOWN_PACE_RECHECK_MS],
+      ['l1-9', 10_000 + UNKNOWN_PACE_RECHECK_MS],
+    ]);
+    expect([got.pacedCount, got.paced.get('l1')]).toEqual([2, 10_000 + UNKNOWN_PACE_RECHECK_MS]);
+  });
+
+  it("holds a slow receiver's share to what it answers in a second, spreads the rest at its pace, and leaves other listeners alone", () => {
+    const paces = createListenerPaces();
+    // The slow receiver answers in a second, four at a time: this process holds eight.
+    for (let i = 0; i < 8; i++) paces.held('slow');
+    paces.done('slow', 1_000);
+    paces.held('slow');
+    // A fast one answers in 4 ms: 32 at a time, 8,000 in a second.
+    paces.held('fast');
+    paces.done('fast', 4);
+    const listeners = new Map([
+      ['slow', closed(4)],
+      ['fast', closed(32)],
+    ]);
+    const mixed = [...cands('slow', 3), ...cands('fast', 500)];
+    const got = admitCandidates(mixed, listeners, 10_000, S, paces);
+    expect(got.take).toHaveLength(500);
+    expect(got.take.every((id) => id.startsWith('fast'))).toBe(true);
+    // One delivery's worth of its pace apart: 1000 ms / 4.
+    expect([...got.defer]).toEqual([
+      ['slow-0', 10_250],
+      ['slow-1', 10_500],
+      ['slow-2', 10_750],
+    ]);
+    // The next claim goes on after what the last one put off.
+    paces.deferred('slow', got.paced.get('slow')!);
+    const next = admitCandidates(cands('slow', 1), listeners, 10_100, S, paces);
+    expect([...next.defer]).toEqual([['slow-0', 11_000]]);
+    // As the receiver answers, room comes back.
+    paces.done('slow', 1_000);
+    const after = admitCandidates(cands('slow', 2), listeners, 10_200, S, paces);
+    expect(after.take).toEqual(['slow-0']);
+    expect(paces.fits('slow', 4)).toBe(true);
+    paces.held('slow');
+    expect(paces.fits('slow', 4)).toBe(false);
+    expect(paces.fits('fast', 32)).toBe(true);
+  });
+
+  it('does not put off a probe, nor spend a token on what it puts off', () => {
+    const paces = createListenerPaces();
+    for (let i = 0; i < 2; i++) paces.held('l1');
+    const open = { ...initialGateState(0), breaker: 'open' as const, probe_at: 5_000 };
+    const probe = admitCandidates(cands('l1', 2), new Map([['l1', { state: open, ratePerS: null, maxInFlight: 1 }]]), 5_000, S, paces);
+    expect(probe.take).toEqual(['l1-0']);
+    const limited: GateListener = { state: { ...initialGateState(0), tokens: 1, tokens_at: 5_000 }, ratePerS: 10, maxInFlight: 1 };
+    const full = admitCandidates(cands('l1', 1), new Map([['l1', limited]]), 5_000, S, paces);
+    expect(full.take).toEqual([]);
+    expect(full.pacedCount).toBe(1);
+    expect(full.changed.size).toBe(0);
   });
 });

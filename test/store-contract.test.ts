@@ -1764,8 +1764,8 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       expect(asked!.candidates).toHaveLength(6);
       expect(sorted(asked!.candidates.map(([, id]) => id))).toEqual(sorted(ids((await store.listDeliveries(P, { limit: 10 })).rows)));
       expect(asked!.listeners).toEqual({
-        l1: { state: initialGateState(T + 10), ratePerS: null },
-        l2: { state: initialGateState(T + 10), ratePerS: 5 },
+        l1: { state: initialGateState(T + 10), ratePerS: null, maxInFlight: 32 },
+        l2: { state: initialGateState(T + 10), ratePerS: 5, maxInFlight: 32 },
       });
       expect(claimed.map((d) => d.listenerId).sort()).toEqual(['l1', 'l1', 'l1', 'l2']);
       const deferred = ((await store.listDeliveries(P, { listener_id: 'l2', limit: 10 })).rows).filter((d) => !ids(claimed).includes(d.id));
@@ -1779,7 +1779,7 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       // The next claim hands the gate the state it wrote; what it deferred is due at its time.
       asked = null;
       const later = await claim(store, 'w1', T + 1_010, { admit });
-      expect(asked!.listeners).toEqual({ l2: { state: limited, ratePerS: 5 } });
+      expect(asked!.listeners).toEqual({ l2: { state: limited, ratePerS: 5, maxInFlight: 32 } });
       expect(later).toHaveLength(1);
     });
 

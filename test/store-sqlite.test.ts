@@ -640,7 +640,7 @@ describe('the listener gate in claims', () => {
     const first = await claim({ owner: 'w1', now: 1_000, leaseMs: 60_000, limit: 10, admit });
     expect(sent(first).map(([e, l]) => `${l}:${e}`).sort()).toEqual(['b1:a', 'b1:b', 'b1:c', 'r1:a', 'r1:b']);
     expect(asked[0].candidates).toHaveLength(6);
-    expect(asked[0].listeners).toEqual({ r1: { state: initialGateState(1_000), ratePerS: 20 }, b1: { state: initialGateState(1_000), ratePerS: null } });
+    expect(asked[0].listeners).toEqual({ r1: { state: initialGateState(1_000), ratePerS: 20, maxInFlight: 32 }, b1: { state: initialGateState(1_000), ratePerS: null, maxInFlight: 32 } });
     expect(byEvent('r1')[2]).toEqual(['c', 1_050]);
     expect(Object.fromEntries(await store.listenerGates(P, ['r1', 'b1']))).toEqual({ r1: { ...initialGateState(1_000), tokens: 0, tokens_at: 1_000 } });
 
@@ -658,7 +658,7 @@ describe('the listener gate in claims', () => {
     // holds all three until the probe time.
     const second = await claim({ owner: 'w1', now: 2_010, leaseMs: 60_000, limit: 10, admit });
     expect(sent(second)).toEqual([['c', 'r1', null]]);
-    expect(asked[1].listeners.b1).toEqual({ state: opened, ratePerS: null });
+    expect(asked[1].listeners.b1).toEqual({ state: opened, ratePerS: null, maxInFlight: 32 });
     expect(byEvent('b1')).toEqual([['a', 20_000], ['b', 20_000], ['c', 20_000]]);
     expect((await store.listenerGates(P, ['r1'])).get('r1')).toEqual({ ...initialGateState(1_000), tokens: 1, tokens_at: 2_010 });
 

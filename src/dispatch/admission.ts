@@ -10,7 +10,9 @@
  * 4. the listener's own: its rate limit and circuit breaker (listener-gate.ts, decided in the
  *    claim's transaction on state the database keeps, so every process shares them), the
  *    head of its execution for an ordered listener (the store holds the others back), and its
- *    `max_in_flight` slots here.
+ *    `max_in_flight` slots here; a claim takes no more of a listener's deliveries than this
+ *    process can start soon at the pace its receiver answers, and puts the rest off
+ *    (listener-pace.ts), so a slow receiver's backlog does not fill its project's share.
  *
  * Steps 1 and 2 decide how many deliveries of each project a claim may take (`allot`); the
  * claim runs inside the store's transaction and calls `allot` with the projects that have

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { EventEnvelope } from '../records/event.js';
 import type { AttemptResult, ClaimedDelivery, DeliveryQueue, ListenerRouting, RecordJudge } from '../store/store.js';
+import { createListenerPaces } from './listener-pace.js';
 import { admitCandidates, DEFAULT_BREAKER, judgeAttempts, listenerDisabledEvent, type BreakerSettings, type ListenerGateState } from './listener-gate.js';
 import { relayEventEnvelope } from './relay-events.js';
 import type { TransportAttempt } from '../transports/contract.js';
@@ -117,6 +118,8 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
    * circuit meanwhile; this one learns it when it records its next attempt to that listener.)
    */
   const closedCircuits = new Set<string>();
+  /** What this process holds of each listener, and the pace its receiver answers at. */
+  const paces = createListenerPaces();
   const learnCircuits = (ids: Iterable<string>, stateOf: (id: string) => ListenerGateState | undefined) => {
     for (const id of ids) {
       const state = stateOf(id);
@@ -209,6 +212,8 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
     /** The time the claim looked at: deliveries due later than this were not yet due to it. */
     at: number;
     failed: boolean;
+    /** Candidates the claim put off because this process holds enough of their listener's. */
+    paced: number;
   }
 
   /** One transaction: record what finished, claim what the gate lets in. */
@@ -217,9 +222,10 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
     results = [];
     handingOn = false;
     let dueProjects = 0;
+    let paced = 0;
     const hasRoom = claim && gate.inFlight < maxInFlight;
     const now = Date.now();
-    if (batch.length === 0 && !hasRoom) return { claimed: 0, asked: 0, dueProjects, hadRoom: hasRoom, at: now, failed: false };
+    if (batch.length === 0 && !hasRoom) return { claimed: 0, asked: 0, dueProjects, hadRoom: hasRoom, at: now, failed: false, paced };
     let outcome;
     try {
       outcome = await store.recordAndClaim(
@@ -245,8 +251,10 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
                 return allotment;
               },
               admit: (candidates, listeners, at) => {
-                const admission = admitCandidates(candidates, listeners, at, breaker);
+                const admission = admitCandidates(candidates, listeners, at, breaker, paces);
                 learnCircuits(listeners.keys(), (id) => admission.changed.get(id) ?? listeners.get(id)?.state);
+                for (const [id, until] of admission.paced) paces.deferred(id, until);
+                paced = admission.pacedCount;
                 return admission;
               },
             }
@@ -260,7 +268,7 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
       results = [...batch, ...results];
       storeFailures++;
       log.error({ err, results: batch.length, failures: storeFailures }, 'recording attempts or claiming failed; backing off');
-      return { claimed: 0, asked: 0, dueProjects, hadRoom: hasRoom, at: now, failed: true };
+      return { claimed: 0, asked: 0, dueProjects, hadRoom: hasRoom, at: now, failed: true, paced: 0 };
     }
     if (storeFailures > 0) log.info({ failures: storeFailures }, 'the store answers again; dispatching resumes');
     storeFailures = 0;
@@ -276,7 +284,7 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
     }
     settleGone(batch);
     for (const d of outcome.claimed) launch(d, now);
-    return { claimed: outcome.claimed.length, asked: outcome.asked, dueProjects, hadRoom: hasRoom, at: now, failed: false };
+    return { claimed: outcome.claimed.length, asked: outcome.asked, dueProjects, hadRoom: hasRoom, at: now, failed: false, paced };
   }
 
   async function attempt(d: ClaimedDelivery): Promise<AttemptResult | typeof TURNED_AWAY | null> {
@@ -389,6 +397,7 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
     const timeoutMs = d.listener.callback.timeout_ms;
     leases.set(d.id, { until: d.leasedUntil ?? (claimedAt ?? Date.now()) + leaseMs + timeoutMs, timeoutMs, since: Date.now() });
     gate.admit(d.project);
+    paces.held(d.listenerId);
     attempt(d)
       .catch((err): AttemptResult => {
         const now = Date.now();
@@ -422,6 +431,9 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
       })
       .then((result) => {
         gate.release(d.project);
+        // The pace of the receiver's answers, not of attempts that never reached it.
+        const sent = result !== null && result !== TURNED_AWAY && result.attempt.error !== 'INTERNAL' && result.attempt.error !== 'TEMPLATE_TOO_LARGE';
+        paces.done(d.listenerId, sent ? result.attempt.duration_ms : null);
         if (result === TURNED_AWAY) {
           // Not sent: its receiver answered 410 Gone. It keeps its lease until given back.
           if (inFlight.delete(d.id)) room.add(1);
@@ -506,14 +518,17 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
       swept ||= await releaseGone();
       failures.summarize();
       const r = await cycle(true);
+      // The claim dealt with all it asked for: it took them, or put off those of listeners this
+      // process holds enough of (their places in the queue go to what comes after them).
+      const filled = r.asked > 0 && r.claimed + r.paced === r.asked;
       // Hand-overs are taken while this claim left nothing due waiting: not when it filled what
       // it asked for (more may be due), nor when due work found no room.
-      room.open(running && !r.failed && r.hadRoom && !(r.asked > 0 && r.claimed === r.asked) && !(r.dueProjects > 0 && r.asked === 0));
+      room.open(running && !r.failed && r.hadRoom && !filled && !(r.dueProjects > 0 && r.asked === 0));
       if (r.failed) {
         await backOff(backoffDelay(storeFailures, { baseMs: 100, maxMs: 30_000 }));
         continue;
       }
-      if (r.asked > 0 && r.claimed === r.asked) {
+      if (filled) {
         // More may be due. A full batch leaves room for more: claim again at once. When the
         // room ran out first, the attempts in flight free it as they finish, and their outcomes
         // wake the loop (a batch of them, or flushDelayMs after the first): one cycle then
@@ -575,7 +590,14 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
     accept(deliveries) {
       const back: string[] = [];
       for (const d of deliveries) {
-        if (running && closedCircuits.has(d.listenerId) && transports.get(d.listener.callback.transport) !== undefined) {
+        // A listener this process holds enough of takes its fresh deliveries through the claim,
+        // which puts them off at its receiver's pace.
+        if (
+          running &&
+          closedCircuits.has(d.listenerId) &&
+          paces.fits(d.listenerId, d.listener.max_in_flight) &&
+          transports.get(d.listener.callback.transport) !== undefined
+        ) {
           o.onHandedOver?.('sent');
           launch(d, null);
         } else back.push(d.id);

@@ -7,6 +7,8 @@
  * No I/O and no clock here: `now` is given.
  */
 
+import type { ListenerCapacity } from './listener-pace.js';
+
 export type BreakerPosition = 'closed' | 'open' | 'half_open';
 
 /** One listener's gate state, as the store keeps it. */
@@ -103,6 +105,8 @@ export interface GateListener {
   state: ListenerGateState;
   /** The listener's `rate_limit_per_s`, or null. */
   ratePerS: number | null;
+  /** The listener's `max_in_flight`. */
+  maxInFlight: number;
 }
 
 export interface GateAdmission {
@@ -114,23 +118,42 @@ export interface GateAdmission {
   changed: Map<string, ListenerGateState>;
 }
 
+/** The admission, and what of it this process's pace put off (for the dispatcher, not the store). */
+export interface PacedAdmission extends GateAdmission {
+  /** Listeners whose surplus this process put off (listener-pace.ts), to when at the latest. */
+  paced: Map<string, number>;
+  /** How many candidates that put off. */
+  pacedCount: number;
+}
+
+/** How many of a listener's deliveries this process may take now (listener-pace.ts). */
+export interface CapacityOf {
+  capacity(listenerId: string, maxInFlight: number, now: number): ListenerCapacity;
+}
+
 /**
  * Which candidates go now. Candidates come oldest first. An open breaker holds its listener's
  * deliveries until the probe time; then exactly one goes (the probe) and the breaker is half
- * open until its outcome is recorded; a rate-limited listener takes what its bucket holds and
- * the rest are spread over the next seconds at the rate, so they do not come back all at once.
+ * open until its outcome is recorded; a listener takes no more than this process can start
+ * soon (`paces`), and the rest are put off at the pace its receiver answers; a rate-limited
+ * listener takes what its bucket holds and the rest are spread over the next seconds at the
+ * rate, so they do not come back all at once.
  */
 export function admitCandidates(
   candidates: readonly GateCandidate[],
   listeners: ReadonlyMap<string, GateListener>,
   now: number,
   settings: BreakerSettings,
-): GateAdmission {
+  paces?: CapacityOf,
+): PacedAdmission {
   const take: string[] = [];
   const defer = new Map<string, number>();
   const changed = new Map<string, ListenerGateState>();
+  const paced = new Map<string, number>();
+  let pacedCount = 0;
   const states = new Map<string, ListenerGateState>();
   const held = new Map<string, number>();
+  const capacities = new Map<string, ListenerCapacity & { surplus: number }>();
   const stateOf = (id: string): ListenerGateState | null => {
     let s = states.get(id);
     if (!s) {
@@ -168,7 +191,20 @@ export function admitCandidates(
         continue;
       }
     }
-    const rate = listeners.get(c.listenerId)!.ratePerS;
+    const listener = listeners.get(c.listenerId)!;
+    if (paces && s.breaker === 'closed') {
+      let cap = capacities.get(c.listenerId);
+      if (!cap) capacities.set(c.listenerId, (cap = { ...paces.capacity(c.listenerId, listener.maxInFlight, now), surplus: 0 }));
+      if (cap.room <= 0) {
+        // The n-th surplus delivery waits for n more attempts' worth of its receiver's pace.
+        const at = Math.min(cap.after + Math.ceil(++cap.surplus * cap.spacingMs), now + RATE_WAIT_MAX_MS);
+        defer.set(c.id, at);
+        paced.set(c.listenerId, at);
+        pacedCount++;
+        continue;
+      }
+    }
+    const rate = listener.ratePerS;
     if (rate !== null) {
       changed.set(c.listenerId, s);
       if (s.tokens! < 1) {
@@ -188,8 +224,10 @@ export function admitCandidates(
       changed.set(c.listenerId, s);
     }
     take.push(c.id);
+    const cap = capacities.get(c.listenerId);
+    if (cap) cap.room--;
   }
-  return { take, defer, changed };
+  return { take, defer, changed, paced, pacedCount };
 }
 
 /** One recorded attempt, as the gate judges it. */

@@ -218,7 +218,7 @@ export interface ClaimOptions {
    * The listener step of the gate: called inside the claim's transaction with the due
    * deliveries the allotment selected (oldest first) and the gate state of their listeners
    * (read, and on PostgreSQL row-locked, in that transaction; initialGateState for a listener
-   * without one; `ratePerS` from its spec). The store claims `take`, moves each deferred
+   * without one; `ratePerS` and `maxInFlight` from its spec). The store claims `take`, moves each deferred
    * delivery's next_attempt_at to its time (unleased), and writes back `changed`.
    */
   admit(candidates: readonly GateCandidate[], listeners: ReadonlyMap<string, GateListener>, now: number): GateAdmission;

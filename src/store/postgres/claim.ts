@@ -160,7 +160,7 @@ export function claimQueries() {
         // (A blank row, locked, is a listener the gate has not judged yet.)
         if (!judged.has(row.listener_id) && row.gate === null && row.has_gate) continue;
         const state = judged.get(row.listener_id) ?? (row.gate ? toState(JSON.parse(row.gate) as GateRow) : null);
-        listeners.set(row.listener_id, { state: state ?? initialGateState(claim.now), ratePerS: spec.rate_limit_per_s });
+        listeners.set(row.listener_id, { state: state ?? initialGateState(claim.now), ratePerS: spec.rate_limit_per_s, maxInFlight: spec.max_in_flight });
       }
       const offered: CandidateRow[] = [];
       for (const row of candidates) {

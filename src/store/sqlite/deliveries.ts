@@ -243,7 +243,7 @@ export function deliveryQueries(db: Database, { versions, rollups, gates, execut
       if (candidates.size === 0) return { claimed, asked };
       const states = gates.read([...specs.keys()]);
       const listeners = new Map<string, GateListener>();
-      for (const [id, spec] of specs) listeners.set(id, { state: states.get(id) ?? initialGateState(now), ratePerS: spec.rate_limit_per_s });
+      for (const [id, spec] of specs) listeners.set(id, { state: states.get(id) ?? initialGateState(now), ratePerS: spec.rate_limit_per_s, maxInFlight: spec.max_in_flight });
       const admission = admit([...candidates.values()].map(({ row }) => ({ id: row.id, listenerId: row.listener_id })), listeners, now);
       for (const id of admission.take) {
         const c = candidates.get(id);
