@@ -247,8 +247,11 @@ describe("a listener's pace (what one process holds of it)", () => {
   const cands = (listenerId: string, n: number) => Array.from({ length: n }, (_, i) => ({ id: `${listenerId}-${i}`, listenerId }));
   const closed = (maxInFlight: number): GateListener => ({ state: initialGateState(0), ratePerS: null, maxInFlight });
 
-  it('takes two rounds of max_in_flight of a listener not heard from yet, and looks at the rest again shortly', () => {
+  it('takes two rounds of max_in_flight of a listener whose receiver has not answered yet, and looks at the rest again shortly', () => {
     const paces = createListenerPaces();
+    // An attempt that never reached the receiver says nothing of its pace.
+    paces.held('l1');
+    paces.done('l1', null);
     const got = admitCandidates(cands('l1', 10), new Map([['l1', closed(4)]]), 10_000, S, paces);
     expect(got.take).toEqual(['l1-0', 'l1-1', 'l1-2', 'l1-3', 'l1-4', 'l1-5', 'l1-6', 'l1-7']);
     expect([...got.defer]).toEqual([
@@ -256,6 +259,17 @@ describe("a listener's pace (what one process holds of it)", () => {
       ['l1-9', 10_000 + UNKNOWN_PACE_RECHECK_MS],
     ]);
     expect([got.pacedCount, got.paced.get('l1')]).toEqual([2, 10_000 + UNKNOWN_PACE_RECHECK_MS]);
+  });
+
+  it('puts a surplus off an hour at most', () => {
+    const paces = createListenerPaces();
+    paces.held('l1');
+    paces.done('l1', 60_000);
+    paces.deferred('l1', 10_000 + RATE_WAIT_MAX_MS - 20_000);
+    for (let i = 0; i < 2; i++) paces.held('l1');
+    // A minute an answer, one at a time: 1 s of it is less than the two rounds (2), which it holds.
+    const got = admitCandidates(cands('l1', 3), new Map([['l1', closed(1)]]), 10_000, S, paces);
+    expect([...got.defer.values()]).toEqual([10_000 + RATE_WAIT_MAX_MS, 10_000 + RATE_WAIT_MAX_MS, 10_000 + RATE_WAIT_MAX_MS]);
   });
 
   it("holds a slow receiver's share to what it answers in a second, spreads the rest at its pace, and leaves other listeners alone", () => {

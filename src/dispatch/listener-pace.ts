@@ -9,9 +9,12 @@
  * delivery only as it finished one. So a process holds no more of a listener's deliveries than
  * it can start within HORIZON_MS at the pace its receiver has been answering (at least two
  * rounds of `max_in_flight`); a claim defers the rest, spread at that pace after what it
- * deferred before, to be claimed when they can be sent. A fast receiver's limit is far above
- * what a claim takes; until a listener has answered once here, its limit is the two rounds and
- * its surplus looks again shortly.
+ * deferred before, to be claimed when they can be sent (an hour ahead at most, as a rate limit
+ * puts them off: a receiver that has sped up meanwhile gets them at its new pace by then). A
+ * fast receiver's limit is far above what a claim takes, whether it answers 200 or 500; one
+ * that times out is paced at its timeout. Until a listener's receiver has answered here, its
+ * limit is the two rounds and its surplus is looked at again shortly (a guess at its pace would
+ * put a large backlog off by the guess).
  *
  * Each process keeps its own pace: two processes sending to one listener hold up to twice as
  * much, and have twice the slots.
@@ -19,7 +22,7 @@
 
 /** How far ahead a process holds a listener's deliveries, at the pace its receiver answers. */
 export const HORIZON_MS = 1_000;
-/** How soon a surplus looks again while the listener's pace is not known yet. */
+/** How soon a surplus is looked at again while the listener's receiver has not answered here yet. */
 export const UNKNOWN_PACE_RECHECK_MS = 100;
 /** Weight of the newest attempt in the listener's mean duration. */
 const SMOOTHING = 0.2;
@@ -36,7 +39,7 @@ export interface ListenerCapacity {
 /** One per listener this process has held a delivery of (a few numbers each; kept while it runs). */
 interface Pace {
   held: number;
-  /** Mean duration of an attempt, ms; null until one finished. */
+  /** Mean duration of an attempt its receiver answered (or did not in time), ms; null until one did. */
   meanMs: number | null;
   /** The last time this process put a surplus delivery off to. */
   deferredUntil: number;
@@ -51,7 +54,7 @@ export interface ListenerPaces {
   deferred(listenerId: string, until: number): void;
   /** A delivery of the listener is held here (claimed or handed over). */
   held(listenerId: string): void;
-  /** It is not any more; `durationMs` when it was sent. */
+  /** It is not any more; `durationMs` when it was sent (answered, or timed out). */
   done(listenerId: string, durationMs: number | null): void;
 }
 
@@ -72,8 +75,7 @@ export function createListenerPaces(): ListenerPaces {
       const p = paces.get(listenerId);
       const room = Math.max(0, limitOf(p, maxInFlight) - (p?.held ?? 0));
       if (!p || p.meanMs === null) return { room, after: now + UNKNOWN_PACE_RECHECK_MS, spacingMs: 0 };
-      const spacingMs = p.meanMs / maxInFlight;
-      return { room, after: Math.max(now, p.deferredUntil), spacingMs };
+      return { room, after: Math.max(now, p.deferredUntil), spacingMs: p.meanMs / maxInFlight };
     },
     fits(listenerId, maxInFlight) {
       const p = paces.get(listenerId);
