@@ -41,7 +41,7 @@ export const FORMAT_HELP = 'payload format: json, mistral, cloudevents or templa
 export const TEMPLATE_HELP =
   'the body as a JSON value whose strings may read the event with <% $.path %> (sets --format template; with GET or DELETE an object, sent as the query string)';
 export const ORDERING_HELP = 'execution: one execution\'s events arrive strictly in sequence order; none (default): as they come';
-export const MAX_IN_FLIGHT_HELP = 'attempts in flight at once to this listener (default 32)';
+export const MAX_IN_FLIGHT_HELP = 'attempts in flight at once to this listener from each relay process (default 32); a process holds about a second of its receiver\'s pace, the rest wait in the queue';
 export const RATE_LIMIT_HELP = `attempts per second at most (${RATE_LIMIT_MIN} to ${RATE_LIMIT_MAX}), over every relay process`;
 
 /** --rate-limit: a number of attempts per second within the listener's bounds, or "none" (no limit). */
