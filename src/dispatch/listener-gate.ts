@@ -7,7 +7,7 @@
  * No I/O and no clock here: `now` is given.
  */
 
-import type { ListenerCapacity } from './listener-pace.js';
+import type { ListenerCapacity, ListenerPaces } from './listener-pace.js';
 
 export type BreakerPosition = 'closed' | 'open' | 'half_open';
 
@@ -126,11 +126,6 @@ export interface PacedAdmission extends GateAdmission {
   pacedCount: number;
 }
 
-/** How many of a listener's deliveries this process may take now (listener-pace.ts). */
-export interface CapacityOf {
-  capacity(listenerId: string, maxInFlight: number, now: number): ListenerCapacity;
-}
-
 /**
  * Which candidates go now. Candidates come oldest first. An open breaker holds its listener's
  * deliveries until the probe time; then exactly one goes (the probe) and the breaker is half
@@ -144,7 +139,7 @@ export function admitCandidates(
   listeners: ReadonlyMap<string, GateListener>,
   now: number,
   settings: BreakerSettings,
-  paces?: CapacityOf,
+  paces?: Pick<ListenerPaces, 'capacity'>,
 ): PacedAdmission {
   const take: string[] = [];
   const defer = new Map<string, number>();
