@@ -2,25 +2,38 @@ import pg from 'pg';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { admitCandidates, DEFAULT_BREAKER, initialGateState, judgeAttempts, type ListenerGateState } from '../src/dispatch/listener-gate.js';
+import { createDispatcher, type Dispatcher } from '../src/dispatch/dispatcher.js';
 import { createFanOut } from '../src/fanout/fanout.js';
+import { createNetworkGuard } from '../src/net/network-guard.js';
 import type { AttemptResult, ClaimedDelivery, ClaimOptions, NewEvent, RecordJudge, Store } from '../src/store/store.js';
 import { openPostgresStore } from '../src/store/postgres/index.js';
+import { createHttpTransportModule } from '../src/transports/http-module.js';
+import { createTransportRegistry } from '../src/transports/registry.js';
 import { createTestSchema, sql, TEST_DATABASE_URL, type TestSchema } from './helpers/backend.js';
 import { storedListener, taskEnvelope } from './helpers/envelopes.js';
+import { startReceiver, type Receiver } from './helpers/receiver.js';
+import { waitUntil } from './helpers/relay-process.js';
 
 /*
  * What a PostgreSQL claim or prune meets from transactions beside it, which SQLite's one writer
  * rules out: an event removed under a delivery (a replay racing the pruner: no foreign key joins
  * them), a listener enabled between the claim's pick and its settle, and a finished delivery
- * re-queued while the pruner is removing it, two dispatchers judging one new listener at once.
+ * re-queued while the pruner is removing it, two dispatchers judging one new listener at once,
+ * a claim that meets a listener's gate held by another dispatcher's cycle.
  * The local server, a schema of its own, the store's own statements.
  */
 
 const P = 'p1';
 let schema: TestSchema | null = null;
 let store: Store | null = null;
+let dispatcher: Dispatcher | null = null;
+let receiver: Receiver | null = null;
 
 afterEach(async () => {
+  await dispatcher?.stop();
+  await receiver?.close();
+  dispatcher = null;
+  receiver = null;
   await store?.close();
   await schema?.drop();
   store = null;
@@ -299,5 +312,69 @@ describe('PostgreSQL claims, prunes and re-queues beside other transactions', ()
     } finally {
       await b.close();
     }
+  });
+
+  it('leaves the deliveries of a listener whose gate another dispatcher holds due, and says how many it left', async () => {
+    const s = await openStore();
+    await s.createListener(storedListener('l1', { project: P }));
+    await s.createListener(storedListener('l2', { project: P }));
+    await s.appendEvents(P, [event('e1'), event('e2')], createFanOut(), Date.now());
+    const now = Date.now();
+    const gated: ClaimOptions = { ...claimAll(now), admit: (candidates, listeners, at) => admitCandidates(candidates, listeners, at, DEFAULT_BREAKER) };
+    // Another dispatcher's cycle, between recording for l1 and its commit.
+    const other = await otherSession(schema!);
+    try {
+      await other.query(`SELECT 1 FROM listener_gates WHERE listener_id = 'l1' FOR UPDATE`);
+      const first = await s.recordAndClaim('races-test', [], gated, now);
+      expect(first.claimed.map((d) => d.listenerId)).toEqual(['l2', 'l2']);
+      expect(first.contended).toBe(2);
+    } finally {
+      await other.query('ROLLBACK');
+      await other.end();
+    }
+    const second = await s.recordAndClaim('races-test', [], { ...gated, now: now + 1 }, now + 1);
+    expect(second.claimed.map((d) => d.listenerId)).toEqual(['l1', 'l1']);
+    expect(second.contended).toBe(0);
+  });
+
+  it('has a dispatcher whose claim met a gate held by another dispatcher look again at once, not at its next poll', async () => {
+    receiver = await startReceiver();
+    const s = await openStore();
+    const callback = { transport: 'http' as const, url: receiver.url('/hook'), method: 'POST', headers: {}, format: 'json' as const, timeout_ms: 5_000 };
+    await s.createListener(storedListener('l1', { project: P, callback }));
+    await s.appendEvents(P, ['e1', 'e2', 'e3'].map(event), createFanOut(), Date.now());
+    // What the dispatcher's claims met, observed beside the store.
+    const contended: number[] = [];
+    const queue = Object.create(s) as Store;
+    queue.recordAndClaim = async (...args) => {
+      const outcome = await s.recordAndClaim(...args);
+      contended.push(outcome.contended);
+      return outcome;
+    };
+    const other = await otherSession(schema!);
+    let released = 0;
+    try {
+      await other.query(`SELECT 1 FROM listener_gates WHERE listener_id = 'l1' FOR UPDATE`);
+      dispatcher = createDispatcher({
+        store: queue,
+        transports: createTransportRegistry([createHttpTransportModule({ guard: createNetworkGuard({ allowNetworks: [], allowLoopback: true }) })]),
+        log: pino({ level: 'silent' }),
+        shutdownGraceMs: 0,
+        // No commit wakes it (the other transaction rolls back): without a look soon after,
+        // the backlog would wait for this poll.
+        idlePollMs: 60_000,
+        routing: createFanOut(),
+      });
+      dispatcher.start();
+      await waitUntil(() => contended.some((n) => n === 3), 10_000, () => `claims met ${JSON.stringify(contended)} held deliveries`);
+      expect(receiver.requests()).toHaveLength(0);
+    } finally {
+      await other.query('ROLLBACK');
+      released = Date.now();
+      await other.end();
+    }
+    const requests = await receiver.waitForCount('/hook', 3, 10_000);
+    expect(requests.map((r) => JSON.parse(r.text).id).sort()).toEqual(['e1', 'e2', 'e3']);
+    expect(Math.max(...requests.map((r) => r.at)) - released).toBeLessThan(5_000);
   });
 });

@@ -1091,7 +1091,7 @@ describe.each(TEST_BACKENDS)('store contract on %s', (backend) => {
       const allot = () => ((called = true), new Map());
       const none = await store.recordAndClaim('w1', [], { owner: 'w1', now: T - 1, leaseMs: 500, transports: ['http'], allot, admit: admitAll }, T - 1);
       expect(called).toBe(false);
-      expect(none).toEqual({ disabledListeners: [], claimed: [], asked: 0 });
+      expect(none).toEqual({ disabledListeners: [], claimed: [], asked: 0, contended: 0 });
     });
 
     it('claims only deliveries of the transports this process has enabled', async () => {

@@ -227,7 +227,7 @@ describe('claims per project', () => {
     let called = false;
     const out = await store.recordAndClaim('w1', [], { owner: 'w1', now: 1, leaseMs: 1, transports: ['http'], admit: takeAll, allot: () => ((called = true), new Map()) }, 1);
     expect(called).toBe(false);
-    expect(out).toEqual({ disabledListeners: [], claimed: [], asked: 0 });
+    expect(out).toEqual({ disabledListeners: [], claimed: [], asked: 0, contended: 0 });
   });
 });
 

@@ -91,6 +91,12 @@ function slotKey(callback: { transport: string; url?: unknown }): string {
 // expires for a process that died.
 const LEASE_MARGIN_MS = 5_000;
 
+// How soon a claim that found listeners' gates held by another dispatcher looks again: that
+// dispatcher's cycle commits within milliseconds. Doubled for each claim in a row that met a
+// held gate (up to the idle poll), with jitter, so that processes that keep meeting fall out
+// of step and a gate held long is not asked for hundreds of times a second.
+const CONTENDED_RETRY_MS = 10;
+
 /** An attempt that was not made: its listener's receiver had answered 410 Gone (see `gone`). */
 const TURNED_AWAY = Symbol('turned away');
 
@@ -214,6 +220,8 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
     failed: boolean;
     /** Candidates the claim put off because this process holds enough of their listener's. */
     paced: number;
+    /** Candidates left due because another dispatcher was recording or claiming for their listener. */
+    contended: number;
   }
 
   /** One transaction: record what finished, claim what the gate lets in. */
@@ -225,7 +233,7 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
     let paced = 0;
     const hasRoom = claim && gate.inFlight < maxInFlight;
     const now = Date.now();
-    if (batch.length === 0 && !hasRoom) return { claimed: 0, asked: 0, dueProjects, hadRoom: hasRoom, at: now, failed: false, paced };
+    if (batch.length === 0 && !hasRoom) return { claimed: 0, asked: 0, dueProjects, hadRoom: hasRoom, at: now, failed: false, paced, contended: 0 };
     let outcome;
     try {
       outcome = await store.recordAndClaim(
@@ -268,7 +276,7 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
       results = [...batch, ...results];
       storeFailures++;
       log.error({ err, results: batch.length, failures: storeFailures }, 'recording attempts or claiming failed; backing off');
-      return { claimed: 0, asked: 0, dueProjects, hadRoom: hasRoom, at: now, failed: true, paced: 0 };
+      return { claimed: 0, asked: 0, dueProjects, hadRoom: hasRoom, at: now, failed: true, paced: 0, contended: 0 };
     }
     if (storeFailures > 0) log.info({ failures: storeFailures }, 'the store answers again; dispatching resumes');
     storeFailures = 0;
@@ -284,7 +292,7 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
     }
     settleGone(batch);
     for (const d of outcome.claimed) launch(d, now);
-    return { claimed: outcome.claimed.length, asked: outcome.asked, dueProjects, hadRoom: hasRoom, at: now, failed: false, paced };
+    return { claimed: outcome.claimed.length, asked: outcome.asked, dueProjects, hadRoom: hasRoom, at: now, failed: false, paced, contended: outcome.contended };
   }
 
   async function attempt(d: ClaimedDelivery): Promise<AttemptResult | typeof TURNED_AWAY | null> {
@@ -514,10 +522,12 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
 
   async function loop() {
     let swept = false;
+    let contendedInARow = 0;
     while (running) {
       swept ||= await releaseGone();
       failures.summarize();
       const r = await cycle(true);
+      contendedInARow = r.contended > 0 ? contendedInARow + 1 : 0;
       // The claim dealt with all it asked for: it took them, or put off those of listeners this
       // process holds enough of (their places in the queue go to what comes after them).
       const filled = r.asked > 0 && r.claimed + r.paced === r.asked;
@@ -549,6 +559,9 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
         // its transport is not this process's); the next wake or poll looks again.
         else if (next !== null && next > r.at) wait = 0;
       }
+      // Another dispatcher held some listeners' gate for its own cycle, which commits within
+      // milliseconds: look again then, not at the next poll (a drained backlog wakes no one).
+      if (contendedInARow > 0) wait = Math.min(wait, backoffDelay(contendedInARow, { baseMs: CONTENDED_RETRY_MS, maxMs: idlePollMs }));
       if (wait > 0) await sleep(wait);
     }
   }

@@ -454,6 +454,9 @@ export interface DeliveryQueue {
    * off) and, when `claim` is given, claims the next due deliveries the gate admits under a
    * lease that ends at now + leaseMs + the listener's timeout; one transaction, one fsync.
    * Deliveries claimed by one dispatcher are never claimed by another while the lease holds.
+   * `asked`: what the allotment asked for; `contended`: candidates left due because another
+   * dispatcher was recording or claiming for their listener at that moment (always 0 on a store
+   * that one process alone dispatches from), worth another look as soon as that one commits.
    */
   recordAndClaim(
     owner: string,
@@ -461,7 +464,7 @@ export interface DeliveryQueue {
     claim: ClaimOptions | null,
     now: number,
     judge?: RecordJudge | null,
-  ): Promise<{ disabledListeners: string[]; claimed: ClaimedDelivery[]; asked: number }>;
+  ): Promise<{ disabledListeners: string[]; claimed: ClaimedDelivery[]; asked: number; contended: number }>;
   /** Gives back leases of unsent deliveries (shutdown), due at `now`. */
   releaseLeases(owner: string, deliveryIds: string[], now: number): Promise<void>;
   /**

@@ -138,7 +138,7 @@ export function claimQueries() {
       candidates: CandidateRow[],
       judged: ReadonlyMap<string, ListenerGateState>,
       claim: ClaimOptions,
-    ): Promise<{ claimed: ClaimedDelivery[]; orphans: string[] }> {
+    ): Promise<{ claimed: ClaimedDelivery[]; orphans: string[]; contended: number }> {
       candidates.sort((a, b) => a.due_at - b.due_at || (a.id < b.id ? -1 : 1));
       const settleIds: string[] = [];
       const actions: string[] = [];
@@ -163,11 +163,13 @@ export function claimQueries() {
         listeners.set(row.listener_id, { state: state ?? initialGateState(claim.now), ratePerS: spec.rate_limit_per_s, maxInFlight: spec.max_in_flight });
       }
       const offered: CandidateRow[] = [];
+      let contended = 0;
       for (const row of candidates) {
         if (!row.listener_exists) settleAs(row, 'cancel', null);
         // A disabled listener's deliveries wait, unscheduled, until it is enabled again.
         else if (!row.enabled) settleAs(row, 'hold', null);
         else if (listeners.has(row.listener_id)) offered.push(row);
+        else contended++;
       }
       const admission = offered.length
         ? claim.admit(offered.map((row) => ({ id: row.id, listenerId: row.listener_id })), listeners, claim.now)
@@ -184,7 +186,7 @@ export function claimQueries() {
         const row = byId.get(id);
         if (row) settleAs(row, 'defer', at);
       }
-      if (settleIds.length === 0 && admission.changed.size === 0) return { claimed: [], orphans: [] };
+      if (settleIds.length === 0 && admission.changed.size === 0) return { claimed: [], orphans: [], contended };
       const sent = await c.commitWith<Partial<ClaimEvent> & { id: string }>(settle, [
         settleIds,
         actions,
@@ -202,7 +204,7 @@ export function claimQueries() {
         if (event?.envelope == null) orphans.push(row.id);
         else claimed.push(toClaimedDelivery(row, event as ClaimEvent, specs.get(row.listener_id)!, row.gap));
       }
-      return { claimed, orphans };
+      return { claimed, orphans, contended };
     },
 
     /** Cancels the deliveries of `orphans` (see cancelOrphans), outside the claim's transaction. */

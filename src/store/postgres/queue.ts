@@ -41,10 +41,11 @@ export function queueQueries(db: Database, { notice, append, backlogs }: { notic
       for (const [id, project] of disabled) await backlogs.start(c, project, id, 'hold', now);
       const shares = claim && batch.due.length ? [...claim.allot(batch.due)].filter(([, n]) => n > 0) : [];
       const asked = shares.reduce((sum, [, n]) => sum + n, 0);
-      if (batch.recorded.length === 0 && judged.size === 0 && shares.length === 0) return { disabledListeners: [...disabled.keys()], claimed: [], orphans: [], asked };
+      if (batch.recorded.length === 0 && judged.size === 0 && shares.length === 0) return { disabledListeners: [...disabled.keys()], claimed: [], orphans: [], asked, contended: 0 };
       const candidates = await claims.pick(c, batch.recorded, judged, shares, claim, now);
-      const { claimed, orphans } = claim && candidates.length ? await claims.admitAndSettle(c, candidates, judged, claim) : { claimed: [], orphans: [] };
-      return { disabledListeners: [...disabled.keys()], claimed, orphans, asked };
+      const { claimed, orphans, contended } =
+        claim && candidates.length ? await claims.admitAndSettle(c, candidates, judged, claim) : { claimed: [], orphans: [], contended: 0 };
+      return { disabledListeners: [...disabled.keys()], claimed, orphans, asked, contended };
     });
     const { orphans, ...outcome } = done;
     if (orphans.length && claim) {

@@ -219,7 +219,7 @@ export function openSqliteStore(options: SqliteOptions): SqliteStore {
         const { recorded, disabled } = results.length ? deliveries.record(owner, results, now) : { recorded: [], disabled: [] };
         if (judge) disabled.push(...applyJudgement({ gates, disable: deliveries.disable, append: appendRouted }, { results, recorded, gone: [...disabled] }, judge, now));
         const { claimed, asked } = claim ? deliveries.claim(claim) : { claimed: [], asked: 0 };
-        return { disabledListeners: disabled, claimed, asked };
+        return { disabledListeners: disabled, claimed, asked, contended: 0 };
       });
     },
     async releaseLeases(owner, ids, now) {
