@@ -99,3 +99,34 @@ describe('leases of a relay that died', () => {
     await third.stop();
   }, 90_000);
 });
+
+describe('a relay started on a backlog', () => {
+  it("sends a listener's 20,000 deliveries that waited for it, while it learns how fast the receiver answers", async () => {
+    const dir = tempDir('relay-backlog-');
+    dirs.push(dir);
+    const rcv = await new Receiver({ delayMs: () => 0 }).listen();
+    receivers.push(rcv);
+    const BACKLOG = 20_000;
+    // An api process stores them; nothing sends them yet.
+    const writer = await startRelayProcess({ ...env(dir), RELAY_ROLE: 'api' });
+    const created = await api(writer, 'POST', '/v1/listeners', { workbook: '*', event_types: ['NOTIFICATION'], events: [EVENT_TYPE], callback: { url: rcv.url } });
+    expect(created.status, created.text).toBe(201);
+    rcv.secret = created.body.secret;
+    for (let from = 0; from < BACKLOG; from += 1000) {
+      const events = Array.from({ length: 1000 }, (_, i) => ({ id: `backlog-${from + i}`, type: EVENT_TYPE, workbook: 'leases', data: {} }));
+      const posted = await api(writer, 'POST', '/v1/events', { events });
+      expect(posted.status, posted.text).toBe(202);
+    }
+    await writer.stop();
+    expect(rcv.received).toHaveLength(0);
+
+    // Until its receiver has answered, the relay holds two rounds of the listener's and puts the
+    // rest off for a moment: that must not keep it from sending those two rounds.
+    const startedAt = Date.now();
+    const relay = await startRelayProcess(env(dir));
+    await waitUntil(() => rcv.byEventId.size === BACKLOG, 60_000, () => `${rcv.byEventId.size} of ${BACKLOG} arrived`);
+    expect(rcv.badSignatures).toEqual([]);
+    console.log(`backlog on ${relay.backend}: ${BACKLOG} deliveries sent ${Date.now() - startedAt} ms after the relay started; ${rcv.received.length} requests`);
+    await relay.stop();
+  }, 120_000);
+});

@@ -524,6 +524,10 @@ export function createDispatcher(o: DispatcherOptions): Dispatcher {
     let swept = false;
     let contendedInARow = 0;
     while (running) {
+      // Sockets first: a store that answers synchronously (SQLite) resolves the cycle's promise
+      // at once, and a loop that claims again at once would otherwise never let the attempts it
+      // launched be sent, nor their answers in.
+      await new Promise<void>((resolve) => setImmediate(resolve));
       swept ||= await releaseGone();
       failures.summarize();
       const r = await cycle(true);
